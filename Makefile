@@ -1,0 +1,41 @@
+# `make demo` brings the stack up on embedded defaults; `make test` runs the tests.
+# Both create .venv and install everything from the registries on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test test-all demo protos lock bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/mmsearch up
+
+protos: $(STAMP)
+	$(PY) -m mmsearch.protogen
+
+bench: $(STAMP)
+	$(PY) bench/export_speed.py
+
+# Re-freeze the tested environment into constraints.txt (keeps the hand-pinned header).
+lock: $(STAMP)
+	sed -n '1,/^# --- frozen ---$$/p' constraints.txt > constraints.txt.new
+	$(PY) -m pip freeze --exclude-editable | grep -v '^mmsearch' >> constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,49 @@
+"""The `mmsearch` console script: one subcommand per tool, each a thin main(argv) elsewhere."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Callable, Sequence
+
+from mmsearch.errors import MMSearchError
+
+# subcommand -> (module with main(argv), one-line help). Imported lazily: `mmsearch --help` stays fast.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("offline.export", "export model towers to the Triton model repository (ONNX + manifest)"),
+    "up": ("mmsearch.up", "bring up the whole stack on embedded defaults"),
+}
+
+
+def run_cli(fn: Callable[[], object]) -> int:
+    """Run a CLI body: our errors become one line on stderr and their exit code, never a traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("mmsearch").setLevel(logging.INFO)
+    try:
+        fn()
+    except MMSearchError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(map(len, COMMANDS))
+        lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+        print("usage: mmsearch COMMAND [ARGS]\n\ncommands:\n" + "\n".join(lines))
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"error: unknown command {cmd!r} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(COMMANDS[cmd][0]).main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

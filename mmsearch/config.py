@@ -1,0 +1,187 @@
+"""Typed configuration, read once at start: defaults <- YAML file <- ``MMSEARCH_*`` environment.
+
+Environment names are derived from the model: ``MMSEARCH_<SECTION>_<FIELD>`` (for example
+``MMSEARCH_MILVUS_URI``, ``MMSEARCH_SERVING_HTTP_PORT``) and ``MMSEARCH_<FIELD>`` for top-level
+fields. ``MMSEARCH_CONFIG`` names the YAML file. An unknown ``MMSEARCH_*`` variable or YAML key is
+an error, so a typo never silently falls back to a default. This is the only module that reads
+``os.environ``; everything else receives a ``Config``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mmsearch.errors import ConfigError
+
+ENV_PREFIX = "MMSEARCH_"
+CONFIG_FILE_ENV = "MMSEARCH_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Endpoint(_Section):
+    host: str = "127.0.0.1"
+
+
+class ServingConfig(Endpoint):
+    """Triton Inference Server (serving tier)."""
+
+    http_port: int = Field(8000, ge=0, le=65535)
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    metrics_port: int = Field(8002, ge=0, le=65535)
+    url: str = ""  # "host:port" of a remote Triton gRPC endpoint; empty = the local one
+    cpu_threads: int = Field(1, ge=0)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class PreprocessConfig(Endpoint):
+    port: int = Field(60051, ge=0, le=65535)
+    max_message_mb: int = Field(64, gt=0)
+
+
+class RetrievalConfig(Endpoint):
+    http_port: int = Field(8080, ge=0, le=65535)
+    grpc_port: int = Field(50051, ge=0, le=65535)
+
+
+class WebConfig(Endpoint):
+    port: int = Field(8090, ge=0, le=65535)
+    retrieval_url: str = "http://127.0.0.1:8080"
+
+
+class MilvusConfig(_Section):
+    uri: str = ""  # empty = embedded Milvus Lite under data_dir
+
+
+class MongoConfig(_Section):
+    uri: str = ""  # empty = embedded secantusdb server under data_dir
+    database: str = "mmsearch"
+
+
+class ConsulConfig(_Section):
+    addr: str = ""  # empty = experiments from experiments_file
+    key: str = "mmsearch/experiments"
+
+
+class ExportConfig(_Section):
+    """Defaults for `mmsearch export`."""
+
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    opset: int = Field(17, ge=13)
+    parity_min_cosine: float = Field(0.9999, gt=0, le=1)
+    text_max_length: int = Field(256, ge=8, le=8192)
+    preferred_batch_sizes: list[int] = Field(default_factory=lambda: [8, 16, 32])
+    max_queue_delay_us: int = Field(500, ge=0)
+    instance_count: int = Field(1, ge=1)
+
+
+class Config(_Section):
+    data_dir: Path = Path(".mmsearch")
+    model_repository: Path = Path("model_repository")
+    image_root: Path = Path(".")
+    experiments_file: Path = Path("deploy/experiments.yaml")
+    log_level: str = "INFO"
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    milvus: MilvusConfig = Field(default_factory=MilvusConfig)
+    mongo: MongoConfig = Field(default_factory=MongoConfig)
+    consul: ConsulConfig = Field(default_factory=ConsulConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+
+def _env_names() -> dict[str, tuple[str, ...]]:
+    """Map every accepted environment name to its path in the config tree."""
+    names: dict[str, tuple[str, ...]] = {}
+    for field, info in Config.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, _Section):
+            for sub in ann.model_fields:
+                names[f"{ENV_PREFIX}{field}_{sub}".upper()] = (field, sub)
+        else:
+            names[f"{ENV_PREFIX}{field}".upper()] = (field,)
+    return names
+
+
+def _env_value(raw: str) -> Any:
+    """Environment values are YAML scalars/lists, so `8001`, `true` and `[8, 16]` keep their types."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _format_validation(err: ValidationError, origin: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        parts.append(f"{loc}: {e['msg']}")
+    return f"invalid configuration ({origin}): " + "; ".join(parts)
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the one Config of a process.
+
+    ``path`` (or ``MMSEARCH_CONFIG``) is an optional YAML file; ``environ`` defaults to
+    ``os.environ``; ``overrides`` (nested dict, e.g. from CLI flags) win over everything.
+    """
+    env = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    path = path or env.get(CONFIG_FILE_ENV) or None
+    origin = "defaults"
+    if path:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {p}") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read config file {p}: {e}") from e
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top, got {type(loaded).__name__}")
+        data = loaded
+        origin = str(p)
+
+    known = _env_names()
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_FILE_ENV:
+            continue
+        if name not in known:
+            raise ConfigError(f"unknown environment variable {name} (known: {', '.join(sorted(known))})")
+        target = data
+        *parents, leaf = known[name]
+        for key in parents:
+            node = target.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: config section {key!r} is not a mapping")
+            target = node
+        target[leaf] = _env_value(raw)
+        origin = f"{origin} + environment"
+
+    for key, value in (overrides or {}).items():
+        if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, origin)) from e

@@ -1,0 +1,212 @@
+"""The model artifact contract: ``<repo>/<model>/mmsearch.json``.
+
+Export writes it; serving, the preprocess service, build_index and evaluation read it, so nothing
+downstream guesses tensor names, dims or preprocessing. ``validate_model_dir`` checks a manifest
+against the files beside it (ONNX graph, config.pbtxt, preprocess/ folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mmsearch.errors import BadInput, NotFound
+
+MANIFEST_NAME = "mmsearch.json"
+MODEL_FILE = "model.onnx"
+CONFIG_FILE = "config.pbtxt"
+PREPROCESS_DIR = "preprocess"
+SCHEMA_VERSION = 1
+
+Kind = Literal["text_encoder", "image_encoder", "cross_encoder"]
+DType = Literal["int64", "int32", "float32", "float16"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TensorSpec(_Strict):
+    name: str = Field(min_length=1)
+    dtype: DType
+    shape: list[int]  # full shape, batch axis included; -1 marks a dynamic axis
+
+
+class TextPreprocessing(_Strict):
+    type: Literal["text"] = "text"
+    tokenizer_dir: str = PREPROCESS_DIR  # relative to the model folder
+    max_length: int = Field(gt=0)
+    pair: bool = False  # cross-encoders tokenize (query, document) pairs
+
+
+class ImagePreprocessing(_Strict):
+    """Resize shortest edge -> centre crop -> rescale -> normalise, in RGB (PIL resampling)."""
+
+    type: Literal["image"] = "image"
+    config_file: str = f"{PREPROCESS_DIR}/preprocessor_config.json"
+    resize_shortest_edge: int = Field(gt=0)
+    crop_size: tuple[int, int]  # (height, width): the model's input size
+    resample: Literal["bicubic", "bilinear", "nearest", "lanczos"] = "bicubic"
+    rescale_factor: float = 1 / 255
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+Preprocessing = Annotated[Union[TextPreprocessing, ImagePreprocessing], Field(discriminator="type")]
+
+
+class Parity(_Strict):
+    """ONNX Runtime vs the PyTorch source on real inputs (recorded by export)."""
+
+    reference: str  # what the ONNX output was compared against
+    n_inputs: int
+    min_cosine: float | None = None  # embeddings: row-wise cosine; None for cross-encoder scores
+    mean_cosine: float | None = None
+    max_abs_diff: float
+    threshold: float  # min cosine for embeddings, max absolute difference for scores
+    inputs: list[str] = Field(default_factory=list)  # short description of the input set
+
+
+class Quantization(_Strict):
+    method: Literal["dynamic-int8"]
+    fp32_parity: Parity
+    int8_vs_fp32: dict[str, float]  # min/mean cosine, neighbour overlap@k ...
+    speed: dict[str, float]  # texts/s fp32 vs int8, ratio
+    labelled_eval: dict[str, Any] | None = None
+
+
+class Manifest(_Strict):
+    schema_version: int = SCHEMA_VERSION
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Kind
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+    embedding_dim: int | None = Field(default=None, gt=0)
+    normalized: bool = False
+    preprocessing: Preprocessing
+    max_batch_size: int = Field(gt=0)
+    partner: str | None = None  # the other tower of a two-tower model (shared embedding space)
+    source: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    parity: Parity | None = None
+    quantization: Quantization | None = None
+    evaluation: dict[str, Any] | None = None
+    created_at: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        names = [t.name for t in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate input names {names}")
+        if self.kind in ("text_encoder", "cross_encoder"):
+            if not isinstance(self.preprocessing, TextPreprocessing):
+                raise ValueError(f"{self.kind} needs text preprocessing")
+            if "input_ids" not in names or "attention_mask" not in names:
+                raise ValueError(f"{self.kind} must take input_ids and attention_mask, has {names}")
+        if self.kind == "image_encoder":
+            if not isinstance(self.preprocessing, ImagePreprocessing):
+                raise ValueError("image_encoder needs image preprocessing")
+            if names != ["pixel_values"]:
+                raise ValueError(f"image_encoder must take exactly pixel_values, has {names}")
+        if self.kind in ("text_encoder", "image_encoder"):
+            if [t.name for t in self.outputs] != ["embedding"]:
+                raise ValueError("encoders must return exactly one output named embedding")
+            if self.embedding_dim is None or self.outputs[0].shape[-1] != self.embedding_dim:
+                raise ValueError("embedding output's last axis must equal embedding_dim")
+        if self.kind == "cross_encoder" and [t.name for t in self.outputs] != ["score"]:
+            raise ValueError("cross_encoder must return exactly one output named score")
+        return self
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+
+def manifest_path(model_dir: str | Path) -> Path:
+    return Path(model_dir) / MANIFEST_NAME
+
+
+def write_manifest(model_dir: str | Path, manifest: Manifest) -> Path:
+    """Write atomically (temp file + rename) so a reader never sees half a manifest."""
+    path = manifest_path(model_dir)
+    text = manifest.model_dump_json(indent=2, exclude_none=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".mmsearch.", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(model_dir: str | Path) -> Manifest:
+    path = manifest_path(model_dir)
+    if not path.is_file():
+        raise NotFound(f"no {MANIFEST_NAME} in {model_dir}: not an mmsearch model folder")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path} is not valid JSON: {e}") from e
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors())
+        raise BadInput(f"{path} is not a valid manifest: {problems}") from e
+
+
+_ONNX_DTYPES = {7: "int64", 6: "int32", 1: "float32", 10: "float16"}
+
+
+def validate_model_dir(model_dir: str | Path) -> Manifest:
+    """Check the manifest against model.onnx, config.pbtxt and preprocess/; raise BadInput naming each problem."""
+    import onnx  # heavy import kept local: readers that only need the manifest don't pay for it
+
+    from mmsearch.triton_config import read_model_config
+
+    model_dir = Path(model_dir)
+    m = read_manifest(model_dir)
+    problems: list[str] = []
+    onnx_path = model_dir / "1" / MODEL_FILE
+    if not onnx_path.is_file():
+        problems.append(f"missing {onnx_path}")
+    else:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+        inits = {i.name for i in graph.initializer}
+        g_inputs = {i.name: i for i in graph.input if i.name not in inits}
+        g_outputs = {o.name: o for o in graph.output}
+        for spec, found in [(s, g_inputs) for s in m.inputs] + [(s, g_outputs) for s in m.outputs]:
+            t = found.get(spec.name)
+            if t is None:
+                problems.append(f"ONNX graph has no tensor {spec.name!r} (has {sorted(found)})")
+                continue
+            dt = _ONNX_DTYPES.get(t.type.tensor_type.elem_type, str(t.type.tensor_type.elem_type))
+            if dt != spec.dtype:
+                problems.append(f"tensor {spec.name!r}: ONNX dtype {dt}, manifest {spec.dtype}")
+            rank = len(t.type.tensor_type.shape.dim)
+            if rank != len(spec.shape):
+                problems.append(f"tensor {spec.name!r}: ONNX rank {rank}, manifest {len(spec.shape)}")
+        if set(g_inputs) != set(m.input_names):
+            problems.append(f"ONNX inputs {sorted(g_inputs)} != manifest inputs {sorted(m.input_names)}")
+    cfg_path = model_dir / CONFIG_FILE
+    if not cfg_path.is_file():
+        problems.append(f"missing {cfg_path}")
+    else:
+        cfg = read_model_config(cfg_path)
+        if cfg.name != m.name or cfg.name != model_dir.name:
+            problems.append(f"config.pbtxt name {cfg.name!r}, manifest {m.name!r}, folder {model_dir.name!r} differ")
+        if cfg.max_batch_size != m.max_batch_size:
+            problems.append(f"max_batch_size: config.pbtxt {cfg.max_batch_size}, manifest {m.max_batch_size}")
+        if [i.name for i in cfg.input] != m.input_names:
+            problems.append(f"config.pbtxt inputs {[i.name for i in cfg.input]} != manifest {m.input_names}")
+        if [o.name for o in cfg.output] != [o.name for o in m.outputs]:
+            problems.append("config.pbtxt outputs differ from the manifest")
+    pre = m.preprocessing
+    pre_path = model_dir / (pre.tokenizer_dir if isinstance(pre, TextPreprocessing) else pre.config_file)
+    if not pre_path.exists():
+        problems.append(f"missing preprocessing files {pre_path}")
+    if problems:
+        raise BadInput(f"model {model_dir} is inconsistent: " + "; ".join(problems))
+    return m

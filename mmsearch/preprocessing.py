@@ -1,0 +1,185 @@
+"""Query/document preprocessing, written once.
+
+The offline tools (export parity, build_index, evaluation) and the online preprocess service all
+call these functions, so offline and online tensors are identical by construction. The image
+pipeline reproduces Hugging Face's CLIPImageProcessor step by step (PIL resize of the shortest
+edge, centre crop, rescale, normalise).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from mmsearch.errors import BadInput
+from mmsearch.manifest import ImagePreprocessing, Manifest, TextPreprocessing
+
+#: Largest image (in pixels) we agree to decode: bigger is treated as a decompression bomb.
+MAX_IMAGE_PIXELS = 64_000_000
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+ImageInput = Union[bytes, str, Path, Image.Image]
+
+
+@dataclass
+class TextBatch:
+    tensors: dict[str, np.ndarray]  # int64 [N, L] per model input name
+    truncated: np.ndarray  # bool [N]: the item was cut at max_length
+
+
+def _check_texts(texts: Sequence[object], what: str = "text") -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        raise BadInput(f"{what}s must be a list of strings, got a single {type(texts).__name__}")
+    out = []
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise BadInput(f"{what} #{i}: expected a string, got {type(t).__name__}")
+        if not t.strip():
+            raise BadInput(f"{what} #{i}: empty")
+        out.append(t)
+    if not out:
+        raise BadInput(f"empty batch: no {what}s given")
+    return out
+
+
+class TextPreprocessor:
+    """The model's own tokenizer from its preprocess/ folder, truncating at the manifest's max_length."""
+
+    def __init__(self, tokenizer_dir: str | Path, max_length: int, input_names: Sequence[str], pair: bool = False):
+        from transformers import AutoTokenizer  # heavy: imported when a text model is actually loaded
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        except (OSError, ValueError) as e:
+            raise BadInput(f"cannot load tokenizer from {tokenizer_dir}: {e}") from e
+        self.max_length = max_length
+        self.input_names = list(input_names)
+        self.pair = pair
+
+    @classmethod
+    def for_model(cls, model_dir: str | Path, manifest: Manifest) -> "TextPreprocessor":
+        pre = manifest.preprocessing
+        assert isinstance(pre, TextPreprocessing)
+        return cls(Path(model_dir) / pre.tokenizer_dir, pre.max_length, manifest.input_names, pre.pair)
+
+    def _tensors(self, enc) -> dict[str, np.ndarray]:
+        out = {}
+        for name in self.input_names:
+            if name == "token_type_ids" and name not in enc:
+                out[name] = np.zeros_like(np.asarray(enc["input_ids"]), dtype=np.int64)
+            else:
+                out[name] = np.asarray(enc[name], dtype=np.int64)
+        return out
+
+    def __call__(self, texts: Sequence[str]) -> TextBatch:
+        texts = _check_texts(texts)
+        tok = self.tokenizer
+        full = tok(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        truncated = np.array([len(ids) > self.max_length for ids in full], dtype=bool)
+        enc = tok(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        return TextBatch(self._tensors(enc), truncated)
+
+    def pairs(self, queries: Sequence[str], documents: Sequence[str]) -> TextBatch:
+        queries = _check_texts(queries, "query")
+        documents = _check_texts(documents, "document")
+        if len(queries) != len(documents):
+            raise BadInput(f"{len(queries)} queries but {len(documents)} documents: pairs must match")
+        tok = self.tokenizer
+        full = tok(queries, documents, truncation=False, verbose=False)["input_ids"]
+        truncated = np.array([len(ids) > self.max_length for ids in full], dtype=bool)
+        enc = tok(queries, documents, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        return TextBatch(self._tensors(enc), truncated)
+
+
+def load_image(data: ImageInput, name: str = "image") -> Image.Image:
+    """Decode to RGB: EXIF orientation applied, first frame of animations, alpha/palette/grey converted."""
+    try:
+        if isinstance(data, Image.Image):
+            img = data
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            if not data:
+                raise BadInput(f"{name}: empty image data")
+            img = Image.open(io.BytesIO(bytes(data)))
+        elif isinstance(data, (str, Path)):
+            img = Image.open(Path(data))
+        else:
+            raise BadInput(f"{name}: expected image bytes, a path or a PIL image, got {type(data).__name__}")
+        w, h = img.size
+        if w <= 0 or h <= 0:
+            raise BadInput(f"{name}: image has no pixels ({w}x{h})")
+        if w * h > MAX_IMAGE_PIXELS:
+            raise BadInput(f"{name}: image is {w}x{h}, over the {MAX_IMAGE_PIXELS:,}-pixel limit")
+        if getattr(img, "is_animated", False):
+            img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        if img.mode != "RGB":
+            # Same as Hugging Face's convert_rgb: alpha is dropped, palette and grey expanded.
+            img = img.convert("RGB")
+        return img
+    except BadInput:
+        raise
+    except FileNotFoundError as e:
+        raise BadInput(f"{name}: file not found: {data}") from e
+    except (Image.UnidentifiedImageError, Image.DecompressionBombError) as e:
+        raise BadInput(f"{name}: not a readable image ({e})") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadInput(f"{name}: corrupt or truncated image ({e})") from e
+
+
+class ImagePreprocessor:
+    """Resize shortest edge -> centre crop -> rescale -> normalise, as CLIPImageProcessor does."""
+
+    def __init__(self, spec: ImagePreprocessing):
+        self.spec = spec
+        self._mean = np.asarray(spec.mean, dtype=np.float64).reshape(3, 1, 1)
+        self._std = np.asarray(spec.std, dtype=np.float64).reshape(3, 1, 1)
+
+    @classmethod
+    def for_model(cls, manifest: Manifest) -> "ImagePreprocessor":
+        assert isinstance(manifest.preprocessing, ImagePreprocessing)
+        return cls(manifest.preprocessing)
+
+    def _resize(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        size = self.spec.resize_shortest_edge
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = size, int(size * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        return img.resize((new_w, new_h), resample=_RESAMPLE[self.spec.resample], reducing_gap=None)
+
+    def _crop(self, arr: np.ndarray) -> np.ndarray:
+        ch, cw = self.spec.crop_size
+        h, w = arr.shape[:2]
+        if h < ch or w < cw:  # pad symmetrically with zeros, as HF's center_crop does
+            ph, pw = max(ch, h), max(cw, w)
+            padded = np.zeros((ph, pw, arr.shape[2]), dtype=arr.dtype)
+            top, left = (ph - h) // 2, (pw - w) // 2
+            padded[top : top + h, left : left + w] = arr
+            arr, h, w = padded, ph, pw
+        top, left = (h - ch) // 2, (w - cw) // 2
+        return arr[top : top + ch, left : left + cw]
+
+    def one(self, data: ImageInput, name: str = "image") -> np.ndarray:
+        img = self._resize(load_image(data, name))
+        arr = self._crop(np.asarray(img, dtype=np.uint8))
+        chw = arr.transpose(2, 0, 1).astype(np.float64) * self.spec.rescale_factor
+        return ((chw - self._mean) / self._std).astype(np.float32)
+
+    def __call__(self, images: Sequence[ImageInput]) -> np.ndarray:
+        if isinstance(images, (bytes, str, Path, Image.Image)):
+            images = [images]
+        if len(images) == 0:
+            raise BadInput("empty batch: no images given")
+        return np.stack([self.one(im, f"image #{i}") for i, im in enumerate(images)])

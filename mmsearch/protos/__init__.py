@@ -1,0 +1,1 @@
+"""Generated gRPC code (``make protos``); sources in protos/mmsearch/protos/. Do not edit by hand."""

@@ -1,0 +1,1 @@
+"""Offline tools: fine-tune, evaluate, grid search, export, build_index."""

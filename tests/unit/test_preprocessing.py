@@ -1,0 +1,102 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmsearch.errors import BadInput
+from mmsearch.manifest import ImagePreprocessing
+from mmsearch.preprocessing import MAX_IMAGE_PIXELS, ImagePreprocessor, TextPreprocessor, load_image
+from offline.parity import parity_images
+from tiny_models import minilm_dir
+
+CLIP_SPEC = ImagePreprocessing(
+    resize_shortest_edge=224, crop_size=(224, 224), resample="bicubic",
+    mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
+)
+
+
+def _png(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("spec", [CLIP_SPEC, CLIP_SPEC.model_copy(update=dict(resize_shortest_edge=256, resample="bilinear"))])
+def test_pixels_equal_hugging_face_clip_image_processor(spec):
+    from offline.models.clip import pil_image_processor_class
+    from offline.models.dual import write_image_processor_config
+
+    hf = pil_image_processor_class()(
+        size={"shortest_edge": spec.resize_shortest_edge}, crop_size={"height": 224, "width": 224},
+        resample={"bicubic": 3, "bilinear": 2}[spec.resample], image_mean=list(spec.mean), image_std=list(spec.std),
+    )
+    ours = ImagePreprocessor(spec)
+    for i, data in enumerate(parity_images()):
+        ref = hf(images=[Image.open(io.BytesIO(data))], return_tensors="np")["pixel_values"][0]
+        got = ours.one(data)
+        assert got.shape == ref.shape == (3, 224, 224)
+        np.testing.assert_allclose(got, ref, atol=1e-5, err_msg=f"image #{i}")
+    assert write_image_processor_config  # the same spec is what export writes as preprocessor_config.json
+
+
+def test_exif_orientation_is_honoured():
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    loaded = load_image(_png(img, "JPEG", exif=exif.tobytes()))
+    assert loaded.size == (20, 40)
+
+
+def test_modes_become_rgb_and_animations_use_first_frame():
+    for mode in ("RGBA", "L", "P", "LA", "1"):
+        assert load_image(_png(Image.new(mode, (8, 8)))).mode == "RGB"
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    r, g, b = load_image(buf.getvalue()).getpixel((4, 4))
+    assert r > 200 and b < 50
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        (b"", "empty image data"),
+        (b"this is not an image", "not a readable image"),
+        (_png(Image.new("RGB", (64, 64)))[:60], "corrupt or truncated|not a readable image"),
+        (12345, "expected image bytes"),
+    ],
+)
+def test_bad_images_named(data, fragment):
+    with pytest.raises(BadInput, match=fragment):
+        ImagePreprocessor(CLIP_SPEC)([data])
+
+
+def test_decompression_bomb_refused_before_decoding():
+    side = int(MAX_IMAGE_PIXELS ** 0.5) + 100
+    # A tiny PNG header claiming a huge canvas: refused from its size, never decoded.
+    data = _png(Image.new("1", (side, side)))
+    with pytest.raises(BadInput, match="pixel limit|not a readable image"):
+        load_image(data, "upload")
+
+
+def test_empty_image_batch():
+    with pytest.raises(BadInput, match="empty batch"):
+        ImagePreprocessor(CLIP_SPEC)([])
+
+
+def test_text_truncation_flag_and_token_type_ids():
+    tp = TextPreprocessor(minilm_dir(), 16, ["input_ids", "attention_mask", "token_type_ids"])
+    batch = tp(["short", "word " * 40])
+    assert batch.truncated.tolist() == [False, True]
+    assert batch.tensors["input_ids"].shape == (2, 16) and batch.tensors["input_ids"].dtype == np.int64
+    assert not batch.tensors["token_type_ids"].any()
+    assert batch.tensors["attention_mask"][0].sum() == 3  # [CLS] short [SEP]
+
+
+@pytest.mark.parametrize("texts, fragment", [([], "empty batch"), (["ok", ""], "text #1: empty"),
+                                              (["ok", 3], "text #1: expected a string"), ("abc", "list of strings")])
+def test_bad_texts_named(texts, fragment):
+    tp = TextPreprocessor(minilm_dir(), 16, ["input_ids", "attention_mask"])
+    with pytest.raises(BadInput, match=fragment):
+        tp(texts)
