@@ -70,11 +70,17 @@ class LocalModel:
     def encode_texts(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         if self.manifest.kind != "text_encoder":
             raise BadInput(f"model {self.manifest.name} is a {self.manifest.kind}, not a text encoder")
-        # Tokenise per batch so padding follows each batch's longest text, as serving does.
-        out = [self.run(self.text(texts[i : i + batch_size]).tensors) for i in range(0, len(texts), batch_size)]
-        if not out:
+        if not len(texts):
             raise BadInput("empty batch: no texts given")
-        return np.concatenate(out)
+        # Batch texts of similar length together (as sentence-transformers does) so little compute
+        # goes to padding; results come back in the caller's order.
+        order = np.argsort([-len(t) if isinstance(t, str) else 0 for t in texts], kind="stable")
+        ordered = [texts[i] for i in order]
+        out = np.concatenate([self.run(self.text(ordered[i : i + batch_size]).tensors)
+                              for i in range(0, len(ordered), batch_size)])
+        result = np.empty_like(out)
+        result[order] = out
+        return result
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
         out = [self.run({"pixel_values": self.image(images[i : i + batch_size])}) for i in range(0, len(images), batch_size)]

@@ -74,6 +74,7 @@ class Parity(_Strict):
 
 class Quantization(_Strict):
     method: Literal["dynamic-int8"]
+    weights: str = "QInt8 per-channel"
     fp32_parity: Parity
     int8_vs_fp32: dict[str, float]  # min/mean cosine, neighbour overlap@k ...
     speed: dict[str, float]  # texts/s fp32 vs int8, ratio

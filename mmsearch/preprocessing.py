@@ -84,22 +84,25 @@ class TextPreprocessor:
 
     def __call__(self, texts: Sequence[str]) -> TextBatch:
         texts = _check_texts(texts)
-        tok = self.tokenizer
-        full = tok(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-        truncated = np.array([len(ids) > self.max_length for ids in full], dtype=bool)
-        enc = tok(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
-        return TextBatch(self._tensors(enc), truncated)
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        return TextBatch(self._tensors(enc), self._truncated(enc, texts))
 
     def pairs(self, queries: Sequence[str], documents: Sequence[str]) -> TextBatch:
         queries = _check_texts(queries, "query")
         documents = _check_texts(documents, "document")
         if len(queries) != len(documents):
             raise BadInput(f"{len(queries)} queries but {len(documents)} documents: pairs must match")
-        tok = self.tokenizer
-        full = tok(queries, documents, truncation=False, verbose=False)["input_ids"]
-        truncated = np.array([len(ids) > self.max_length for ids in full], dtype=bool)
-        enc = tok(queries, documents, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
-        return TextBatch(self._tensors(enc), truncated)
+        enc = self.tokenizer(queries, documents, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="np")
+        return TextBatch(self._tensors(enc), self._truncated(enc, queries, documents))
+
+    def _truncated(self, enc, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        """Fast tokenizers keep what truncation cut in `overflowing`; slow ones need a second, untruncated pass."""
+        if getattr(enc, "encodings", None):
+            return np.array([len(e.overflowing) > 0 for e in enc.encodings], dtype=bool)
+        args = (texts, pairs) if pairs is not None else (texts,)
+        full = self.tokenizer(*args, truncation=False, verbose=False)["input_ids"]
+        return np.array([len(ids) > self.max_length for ids in full], dtype=bool)
 
 
 def load_image(data: ImageInput, name: str = "image") -> Image.Image:

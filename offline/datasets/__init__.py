@@ -1,0 +1,1 @@
+"""Real data sets fetched from Debian packages at run time (never committed): see DESIGN.md."""
