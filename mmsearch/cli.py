@@ -12,6 +12,7 @@ from mmsearch.errors import MMSearchError
 # subcommand -> (module with main(argv), one-line help). Imported lazily: `mmsearch --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("offline.export", "export model towers to the Triton model repository (ONNX + manifest)"),
+    "serve-models": ("serving.cli", "serve the model repository with Triton (HTTP :8000, gRPC :8001, metrics :8002)"),
     "up": ("mmsearch.up", "bring up the whole stack on embedded defaults"),
 }
 

@@ -1,0 +1,137 @@
+"""The one inference client the project uses to reach Triton (gRPC by default, HTTP as an option).
+
+It knows each model's max_batch_size (read once from the server) and splits larger inputs into
+chunks, applies a timeout to every call, and turns tritonclient's exceptions into mmsearch errors:
+a server that is down is ``Unavailable("triton at host:port")``, an unknown model ``NotFound``, a
+request Triton rejects ``BadInput`` with Triton's own message.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Literal, Mapping
+
+import numpy as np
+
+from mmsearch.errors import BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Unavailable
+
+_NP_TO_TRITON = {np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32",
+                 np.dtype(np.float16): "FP16"}
+
+
+def _translate(e: Exception, url: str, model: str | None) -> MMSearchError:
+    """Map a tritonclient exception (gRPC or HTTP flavour) onto our hierarchy."""
+    status = str(getattr(e, "status", lambda: "")() or "")
+    msg = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
+    msg = msg or str(e)
+    low = msg.lower()
+    where = f"triton at {url}"
+    if "UNAVAILABLE" in status or "connect" in low or "unavailable" in low and "model" not in low:
+        return Unavailable(where, msg)
+    if "DEADLINE_EXCEEDED" in status or "deadline" in low or "timed out" in low or "timeout" in low:
+        return DeadlineExceeded(f"{where}: {msg}")
+    if "NOT_FOUND" in status or "unknown model" in low or "not found" in low or status == "404":
+        return NotFound(f"model {model!r} not found on {where}: {msg}")
+    if "INVALID_ARGUMENT" in status or status == "400" or "invalid" in low or "unexpected" in low:
+        return BadInput(f"{model}: {msg}")
+    return Internal(f"{where}: {msg}")
+
+
+class InferenceClient:
+    def __init__(self, url: str, protocol: Literal["grpc", "http"] = "grpc", timeout_s: float = 10.0):
+        if protocol not in ("grpc", "http"):
+            raise BadInput(f"protocol must be grpc or http, got {protocol!r}")
+        self.url = url
+        self.protocol = protocol
+        self.timeout_s = timeout_s
+        self._max_batch: dict[str, int] = {}
+        self._lock = threading.Lock()
+        if protocol == "grpc":
+            import tritonclient.grpc as tc
+        else:
+            import tritonclient.http as tc
+        self._tc = tc
+        try:
+            if protocol == "grpc":
+                self._client = tc.InferenceServerClient(url)
+            else:
+                self._client = tc.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+        except Exception as e:  # malformed URL and the like
+            raise BadInput(f"cannot create a triton {protocol} client for {url!r}: {e}") from e
+
+    def _call(self, fn, model: str | None, *args, **kwargs):
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return fn(*args, **kwargs)
+        except InferenceServerException as e:
+            raise _translate(e, self.url, model) from e
+        except (ConnectionError, OSError) as e:
+            raise Unavailable(f"triton at {self.url}", str(e)) from e
+
+    def _timeout_kw(self) -> dict:
+        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
+    def server_ready(self) -> bool:
+        try:
+            return bool(self._call(self._client.is_server_ready, None))
+        except MMSearchError:
+            return False
+
+    def model_ready(self, model: str) -> bool:
+        try:
+            return bool(self._call(self._client.is_model_ready, model, model))
+        except MMSearchError:
+            return False
+
+    def max_batch_size(self, model: str) -> int:
+        with self._lock:
+            if model not in self._max_batch:
+                kw = {"as_json": True} if self.protocol == "grpc" else {}
+                cfg = self._call(self._client.get_model_config, model, model, **kw, **self._timeout_kw())
+                cfg = cfg.get("config", cfg)
+                self._max_batch[model] = int(cfg.get("max_batch_size", 0) or 0)
+            return self._max_batch[model]
+
+    def infer(self, model: str, inputs: Mapping[str, np.ndarray], output: str | None = None) -> np.ndarray:
+        """Run ``model`` on batch-major ``inputs``; return its (first or named) output, chunked by max_batch_size."""
+        if not inputs:
+            raise BadInput(f"{model}: no inputs given")
+        arrays = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
+        sizes = {len(a) for a in arrays.values()}
+        if len(sizes) != 1:
+            raise BadInput(f"{model}: inputs disagree on batch size {sorted(sizes)}")
+        n = sizes.pop()
+        if n == 0:
+            raise BadInput(f"{model}: empty batch")
+        step = self.max_batch_size(model) or n
+        parts = [self._infer_once(model, {k: a[i : i + step] for k, a in arrays.items()}, output) for i in range(0, n, step)]
+        return np.concatenate(parts)
+
+    def _infer_once(self, model: str, arrays: Mapping[str, np.ndarray], output: str | None) -> np.ndarray:
+        tc = self._tc
+        reqs = []
+        for name, a in arrays.items():
+            dt = _NP_TO_TRITON.get(a.dtype)
+            if dt is None:
+                raise BadInput(f"{model}: input {name!r} has unsupported dtype {a.dtype}")
+            t = tc.InferInput(name, list(a.shape), dt)
+            t.set_data_from_numpy(a) if self.protocol == "grpc" else t.set_data_from_numpy(a, binary_data=True)
+            reqs.append(t)
+        outs = None
+        if output:
+            outs = [tc.InferRequestedOutput(output)] if self.protocol == "grpc" else [tc.InferRequestedOutput(output, binary_data=True)]
+        res = self._call(self._client.infer, model, model, reqs, outputs=outs, **self._timeout_kw())
+        if output is None:
+            resp = res.get_response(as_json=True) if self.protocol == "grpc" else res.get_response()
+            output = resp["outputs"][0]["name"]
+        arr = res.as_numpy(output)
+        if arr is None:
+            raise Internal(f"triton at {self.url}: {model} returned no output {output!r}")
+        return arr
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # closing a dead connection is not an error worth raising
+            pass

@@ -1,0 +1,1 @@
+"""Serving tier: Triton Inference Server (as bundled by nvidia-pytriton) over the model repository."""

@@ -1,0 +1,100 @@
+"""Triton python-backend model that runs one exported ONNX model with ONNX Runtime.
+
+The launcher copies this file as ``<shadow repo>/<model>/1/model.py`` and writes a config.pbtxt
+equal to the exported one except ``backend: "python"`` plus parameters naming the ONNX file, so
+tensor names, dtypes, shapes, max_batch_size, dynamic batching and instance count are exactly
+those a full Triton with the onnxruntime backend would use on the same repository.
+
+Runs inside the python backend stub process: it imports only numpy, onnxruntime and
+triton_python_backend_utils (no mmsearch), and turns every bad request into a TritonError
+with INVALID_ARG so the server keeps serving everyone else.
+"""
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+_DTYPES = {"TYPE_INT64": np.int64, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32, "TYPE_FP16": np.float16}
+
+
+def _param(cfg, key, default=""):
+    return cfg.get("parameters", {}).get(key, {}).get("string_value", default)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        import onnxruntime as ort
+
+        self.cfg = json.loads(args["model_config"])
+        self.name = self.cfg["name"]
+        self.inputs = [(i["name"], _DTYPES[i["data_type"]]) for i in self.cfg["input"]]
+        self.outputs = [o["name"] for o in self.cfg["output"]]
+        self.max_batch = int(self.cfg.get("max_batch_size", 0))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(_param(self.cfg, "cpu_threads", "1") or 1)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if _param(self.cfg, "execution_provider") == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        # The launcher writes each version's ONNX path beside its model.py (one config, many versions).
+        sidecar = os.path.join(args["model_repository"], args["model_version"], "onnx_path")
+        onnx_path = open(sidecar, encoding="utf-8").read().strip() if os.path.exists(sidecar) else _param(self.cfg, "onnx_path")
+        self.session = ort.InferenceSession(onnx_path, opts, providers=providers)
+        self.check_finite = any(dt in (np.float32, np.float16) for _, dt in self.inputs)
+
+    def _tensors(self, request):
+        feeds = {}
+        for name, dtype in self.inputs:
+            t = pb_utils.get_input_tensor_by_name(request, name)
+            if t is None:
+                raise ValueError(f"missing input {name!r}")
+            arr = t.as_numpy()
+            if arr.dtype != dtype:
+                raise ValueError(f"input {name!r}: dtype {arr.dtype}, expected {np.dtype(dtype).name}")
+            if arr.shape[0] == 0:
+                raise ValueError(f"input {name!r}: empty batch")
+            if self.check_finite and np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+                raise ValueError(f"input {name!r}: contains NaN or infinity")
+            feeds[name] = arr
+        shapes = {a.shape for a in feeds.values() if a.ndim == 2}
+        if len(shapes) > 1:
+            raise ValueError(f"inputs {sorted(feeds)} must share one shape, got {sorted(shapes)}")
+        return feeds
+
+    def execute(self, requests):
+        # Requests are grouped by input shapes (Triton batches equal shapes; stay safe regardless),
+        # each group runs as one ONNX batch, and errors stay with the request that caused them.
+        responses = [None] * len(requests)
+        groups = {}
+        for i, request in enumerate(requests):
+            try:
+                feeds = self._tensors(request)
+            except ValueError as e:
+                responses[i] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"{self.name}: {e}", pb_utils.TritonError.INVALID_ARG))
+                continue
+            key = tuple((k, v.shape[1:]) for k, v in sorted(feeds.items()))
+            groups.setdefault(key, []).append((i, feeds))
+        for members in groups.values():
+            names = members[0][1].keys()
+            batch = {n: np.concatenate([f[n] for _, f in members]) for n in names}
+            try:
+                out = self.session.run(self.outputs, batch)
+            except Exception as e:  # ORT rejects shapes/values it cannot run: the caller's fault
+                for i, _ in members:
+                    responses[i] = pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"{self.name}: {e}", pb_utils.TritonError.INVALID_ARG))
+                continue
+            start = 0
+            for i, f in members:
+                n = next(iter(f.values())).shape[0]
+                tensors = [pb_utils.Tensor(name, arr[start : start + n]) for name, arr in zip(self.outputs, out)]
+                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+                start += n
+        return responses
+
+    def finalize(self):
+        self.session = None
