@@ -13,6 +13,7 @@ from mmsearch.errors import MMSearchError
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("offline.export", "export model towers to the Triton model repository (ONNX + manifest)"),
     "serve-models": ("serving.cli", "serve the model repository with Triton (HTTP :8000, gRPC :8001, metrics :8002)"),
+    "serve-preprocess": ("preprocess_service.cli", "serve the gRPC tokenizer / image preprocessor (127.0.0.1:60051)"),
     "up": ("mmsearch.up", "bring up the whole stack on embedded defaults"),
 }
 

@@ -43,7 +43,13 @@ class ServingConfig(Endpoint):
 
 class PreprocessConfig(Endpoint):
     port: int = Field(60051, ge=0, le=65535)
-    max_message_mb: int = Field(64, gt=0)
+    max_message_mb: int = Field(64, gt=0, le=2047)
+    max_workers: int = Field(8, ge=1, le=256)
+    max_batch: int = Field(256, ge=1)  # items per request
+    max_text_bytes: int = Field(65536, ge=16)  # a query longer than this is refused, not silently cut
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    length_buckets: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 256, 512])
+    timeout_s: float = Field(5.0, gt=0)  # client-side deadline
 
 
 class RetrievalConfig(Endpoint):

@@ -9,6 +9,7 @@ edge, centre crop, rescale, normalise).
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -66,6 +67,9 @@ class TextPreprocessor:
         self.max_length = max_length
         self.input_names = list(input_names)
         self.pair = pair
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        # Fast tokenizers are not safe to call from several threads at once ("Already borrowed").
+        self._lock = threading.Lock()
 
     @classmethod
     def for_model(cls, model_dir: str | Path, manifest: Manifest) -> "TextPreprocessor":
@@ -82,19 +86,36 @@ class TextPreprocessor:
                 out[name] = np.asarray(enc[name], dtype=np.int64)
         return out
 
-    def __call__(self, texts: Sequence[str]) -> TextBatch:
-        texts = _check_texts(texts)
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
-        return TextBatch(self._tensors(enc), self._truncated(enc, texts))
+    def _bucketed(self, batch: TextBatch, buckets: Sequence[int] | None) -> TextBatch:
+        """Pad the sequence axis up to the next bucket: equal shapes let Triton batch concurrent queries."""
+        if not buckets:
+            return batch
+        length = batch.tensors["input_ids"].shape[1]
+        target = min((b for b in buckets if b >= length), default=length)
+        target = max(length, min(target, self.max_length))
+        if target == length:
+            return batch
+        pad = ((0, 0), (0, target - length))
+        tensors = {k: np.pad(v, pad, constant_values=self.pad_id if k == "input_ids" else 0) for k, v in batch.tensors.items()}
+        return TextBatch(tensors, batch.truncated)
 
-    def pairs(self, queries: Sequence[str], documents: Sequence[str]) -> TextBatch:
+    def __call__(self, texts: Sequence[str], buckets: Sequence[int] | None = None) -> TextBatch:
+        texts = _check_texts(texts)
+        with self._lock:
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+            truncated = self._truncated(enc, texts)
+        return self._bucketed(TextBatch(self._tensors(enc), truncated), buckets)
+
+    def pairs(self, queries: Sequence[str], documents: Sequence[str], buckets: Sequence[int] | None = None) -> TextBatch:
         queries = _check_texts(queries, "query")
         documents = _check_texts(documents, "document")
         if len(queries) != len(documents):
             raise BadInput(f"{len(queries)} queries but {len(documents)} documents: pairs must match")
-        enc = self.tokenizer(queries, documents, padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="np")
-        return TextBatch(self._tensors(enc), self._truncated(enc, queries, documents))
+        with self._lock:
+            enc = self.tokenizer(queries, documents, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="np")
+            truncated = self._truncated(enc, queries, documents)
+        return self._bucketed(TextBatch(self._tensors(enc), truncated), buckets)
 
     def _truncated(self, enc, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         """Fast tokenizers keep what truncation cut in `overflowing`; slow ones need a second, untruncated pass."""
@@ -135,7 +156,9 @@ def load_image(data: ImageInput, name: str = "image") -> Image.Image:
         raise
     except FileNotFoundError as e:
         raise BadInput(f"{name}: file not found: {data}") from e
-    except (Image.UnidentifiedImageError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise BadInput(f"{name}: image is over the {MAX_IMAGE_PIXELS:,}-pixel limit (decompression bomb guard: {e})") from e
+    except Image.UnidentifiedImageError as e:
         raise BadInput(f"{name}: not a readable image ({e})") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise BadInput(f"{name}: corrupt or truncated image ({e})") from e

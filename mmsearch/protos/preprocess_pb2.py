@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from mmsearch.protos import tensor_pb2 as mmsearch_dot_protos_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n mmsearch/protos/preprocess.proto\x12\x0bmmsearch.v1\x1a\x1cmmsearch/protos/tensor.proto\"B\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x11\n\tdocuments\x18\x03 \x03(\t\".\n\rImagesRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"M\n\x12PreprocessResponse\x12$\n\x07tensors\x18\x01 \x03(\x0b\x32\x13.mmsearch.v1.Tensor\x12\x11\n\ttruncated\x18\x02 \x03(\x08\"\x13\n\x11ListModelsRequest\"\x0f\n\rReloadRequest\"N\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x03(\t\x12\x15\n\rembedding_dim\x18\x04 \x01(\x05\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.mmsearch.v1.ModelInfo2\xbb\x02\n\nPreprocess\x12I\n\x08Tokenize\x12\x1c.mmsearch.v1.TokenizeRequest\x1a\x1f.mmsearch.v1.PreprocessResponse\x12L\n\rProcessImages\x12\x1a.mmsearch.v1.ImagesRequest\x1a\x1f.mmsearch.v1.PreprocessResponse\x12M\n\nListModels\x12\x1e.mmsearch.v1.ListModelsRequest\x1a\x1f.mmsearch.v1.ListModelsResponse\x12\x45\n\x06Reload\x12\x1a.mmsearch.v1.ReloadRequest\x1a\x1f.mmsearch.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n mmsearch/protos/preprocess.proto\x12\x0bmmsearch.v1\x1a\x1cmmsearch/protos/tensor.proto\"R\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\x0c\x12\x11\n\tdocuments\x18\x03 \x03(\x0c\x12\x0e\n\x06\x62ucket\x18\x04 \x01(\x08\".\n\rImagesRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"M\n\x12PreprocessResponse\x12$\n\x07tensors\x18\x01 \x03(\x0b\x32\x13.mmsearch.v1.Tensor\x12\x11\n\ttruncated\x18\x02 \x03(\x08\"\x13\n\x11ListModelsRequest\"\x0f\n\rReloadRequest\"v\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x03(\t\x12\x15\n\rembedding_dim\x18\x04 \x01(\x05\x12\x12\n\nmax_length\x18\x05 \x01(\x05\x12\x12\n\nimage_size\x18\x06 \x03(\x05\"L\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.mmsearch.v1.ModelInfo\x12\x0e\n\x06\x65rrors\x18\x02 \x03(\t2\xbb\x02\n\nPreprocess\x12I\n\x08Tokenize\x12\x1c.mmsearch.v1.TokenizeRequest\x1a\x1f.mmsearch.v1.PreprocessResponse\x12L\n\rProcessImages\x12\x1a.mmsearch.v1.ImagesRequest\x1a\x1f.mmsearch.v1.PreprocessResponse\x12M\n\nListModels\x12\x1e.mmsearch.v1.ListModelsRequest\x1a\x1f.mmsearch.v1.ListModelsResponse\x12\x45\n\x06Reload\x12\x1a.mmsearch.v1.ReloadRequest\x1a\x1f.mmsearch.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mmsearch.protos.preprocess_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TOKENIZEREQUEST']._serialized_start=79
-  _globals['_TOKENIZEREQUEST']._serialized_end=145
-  _globals['_IMAGESREQUEST']._serialized_start=147
-  _globals['_IMAGESREQUEST']._serialized_end=193
-  _globals['_PREPROCESSRESPONSE']._serialized_start=195
-  _globals['_PREPROCESSRESPONSE']._serialized_end=272
-  _globals['_LISTMODELSREQUEST']._serialized_start=274
-  _globals['_LISTMODELSREQUEST']._serialized_end=293
-  _globals['_RELOADREQUEST']._serialized_start=295
-  _globals['_RELOADREQUEST']._serialized_end=310
-  _globals['_MODELINFO']._serialized_start=312
-  _globals['_MODELINFO']._serialized_end=390
-  _globals['_LISTMODELSRESPONSE']._serialized_start=392
-  _globals['_LISTMODELSRESPONSE']._serialized_end=452
-  _globals['_PREPROCESS']._serialized_start=455
-  _globals['_PREPROCESS']._serialized_end=770
+  _globals['_TOKENIZEREQUEST']._serialized_end=161
+  _globals['_IMAGESREQUEST']._serialized_start=163
+  _globals['_IMAGESREQUEST']._serialized_end=209
+  _globals['_PREPROCESSRESPONSE']._serialized_start=211
+  _globals['_PREPROCESSRESPONSE']._serialized_end=288
+  _globals['_LISTMODELSREQUEST']._serialized_start=290
+  _globals['_LISTMODELSREQUEST']._serialized_end=309
+  _globals['_RELOADREQUEST']._serialized_start=311
+  _globals['_RELOADREQUEST']._serialized_end=326
+  _globals['_MODELINFO']._serialized_start=328
+  _globals['_MODELINFO']._serialized_end=446
+  _globals['_LISTMODELSRESPONSE']._serialized_start=448
+  _globals['_LISTMODELSRESPONSE']._serialized_end=524
+  _globals['_PREPROCESS']._serialized_start=527
+  _globals['_PREPROCESS']._serialized_end=842
 # @@protoc_insertion_point(module_scope)

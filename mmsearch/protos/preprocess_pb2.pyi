@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TokenizeRequest(_message.Message):
-    __slots__ = ("model", "texts", "documents")
+    __slots__ = ("model", "texts", "documents", "bucket")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
     model: str
-    texts: _containers.RepeatedScalarFieldContainer[str]
-    documents: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., documents: _Optional[_Iterable[str]] = ...) -> None: ...
+    texts: _containers.RepeatedScalarFieldContainer[bytes]
+    documents: _containers.RepeatedScalarFieldContainer[bytes]
+    bucket: bool
+    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[bytes]] = ..., documents: _Optional[_Iterable[bytes]] = ..., bucket: _Optional[bool] = ...) -> None: ...
 
 class ImagesRequest(_message.Message):
     __slots__ = ("model", "images")
@@ -42,19 +44,25 @@ class ReloadRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "inputs", "embedding_dim")
+    __slots__ = ("name", "kind", "inputs", "embedding_dim", "max_length", "image_size")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     inputs: _containers.RepeatedScalarFieldContainer[str]
     embedding_dim: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., embedding_dim: _Optional[int] = ...) -> None: ...
+    max_length: int
+    image_size: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., embedding_dim: _Optional[int] = ..., max_length: _Optional[int] = ..., image_size: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "errors")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...

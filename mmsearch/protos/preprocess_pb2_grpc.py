@@ -60,13 +60,15 @@ class PreprocessServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Tokenize(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Texts (or, for cross-encoders, query/document pairs) -> input_ids, attention_mask (+ token_type_ids).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ProcessImages(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Encoded images -> pixel_values with the model's resize, crop and normalisation.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -78,7 +80,8 @@ class PreprocessServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Reload(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Re-read the model repository (new, changed and removed models).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -76,7 +76,7 @@ def test_decompression_bomb_refused_before_decoding():
     side = int(MAX_IMAGE_PIXELS ** 0.5) + 100
     # A tiny PNG header claiming a huge canvas: refused from its size, never decoded.
     data = _png(Image.new("1", (side, side)))
-    with pytest.raises(BadInput, match="pixel limit|not a readable image"):
+    with pytest.raises(BadInput, match="pixel limit"):
         load_image(data, "upload")
 
 

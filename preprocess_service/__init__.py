@@ -1,0 +1,1 @@
+"""gRPC preprocess service: raw queries -> the exact tensors a repository model expects."""
