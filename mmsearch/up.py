@@ -15,7 +15,7 @@ from mmsearch.manifest import MANIFEST_NAME
 
 NOT_READY = (
     "mmsearch up: the search stack is not ready yet. Landed so far: the shared library, `mmsearch export` and\n"
-    "`mmsearch serve-models` (Triton over this repository). Preprocess, build_index, retrieval and the web page\n"
+    "`mmsearch serve-models` (Triton) and `mmsearch serve-preprocess`. build_index, retrieval and the web page\n"
     "at http://localhost:8090 arrive with their issues; until then `make demo` prepares the model repository only."
 )
 
