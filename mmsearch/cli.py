@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("offline.export", "export model towers to the Triton model repository (ONNX + manifest)"),
     "serve-models": ("serving.cli", "serve the model repository with Triton (HTTP :8000, gRPC :8001, metrics :8002)"),
     "serve-preprocess": ("preprocess_service.cli", "serve the gRPC tokenizer / image preprocessor (127.0.0.1:60051)"),
+    "build-index": ("offline.build_index", "encode documents into Milvus + MongoDB (versioned, resumable)"),
+    "index": ("offline.index_admin", "list, roll back or drop index builds"),
     "up": ("mmsearch.up", "bring up the whole stack on embedded defaults"),
 }
 

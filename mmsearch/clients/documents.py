@@ -1,0 +1,79 @@
+"""Documents in MongoDB (or the secantusdb server, which speaks the same wire protocol).
+
+Database ``mmsearch`` (configurable), one collection per index, ``_id`` = document id, writes are
+upserts so re-running a build never duplicates. Build bookkeeping lives in the ``_builds``
+collection of the same database.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from mmsearch.errors import Internal, Unavailable
+
+BUILDS = "_builds"
+
+
+class DocumentStore:
+    def __init__(self, uri: str, database: str = "mmsearch", timeout_s: float = 5.0):
+        import pymongo
+        from pymongo.errors import ConfigurationError, PyMongoError
+
+        self.uri = uri
+        self.dependency = f"mongodb at {_redact(uri)}"
+        try:
+            self.client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout_s * 1000),
+                                              connectTimeoutMS=int(timeout_s * 1000), socketTimeoutMS=60_000)
+            self.client.admin.command("ping")
+        except (PyMongoError, ConfigurationError, ValueError) as e:
+            raise Unavailable(self.dependency, str(e).split(",")[0]) from e
+        self.db = self.client[database]
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        from pymongo.errors import AutoReconnect, PyMongoError, ServerSelectionTimeoutError
+
+        try:
+            return fn(*args, **kwargs)
+        except (AutoReconnect, ServerSelectionTimeoutError) as e:
+            raise Unavailable(self.dependency, str(e).split(",")[0]) from e
+        except PyMongoError as e:
+            raise Internal(f"{self.dependency}: {what} failed: {e}") from e
+
+    def upsert_many(self, collection: str, docs: Sequence[dict[str, Any]]) -> None:
+        from pymongo import ReplaceOne
+
+        if docs:
+            ops = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs]
+            self._call("bulk upsert", self.db[collection].bulk_write, ops, ordered=False)
+
+    def get_many(self, collection: str, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Documents in the order of ``ids`` (None where missing), in one round trip."""
+        found = {d["_id"]: d for d in self._call("find", self.db[collection].find, {"_id": {"$in": list(ids)}})}
+        return [found.get(i) for i in ids]
+
+    def count(self, collection: str) -> int:
+        return int(self._call("count", self.db[collection].count_documents, {}))
+
+    def drop(self, collection: str) -> None:
+        self._call("drop", self.db[collection].drop)
+
+    # build bookkeeping
+    def save_build(self, record: dict[str, Any]) -> None:
+        self._call("save build", self.db[BUILDS].replace_one, {"_id": record["_id"]}, record, upsert=True)
+
+    def builds(self, index: str) -> list[dict[str, Any]]:
+        return list(self._call("list builds", self.db[BUILDS].find, {"index": index}, sort=[("_id", 1)]))
+
+    def delete_builds(self, ids: Iterable[str]) -> None:
+        self._call("delete builds", self.db[BUILDS].delete_many, {"_id": {"$in": list(ids)}})
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _redact(uri: str) -> str:
+    """Never print a password from a connection string."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri

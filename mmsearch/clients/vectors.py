@@ -1,0 +1,186 @@
+"""Vectors in Milvus (Milvus Lite file, Milvus Lite server, or a Milvus cluster: same client).
+
+A collection per index build, ``<index>__<build>`` (``id`` VARCHAR primary key, ``embedding``
+FLOAT_VECTOR, COSINE), and an alias ``<index>`` on the live build so a re-index switches
+atomically and can be rolled back. Every pymilvus error is wrapped where it meets us:
+unreachable -> ``Unavailable("milvus at <uri>")``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound, Unavailable
+
+BUILD_SEP = "__"
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
+ID_MAX = 512
+
+
+def check_index_name(name: str) -> str:
+    if not NAME_RE.match(name or "") or BUILD_SEP in name:
+        raise BadInput(f"index name {name!r} is invalid: letters, digits and single '_' (no '__'), starting with a letter")
+    return name
+
+
+def _quote(value: str) -> str:
+    """A string literal for a Milvus filter expression (ids may hold quotes and backslashes)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def collection_name(index: str, build: str) -> str:
+    return f"{index}{BUILD_SEP}{build}"
+
+
+class _DropUnimplemented(logging.Filter):
+    """Embedded Milvus Lite runs an in-process gRPC server that logs a traceback whenever pymilvus
+    probes an RPC it does not implement (AllocTimestamp); the call itself succeeds. Drop only that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Method not implemented" not in record.getMessage()
+
+
+logging.getLogger("grpc._server").addFilter(_DropUnimplemented())
+
+
+class VectorStore:
+    def __init__(self, uri: str, timeout_s: float = 30.0):
+        """``uri``: a local ``.db`` file path (embedded Milvus Lite) or ``http://host:port``."""
+        from pymilvus import MilvusClient
+
+        self.uri = uri
+        self.dependency = f"milvus at {uri}"
+        self._loaded: set[str] = set()
+        if not uri.startswith(("http://", "https://", "tcp://", "unix:")):
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client = MilvusClient(uri=uri, timeout=timeout_s)
+            self.client.list_collections()
+        except Exception as e:  # pymilvus raises MilvusException and grpc/OS errors alike
+            raise Unavailable(self.dependency, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+
+    def _ensure_loaded(self, name: str) -> None:
+        """Milvus serves only loaded collections, and a reopened store starts with all released."""
+        if name in self._loaded:
+            return
+        aliases = self._call("list aliases", self.client.list_aliases).get("aliases", [])
+        target = self._call("describe alias", self.client.describe_alias, name)["collection_name"] if name in aliases else name
+        state = str(self._call("load state", self.client.get_load_state, target).get("state", ""))
+        if "Loaded" not in state:
+            self._call("load", self.client.load_collection, target)
+        self._loaded.add(name)
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MMSearchError:
+            raise
+        except Exception as e:
+            msg = str(e)
+            if "connect" in msg.lower() or "unavailable" in msg.lower():
+                raise Unavailable(self.dependency, msg) from e
+            raise Internal(f"{self.dependency}: {what} failed: {msg}") from e
+
+    def collections(self) -> list[str]:
+        return self._call("list collections", self.client.list_collections)
+
+    def builds(self, index: str) -> list[str]:
+        """Build names of an index, oldest first (build names sort by time)."""
+        prefix = index + BUILD_SEP
+        return sorted(c[len(prefix):] for c in self.collections() if c.startswith(prefix))
+
+    def live_build(self, index: str) -> str | None:
+        if index not in self._call("list aliases", self.client.list_aliases).get("aliases", []):
+            return None  # not built yet
+        target = self._call("describe alias", self.client.describe_alias, index)["collection_name"]
+        return target.split(BUILD_SEP, 1)[1] if BUILD_SEP in target else None
+
+    def dim(self, collection: str) -> int:
+        desc = self._call("describe", self.client.describe_collection, collection)
+        for f in desc["fields"]:
+            if f["name"] == "embedding":
+                return int(f["params"]["dim"])
+        raise Internal(f"{self.dependency}: collection {collection} has no embedding field")
+
+    def create(self, collection: str, dim: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        if self._call("has_collection", self.client.has_collection, collection):
+            existing = self.dim(collection)
+            if existing != dim:
+                raise BadInput(f"collection {collection} holds {existing}-d vectors; this model gives {dim}-d")
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+        params = self.client.prepare_index_params()
+        params.add_index("embedding", index_type="AUTOINDEX", metric_type="COSINE")
+        self._call("create collection", self.client.create_collection, collection, schema=schema, index_params=params)
+
+    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Upsert (not insert): Milvus does not enforce unique keys, and a resumed build may repeat a batch."""
+        rows = [{"id": i, "embedding": v} for i, v in zip(ids, np.asarray(vectors, dtype=np.float32))]
+        self._call("upsert", self.client.upsert, collection, rows)
+
+    def existing(self, collection: str, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        quoted = ",".join(_quote(i) for i in ids)
+        self._ensure_loaded(collection)
+        rows = self._call("query", self.client.query, collection, filter=f"id in [{quoted}]", output_fields=["id"])
+        return {r["id"] for r in rows}
+
+    def vector(self, collection: str, doc_id: str) -> np.ndarray | None:
+        self._ensure_loaded(collection)
+        rows = self._call("query", self.client.query, collection, filter=f"id == {_quote(doc_id)}", output_fields=["embedding"])
+        return np.asarray(rows[0]["embedding"], np.float32) if rows else None
+
+    def any_id(self, collection: str) -> str | None:
+        self._ensure_loaded(collection)
+        rows = self._call("query", self.client.query, collection, filter='id != ""', output_fields=["id"], limit=1)
+        return rows[0]["id"] if rows else None
+
+    def count(self, collection: str) -> int:
+        self._call("flush", self.client.flush, collection)
+        return int(self._call("stats", self.client.get_collection_stats, collection)["row_count"])
+
+    def search(self, name: str, vectors: np.ndarray, top_k: int, filter: str = "") -> list[list[tuple[str, float]]]:
+        self._ensure_loaded(name)
+        res = self._call("search", self.client.search, name, data=[np.asarray(v, np.float32) for v in vectors],
+                         limit=top_k, filter=filter, output_fields=["id"])
+        return [[(h["id"], float(h["distance"])) for h in hits] for hits in res]
+
+    def switch_alias(self, index: str, build: str) -> None:
+        target = collection_name(index, build)
+        self._loaded.discard(index)
+        if self.live_build(index) is None:
+            self._call("create alias", self.client.create_alias, target, index)
+        else:
+            self._call("alter alias", self.client.alter_alias, target, index)
+
+    def drop(self, index: str, build: str) -> None:
+        if self.live_build(index) == build:
+            raise BadInput(f"build {build} is live for index {index}: roll back or rebuild before dropping it")
+        self._call("drop", self.client.drop_collection, collection_name(index, build))
+
+    def drop_index(self, index: str) -> None:
+        if self.live_build(index) is not None:
+            self._call("drop alias", self.client.drop_alias, index)
+        for b in self.builds(index):
+            self._call("drop", self.client.drop_collection, collection_name(index, b))
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # closing is best effort
+            pass
+
+
+def require_build(store: VectorStore, index: str, build: str) -> None:
+    if build not in store.builds(index):
+        raise NotFound(f"index {index} has no build {build} (builds: {', '.join(store.builds(index)) or 'none'})")

