@@ -14,9 +14,10 @@ from mmsearch.config import load_config
 from mmsearch.manifest import MANIFEST_NAME
 
 NOT_READY = (
-    "mmsearch up: the search stack is not ready yet. Landed so far: the shared library, `mmsearch export` and\n"
-    "`mmsearch serve-models` (Triton) and `mmsearch serve-preprocess`. build_index, retrieval and the web page\n"
-    "at http://localhost:8090 arrive with their issues; until then `make demo` prepares the model repository only."
+    "mmsearch up: the search stack is not ready yet. Landed so far: the shared library, `mmsearch export`,\n"
+    "`mmsearch serve-models` (Triton), `mmsearch serve-preprocess` and `mmsearch build-index`. The retrieval\n"
+    "service and the web page at http://localhost:8090 arrive with their issues; until then `make demo`\n"
+    "prepares the model repository only."
 )
 
 
