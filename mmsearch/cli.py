@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve-preprocess": ("preprocess_service.cli", "serve the gRPC tokenizer / image preprocessor (127.0.0.1:60051)"),
     "build-index": ("offline.build_index", "encode documents into Milvus + MongoDB (versioned, resumable)"),
     "index": ("offline.index_admin", "list, roll back or drop index builds"),
+    "serve-retrieval": ("retrieval_service.cli", "serve the search API (HTTP 127.0.0.1:8080, gRPC :50051)"),
+    "ab-report": ("retrieval_service.ab_report", "per-arm traffic and click-through from the query log"),
     "up": ("mmsearch.up", "bring up the whole stack on embedded defaults"),
 }
 

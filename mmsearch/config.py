@@ -55,6 +55,11 @@ class PreprocessConfig(Endpoint):
 class RetrievalConfig(Endpoint):
     http_port: int = Field(8080, ge=0, le=65535)
     grpc_port: int = Field(50051, ge=0, le=65535)
+    request_timeout_s: float = Field(2.0, gt=0, le=120)  # whole-request deadline
+    stage_timeout_s: float = Field(1.0, gt=0, le=120)  # each dependency call
+    max_body_mb: float = Field(8.0, gt=0, le=64)
+    query_log: bool = True
+    workers: int = Field(16, ge=1, le=512)
 
 
 class WebConfig(Endpoint):

@@ -48,5 +48,15 @@ class PreprocessClient:
     def reload(self) -> pb.ListModelsResponse:
         return self._call(self._stub.Reload, pb.ReloadRequest())
 
+    def serving(self, timeout_s: float = 1.0) -> bool:
+        """The gRPC health service says SERVING."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            resp = health_pb2_grpc.HealthStub(self._channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+        return resp.status == health_pb2.HealthCheckResponse.SERVING
+
     def close(self) -> None:
         self._channel.close()

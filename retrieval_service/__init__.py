@@ -1,0 +1,1 @@
+"""Retrieval service: experiment split, QP, embed, recall, rerank, summary behind HTTP and gRPC."""

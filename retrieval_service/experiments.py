@@ -1,0 +1,148 @@
+"""A/B experiments: scenes -> layers -> arms (DESIGN.md "Experiments"), validated and assigned.
+
+Each layer picks one arm per request from a deterministic bucket: sha256(salt + user_id) mod
+10,000, arms owning consecutive ranges in proportion to their traffic. Layers have their own salts,
+so they are independent. An arm's fields override the scene defaults (layers applied in order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mmsearch.errors import BadInput
+
+BUCKETS = 10_000
+SCENES = ("text2text", "text2image", "image2image")
+
+
+class Params(BaseModel):
+    """What an arm may set (all optional); scene defaults fill the rest."""
+
+    model_config = ConfigDict(extra="forbid")
+    embed_model: str | None = None
+    index: str | None = None
+    recall_top_k: int | None = Field(default=None, ge=1, le=16384)
+    top_k: int | None = Field(default=None, ge=1, le=1000)
+    rerank: Literal["none", "cross_encoder"] | None = None
+    rerank_model: str | None = None
+    rerank_top_n: int | None = Field(default=None, ge=1, le=1000)
+    filter: str | None = None
+
+
+class Arm(Params):
+    name: str = Field(min_length=1, max_length=64)
+    traffic: float = Field(ge=0, le=100)
+
+
+class Layer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    salt: str = Field(min_length=1)
+    arms: list[Arm] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Layer":
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"layer {self.name}: duplicate arm names {names}")
+        total = sum(a.traffic for a in self.arms)
+        if abs(total - 100) > 1e-6:
+            raise ValueError(f"layer {self.name}: arm traffic sums to {total:g}, not 100")
+        return self
+
+    def arm_for_bucket(self, bucket: int) -> Arm:
+        edge = 0.0
+        for arm in self.arms:
+            edge += arm.traffic * BUCKETS / 100
+            if bucket < edge:
+                return arm
+        return self.arms[-1]
+
+
+class Scene(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    layers: list[Layer] = Field(default_factory=list)
+    defaults: Params = Field(default_factory=Params)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Scene":
+        names = [l.name for l in self.layers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate layer names {names}")
+        # every possible arm combination must end with a model and an index
+        for layer in self.layers:
+            for arm in layer.arms:
+                merged = self.defaults.model_copy(update=_set_fields(arm))
+                missing = [f for f in ("embed_model", "index") if not getattr(merged, f) and not self._others_set(layer, f)]
+                if missing:
+                    raise ValueError(f"arm {layer.name}/{arm.name}: no {', '.join(missing)} in it or the defaults")
+        if not self.layers and (not self.defaults.embed_model or not self.defaults.index):
+            raise ValueError("a scene without layers needs embed_model and index in its defaults")
+        return self
+
+    def _others_set(self, layer: Layer, field: str) -> bool:
+        return any(all(getattr(a, field) for a in l.arms) for l in self.layers if l is not layer)
+
+
+class Experiments(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scenes: dict[str, Scene] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Experiments":
+        unknown = set(self.scenes) - set(SCENES)
+        if unknown:
+            raise ValueError(f"unknown scenes {sorted(unknown)} (known: {', '.join(SCENES)})")
+        return self
+
+
+def _set_fields(p: BaseModel) -> dict[str, Any]:
+    return {k: v for k, v in p.model_dump(exclude={"name", "traffic"}).items() if v is not None}
+
+
+def parse_experiments(text: str | bytes, origin: str = "experiments") -> Experiments:
+    """Parse and validate; any problem is a BadInput naming where it is."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise BadInput(f"{origin}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise BadInput(f"{origin}: expected a mapping with 'scenes'")
+    try:
+        return Experiments.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors())
+        raise BadInput(f"{origin}: {problems}") from e
+
+
+def bucket(salt: str, user_id: str) -> int:
+    digest = hashlib.sha256(f"{salt}:{user_id}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def assign(scene: Scene, user_id: str, force: dict[str, str] | None = None) -> tuple[dict[str, str], Params, dict[str, int]]:
+    """(layer -> arm name, merged params, layer -> bucket). ``force`` overrides arms (debug); unknown names are errors."""
+    force = dict(force or {})
+    unknown_layers = set(force) - {l.name for l in scene.layers}
+    if unknown_layers:
+        raise BadInput(f"force: unknown layer {sorted(unknown_layers)[0]!r} (layers: {', '.join(l.name for l in scene.layers) or 'none'})")
+    params = scene.defaults.model_copy()
+    arms: dict[str, str] = {}
+    buckets: dict[str, int] = {}
+    for layer in scene.layers:
+        b = bucket(layer.salt, user_id)
+        buckets[layer.name] = b
+        if layer.name in force:
+            arm = next((a for a in layer.arms if a.name == force[layer.name]), None)
+            if arm is None:
+                raise BadInput(f"force: layer {layer.name!r} has no arm {force[layer.name]!r} "
+                               f"(arms: {', '.join(a.name for a in layer.arms)})")
+        else:
+            arm = layer.arm_for_bucket(b)
+        arms[layer.name] = arm.name
+        params = params.model_copy(update=_set_fields(arm))
+    return arms, params, buckets

@@ -1,0 +1,51 @@
+"""gRPC front end: Search / Click mirroring the HTTP API, plus the health service."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+
+import grpc
+
+from mmsearch.errors import MMSearchError, grpc_status
+from mmsearch.protos import search_pb2 as pb
+from mmsearch.protos import search_pb2_grpc as pb_grpc
+from retrieval_service.pipeline import SearchService
+from retrieval_service.request import from_proto
+
+log = logging.getLogger("mmsearch.retrieval")
+
+
+def _edge(method):
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except MMSearchError as e:
+            context.abort(grpc_status(e), e.message)
+        except Exception:
+            log.exception("internal error in %s", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    return wrapper
+
+
+class SearchServicer(pb_grpc.SearchServicer):
+    def __init__(self, service: SearchService):
+        self.service = service
+
+    @_edge
+    def Search(self, request, context):
+        out = self.service.search(from_proto(request))
+        return pb.SearchResponse(
+            request_id=out["request_id"], user_id=out["user_id"], experiment=out["experiment"],
+            timings_ms=out["timings_ms"],
+            results=[pb.Result(id=r["id"], score=r["score"], doc_json=json.dumps(r["doc"], ensure_ascii=False))
+                     for r in out["results"]],
+        )
+
+    @_edge
+    def Click(self, request, context):
+        self.service.click(request.request_id, request.doc_id, request.user_id or None)
+        return pb.ClickResponse()

@@ -1,0 +1,24 @@
+"""Prometheus metrics per scene, arm and stage (a registry per service instance, so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.stage = Histogram("mmsearch_stage_seconds", "Latency of one pipeline stage", ["scene", "arm", "stage"],
+                               buckets=STAGE_BUCKETS, registry=self.registry)
+        self.requests = Counter("mmsearch_requests_total", "Search requests by outcome", ["scene", "arm", "status"],
+                                registry=self.registry)
+        self.errors = Counter("mmsearch_errors_total", "Errors by kind and dependency", ["kind", "dependency"],
+                              registry=self.registry)
+        self.clicks = Counter("mmsearch_clicks_total", "Clicks recorded", registry=self.registry)
+        self.querylog_dropped = Counter("mmsearch_querylog_dropped_total", "Query-log entries dropped (queue full)",
+                                        registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

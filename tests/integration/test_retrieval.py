@@ -1,0 +1,280 @@
+"""The whole search chain against real local servers: Triton, the preprocess service, a Milvus Lite
+server, secantusdb, and experiments from the Consul stand-in."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from consul_standin import ConsulStandIn
+from mmsearch.config import load_config
+from mmsearch.embedded import MilvusLiteServer, SecantusServer
+from mmsearch.net import free_port, wait_until
+from mmsearch.protos import search_pb2, search_pb2_grpc
+from offline.indexing.build import BuildOptions, build_index
+from preprocess_service.server import create_server as create_preprocess
+from retrieval_service.server import create_server as create_retrieval
+from serving.triton import TritonOptions, start_triton
+
+pytestmark = pytest.mark.integration
+
+EXPERIMENTS = """
+scenes:
+  text2text:
+    layers:
+      - name: rerank
+        salt: rr-1
+        arms:
+          - {name: none, traffic: 50, rerank: none}
+          - {name: ce, traffic: 50, rerank: cross_encoder, rerank_model: rerank, rerank_top_n: 20}
+    defaults: {embed_model: tiny, index: texts, recall_top_k: 50, top_k: 10}
+  text2image:
+    layers:
+      - name: model
+        salt: m-1
+        arms:
+          - {name: base, traffic: 100, embed_model: clip_text, index: images}
+          - {name: alt, traffic: 0, embed_model: clip_text, index: images}
+    defaults: {recall_top_k: 20, top_k: 5}
+  image2image:
+    defaults: {embed_model: clip_image, index: images, top_k: 5}
+"""
+
+
+def image_bytes(i: int) -> bytes:
+    arr = (np.random.default_rng(100 + i).random((48, 64, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
+    from offline.export import export_model
+
+    base = tmp_path_factory.mktemp("stack")
+    repo = base / "repo"
+    export_model(tiny_text, repo, "tiny")
+    export_model(tiny_cross, repo, "rerank")
+    for name in ("clip_text", "clip_image"):
+        shutil.copytree(clip_export[name], repo / name)
+    docs = base / "texts.jsonl"
+    docs.write_text("\n".join(json.dumps({"id": f"t{i}", "text": f"text document {i} about subject {i % 9}", "n": i})
+                              for i in range(300)) + "\n")
+    imgs = base / "images"
+    imgs.mkdir()
+    lines = []
+    for i in range(30):
+        (imgs / f"{i}.png").write_bytes(image_bytes(i))
+        lines.append(json.dumps({"id": f"img{i}", "image": f"{i}.png", "caption": f"picture {i}"}))
+    (base / "images.jsonl").write_text("\n".join(lines) + "\n")
+
+    servers = []
+    try:
+        mongo = SecantusServer(base / "mongo")
+        servers.append(mongo)
+        milvus = MilvusLiteServer(base / "milvus")
+        servers.append(milvus)
+        common = dict(repo=repo, data_dir=base / "data", milvus_uri=milvus.uri, mongo_uri=mongo.uri, progress=False)
+        build_index(BuildOptions(index="texts", docs=docs, model="tiny", **common))
+        build_index(BuildOptions(index="images", docs=base / "images.jsonl", model="clip_image", image_root=imgs, **common))
+        triton = start_triton(TritonOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0))
+        servers.append(triton)
+        consul = ConsulStandIn()
+        consul.put("mmsearch/experiments", EXPERIMENTS)
+        pre_port = free_port()
+        cfg = load_config(environ={}, overrides={
+            "model_repository": str(repo), "data_dir": str(base / "data"),
+            "serving": {"grpc_port": triton.opts.grpc_port}, "preprocess": {"port": pre_port},
+            "milvus": {"uri": milvus.uri}, "mongo": {"uri": mongo.uri}, "consul": {"addr": consul.addr},
+            "retrieval": {"request_timeout_s": 10, "stage_timeout_s": 5},
+        })
+        pre = create_preprocess(cfg, f"127.0.0.1:{pre_port}")
+        retrieval = create_retrieval(cfg, "127.0.0.1:0", "127.0.0.1:0")
+        assert wait_until(lambda: retrieval.service.experiments.ready(), 10)
+        yield {"cfg": cfg, "retrieval": retrieval, "consul": consul, "pre": pre, "images": imgs, "mongo": mongo,
+               "url": f"http://127.0.0.1:{retrieval.http_port}", "repo": repo}
+        retrieval.stop()
+        pre.stop(0)
+        consul.stop()
+    finally:
+        for s in reversed(servers):
+            s.stop()
+
+
+def post(url: str, body, raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_text2text(stack):
+    code, out = post(stack["url"] + "/v1/search", {"scene": "text2text", "query": {"text": "text document 42 about subject 6"},
+                                                     "user_id": "u1", "force": {"rerank": "none"}})
+    assert code == 200, out
+    assert out["results"][0]["id"] == "t42" and out["results"][0]["doc"]["n"] == 42
+    assert len(out["results"]) == 10 and out["experiment"] == {"rerank": "none"}
+    assert set(out["timings_ms"]) >= {"split", "qp", "embed", "recall", "rerank", "summary", "total"}
+    scores = [r["score"] for r in out["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_text2text_rerank_with_cross_encoder(stack):
+    code, out = post(stack["url"] + "/v1/search", {"scene": "text2text", "query": {"text": "text document 7"},
+                                                     "force": {"rerank": "ce"}, "top_k": 5})
+    assert code == 200, out
+    assert out["experiment"] == {"rerank": "ce"} and out["timings_ms"]["rerank"] > 0
+    scores = [r["score"] for r in out["results"]]
+    assert all(0 <= s <= 1 for s in scores) and scores == sorted(scores, reverse=True)  # sigmoid CE scores
+    assert out["user_id"]  # anonymous requests get an id back
+
+
+def test_text2image_and_image2image(stack):
+    code, out = post(stack["url"] + "/v1/search", {"scene": "text2image", "query": {"text": "a picture"}, "user_id": "u2"})
+    assert code == 200 and len(out["results"]) == 5 and all(r["id"].startswith("img") for r in out["results"])
+    assert out["experiment"] == {"model": "base"}
+    b64 = base64.b64encode((stack["images"] / "17.png").read_bytes()).decode()
+    code, out = post(stack["url"] + "/v1/search", {"scene": "image2image", "query": {"image_b64": b64}})
+    assert code == 200, out
+    assert out["results"][0]["id"] == "img17" and out["results"][0]["doc"]["caption"] == "picture 17"
+    assert out["experiment"] == {}
+
+
+def test_grpc_mirrors_http(stack):
+    stub = search_pb2_grpc.SearchStub(grpc.insecure_channel(f"127.0.0.1:{stack['retrieval'].grpc_port}"))
+    req = search_pb2.SearchRequest(scene="text2text", query=search_pb2.Query(text="text document 12 about subject 3"),
+                                   user_id="g1", top_k=3, force={"rerank": "none"})
+    resp = stub.Search(req, timeout=30)
+    code, out = post(stack["url"] + "/v1/search", {"scene": "text2text", "query": {"text": "text document 12 about subject 3"},
+                                                     "user_id": "g1", "top_k": 3, "force": {"rerank": "none"}})
+    assert [r.id for r in resp.results] == [r["id"] for r in out["results"]]
+    assert json.loads(resp.results[0].doc_json)["n"] == 12 and dict(resp.experiment) == {"rerank": "none"}
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Search(search_pb2.SearchRequest(scene="text2video", query=search_pb2.Query(text="x")), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "scene" in e.value.details()
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"scene": "text2video", "query": {"text": "x"}}, "scene"),
+        ({"scene": "text2text"}, "query: missing"),
+        ({"scene": "text2text", "query": {"text": "x", "image_b64": "aGVsbG8="}}, "not both"),
+        ({"scene": "text2text", "query": {"text": "x"}, "top_k": 0}, "top_k"),
+        ({"scene": "text2text", "query": {"text": "x"}, "top_k": 1001}, "top_k"),
+        ({"scene": "text2text", "query": {"text": "x"}, "top_k": "5"}, "top_k"),
+        ({"scene": "image2image", "query": {"image_b64": "bm90IGFuIGltYWdl"}}, "query.image_b64"),
+        ({"scene": "image2image", "query": {"image_b64": "!!!not base64"}}, "query.image_b64"),
+        ({"scene": "text2text", "query": {"text": "x"}, "force": {"rerank": "mystery"}}, "force"),
+        ({"scene": "text2text", "query": {"text": "x"}, "force": {"colour": "red"}}, "force"),
+        ({"scene": "text2text", "query": {"text": "   "}}, "query.text"),
+        ({"scene": "text2text", "query": {"text": "x"}, "user_id": "bad id with spaces"}, "user_id"),
+        ([1, 2], "body"),
+    ],
+)
+def test_bad_input_is_400_naming_the_field(stack, body, fragment):
+    code, out = post(stack["url"] + "/v1/search", body)
+    assert code == 400, out
+    assert fragment in out["message"]
+
+
+def test_huge_and_malformed_bodies(stack):
+    code, out = post(stack["url"] + "/v1/search", None, raw=b"{" + b" " * (10 * 1024 * 1024) + b"}")
+    assert code == 400 and "body" in out["message"]
+    code, out = post(stack["url"] + "/v1/search", None, raw=b"{not json")
+    assert code == 400 and "not valid JSON" in out["message"]
+
+
+def test_consul_change_goes_live_and_invalid_is_rejected(stack):
+    url = stack["url"]
+    assert post(url + "/v1/search", {"scene": "text2image", "query": {"text": "x"}, "user_id": "u9"})[1]["experiment"] == {"model": "base"}
+    v1 = json.loads(get(url + "/v1/config")[1])["version"]
+    stack["consul"].put("mmsearch/experiments", EXPERIMENTS.replace("traffic: 100, embed", "traffic: 0, embed")
+                        .replace("{name: alt, traffic: 0", "{name: alt, traffic: 100"))
+    t0 = time.time()
+    assert wait_until(lambda: post(url + "/v1/search", {"scene": "text2image", "query": {"text": "x"}, "user_id": "u9"})[1]
+                      ["experiment"] == {"model": "alt"}, 5, 0.1)
+    assert time.time() - t0 < 5
+    cfg = json.loads(get(url + "/v1/config")[1])
+    assert cfg["version"] != v1 and cfg["version"].startswith("consul-")
+    stack["consul"].put("mmsearch/experiments", "scenes:\n  text2text:\n    layers: [{name: x, salt: s, arms: [{name: a, traffic: 60}]}]\n")
+    assert wait_until(lambda: json.loads(get(url + "/v1/config")[1])["last_error"] is not None, 5, 0.1)
+    cfg2 = json.loads(get(url + "/v1/config")[1])
+    assert cfg2["version"] == cfg["version"] and "sums to 60" in cfg2["last_error"]
+    assert post(url + "/v1/search", {"scene": "text2image", "query": {"text": "x"}, "user_id": "u9"})[1]["experiment"] == {"model": "alt"}
+    stack["consul"].put("mmsearch/experiments", EXPERIMENTS)  # restore for the other tests
+    assert wait_until(lambda: json.loads(get(url + "/v1/config")[1])["last_error"] is None, 5, 0.1)
+
+
+def test_clicks_query_log_and_ab_report(stack):
+    from mmsearch.clients.documents import DocumentStore
+    from retrieval_service.ab_report import report
+
+    url = stack["url"]
+    code, out = post(url + "/v1/search", {"scene": "text2text", "query": {"text": "text document 5"}, "user_id": "clicker",
+                                          "force": {"rerank": "ce"}})
+    code, ok = post(url + "/v1/click", {"request_id": out["request_id"], "doc_id": out["results"][0]["id"], "user_id": "clicker"})
+    assert code == 200 and ok == {"ok": True}
+    code, err = post(url + "/v1/click", {"request_id": "nope", "doc_id": "t1"})
+    assert code == 404 and "request_id" in err["message"]
+    store = DocumentStore(stack["mongo"].uri, stack["cfg"].mongo.database)
+    entry = store.db["_query_log"].find_one({"_id": out["request_id"]})
+    assert entry["arms"] == {"rerank": "ce"} and entry["query"] == {"text": "text document 5"}
+    assert entry["clicks"][0]["doc_id"] == out["results"][0]["id"] and entry["results"] == [r["id"] for r in out["results"]]
+    rows = {(r["scene"], r["arm"]): r for r in report(store, "text2text")}
+    assert rows[("text2text", "ce")]["clicked"] >= 1 and rows[("text2text", "ce")]["ctr"] > 0
+
+
+def test_health_ready_metrics(stack):
+    url = stack["url"]
+    assert get(url + "/healthz")[0] == 200
+    code, body = get(url + "/readyz")
+    assert code == 200 and all(json.loads(body)["dependencies"].values())
+    metrics = get(url + "/metrics")[1].decode()
+    assert 'mmsearch_stage_seconds_count{arm="rerank=none",scene="text2text",stage="embed"}' in metrics
+    assert "mmsearch_requests_total" in metrics
+
+
+def test_dependency_down_is_503_naming_it_and_recovers(stack, tmp_path):
+    """A second retrieval service whose preprocess service is not up yet: 503 naming it, then recovery."""
+    port = free_port()
+    cfg = stack["cfg"].model_copy(update={"preprocess": stack["cfg"].preprocess.model_copy(update={"port": port})})
+    r = create_retrieval(cfg, "127.0.0.1:0", "127.0.0.1:0")
+    url = f"http://127.0.0.1:{r.http_port}"
+    try:
+        assert wait_until(lambda: r.service.experiments.ready(), 10)
+        t0 = time.perf_counter()
+        code, out = post(url + "/v1/search", {"scene": "text2text", "query": {"text": "x"}})
+        assert code == 503 and out["dependency"].startswith("preprocess service at 127.0.0.1")
+        assert time.perf_counter() - t0 < cfg.retrieval.request_timeout_s + 1
+        assert get(url + "/readyz")[0] == 503
+        pre = create_preprocess(cfg, f"127.0.0.1:{port}")
+        try:
+            assert wait_until(lambda: post(url + "/v1/search", {"scene": "text2text", "query": {"text": "x"}})[0] == 200, 10, 0.2)
+        finally:
+            pre.stop(0)
+    finally:
+        r.stop()
