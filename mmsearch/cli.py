@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("offline.index_admin", "list, roll back or drop index builds"),
     "serve-retrieval": ("retrieval_service.cli", "serve the search API (HTTP 127.0.0.1:8080, gRPC :50051)"),
     "ab-report": ("retrieval_service.ab_report", "per-arm traffic and click-through from the query log"),
+    "serve-web": ("web_ui.cli", "serve the search page (http://127.0.0.1:8090)"),
     "up": ("mmsearch.up", "bring up the whole stack on embedded defaults"),
 }
 

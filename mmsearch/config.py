@@ -122,6 +122,14 @@ def _env_names() -> dict[str, tuple[str, ...]]:
     return names
 
 
+def _is_text_field(path: tuple[str, ...]) -> bool:
+    """str/Path fields take the variable verbatim (so "0123" or "yes" stay strings)."""
+    model: Any = Config
+    for key in path[:-1]:
+        model = model.model_fields[key].annotation
+    return model.model_fields[path[-1]].annotation in (str, Path)
+
+
 def _env_value(raw: str) -> Any:
     """Environment values are YAML scalars/lists, so `8001`, `true` and `[8, 16]` keep their types."""
     try:
@@ -184,7 +192,7 @@ def load_config(
             if not isinstance(node, dict):
                 raise ConfigError(f"{name}: config section {key!r} is not a mapping")
             target = node
-        target[leaf] = _env_value(raw)
+        target[leaf] = raw if _is_text_field(known[name]) else _env_value(raw)
         origin = f"{origin} + environment"
 
     for key, value in (overrides or {}).items():
@@ -196,3 +204,15 @@ def load_config(
         return Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_validation(e, origin)) from e
+
+
+def config_to_env(config: Config) -> dict[str, str]:
+    """The MMSEARCH_* environment that makes a child process load exactly this config."""
+    env: dict[str, str] = {}
+    data = config.model_dump(mode="json")
+    for name, path in _env_names().items():
+        value = data
+        for key in path:
+            value = value[key]
+        env[name] = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    return env

@@ -32,12 +32,13 @@ def _bin(name: str) -> str:
 class LocalServer:
     name = "server"
 
-    def __init__(self, cmd: list[str], host: str, port: int, log_file: Path, startup_timeout_s: float = 30.0):
+    def __init__(self, cmd: list[str], host: str, port: int, log_file: Path, startup_timeout_s: float = 30.0,
+                 env: dict[str, str] | None = None):
         self.host, self.port, self.log_file = host, port, log_file
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True, env=env)
         if not wait_until(lambda: self.ready() or self.proc.poll() is not None, startup_timeout_s, 0.1) or not self.ready():
             tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
             self.stop()

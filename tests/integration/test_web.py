@@ -1,0 +1,127 @@
+"""The search page with Flask's test client, against the real retrieval service of the local stack."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+
+from mmsearch.clients.documents import DocumentStore
+from mmsearch.net import free_port
+from web_ui.app import COOKIE, create_app
+from web_ui.retrieval_client import RetrievalClient
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def web(stack):
+    cfg = stack["cfg"].model_copy(update={"image_root": stack["images"],
+                                          "web": stack["cfg"].web.model_copy(update={"retrieval_url": stack["url"]})})
+    app = create_app(cfg)
+    app.testing = True
+    return app.test_client()
+
+
+def test_home_sets_sticky_user_cookie(web):
+    r = web.get("/")
+    assert r.status_code == 200 and b"Text \xe2\x86\x92 image" in r.data
+    uid = re.search(rf"{COOKIE}=([a-f0-9]{{32}})", r.headers["Set-Cookie"]).group(1)
+    r2 = web.get("/?scene=text2text&q=text+document+3")
+    assert "Set-Cookie" not in r2.headers  # the cookie sticks
+    assert uid
+
+
+def test_text2text_results_debug_panel_and_escaping(web):
+    r = web.get("/?scene=text2text&q=text+document+42+about+subject+6&force=rerank:none")
+    html = r.data.decode()
+    assert r.status_code == 200 and 'id="results"' in html
+    assert "text document 42 about subject 6" in html
+    assert "rerank = none" in html and "embed" in html and "ms" in html
+    r = web.get("/?scene=text2text&q=%3Cscript%3Ealert(1)%3C/script%3E+hostile+document&force=rerank:none")
+    html = r.data.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; hostile document" in html
+    assert "<script>alert(1)</script>" not in html and "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+
+
+def test_text2image_grid_and_more_like_this(web):
+    r = web.get("/?scene=text2image&q=a+picture")
+    html = r.data.decode()
+    assert r.status_code == 200 and 'class="grid"' in html and 'src="/images/' in html
+    like = re.search(r'href="/\?scene=image2image&amp;like=([0-9]+\.png)"', html).group(1)
+    r = web.get(f"/?scene=image2image&like={like}")
+    assert r.status_code == 200 and f'src="/images/{like}"' in r.data.decode()
+
+
+def test_upload_image(web, stack):
+    data = (stack["images"] / "17.png").read_bytes()
+    r = web.post("/upload", data={"image": (io.BytesIO(data), "query.png")}, content_type="multipart/form-data")
+    html = r.data.decode()
+    assert r.status_code == 200 and "Images like <strong>query.png</strong>" in html
+    assert html.index('src="/images/17.png"') < html.index("</ul>")  # the same image found first
+
+
+@pytest.mark.parametrize(
+    "payload, status, fragment",
+    [
+        ({"image": (io.BytesIO(b"not an image at all"), "x.png")}, 400, "query.image_b64"),
+        ({"image": (io.BytesIO(b""), "empty.png")}, 400, "empty file"),
+        ({"image": (io.BytesIO(b"%PDF"), "doc.pdf")}, 400, "not a supported image type"),
+        ({}, 400, "choose an image file"),
+        ({"image": (io.BytesIO(b"\x89PNG" + b"0" * (9 * 1024 * 1024)), "huge.png")}, 413, "too large"),
+    ],
+)
+def test_bad_uploads(web, payload, status, fragment):
+    r = web.post("/upload", data=payload, content_type="multipart/form-data")
+    assert r.status_code == status and fragment in r.data.decode()
+    assert "Traceback" not in r.data.decode()
+
+
+def test_images_served_safely_with_cache_headers(web):
+    r = web.get("/images/3.png")
+    assert r.status_code == 200 and r.mimetype == "image/png" and "max-age=86400" in r.headers["Cache-Control"]
+    for bad in ("/images/../conftest.py", "/images/%2e%2e/%2e%2e/etc/passwd", "/images//etc/passwd", "/images/none.png",
+                "/images/..%2fimages.jsonl"):
+        assert web.get(bad, follow_redirects=True).status_code == 404, bad
+
+
+def test_click_recorded_and_redirect_is_local(web, stack):
+    html = web.get("/?scene=text2text&q=text+document+8&force=rerank:none").data.decode()
+    href = re.search(r'href="(/click\?[^"]+)"', html).group(1).replace("&amp;", "&")
+    r = web.get(href)
+    assert r.status_code == 303 and r.headers["Location"].startswith("/?")
+    rid = re.search(r"request_id=([a-f0-9]+)", href).group(1)
+    store = DocumentStore(stack["mongo"].uri, stack["cfg"].mongo.database)
+    import time
+
+    for _ in range(50):
+        entry = store.db["_query_log"].find_one({"_id": rid})
+        if entry and entry.get("clicks"):
+            break
+        time.sleep(0.1)
+    assert entry["clicks"][0]["doc_id"]
+    r = web.get(f"/click?request_id={rid}&doc_id=t1&next=//evil.example/x")
+    assert r.status_code == 303 and r.headers["Location"] == "/"
+    assert web.post("/click", data={"request_id": rid, "doc_id": "t2"}).status_code == 204
+
+
+def test_paging(web):
+    p1 = web.get("/?scene=text2text&q=text+document&force=rerank:none").data.decode()
+    p2 = web.get("/?scene=text2text&q=text+document&force=rerank:none&page=2").data.decode()
+    assert 'id="next"' in p1 and 'id="prev"' in p2 and 'start="13"' in p2
+    assert web.get("/?scene=text2text&q=x&page=0").status_code == 400
+    assert web.get("/?scene=text2text&q=x&page=abc").status_code == 400
+
+
+def test_error_states_are_plain_messages(web, stack):
+    assert web.get("/?scene=text2video&q=x").status_code == 400
+    assert "unknown" in web.get("/?scene=text2video&q=x").data.decode()
+    r = web.get("/?scene=text2text&q=x&force=rerank:mystery")
+    assert r.status_code == 400 and "mystery" in r.data.decode()
+    cfg = stack["cfg"].model_copy(update={"web": stack["cfg"].web.model_copy(update={"retrieval_url": f"http://127.0.0.1:{free_port()}"})})
+    down = create_app(cfg).test_client()
+    r = down.get("/?scene=text2text&q=anything")
+    html = r.data.decode()
+    assert r.status_code == 503 and "Search is unavailable right now" in html and "Traceback" not in html
+    assert down.get("/healthz").json == {"status": "ok", "retrieval": False}

@@ -1,0 +1,1 @@
+"""The search page (Flask): create_app(config) calls the retrieval service's HTTP API."""
