@@ -14,9 +14,9 @@ from mmsearch.config import load_config
 from mmsearch.manifest import MANIFEST_NAME
 
 NOT_READY = (
-    "mmsearch up: the search stack is not ready yet. Landed so far: the shared library, `mmsearch export`,\n"
-    "`mmsearch serve-models` (Triton), `mmsearch serve-preprocess` and `mmsearch build-index`. The retrieval\n"
-    "service and the web page at http://localhost:8090 arrive with their issues; until then `make demo`\n"
+    "mmsearch up: the one-command stack is not ready yet. Every service runs on its own: `mmsearch serve-models`\n"
+    "(Triton), `serve-preprocess`, `serve-retrieval`, `serve-web` (http://localhost:8090) and `build-index`;\n"
+    "`mmsearch up` will prepare the demo data and models and start them in order (issue 9). Today `make demo`\n"
     "prepares the model repository only."
 )
 
