@@ -11,6 +11,9 @@ from mmsearch.errors import MMSearchError
 
 # subcommand -> (module with main(argv), one-line help). Imported lazily: `mmsearch --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "finetune": ("offline.finetune", "fine-tune text, dual (LiT), CLIP or cross-encoder models on labelled pairs"),
+    "eval": ("offline.evaluate", "Recall/Precision/MRR/mAP/nDCG@k of a model on queries, corpus and qrels"),
+    "grid": ("offline.grid", "grid search over models x data sizes x dims x learning rates, with a report"),
     "export": ("offline.export", "export model towers to the Triton model repository (ONNX + manifest)"),
     "serve-models": ("serving.cli", "serve the model repository with Triton (HTTP :8000, gRPC :8001, metrics :8002)"),
     "serve-preprocess": ("preprocess_service.cli", "serve the gRPC tokenizer / image preprocessor (127.0.0.1:60051)"),

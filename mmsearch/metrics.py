@@ -46,3 +46,52 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
     np.fill_diagonal(sb, -np.inf)
     ra, rb = rankings(sa, k), rankings(sb, k)
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(ra.tolist(), rb.tolist())]))
+
+
+def precision_at_k(ranked: np.ndarray, relevant: Sequence[set[int]], k: int) -> float:
+    vals = [len(set(r[:k].tolist()) & rel) / k for r, rel in zip(ranked, relevant) if rel]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def map_at_k(ranked: np.ndarray, relevant: Sequence[set[int]], k: int) -> float:
+    """Mean average precision: precision at each relevant hit, averaged over min(|rel|, k)."""
+    vals = []
+    for r, rel in zip(ranked, relevant):
+        if not rel:
+            continue
+        hits, total = 0, 0.0
+        for pos, doc in enumerate(r[:k].tolist(), start=1):
+            if doc in rel:
+                hits += 1
+                total += hits / pos
+        vals.append(total / min(len(rel), k))
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def ndcg_at_k(ranked: np.ndarray, gains: Sequence[dict[int, float]], k: int) -> float:
+    """nDCG with graded relevance: gains[q] maps a corpus index to its grade (e.g. 2 exact, 1 same category)."""
+    vals = []
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    for r, g in zip(ranked, gains):
+        if not g:
+            continue
+        dcg = sum(g.get(doc, 0.0) * discounts[i] for i, doc in enumerate(r[:k].tolist()))
+        ideal = sorted(g.values(), reverse=True)[:k]
+        idcg = sum(v * discounts[i] for i, v in enumerate(ideal))
+        vals.append(dcg / idcg if idcg > 0 else 0.0)
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def retrieval_metrics(scores: np.ndarray, gains: Sequence[dict[int, float]], ks: Sequence[int] = (1, 10)) -> dict[str, float]:
+    """All metrics at each k. Binary metrics count any grade >= the query's top grade as relevant."""
+    kmax = max(ks)
+    ranked = rankings(scores, kmax)
+    relevant = [{d for d, v in g.items() if v >= max(g.values())} if g else set() for g in gains]
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"recall@{k}"] = recall_at_k(ranked, relevant, k)
+        out[f"precision@{k}"] = precision_at_k(ranked, relevant, k)
+        out[f"mrr@{k}"] = mrr_at_k(ranked, relevant, k)
+        out[f"map@{k}"] = map_at_k(ranked, relevant, k)
+        out[f"ndcg@{k}"] = ndcg_at_k(ranked, gains, k)
+    return out

@@ -47,3 +47,39 @@ def stamps(cache_dir: Path) -> list[Stamp]:
         rel = png.relative_to(base)
         out.append(Stamp(str(rel.with_suffix("")).replace("/", "_"), str(rel), caption, rel.parts[0]))
     return out
+
+
+def retrieval_sets(cache_dir: Path, n_train: int | None = None, seed: int = 0):
+    """Caption <-> image pairs split by image; val/test text->image sets search ALL stamps (chance ~1/785
+    per query), with the exact image graded 2 and same-category images 1; and an image->image test set
+    whose relevant documents are the other stamps of the query's category."""
+    import random
+
+    from offline.data import EvalSet, Pair
+    from offline.datasets.wordnet import split_of
+
+    items = stamps(cache_dir)
+    base = root(cache_dir)
+    paths = [str(base / s.image) for s in items]
+    idx = {s.id: i for i, s in enumerate(items)}
+    parts: dict[str, list[Stamp]] = {"train": [], "val": [], "test": []}
+    for s in items:
+        parts[split_of(s.id, 0.1, 0.2)].append(s)
+    pairs = [Pair(query=s.caption, positive=str(base / s.image), group=s.id) for s in parts["train"]]
+    random.Random(seed).shuffle(pairs)
+    if n_train is not None:
+        pairs = pairs[:n_train]
+
+    def text2image(part: list[Stamp]) -> "EvalSet":
+        gains = []
+        for s in part:
+            g = {i: 1.0 for i, o in enumerate(items) if o.category == s.category}
+            g[idx[s.id]] = 2.0
+            gains.append(g)
+        return EvalSet([s.caption for s in part], paths, gains, "text", "image")
+
+    test = parts["test"]
+    image2image = EvalSet([str(base / s.image) for s in test], paths,
+                          [{i: 1.0 for i, o in enumerate(items) if o.category == s.category and o.id != s.id} for s in test],
+                          "image", "image", exclude_self=[idx[s.id] for s in test])
+    return pairs, text2image(parts["val"]), text2image(test), image2image

@@ -7,6 +7,7 @@ gloss. Used by the export benchmark (int8 quality cost) and the fine-tuning expe
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ class Synset:
     offset: str
     words: tuple[str, ...]
     gloss: str  # the definition, without example sentences
+    examples: tuple[str, ...] = ()
 
     @property
     def query(self) -> str:
@@ -40,7 +42,8 @@ def parse_data_noun(path: Path) -> list[Synset]:
             count = int(fields[3], 16)
             words = tuple(fields[4 + 2 * i].replace("_", " ") for i in range(count))
             definition = gloss.split("; \"")[0].strip().rstrip(";").strip()
-            out.append(Synset(fields[0], words, definition))
+            examples = tuple(e.strip() for e in re.findall(r'"([^"]{8,})"', gloss))
+            out.append(Synset(fields[0], words, definition, examples))
     return out
 
 
@@ -62,3 +65,40 @@ def labelled_pairs(cache_dir: Path, n: int, seed: int = 0) -> list[tuple[str, st
         if len(out) == n:
             break
     return out
+
+
+def split_of(key: str, val: float = 0.1, test: float = 0.1) -> str:
+    """Deterministic split by group key (a synset never lands on two sides)."""
+    import hashlib
+
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
+    return "test" if h < test else "val" if h < test + val else "train"
+
+
+def retrieval_sets(cache_dir: Path, n_train: int | None = None, n_eval: int = 1000, seed: int = 0):
+    """Training pairs (query -> gloss, grouped by synset) and val/test EvalSets, split by synset.
+
+    Queries are a synset's lemmas and its example sentences; the relevant document is its gloss.
+    """
+    from offline.data import EvalSet, Pair
+
+    syn = [s for s in noun_synsets(cache_dir) if len(s.gloss) > 10]
+    rng = random.Random(seed)
+    rng.shuffle(syn)
+    parts: dict[str, list[Synset]] = {"train": [], "val": [], "test": []}
+    for s in syn:
+        parts[split_of(s.offset)].append(s)
+    pairs = []
+    for s in parts["train"]:
+        for q in list(dict.fromkeys(s.words))[:2] + list(s.examples[:1]):
+            pairs.append(Pair(query=q, positive=s.gloss, group=s.offset))
+    rng.shuffle(pairs)
+    if n_train is not None:
+        pairs = pairs[:n_train]
+
+    def evalset(items: list[Synset]) -> "EvalSet":
+        items = items[:n_eval]
+        return EvalSet(queries=[s.words[0] for s in items], corpus=[s.gloss for s in items],
+                       gains=[{i: 1.0} for i in range(len(items))], query_kind="text", corpus_kind="text")
+
+    return pairs, evalset(parts["val"]), evalset(parts["test"])
