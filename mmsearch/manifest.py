@@ -55,6 +55,9 @@ class ImagePreprocessing(_Strict):
     rescale_factor: float = 1 / 255
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # transparent pixels: "drop" the alpha channel (Hugging Face's convert_rgb, CLIP parity) or
+    # composite on "white" (clip art and product shots, whose transparent pixels are often black)
+    alpha: Literal["drop", "white"] = "drop"
 
 
 Preprocessing = Annotated[Union[TextPreprocessing, ImagePreprocessing], Field(discriminator="type")]

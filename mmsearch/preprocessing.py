@@ -126,7 +126,7 @@ class TextPreprocessor:
         return np.array([len(ids) > self.max_length for ids in full], dtype=bool)
 
 
-def load_image(data: ImageInput, name: str = "image") -> Image.Image:
+def load_image(data: ImageInput, name: str = "image", alpha: str = "drop") -> Image.Image:
     """Decode to RGB: EXIF orientation applied, first frame of animations, alpha/palette/grey converted."""
     try:
         if isinstance(data, Image.Image):
@@ -148,6 +148,10 @@ def load_image(data: ImageInput, name: str = "image") -> Image.Image:
             img.seek(0)
         img.load()
         img = ImageOps.exif_transpose(img) or img
+        if alpha == "white" and (img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)):
+            rgba = img.convert("RGBA")
+            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(canvas, rgba)
         if img.mode != "RGB":
             # Same as Hugging Face's convert_rgb: alpha is dropped, palette and grey expanded.
             img = img.convert("RGB")
@@ -198,7 +202,7 @@ class ImagePreprocessor:
         return arr[top : top + ch, left : left + cw]
 
     def one(self, data: ImageInput, name: str = "image") -> np.ndarray:
-        img = self._resize(load_image(data, name))
+        img = self._resize(load_image(data, name, self.spec.alpha))
         arr = self._crop(np.asarray(img, dtype=np.uint8))
         chw = arr.transpose(2, 0, 1).astype(np.float64) * self.spec.rescale_factor
         return ((chw - self._mean) / self._std).astype(np.float32)

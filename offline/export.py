@@ -51,6 +51,7 @@ class ExportOptions:
     eval_pairs: Path | None = None  # labelled {"query", "positive"} JSONL for the int8 quality cost
     force: bool = False
     max_length: int | None = None
+    gate_margin: float | None = None  # relative gain over the base the fine-tuning record must show
     settings: ExportConfig = field(default_factory=ExportConfig)
 
 
@@ -116,7 +117,38 @@ def _run_local(local: LocalModel, role: str, raw: list) -> np.ndarray:
     return local.score_pairs([q for q, _ in raw], [d for _, d in raw]).reshape(-1, 1)
 
 
-def export_tower(tower: Tower, name: str, folder: Path, partner: str | None, opts: ExportOptions) -> Manifest:
+def read_record(source: str | Path) -> dict | None:
+    """The fine-tuning record (mmsearch_finetune.json) beside a fine-tuned model, if any."""
+    import json
+
+    from offline.finetune import RECORD
+
+    path = Path(str(source)) / RECORD
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise BadInput(f"{path}: unreadable fine-tuning record ({e})") from e
+    return {k: rec.get(k) for k in ("metric", "base_metric", "best_metric", "best_epoch", "train_pairs", "base")}
+
+
+def check_gate(source: str | Path, margin: float) -> dict:
+    """The promotion gate: the fine-tuned model must beat its base on the validation metric by ``margin``."""
+    rec = read_record(source)
+    if rec is None:
+        raise BadInput(f"--gate: {source} has no fine-tuning record; only models written by `mmsearch finetune` can be gated")
+    base, best = float(rec["base_metric"]), float(rec["best_metric"])
+    needed = base * (1 + margin)
+    if best < needed:
+        raise BadInput(f"--gate: validation {rec['metric']} {best:.4f} does not beat the base {base:.4f} by "
+                       f"{margin:.0%} (needs >= {needed:.4f}); not exported")
+    log.info("gate passed: validation %s %.4f vs base %.4f (+%.1f%%)", rec["metric"], best, base, 100 * (best / base - 1) if base else 0)
+    return rec
+
+
+def export_tower(tower: Tower, name: str, folder: Path, partner: str | None, opts: ExportOptions,
+                 evaluation: dict | None = None) -> Manifest:
     """Write one tower into ``folder`` (a fresh temporary folder) and check it; raise on any failure."""
     s = opts.settings
     (folder / "1").mkdir(parents=True)
@@ -130,7 +162,7 @@ def export_tower(tower: Tower, name: str, folder: Path, partner: str | None, opt
         name=name, kind=tower.kind, inputs=inputs, outputs=outputs,
         embedding_dim=None if tower.role == "cross" else tower.dim, normalized=tower.normalized,
         preprocessing=tower.preprocessing, max_batch_size=s.max_batch_size, partner=partner,
-        source=tower.source, versions={**library_versions(), "onnx_opset": str(s.opset)},
+        source=tower.source, versions={**library_versions(), "onnx_opset": str(s.opset)}, evaluation=evaluation,
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     write_manifest(folder, manifest)
@@ -190,6 +222,7 @@ def export_model(source: str | Path, repo: str | Path, name: str, kind: str = "a
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
         raise BadInput(f"model repository {repo} exists and is not a folder")
+    evaluation = check_gate(source, opts.gate_margin) if opts.gate_margin is not None else read_record(source)
     loaded = load_model(source, kind, opts.max_length)
     roles = list(opts.towers or loaded.towers)
     for role in roles:
@@ -210,7 +243,7 @@ def export_model(source: str | Path, repo: str | Path, name: str, kind: str = "a
     try:
         for role in roles:
             partner = next((names[r] for r in loaded.towers if r != role and r in names), None)
-            m = export_tower(loaded.towers[role], names[role], stage / names[role], partner, opts)
+            m = export_tower(loaded.towers[role], names[role], stage / names[role], partner, opts, evaluation)
             results.append(ExportResult(names[role], repo / names[role], m))
         for r in results:
             if r.path.exists():
@@ -233,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="token limit (default: the model's own)")
     p.add_argument("--max-batch-size", type=int, help="Triton max_batch_size (default: config)")
     p.add_argument("--force", action="store_true", help="replace models that already exist")
+    p.add_argument("--gate", action="store_true", help="export only if the fine-tuned model beats its base (see --gate-margin)")
+    p.add_argument("--gate-margin", type=float, default=0.02, help="relative validation gain the gate requires (default 0.02)")
     p.add_argument("--config", help="YAML config file")
     return p
 
@@ -248,8 +283,10 @@ def run(argv: Sequence[str] | None = None) -> list[ExportResult]:
     if args.max_length is not None and args.max_length < 2:
         raise BadInput(f"--max-length must be at least 2, got {args.max_length}")
     towers = [t.strip() for t in args.towers.split(",")] if args.towers else None
+    if args.gate and not 0 <= args.gate_margin < 10:
+        raise BadInput(f"--gate-margin must be 0..10, got {args.gate_margin}")
     opts = ExportOptions(towers=towers, quantize=args.quantize, eval_pairs=args.eval_pairs, force=args.force,
-                         max_length=args.max_length, settings=settings)
+                         max_length=args.max_length, gate_margin=args.gate_margin if args.gate else None, settings=settings)
     return export_model(args.model, args.repo or cfg.model_repository, args.name if args.name is not None else default_name(args.model),
                         args.kind, opts)
 

@@ -61,6 +61,7 @@ class FinetuneConfig:
     patience: int = 2
     metric: str = "mrr@10"
     unfreeze_text: bool = False
+    text_lr: float | None = None  # dual with --unfreeze-text: the text tower's rate (default lr / 100)
     progress: bool = True
     threads: int = 0
 
@@ -113,7 +114,7 @@ def split_pairs(pairs: Sequence[Pair], val_fraction: float = 0.1, seed: int = 0)
 
     train, val = [], []
     for p in pairs:
-        (val if split_of(p.group or p.positive, val_fraction, 0.0) == "val" else train).append(p)
+        (val if split_of(f"{seed}:{p.group or p.positive}", val_fraction, 0.0) == "val" else train).append(p)
     if len(val) < 2 or len(train) < 2:
         raise BadInput(f"{len(pairs)} pairs are too few to split into train and validation (need groups on both sides)")
     corpus = list(dict.fromkeys(p.positive for p in val))
@@ -290,9 +291,12 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         return _score(val, q, d, cfg.metric)
 
     params = [model.text_proj.weight, model.image_proj.weight, model.logit_scale]
-    if cfg.unfreeze_text:
-        params += [p for p in model.text.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    groups = [{"params": params, "lr": cfg.lr}]
+    if cfg.unfreeze_text:  # the pretrained tower moves far slower than the fresh heads
+        text_params = [p for p in model.text.parameters() if p.requires_grad]
+        groups.append({"params": text_params, "lr": cfg.text_lr or cfg.lr / 100})
+        params = params + text_params
+    opt = torch.optim.AdamW(groups, weight_decay=0.01)
     rng = random.Random(cfg.seed)
     return _Trainer(cfg, val, evaluate, lambda: model.save(cfg.out)).run(
         lambda e: _contrastive_epoch(cfg, train, rng, params, text_fn, image_fn, model.logit_scale, opt, e), len(train))
@@ -442,7 +446,12 @@ def dataset_sets(name: str, cache: Path, n_train: int | None, seed: int = 0):
 
         train, val, test, i2i = stamps.retrieval_sets(cache, n_train, seed=seed)
         return train, val, test, {"image2image": i2i}
-    raise BadInput(f"unknown --dataset {name!r} (wordnet, stamps)")
+    if name.startswith("pairs:"):  # a team's own pairs: test and validation split off by group
+        pairs = load_pairs(Path(name.split(":", 1)[1]))
+        rest, test, _ = split_pairs(pairs, 0.15, seed=seed)
+        train, val, _ = split_pairs(rest, 0.15, seed=seed + 1)
+        return train[:n_train] if n_train else train, val, test, {}
+    raise BadInput(f"unknown --dataset {name!r} (wordnet, stamps, pairs:<file.jsonl>)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,6 +39,7 @@ EFFICIENTNET_LITE0_PREPROCESSING = ImagePreprocessing(
     resample="bilinear",
     mean=(0.485, 0.456, 0.406),
     std=(0.229, 0.224, 0.225),
+    alpha="white",
 )
 
 

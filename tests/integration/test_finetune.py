@@ -1,0 +1,96 @@
+"""Tiny fine-tunes end to end (tiny local models, synthetic data with learnable structure)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from finetune_data import shape_image_pairs, synonym_pairs
+from mmsearch.cli import main as cli
+from mmsearch.errors import BadInput
+from offline.data import write_jsonl
+from offline.finetune import RECORD, FinetuneConfig, finetune, split_pairs, unique_batches
+
+pytestmark = pytest.mark.integration
+
+
+def test_batches_never_repeat_a_text():
+    import random
+
+    from offline.data import Pair
+
+    pairs = [Pair(f"q{i % 5}", f"d{i % 7}") for i in range(35)]
+    for b in unique_batches(pairs, 4, random.Random(0)):
+        assert len({p.query for p in b}) == len(b) and len({p.positive for p in b}) == len(b)
+
+
+def test_text_finetune_beats_untrained_and_passes_the_gate(tmp_path, tiny_text, capsys):
+    train, val, kind = split_pairs(synonym_pairs(), 0.2)
+    assert kind == "text" and not {p.group for p in train} & {q.replace(" ", "-") for q in val.queries}  # split by group
+    r = finetune(FinetuneConfig("text", str(tiny_text), tmp_path / "ft", epochs=4, lr=1e-3, batch_size=16, progress=False), train, val)
+    assert r.best_metric > r.base_metric + 0.2, r.history
+    rec = json.loads((tmp_path / "ft" / RECORD).read_text())
+    assert rec["best_metric"] == r.best_metric and rec["history"][0]["epoch"] == 0
+    assert cli(["export", "--model", str(tmp_path / "ft"), "--name", "ft", "--repo", str(tmp_path / "repo"), "--gate"]) == 0
+    m = json.loads((tmp_path / "repo" / "ft" / "mmsearch.json").read_text())
+    assert m["evaluation"]["best_metric"] == r.best_metric
+    # the gate refuses a model that does not beat its base, and one without a record
+    rec["best_metric"] = rec["base_metric"]
+    (tmp_path / "ft" / RECORD).write_text(json.dumps(rec))
+    assert cli(["export", "--model", str(tmp_path / "ft"), "--name", "ft2", "--repo", str(tmp_path / "repo"), "--gate"]) == 2
+    assert "does not beat the base" in capsys.readouterr().err
+    assert cli(["export", "--model", str(tiny_text), "--name", "t", "--repo", str(tmp_path / "repo"), "--gate"]) == 2
+    assert not (tmp_path / "repo" / "ft2").exists() and not (tmp_path / "repo" / "t").exists()
+
+
+def test_dual_lit_finetune_beats_untrained(tmp_path, tiny_dual):
+    train, val, kind = split_pairs(shape_image_pairs(tmp_path / "imgs"), 0.25)
+    assert kind == "image"
+    r = finetune(FinetuneConfig("dual", str(tiny_dual), tmp_path / "ft", epochs=30, lr=1e-2, batch_size=16,
+                                progress=False, patience=6), train, val)
+    assert r.best_metric > r.base_metric + 0.15, r.history
+    from offline.models.dual import DualEncoder
+
+    assert DualEncoder.load(tmp_path / "ft").dim == 24  # a dual encoder folder export understands
+
+
+def test_cross_encoder_and_cli(tmp_path, tiny_text):
+    pairs = synonym_pairs()
+    write_jsonl(tmp_path / "pairs.jsonl", [{"query": p.query, "positive": p.positive, "group": p.group} for p in pairs])
+    code = cli(["finetune", "--kind", "cross", "--base", str(tiny_text), "--pairs", str(tmp_path / "pairs.jsonl"),
+                "--out", str(tmp_path / "ce"), "--epochs", "3", "--lr", "1e-3", "--batch-size", "16"])
+    assert code == 0
+    rec = json.loads((tmp_path / "ce" / RECORD).read_text())
+    assert rec["best_metric"] > rec["base_metric"], rec["history"]
+    assert cli(["export", "--model", str(tmp_path / "ce"), "--name", "ce", "--repo", str(tmp_path / "repo")]) == 0
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--kind", "text", "--base", "nope", "--pairs", "x.jsonl", "--out", "o"], "cannot read|not found"),
+    (["--kind", "text", "--base", "package:minilm", "--pairs", "empty.jsonl", "--out", "o"], "at least 2 pairs"),
+])
+def test_bad_input(tmp_path, monkeypatch, capsys, args, fragment):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.jsonl").write_text("")
+    assert cli(["finetune", *args]) == 2
+    assert re.search(fragment, capsys.readouterr().err)
+
+
+def test_grid_runs_in_workers_and_reports(tmp_path, tiny_text):
+    from offline.grid import run_grid
+
+    pairs = synonym_pairs() * 1
+    write_jsonl(tmp_path / "pairs.jsonl", [{"query": p.query, "positive": p.positive, "group": p.group} for p in pairs])
+    rows = run_grid("text", [str(tiny_text)], f"pairs:{tmp_path / 'pairs.jsonl'}", [10, 30, 60, None], [None, 16], [1e-3],
+                    [True], tmp_path / "grid", workers=2, epochs=2, cache=tmp_path, metric="mrr@10")
+    runs = [r for r in rows if r["config"] != "base"]
+    assert len(runs) == 8 and {r["dim"] for r in runs} == {None, 16}
+    assert len((tmp_path / "grid" / "results.jsonl").read_text().splitlines()) == 8
+    for f in ("report.md", "metric_vs_size.png", "return_per_item.png"):
+        assert (tmp_path / "grid" / f).stat().st_size > 500
+    assert "| tiny_text dim=16 lr=0.001 |" in (tmp_path / "grid" / "report.md").read_text()
+    assert max(r["test"]["mrr@10"] for r in runs) > rows[0]["test"]["mrr@10"]
