@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve-retrieval": ("retrieval_service.cli", "serve the search API (HTTP 127.0.0.1:8080, gRPC :50051)"),
     "ab-report": ("retrieval_service.ab_report", "per-arm traffic and click-through from the query log"),
     "serve-web": ("web_ui.cli", "serve the search page (http://127.0.0.1:8090)"),
+    "experiments": ("offline.experiments_push", "validate an experiments YAML and push it to Consul KV"),
     "up": ("mmsearch.up", "bring up the whole stack on embedded defaults"),
 }
 

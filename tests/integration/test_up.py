@@ -1,0 +1,92 @@
+"""`mmsearch up` on tiny data: every part starts in order, reports healthy, serves a search, and
+Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mmsearch.config import config_to_env, load_config
+from mmsearch.embedded import MilvusLiteServer, SecantusServer
+from mmsearch.net import http_ok, wait_until
+from mmsearch.stack import with_free_ports
+from offline.indexing.build import BuildOptions, build_index
+
+pytestmark = pytest.mark.integration
+
+
+def descendants(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for k in kids:
+            out += [k] + descendants(k)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return False
+
+
+def test_up_starts_checks_and_stops_cleanly(tmp_path, tiny_text):
+    from offline.export import export_model
+
+    data, repo = tmp_path / "data", tmp_path / "repo"
+    export_model(tiny_text, repo, "tiny")
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps({"id": f"d{i}", "text": f"tiny document {i}"}) for i in range(50)) + "\n")
+    with SecantusServer(data / "mongo") as mongo, MilvusLiteServer(data / "milvus-server") as milvus:
+        build_index(BuildOptions(index="texts", docs=docs, model="tiny", repo=repo, data_dir=data,
+                                 milvus_uri=milvus.uri, mongo_uri=mongo.uri, progress=False))
+    (tmp_path / "experiments.yaml").write_text("scenes:\n  text2text:\n    defaults: {embed_model: tiny, index: texts, top_k: 5}\n")
+    cfg = with_free_ports(load_config(environ={}, overrides={
+        "data_dir": str(data), "model_repository": str(repo), "experiments_file": str(tmp_path / "experiments.yaml")}))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}, **config_to_env(cfg)}
+    env.pop("MMSEARCH_MILVUS_URI")
+    env.pop("MMSEARCH_MONGO_URI")
+    proc = subprocess.Popen([sys.executable, "-m", "mmsearch", "up", "--skip-prepare"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        t0 = time.time()
+        for line in proc.stdout:
+            lines.append(line)
+            if "mmsearch is up" in line or time.time() - t0 > 240:
+                break
+        assert any("mmsearch is up" in line for line in lines), "".join(lines)
+        assert f"http://localhost:{cfg.web.port}" in lines[-1]
+        children = descendants(proc.pid)
+        assert len(children) >= 6  # secantusdb, milvus-lite, triton (+ tritonserver), preprocess, retrieval, web
+        check = subprocess.run([sys.executable, "-m", "mmsearch", "up", "--check"], env=env, capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert check.stdout.count("ok  ") == 4
+        r = cfg.retrieval
+        assert http_ok(f"http://127.0.0.1:{cfg.serving.http_port}/v2/health/ready")
+        assert http_ok(f"http://{r.host}:{r.http_port}/readyz") and http_ok(f"http://127.0.0.1:{cfg.web.port}/healthz")
+        page = urllib.request.urlopen(f"http://127.0.0.1:{cfg.web.port}/?scene=text2text&q=tiny+document+7", timeout=30).read().decode()
+        assert "tiny document 7" in page
+        assert (data / "logs" / "retrieval.log").is_file() and (data / "logs" / "triton.log").is_file()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        assert "stopped" in out
+        assert wait_until(lambda: not [c for c in children if alive(c)], 20), f"left behind: {[c for c in children if alive(c)]}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    down = subprocess.run([sys.executable, "-m", "mmsearch", "up", "--check"], env=env, capture_output=True, text=True, timeout=60)
+    assert down.returncode == 1 and "DOWN" in down.stdout
