@@ -102,6 +102,10 @@ class Stack:
                     s = _Service(name, self._cli("serve-retrieval"), r.host, r.http_port, self.logs / "retrieval.log",
                                  self._env(), lambda: http_ok(f"http://{r.host}:{r.http_port}/readyz"), 120)
                 elif name == "web":
+                    if "retrieval" in self.running:  # the page talks to the retrieval service this stack started
+                        r = c.retrieval
+                        self.config = c = c.model_copy(update={"web": c.web.model_copy(
+                            update={"retrieval_url": f"http://{r.host}:{r.http_port}"})})
                     w = c.web
                     s = _Service(name, self._cli("serve-web"), w.host, w.port, self.logs / "web.log", self._env(),
                                  lambda: http_ok(f"http://{w.host}:{w.port}/healthz"), 60)
