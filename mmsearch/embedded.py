@@ -21,6 +21,17 @@ from mmsearch.errors import Unavailable
 from mmsearch.net import free_port, wait_until
 
 
+def die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if the process that started it dies (even by SIGKILL), so a
+    crashed launcher leaves no orphaned servers behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def _bin(name: str) -> str:
     here = Path(sys.executable).parent / name
     found = str(here) if here.exists() else shutil.which(name)
@@ -38,7 +49,7 @@ class LocalServer:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, env=env)
+                                         start_new_session=True, env=env, preexec_fn=die_with_parent)
         if not wait_until(lambda: self.ready() or self.proc.poll() is not None, startup_timeout_s, 0.1) or not self.ready():
             tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
             self.stop()

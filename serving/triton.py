@@ -194,8 +194,10 @@ def start_triton(opts: TritonOptions) -> TritonServer:
     log_fh = open(log_path, "ab")
     log.info("starting tritonserver: http %s:%d grpc %d metrics %d, %d model(s): %s",
              opts.host, opts.http_port, opts.grpc_port, opts.metrics_port, len(names), ", ".join(names))
+    from mmsearch.embedded import die_with_parent
+
     proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=server_env(), start_new_session=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     log_fh.close()
     server = TritonServer(opts, proc, workdir, shadow, own)
     if not wait_until(lambda: server.ready() or not server.alive(), opts.startup_timeout_s, 0.25) or not server.ready():

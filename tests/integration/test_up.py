@@ -86,7 +86,13 @@ def test_up_starts_checks_and_stops_cleanly(tmp_path, tiny_text):
         assert "stopped" in out
         assert wait_until(lambda: not [c for c in children if alive(c)], 20), f"left behind: {[c for c in children if alive(c)]}"
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # a failed assertion: take down the stack's children too (own sessions)
+            kids = descendants(proc.pid)
             os.killpg(proc.pid, signal.SIGKILL)
+            for k in kids:
+                try:
+                    os.killpg(k, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
     down = subprocess.run([sys.executable, "-m", "mmsearch", "up", "--check"], env=env, capture_output=True, text=True, timeout=60)
     assert down.returncode == 1 and "DOWN" in down.stdout
