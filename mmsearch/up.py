@@ -113,6 +113,7 @@ def build_demo_indexes(cfg: Config, stamp_root: Path) -> None:
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT leftovers don't count
         try:
             s.bind((host, port))
             return True
