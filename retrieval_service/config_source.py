@@ -122,20 +122,24 @@ class ConsulWatcher(_Watcher):
         self.addr, self.key, self.wait_s = addr, key, wait_s
         self.client = consul.Consul(host=host, port=int(port or 8500), connections_timeout=5)
         self.index: str | None = None
+        self.digest: str | None = None
         self.connected = False
 
     def fetch_once(self, block: bool) -> None:
         index, item = self.client.kv.get(self.key, index=self.index if block else None,
                                          wait=f"{self.wait_s}s" if block else None)
         self.connected = True
-        if index == self.index:
+        value = (item or {}).get("Value") or b""
+        digest = hashlib.sha256(value).hexdigest() if item is not None else None
+        if index == self.index and digest == self.digest:
             return  # blocking query timed out with no change
-        self.index = index
+        # The value is compared too: an agent that lost its state (restart) can hand out an index we saw before.
+        self.index, self.digest = index, digest
         if item is None:
             self.store.last_error = f"consul key {self.key} does not exist"
             log.error("consul at %s: key %s does not exist", self.addr, self.key)
             return
-        self.store.offer(item["Value"] or b"", f"consul-{item.get('ModifyIndex', index)}", f"consul {self.addr}/{self.key}")
+        self.store.offer(value, f"consul-{item.get('ModifyIndex', index)}-{digest[:8]}", f"consul {self.addr}/{self.key}")
 
     def _run(self) -> None:
         backoff = 0.5

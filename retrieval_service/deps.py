@@ -49,7 +49,12 @@ class Lazy(Generic[T]):
             return False
 
     def reset(self) -> None:
-        """Forget the connection after a failure: the next get() reconnects."""
+        """Forget the connection after a failure: the next get() reconnects. The old client is not
+        closed here — concurrent requests may still hold it; it is released when they drop it."""
+        with self._lock:
+            self._obj = None
+
+    def close(self) -> None:
         with self._lock:
             obj, self._obj = self._obj, None
         if obj is not None and self._close is not None:
@@ -81,4 +86,4 @@ class Deps:
 
     def close(self) -> None:
         for d in self.all:
-            d.reset()
+            d.close()

@@ -96,8 +96,11 @@ def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
         pre = create_preprocess(cfg, f"127.0.0.1:{pre_port}")
         retrieval = create_retrieval(cfg, "127.0.0.1:0", "127.0.0.1:0")
         assert wait_until(lambda: retrieval.service.experiments.ready(), 10)
-        yield {"cfg": cfg, "retrieval": retrieval, "consul": consul, "pre": pre, "images": imgs, "mongo": mongo,
-               "url": f"http://127.0.0.1:{retrieval.http_port}", "repo": repo}
+        state = {"cfg": cfg, "retrieval": retrieval, "consul": consul, "pre": pre, "images": imgs, "mongo": mongo,
+                 "milvus": milvus, "triton": triton, "url": f"http://127.0.0.1:{retrieval.http_port}", "repo": repo,
+                 "base": base, "servers": servers}
+        yield state
+        pre, consul = state["pre"], state["consul"]
         retrieval.stop()
         pre.stop(0)
         consul.stop()

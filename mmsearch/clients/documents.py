@@ -48,7 +48,9 @@ class DocumentStore:
 
     def get_many(self, collection: str, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Documents in the order of ``ids`` (None where missing), in one round trip."""
-        found = {d["_id"]: d for d in self._call("find", self.db[collection].find, {"_id": {"$in": list(ids)}})}
+        # the cursor is consumed inside _call: pymongo raises its connection errors while iterating
+        rows = self._call("find", lambda: list(self.db[collection].find({"_id": {"$in": list(ids)}})))
+        found = {d["_id"]: d for d in rows}
         return [found.get(i) for i in ids]
 
     def count(self, collection: str) -> int:
@@ -62,7 +64,7 @@ class DocumentStore:
         self._call("save build", self.db[BUILDS].replace_one, {"_id": record["_id"]}, record, upsert=True)
 
     def builds(self, index: str) -> list[dict[str, Any]]:
-        return list(self._call("list builds", self.db[BUILDS].find, {"index": index}, sort=[("_id", 1)]))
+        return self._call("list builds", lambda: list(self.db[BUILDS].find({"index": index}, sort=[("_id", 1)])))
 
     def delete_builds(self, ids: Iterable[str]) -> None:
         self._call("delete builds", self.db[BUILDS].delete_many, {"_id": {"$in": list(ids)}})

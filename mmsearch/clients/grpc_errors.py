@@ -14,7 +14,9 @@ def translate(e: grpc.RpcError, dependency: str) -> MMSearchError:
         return BadInput(detail)
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFound(detail)
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or (
+            code == grpc.StatusCode.UNKNOWN and any(w in detail.lower() for w in ("socket closed", "goaway", "connection"))):
+        # CANCELLED: the server went away mid-call (shutdown); UNKNOWN + a transport message: the same
         return Unavailable(dependency, detail)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"{dependency}: {detail}")

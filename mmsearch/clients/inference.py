@@ -26,7 +26,8 @@ def _translate(e: Exception, url: str, model: str | None) -> MMSearchError:
     msg = msg or str(e)
     low = msg.lower()
     where = f"triton at {url}"
-    if "UNAVAILABLE" in status or "connect" in low or "unavailable" in low and "model" not in low:
+    if ("UNAVAILABLE" in status or "CANCELLED" in status or "connect" in low or "socket closed" in low
+            or ("unavailable" in low and "model" not in low)):
         return Unavailable(where, msg)
     if "DEADLINE_EXCEEDED" in status or "deadline" in low or "timed out" in low or "timeout" in low:
         return DeadlineExceeded(f"{where}: {msg}")

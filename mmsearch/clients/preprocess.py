@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 
 from mmsearch.clients.grpc_errors import translate
+from mmsearch.errors import Unavailable
 from mmsearch.preprocessing import TextBatch
 from mmsearch.protos import preprocess_pb2 as pb
 from mmsearch.protos import preprocess_pb2_grpc as pb_grpc
@@ -28,6 +29,8 @@ class PreprocessClient:
             return rpc(request, timeout=self.timeout_s)
         except grpc.RpcError as e:
             raise translate(e, f"preprocess service at {self.address}") from e
+        except ValueError as e:  # "Cannot invoke RPC on closed channel!"
+            raise Unavailable(f"preprocess service at {self.address}", str(e)) from e
 
     @staticmethod
     def _encode(texts: Sequence[str]) -> list[bytes]:

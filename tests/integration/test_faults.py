@@ -1,0 +1,144 @@
+"""Faults under load: each dependency stopped and restarted while searches run.
+
+During the outage requests fail fast (503 naming the dependency, never past the request deadline);
+within 10 s of its return they succeed again, with no restart of the retrieval service. (A build
+killed with SIGKILL and resumed: tests/integration/test_build_index.py.)
+
+    make test-faults        # = pytest -m faults
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from mmsearch.embedded import MilvusLiteServer, SecantusServer
+from mmsearch.net import wait_until
+from preprocess_service.server import create_server as create_preprocess
+from serving.triton import TritonOptions, start_triton
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+BODY = {"scene": "text2text", "query": {"text": "text document 3"}, "force": {"rerank": "none"}}
+
+
+def search(url: str) -> tuple[int, dict, float]:
+    t0 = time.perf_counter()
+    req = urllib.request.Request(url + "/v1/search", data=json.dumps(BODY).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read()), time.perf_counter() - t0
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), time.perf_counter() - t0
+
+
+class Load:
+    """Closed-loop searches in the background, recording every outcome."""
+
+    def __init__(self, url: str, workers: int = 4):
+        self.url, self.results, self._stop = url, [], threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.results.append((time.monotonic(), *search(self.url)))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self.threads:
+            t.join(timeout=90)
+
+
+def outage(stack, stop, start, dependency: str) -> None:
+    url, deadline = stack["url"], stack["cfg"].retrieval.request_timeout_s
+    assert search(url)[0] == 200
+    with Load(url) as load:
+        time.sleep(1)
+        stop()
+        down_from = time.monotonic()
+        assert wait_until(lambda: any(t > down_from and c == 503 for t, c, _, _ in load.results), 30), \
+            f"no 503 while {dependency} was down"
+        time.sleep(2)
+        start()
+        back = time.monotonic()
+        assert wait_until(lambda: search(url)[0] == 200, 10, 0.2), f"no recovery within 10 s of {dependency}'s return"
+        recovered_in = time.monotonic() - back
+    during = [(c, out, dt) for t, c, out, dt in load.results if down_from + 0.5 < t < back - 0.5]
+    assert during, "no requests during the outage"
+    for code, out, dt in during:
+        assert dt <= deadline + 1.0, f"a request hung {dt:.1f} s (deadline {deadline} s)"
+        assert code in (200, 503), (code, out)
+        if code == 503:
+            assert dependency in out.get("dependency", "") + out.get("message", ""), out
+    print(f"{dependency}: {sum(c == 503 for c, _, _ in during)} x 503 during the outage, recovered in {recovered_in:.1f} s")
+
+
+def test_preprocess_outage(stack):
+    port = stack["cfg"].preprocess.port
+
+    def start():
+        stack["pre"] = create_preprocess(stack["cfg"], f"127.0.0.1:{port}")
+
+    outage(stack, lambda: stack["pre"].stop(0), start, "preprocess")
+
+
+def test_triton_outage(stack):
+    old = stack["triton"]
+    opts = old.opts
+
+    def start():
+        new = start_triton(TritonOptions(repo=opts.repo, http_port=opts.http_port, grpc_port=opts.grpc_port,
+                                         metrics_port=opts.metrics_port))
+        stack["servers"][stack["servers"].index(old)] = new
+        stack["triton"] = new
+
+    outage(stack, old.stop, start, "triton")
+
+
+def test_milvus_outage(stack):
+    old = stack["milvus"]
+
+    def start():
+        new = MilvusLiteServer(stack["base"] / "milvus", port=old.port)
+        stack["servers"][stack["servers"].index(old)] = new
+        stack["milvus"] = new
+
+    outage(stack, old.stop, start, "milvus")
+
+
+def test_mongodb_outage(stack):
+    old = stack["mongo"]
+
+    def start():
+        new = SecantusServer(stack["base"] / "mongo", port=old.port)
+        stack["servers"][stack["servers"].index(old)] = new
+        stack["mongo"] = new
+
+    outage(stack, old.stop, start, "mongodb")
+
+
+def test_consul_outage_keeps_last_good_config(stack):
+    from consul_standin import ConsulStandIn
+    from conftest_stack import EXPERIMENTS
+
+    url = stack["url"]
+    port = stack["consul"].port
+    stack["consul"].stop()
+    with Load(url) as load:
+        time.sleep(3)
+    assert load.results and all(c == 200 for _, c, _, _ in load.results)  # searches go on with the last good config
+    stack["consul"] = ConsulStandIn(port=port)
+    stack["consul"].put("mmsearch/experiments", EXPERIMENTS.replace("top_k: 10", "top_k: 7"))
+    assert wait_until(lambda: len(search(url)[1].get("results", [])) == 7, 30, 0.5), "config changes resume after consul returns"
+    stack["consul"].put("mmsearch/experiments", EXPERIMENTS)
+    assert wait_until(lambda: len(search(url)[1].get("results", [])) == 10, 30, 0.5)
