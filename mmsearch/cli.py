@@ -27,6 +27,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def stop_event() -> "threading.Event":
+    """An event set by SIGTERM or SIGINT: servers run until it is set, then stop cleanly."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
+
+
 def run_cli(fn: Callable[[], object]) -> int:
     """Run a CLI body: our errors become one line on stderr and their exit code, never a traceback."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)

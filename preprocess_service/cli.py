@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Sequence
 
-from mmsearch.cli import run_cli
+from mmsearch.cli import run_cli, stop_event
 from mmsearch.config import load_config
 from preprocess_service.server import create_server
 
@@ -23,9 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def _go() -> None:
         cfg = load_config(args.config)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop = stop_event()
         server = create_server(cfg, args.address, args.repo)
         names = ", ".join(server.servicer.registry.entries()) or "none"
         print(f"preprocess ready on {args.address or cfg.preprocess.host}:{server.port} (models: {names})", flush=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from typing import Callable
 
 import grpc
 
 from mmsearch.config import PreprocessConfig
-from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, grpc_status
+from mmsearch.errors import BadInput, DeadlineExceeded
+from mmsearch.grpc_edge import grpc_edge
 from mmsearch.protos import preprocess_pb2 as pb
 from mmsearch.protos import preprocess_pb2_grpc as pb_grpc
 from mmsearch.tensors import to_proto
@@ -18,20 +17,7 @@ from preprocess_service.registry import Registry
 log = logging.getLogger("mmsearch.preprocess")
 
 
-def _edge(method: Callable) -> Callable:
-    """Our errors become their gRPC status with the message; anything else is INTERNAL, logged."""
-
-    @functools.wraps(method)
-    def wrapper(self, request, context: grpc.ServicerContext):
-        try:
-            return method(self, request, context)
-        except MMSearchError as e:
-            context.abort(grpc_status(e), e.message)
-        except Exception:
-            log.exception("internal error in %s", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, "internal error")
-
-    return wrapper
+_edge = grpc_edge(log)
 
 
 def _check_deadline(context: grpc.ServicerContext, stage: str) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from typing import Sequence
 
-from mmsearch.cli import run_cli
+from mmsearch.cli import run_cli, stop_event
 from mmsearch.config import load_config
 from retrieval_service.server import create_server
 
@@ -22,9 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def _go() -> None:
         cfg = load_config(args.config)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop = stop_event()
         server = create_server(cfg, args.http, args.grpc)
         print(f"retrieval ready: http {cfg.retrieval.host}:{server.http_port} grpc {server.grpc_port}", flush=True)
         stop.wait()

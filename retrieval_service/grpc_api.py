@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 
-import grpc
 
-from mmsearch.errors import MMSearchError, grpc_status
+from mmsearch.grpc_edge import grpc_edge
 from mmsearch.protos import search_pb2 as pb
 from mmsearch.protos import search_pb2_grpc as pb_grpc
 from retrieval_service.pipeline import SearchService
@@ -17,18 +15,7 @@ from retrieval_service.request import from_proto
 log = logging.getLogger("mmsearch.retrieval")
 
 
-def _edge(method):
-    @functools.wraps(method)
-    def wrapper(self, request, context):
-        try:
-            return method(self, request, context)
-        except MMSearchError as e:
-            context.abort(grpc_status(e), e.message)
-        except Exception:
-            log.exception("internal error in %s", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, "internal error")
-
-    return wrapper
+_edge = grpc_edge(log)
 
 
 class SearchServicer(pb_grpc.SearchServicer):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from typing import Sequence
 
 from werkzeug.serving import make_server
 
-from mmsearch.cli import run_cli
+from mmsearch.cli import run_cli, stop_event
 from mmsearch.config import load_config
 from web_ui.app import create_app
 
@@ -25,9 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config)
         host, _, port = (args.address or f"{cfg.web.host}:{cfg.web.port}").rpartition(":")
         server = make_server(host, int(port), create_app(cfg), threaded=True)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop = stop_event()
         threading.Thread(target=server.serve_forever, daemon=True).start()
         print(f"search page ready: http://{host}:{server.server_port}", flush=True)
         stop.wait()

@@ -1,0 +1,144 @@
+"""Closed-loop load against a running stack (`make demo`), with server memory over time.
+
+    .venv/bin/python bench/load.py --concurrency 4 --duration 600 [--mix text2text:0.6,text2image:0.3,image2image:0.1]
+
+Queries come from the demo data (.mmsearch/demo: WordNet lemmas, Tux Paint captions and images).
+Reports QPS, p50/p95/p99, errors by kind, and the RSS of every server process of the stack
+(Triton, secantusdb, Milvus Lite, the mmsearch services) sampled every 2 s; writes a JSON result
+and prints one line. Sends traffic only to the configured 127.0.0.1 ports, bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import random
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from mmsearch.config import load_config  # noqa: E402
+
+PATTERNS = {"triton": "tritonserver", "secantusdb": "secantusd-py", "milvus-lite": "milvus-lite server",
+            "serve-models": "serve-models", "preprocess": "serve-preprocess", "retrieval": "serve-retrieval", "web": "serve-web"}
+
+
+def server_pids() -> dict[str, int]:
+    out = {}
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        for name, pat in PATTERNS.items():
+            if pat in cmd and "bench/load.py" not in cmd:
+                out.setdefault(name, int(p.name))
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def bodies(data_dir: Path, image_root: Path, n: int = 300) -> dict[str, list[dict]]:
+    texts = [json.loads(l) for l in (data_dir / "demo" / "texts.jsonl").read_text().splitlines()[:n]]
+    images = [json.loads(l) for l in (data_dir / "demo" / "images.jsonl").read_text().splitlines()[:n]]
+    return {
+        "text2text": [{"scene": "text2text", "query": {"text": t["title"].split(",")[0]}, "user_id": f"u{i}"} for i, t in enumerate(texts)],
+        "text2image": [{"scene": "text2image", "query": {"text": im["text"]}, "user_id": f"u{i}"} for i, im in enumerate(images)],
+        "image2image": [{"scene": "image2image", "query": {"image_b64": base64.b64encode((image_root / im["image"]).read_bytes()).decode()},
+                         "user_id": f"u{i}"} for i, im in enumerate(images[:60])],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds (600 for the soak)")
+    ap.add_argument("--mix", default="text2text:0.6,text2image:0.3,image2image:0.1")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
+    args = ap.parse_args(argv)
+    if not 1 <= args.concurrency <= 256 or not 1 <= args.duration <= 3600:
+        raise SystemExit("--concurrency 1..256 and --duration 1..3600")
+    cfg = load_config()
+    from offline.datasets.stamps import root as stamps_root
+
+    url = f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}/v1/search"
+    pool = bodies(Path(cfg.data_dir), stamps_root(Path(cfg.data_dir) / "data"))
+    mix = [(s, float(w)) for s, w in (x.split(":") for x in args.mix.split(","))]
+    scenes, weights = [s for s, _ in mix], [w for _, w in mix]
+    pids = server_pids()
+    if "retrieval" not in pids:
+        raise SystemExit("no running stack found (start it with `make demo`)")
+    lat: dict[str, list[float]] = {s: [] for s in scenes}
+    errors: dict[str, int] = {}
+    rss: list[dict] = []
+    stop_at = time.monotonic() + args.duration
+    lock = threading.Lock()
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < stop_at:
+            scene = rng.choices(scenes, weights)[0]
+            data = json.dumps(rng.choice(pool[scene])).encode()
+            t0 = time.perf_counter()
+            try:
+                req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    r.read()
+                with lock:
+                    lat[scene].append(time.perf_counter() - t0)
+            except (urllib.error.URLError, OSError) as e:
+                with lock:
+                    key = f"http {e.code}" if isinstance(e, urllib.error.HTTPError) else type(e).__name__
+                    errors[key] = errors.get(key, 0) + 1
+
+    def sampler() -> None:
+        t_start = time.monotonic()
+        while time.monotonic() < stop_at:
+            rss.append({"t": round(time.monotonic() - t_start, 1), **{n: round(rss_mb(p), 1) for n, p in pids.items()}})
+            time.sleep(2)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.concurrency)] + [threading.Thread(target=sampler)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    allv = np.asarray([x for v in lat.values() for x in v]) * 1000
+    res = {"concurrency": args.concurrency, "duration_s": wall, "requests": int(allv.size), "qps": allv.size / wall,
+           "p50_ms": float(np.percentile(allv, 50)), "p95_ms": float(np.percentile(allv, 95)), "p99_ms": float(np.percentile(allv, 99)),
+           "per_scene_p99_ms": {s: float(np.percentile(np.asarray(v) * 1000, 99)) for s, v in lat.items() if v},
+           "errors": errors, "rss_mb": rss}
+    first, last = rss[0], rss[-1]
+    third = max(1, len(rss) // 3)
+    growth = {n: (np.mean([r[n] for r in rss[-third:]]) - np.mean([r[n] for r in rss[:third]])) for n in pids}
+    res["rss_growth_mb_first_to_last_third"] = {n: round(float(g), 1) for n, g in growth.items()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    mem = ", ".join(f"{n} {first[n]:.0f}->{last[n]:.0f} MB" for n in pids)
+    print(f"load: c={args.concurrency} {wall:.0f} s mix {args.mix}: {res['qps']:.1f} qps, p50 {res['p50_ms']:.1f} / p95 {res['p95_ms']:.1f} / "
+          f"p99 {res['p99_ms']:.1f} ms, errors {sum(errors.values())} {errors or ''} | RSS {mem} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
