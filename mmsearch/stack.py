@@ -9,10 +9,8 @@ it starts the services' CLIs as processes and never imports them.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -130,12 +128,3 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def search(config: Config, body: dict, timeout: float = 30) -> dict:
-    """One search against a running stack's HTTP API (benchmarks, checks)."""
-    r = config.retrieval
-    req = urllib.request.Request(f"http://{r.host}:{r.http_port}/v1/search", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read())

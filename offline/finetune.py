@@ -134,8 +134,8 @@ def _score(es: EvalSet, q: np.ndarray, d: np.ndarray, metric: str) -> dict[str, 
 class _Trainer:
     """Epoch loop with validation before training (the base figure), early stopping and best-only saving."""
 
-    def __init__(self, cfg: FinetuneConfig, val: EvalSet, evaluate: Callable[[], dict[str, float]], save: Callable[[], None]):
-        self.cfg, self.val, self.evaluate, self.save = cfg, val, evaluate, save
+    def __init__(self, cfg: FinetuneConfig, evaluate: Callable[[], dict[str, float]], save: Callable[[], None]):
+        self.cfg, self.evaluate, self.save = cfg, evaluate, save
 
     def run(self, epoch_fn: Callable[[int], float], n_pairs: int) -> FinetuneResult:
         t0 = time.perf_counter()
@@ -220,11 +220,11 @@ def finetune_text(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
     def save() -> None:
         st.save(str(cfg.out))
 
-    return _Trainer(cfg, val, lambda: _score(val, encode(val.queries), encode(val.corpus), cfg.metric), save).run(epoch_fn, len(train))
+    return _Trainer(cfg, lambda: _score(val, encode(val.queries), encode(val.corpus), cfg.metric), save).run(epoch_fn, len(train))
 
 
 # ----------------------------------------------------------------------------------- contrastive
-def _contrastive_epoch(cfg: FinetuneConfig, train: list[Pair], rng: random.Random, params: list[torch.nn.Parameter],
+def _contrastive_epoch(cfg: FinetuneConfig, train: list[Pair], rng: random.Random,
                        text_fn: Callable[[list[str]], torch.Tensor], image_fn: Callable[[list[str]], torch.Tensor],
                        logit_scale: torch.nn.Parameter, opt: torch.optim.Optimizer, epoch: int) -> float:
     batches = unique_batches(train, cfg.batch_size, rng)
@@ -290,16 +290,13 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         d = F.normalize(image_fn(list(val.corpus)), dim=-1).numpy()
         return _score(val, q, d, cfg.metric)
 
-    params = [model.text_proj.weight, model.image_proj.weight, model.logit_scale]
-    groups = [{"params": params, "lr": cfg.lr}]
+    groups = [{"params": [model.text_proj.weight, model.image_proj.weight, model.logit_scale], "lr": cfg.lr}]
     if cfg.unfreeze_text:  # the pretrained tower moves far slower than the fresh heads
-        text_params = [p for p in model.text.parameters() if p.requires_grad]
-        groups.append({"params": text_params, "lr": cfg.text_lr or cfg.lr / 100})
-        params = params + text_params
+        groups.append({"params": [p for p in model.text.parameters() if p.requires_grad], "lr": cfg.text_lr or cfg.lr / 100})
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     rng = random.Random(cfg.seed)
-    return _Trainer(cfg, val, evaluate, lambda: model.save(cfg.out)).run(
-        lambda e: _contrastive_epoch(cfg, train, rng, params, text_fn, image_fn, model.logit_scale, opt, e), len(train))
+    return _Trainer(cfg, evaluate, lambda: model.save(cfg.out)).run(
+        lambda e: _contrastive_epoch(cfg, train, rng, text_fn, image_fn, model.logit_scale, opt, e), len(train))
 
 
 def finetune_clip(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> FinetuneResult:
@@ -335,12 +332,11 @@ def finetune_clip(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         tok.save_pretrained(str(cfg.out))
         proc.save_pretrained(str(cfg.out))
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     rng = random.Random(cfg.seed)
     model.train()
-    return _Trainer(cfg, val, evaluate, save).run(
-        lambda e: _contrastive_epoch(cfg, train, rng, params, text_fn, image_fn, model.logit_scale, opt, e), len(train))
+    return _Trainer(cfg, evaluate, save).run(
+        lambda e: _contrastive_epoch(cfg, train, rng, text_fn, image_fn, model.logit_scale, opt, e), len(train))
 
 
 # ------------------------------------------------------------------------------------------ cross
@@ -351,7 +347,9 @@ def finetune_cross(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Fine
     src = resolve_source(cfg.base)
     ce = CrossEncoder(str(src), num_labels=1, device="cpu", max_length=cfg.max_length,
                       model_kwargs={"attn_implementation": "eager"}, local_files_only=True)
-    tok = AutoTokenizer_from(src)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(src))
     rng = random.Random(cfg.seed)
     docs = [p.positive for p in train]
     vrng = random.Random(cfg.seed + 1)
@@ -400,13 +398,7 @@ def finetune_cross(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Fine
         ce.save(str(cfg.out))
         tok.save_pretrained(str(cfg.out))
 
-    return _Trainer(cfg, val, evaluate, save).run(epoch_fn, len(train))
-
-
-def AutoTokenizer_from(path: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(path))
+    return _Trainer(cfg, evaluate, save).run(epoch_fn, len(train))
 
 
 # ------------------------------------------------------------------------------------------- entry

@@ -14,6 +14,7 @@ to the checkpoint are skipped, and ids already in Milvus after it are not encode
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import queue
@@ -335,8 +336,7 @@ def build_index(opts: BuildOptions) -> BuildSummary:
             vs.create(record["_id"], encoder.dim)
             ds.save_build(record)
         rejects = opts.rejects or opts.docs.with_name(f"{opts.docs.stem}.{opts.index}.rejects.jsonl")
-        opts_r = BuildOptions(**{**opts.__dict__, "rejects": rejects})
-        pipe = _Pipeline(opts_r, encoder, vs, ds, record, record["lines_done"], resume_check=opts.resume)
+        pipe = _Pipeline(dataclasses.replace(opts, rejects=rejects), encoder, vs, ds, record, record["lines_done"], resume_check=opts.resume)
         try:
             pipe.run(count_lines(opts.docs))
         except BadInput:
