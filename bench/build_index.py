@@ -27,11 +27,11 @@ import numpy as np  # noqa: E402
 
 from mmsearch.embedded import descendants, rss_kb  # noqa: E402
 from mmsearch.local_model import LocalModel  # noqa: E402
-from offline.datasets import stamps as S  # noqa: E402
-from offline.datasets.wordnet import noun_synsets  # noqa: E402
-from offline.export import export_model  # noqa: E402
-from offline.indexing.build import BuildOptions, build_index  # noqa: E402
-from offline.models.dual import DualEncoder  # noqa: E402
+from mmsearch.offline.datasets import stamps as S  # noqa: E402
+from mmsearch.offline.datasets.wordnet import noun_synsets  # noqa: E402
+from mmsearch.offline.export import export_model  # noqa: E402
+from mmsearch.offline.indexing.build import BuildOptions, build_index  # noqa: E402
+from mmsearch.offline.models.dual import DualEncoder  # noqa: E402
 
 
 class PeakRSS:

@@ -24,8 +24,8 @@ import torch  # noqa: E402
 
 from mmsearch.local_model import LocalModel  # noqa: E402
 from mmsearch.metrics import mrr_at_k, rankings, recall_at_k  # noqa: E402
-from offline.datasets.wordnet import labelled_pairs  # noqa: E402
-from offline.export import ExportOptions, export_model  # noqa: E402
+from mmsearch.offline.datasets.wordnet import labelled_pairs  # noqa: E402
+from mmsearch.offline.export import ExportOptions, export_model  # noqa: E402
 
 
 def best_rate(fn, texts: list[str], batch: int, repeats: int = 3) -> float:

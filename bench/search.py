@@ -32,12 +32,12 @@ from bench.common import run_workers  # noqa: E402
 from mmsearch.clients.vectors import VectorStore, collection_name  # noqa: E402
 from mmsearch.config import load_config  # noqa: E402
 from mmsearch.local_model import LocalModel  # noqa: E402
-from mmsearch.stack import Stack, with_free_ports  # noqa: E402
-from offline.datasets import stamps as S  # noqa: E402
-from offline.datasets.wordnet import noun_synsets  # noqa: E402
-from offline.export import export_model  # noqa: E402
-from offline.indexing.build import BuildOptions, build_index  # noqa: E402
-from offline.models.dual import DualEncoder  # noqa: E402
+from mmsearch.launcher.stack import Stack, with_free_ports  # noqa: E402
+from mmsearch.offline.datasets import stamps as S  # noqa: E402
+from mmsearch.offline.datasets.wordnet import noun_synsets  # noqa: E402
+from mmsearch.offline.export import export_model  # noqa: E402
+from mmsearch.offline.indexing.build import BuildOptions, build_index  # noqa: E402
+from mmsearch.offline.models.dual import DualEncoder  # noqa: E402
 
 EXPERIMENTS = """
 scenes:

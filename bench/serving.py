@@ -32,8 +32,8 @@ from bench.common import run_workers  # noqa: E402
 from mmsearch.clients.inference import InferenceClient  # noqa: E402
 from mmsearch.local_model import LocalModel  # noqa: E402
 from mmsearch.triton_config import read_model_config, write_model_config  # noqa: E402
-from offline.export import export_model  # noqa: E402
-from serving.triton import TritonOptions, start_triton  # noqa: E402
+from mmsearch.offline.export import export_model  # noqa: E402
+from mmsearch.serving.triton import TritonOptions, start_triton  # noqa: E402
 
 QUERIES = ["cheap flights to lisbon", "how to fix a flat bike tyre", "best pizza near me", "python list comprehension",
            "symptoms of the flu", "red running shoes", "weather tomorrow in berlin", "what is a vector database"]

@@ -11,19 +11,19 @@ from mmsearch.errors import MMSearchError
 
 # subcommand -> (module with main(argv), one-line help). Imported lazily: `mmsearch --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "finetune": ("offline.finetune", "fine-tune text, dual (LiT), CLIP or cross-encoder models on labelled pairs"),
-    "eval": ("offline.evaluate", "Recall/Precision/MRR/mAP/nDCG@k of a model on queries, corpus and qrels"),
-    "grid": ("offline.grid", "grid search over models x data sizes x dims x learning rates, with a report"),
-    "export": ("offline.export", "export model towers to the Triton model repository (ONNX + manifest)"),
-    "serve-models": ("serving.cli", "serve the model repository with Triton (HTTP :8000, gRPC :8001, metrics :8002)"),
-    "serve-preprocess": ("preprocess_service.cli", "serve the gRPC tokenizer / image preprocessor (127.0.0.1:60051)"),
-    "build-index": ("offline.build_index", "encode documents into Milvus + MongoDB (versioned, resumable)"),
-    "index": ("offline.index_admin", "list, roll back or drop index builds"),
-    "serve-retrieval": ("retrieval_service.cli", "serve the search API (HTTP 127.0.0.1:8080, gRPC :50051)"),
-    "ab-report": ("retrieval_service.ab_report", "per-arm traffic and click-through from the query log"),
-    "serve-web": ("web_ui.cli", "serve the search page (http://127.0.0.1:8090)"),
-    "experiments": ("offline.experiments_push", "validate an experiments YAML and push it to Consul KV"),
-    "up": ("mmsearch.up", "bring up the whole stack on embedded defaults"),
+    "finetune": ("mmsearch.offline.finetune", "fine-tune text, dual (LiT), CLIP or cross-encoder models on labelled pairs"),
+    "eval": ("mmsearch.offline.evaluate", "Recall/Precision/MRR/mAP/nDCG@k of a model on queries, corpus and qrels"),
+    "grid": ("mmsearch.offline.grid", "grid search over models x data sizes x dims x learning rates, with a report"),
+    "export": ("mmsearch.offline.export", "export model towers to the Triton model repository (ONNX + manifest)"),
+    "serve-models": ("mmsearch.serving.cli", "serve the model repository with Triton (HTTP :8000, gRPC :8001, metrics :8002)"),
+    "serve-preprocess": ("mmsearch.preprocess_service.cli", "serve the gRPC tokenizer / image preprocessor (127.0.0.1:60051)"),
+    "build-index": ("mmsearch.offline.build_index", "encode documents into Milvus + MongoDB (versioned, resumable)"),
+    "index": ("mmsearch.offline.index_admin", "list, roll back or drop index builds"),
+    "serve-retrieval": ("mmsearch.retrieval_service.cli", "serve the search API (HTTP 127.0.0.1:8080, gRPC :50051)"),
+    "ab-report": ("mmsearch.retrieval_service.ab_report", "per-arm traffic and click-through from the query log"),
+    "serve-web": ("mmsearch.web_ui.cli", "serve the search page (http://127.0.0.1:8090)"),
+    "experiments": ("mmsearch.offline.experiments_push", "validate an experiments YAML and push it to Consul KV"),
+    "up": ("mmsearch.launcher.up", "bring up the whole stack on embedded defaults"),
 }
 
 

@@ -40,6 +40,11 @@ def _bin(name: str) -> str:
     return found
 
 
+def embedded_milvus_uri(data_dir: Path) -> str:
+    """The Milvus Lite file a single process opens when no Milvus URI is configured."""
+    return str((Path(data_dir) / "milvus" / "mmsearch.db").resolve())
+
+
 class LocalServer:
     name = "server"
 

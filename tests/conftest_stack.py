@@ -15,10 +15,10 @@ from consul_standin import ConsulStandIn
 from mmsearch.config import load_config
 from mmsearch.embedded import MilvusLiteServer, SecantusServer
 from mmsearch.net import free_port, wait_until
-from offline.indexing.build import BuildOptions, build_index
-from preprocess_service.server import create_server as create_preprocess
-from retrieval_service.server import create_server as create_retrieval
-from serving.triton import TritonOptions, start_triton
+from mmsearch.offline.indexing.build import BuildOptions, build_index
+from mmsearch.preprocess_service.server import create_server as create_preprocess
+from mmsearch.retrieval_service.server import create_server as create_retrieval
+from mmsearch.serving.triton import TritonOptions, start_triton
 
 
 EXPERIMENTS = """
@@ -53,7 +53,7 @@ def image_bytes(i: int) -> bytes:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
-    from offline.export import export_model
+    from mmsearch.offline.export import export_model
 
     base = tmp_path_factory.mktemp("stack")
     repo = base / "repo"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from offline.data import Pair
+from mmsearch.offline.data import Pair
 
 COLOURS = {"red": "crimson", "blue": "azure", "green": "emerald", "yellow": "golden", "black": "ebony",
            "white": "ivory", "orange": "amber", "purple": "violet", "pink": "rose", "brown": "chestnut"}

@@ -77,7 +77,7 @@ def build_tiny_clip(dest: Path, seed: int = 0, image_size: int = 32) -> Path:
     """CLIPModel + a character-level CLIP BPE tokenizer + CLIPImageProcessor, saved as an HF folder."""
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-    from offline.models.clip import pil_image_processor_class
+    from mmsearch.offline.models.clip import pil_image_processor_class
 
     dest.mkdir(parents=True, exist_ok=True)
     chars = _bytes_to_unicode()
@@ -109,7 +109,7 @@ def build_tiny_clip(dest: Path, seed: int = 0, image_size: int = 32) -> Path:
 
 def build_tiny_dual(dest: Path, seed: int = 0, dim: int = 24) -> Path:
     """A composed dual encoder: tiny text tower + the packaged EfficientNet-Lite0 + fresh heads."""
-    from offline.models.dual import DualEncoder
+    from mmsearch.offline.models.dual import DualEncoder
 
     text = build_tiny_text_model(dest.parent / (dest.name + "_text"), seed)
     torch.manual_seed(seed)

@@ -49,7 +49,7 @@ def browser(tmp_path_factory):
 def site(stack):
     from werkzeug.serving import make_server
 
-    from web_ui.app import create_app
+    from mmsearch.web_ui.app import create_app
 
     cfg = stack["cfg"].model_copy(update={"image_root": stack["images"],
                                           "web": stack["cfg"].web.model_copy(update={"retrieval_url": stack["url"]})})

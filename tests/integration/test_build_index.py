@@ -24,7 +24,7 @@ from mmsearch.embedded import SecantusServer
 from mmsearch.errors import BadInput, Unavailable
 from mmsearch.local_model import LocalModel
 from mmsearch.net import free_port, wait_until
-from offline.indexing.build import BuildOptions, build_index
+from mmsearch.offline.indexing.build import BuildOptions, build_index
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def mongo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def index_repo(tmp_path_factory, tiny_text, clip_export) -> Path:
-    from offline.export import export_model
+    from mmsearch.offline.export import export_model
 
     repo = tmp_path_factory.mktemp("idx") / "repo"
     export_model(tiny_text, repo, "tiny")
@@ -93,7 +93,7 @@ def test_text_index_built_searched_rebuilt_rolled_back(env, index_repo, tmp_path
     s2 = build_index(o)  # rebuild: alias moves, the old build stays for rollback, no duplicates
     assert s2.build != s1.build and vs.live_build("texts") == s2.build
     assert set(vs.builds("texts")) == {s1.build, s2.build} and ds.count("texts") == 200
-    from offline.index_admin import run as admin
+    from mmsearch.offline.index_admin import run as admin
 
     monkeypatch.setenv("MMSEARCH_MONGO_DATABASE", o.database)
     args = ["--milvus-uri", o.milvus_uri, "--mongo-uri", o.mongo_uri]
@@ -108,7 +108,7 @@ def test_text_index_built_searched_rebuilt_rolled_back(env, index_repo, tmp_path
 
 
 def test_rollback_and_retention(env):
-    from offline.indexing.build import _retain
+    from mmsearch.offline.indexing.build import _retain
 
     o = env(keep=1)
     write_docs(o.docs, 20, bad=False)
@@ -171,7 +171,7 @@ def test_bad_input_and_unreachable_stores(env, tmp_path, index_repo):
     vs, ds = stores(o)
     assert vs.live_build("texts") is None and vs.builds("texts") == []
     build_index(o)
-    from offline.export import export_model
+    from mmsearch.offline.export import export_model
 
     with pytest.raises(BadInput, match="holds 32-d vectors but model minilm_bi gives 384-d"):
         repo2 = tmp_path / "repo2"
@@ -218,7 +218,7 @@ def test_sigkill_halfway_then_resume(env, tmp_path, monkeypatch):
     written = vs.count(record["_id"])
     assert 0 < written < n
 
-    from offline.indexing import encoders
+    from mmsearch.offline.indexing import encoders
 
     encoded = []
     real = encoders.Encoder.encode
@@ -234,7 +234,7 @@ def test_sigkill_halfway_then_resume(env, tmp_path, monkeypatch):
 
 
 def test_triton_and_in_process_vectors_agree(env, index_repo, tmp_path):
-    from serving.triton import TritonOptions, start_triton
+    from mmsearch.serving.triton import TritonOptions, start_triton
 
     o = env()
     write_docs(o.docs, 40, bad=False)

@@ -86,7 +86,7 @@ def _images() -> list[bytes]:
 def test_tiny_clip_both_towers(clip_export: dict[str, Path], tiny_clip: Path):
     from transformers import AutoTokenizer, CLIPModel
 
-    from offline.models.clip import pil_image_processor_class
+    from mmsearch.offline.models.clip import pil_image_processor_class
 
     text_dir, image_dir = clip_export["clip_text"], clip_export["clip_image"]
     tm, im = validate_model_dir(text_dir), validate_model_dir(image_dir)
@@ -108,7 +108,7 @@ def test_tiny_clip_both_towers(clip_export: dict[str, Path], tiny_clip: Path):
 
 
 def test_tiny_dual_encoder_roundtrip_and_parity(dual_export: dict[str, Path], tiny_dual: Path):
-    from offline.models.dual import DualEncoder
+    from mmsearch.offline.models.dual import DualEncoder
     from mmsearch.preprocessing import ImagePreprocessor
 
     model = DualEncoder.load(tiny_dual)
@@ -137,7 +137,7 @@ def test_tiny_cross_encoder_scores(cross_export: Path, tiny_cross: Path):
 
 
 def test_int8_quantisation_recorded(tmp_path: Path, tiny_text: Path):
-    from offline.export import ExportOptions, export_model
+    from mmsearch.offline.export import ExportOptions, export_model
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("\n".join(json.dumps({"query": q, "positive": d}) for q, d in zip(SENTENCES[:10], SENTENCES[10:20])))

@@ -79,8 +79,8 @@ def test_hostile_names(capsys, tmp_path, tiny_text, name):
 
 def test_parity_failure_is_loud_and_leaves_nothing(monkeypatch, tmp_path, tiny_clip):
     """A broken reference (as if the graph diverged) fails the export; the first tower is not published either."""
-    from offline import models as M
-    from offline.export import export_model
+    from mmsearch.offline import models as M
+    from mmsearch.offline.export import export_model
 
     real = M.load_model
 
@@ -90,7 +90,7 @@ def test_parity_failure_is_loud_and_leaves_nothing(monkeypatch, tmp_path, tiny_c
         tower.reference = lambda raw: np.random.default_rng(0).normal(size=(len(raw), tower.dim))
         return loaded
 
-    monkeypatch.setattr("offline.export.load_model", sabotaged)
+    monkeypatch.setattr("mmsearch.offline.export.load_model", sabotaged)
     repo = tmp_path / "r"
     with pytest.raises(ParityError, match=r"clip_image: ONNX Runtime does not match .* min cosine"):
         export_model(tiny_clip, repo, "clip")

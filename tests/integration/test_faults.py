@@ -19,8 +19,8 @@ import pytest
 
 from mmsearch.embedded import MilvusLiteServer, SecantusServer
 from mmsearch.net import wait_until
-from preprocess_service.server import create_server as create_preprocess
-from serving.triton import TritonOptions, start_triton
+from mmsearch.preprocess_service.server import create_server as create_preprocess
+from mmsearch.serving.triton import TritonOptions, start_triton
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 BODY = {"scene": "text2text", "query": {"text": "text document 3"}, "force": {"rerank": "none"}}

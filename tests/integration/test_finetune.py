@@ -10,8 +10,8 @@ import pytest
 from finetune_data import shape_image_pairs, synonym_pairs
 from mmsearch.cli import main as cli
 from mmsearch.errors import BadInput
-from offline.data import write_jsonl
-from offline.finetune import RECORD, FinetuneConfig, finetune, split_pairs, unique_batches
+from mmsearch.offline.data import write_jsonl
+from mmsearch.offline.finetune import RECORD, FinetuneConfig, finetune, split_pairs, unique_batches
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_batches_never_repeat_a_text():
     import random
 
-    from offline.data import Pair
+    from mmsearch.offline.data import Pair
 
     pairs = [Pair(f"q{i % 5}", f"d{i % 7}") for i in range(35)]
     for b in unique_batches(pairs, 4, random.Random(0)):
@@ -51,14 +51,14 @@ def test_dual_lit_finetune_beats_untrained(tmp_path, tiny_dual):
     r = finetune(FinetuneConfig("dual", str(tiny_dual), tmp_path / "ft", epochs=30, lr=1e-2, batch_size=16,
                                 progress=False, patience=6), train, val)
     assert r.best_metric > r.base_metric + 0.15, r.history
-    from offline.models.dual import DualEncoder
+    from mmsearch.offline.models.dual import DualEncoder
 
     assert DualEncoder.load(tmp_path / "ft").dim == 24  # a dual encoder folder export understands
 
 
 def test_cross_encoder_learns_and_exports(tmp_path, tiny_text):
     from finetune_data import ANIMALS, COLOURS
-    from offline.data import Pair
+    from mmsearch.offline.data import Pair
 
     # a reranker from scratch learns slowly: an easy, lexical relevance rule keeps the test short
     pairs = [Pair(f"{c} {a}", f"the {c} {a} is here", group=f"{c}-{a}") for c in COLOURS for a in ANIMALS]
@@ -91,7 +91,7 @@ def test_bad_input(tmp_path, monkeypatch, capsys, args, fragment):
 
 
 def test_grid_runs_in_workers_and_reports(tmp_path, tiny_text):
-    from offline.grid import run_grid
+    from mmsearch.offline.grid import run_grid
 
     pairs = synonym_pairs() * 1
     write_jsonl(tmp_path / "pairs.jsonl", [{"query": p.query, "positive": p.positive, "group": p.group} for p in pairs])

@@ -84,7 +84,7 @@ def test_preprocess_generated(stack, texts, images, model):
 
 @pytest.fixture(scope="module")
 def web(stack):
-    from web_ui.app import create_app
+    from mmsearch.web_ui.app import create_app
 
     cfg = stack["cfg"].model_copy(update={"image_root": stack["images"],
                                           "web": stack["cfg"].web.model_copy(update={"retrieval_url": stack["url"]})})

@@ -20,7 +20,7 @@ from mmsearch.config import load_config
 from mmsearch.errors import BadInput, DeadlineExceeded, NotFound
 from mmsearch.protos import preprocess_pb2 as pb
 from mmsearch.protos import preprocess_pb2_grpc as pb_grpc
-from preprocess_service.server import create_server
+from mmsearch.preprocess_service.server import create_server
 
 pytestmark = pytest.mark.integration
 
@@ -137,7 +137,7 @@ def encoded_images() -> dict[str, bytes]:
 def test_pixels_equal_hugging_face_image_processor(client, pre_repo, model):
     """clip_image: the tiny CLIP's own CLIPImageProcessor; dual_image: EfficientNet-Lite0's reference
     preprocessing as the exported preprocessor_config.json states it, run by HF's implementation."""
-    from offline.models.clip import pil_image_processor_class
+    from mmsearch.offline.models.clip import pil_image_processor_class
 
     proc = pil_image_processor_class().from_pretrained(str(pre_repo / model / "preprocess"))
     imgs = encoded_images()

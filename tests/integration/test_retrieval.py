@@ -17,8 +17,8 @@ from conftest_stack import EXPERIMENTS
 
 from mmsearch.net import free_port, wait_until
 from mmsearch.protos import search_pb2, search_pb2_grpc
-from preprocess_service.server import create_server as create_preprocess
-from retrieval_service.server import create_server as create_retrieval
+from mmsearch.preprocess_service.server import create_server as create_preprocess
+from mmsearch.retrieval_service.server import create_server as create_retrieval
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +140,7 @@ def test_consul_change_goes_live_and_invalid_is_rejected(stack):
 
 def test_clicks_query_log_and_ab_report(stack):
     from mmsearch.clients.documents import DocumentStore
-    from retrieval_service.ab_report import report
+    from mmsearch.retrieval_service.ab_report import report
 
     url = stack["url"]
     code, out = post(url + "/v1/search", {"scene": "text2text", "query": {"text": "text document 5"}, "user_id": "clicker",

@@ -23,7 +23,7 @@ from mmsearch.clients.inference import InferenceClient
 from mmsearch.errors import BadInput, NotFound, Unavailable
 from mmsearch.local_model import LocalModel
 from mmsearch.net import free_port, http_ok, wait_until
-from serving.triton import TritonOptions, start_triton
+from mmsearch.serving.triton import TritonOptions, start_triton
 
 pytestmark = pytest.mark.integration
 
@@ -161,7 +161,7 @@ def test_health_and_metrics(server):
 
 
 def test_new_model_and_new_version_without_restart(server, serving_repo, tiny_text):
-    from offline.export import export_model
+    from mmsearch.offline.export import export_model
 
     (r,) = export_model(tiny_text, serving_repo, "late_model")
     server.load("late_model")

@@ -17,8 +17,8 @@ import pytest
 from mmsearch.config import config_to_env, load_config
 from mmsearch.embedded import MilvusLiteServer, SecantusServer, descendants
 from mmsearch.net import http_ok, wait_until
-from mmsearch.stack import with_free_ports
-from offline.indexing.build import BuildOptions, build_index
+from mmsearch.launcher.stack import with_free_ports
+from mmsearch.offline.indexing.build import BuildOptions, build_index
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def alive(pid: int) -> bool:
 
 
 def test_up_starts_checks_and_stops_cleanly(tmp_path, tiny_text):
-    from offline.export import export_model
+    from mmsearch.offline.export import export_model
 
     data, repo = tmp_path / "data", tmp_path / "repo"
     export_model(tiny_text, repo, "tiny")

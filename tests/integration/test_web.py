@@ -9,8 +9,8 @@ import pytest
 
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.net import free_port
-from web_ui.app import COOKIE, create_app
-from web_ui.retrieval_client import RetrievalClient
+from mmsearch.web_ui.app import COOKIE, create_app
+from mmsearch.web_ui.retrieval_client import RetrievalClient
 
 pytestmark = pytest.mark.integration
 

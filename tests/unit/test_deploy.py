@@ -71,8 +71,8 @@ def test_k8s_manifests_probes_ports_and_hpa():
 
 def test_probe_endpoints_exist_in_the_apps():
     from mmsearch.config import load_config as lc
-    from retrieval_service.http_app import create_app as retrieval_app
-    from web_ui.app import create_app as web_app
+    from mmsearch.retrieval_service.http_app import create_app as retrieval_app
+    from mmsearch.web_ui.app import create_app as web_app
 
     class _Svc:  # only the url map is inspected
         config = lc(environ={})
@@ -83,7 +83,7 @@ def test_probe_endpoints_exist_in_the_apps():
 
 
 def test_default_experiments_file_is_valid():
-    from retrieval_service.experiments import parse_experiments
+    from mmsearch.experiments import parse_experiments
 
     exp = parse_experiments((ROOT / load_config(environ={}).experiments_file).read_text())
     arms = [a.name for a in exp.scenes["text2image"].layers[0].arms]

@@ -3,7 +3,7 @@ import itertools
 import pytest
 
 from mmsearch.errors import BadInput
-from retrieval_service.experiments import assign, parse_experiments
+from mmsearch.experiments import assign, parse_experiments
 
 CONFIG = """
 scenes:

@@ -7,7 +7,7 @@ from PIL import Image
 from mmsearch.errors import BadInput
 from mmsearch.manifest import ImagePreprocessing
 from mmsearch.preprocessing import MAX_IMAGE_PIXELS, ImagePreprocessor, TextPreprocessor, load_image
-from offline.parity import parity_images
+from mmsearch.offline.parity import parity_images
 from tiny_models import minilm_dir
 
 CLIP_SPEC = ImagePreprocessing(
@@ -24,8 +24,8 @@ def _png(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
 
 @pytest.mark.parametrize("spec", [CLIP_SPEC, CLIP_SPEC.model_copy(update=dict(resize_shortest_edge=256, resample="bilinear"))])
 def test_pixels_equal_hugging_face_clip_image_processor(spec):
-    from offline.models.clip import pil_image_processor_class
-    from offline.models.dual import write_image_processor_config
+    from mmsearch.offline.models.clip import pil_image_processor_class
+    from mmsearch.offline.models.dual import write_image_processor_config
 
     hf = pil_image_processor_class()(
         size={"shortest_edge": spec.resize_shortest_edge}, crop_size={"height": 224, "width": 224},

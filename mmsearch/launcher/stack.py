@@ -1,0 +1,130 @@
+"""The whole stack as local processes, started in dependency order, each awaited by its health check.
+
+secantusdb -> Milvus Lite server -> Triton -> preprocess service -> retrieval service (-> web UI).
+Every child gets the same configuration through MMSEARCH_* variables (config_to_env), logs to
+<data_dir>/logs/<name>.log, and runs in its own process group; stop() stops them in reverse order
+and leaves nothing running. This is the composition root behind `mmsearch up` and the benchmarks:
+it starts the services' CLIs as processes and never imports them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from mmsearch.config import Config, config_to_env
+from mmsearch.embedded import LocalServer, MilvusLiteServer, SecantusServer
+from mmsearch.net import free_port, http_ok
+
+log = logging.getLogger("mmsearch.launcher.stack")
+ORDER = ("mongo", "milvus", "triton", "preprocess", "retrieval", "web")
+
+
+class _Service(LocalServer):
+    def __init__(self, name: str, cmd: list[str], host: str, port: int, log_file: Path, env: dict[str, str],
+                 ready: Callable[[], bool], timeout_s: float):
+        self.name = name
+        self._ready = ready
+        super().__init__(cmd, host, port, log_file, startup_timeout_s=timeout_s, env=env)
+
+    def ready(self) -> bool:
+        return self._ready()
+
+
+def _grpc_serving(address: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as ch:
+        try:
+            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
+            return r.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError:
+            return False
+
+
+def with_free_ports(config: Config) -> Config:
+    """Every port of the stack replaced by a free one (tests, benchmarks, a second stack beside one)."""
+    return config.model_copy(update={
+        "serving": config.serving.model_copy(update=dict(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())),
+        "preprocess": config.preprocess.model_copy(update=dict(port=free_port())),
+        "retrieval": config.retrieval.model_copy(update=dict(http_port=free_port(), grpc_port=free_port())),
+        "web": config.web.model_copy(update=dict(port=free_port())),
+    })
+
+
+class Stack:
+    def __init__(self, config: Config, environ: dict[str, str] | None = None):
+        self.config = config
+        self.logs = Path(config.data_dir) / "logs"
+        self.base_env = dict(environ or {})
+        self.running: dict[str, LocalServer] = {}
+
+    def _env(self) -> dict[str, str]:
+        import os
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
+        env.update(self.base_env)
+        env.update(config_to_env(self.config))
+        return env
+
+    def _cli(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "mmsearch", *args]
+
+    def start(self, services: tuple[str, ...] = ORDER[:-1]) -> "Stack":
+        c = self.config
+        try:
+            for name in ORDER:
+                if name not in services:
+                    continue
+                log.info("starting %s", name)
+                if name == "mongo" and not c.mongo.uri:
+                    s = SecantusServer(Path(c.data_dir) / "mongo", log_file=self.logs / "secantusdb.log")
+                    self.config = c = c.model_copy(update={"mongo": c.mongo.model_copy(update={"uri": s.uri})})
+                elif name == "milvus" and not c.milvus.uri:
+                    s = MilvusLiteServer(Path(c.data_dir) / "milvus-server", log_file=self.logs / "milvus-lite.log")
+                    self.config = c = c.model_copy(update={"milvus": c.milvus.model_copy(update={"uri": s.uri})})
+                elif name == "triton":
+                    sv = c.serving
+                    s = _Service(name, self._cli("serve-models", "--log-file", str(self.logs / "tritonserver.log")), sv.host,
+                                 sv.http_port, self.logs / "triton.log", self._env(),
+                                 lambda: http_ok(f"http://{sv.host}:{sv.http_port}/v2/health/ready"), 180)
+                elif name == "preprocess":
+                    p = c.preprocess
+                    s = _Service(name, self._cli("serve-preprocess"), p.host, p.port, self.logs / "preprocess.log",
+                                 self._env(), lambda: _grpc_serving(f"{p.host}:{p.port}"), 120)
+                elif name == "retrieval":
+                    r = c.retrieval
+                    s = _Service(name, self._cli("serve-retrieval"), r.host, r.http_port, self.logs / "retrieval.log",
+                                 self._env(), lambda: http_ok(f"http://{r.host}:{r.http_port}/readyz"), 120)
+                elif name == "web":
+                    if "retrieval" in self.running:  # the page talks to the retrieval service this stack started
+                        r = c.retrieval
+                        self.config = c = c.model_copy(update={"web": c.web.model_copy(
+                            update={"retrieval_url": f"http://{r.host}:{r.http_port}"})})
+                    w = c.web
+                    s = _Service(name, self._cli("serve-web"), w.host, w.port, self.logs / "web.log", self._env(),
+                                 lambda: http_ok(f"http://{w.host}:{w.port}/healthz"), 60)
+                else:
+                    continue
+                self.running[name] = s
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def health(self) -> dict[str, bool]:
+        return {name: s.alive() and s.ready() for name, s in self.running.items()}
+
+    def stop(self) -> None:
+        for name in reversed(list(self.running)):
+            log.info("stopping %s", name)
+            self.running.pop(name).stop()
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

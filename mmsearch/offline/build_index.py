@@ -1,0 +1,66 @@
+"""`mmsearch build-index` / `python mmsearch/offline/build_index.py`: documents into Milvus + MongoDB.
+
+    mmsearch build-index --index texts --docs docs.jsonl --model minilm
+    mmsearch build-index --index images --docs images.jsonl --model dual_image --image-root photos/
+    mmsearch build-index --index texts --docs docs.jsonl --model minilm --resume     # after Ctrl-C or a crash
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # `python mmsearch/offline/build_index.py` from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from mmsearch.cli import run_cli  # noqa: E402
+from mmsearch.config import Config, load_config  # noqa: E402
+from mmsearch.offline.indexing.build import BuildOptions, BuildSummary, build_index  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmsearch build-index", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--index", required=True, help="index name (the Milvus alias and MongoDB collection)")
+    p.add_argument("--docs", required=True, type=Path, help="JSON Lines: {\"id\", \"text\" | \"image\", ...}")
+    p.add_argument("--model", required=True, help="encoder name in the model repository")
+    p.add_argument("--repo", type=Path, help="model repository (default: config model_repository)")
+    p.add_argument("--image-root", type=Path, help="folder image paths are relative to (default: config image_root)")
+    p.add_argument("--serving-url", help="encode through Triton at host:port (gRPC) instead of in-process")
+    p.add_argument("--milvus-uri", help="Milvus URI (default: config milvus.uri, else embedded Milvus Lite)")
+    p.add_argument("--mongo-uri", help="MongoDB URI (default: config mongo.uri, else an embedded secantusdb)")
+    p.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad lines: skip (to the rejects file) or fail")
+    p.add_argument("--rejects", type=Path, help="rejects file (default: <docs>.<index>.rejects.jsonl)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted build of this index")
+    p.add_argument("--keep", type=int, default=2, help="old complete builds kept for rollback besides the live one (default 2)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--config", help="YAML config file")
+    return p
+
+
+def options_from(args: argparse.Namespace, cfg: Config) -> BuildOptions:
+    return BuildOptions(
+        index=args.index, docs=args.docs, model=args.model, repo=args.repo or cfg.model_repository,
+        data_dir=cfg.data_dir, image_root=args.image_root or cfg.image_root, serving_url=args.serving_url,
+        milvus_uri=args.milvus_uri if args.milvus_uri is not None else cfg.milvus.uri,
+        mongo_uri=args.mongo_uri if args.mongo_uri is not None else cfg.mongo.uri, database=cfg.mongo.database,
+        on_error=args.on_error, rejects=args.rejects, resume=args.resume, keep=args.keep, batch_size=args.batch_size,
+        threads=args.threads, progress=not args.no_progress,
+    )
+
+
+def run(argv: Sequence[str] | None = None) -> BuildSummary:
+    args = build_parser().parse_args(argv)
+    return build_index(options_from(args, load_config(args.config)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(lambda: print(run(argv).line()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

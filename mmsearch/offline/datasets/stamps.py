@@ -1,0 +1,87 @@
+"""Tux Paint stamps (Debian tuxpaint-stamps-default, GPL-2): ~1,000 clip-art images with captions.
+
+Fetched at run time into the data cache, never committed. Each PNG stamp with a ``<name>.txt``
+beside it becomes {"id", "image" (relative to the stamps root), "text" (the English caption), "category"}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmsearch.offline.datasets.debian import fetch_deb
+
+STAMPS_DIR = "usr/share/tuxpaint/stamps"
+
+
+@dataclass(frozen=True)
+class Stamp:
+    id: str
+    image: str  # relative to root()
+    caption: str
+    category: str
+
+
+def root(cache_dir: Path) -> Path:
+    return fetch_deb("tuxpaint-stamps-default", cache_dir) / STAMPS_DIR
+
+
+def _caption(txt: Path) -> str:
+    for line in txt.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if line and "=" not in line:  # later lines are translations: "xx.utf8=..."
+            return line
+    return ""
+
+
+def stamps(cache_dir: Path) -> list[Stamp]:
+    base = root(cache_dir)
+    out = []
+    for png in sorted(base.rglob("*.png")):
+        if png.name.endswith(("_mirror.png", "_flip.png")) or "thumb" in png.name:
+            continue
+        txt = png.with_suffix(".txt")
+        caption = _caption(txt) if txt.is_file() else ""
+        if not caption:
+            continue
+        rel = png.relative_to(base)
+        out.append(Stamp(str(rel.with_suffix("")).replace("/", "_"), str(rel), caption, rel.parts[0]))
+    return out
+
+
+def retrieval_sets(cache_dir: Path, n_train: int | None = None, seed: int = 0):
+    """Caption <-> image pairs split by image; val/test text->image sets search ALL stamps (chance ~1/785
+    per query), with the image(s) carrying that exact caption graded 2 and same-category images 1; and an image->image test set
+    whose relevant documents are the other stamps of the query's category."""
+    import random
+
+    from mmsearch.offline.data import EvalSet, Pair
+    from mmsearch.offline.datasets.wordnet import split_of
+
+    items = stamps(cache_dir)
+    base = root(cache_dir)
+    paths = [str(base / s.image) for s in items]
+    idx = {s.id: i for i, s in enumerate(items)}
+    parts: dict[str, list[Stamp]] = {"train": [], "val": [], "test": []}
+    for s in items:
+        parts[split_of(s.id, 0.1, 0.2)].append(s)
+    pairs = [Pair(query=s.caption, positive=str(base / s.image), group=s.id) for s in parts["train"]]
+    random.Random(seed).shuffle(pairs)
+    if n_train is not None:
+        pairs = pairs[:n_train]
+
+    def text2image(part: list[Stamp]) -> "EvalSet":
+        # Stamps with the very same caption (the letter "A" in four fonts, six flowers) answer the query
+        # equally well: all of them are graded 2; the rest of the category 1.
+        gains = []
+        for s in part:
+            g = {i: 1.0 for i, o in enumerate(items) if o.category == s.category}
+            g.update({i: 2.0 for i, o in enumerate(items) if o.caption.lower() == s.caption.lower()})
+            gains.append(g)
+        return EvalSet([s.caption for s in part], paths, gains, "text", "image")
+
+    test = parts["test"]
+    image2image = EvalSet([str(base / s.image) for s in test], paths,
+                          [{i: 1.0 for i, o in enumerate(items) if o.category == s.category and o.id != s.id} for s in test],
+                          "image", "image", exclude_self=[idx[s.id] for s in test])
+    return pairs, text2image(parts["val"]), text2image(test), image2image

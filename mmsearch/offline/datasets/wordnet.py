@@ -1,0 +1,104 @@
+"""WordNet noun glosses (Debian wordnet-base): ~82k (lemmas, definition) pairs of real English.
+
+A labelled retrieval set comes for free: the query is a noun's lemma(s), the relevant document its
+gloss. Used by the export benchmark (int8 quality cost) and the fine-tuning experiments.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmsearch.errors import BadInput
+from mmsearch.offline.datasets.debian import fetch_deb
+
+DATA_NOUN = "usr/share/wordnet/data.noun"
+
+
+@dataclass(frozen=True)
+class Synset:
+    offset: str
+    words: tuple[str, ...]
+    gloss: str  # the definition, without example sentences
+    examples: tuple[str, ...] = ()
+
+    @property
+    def query(self) -> str:
+        return self.words[0]
+
+
+def parse_data_noun(path: Path) -> list[Synset]:
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, start=1):
+            if line.startswith("  "):  # licence header
+                continue
+            head, sep, gloss = line.partition(" | ")
+            fields = head.split()
+            if not sep or len(fields) < 4:
+                raise BadInput(f"{path}:{n}: not a WordNet data line")
+            count = int(fields[3], 16)
+            words = tuple(fields[4 + 2 * i].replace("_", " ") for i in range(count))
+            definition = gloss.split("; \"")[0].strip().rstrip(";").strip()
+            examples = tuple(e.strip() for e in re.findall(r'"([^"]{8,})"', gloss))
+            out.append(Synset(fields[0], words, definition, examples))
+    return out
+
+
+def noun_synsets(cache_dir: Path) -> list[Synset]:
+    return parse_data_noun(fetch_deb("wordnet-base", cache_dir) / DATA_NOUN)
+
+
+def labelled_pairs(cache_dir: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """n (lemma, gloss) pairs with unique lemmas and glosses, sampled deterministically."""
+    syn = [s for s in noun_synsets(cache_dir) if len(s.gloss) > 10]
+    random.Random(seed).shuffle(syn)
+    seen_q, seen_d, out = set(), set(), []
+    for s in syn:
+        if s.query.lower() in seen_q or s.gloss in seen_d:
+            continue
+        seen_q.add(s.query.lower())
+        seen_d.add(s.gloss)
+        out.append((s.query, s.gloss))
+        if len(out) == n:
+            break
+    return out
+
+
+def split_of(key: str, val: float = 0.1, test: float = 0.1) -> str:
+    """Deterministic split by group key (a synset never lands on two sides)."""
+    import hashlib
+
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
+    return "test" if h < test else "val" if h < test + val else "train"
+
+
+def retrieval_sets(cache_dir: Path, n_train: int | None = None, n_eval: int = 1000, seed: int = 0):
+    """Training pairs (query -> gloss, grouped by synset) and val/test EvalSets, split by synset.
+
+    Queries are a synset's lemmas and its example sentences; the relevant document is its gloss.
+    """
+    from mmsearch.offline.data import EvalSet, Pair
+
+    syn = [s for s in noun_synsets(cache_dir) if len(s.gloss) > 10]
+    rng = random.Random(seed)
+    rng.shuffle(syn)
+    parts: dict[str, list[Synset]] = {"train": [], "val": [], "test": []}
+    for s in syn:
+        parts[split_of(s.offset)].append(s)
+    pairs = []
+    for s in parts["train"]:
+        for q in list(dict.fromkeys(s.words))[:2] + list(s.examples[:1]):
+            pairs.append(Pair(query=q, positive=s.gloss, group=s.offset))
+    rng.shuffle(pairs)
+    if n_train is not None:
+        pairs = pairs[:n_train]
+
+    def evalset(items: list[Synset]) -> "EvalSet":
+        items = items[:n_eval]
+        return EvalSet(queries=[s.words[0] for s in items], corpus=[s.gloss for s in items],
+                       gains=[{i: 1.0} for i in range(len(items))], query_kind="text", corpus_kind="text")
+
+    return pairs, evalset(parts["val"]), evalset(parts["test"])

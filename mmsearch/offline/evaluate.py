@@ -1,0 +1,130 @@
+"""`mmsearch eval`: Recall/Precision/MRR/mAP/nDCG@k of a model on queries + corpus + relevance judgements.
+
+    mmsearch eval --model runs/minilm_ft --queries q.jsonl --corpus c.jsonl --qrels r.jsonl [--k 1,10]
+    mmsearch eval --model model_repository/dual_ft_text --corpus-model model_repository/dual_ft_image ...
+
+A model is a fine-tuned / source folder (any kind offline/models loads; evaluated in PyTorch) or an
+exported repository model (evaluated with ONNX Runtime through LocalModel, as served). For
+two-tower models the query and corpus towers are picked by the kinds of the two files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from mmsearch.errors import BadInput
+from mmsearch.local_model import LocalModel
+from mmsearch.manifest import MANIFEST_NAME
+from mmsearch.metrics import retrieval_metrics
+from mmsearch.preprocessing import ImagePreprocessor, TextPreprocessor
+from mmsearch.offline.data import EvalSet, load_evalset
+from mmsearch.offline.models import Tower, load_model
+
+Encode = Callable[[Sequence[str]], np.ndarray]
+
+
+def tower_encoder(tower: Tower, batch_size: int = 64) -> Encode:
+    """PyTorch encode of texts or image paths through a tower, with the shared preprocessing."""
+    if tower.role == "image":
+        pre_img = ImagePreprocessor(tower.preprocessing)
+
+        def prep(items):
+            return (torch.from_numpy(pre_img(list(items))),)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="mmsearch-tok-"))
+        tower.write_preprocess(tmp)
+        pre_txt = TextPreprocessor(tmp, tower.preprocessing.max_length, tower.input_names)
+
+        def prep(items):
+            t = pre_txt(list(items)).tensors
+            return tuple(torch.from_numpy(t[n]) for n in tower.input_names)
+
+    @torch.no_grad()
+    def encode(items: Sequence[str]) -> np.ndarray:
+        was = tower.module.training
+        tower.module.eval()
+        out = [tower.module(*prep(items[i : i + batch_size])).float().numpy() for i in range(0, len(items), batch_size)]
+        tower.module.train(was)
+        return np.concatenate(out)
+
+    return encode
+
+
+def repo_encoder(model_dir: Path) -> Encode:
+    m = LocalModel(model_dir)
+    if m.manifest.kind == "image_encoder":
+        return lambda items: m.encode_images([Path(p) for p in items])
+    return lambda items: m.encode_texts(list(items))
+
+
+def encoders(model: str | Path, corpus_model: str | Path | None, query_kind: str, corpus_kind: str) -> tuple[Encode, Encode]:
+    def one(spec: str | Path, kind: str) -> Encode:
+        p = Path(str(spec))
+        if (p / MANIFEST_NAME).is_file():
+            return repo_encoder(p)
+        loaded = load_model(spec)
+        if kind not in loaded.towers:
+            raise BadInput(f"{spec} ({loaded.kind}) has no {kind} tower for {kind} inputs")
+        return tower_encoder(loaded.towers[kind])
+
+    q = one(model, query_kind)
+    return q, (one(corpus_model, corpus_kind) if corpus_model else q if query_kind == corpus_kind else one(model, corpus_kind))
+
+
+def evaluate(es: EvalSet, encode_query: Encode, encode_corpus: Encode, ks: Sequence[int] = (1, 10)) -> dict[str, float]:
+    q, d = encode_query(es.queries), encode_corpus(es.corpus)
+    scores = q @ d.T
+    if es.exclude_self:
+        scores[np.arange(len(q)), es.exclude_self] = -np.inf
+    return retrieval_metrics(scores, es.gains, ks)
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    ks = sorted({int(k.split("@")[1]) for k in metrics})
+    names = ["recall", "precision", "mrr", "map", "ndcg"]
+    lines = ["metric     " + "".join(f"{'@' + str(k):>9}" for k in ks)]
+    for n in names:
+        lines.append(f"{n:<11}" + "".join(f"{metrics.get(f'{n}@{k}', float('nan')):>9.4f}" for k in ks))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from mmsearch.cli import run_cli
+
+    p = argparse.ArgumentParser(prog="mmsearch eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="model folder, package:..., or a repository model folder")
+    p.add_argument("--corpus-model", help="the other tower for two-tower repository models")
+    p.add_argument("--queries", type=Path, required=True)
+    p.add_argument("--corpus", type=Path, required=True)
+    p.add_argument("--qrels", type=Path, required=True)
+    p.add_argument("--k", default="1,10", help="comma-separated cut-offs")
+    p.add_argument("--out", type=Path, help="write the metrics as JSON here")
+    args = p.parse_args(argv)
+
+    def _go() -> None:
+        try:
+            ks = sorted({int(k) for k in args.k.split(",")})
+        except ValueError as e:
+            raise BadInput(f"--k must be comma-separated integers, got {args.k!r}") from e
+        if not ks or ks[0] < 1:
+            raise BadInput("--k values must be >= 1")
+        es = load_evalset(args.queries, args.corpus, args.qrels)
+        qe, de = encoders(args.model, args.corpus_model, es.query_kind, es.corpus_kind)
+        m = evaluate(es, qe, de, ks)
+        print(format_table(m))
+        if args.out:
+            args.out.write_text(json.dumps(m, indent=2) + "\n")
+
+    return run_cli(_go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`mmsearch experiments push FILE`: validate an experiments YAML and write it to Consul KV.
+
+The retrieval services pick it up within seconds (blocking queries); an invalid file is refused
+here, before any service sees it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from mmsearch.cli import run_cli
+from mmsearch.config import load_config
+from mmsearch.errors import BadInput, Unavailable
+from mmsearch.experiments import parse_experiments
+
+
+def push(path: Path, addr: str, key: str) -> int:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"cannot read {path}: {e}") from e
+    exp = parse_experiments(text, str(path))
+    import consul
+
+    host, _, port = addr.replace("http://", "").partition(":")
+    try:
+        ok = consul.Consul(host=host, port=int(port or 8500), connections_timeout=5).kv.put(key, text)
+    except Exception as e:  # requests / consul errors
+        raise Unavailable(f"consul at {addr}", str(e)) from e
+    if not ok:
+        raise Unavailable(f"consul at {addr}", f"PUT {key} was refused")
+    return len(exp.scenes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mmsearch experiments", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="action", required=True)
+    ps = sub.add_parser("push", help="validate FILE and write it to Consul KV")
+    ps.add_argument("file", type=Path)
+    ps.add_argument("--consul", help="host:port (default: config consul.addr)")
+    ps.add_argument("--key", help="KV key (default: config consul.key)")
+    p.add_argument("--config")
+    args = p.parse_args(argv)
+
+    def _go() -> None:
+        cfg = load_config(args.config)
+        addr = args.consul or cfg.consul.addr
+        if not addr:
+            raise BadInput("--consul host:port (or MMSEARCH_CONSUL_ADDR) is required")
+        n = push(args.file, addr, args.key or cfg.consul.key)
+        print(f"pushed {args.file} ({n} scenes) to consul {addr} key {args.key or cfg.consul.key}")
+
+    return run_cli(_go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

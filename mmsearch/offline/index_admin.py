@@ -1,0 +1,87 @@
+"""`mmsearch index list|rollback|drop`: the builds of an index, and moving its alias."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from mmsearch.cli import run_cli
+from mmsearch.clients.vectors import check_index_name, collection_name
+from mmsearch.config import load_config
+from mmsearch.errors import BadInput, NotFound
+from mmsearch.offline.indexing.stores import open_stores
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmsearch index", description=__doc__)
+    p.add_argument("--milvus-uri")
+    p.add_argument("--mongo-uri")
+    p.add_argument("--config")
+    sub = p.add_subparsers(dest="action", required=True)
+    ls = sub.add_parser("list", help="builds of every index (or one), the live one marked")
+    ls.add_argument("index", nargs="?")
+    rb = sub.add_parser("rollback", help="point the index at the previous complete build (or --to BUILD)")
+    rb.add_argument("index")
+    rb.add_argument("--to", help="build to make live")
+    dr = sub.add_parser("drop", help="drop one build (--build) or the whole index (--all)")
+    dr.add_argument("index")
+    g = dr.add_mutually_exclusive_group(required=True)
+    g.add_argument("--build")
+    g.add_argument("--all", action="store_true")
+    return p
+
+
+def run(argv: Sequence[str] | None = None) -> list[str]:
+    args = build_parser().parse_args(argv)
+    cfg = load_config(args.config)
+    out: list[str] = []
+    with open_stores(args.milvus_uri if args.milvus_uri is not None else cfg.milvus.uri,
+                     args.mongo_uri if args.mongo_uri is not None else cfg.mongo.uri,
+                     cfg.data_dir, cfg.mongo.database) as (vs, ds):
+        if args.action == "list":
+            indexes = [args.index] if args.index else sorted({c.split("__", 1)[0] for c in vs.collections() if "__" in c})
+            for index in indexes:
+                live = vs.live_build(index)
+                records = {r["build"]: r for r in ds.builds(index)}
+                for b in vs.builds(index):
+                    r = records.get(b, {})
+                    c = r.get("counts", {})
+                    out.append(f"{index}\t{b}\t{'LIVE' if b == live else r.get('status', '?')}\tindexed {c.get('indexed', '?')}"
+                               f"\tmodel {r.get('model', '?')}\t{r.get('finished') or r.get('started', '')}")
+            if not out:
+                out.append("no indexes")
+            return out
+        index = check_index_name(args.index)
+        live = vs.live_build(index)
+        if args.action == "rollback":
+            complete = [r["build"] for r in ds.builds(index) if r.get("status") == "complete" and r["build"] in vs.builds(index)]
+            if args.to:
+                if args.to not in complete:
+                    raise NotFound(f"index {index} has no complete build {args.to} (complete: {', '.join(complete) or 'none'})")
+                target = args.to
+            else:
+                older = [b for b in complete if live is None or b < live]
+                if not older:
+                    raise BadInput(f"index {index} has no complete build older than the live one ({live})")
+                target = older[-1]
+            vs.switch_alias(index, target)
+            return [f"{index} -> {target} (was {live})"]
+        if args.all:
+            vs.drop_index(index)
+            ds.delete_builds(collection_name(index, r["build"]) for r in ds.builds(index))
+            ds.drop(index)
+            return [f"dropped index {index} (all builds, documents)"]
+        if args.build not in vs.builds(index):
+            raise NotFound(f"index {index} has no build {args.build}")
+        vs.drop(index, args.build)
+        ds.delete_builds([collection_name(index, args.build)])
+        return [f"dropped {index} build {args.build}"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(lambda: print("\n".join(run(argv))))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""One index build: stream documents -> encode -> Milvus + MongoDB, pipelined, resumable.
+
+Three stages overlap: a reader thread (parse, validate, load and preprocess images with a small
+thread pool), the encoder (this thread: ONNX Runtime or Triton), and a writer thread (MongoDB
+upserts, Milvus upserts, then a checkpoint). Queues between them are bounded, so memory stays
+bounded whatever the input size (beyond the set of ids kept for duplicate detection).
+
+A build writes collection ``<index>__<build>``; the alias ``<index>`` moves to it only after the
+build completed and passed its checks (row count, a sample search). The checkpoint (last line fully
+written to both stores, and the counters up to it) lives in MongoDB's ``_builds`` collection, so
+``--resume`` continues an interrupted build without re-encoding what was already written: lines up
+to the checkpoint are skipped, and ids already in Milvus after it are not encoded again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import queue
+import re
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from mmsearch.clients.documents import DocumentStore
+from mmsearch.clients.vectors import VectorStore, check_index_name, collection_name
+from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound
+from mmsearch.offline.indexing.encoders import Encoder
+from mmsearch.offline.indexing.reader import Doc, ReaderState, Reject, count_lines, iter_lines, parse_line, read_image_bytes
+from mmsearch.offline.indexing.stores import open_stores
+
+log = logging.getLogger("mmsearch.index")
+_STOP = object()
+
+
+@dataclass
+class BuildOptions:
+    index: str
+    docs: Path
+    model: str
+    repo: Path = Path("model_repository")
+    data_dir: Path = Path(".mmsearch")
+    image_root: Path = Path(".")
+    serving_url: str | None = None
+    milvus_uri: str = ""
+    mongo_uri: str = ""
+    database: str = "mmsearch"
+    on_error: Literal["skip", "fail"] = "skip"
+    rejects: Path | None = None
+    resume: bool = False
+    keep: int = 2
+    batch_size: int = 64
+    threads: int = 0
+    progress: bool = True
+
+
+@dataclass
+class BuildSummary:
+    index: str
+    build: str
+    read: int = 0
+    indexed: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    rejects: str | None = None
+    live: bool = False
+
+    @property
+    def docs_per_s(self) -> float:
+        return self.indexed / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        skipped = sum(self.skipped.values())
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) or "none"
+        return (f"index {self.index} build {self.build}: read {self.read}, indexed {self.indexed}, skipped {skipped} "
+                f"({reasons}) in {self.seconds:.1f} s ({self.docs_per_s:.0f} docs/s)"
+                + (f"; rejects in {self.rejects}" if skipped and self.rejects else "")
+                + ("; now live" if self.live else ""))
+
+
+@dataclass
+class _Batch:
+    docs: list[Doc]
+    rejects: list[Reject]
+    last_line: int
+    lines: int  # lines consumed (incl. blank and rejected)
+    already: int = 0  # resumed: written before the interruption, after the last checkpoint
+    vectors: np.ndarray | None = None
+
+
+def reject_kind(reason: str) -> str:
+    return re.split(r"[:'\"(\d]", reason)[0].strip() or reason[:30]
+
+
+def _source_fingerprint(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime": st.st_mtime}
+
+
+def _new_build_id() -> str:
+    """Sortable by time (milliseconds), unique (random suffix): rollback means 'the previous name'."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return "b" + now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}_" + secrets.token_hex(2)
+
+
+class _Pipeline:
+    def __init__(self, opts: BuildOptions, encoder: Encoder, vectors: VectorStore, docs: DocumentStore,
+                 record: dict[str, Any], start_line: int, resume_check: bool):
+        self.o, self.enc, self.vs, self.ds, self.rec = opts, encoder, vectors, docs, record
+        self.collection = collection_name(opts.index, record["build"])
+        self.start_line = start_line
+        self.resume_check = resume_check
+        self.q_read: queue.Queue = queue.Queue(maxsize=4)
+        self.q_write: queue.Queue = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.field = "image" if encoder.modality == "image" else "text"
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="image") if encoder.modality == "image" else None
+
+    # reader ---------------------------------------------------------------
+    def _load(self, d: Doc) -> Doc | Reject:
+        try:
+            data = read_image_bytes(d.source, self.o.image_root)
+            d.payload = self.enc.preprocess_image(data, f"line {d.line} image {d.source}")
+            return d
+        except MMSearchError as e:
+            return Reject(d.line, e.message)
+
+    def _emit(self, docs: list[Doc], rejects: list[Reject], last_line: int, lines: int) -> None:
+        already = 0
+        if docs and self.resume_check:
+            done = self.vs.existing(self.collection, [d.id for d in docs])
+            docs = [d for d in docs if d.id not in done]
+            already = len(done)
+        if self.pool is not None and docs:
+            loaded = list(self.pool.map(self._load, docs))
+            rejects = rejects + [x for x in loaded if isinstance(x, Reject)]
+            docs = [x for x in loaded if isinstance(x, Doc)]
+        elif self.pool is None:
+            for d in docs:
+                d.payload = d.source
+        if rejects and self.o.on_error == "fail":
+            r = min(rejects, key=lambda r: r.line)
+            raise BadInput(f"{self.o.docs}:{r.line}: {r.reason} (--on-error fail)")
+        self._put(self.q_read, _Batch(docs, rejects, last_line, lines, already))
+
+    def _put(self, q: queue.Queue, item: Any) -> None:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def reader(self) -> None:
+        try:
+            state = ReaderState()
+            for n, raw in iter_lines(self.o.docs, 0):
+                if n > self.start_line:
+                    break
+                parse_line(n, raw, self.field, state)  # committed lines: only their ids matter (duplicates)
+            docs: list[Doc] = []
+            rejects: list[Reject] = []
+            lines = 0
+            last = self.start_line
+            for n, raw in iter_lines(self.o.docs, self.start_line):
+                if self.stop.is_set():
+                    return
+                lines += 1
+                last = n
+                p = parse_line(n, raw, self.field, state)
+                if isinstance(p, Doc):
+                    docs.append(p)
+                elif isinstance(p, Reject):
+                    rejects.append(p)
+                if len(docs) >= self.o.batch_size:
+                    self._emit(docs, rejects, last, lines)
+                    docs, rejects, lines = [], [], 0
+            if docs or rejects or lines:
+                self._emit(docs, rejects, last, lines)
+        except BaseException as e:  # handed to the main thread
+            self.error = self.error or e
+        finally:
+            self._put(self.q_read, _STOP)
+
+    # writer ---------------------------------------------------------------
+    def writer(self, bar: tqdm | None, rejects_fh) -> None:
+        try:
+            while True:
+                try:
+                    item = self.q_write.get(timeout=0.2)
+                except queue.Empty:
+                    if self.stop.is_set():
+                        return
+                    continue
+                if item is _STOP:
+                    return
+                if item.docs:
+                    self.ds.upsert_many(self.o.index, [d.doc for d in item.docs])
+                    self.vs.upsert(self.collection, [d.id for d in item.docs], item.vectors)
+                for r in item.rejects:
+                    rejects_fh.write(r.as_json() + "\n")
+                if item.rejects:
+                    rejects_fh.flush()
+                c = self.rec["counts"]
+                c["read"] += len(item.docs) + item.already + len(item.rejects)
+                c["indexed"] += len(item.docs) + item.already
+                for r in item.rejects:
+                    k = reject_kind(r.reason)
+                    c["skipped"][k] = c["skipped"].get(k, 0) + 1
+                self.rec["lines_done"] = item.last_line
+                self.rec["updated"] = _now()
+                self.ds.save_build(self.rec)
+                if bar is not None:
+                    bar.update(item.lines)
+        except BaseException as e:
+            self.error = self.error or e
+            self.stop.set()
+
+    def run(self, total_lines: int) -> None:
+        bar = tqdm(total=total_lines, initial=self.start_line, unit="doc", desc=f"build {self.o.index}",
+                   disable=not self.o.progress, dynamic_ncols=True, smoothing=0.1)
+        assert self.o.rejects is not None
+        self.o.rejects.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.o.rejects, "a", encoding="utf-8") as rejects_fh:
+            rt = threading.Thread(target=self.reader, name="reader", daemon=True)
+            wt = threading.Thread(target=self.writer, args=(bar, rejects_fh), name="writer", daemon=True)
+            rt.start()
+            wt.start()
+            try:
+                while self.error is None:
+                    item = self.q_read.get()
+                    if item is _STOP:
+                        break
+                    if item.docs:
+                        item.vectors = self.enc.encode([d.payload for d in item.docs])
+                        if item.vectors.shape != (len(item.docs), self.enc.dim):
+                            raise Internal(f"encoder returned {item.vectors.shape}, expected ({len(item.docs)}, {self.enc.dim})")
+                    self._put(self.q_write, item)
+                self._put(self.q_write, _STOP)  # the writer drains what is queued, then stops
+                wt.join()
+            except BaseException:
+                self.stop.set()  # Ctrl-C or a failure: abandon queued work; the checkpoint covers what was written
+                raise
+            finally:
+                self.stop.set()
+                wt.join()
+                rt.join(timeout=5)
+                bar.close()
+                if self.pool is not None:
+                    self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.error is not None:
+            raise self.error
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_build(vs: VectorStore, collection: str, expected: int, docs: DocumentStore, index: str) -> None:
+    got = vs.count(collection)
+    if got != expected:
+        raise Internal(f"build check failed: {collection} holds {got} vectors, expected {expected}")
+    if docs.count(index) < expected:
+        raise Internal(f"build check failed: MongoDB collection {index} holds fewer documents than indexed")
+    probe_id = vs.any_id(collection)
+    if probe_id is not None:
+        # the sample search: a stored vector must find itself first
+        vec = vs.vector(collection, probe_id)
+        if vec is None:
+            raise Internal(f"build check failed: {probe_id} not readable back from {collection}")
+        hits = vs.search(collection, vec[None, :], 1)[0]
+        if not hits or hits[0][0] != probe_id:
+            raise Internal(f"build check failed: searching {probe_id}'s own vector returned {hits[:1]}")
+
+
+def _retain(vs: VectorStore, ds: DocumentStore, index: str, keep: int) -> list[str]:
+    """Keep the live build and the newest ``keep`` other complete builds (for rollback); drop older ones."""
+    live = vs.live_build(index)
+    others = [r["build"] for r in ds.builds(index) if r.get("status") == "complete" and r["build"] != live]
+    old = others[: max(0, len(others) - keep)]
+    for b in old:
+        if b in vs.builds(index):
+            vs.drop(index, b)
+    ds.delete_builds(collection_name(index, b) for b in old)
+    return old
+
+
+def build_index(opts: BuildOptions) -> BuildSummary:
+    check_index_name(opts.index)
+    if opts.on_error not in ("skip", "fail"):
+        raise BadInput(f"--on-error must be skip or fail, got {opts.on_error!r}")
+    if opts.batch_size < 1 or opts.keep < 0:
+        raise BadInput("--batch-size must be >= 1 and --keep >= 0")
+    if not opts.docs.is_file():
+        raise NotFound(f"documents file not found: {opts.docs}")
+    model_dir = opts.repo / opts.model
+    if not model_dir.is_dir():
+        raise NotFound(f"model {opts.model!r} not found in {opts.repo}")
+    if not opts.image_root.is_dir():
+        raise BadInput(f"--image-root {opts.image_root} is not a folder")
+    t0 = time.perf_counter()
+    with open_stores(opts.milvus_uri, opts.mongo_uri, opts.data_dir, opts.database) as (vs, ds):
+        encoder = Encoder(model_dir, opts.serving_url, opts.threads)  # stores are checked before any model work
+        live = vs.live_build(opts.index)
+        if live is not None:
+            live_dim = vs.dim(collection_name(opts.index, live))
+            if live_dim != encoder.dim:
+                raise BadInput(f"index {opts.index} holds {live_dim}-d vectors but model {opts.model} gives "
+                               f"{encoder.dim}-d: use a new index name")
+        fingerprint = _source_fingerprint(opts.docs)
+        if opts.resume:
+            pending = [r for r in ds.builds(opts.index) if r.get("status") == "building"]
+            if not pending:
+                raise BadInput(f"no interrupted build of index {opts.index} to resume")
+            record = pending[-1]
+            if record["source"] != fingerprint:
+                raise BadInput(f"{opts.docs} changed since build {record['build']} started: start a new build")
+            if record["model"] != opts.model:
+                raise BadInput(f"build {record['build']} used model {record['model']!r}, not {opts.model!r}")
+            log.info("resuming build %s after line %d", record["build"], record["lines_done"])
+        else:
+            build = _new_build_id()
+            record = {"_id": collection_name(opts.index, build), "index": opts.index, "build": build,
+                      "model": opts.model, "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
+                      "status": "building", "lines_done": 0, "started": _now(),
+                      "counts": {"read": 0, "indexed": 0, "skipped": {}}}
+            vs.create(record["_id"], encoder.dim)
+            ds.save_build(record)
+        rejects = opts.rejects or opts.docs.with_name(f"{opts.docs.stem}.{opts.index}.rejects.jsonl")
+        pipe = _Pipeline(dataclasses.replace(opts, rejects=rejects), encoder, vs, ds, record, record["lines_done"], resume_check=opts.resume)
+        try:
+            pipe.run(count_lines(opts.docs))
+        except BadInput:
+            if opts.on_error == "fail":
+                record["status"] = "failed"
+                ds.save_build(record)
+                vs.drop(opts.index, record["build"])
+            raise
+        counts = record["counts"]
+        _check_build(vs, record["_id"], counts["indexed"], ds, opts.index)
+        record.update(status="complete", finished=_now())
+        ds.save_build(record)
+        vs.switch_alias(opts.index, record["build"])
+        dropped = _retain(vs, ds, opts.index, opts.keep)
+        if dropped:
+            log.info("dropped old builds of %s: %s", opts.index, ", ".join(dropped))
+        return BuildSummary(opts.index, record["build"], counts["read"], counts["indexed"], dict(counts["skipped"]),
+                            time.perf_counter() - t0, str(rejects) if counts["skipped"] else None, live=True)

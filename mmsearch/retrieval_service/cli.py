@@ -1,0 +1,34 @@
+"""`mmsearch serve-retrieval`: the search API (HTTP 127.0.0.1:8080, gRPC :50051) until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from mmsearch.cli import run_cli, stop_event
+from mmsearch.config import load_config
+from mmsearch.retrieval_service.server import create_server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mmsearch serve-retrieval", description=__doc__)
+    p.add_argument("--http", help="host:port (default: config retrieval.host:http_port)")
+    p.add_argument("--grpc", help="host:port (default: config retrieval.host:grpc_port)")
+    p.add_argument("--config", help="YAML config file")
+    args = p.parse_args(argv)
+
+    def _go() -> None:
+        cfg = load_config(args.config)
+        stop = stop_event()
+        server = create_server(cfg, args.http, args.grpc)
+        print(f"retrieval ready: http {cfg.retrieval.host}:{server.http_port} grpc {server.grpc_port}", flush=True)
+        stop.wait()
+        server.stop()
+        print("retrieval stopped", flush=True)
+
+    return run_cli(_go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

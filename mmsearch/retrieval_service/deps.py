@@ -1,0 +1,89 @@
+"""The service's dependencies, connected lazily and reconnected after failures.
+
+A dependency that is down at start does not stop the service from starting (readiness says so);
+a request that finds one down fails fast with 503 naming it, and the next request tries again, so
+the service recovers without a restart when the dependency returns.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Generic, TypeVar
+
+from mmsearch.clients.documents import DocumentStore
+from mmsearch.clients.inference import InferenceClient
+from mmsearch.clients.preprocess import PreprocessClient
+from mmsearch.clients.vectors import VectorStore
+from mmsearch.config import Config
+from mmsearch.embedded import embedded_milvus_uri
+from mmsearch.errors import Unavailable
+
+T = TypeVar("T")
+
+
+class Lazy(Generic[T]):
+    def __init__(self, name: str, factory: Callable[[], T], close: Callable[[T], None] | None = None,
+                 check: Callable[[T], bool] | None = None):
+        self.name = name
+        self._factory = factory
+        self._close = close
+        self._check = check
+        self._obj: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        obj = self._obj
+        if obj is not None:
+            return obj
+        with self._lock:
+            if self._obj is None:
+                self._obj = self._factory()  # raises Unavailable naming the dependency
+            return self._obj
+
+    def healthy(self) -> bool:
+        """Connect if needed and probe (for clients whose construction does not touch the network)."""
+        try:
+            obj = self.get()
+            return self._check(obj) if self._check is not None else True
+        except Exception:  # any failure to reach it means not ready
+            return False
+
+    def reset(self) -> None:
+        """Forget the connection after a failure: the next get() reconnects. The old client is not
+        closed here — concurrent requests may still hold it; it is released when they drop it."""
+        with self._lock:
+            self._obj = None
+
+    def close(self) -> None:
+        with self._lock:
+            obj, self._obj = self._obj, None
+        if obj is not None and self._close is not None:
+            try:
+                self._close(obj)
+            except Exception:  # closing a broken connection is best effort
+                pass
+
+
+class Deps:
+    def __init__(self, config: Config):
+        s, p, r = config.serving, config.preprocess, config.retrieval
+        triton_url = s.url or f"{s.host}:{s.grpc_port}"
+        milvus_uri = config.milvus.uri or embedded_milvus_uri(config.data_dir)
+        mongo_uri = config.mongo.uri
+
+        def mongo() -> DocumentStore:
+            if not mongo_uri:
+                raise Unavailable("mongodb", "no mongo.uri configured (MMSEARCH_MONGO_URI)")
+            return DocumentStore(mongo_uri, config.mongo.database, timeout_s=r.stage_timeout_s)
+
+        self.inference = Lazy("triton", lambda: InferenceClient(triton_url, "grpc", timeout_s=r.stage_timeout_s),
+                              lambda c: c.close(), lambda c: c.server_ready())
+        self.preprocess = Lazy("preprocess", lambda: PreprocessClient(f"{p.host}:{p.port}", timeout_s=r.stage_timeout_s),
+                               lambda c: c.close(), lambda c: c.serving())
+        self.vectors = Lazy("milvus", lambda: VectorStore(milvus_uri, timeout_s=r.stage_timeout_s), lambda c: c.close())
+        self.documents = Lazy("mongodb", mongo, lambda c: c.close())
+        self.all = [self.inference, self.preprocess, self.vectors, self.documents]
+
+    def close(self) -> None:
+        for d in self.all:
+            d.close()

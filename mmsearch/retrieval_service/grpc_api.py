@@ -1,0 +1,38 @@
+"""gRPC front end: Search / Click mirroring the HTTP API, plus the health service."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+
+from mmsearch.grpc_edge import grpc_edge
+from mmsearch.protos import search_pb2 as pb
+from mmsearch.protos import search_pb2_grpc as pb_grpc
+from mmsearch.retrieval_service.pipeline import SearchService
+from mmsearch.retrieval_service.request import from_proto
+
+log = logging.getLogger("mmsearch.retrieval")
+
+
+_edge = grpc_edge(log)
+
+
+class SearchServicer(pb_grpc.SearchServicer):
+    def __init__(self, service: SearchService):
+        self.service = service
+
+    @_edge
+    def Search(self, request, context):
+        out = self.service.search(from_proto(request))
+        return pb.SearchResponse(
+            request_id=out["request_id"], user_id=out["user_id"], experiment=out["experiment"],
+            timings_ms=out["timings_ms"],
+            results=[pb.Result(id=r["id"], score=r["score"], doc_json=json.dumps(r["doc"], ensure_ascii=False))
+                     for r in out["results"]],
+        )
+
+    @_edge
+    def Click(self, request, context):
+        self.service.click(request.request_id, request.doc_id, request.user_id or None)
+        return pb.ClickResponse()

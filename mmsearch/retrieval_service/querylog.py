@@ -1,0 +1,71 @@
+"""The query log in MongoDB: one entry per request (arms, buckets, query, result ids), clicks appended.
+
+Written from a background thread through a bounded queue, so logging never adds latency to a
+search; when MongoDB is down entries are dropped and counted (mmsearch_querylog_dropped_total)
+rather than piling up in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from mmsearch.errors import MMSearchError, NotFound
+from mmsearch.retrieval_service.deps import Lazy
+
+log = logging.getLogger("mmsearch.querylog")
+COLLECTION = "_query_log"
+
+
+class QueryLog:
+    def __init__(self, documents: Lazy, metrics, maxsize: int = 10_000):
+        self.documents = documents
+        self.metrics = metrics
+        self.q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
+        self._thread.start()
+
+    def record(self, entry: dict[str, Any]) -> None:
+        try:
+            self.q.put_nowait(entry)
+        except queue.Full:
+            self.metrics.querylog_dropped.inc()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() or not self.q.empty():
+            try:
+                first = self.q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < 500:
+                try:
+                    batch.append(self.q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                store = self.documents.get()
+                store._call("insert query log", store.db[COLLECTION].insert_many, batch, ordered=False)
+            except MMSearchError as e:
+                self.metrics.querylog_dropped.inc(len(batch))
+                log.warning("query log: %d entries dropped (%s)", len(batch), e.message)
+                self.documents.reset()
+
+    def click(self, request_id: str, doc_id: str, user_id: str | None) -> None:
+        store = self.documents.get()
+        entry = {"doc_id": doc_id, "ts": time.time(), **({"user_id": user_id} if user_id else {})}
+        for attempt in range(10):  # the search's own entry may still be in the writer's queue
+            res = store._call("click", store.db[COLLECTION].update_one, {"_id": request_id}, {"$push": {"clicks": entry}})
+            if res.matched_count:
+                self.metrics.clicks.inc()
+                return
+            time.sleep(0.05 * (attempt + 1))
+        raise NotFound(f"request_id: unknown request {request_id!r}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

@@ -1,0 +1,92 @@
+"""`mmsearch serve-models`: Triton over the model repository, in the foreground until SIGINT/SIGTERM.
+
+SIGHUP re-reads the repository: new models and new versions are loaded (and changed ones
+reloaded) while the models already served keep serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from mmsearch.cli import run_cli
+from mmsearch.config import load_config
+from mmsearch.errors import BadInput, MMSearchError
+from mmsearch.serving.repository import discover
+from mmsearch.serving.triton import TritonOptions, start_triton
+
+log = logging.getLogger("mmsearch.serving")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmsearch serve-models", description=__doc__.split("\n\n")[0])
+    p.add_argument("--repo", type=Path, help="model repository (default: config model_repository)")
+    p.add_argument("--host", help="bind address (default: config serving.host, 127.0.0.1)")
+    p.add_argument("--http-port", type=int)
+    p.add_argument("--grpc-port", type=int)
+    p.add_argument("--metrics-port", type=int)
+    p.add_argument("--cpu-threads", type=int, help="ONNX Runtime threads per model instance")
+    p.add_argument("--cuda", action="store_true", help="CUDA execution provider when available")
+    p.add_argument("--log-file", type=Path, help="tritonserver log (default: <data_dir>/logs/triton.log)")
+    p.add_argument("--config", help="YAML config file")
+    return p
+
+
+def options_from(argv: Sequence[str] | None) -> TritonOptions:
+    args = build_parser().parse_args(argv)
+    cfg = load_config(args.config)
+    s = cfg.serving
+    opts = TritonOptions(
+        repo=args.repo or cfg.model_repository, host=args.host or s.host,
+        http_port=s.http_port if args.http_port is None else args.http_port,
+        grpc_port=s.grpc_port if args.grpc_port is None else args.grpc_port,
+        metrics_port=s.metrics_port if args.metrics_port is None else args.metrics_port,
+        cpu_threads=s.cpu_threads if args.cpu_threads is None else args.cpu_threads, use_cuda=args.cuda,
+        log_file=args.log_file or cfg.data_dir / "logs" / "triton.log",
+    )
+    for name in ("http_port", "grpc_port", "metrics_port"):
+        if not 0 <= getattr(opts, name) <= 65535:
+            raise BadInput(f"--{name.replace('_', '-')} must be 0..65535, got {getattr(opts, name)}")
+    if opts.cpu_threads < 0:
+        raise BadInput(f"--cpu-threads must be >= 0, got {opts.cpu_threads}")
+    return opts
+
+
+def serve(opts: TritonOptions) -> None:
+    stop = threading.Event()
+    reload = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    server = start_triton(opts)
+    print(f"triton ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}  "
+          f"log {server.log_file}", flush=True)
+    try:
+        while not stop.is_set():
+            stop.wait(0.5)
+            if not server.alive():
+                raise MMSearchError(f"tritonserver exited with code {server.proc.returncode}; see {server.log_file}")
+            if reload.is_set():
+                reload.clear()
+                for name in discover(Path(opts.repo)):
+                    try:
+                        server.load(name)
+                        log.info("loaded %s", name)
+                    except MMSearchError as e:
+                        log.error("reload of %s failed: %s", name, e)
+    finally:
+        server.stop()
+        print("triton stopped", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(lambda: serve(options_from(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Launch and stop the tritonserver binary bundled by nvidia-pytriton over a model repository.
+
+    server = start_triton(TritonOptions(repo=Path("model_repository"), http_port=0, ...))
+    ...
+    server.stop()
+
+Ports of 0 are replaced by free ones. Everything Triton needs (backends folder with the python
+stub for this interpreter, the shadow repository, the LD_LIBRARY_PATH fix of DESIGN.md) is set up
+here, so the user runs one command. The server runs in its own process group so stop() leaves no
+tritonserver or python-stub process behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmsearch.errors import BadInput, Unavailable
+from mmsearch.net import free_port, http_ok, wait_until
+from mmsearch.serving.repository import discover, sync_all, sync_model
+
+log = logging.getLogger("mmsearch.serving")
+
+
+@dataclass
+class TritonOptions:
+    repo: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    cpu_threads: int = 1
+    use_cuda: bool = False
+    workdir: Path | None = None  # default: a temporary folder removed on stop
+    log_file: Path | None = None  # default: <workdir>/tritonserver.log
+    startup_timeout_s: float = 120.0
+    extra_args: list[str] = field(default_factory=list)
+
+
+def _pytriton_dist() -> Path:
+    try:
+        import pytriton
+    except ImportError as e:
+        raise Unavailable("tritonserver", "nvidia-pytriton is not installed (it bundles tritonserver)") from e
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def _libs_path() -> Path:
+    from pytriton.utils.distribution import get_libs_path
+
+    return Path(get_libs_path())
+
+
+def prepare_backends(workdir: Path) -> Path:
+    """backends/python with the stub built for this interpreter's Python version."""
+    dist = _pytriton_dist()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise Unavailable("tritonserver", f"no python backend stub for Python {version} in {dist}")
+    backends = workdir / "backends"
+    py = backends / "python"
+    py.mkdir(parents=True, exist_ok=True)
+    for f in (dist / "backends" / "python").iterdir():
+        if f.is_file():
+            target = py / f.name
+            if not target.exists():
+                target.symlink_to(f)
+    target = py / "triton_python_backend_stub"
+    if not target.exists():
+        target.symlink_to(stub)
+    return backends
+
+
+def server_env() -> dict[str, str]:
+    """The stub must load this interpreter's libpython first (DESIGN.md), and import our packages."""
+    env = dict(os.environ)
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (libdir, str(_libs_path()), env.get("LD_LIBRARY_PATH", "")) if p)
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    env["PYTHONPATH"] = ":".join(site + [env.get("PYTHONPATH", "")]).strip(":")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+class TritonServer:
+    def __init__(self, opts: TritonOptions, proc: subprocess.Popen, workdir: Path, shadow: Path, own_workdir: bool):
+        self.opts = opts
+        self.proc = proc
+        self.workdir = workdir
+        self.shadow = shadow
+        self._own_workdir = own_workdir
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.opts.host}:{self.opts.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.opts.host}:{self.opts.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.opts.host}:{self.opts.metrics_port}/metrics"
+
+    @property
+    def log_file(self) -> Path:
+        return self.opts.log_file or self.workdir / "tritonserver.log"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def ready(self) -> bool:
+        return self.alive() and http_ok(f"http://{self.http_url}/v2/health/ready")
+
+    def load(self, name: str) -> None:
+        """Load a new model, or reload one whose export changed (new version, new weights);
+        models already served keep serving throughout."""
+        import tritonclient.http as th
+        from tritonclient.utils import InferenceServerException
+
+        sync_model(self.opts.repo, self.shadow, name, self.opts.cpu_threads, self.opts.use_cuda)
+        try:
+            th.InferenceServerClient(self.http_url, network_timeout=300).load_model(name)
+        except InferenceServerException as e:
+            raise BadInput(f"triton could not load model {name!r}: {e.message()}") from e
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM the process group (tritonserver and its python stubs), SIGKILL after timeout."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver did not stop in %.0f s; killing it", timeout)
+            except ProcessLookupError:
+                pass
+        try:  # stubs are in the same group: make sure none outlives the server
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        if self._own_workdir:
+            import shutil
+
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return self.proc.returncode
+
+    def __enter__(self) -> "TritonServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_triton(opts: TritonOptions) -> TritonServer:
+    repo = Path(opts.repo)
+    names = discover(repo)
+    if not names:
+        raise BadInput(f"model repository {repo} holds no exported model (run `mmsearch export` first)")
+    for attr in ("http_port", "grpc_port", "metrics_port"):
+        if getattr(opts, attr) == 0:
+            setattr(opts, attr, free_port(opts.host))
+    own = opts.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="mmsearch-triton-")) if own else Path(opts.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    shadow = workdir / "repository"
+    sync_all(repo, shadow, opts.cpu_threads, opts.use_cuda)
+    backends = prepare_backends(workdir)
+    binary = _pytriton_dist() / "bin" / "tritonserver"
+    shm_prefix = f"mmsearch_{uuid.uuid4().hex[:8]}_"
+    cmd = [
+        str(binary), "--model-repository", str(shadow), "--backend-directory", str(backends),
+        "--http-address", opts.host, "--http-port", str(opts.http_port),
+        "--grpc-address", opts.host, "--grpc-port", str(opts.grpc_port),
+        "--metrics-address", opts.host, "--metrics-port", str(opts.metrics_port), "--allow-metrics", "true",
+        "--model-control-mode", "explicit", "--load-model", "*", "--strict-readiness", "true",
+        "--exit-on-error", "true", "--exit-timeout-secs", "10", "--log-verbose", "0",
+        "--backend-config", f"python,shm-region-prefix-name={shm_prefix}",
+        "--backend-config", "python,shm-default-byte-size=4194304",
+        *opts.extra_args,
+    ]
+    log_path = opts.log_file or workdir / "tritonserver.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_fh = open(log_path, "ab")
+    log.info("starting tritonserver: http %s:%d grpc %d metrics %d, %d model(s): %s",
+             opts.host, opts.http_port, opts.grpc_port, opts.metrics_port, len(names), ", ".join(names))
+    from mmsearch.embedded import die_with_parent
+
+    proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=server_env(), start_new_session=True,
+                            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+    log_fh.close()
+    server = TritonServer(opts, proc, workdir, shadow, own)
+    if not wait_until(lambda: server.ready() or not server.alive(), opts.startup_timeout_s, 0.25) or not server.ready():
+        tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+        server.stop()
+        raise Unavailable("tritonserver", f"not ready after {opts.startup_timeout_s:.0f} s; log tail:\n{tail}")
+    return server

@@ -1,0 +1,183 @@
+"""create_app(config): the search page at 127.0.0.1:8090.
+
+Server-rendered (plain search, paging, uploads and clicks work without JavaScript; the small
+script only adds drag-and-drop and click beacons). Everything from documents is escaped by Jinja;
+images are served only from the configured image root.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from pathlib import Path
+from urllib.parse import urlencode
+
+from flask import Flask, abort, make_response, redirect, render_template, request, send_file, url_for
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.security import safe_join
+
+from mmsearch.config import Config
+from mmsearch.experiments import SCENES as EXPERIMENT_SCENES
+from mmsearch.errors import BadInput, MMSearchError, Unavailable, http_status
+from mmsearch.web_ui.retrieval_client import RetrievalClient
+
+log = logging.getLogger("mmsearch.web")
+SCENE_LABELS = {"text2text": "Text → text", "text2image": "Text → image", "image2image": "Image → image"}
+SCENES = {s: SCENE_LABELS[s] for s in EXPERIMENT_SCENES}  # the scenes are the experiments schema's; labels are the page's
+COOKIE = "mmsearch_uid"
+PAGE_SIZE = 12
+MAX_PAGES = 20
+MAX_UPLOAD = 8 * 1024 * 1024
+UPLOAD_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
+UID_RE = re.compile(r"^[a-f0-9]{32}$")
+FORCE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,64}$")
+
+
+def _parse_force(raw: str) -> dict[str, str]:
+    """`layer:arm,layer:arm` from the debug field."""
+    out = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        if not FORCE_RE.match(part):
+            raise BadInput(f"force: {part!r} is not layer:arm")
+        layer, arm = part.split(":", 1)
+        out[layer] = arm
+    return out
+
+
+def create_app(config: Config, client: RetrievalClient | None = None) -> Flask:
+    app = Flask("mmsearch.web", template_folder=str(Path(__file__).with_name("templates")),
+                static_folder=str(Path(__file__).with_name("static")))
+    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD + 64 * 1024
+    retrieval = client or RetrievalClient(config.web.retrieval_url, timeout_s=config.retrieval.request_timeout_s + 2)
+    image_root = Path(config.image_root).resolve()
+
+    def user_id() -> tuple[str, bool]:
+        uid = request.cookies.get(COOKIE, "")
+        return (uid, False) if UID_RE.match(uid) else (secrets.token_hex(16), True)
+
+    def render(status: int = 200, **ctx):
+        uid, new = ctx.pop("_uid")
+        ctx.setdefault("scene", "text2text")
+        resp = make_response(render_template("search.html", scenes=SCENES, page_size=PAGE_SIZE, **ctx), status)
+        if new:
+            resp.set_cookie(COOKIE, uid, max_age=365 * 24 * 3600, httponly=True, samesite="Lax")
+        return resp
+
+    def run_search(scene: str, page: int, force_raw: str, text: str | None = None, image: bytes | None = None, **extra):
+        uid = user_id()
+        ctx = dict(_uid=uid, scene=scene, q=text or "", page=page, force=force_raw, **extra)
+        try:
+            force = _parse_force(force_raw)
+            out = retrieval.search(scene, uid[0], min(PAGE_SIZE * page, PAGE_SIZE * MAX_PAGES), text=text, image=image, force=force)
+        except Unavailable as e:
+            log.warning("search failed: %s", e.message)
+            return render(503, error="Search is unavailable right now — a part of the service is down. Please try again shortly.",
+                          error_detail=e.message, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
+        except MMSearchError as e:
+            return render(http_status(e), error=e.message, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
+        results = out["results"][PAGE_SIZE * (page - 1): PAGE_SIZE * page]
+        more = len(out["results"]) == PAGE_SIZE * page and page < MAX_PAGES
+        return render(results=results, response=out, more=more, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
+
+    def _page() -> int:
+        raw = request.values.get("page", "1")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGES:
+            raise BadInput(f"page: must be 1..{MAX_PAGES}")
+        return int(raw)
+
+    @app.errorhandler(BadInput)
+    def _bad(e: BadInput):
+        return render(400, error=e.message, _uid=user_id())
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(e):
+        return render(413, error=f"That file is too large: the limit is {MAX_UPLOAD // (1024 * 1024)} MB.", scene="image2image",
+                      _uid=user_id())
+
+    @app.errorhandler(HTTPException)
+    def _http(e: HTTPException):
+        return render(e.code or 500, error=e.description or e.name, _uid=user_id())
+
+    @app.errorhandler(Exception)
+    def _internal(e: Exception):
+        log.exception("internal error")
+        return render(500, error="Something went wrong on our side.", _uid=user_id())
+
+    @app.get("/")
+    def index():
+        scene = request.args.get("scene", "text2text")
+        if scene not in SCENES:
+            raise BadInput(f"scene: unknown {scene!r}")
+        q = request.args.get("q", "").strip()
+        force = request.args.get("force", "")
+        like = request.args.get("like", "")
+        if like:  # "more like this": an image already in the image root
+            return run_search("image2image", _page(), force, image=_read_image(like), like=like)
+        if not q:
+            return render(scene=scene, force=force, _uid=user_id())
+        if scene == "image2image":
+            raise BadInput("image → image searches start from an uploaded image or “more like this”")
+        if len(q) > 1000:
+            raise BadInput("q: at most 1000 characters")
+        return run_search(scene, _page(), force, text=q)
+
+    @app.post("/upload")
+    def upload():
+        f = request.files.get("image")
+        if f is None or not f.filename:
+            raise BadInput("choose an image file to search with")
+        if f.mimetype not in UPLOAD_TYPES and Path(f.filename).suffix.lower() not in IMAGE_SUFFIXES:
+            raise BadInput(f"{f.filename}: not a supported image type (JPEG, PNG, WebP or GIF)")
+        data = f.read(MAX_UPLOAD + 1)
+        if len(data) > MAX_UPLOAD:
+            raise RequestEntityTooLarge()
+        if not data:
+            raise BadInput(f"{f.filename}: empty file")
+        return run_search("image2image", 1, request.form.get("force", ""), image=data, uploaded=f.filename)
+
+    def _image_path(rel: str) -> Path:
+        joined = safe_join(str(image_root), rel)
+        if joined is None:
+            abort(404)
+        path = Path(joined).resolve()
+        if not path.is_relative_to(image_root) or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            abort(404)
+        return path
+
+    def _read_image(rel: str) -> bytes:
+        return _image_path(rel).read_bytes()
+
+    @app.get("/images/<path:rel>")
+    def image(rel: str):
+        resp = send_file(_image_path(rel), max_age=86400, conditional=True)
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
+    @app.route("/click", methods=["GET", "POST"])
+    def click():
+        rid, doc = request.values.get("request_id", ""), request.values.get("doc_id", "")
+        nxt = request.values.get("next", "")
+        try:
+            retrieval.click(rid, doc, user_id()[0])
+        except MMSearchError as e:
+            log.info("click not recorded: %s", e.message)
+        if request.method == "POST":
+            return ("", 204)
+        if not nxt.startswith("/") or nxt.startswith("//"):  # only local redirects
+            nxt = url_for("index")
+        return redirect(nxt, code=303)
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok", "retrieval": retrieval.healthy()}
+
+    @app.after_request
+    def _headers(resp):
+        resp.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        return resp
+
+    app.jinja_env.globals["qs"] = lambda **kw: urlencode({k: v for k, v in kw.items() if v not in (None, "")})
+    return app
