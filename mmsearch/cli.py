@@ -8,6 +8,9 @@ import sys
 from typing import Callable, Sequence
 
 from mmsearch.errors import MMSearchError
+from mmsearch.supervisor import stop_event
+
+__all__ = ["COMMANDS", "main", "run_cli", "stop_event"]  # stop_event: re-exported for the server CLIs
 
 # subcommand -> (module with main(argv), one-line help). Imported lazily: `mmsearch --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,17 +28,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "experiments": ("mmsearch.offline.experiments_push", "validate an experiments YAML and push it to Consul KV"),
     "up": ("mmsearch.launcher.up", "bring up the whole stack on embedded defaults"),
 }
-
-
-def stop_event() -> "threading.Event":
-    """An event set by SIGTERM or SIGINT: servers run until it is set, then stop cleanly."""
-    import signal
-    import threading
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    return stop
 
 
 def run_cli(fn: Callable[[], object]) -> int:

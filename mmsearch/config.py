@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mmsearch.errors import ConfigError
+from mmsearch.errors import BadInput, ConfigError
 
 ENV_PREFIX = "MMSEARCH_"
 CONFIG_FILE_ENV = "MMSEARCH_CONFIG"
@@ -99,14 +99,14 @@ class Config(_Section):
     image_root: Path = Path(".")
     experiments_file: Path = Path("deploy/experiments.yaml")
     log_level: str = "INFO"
-    serving: ServingConfig = Field(default_factory=ServingConfig)
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
-    web: WebConfig = Field(default_factory=WebConfig)
-    milvus: MilvusConfig = Field(default_factory=MilvusConfig)
-    mongo: MongoConfig = Field(default_factory=MongoConfig)
-    consul: ConsulConfig = Field(default_factory=ConsulConfig)
-    export: ExportConfig = Field(default_factory=ExportConfig)
+    serving: ServingConfig = Field(default_factory=lambda: ServingConfig())
+    preprocess: PreprocessConfig = Field(default_factory=lambda: PreprocessConfig())
+    retrieval: RetrievalConfig = Field(default_factory=lambda: RetrievalConfig())
+    web: WebConfig = Field(default_factory=lambda: WebConfig())
+    milvus: MilvusConfig = Field(default_factory=lambda: MilvusConfig())
+    mongo: MongoConfig = Field(default_factory=lambda: MongoConfig())
+    consul: ConsulConfig = Field(default_factory=lambda: ConsulConfig())
+    export: ExportConfig = Field(default_factory=lambda: ExportConfig())
 
 
 def _env_names() -> dict[str, tuple[str, ...]]:
@@ -204,6 +204,32 @@ def load_config(
         return Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_validation(e, origin)) from e
+
+
+def flag_overrides(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """CLI flags as ``load_config`` overrides: dotted config paths to values, flags not given (None) left out.
+
+    ``flag_overrides({"model_repository": args.repo, "milvus.uri": args.milvus_uri})`` →
+    ``{"model_repository": ..., "milvus": {"uri": ...}}`` with only the flags the user passed.
+    """
+    out: dict[str, Any] = {}
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return out
+
+
+def split_address(address: str, flag: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:80`` too) from a CLI flag; BadInput naming the flag otherwise."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise BadInput(f"{flag} must be host:port, got {address!r}")
+    return host, int(port)
 
 
 def config_to_env(config: Config) -> dict[str, str]:

@@ -65,7 +65,12 @@ class ParityError(Internal):
     """An exported model does not reproduce its PyTorch source closely enough."""
 
 
-# The one mapping to wire statuses. Order matters: first isinstance match wins (subclasses first).
+class ProcessDied(Unavailable):
+    """A child process we started (a server of the stack) exited; ``dependency`` names it."""
+
+
+# The one mapping to wire statuses, used in both directions. Order matters: to a status, the
+# first isinstance match wins (subclasses first); from a status, the first row with that status wins.
 _STATUS_TABLE: tuple[tuple[type[MMSearchError], grpc.StatusCode, int], ...] = (
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS, 409),
     (BadInput, grpc.StatusCode.INVALID_ARGUMENT, 400),
@@ -75,6 +80,17 @@ _STATUS_TABLE: tuple[tuple[type[MMSearchError], grpc.StatusCode, int], ...] = (
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
     (Internal, grpc.StatusCode.INTERNAL, 500),
 )
+# Statuses a peer (or its transport) may answer that no error of ours produces: what they mean for us.
+_GRPC_ALIASES: dict[grpc.StatusCode, type[MMSearchError]] = {
+    grpc.StatusCode.CANCELLED: Unavailable,  # the server went away mid-call (shutdown)
+    grpc.StatusCode.FAILED_PRECONDITION: BadInput,
+    grpc.StatusCode.OUT_OF_RANGE: BadInput,
+}
+_HTTP_ALIASES: dict[int, type[MMSearchError]] = {
+    413: BadInput,  # body too large
+    422: BadInput,
+    502: Unavailable,  # a proxy could not reach the service
+}
 
 
 def _lookup(err: BaseException) -> tuple[grpc.StatusCode, int]:
@@ -92,6 +108,37 @@ def grpc_status(err: BaseException) -> grpc.StatusCode:
 def http_status(err: BaseException) -> int:
     """HTTP status for an error; anything that is not an MMSearchError is 500."""
     return _lookup(err)[1]
+
+
+_FROM_GRPC: dict[grpc.StatusCode, type[MMSearchError]] = {**_GRPC_ALIASES}
+_FROM_HTTP: dict[int, type[MMSearchError]] = {**_HTTP_ALIASES}
+for _cls, _code, _http in reversed(_STATUS_TABLE):  # reversed: the first row of a status wins
+    _FROM_GRPC[_code] = _cls
+    _FROM_HTTP[_http] = _cls
+
+
+def _make(cls: type[MMSearchError], message: str, dependency: str) -> MMSearchError:
+    if issubclass(cls, Unavailable):
+        return cls(dependency, message)
+    if issubclass(cls, (BadInput, NotFound)):
+        return cls(message)  # the peer's message already names the field or thing
+    return cls(f"{dependency}: {message}")
+
+
+def from_grpc_status(code: grpc.StatusCode | None, message: str, dependency: str) -> MMSearchError:
+    """The error a client raises for a gRPC status from ``dependency`` (the inverse of grpc_status)."""
+    cls = _FROM_GRPC.get(code) if code is not None else None
+    if cls is None:
+        return Internal(f"{dependency}: {code.name if code is not None else 'error'}: {message}")
+    return _make(cls, message, dependency)
+
+
+def from_http_status(status: int, message: str, dependency: str) -> MMSearchError:
+    """The error a client raises for an HTTP status from ``dependency`` (the inverse of http_status)."""
+    cls = _FROM_HTTP.get(status)
+    if cls is None:
+        return Internal(f"{dependency} answered {status}: {message}")
+    return _make(cls, message, dependency)
 
 
 def error_body(err: BaseException) -> dict[str, str]:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import time
 import urllib.error
 import urllib.request
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import grpc
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -19,14 +24,32 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             return 200 <= r.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
+        return False  # HTTPException: something answered, but not HTTP (BadStatusLine, IncompleteRead, ...)
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
+def grpc_serving(target: "str | grpc.Channel", timeout_s: float = 0.5) -> bool:
+    """The standard gRPC health service of a server (an address, or an open channel) says SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    def check(ch: grpc.Channel) -> bool:
+        try:
+            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+        return bool(r.status == health_pb2.HealthCheckResponse.SERVING)
+
+    if isinstance(target, str):
+        with grpc.insecure_channel(target) as ch:
+            return check(ch)
+    return check(target)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(interval)
-    return predicate()
+    return bool(predicate())

@@ -159,7 +159,7 @@ def load_image(data: ImageInput, name: str = "image", alpha: str = "drop") -> Im
     except BadInput:
         raise
     except FileNotFoundError as e:
-        raise BadInput(f"{name}: file not found: {data}") from e
+        raise BadInput(f"{name}: file not found: {data!s}") from e
     except Image.DecompressionBombError as e:
         raise BadInput(f"{name}: image is over the {MAX_IMAGE_PIXELS:,}-pixel limit (decompression bomb guard: {e})") from e
     except Image.UnidentifiedImageError as e:

@@ -7,11 +7,12 @@ collection of the same database.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from mmsearch.errors import Internal, Unavailable
 
 BUILDS = "_builds"
+T = TypeVar("T")
 
 
 class DocumentStore:
@@ -22,14 +23,14 @@ class DocumentStore:
         self.uri = uri
         self.dependency = f"mongodb at {_redact(uri)}"
         try:
-            self.client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout_s * 1000),
+            self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout_s * 1000),
                                               connectTimeoutMS=int(timeout_s * 1000), socketTimeoutMS=60_000)
             self.client.admin.command("ping")
         except (PyMongoError, ConfigurationError, ValueError) as e:
             raise Unavailable(self.dependency, str(e).split(",")[0]) from e
         self.db = self.client[database]
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         from pymongo.errors import AutoReconnect, PyMongoError, ServerSelectionTimeoutError
 
         try:
@@ -52,6 +53,21 @@ class DocumentStore:
         rows = self._call("find", lambda: list(self.db[collection].find({"_id": {"$in": list(ids)}})))
         found = {d["_id"]: d for d in rows}
         return [found.get(i) for i in ids]
+
+    def insert_many(self, collection: str, docs: Sequence[dict[str, Any]]) -> None:
+        """Insert new documents (unordered: one duplicate does not stop the rest)."""
+        if docs:
+            self._call("insert", self.db[collection].insert_many, list(docs), ordered=False)
+
+    def push(self, collection: str, doc_id: str, field: str, value: Any) -> bool:
+        """Append ``value`` to the array ``field`` of one document; False when no document has that id."""
+        res = self._call("update", self.db[collection].update_one, {"_id": doc_id}, {"$push": {field: value}})
+        return bool(res.matched_count)
+
+    def find(self, collection: str, match: dict[str, Any], fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """All documents matching a MongoDB filter, with only ``fields`` (and _id) when given."""
+        projection = {f: 1 for f in fields} if fields is not None else None
+        return self._call("find", lambda: list(self.db[collection].find(match, projection)))
 
     def count(self, collection: str) -> int:
         return int(self._call("count", self.db[collection].count_documents, {}))

@@ -11,31 +11,33 @@ from __future__ import annotations
 import threading
 from typing import Literal, Mapping
 
+import grpc
 import numpy as np
 
-from mmsearch.errors import BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Unavailable
+from mmsearch.errors import (BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Unavailable,
+                             from_grpc_status, from_http_status)
 
 _NP_TO_TRITON = {np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32",
                  np.dtype(np.float16): "FP16"}
 
 
 def _translate(e: Exception, url: str, model: str | None) -> MMSearchError:
-    """Map a tritonclient exception (gRPC or HTTP flavour) onto our hierarchy."""
+    """Map a tritonclient exception onto our hierarchy by its status alone: gRPC errors carry
+    "StatusCode.<NAME>", HTTP errors the response's status code."""
     status = str(getattr(e, "status", lambda: "")() or "")
-    msg = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
-    msg = msg or str(e)
-    low = msg.lower()
+    msg = (e.message() if hasattr(e, "message") and callable(e.message) else str(e)) or str(e)
     where = f"triton at {url}"
-    if ("UNAVAILABLE" in status or "CANCELLED" in status or "connect" in low or "socket closed" in low
-            or ("unavailable" in low and "model" not in low)):
-        return Unavailable(where, msg)
-    if "DEADLINE_EXCEEDED" in status or "deadline" in low or "timed out" in low or "timeout" in low:
-        return DeadlineExceeded(f"{where}: {msg}")
-    if "NOT_FOUND" in status or "unknown model" in low or "not found" in low or status == "404":
+    if status.startswith("StatusCode.") and status[len("StatusCode."):] in grpc.StatusCode.__members__:
+        err = from_grpc_status(grpc.StatusCode[status[len("StatusCode."):]], msg, where)
+    elif status.isdigit():
+        err = from_http_status(int(status), msg, where)
+    else:  # raised by the client library itself, with no answer from the server
+        return Internal(f"{where}: {msg}")
+    if isinstance(err, NotFound):
         return NotFound(f"model {model!r} not found on {where}: {msg}")
-    if "INVALID_ARGUMENT" in status or status == "400" or "invalid" in low or "unexpected" in low:
+    if isinstance(err, BadInput):
         return BadInput(f"{model}: {msg}")
-    return Internal(f"{where}: {msg}")
+    return err
 
 
 class InferenceClient:
@@ -67,6 +69,8 @@ class InferenceClient:
             return fn(*args, **kwargs)
         except InferenceServerException as e:
             raise _translate(e, self.url, model) from e
+        except TimeoutError as e:  # HTTP client: no answer within network_timeout
+            raise DeadlineExceeded(f"triton at {self.url}: {e}") from e
         except (ConnectionError, OSError) as e:
             raise Unavailable(f"triton at {self.url}", str(e)) from e
 

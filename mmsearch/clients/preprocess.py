@@ -9,6 +9,7 @@ import numpy as np
 
 from mmsearch.clients.grpc_errors import translate
 from mmsearch.errors import Unavailable
+from mmsearch.net import grpc_serving
 from mmsearch.preprocessing import TextBatch
 from mmsearch.protos import preprocess_pb2 as pb
 from mmsearch.protos import preprocess_pb2_grpc as pb_grpc
@@ -53,13 +54,7 @@ class PreprocessClient:
 
     def serving(self, timeout_s: float = 1.0) -> bool:
         """The gRPC health service says SERVING."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        try:
-            resp = health_pb2_grpc.HealthStub(self._channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
-        except grpc.RpcError:
-            return False
-        return resp.status == health_pb2.HealthCheckResponse.SERVING
+        return grpc_serving(self._channel, timeout_s)
 
     def close(self) -> None:
         self._channel.close()

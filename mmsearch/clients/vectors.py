@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound, Unavailable
+from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound, Overloaded, Unavailable, from_grpc_status
+
+T = TypeVar("T")
 
 BUILD_SEP = "__"
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
@@ -48,6 +50,35 @@ class _DropUnimplemented(logging.Filter):
 logging.getLogger("grpc._server").addFilter(_DropUnimplemented())
 
 
+# Milvus status codes (milvus-proto common.proto ErrorCode / merr): what each means for us.
+_MILVUS_NOT_FOUND = {100, 700}  # CollectionNotFound (collections and aliases alike), IndexNotFound
+_MILVUS_UNAVAILABLE = {2}  # pymilvus: "Fail connecting to server"
+_MILVUS_OVERLOADED = {8}  # RateLimit
+
+
+def _translate(e: Exception, dependency: str, what: str) -> MMSearchError:
+    """pymilvus and gRPC errors onto our hierarchy, by exception type and status code only."""
+    import grpc
+    from pymilvus.exceptions import ConnectError, ConnectionNotExistException, MilvusException, MilvusUnavailableException, ParamError
+
+    if isinstance(e, (ConnectError, ConnectionNotExistException, MilvusUnavailableException, ConnectionError)):
+        return Unavailable(dependency, str(e))
+    if isinstance(e, grpc.RpcError):
+        return from_grpc_status(e.code() if hasattr(e, "code") else None, f"{what} failed: {e}", dependency)
+    if isinstance(e, ParamError):
+        return BadInput(f"{dependency}: {what}: {getattr(e, 'message', e)}")
+    if isinstance(e, MilvusException):
+        code, msg = getattr(e, "code", None), getattr(e, "message", str(e))
+        if code in _MILVUS_NOT_FOUND:
+            return NotFound(f"{dependency}: {msg}")
+        if code in _MILVUS_UNAVAILABLE:
+            return Unavailable(dependency, msg)
+        if code in _MILVUS_OVERLOADED:
+            return Overloaded(f"{dependency}: {msg}")
+        return Internal(f"{dependency}: {what} failed: {msg}")
+    return Internal(f"{dependency}: {what} failed: {e}")
+
+
 class VectorStore:
     def __init__(self, uri: str, timeout_s: float = 30.0):
         """``uri``: a local ``.db`` file path (embedded Milvus Lite) or ``http://host:port``."""
@@ -75,16 +106,13 @@ class VectorStore:
             self._call("load", self.client.load_collection, target)
         self._loaded.add(name)
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             return fn(*args, **kwargs)
         except MMSearchError:
             raise
         except Exception as e:
-            msg = str(e)
-            if "connect" in msg.lower() or "unavailable" in msg.lower():
-                raise Unavailable(self.dependency, msg) from e
-            raise Internal(f"{self.dependency}: {what} failed: {msg}") from e
+            raise _translate(e, self.dependency, what) from e
 
     def collections(self) -> list[str]:
         return self._call("list collections", self.client.list_collections)
@@ -150,9 +178,13 @@ class VectorStore:
         return int(self._call("stats", self.client.get_collection_stats, collection)["row_count"])
 
     def search(self, name: str, vectors: np.ndarray, top_k: int, filter: str = "") -> list[list[tuple[str, float]]]:
-        self._ensure_loaded(name)
-        res = self._call("search", self.client.search, name, data=[np.asarray(v, np.float32) for v in vectors],
-                         limit=top_k, filter=filter, output_fields=["id"])
+        """Top-k (id, score) per query vector from an index (alias) or collection; NotFound names a missing one."""
+        try:
+            self._ensure_loaded(name)
+            res = self._call("search", self.client.search, name, data=[np.asarray(v, np.float32) for v in vectors],
+                             limit=top_k, filter=filter, output_fields=["id"])
+        except NotFound as e:
+            raise NotFound(f"index {name!r} not found in {self.dependency}") from e
         return [[(h["id"], float(h["distance"])) for h in hits] for hits in res]
 
     def switch_alias(self, index: str, build: str) -> None:

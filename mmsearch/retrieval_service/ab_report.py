@@ -16,7 +16,7 @@ from mmsearch.retrieval_service.querylog import COLLECTION
 def report(store: DocumentStore, scene: str | None = None) -> list[dict]:
     match = {"scene": scene} if scene else {}
     rows: dict[tuple, dict] = {}
-    entries = store._call("read query log", lambda: list(store.db[COLLECTION].find(match, {"scene": 1, "arms": 1, "user_id": 1, "clicks": 1})))
+    entries = store.find(COLLECTION, match, ["scene", "arms", "user_id", "clicks"])
     for e in entries:
         for layer, arm in (e.get("arms") or {"-": "default"}).items():
             r = rows.setdefault((e["scene"], layer, arm), {"scene": e["scene"], "layer": layer, "arm": arm,

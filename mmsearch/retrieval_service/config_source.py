@@ -43,6 +43,11 @@ class ExperimentStore:
             raise Unavailable("experiments config", self.last_error or "no valid config loaded yet")
         return live
 
+    @property
+    def current(self) -> Live | None:
+        """The live config, or None before the first valid one (``live`` raises instead)."""
+        return self._live
+
     def ready(self) -> bool:
         return self._live is not None
 
@@ -135,7 +140,7 @@ class ConsulWatcher(_Watcher):
             return  # blocking query timed out with no change
         # The value is compared too: an agent that lost its state (restart) can hand out an index we saw before.
         self.index, self.digest = index, digest
-        if item is None:
+        if item is None or digest is None:
             self.store.last_error = f"consul key {self.key} does not exist"
             log.error("consul at %s: key %s does not exist", self.addr, self.key)
             return

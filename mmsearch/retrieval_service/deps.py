@@ -8,7 +8,8 @@ the service recovers without a restart when the dependency returns.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
 
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.inference import InferenceClient
@@ -64,26 +65,41 @@ class Lazy(Generic[T]):
                 pass
 
 
+@dataclass
 class Deps:
-    def __init__(self, config: Config):
-        s, p, r = config.serving, config.preprocess, config.retrieval
-        triton_url = s.url or f"{s.host}:{s.grpc_port}"
-        milvus_uri = config.milvus.uri or embedded_milvus_uri(config.data_dir)
-        mongo_uri = config.mongo.uri
+    """The four dependencies of a search, each lazily connected (tests pass fakes through Lazy)."""
 
-        def mongo() -> DocumentStore:
-            if not mongo_uri:
-                raise Unavailable("mongodb", "no mongo.uri configured (MMSEARCH_MONGO_URI)")
-            return DocumentStore(mongo_uri, config.mongo.database, timeout_s=r.stage_timeout_s)
+    inference: Lazy[InferenceClient]
+    preprocess: Lazy[PreprocessClient]
+    vectors: Lazy[VectorStore]
+    documents: Lazy[DocumentStore]
 
-        self.inference = Lazy("triton", lambda: InferenceClient(triton_url, "grpc", timeout_s=r.stage_timeout_s),
-                              lambda c: c.close(), lambda c: c.server_ready())
-        self.preprocess = Lazy("preprocess", lambda: PreprocessClient(f"{p.host}:{p.port}", timeout_s=r.stage_timeout_s),
-                               lambda c: c.close(), lambda c: c.serving())
-        self.vectors = Lazy("milvus", lambda: VectorStore(milvus_uri, timeout_s=r.stage_timeout_s), lambda c: c.close())
-        self.documents = Lazy("mongodb", mongo, lambda c: c.close())
-        self.all = [self.inference, self.preprocess, self.vectors, self.documents]
+    @property
+    def all(self) -> list[Lazy[Any]]:
+        return [self.inference, self.preprocess, self.vectors, self.documents]
 
     def close(self) -> None:
         for d in self.all:
             d.close()
+
+
+def connect_deps(config: Config) -> Deps:
+    """Clients of Triton, the preprocess service, Milvus and MongoDB as configured (connected on first use)."""
+    s, p, r = config.serving, config.preprocess, config.retrieval
+    triton_url = s.url or f"{s.host}:{s.grpc_port}"
+    milvus_uri = config.milvus.uri or embedded_milvus_uri(config.data_dir)
+    mongo_uri = config.mongo.uri
+
+    def mongo() -> DocumentStore:
+        if not mongo_uri:
+            raise Unavailable("mongodb", "no mongo.uri configured (MMSEARCH_MONGO_URI)")
+        return DocumentStore(mongo_uri, config.mongo.database, timeout_s=r.stage_timeout_s)
+
+    return Deps(
+        Lazy("triton", lambda: InferenceClient(triton_url, "grpc", timeout_s=r.stage_timeout_s),
+             lambda c: c.close(), lambda c: c.server_ready()),
+        Lazy("preprocess", lambda: PreprocessClient(f"{p.host}:{p.port}", timeout_s=r.stage_timeout_s),
+             lambda c: c.close(), lambda c: c.serving()),
+        Lazy("milvus", lambda: VectorStore(milvus_uri, timeout_s=r.stage_timeout_s), lambda c: c.close()),
+        Lazy("mongodb", mongo, lambda c: c.close()),
+    )

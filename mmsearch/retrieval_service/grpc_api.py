@@ -26,10 +26,8 @@ class SearchServicer(pb_grpc.SearchServicer):
     def Search(self, request, context):
         out = self.service.search(from_proto(request))
         return pb.SearchResponse(
-            request_id=out["request_id"], user_id=out["user_id"], experiment=out["experiment"],
-            timings_ms=out["timings_ms"],
-            results=[pb.Result(id=r["id"], score=r["score"], doc_json=json.dumps(r["doc"], ensure_ascii=False))
-                     for r in out["results"]],
+            request_id=out.request_id, user_id=out.user_id, experiment=out.experiment, timings_ms=out.timings_ms,
+            results=[pb.Result(id=h.id, score=h.score, doc_json=json.dumps(h.doc, ensure_ascii=False)) for h in out.hits],
         )
 
     @_edge

@@ -50,7 +50,7 @@ def create_app(service: SearchService) -> Flask:
 
     @app.post("/v1/search")
     def search():
-        return jsonify(service.search(from_json(_json_body())))
+        return jsonify(service.search(from_json(_json_body())).to_json())
 
     @app.post("/v1/click")
     def click():
@@ -63,7 +63,7 @@ def create_app(service: SearchService) -> Flask:
     @app.get("/v1/config")
     def config():
         store = service.experiments
-        live = store._live
+        live = store.current
         return jsonify({
             "version": live.version if live else None, "source": live.source if live else None,
             "loaded_at": live.loaded_at if live else None, "last_error": store.last_error, "rejected": store.rejected,

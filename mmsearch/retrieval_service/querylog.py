@@ -18,6 +18,7 @@ from mmsearch.retrieval_service.deps import Lazy
 
 log = logging.getLogger("mmsearch.querylog")
 COLLECTION = "_query_log"
+_WAKE: dict[str, Any] = {}  # sentinel put on stop
 
 
 class QueryLog:
@@ -41,15 +42,19 @@ class QueryLog:
                 first = self.q.get(timeout=0.2)
             except queue.Empty:
                 continue
-            batch = [first]
+            batch = [first] if first is not _WAKE else []
             while len(batch) < 500:
                 try:
-                    batch.append(self.q.get_nowait())
+                    item = self.q.get_nowait()
                 except queue.Empty:
                     break
+                if item is not _WAKE:
+                    batch.append(item)
+            if not batch:
+                continue
             try:
                 store = self.documents.get()
-                store._call("insert query log", store.db[COLLECTION].insert_many, batch, ordered=False)
+                store.insert_many(COLLECTION, batch)
             except MMSearchError as e:
                 self.metrics.querylog_dropped.inc(len(batch))
                 log.warning("query log: %d entries dropped (%s)", len(batch), e.message)
@@ -59,8 +64,7 @@ class QueryLog:
         store = self.documents.get()
         entry = {"doc_id": doc_id, "ts": time.time(), **({"user_id": user_id} if user_id else {})}
         for attempt in range(10):  # the search's own entry may still be in the writer's queue
-            res = store._call("click", store.db[COLLECTION].update_one, {"_id": request_id}, {"$push": {"clicks": entry}})
-            if res.matched_count:
+            if store.push(COLLECTION, request_id, "clicks", entry):
                 self.metrics.clicks.inc()
                 return
             time.sleep(0.05 * (attempt + 1))
@@ -68,4 +72,8 @@ class QueryLog:
 
     def stop(self) -> None:
         self._stop.set()
+        try:
+            self.q.put_nowait(_WAKE)  # wake the writer now rather than at its next poll
+        except queue.Full:
+            pass
         self._thread.join(timeout=10)

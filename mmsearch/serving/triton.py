@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmsearch.errors import BadInput, Unavailable
-from mmsearch.net import free_port, http_ok, wait_until
+from mmsearch.net import free_port, http_ok
+from mmsearch.supervisor import ChildProcess
 from mmsearch.serving.repository import discover, sync_all, sync_model
 
 log = logging.getLogger("mmsearch.serving")
@@ -93,12 +94,16 @@ def server_env() -> dict[str, str]:
 
 
 class TritonServer:
-    def __init__(self, opts: TritonOptions, proc: subprocess.Popen, workdir: Path, shadow: Path, own_workdir: bool):
+    def __init__(self, opts: TritonOptions, child: ChildProcess, workdir: Path, shadow: Path, own_workdir: bool):
         self.opts = opts
-        self.proc = proc
+        self.child = child
         self.workdir = workdir
         self.shadow = shadow
         self._own_workdir = own_workdir
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.child.proc
 
     @property
     def http_url(self) -> str:
@@ -117,10 +122,10 @@ class TritonServer:
         return self.opts.log_file or self.workdir / "tritonserver.log"
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.child.alive()
 
     def ready(self) -> bool:
-        return self.alive() and http_ok(f"http://{self.http_url}/v2/health/ready")
+        return self.child.ready()
 
     def load(self, name: str) -> None:
         """Load a new model, or reload one whose export changed (new version, new weights);
@@ -136,24 +141,12 @@ class TritonServer:
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM the process group (tritonserver and its python stubs), SIGKILL after timeout."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("tritonserver did not stop in %.0f s; killing it", timeout)
-            except ProcessLookupError:
-                pass
-        try:  # stubs are in the same group: make sure none outlives the server
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait()
+        code = self.child.stop(timeout)
         if self._own_workdir:
             import shutil
 
             shutil.rmtree(self.workdir, ignore_errors=True)
-        return self.proc.returncode
+        return code
 
     def __enter__(self) -> "TritonServer":
         return self
@@ -171,7 +164,7 @@ def start_triton(opts: TritonOptions) -> TritonServer:
         if getattr(opts, attr) == 0:
             setattr(opts, attr, free_port(opts.host))
     own = opts.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="mmsearch-triton-")) if own else Path(opts.workdir)
+    workdir = Path(tempfile.mkdtemp(prefix="mmsearch-triton-")) if opts.workdir is None else Path(opts.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     shadow = workdir / "repository"
     sync_all(repo, shadow, opts.cpu_threads, opts.use_cuda)
@@ -191,17 +184,15 @@ def start_triton(opts: TritonOptions) -> TritonServer:
     ]
     log_path = opts.log_file or workdir / "tritonserver.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_fh = open(log_path, "ab")
     log.info("starting tritonserver: http %s:%d grpc %d metrics %d, %d model(s): %s",
              opts.host, opts.http_port, opts.grpc_port, opts.metrics_port, len(names), ", ".join(names))
-    from mmsearch.embedded import die_with_parent
+    try:
+        child = ChildProcess("tritonserver", cmd, log_path, lambda: http_ok(f"http://{opts.host}:{opts.http_port}/v2/health/ready"),
+                             startup_timeout_s=opts.startup_timeout_s, env=server_env(), stop_timeout_s=20)
+    except Unavailable:
+        if own:
+            import shutil
 
-    proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=server_env(), start_new_session=True,
-                            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
-    log_fh.close()
-    server = TritonServer(opts, proc, workdir, shadow, own)
-    if not wait_until(lambda: server.ready() or not server.alive(), opts.startup_timeout_s, 0.25) or not server.ready():
-        tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
-        server.stop()
-        raise Unavailable("tritonserver", f"not ready after {opts.startup_timeout_s:.0f} s; log tail:\n{tail}")
-    return server
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return TritonServer(opts, child, workdir, shadow, own)

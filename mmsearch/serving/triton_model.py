@@ -12,6 +12,7 @@ with INVALID_ARG so the server keeps serving everyone else.
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -68,7 +69,7 @@ class TritonPythonModel:
         # Requests are grouped by input shapes (Triton batches equal shapes; stay safe regardless),
         # each group runs as one ONNX batch, and errors stay with the request that caused them.
         responses = [None] * len(requests)
-        groups = {}
+        groups: dict[tuple, list[tuple[int, Any]]] = {}
         for i, request in enumerate(requests):
             try:
                 feeds = self._tensors(request)

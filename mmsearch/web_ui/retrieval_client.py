@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound, Unavailable
+from mmsearch.errors import Unavailable, from_http_status
 
 
 class RetrievalClient:
@@ -28,13 +28,7 @@ class RetrievalClient:
             except (json.JSONDecodeError, OSError):
                 err = {"message": e.reason}
             msg = err.get("message", str(e.reason))
-            if e.code == 400:
-                raise BadInput(msg) from e
-            if e.code == 404:
-                raise NotFound(msg) from e
-            if e.code in (502, 503, 504):
-                raise Unavailable(err.get("dependency") or "retrieval service", msg) from e
-            raise Internal(f"retrieval service answered {e.code}: {msg}") from e
+            raise from_http_status(e.code, msg, err.get("dependency") or f"retrieval service at {self.base_url}") from e
         except (urllib.error.URLError, OSError, json.JSONDecodeError) as e:
             raise Unavailable(f"retrieval service at {self.base_url}", str(getattr(e, "reason", e))) from e
 

@@ -1,0 +1,61 @@
+"""The pipeline's typed result and per-request state; each front end serialises the response itself."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ScoreType = Literal["cosine", "rerank"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: which document, the score it carries and what kind of score that is."""
+
+    id: str
+    score: float
+    score_type: ScoreType = "cosine"
+    sources: tuple[str, ...] = ("vector",)  # which recall paths found it
+    doc: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "doc": self.doc}
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    request_id: str
+    user_id: str
+    hits: list[Hit]
+    experiment: dict[str, str]  # layer -> arm that served this request
+    timings_ms: dict[str, float]
+    config_version: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The HTTP body of POST /v1/search (docs/architecture.md, "Search API")."""
+        return {"request_id": self.request_id, "user_id": self.user_id, "results": [h.to_json() for h in self.hits],
+                "experiment": dict(self.experiment), "timings_ms": dict(self.timings_ms),
+                "config_version": self.config_version}
+
+
+@dataclass
+class RequestContext:
+    """What travels with one request through the stages: its deadline, timings and metric labels."""
+
+    scene: str
+    arm_label: str
+    timeout_s: float
+    deadline: float = 0.0  # time.monotonic() after which no stage starts
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds (summed over calls)
+
+    def __post_init__(self) -> None:
+        if not self.deadline:
+            self.deadline = time.monotonic() + self.timeout_s
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + seconds * 1000

@@ -1,0 +1,137 @@
+"""One way to run a child server process: started, awaited, watched and stopped the same everywhere.
+
+Every server the project launches (secantusdb, Milvus, tritonserver, our own services) runs in its
+own process group, gets SIGTERM if its launcher dies, logs to a file, is awaited by a readiness
+probe, and on stop gets SIGTERM for the group then SIGKILL, so nothing outlives it. A child that
+exits on its own is reported as ``ProcessDied`` naming it and its log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Callable, Mapping
+
+from mmsearch.errors import ProcessDied, Unavailable
+from mmsearch.net import wait_until
+
+log = logging.getLogger("mmsearch.supervisor")
+
+
+def die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if the process that started it dies (even by SIGKILL), so a
+    crashed launcher leaves no orphaned servers behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def stop_event(reload: threading.Event | None = None) -> threading.Event:
+    """An event set by SIGTERM or SIGINT (servers run until it is set, then stop cleanly); SIGHUP
+    sets ``reload`` when given."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if reload is not None:
+        signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    return stop
+
+
+class ChildProcess:
+    """A started child server. ``ready`` is its readiness probe (called until true or timeout)."""
+
+    def __init__(self, name: str, cmd: list[str], log_file: Path, ready: Callable[[], bool],
+                 startup_timeout_s: float = 30.0, env: Mapping[str, str] | None = None, stop_timeout_s: float = 15.0):
+        self.name, self.log_file, self.stop_timeout_s = name, log_file, stop_timeout_s
+        self._ready = ready
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, env=dict(env) if env is not None else None,
+                                         preexec_fn=die_with_parent)
+        if not wait_until(lambda: self.ready() or not self.alive(), startup_timeout_s, 0.1) or not self.ready():
+            died = not self.alive()
+            self.stop()
+            what = f"exited with code {self.proc.returncode}" if died else f"not ready after {startup_timeout_s:.0f} s"
+            cls = ProcessDied if died else Unavailable
+            raise cls(name, f"{what}; log tail:\n{self.log_tail()}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def ready(self) -> bool:
+        return self.alive() and self._ready()
+
+    def check(self) -> None:
+        """Raise ProcessDied if the child has exited."""
+        if not self.alive():
+            raise ProcessDied(self.name, f"exited with code {self.proc.returncode}; see {self.log_file}")
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM the process group, SIGKILL it after ``timeout``; returns the exit code."""
+        timeout = self.stop_timeout_s if timeout is None else timeout
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", self.name, timeout)
+            except ProcessLookupError:
+                pass
+        try:  # helpers in the same group (e.g. Triton's python stubs) must not outlive it
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self) -> "ChildProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendant pids of a process (Linux /proc), for checks that nothing is left running."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for k in kids:
+            out += [k] + descendants(k)
+    return out
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process in KiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

@@ -1,0 +1,296 @@
+"""The search pipeline with fake dependencies: no servers, so every branch is cheap to reach."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mmsearch.config import Config
+from mmsearch.errors import BadInput, DeadlineExceeded, NotFound, Unavailable
+from mmsearch.preprocessing import TextBatch
+from mmsearch.retrieval_service.config_source import ExperimentStore
+from mmsearch.retrieval_service.deps import Deps, Lazy
+from mmsearch.retrieval_service.pipeline import DEFAULT_RECALL, SearchService
+from mmsearch.retrieval_service.request import SearchRequest
+
+EXPERIMENTS = """
+scenes:
+  text2text:
+    layers:
+      - name: rerank
+        salt: r1
+        arms:
+          - {name: none, traffic: 50}
+          - {name: ce, traffic: 50, rerank: cross_encoder, rerank_model: ce, rerank_top_n: 3}
+    defaults: {embed_model: enc, index: docs, top_k: 4, recall_top_k: 10, filter: 'id != "x"'}
+  image2image:
+    defaults: {embed_model: img, index: images}
+"""
+
+
+class FakePreprocess:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.fail: Exception | None = None
+
+    def tokenize(self, model: str, texts: list[str], documents: list[str] = (), bucket: bool = False) -> TextBatch:
+        self.calls.append(("tokenize", model, list(texts), list(documents), bucket))
+        if self.fail:
+            raise self.fail
+        n = len(texts)
+        # the document's length becomes its "token", so the fake cross-encoder can score by it
+        ids = np.array([[len(d)] for d in documents] if documents else [[1]] * n, np.int64)
+        return TextBatch({"input_ids": ids, "attention_mask": np.ones_like(ids)}, np.zeros(n, bool))
+
+    def process_images(self, model: str, images: list[bytes]) -> np.ndarray:
+        self.calls.append(("images", model, len(images)))
+        return np.zeros((len(images), 3, 4, 4), np.float32)
+
+
+class FakeInference:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.sleep_s = 0.0
+
+    def infer(self, model: str, tensors: dict[str, np.ndarray], output: str) -> np.ndarray:
+        self.calls.append((model, output))
+        time.sleep(self.sleep_s)
+        n = len(next(iter(tensors.values())))
+        if output == "score":
+            return tensors["input_ids"].astype(np.float32)  # longer document text = higher score
+        return np.ones((n, 8), np.float32)
+
+
+class FakeVectors:
+    def __init__(self, hits: list[tuple[str, float]]) -> None:
+        self.hits = hits
+        self.calls: list[tuple[str, int, str]] = []
+
+    def search(self, index: str, vec: np.ndarray, top_k: int, filter: str = "") -> list[list[tuple[str, float]]]:
+        self.calls.append((index, top_k, filter))
+        if index == "missing":
+            raise NotFound(f"index {index!r} not found in milvus at test")
+        return [self.hits[:top_k]]
+
+
+class FakeDocuments:
+    def __init__(self, docs: dict[str, dict[str, Any]]) -> None:
+        self.docs = docs
+        self.log: dict[str, dict[str, Any]] = {}
+
+    def get_many(self, collection: str, ids: list[str]) -> list[dict[str, Any] | None]:
+        return [dict(self.docs[i], _id=i) if i in self.docs else None for i in ids]
+
+    def insert_many(self, collection: str, docs: list[dict[str, Any]]) -> None:
+        self.log.update({d["_id"]: d for d in docs})
+
+    def push(self, collection: str, doc_id: str, field: str, value: Any) -> bool:
+        if doc_id not in self.log:
+            return False
+        self.log[doc_id].setdefault(field, []).append(value)
+        return True
+
+
+HITS = [("a", 0.9), ("b", 0.8), ("c", 0.7), ("d", 0.6), ("e", 0.5), ("f", 0.4)]
+DOCS = {"a": {"text": "x"}, "b": {"text": "xxxx"}, "c": {"text": "xx"}, "d": {"text": "d"}, "e": {"title": "no text"}}
+
+
+class Harness:
+    def __init__(self, timeout_s: float = 2.0, query_log: bool = True) -> None:
+        self.pre, self.inf, self.vec, self.docs = FakePreprocess(), FakeInference(), FakeVectors(HITS), FakeDocuments(DOCS)
+        self.factory_calls = {"preprocess": 0}
+
+        def pre_factory() -> FakePreprocess:
+            self.factory_calls["preprocess"] += 1
+            return self.pre
+
+        self.deps = Deps(Lazy("triton", lambda: self.inf), Lazy("preprocess", pre_factory),
+                         Lazy("milvus", lambda: self.vec), Lazy("mongodb", lambda: self.docs))
+        cfg = Config().model_copy(update={"retrieval": Config().retrieval.model_copy(
+            update={"request_timeout_s": timeout_s, "query_log": query_log})})
+        self.store = ExperimentStore()
+        assert self.store.offer(EXPERIMENTS, "v1", "test")
+        self.service = SearchService(cfg, self.store, self.deps)
+
+    def search(self, **kw: Any):
+        kw.setdefault("scene", "text2text")
+        if kw["scene"] != "image2image":
+            kw.setdefault("text", "query")
+        kw.setdefault("force", {"rerank": "none"})
+        return self.service.search(SearchRequest(**kw))
+
+    def close(self) -> None:
+        self.service.close()
+
+
+@pytest.fixture
+def h():
+    harness = Harness()
+    yield harness
+    harness.close()
+
+
+def test_hits_keep_recall_order_and_carry_public_documents(h):
+    out = h.search(user_id="u1")
+    assert [x.id for x in out.hits] == ["a", "b", "c", "d"]  # top_k 4 from the defaults
+    assert [x.score for x in out.hits] == [0.9, 0.8, 0.7, 0.6]
+    assert all(x.score_type == "cosine" and x.sources == ("vector",) for x in out.hits)
+    assert out.hits[0].doc == {"text": "x"}  # _id stripped
+    assert out.experiment == {"rerank": "none"}
+    assert out.user_id == "u1" and out.config_version == "v1"
+
+
+def test_missing_documents_are_none_not_dropped(h):
+    out = h.search(top_k=6)
+    assert [x.id for x in out.hits] == ["a", "b", "c", "d", "e", "f"]
+    assert out.hits[-1].doc is None
+
+
+def test_every_stage_is_timed(h):
+    out = h.search()
+    assert {"split", "qp", "embed", "recall", "rerank", "summary", "total"} <= set(out.timings_ms)
+    assert out.timings_ms["total"] >= out.timings_ms["embed"]
+
+
+def test_request_top_k_wins_and_recall_depth_is_at_least_top_k(h):
+    h.search(top_k=2)
+    assert h.vec.calls[-1] == ("docs", 10, 'id != "x"')  # recall_top_k and the scene's filter
+    h.search(top_k=50)
+    assert h.vec.calls[-1][1] == 50
+
+
+def test_default_recall_depth_when_the_config_gives_none(h):
+    out = h.search(scene="image2image", image=b"png", force={})
+    assert h.vec.calls[-1] == ("images", DEFAULT_RECALL, "")
+    assert ("images", "img", 1) in h.pre.calls
+    assert len(out.hits) == len(HITS)  # fewer than the default top_k exist
+
+
+def test_rerank_puts_scored_candidates_first_and_keeps_the_rest(h):
+    out = h.search(force={"rerank": "ce"}, top_k=6)
+    # candidates a, b, c (rerank_top_n 3) rescored by text length: b (4) > c (2) > a (1); then d, e, f as recalled
+    assert [x.id for x in out.hits] == ["b", "c", "a", "d", "e", "f"]
+    assert [x.score_type for x in out.hits] == ["rerank"] * 3 + ["cosine"] * 3
+    assert out.hits[0].score == 4.0 and out.hits[3].score == 0.6
+    assert out.experiment == {"rerank": "ce"}
+    tok = [c for c in h.pre.calls if c[0] == "tokenize" and c[3]]
+    assert tok and tok[0][2] == ["query"] * 3 and tok[0][3] == ["x", "xxxx", "xx"]
+
+
+def test_rerank_skips_candidates_without_text():
+    h = Harness()
+    h.vec.hits = [("e", 0.9), ("a", 0.5)]  # e has no text field
+    try:
+        out = h.search(force={"rerank": "ce"})
+        assert [x.id for x in out.hits] == ["a", "e"]
+        assert [x.score_type for x in out.hits] == ["rerank", "cosine"]
+    finally:
+        h.close()
+
+
+def test_rerank_without_model_is_a_config_error(h):
+    bad = EXPERIMENTS.replace(", rerank_model: ce", "")
+    assert h.store.offer(bad, "v2", "test")
+    with pytest.raises(BadInput, match="rerank_model"):
+        h.search(force={"rerank": "ce"})
+
+
+def test_deadline_stops_before_the_next_stage():
+    h = Harness(timeout_s=0.05)
+    h.inf.sleep_s = 0.1
+    try:
+        with pytest.raises(DeadlineExceeded, match="before recall"):
+            h.search()
+        assert h.vec.calls == []  # recall never started
+    finally:
+        h.close()
+
+
+def test_unavailable_resets_the_dependency_so_the_next_request_reconnects(h):
+    h.pre.fail = Unavailable("preprocess service at test", "down")
+    with pytest.raises(Unavailable, match="preprocess"):
+        h.search()
+    assert h.factory_calls["preprocess"] == 1
+    h.pre.fail = None
+    assert h.search().hits
+    assert h.factory_calls["preprocess"] == 2  # reconnected after the failure
+
+
+def test_bad_query_from_the_preprocessor_names_the_request_field(h):
+    h.pre.fail = BadInput("texts[0]: not valid UTF-8")
+    with pytest.raises(BadInput, match=r"^query\.text: texts\[0\]"):
+        h.search()
+
+
+def test_missing_index_is_not_found(h):
+    assert h.store.offer(EXPERIMENTS.replace("index: docs", "index: missing"), "v3", "test")
+    with pytest.raises(NotFound, match="missing"):
+        h.search()
+
+
+def test_unconfigured_scene_is_bad_input(h):
+    with pytest.raises(BadInput, match="text2image"):
+        h.search(scene="text2image")
+
+
+def test_errors_are_counted_by_kind_and_arm(h):
+    h.pre.fail = BadInput("texts[0]: bad")
+    with pytest.raises(BadInput):
+        h.search()
+    text = h.service.metrics.render().decode()
+    assert 'mmsearch_requests_total{arm="rerank=none",scene="text2text",status="BadInput"} 1.0' in text
+
+
+def test_assignment_is_deterministic_per_user(h):
+    first = h.search(user_id="alice", force={})
+    assert all(h.search(user_id="alice", force={}).experiment == first.experiment for _ in range(5))
+    arms = {h.search(user_id=f"user{i}", force={}).experiment["rerank"] for i in range(40)}
+    assert arms == {"none", "ce"}  # 50/50 split: forty users reach both arms
+
+
+def _wait_for(pred, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_query_log_records_the_request_and_its_clicks(h):
+    out = h.search(user_id="bob")
+    assert _wait_for(lambda: out.request_id in h.docs.log)
+    entry = h.docs.log[out.request_id]
+    assert entry["results"] == [x.id for x in out.hits] and entry["user_id"] == "bob"
+    assert entry["arms"] == {"rerank": "none"} and entry["query"] == {"text": "query"}
+    h.service.click(out.request_id, "b", "bob")
+    assert [c["doc_id"] for c in h.docs.log[out.request_id]["clicks"]] == ["b"]
+
+
+@pytest.mark.parametrize("rid, doc, msg", [("", "a", "request_id"), ("r" * 65, "a", "request_id"), (7, "a", "request_id"),
+                                           ("r1", "", "doc_id"), ("r1", None, "doc_id")])
+def test_click_validates_its_input(h, rid, doc, msg):
+    with pytest.raises(BadInput, match=msg):
+        h.service.click(rid, doc)
+
+
+def test_click_without_query_log_is_unavailable():
+    h = Harness(query_log=False)
+    try:
+        with pytest.raises(Unavailable, match="query log"):
+            h.service.click("r1", "a")
+    finally:
+        h.close()
+
+
+def test_response_json_is_the_documented_shape(h):
+    body = h.search(user_id="u").to_json()
+    assert set(body) == {"request_id", "user_id", "results", "experiment", "timings_ms", "config_version"}
+    assert set(body["results"][0]) == {"id", "score", "doc"}
+
+
+def test_ready_reports_each_dependency(h):
+    assert h.service.ready() == {"experiments": True, "triton": True, "preprocess": True, "milvus": True, "mongodb": True}
