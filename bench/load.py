@@ -24,12 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.common import run_workers  # noqa: E402
-
-from mmsearch.config import load_config  # noqa: E402
-from mmsearch.embedded import rss_kb  # noqa: E402
+from bench.common import run_workers
+from mmsearch.config import load_config
+from mmsearch.embedded import rss_kb
 
 PATTERNS = {"triton": "tritonserver", "secantusdb": "secantusd-py", "milvus-lite": "milvus-lite server",
             "serve-models": "serve-models", "preprocess": "serve-preprocess", "retrieval": "serve-retrieval", "web": "serve-web"}
@@ -55,8 +54,8 @@ def rss_mb(pid: int) -> float:
 
 
 def bodies(data_dir: Path, image_root: Path, n: int = 300) -> dict[str, list[dict]]:
-    texts = [json.loads(l) for l in (data_dir / "demo" / "texts.jsonl").read_text().splitlines()[:n]]
-    images = [json.loads(l) for l in (data_dir / "demo" / "images.jsonl").read_text().splitlines()[:n]]
+    texts = [json.loads(line) for line in (data_dir / "demo" / "texts.jsonl").read_text().splitlines()[:n]]
+    images = [json.loads(line) for line in (data_dir / "demo" / "images.jsonl").read_text().splitlines()[:n]]
     return {
         "text2text": [{"scene": "text2text", "query": {"text": t["title"].split(",")[0]}, "user_id": f"u{i}"} for i, t in enumerate(texts)],
         "text2image": [{"scene": "text2image", "query": {"text": im["text"]}, "user_id": f"u{i}"} for i, im in enumerate(images)],

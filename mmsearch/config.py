@@ -10,8 +10,9 @@ an error, so a typo never silently falls back to a default. This is the only mod
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -99,14 +100,14 @@ class Config(_Section):
     image_root: Path = Path(".")
     experiments_file: Path = Path("deploy/experiments.yaml")
     log_level: str = "INFO"
-    serving: ServingConfig = Field(default_factory=lambda: ServingConfig())
-    preprocess: PreprocessConfig = Field(default_factory=lambda: PreprocessConfig())
-    retrieval: RetrievalConfig = Field(default_factory=lambda: RetrievalConfig())
-    web: WebConfig = Field(default_factory=lambda: WebConfig())
-    milvus: MilvusConfig = Field(default_factory=lambda: MilvusConfig())
-    mongo: MongoConfig = Field(default_factory=lambda: MongoConfig())
-    consul: ConsulConfig = Field(default_factory=lambda: ConsulConfig())
-    export: ExportConfig = Field(default_factory=lambda: ExportConfig())
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    milvus: MilvusConfig = Field(default_factory=MilvusConfig)
+    mongo: MongoConfig = Field(default_factory=MongoConfig)
+    consul: ConsulConfig = Field(default_factory=ConsulConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
 
 def _env_names() -> dict[str, tuple[str, ...]]:

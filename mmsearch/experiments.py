@@ -70,7 +70,7 @@ class Scene(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "Scene":
-        names = [l.name for l in self.layers]
+        names = [layer.name for layer in self.layers]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate layer names {names}")
         # every possible arm combination must end with a model and an index
@@ -85,7 +85,7 @@ class Scene(BaseModel):
         return self
 
     def _others_set(self, layer: Layer, field: str) -> bool:
-        return any(all(getattr(a, field) for a in l.arms) for l in self.layers if l is not layer)
+        return any(all(getattr(a, field) for a in other.arms) for other in self.layers if other is not layer)
 
 
 class Experiments(BaseModel):
@@ -120,16 +120,16 @@ def parse_experiments(text: str | bytes, origin: str = "experiments") -> Experim
 
 
 def bucket(salt: str, user_id: str) -> int:
-    digest = hashlib.sha256(f"{salt}:{user_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{salt}:{user_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % BUCKETS
 
 
 def assign(scene: Scene, user_id: str, force: dict[str, str] | None = None) -> tuple[dict[str, str], Params, dict[str, int]]:
     """(layer -> arm name, merged params, layer -> bucket). ``force`` overrides arms (debug); unknown names are errors."""
     force = dict(force or {})
-    unknown_layers = set(force) - {l.name for l in scene.layers}
+    unknown_layers = set(force) - {layer.name for layer in scene.layers}
     if unknown_layers:
-        raise BadInput(f"force: unknown layer {sorted(unknown_layers)[0]!r} (layers: {', '.join(l.name for l in scene.layers) or 'none'})")
+        raise BadInput(f"force: unknown layer {sorted(unknown_layers)[0]!r} (layers: {', '.join(layer.name for layer in scene.layers) or 'none'})")
     params = scene.defaults.model_copy()
     arms: dict[str, str] = {}
     buckets: dict[str, int] = {}

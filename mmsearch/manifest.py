@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -60,7 +60,7 @@ class ImagePreprocessing(_Strict):
     alpha: Literal["drop", "white"] = "drop"
 
 
-Preprocessing = Annotated[Union[TextPreprocessing, ImagePreprocessing], Field(discriminator="type")]
+Preprocessing = Annotated[TextPreprocessing | ImagePreprocessing, Field(discriminator="type")]
 
 
 class Parity(_Strict):

@@ -5,7 +5,7 @@ Kept dependency-free (numpy) so export, evaluation and the benchmarks compute th
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -7,7 +7,8 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import grpc
@@ -23,7 +24,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
-            return 200 <= r.status < 300
+            return 200 <= int(r.status) < 300
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
         return False  # HTTPException: something answered, but not HTTP (BadStatusLine, IncompleteRead, ...)
 

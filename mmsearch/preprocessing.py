@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -30,7 +30,7 @@ _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 
-ImageInput = Union[bytes, str, Path, Image.Image]
+ImageInput = bytes | str | Path | Image.Image
 
 
 @dataclass

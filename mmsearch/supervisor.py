@@ -13,8 +13,8 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from mmsearch.errors import ProcessDied, Unavailable
 from mmsearch.net import wait_until
@@ -55,7 +55,7 @@ class ChildProcess:
         with open(log_file, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True, env=dict(env) if env is not None else None,
-                                         preexec_fn=die_with_parent)
+                                         preexec_fn=die_with_parent)  # noqa: PLW1509 - prctl only, async-signal-safe
         if not wait_until(lambda: self.ready() or not self.alive(), startup_timeout_s, 0.1) or not self.ready():
             died = not self.alive()
             self.stop()

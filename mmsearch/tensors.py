@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from mmsearch.errors import BadInput
@@ -11,7 +13,7 @@ ALLOWED_DTYPES = ("int64", "int32", "float32", "float16", "bool")
 
 
 def to_proto(name: str, arr: np.ndarray) -> tensor_pb2.Tensor:
-    a = np.ascontiguousarray(arr)
+    a = np.asarray(arr)  # not ascontiguousarray: it turns a 0-d array into shape (1,); tobytes() is C order anyway
     if a.dtype.name not in ALLOWED_DTYPES:
         raise BadInput(f"tensor {name!r}: unsupported dtype {a.dtype}")
     return tensor_pb2.Tensor(name=name, dtype=a.dtype.name, shape=list(a.shape), data=a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
@@ -24,7 +26,10 @@ def from_proto(t: tensor_pb2.Tensor) -> np.ndarray:
     shape = tuple(int(s) for s in t.shape)
     if any(s < 0 for s in shape):
         raise BadInput(f"tensor {t.name!r}: negative dimension in shape {shape}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: a hostile shape cannot overflow to a matching size
     if expected != len(t.data):
         raise BadInput(f"tensor {t.name!r}: shape {shape} x {t.dtype} needs {expected} bytes, got {len(t.data)}")
-    return np.frombuffer(t.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    try:
+        return np.frombuffer(t.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    except ValueError as e:  # e.g. an empty tensor whose other dimensions are absurdly large
+        raise BadInput(f"tensor {t.name!r}: unusable shape {shape}: {e}") from e

@@ -1,4 +1,4 @@
-"""Session fixtures: tiny models of every kind built once, and their exports."""
+"""Session fixtures: tiny models of every family built once, and their exports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tiny random models of every kind, built locally (nothing is fetched from a hub).
+"""Tiny random models of every family, built locally (nothing is fetched from a hub).
 
 They reuse the packaged MiniLM's WordPiece vocabulary, and a byte-level BPE vocabulary written
 here for CLIP, so tokenisation is real while the networks stay a few hundred KB.

@@ -7,7 +7,8 @@ collection of the same database.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from mmsearch.errors import Internal, Unavailable
 
@@ -66,7 +67,7 @@ class DocumentStore:
 
     def find(self, collection: str, match: dict[str, Any], fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """All documents matching a MongoDB filter, with only ``fields`` (and _id) when given."""
-        projection = {f: 1 for f in fields} if fields is not None else None
+        projection = dict.fromkeys(fields, 1) if fields is not None else None
         return self._call("find", lambda: list(self.db[collection].find(match, projection)))
 
     def count(self, collection: str) -> int:

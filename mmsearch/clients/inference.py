@@ -9,13 +9,13 @@ request Triton rejects ``BadInput`` with Triton's own message.
 from __future__ import annotations
 
 import threading
-from typing import Literal, Mapping
+from collections.abc import Mapping
+from typing import Literal
 
 import grpc
 import numpy as np
 
-from mmsearch.errors import (BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Unavailable,
-                             from_grpc_status, from_http_status)
+from mmsearch.errors import BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Unavailable, from_grpc_status, from_http_status
 
 _NP_TO_TRITON = {np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32",
                  np.dtype(np.float16): "FP16"}
@@ -138,5 +138,5 @@ class InferenceClient:
     def close(self) -> None:
         try:
             self._client.close()
-        except Exception:  # closing a dead connection is not an error worth raising
+        except Exception:  # noqa: BLE001 - closing a dead connection is not an error worth raising
             pass

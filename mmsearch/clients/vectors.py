@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -209,7 +210,7 @@ class VectorStore:
     def close(self) -> None:
         try:
             self.client.close()
-        except Exception:  # closing is best effort
+        except Exception:  # noqa: BLE001 - closing is best effort
             pass
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 from mmsearch.config import Config, config_to_env
 from mmsearch.embedded import MilvusLiteServer, SecantusServer
@@ -68,16 +68,16 @@ class Stack:
                 elif name == "triton":
                     sv = c.serving
                     s = ChildProcess(name, self._cli("serve-models", "--log-file", str(self.logs / "tritonserver.log")),
-                                     self.logs / "triton.log", lambda: http_ok(f"http://{sv.host}:{sv.http_port}/v2/health/ready"),
+                                     self.logs / "triton.log", partial(http_ok, f"http://{sv.host}:{sv.http_port}/v2/health/ready"),
                                      180, self._env())
                 elif name == "preprocess":
                     p = c.preprocess
                     s = ChildProcess(name, self._cli("serve-preprocess"), self.logs / "preprocess.log",
-                                     lambda: grpc_serving(f"{p.host}:{p.port}"), 120, self._env())
+                                     partial(grpc_serving, f"{p.host}:{p.port}"), 120, self._env())
                 elif name == "retrieval":
                     r = c.retrieval
                     s = ChildProcess(name, self._cli("serve-retrieval"), self.logs / "retrieval.log",
-                                     lambda: http_ok(f"http://{r.host}:{r.http_port}/readyz"), 120, self._env())
+                                     partial(http_ok, f"http://{r.host}:{r.http_port}/readyz"), 120, self._env())
                 elif name == "web":
                     if "retrieval" in self.running:  # the page talks to the retrieval service this stack started
                         r = c.retrieval
@@ -85,7 +85,7 @@ class Stack:
                             update={"retrieval_url": f"http://{r.host}:{r.http_port}"})})
                     w = c.web
                     s = ChildProcess(name, self._cli("serve-web"), self.logs / "web.log",
-                                     lambda: http_ok(f"http://{w.host}:{w.port}/healthz"), 60, self._env())
+                                     partial(http_ok, f"http://{w.host}:{w.port}/healthz"), 60, self._env())
                 else:
                     continue
                 self.running[name] = s

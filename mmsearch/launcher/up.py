@@ -21,8 +21,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from mmsearch.cli import run_cli
 from mmsearch.config import Config, load_config
@@ -123,7 +123,8 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def check_ports(cfg: Config) -> None:
-    for name, host, port in (("triton http", cfg.serving.host, cfg.serving.http_port), ("triton grpc", cfg.serving.host, cfg.serving.grpc_port),
+    for name, host, port in (("triton http", cfg.serving.host, cfg.serving.http_port),
+                             ("triton grpc", cfg.serving.host, cfg.serving.grpc_port),
                              ("triton metrics", cfg.serving.host, cfg.serving.metrics_port),
                              ("preprocess", cfg.preprocess.host, cfg.preprocess.port),
                              ("retrieval http", cfg.retrieval.host, cfg.retrieval.http_port),

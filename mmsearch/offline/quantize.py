@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -14,7 +14,6 @@ from mmsearch.errors import BadInput
 from mmsearch.local_model import LocalModel
 from mmsearch.manifest import MODEL_FILE
 from mmsearch.metrics import mrr_at_k, neighbour_overlap, rankings, recall_at_k
-
 
 WEIGHTS = "QInt8 per-channel"
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from mmsearch.cli import run_cli, stop_event
-from mmsearch.config import load_config
+from mmsearch.cli import run_cli
+from mmsearch.config import flag_overrides, load_config, split_address
 from mmsearch.preprocess_service.server import create_server
+from mmsearch.supervisor import stop_event
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,11 +21,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def _go() -> None:
-        cfg = load_config(args.config)
+        host, port = split_address(args.address, "--address") if args.address else (None, None)
+        cfg = load_config(args.config, overrides=flag_overrides({
+            "model_repository": args.repo, "preprocess.host": host, "preprocess.port": port}))
         stop = stop_event()
-        server = create_server(cfg, args.address, args.repo)
+        server = create_server(cfg)
         names = ", ".join(server.servicer.registry.entries()) or "none"
-        print(f"preprocess ready on {args.address or cfg.preprocess.host}:{server.port} (models: {names})", flush=True)
+        print(f"preprocess ready on {cfg.preprocess.host}:{server.port} (models: {names})", flush=True)
         stop.wait()
         server.stop()
         print("preprocess stopped", flush=True)

@@ -11,9 +11,9 @@ from grpc_reflection.v1alpha import reflection
 
 from mmsearch.config import Config
 from mmsearch.errors import Unavailable
-from mmsearch.protos import preprocess_pb2, preprocess_pb2_grpc
 from mmsearch.preprocess_service.registry import Registry
 from mmsearch.preprocess_service.servicer import PreprocessServicer
+from mmsearch.protos import preprocess_pb2, preprocess_pb2_grpc
 
 SERVICE_NAME = preprocess_pb2.DESCRIPTOR.services_by_name["Preprocess"].full_name
 

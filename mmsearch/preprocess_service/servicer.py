@@ -9,11 +9,11 @@ import grpc
 from mmsearch.config import PreprocessConfig
 from mmsearch.errors import BadInput, DeadlineExceeded
 from mmsearch.grpc_edge import grpc_edge
+from mmsearch.manifest import ImagePreprocessing
+from mmsearch.preprocess_service.registry import Registry
 from mmsearch.protos import preprocess_pb2 as pb
 from mmsearch.protos import preprocess_pb2_grpc as pb_grpc
-from mmsearch.manifest import ImagePreprocessing
 from mmsearch.tensors import to_proto
-from mmsearch.preprocess_service.registry import Registry
 
 log = logging.getLogger("mmsearch.preprocess")
 

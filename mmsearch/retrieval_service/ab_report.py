@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from mmsearch.cli import run_cli
 from mmsearch.clients.documents import DocumentStore

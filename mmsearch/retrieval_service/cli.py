@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from mmsearch.cli import run_cli, stop_event
+from mmsearch.cli import run_cli
 from mmsearch.config import load_config
 from mmsearch.retrieval_service.server import create_server
+from mmsearch.supervisor import stop_event
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -152,7 +152,7 @@ class ConsulWatcher(_Watcher):
             try:
                 self.fetch_once(block=self.index is not None)
                 backoff = 0.5
-            except Exception as e:  # requests/consul errors: the agent is down or restarting
+            except Exception as e:  # noqa: BLE001 - requests/consul errors alike: the agent is down or restarting
                 self.connected = False
                 self.store.last_error = self.store.last_error or f"consul at {self.addr}: {e}"
                 log.warning("consul at %s unreachable (%s); retrying in %.1f s", self.addr, type(e).__name__, backoff)

@@ -8,8 +8,9 @@ the service recovers without a restart when the dependency returns.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.inference import InferenceClient
@@ -46,7 +47,7 @@ class Lazy(Generic[T]):
         try:
             obj = self.get()
             return self._check(obj) if self._check is not None else True
-        except Exception:  # any failure to reach it means not ready
+        except Exception:  # noqa: BLE001 - any failure to reach it means not ready
             return False
 
     def reset(self) -> None:
@@ -61,7 +62,7 @@ class Lazy(Generic[T]):
         if obj is not None and self._close is not None:
             try:
                 self._close(obj)
-            except Exception:  # closing a broken connection is best effort
+            except Exception:  # noqa: BLE001 - closing a broken connection is best effort
                 pass
 
 

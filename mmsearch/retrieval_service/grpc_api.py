@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 
-
 from mmsearch.grpc_edge import grpc_edge
 from mmsearch.protos import search_pb2 as pb
 from mmsearch.protos import search_pb2_grpc as pb_grpc

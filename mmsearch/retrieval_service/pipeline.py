@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -110,7 +111,7 @@ class SearchService:
             vec = inf.infer(model, tensors, "embedding")
         with self._stage("recall", self.deps.vectors, ctx) as vs:
             hits = [Hit(i, s) for i, s in vs.search(index, vec, recall_k, p.filter or "")[0]]  # NotFound names the index
-        docs: dict[str, dict] = {}
+        docs: dict[str, dict[str, Any]] = {}
         if p.rerank == "cross_encoder" and req.text is not None and hits:
             hits, docs = self._rerank(req.text, hits, p, index, ctx)
         else:
@@ -122,7 +123,8 @@ class SearchService:
                 docs.update({i: d for i, d in zip(missing, ds.get_many(index, missing)) if d is not None})
         return [Hit(h.id, float(h.score), h.score_type, h.sources, _public(docs.get(h.id))) for h in hits]
 
-    def _rerank(self, query: str, hits: list[Hit], p: Params, index: str, ctx: RequestContext) -> tuple[list[Hit], dict[str, dict]]:
+    def _rerank(self, query: str, hits: list[Hit], p: Params, index: str,
+                ctx: RequestContext) -> tuple[list[Hit], dict[str, dict[str, Any]]]:
         """Cross-encoder scores for the first ``rerank_top_n`` hits that have text, ahead of the rest."""
         model = p.rerank_model
         if not model:
@@ -159,7 +161,7 @@ class SearchService:
         self.deps.close()
 
 
-def _public(doc: dict | None) -> dict | None:
+def _public(doc: dict[str, Any] | None) -> dict[str, Any] | None:
     if doc is None:
         return None
     return {k: v for k, v in doc.items() if k != "_id"}

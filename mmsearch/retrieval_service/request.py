@@ -10,6 +10,7 @@ from typing import Any
 
 from mmsearch.errors import BadInput
 from mmsearch.experiments import SCENES
+from mmsearch.protos import search_pb2
 
 MAX_TOP_K = 1000
 MAX_TEXT_CHARS = 4096
@@ -91,7 +92,7 @@ def from_json(body: Any) -> SearchRequest:
     return _check(body.get("scene"), query.get("text"), image, body.get("user_id"), body.get("top_k"), body.get("force"))
 
 
-def from_proto(req) -> SearchRequest:
+def from_proto(req: search_pb2.SearchRequest) -> SearchRequest:
     which = req.query.WhichOneof("q") if req.HasField("query") else None
     text = req.query.text if which == "text" else None
     image = bytes(req.query.image) if which == "image" else None

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from mmsearch.cli import run_cli
-from mmsearch.config import load_config
+from mmsearch.config import flag_overrides, load_config
 from mmsearch.errors import BadInput, MMSearchError
 from mmsearch.serving.repository import discover
 from mmsearch.serving.triton import TritonOptions, start_triton
+from mmsearch.supervisor import stop_event
 
 log = logging.getLogger("mmsearch.serving")
 
@@ -39,38 +39,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from(argv: Sequence[str] | None) -> TritonOptions:
     args = build_parser().parse_args(argv)
-    cfg = load_config(args.config)
+    for name in ("http_port", "grpc_port", "metrics_port"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 65535:
+            raise BadInput(f"--{name.replace('_', '-')} must be 0..65535, got {value}")
+    if args.cpu_threads is not None and args.cpu_threads < 0:
+        raise BadInput(f"--cpu-threads must be >= 0, got {args.cpu_threads}")
+    cfg = load_config(args.config, overrides=flag_overrides({
+        "model_repository": args.repo, "serving.host": args.host or None, "serving.http_port": args.http_port,
+        "serving.grpc_port": args.grpc_port, "serving.metrics_port": args.metrics_port,
+        "serving.cpu_threads": args.cpu_threads,
+    }))
     s = cfg.serving
-    opts = TritonOptions(
-        repo=args.repo or cfg.model_repository, host=args.host or s.host,
-        http_port=s.http_port if args.http_port is None else args.http_port,
-        grpc_port=s.grpc_port if args.grpc_port is None else args.grpc_port,
-        metrics_port=s.metrics_port if args.metrics_port is None else args.metrics_port,
-        cpu_threads=s.cpu_threads if args.cpu_threads is None else args.cpu_threads, use_cuda=args.cuda,
+    return TritonOptions(
+        repo=cfg.model_repository, host=s.host, http_port=s.http_port, grpc_port=s.grpc_port,
+        metrics_port=s.metrics_port, cpu_threads=s.cpu_threads, use_cuda=args.cuda,
         log_file=args.log_file or cfg.data_dir / "logs" / "triton.log",
     )
-    for name in ("http_port", "grpc_port", "metrics_port"):
-        if not 0 <= getattr(opts, name) <= 65535:
-            raise BadInput(f"--{name.replace('_', '-')} must be 0..65535, got {getattr(opts, name)}")
-    if opts.cpu_threads < 0:
-        raise BadInput(f"--cpu-threads must be >= 0, got {opts.cpu_threads}")
-    return opts
 
 
 def serve(opts: TritonOptions) -> None:
-    stop = threading.Event()
     reload = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    stop = stop_event(reload)  # SIGHUP: load new and changed models
     server = start_triton(opts)
     print(f"triton ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}  "
           f"log {server.log_file}", flush=True)
     try:
         while not stop.is_set():
             stop.wait(0.5)
-            if not server.alive():
-                raise MMSearchError(f"tritonserver exited with code {server.proc.returncode}; see {server.log_file}")
+            server.child.check()  # ProcessDied when tritonserver exited
             if reload.is_set():
                 reload.clear()
                 for name in discover(Path(opts.repo)):

@@ -81,7 +81,7 @@ def sync_model(repo: Path, shadow: Path, name: str, cpu_threads: int = 1, use_cu
 def sync_all(repo: Path, shadow: Path, cpu_threads: int = 1, use_cuda: bool = False) -> list[str]:
     shadow.mkdir(parents=True, exist_ok=True)
     names = discover(repo)
-    for stale in set(p.name for p in shadow.iterdir() if p.is_dir() and not p.name.startswith(".")) - set(names):
+    for stale in {p.name for p in shadow.iterdir() if p.is_dir() and not p.name.startswith(".")} - set(names):
         shutil.rmtree(shadow / stale)
     for name in names:
         sync_model(repo, shadow, name, cpu_threads, use_cuda)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -25,8 +24,8 @@ from pathlib import Path
 
 from mmsearch.errors import BadInput, Unavailable
 from mmsearch.net import free_port, http_ok
-from mmsearch.supervisor import ChildProcess
 from mmsearch.serving.repository import discover, sync_all, sync_model
+from mmsearch.supervisor import ChildProcess
 
 log = logging.getLogger("mmsearch.serving")
 

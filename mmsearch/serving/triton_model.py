@@ -42,7 +42,11 @@ class TritonPythonModel:
             providers.insert(0, "CUDAExecutionProvider")
         # The launcher writes each version's ONNX path beside its model.py (one config, many versions).
         sidecar = os.path.join(args["model_repository"], args["model_version"], "onnx_path")
-        onnx_path = open(sidecar, encoding="utf-8").read().strip() if os.path.exists(sidecar) else _param(self.cfg, "onnx_path")
+        if os.path.exists(sidecar):
+            with open(sidecar, encoding="utf-8") as f:
+                onnx_path = f.read().strip()
+        else:
+            onnx_path = _param(self.cfg, "onnx_path")
         self.session = ort.InferenceSession(onnx_path, opts, providers=providers)
         self.check_finite = any(dt in (np.float32, np.float16) for _, dt in self.inputs)
 
@@ -84,7 +88,7 @@ class TritonPythonModel:
             batch = {n: np.concatenate([f[n] for _, f in members]) for n in names}
             try:
                 out = self.session.run(self.outputs, batch)
-            except Exception as e:  # ORT rejects shapes/values it cannot run: the caller's fault
+            except Exception as e:  # noqa: BLE001 - ORT rejects shapes/values it cannot run: the caller's fault
                 for i, _ in members:
                     responses[i] = pb_utils.InferenceResponse(
                         error=pb_utils.TritonError(f"{self.name}: {e}", pb_utils.TritonError.INVALID_ARG))

@@ -18,8 +18,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.security import safe_join
 
 from mmsearch.config import Config
-from mmsearch.experiments import SCENES as EXPERIMENT_SCENES
 from mmsearch.errors import BadInput, MMSearchError, Unavailable, http_status
+from mmsearch.experiments import SCENES as EXPERIMENT_SCENES
 from mmsearch.web_ui.retrieval_client import RetrievalClient
 
 log = logging.getLogger("mmsearch.web")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from werkzeug.serving import make_server
 
-from mmsearch.cli import run_cli, stop_event
-from mmsearch.config import load_config
+from mmsearch.cli import run_cli
+from mmsearch.config import flag_overrides, load_config, split_address
+from mmsearch.supervisor import stop_event
 from mmsearch.web_ui.app import create_app
 
 
@@ -21,12 +22,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def _go() -> None:
-        cfg = load_config(args.config)
-        host, _, port = (args.address or f"{cfg.web.host}:{cfg.web.port}").rpartition(":")
-        server = make_server(host, int(port), create_app(cfg), threaded=True)
+        host, port = split_address(args.address, "--address") if args.address else (None, None)
+        cfg = load_config(args.config, overrides=flag_overrides({"web.host": host, "web.port": port}))
+        server = make_server(cfg.web.host, cfg.web.port, create_app(cfg), threaded=True)
         stop = stop_event()
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        print(f"search page ready: http://{host}:{server.server_port}", flush=True)
+        print(f"search page ready: http://{cfg.web.host}:{server.server_port}", flush=True)
         stop.wait()
         server.shutdown()
         print("web stopped", flush=True)

@@ -1,4 +1,4 @@
-"""Export of every model kind: ONNX Runtime against the PyTorch source, manifests, Triton configs."""
+"""Export of every model family: ONNX Runtime against the PyTorch source, manifests, Triton configs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 import torch
 from PIL import Image
 
@@ -44,7 +43,6 @@ def cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_minilm_matches_sentence_transformers(minilm_export: Path):
     from sentence_transformers import SentenceTransformer
-
     from tiny_models import minilm_dir
 
     assert len(SENTENCES) >= 50 and max(map(len, SENTENCES)) > 5000

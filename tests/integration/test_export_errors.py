@@ -22,9 +22,10 @@ def leftovers(repo: Path) -> list[str]:
     return staged + ([p.name for p in repo.iterdir()] if repo.exists() else [])
 
 
-def test_unknown_kind(capsys, tmp_path, tiny_text):
-    code, err = run(capsys, "--model", tiny_text, "--kind", "word2vec", "--repo", tmp_path / "r")
-    assert code == 2 and "unknown model kind 'word2vec'" in err
+@pytest.mark.parametrize("flag", ["--family", "--kind"])  # --kind: the old name
+def test_unknown_family(capsys, tmp_path, tiny_text, flag):
+    code, err = run(capsys, "--model", tiny_text, flag, "word2vec", "--repo", tmp_path / "r")
+    assert code == 2 and "unknown model family 'word2vec'" in err
     assert leftovers(tmp_path / "r") == []
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-
 from finetune_data import shape_image_pairs, synonym_pairs
+
 from mmsearch.cli import main as cli
-from mmsearch.errors import BadInput
 from mmsearch.offline.data import write_jsonl
 from mmsearch.offline.finetune import RECORD, FinetuneConfig, finetune, split_pairs, unique_batches
 
@@ -27,8 +25,8 @@ def test_batches_never_repeat_a_text():
 
 
 def test_text_finetune_beats_untrained_and_passes_the_gate(tmp_path, tiny_text, capsys):
-    train, val, kind = split_pairs(synonym_pairs(), 0.2)
-    assert kind == "text" and not {p.group for p in train} & {q.replace(" ", "-") for q in val.queries}  # split by group
+    train, val, modality = split_pairs(synonym_pairs(), 0.2)
+    assert modality == "text" and val.corpus_modality == "text" and not {p.group for p in train} & {q.replace(" ", "-") for q in val.queries}  # split by group
     r = finetune(FinetuneConfig("text", str(tiny_text), tmp_path / "ft", epochs=4, lr=1e-3, batch_size=16, progress=False), train, val)
     assert r.best_metric > r.base_metric + 0.2, r.history
     rec = json.loads((tmp_path / "ft" / RECORD).read_text())
@@ -46,8 +44,8 @@ def test_text_finetune_beats_untrained_and_passes_the_gate(tmp_path, tiny_text, 
 
 
 def test_dual_lit_finetune_beats_untrained(tmp_path, tiny_dual):
-    train, val, kind = split_pairs(shape_image_pairs(tmp_path / "imgs"), 0.25)
-    assert kind == "image"
+    train, val, modality = split_pairs(shape_image_pairs(tmp_path / "imgs"), 0.25)
+    assert modality == "image"
     r = finetune(FinetuneConfig("dual", str(tiny_dual), tmp_path / "ft", epochs=30, lr=1e-2, batch_size=16,
                                 progress=False, patience=6), train, val)
     assert r.best_metric > r.base_metric + 0.15, r.history
@@ -58,6 +56,7 @@ def test_dual_lit_finetune_beats_untrained(tmp_path, tiny_dual):
 
 def test_cross_encoder_learns_and_exports(tmp_path, tiny_text):
     from finetune_data import ANIMALS, COLOURS
+
     from mmsearch.offline.data import Pair
 
     # a reranker from scratch learns slowly: an easy, lexical relevance rule keeps the test short
@@ -71,7 +70,7 @@ def test_cross_encoder_learns_and_exports(tmp_path, tiny_text):
 
 def test_finetune_cli(tmp_path, tiny_text):
     write_jsonl(tmp_path / "pairs.jsonl", [{"query": p.query, "positive": p.positive, "group": p.group} for p in synonym_pairs()])
-    assert cli(["finetune", "--kind", "text", "--base", str(tiny_text), "--pairs", str(tmp_path / "pairs.jsonl"),
+    assert cli(["finetune", "--trainer", "text", "--base", str(tiny_text), "--pairs", str(tmp_path / "pairs.jsonl"),
                 "--out", str(tmp_path / "ft"), "--epochs", "2", "--lr", "1e-3", "--batch-size", "16"]) == 0
     rec = json.loads((tmp_path / "ft" / RECORD).read_text())
     assert rec["best_metric"] > rec["base_metric"] and rec["train_pairs"] > 50
@@ -79,7 +78,8 @@ def test_finetune_cli(tmp_path, tiny_text):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--kind", "text", "--base", "nope", "--pairs", "x.jsonl", "--out", "o"], "cannot read|not found"),
-    (["--kind", "text", "--base", "package:minilm", "--pairs", "empty.jsonl", "--out", "o"], "at least 2 pairs"),
+    (["--kind", "text", "--base", "package:minilm", "--pairs", "empty.jsonl", "--out", "o"], "at least 2 pairs"),  # old flag name
+    (["--trainer", "text", "--base", "package:minilm", "--pairs", "empty.jsonl", "--out", "o"], "at least 2 pairs"),
 ])
 def test_bad_input(tmp_path, monkeypatch, capsys, args, fragment):
     import re

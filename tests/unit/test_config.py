@@ -73,3 +73,24 @@ def test_empty_yaml_file_is_defaults(tmp_path: Path):
     f = tmp_path / "c.yaml"
     f.write_text("")
     assert load_config(f, environ={}) == load_config(environ={})
+
+
+def test_flag_overrides_keep_only_given_flags_and_nest_them():
+    from mmsearch.config import flag_overrides
+
+    o = flag_overrides({"model_repository": "r", "milvus.uri": "", "mongo.uri": None, "serving.http_port": 9000,
+                        "serving.host": "0.0.0.0"})
+    assert o == {"model_repository": "r", "milvus": {"uri": ""}, "serving": {"http_port": 9000, "host": "0.0.0.0"}}
+    c = load_config(environ={"MMSEARCH_SERVING_GRPC_PORT": "9001"}, overrides=o)
+    assert (c.serving.http_port, c.serving.grpc_port, c.model_repository) == (9000, 9001, Path("r"))
+
+
+def test_split_address():
+    from mmsearch.config import split_address
+    from mmsearch.errors import BadInput
+
+    assert split_address("127.0.0.1:0", "--address") == ("127.0.0.1", 0)
+    assert split_address("[::1]:8090", "--address") == ("[::1]", 8090)
+    for bad in ("8090", ":8090", "host:", "host:http"):
+        with pytest.raises(BadInput, match="--address must be host:port"):
+            split_address(bad, "--address")

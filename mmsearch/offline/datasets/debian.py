@@ -18,10 +18,10 @@ def fetch_deb(package: str, cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
         try:
-            r = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True, timeout=600)
+            r = subprocess.run(["apt-get", "download", package], check=False, cwd=tmp, capture_output=True, text=True, timeout=600)
             if r.returncode != 0 and "Unable to locate" in r.stderr:
-                subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600)
-                r = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True, timeout=600)
+                subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True, timeout=600)
+                r = subprocess.run(["apt-get", "download", package], check=False, cwd=tmp, capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise Unavailable("debian package registry", f"apt-get download {package}: {e}") from e
         debs = list(Path(tmp).glob(f"{package}_*.deb"))

@@ -27,8 +27,8 @@ def root(cache_dir: Path) -> Path:
 
 
 def _caption(txt: Path) -> str:
-    for line in txt.read_text(encoding="utf-8", errors="replace").splitlines():
-        line = line.strip()
+    for raw in txt.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = raw.strip()
         if line and "=" not in line:  # later lines are translations: "xx.utf8=..."
             return line
     return ""

@@ -99,6 +99,6 @@ def retrieval_sets(cache_dir: Path, n_train: int | None = None, n_eval: int = 10
     def evalset(items: list[Synset]) -> "EvalSet":
         items = items[:n_eval]
         return EvalSet(queries=[s.words[0] for s in items], corpus=[s.gloss for s in items],
-                       gains=[{i: 1.0} for i in range(len(items))], query_kind="text", corpus_kind="text")
+                       gains=[{i: 1.0} for i in range(len(items))], query_modality="text", corpus_modality="text")
 
     return pairs, evalset(parts["val"]), evalset(parts["test"])

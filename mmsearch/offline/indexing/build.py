@@ -96,7 +96,8 @@ class _Batch:
     vectors: np.ndarray | None = None
 
 
-def reject_kind(reason: str) -> str:
+def reject_category(reason: str) -> str:
+    """The reason without its specifics (line numbers, values): the key rejects are counted under."""
     return re.split(r"[:'\"(\d]", reason)[0].strip() or reason[:30]
 
 
@@ -107,7 +108,7 @@ def _source_fingerprint(path: Path) -> dict[str, Any]:
 
 def _new_build_id() -> str:
     """Sortable by time (milliseconds), unique (random suffix): rollback means 'the previous name'."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return "b" + now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}_" + secrets.token_hex(2)
 
 
@@ -186,7 +187,7 @@ class _Pipeline:
                     docs, rejects, lines = [], [], 0
             if docs or rejects or lines:
                 self._emit(docs, rejects, last, lines)
-        except BaseException as e:  # handed to the main thread
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
             self.error = self.error or e
         finally:
             self._put(self.q_read, _STOP)
@@ -214,14 +215,14 @@ class _Pipeline:
                 c["read"] += len(item.docs) + item.already + len(item.rejects)
                 c["indexed"] += len(item.docs) + item.already
                 for r in item.rejects:
-                    k = reject_kind(r.reason)
+                    k = reject_category(r.reason)
                     c["skipped"][k] = c["skipped"].get(k, 0) + 1
                 self.rec["lines_done"] = item.last_line
                 self.rec["updated"] = _now()
                 self.ds.save_build(self.rec)
                 if bar is not None:
                     bar.update(item.lines)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
             self.error = self.error or e
             self.stop.set()
 
@@ -262,7 +263,7 @@ class _Pipeline:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _check_build(vs: VectorStore, collection: str, expected: int, docs: DocumentStore, index: str) -> None:

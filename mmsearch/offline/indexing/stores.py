@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.vectors import VectorStore

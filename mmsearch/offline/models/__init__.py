@@ -1,7 +1,8 @@
-"""Loading every model kind of DESIGN.md from a local folder or an installed package.
+"""Loading every model family of DESIGN.md from a local folder or an installed package.
 
 ``load_model(spec)`` resolves the spec (a folder, or ``package:<name>`` for a model shipped in a
-PyPI package), detects its kind from the files it holds, and returns its towers.
+PyPI package), detects its family (the library format it is saved in) from the files it holds, and
+returns its towers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from mmsearch.errors import BadInput, NotFound
 from mmsearch.offline.models.tower import LoadedModel, Tower
 
-KINDS = ("sentence-transformers", "clip", "dual", "cross-encoder")
+FAMILIES = ("sentence-transformers", "clip", "dual", "cross-encoder")
 
 
 def _packaged(name: str) -> Path:
@@ -46,8 +47,8 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def detect_kind(path: Path) -> str:
-    """Tell the model kind from the files a folder holds."""
+def detect_family(path: Path) -> str:
+    """Tell the model family from the files a folder holds."""
     from mmsearch.offline.models.dual import DUAL_MARKER
 
     if (path / DUAL_MARKER).is_file():
@@ -62,17 +63,17 @@ def detect_kind(path: Path) -> str:
         return "sentence-transformers"
     raise BadInput(
         f"{path} is not a model folder: no {DUAL_MARKER}, no modules.json and no config.json of a known "
-        f"architecture (kinds: {', '.join(KINDS)})"
+        f"architecture (families: {', '.join(FAMILIES)})"
     )
 
 
-def load_model(spec: str | Path, kind: str = "auto", max_length: int | None = None) -> LoadedModel:
+def load_model(spec: str | Path, family: str = "auto", max_length: int | None = None) -> LoadedModel:
     path = resolve_source(spec)
-    detected = detect_kind(path)
-    if kind not in ("auto", *KINDS):
-        raise BadInput(f"unknown model kind {kind!r} (choose from auto, {', '.join(KINDS)})")
-    if kind != "auto" and kind != detected:
-        raise BadInput(f"{path} holds a {detected} model, not {kind}")
+    detected = detect_family(path)
+    if family not in ("auto", *FAMILIES):
+        raise BadInput(f"unknown model family {family!r} (choose from auto, {', '.join(FAMILIES)})")
+    if family not in ("auto", detected):
+        raise BadInput(f"{path} holds a {detected} model, not {family}")
     from mmsearch.offline.models import clip, cross, dual, text
 
     loader = {"sentence-transformers": text.load, "clip": clip.load, "dual": dual.load, "cross-encoder": cross.load}[detected]
@@ -84,4 +85,4 @@ def load_model(spec: str | Path, kind: str = "auto", max_length: int | None = No
         raise BadInput(f"cannot load {detected} model from {path}: {e}") from e
 
 
-__all__ = ["KINDS", "LoadedModel", "Tower", "detect_kind", "load_model", "resolve_source"]
+__all__ = ["FAMILIES", "LoadedModel", "Tower", "detect_family", "load_model", "resolve_source"]

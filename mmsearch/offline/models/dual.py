@@ -23,9 +23,9 @@ from torch import nn
 
 from mmsearch.errors import BadInput
 from mmsearch.manifest import ImagePreprocessing, TextPreprocessing
-from mmsearch.preprocessing import ImagePreprocessor
 from mmsearch.offline.models.text import load_sentence_transformer, st_forward, st_max_length
 from mmsearch.offline.models.tower import FnModule, LoadedModel, Tower, l2
+from mmsearch.preprocessing import ImagePreprocessor
 
 DUAL_MARKER = "mmsearch_dual.json"
 FORMAT = "mmsearch-dual-encoder"
@@ -77,7 +77,7 @@ class DualEncoder(nn.Module):
         return cls(st, efficientnet_lite0(pretrained=True).eval(), dim, text_dim, lock_image_tower=lock_image_tower)
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.image.extract_features(pixel_values).mean((2, 3))
+        return self.image.extract_features(pixel_values).mean((2, 3))  # type: ignore[operator]  # nn.Module attribute
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return l2(self.text_proj(st_forward(self.text, input_ids, attention_mask)))

@@ -1,10 +1,11 @@
-"""What export needs to know about one tower of a loaded model, whatever its kind."""
+"""What export needs to know about one tower of a loaded model, whatever its family."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,11 +22,11 @@ class Tower:
     role: Role
     #: forward(*tensors in input_names order) -> float32 [N, dim] (L2-normalised) or [N, 1] scores
     module: torch.nn.Module
-    input_names: list[str]
+    input_names: Sequence[str]
     dim: int
     preprocessing: TextPreprocessing | ImagePreprocessing
     #: writes tokenizer files or preprocessor_config.json into the given preprocess/ folder
-    write_preprocess: Callable[[Path], None]
+    write_preprocess: Callable[[Path], object]  # writes tokenizer / processor files into the folder
     #: the source library's own inference on raw inputs (texts, images or (query, doc) pairs):
     #: export compares ONNX Runtime against it
     reference: Callable[[Sequence[Any]], np.ndarray]
@@ -34,6 +35,7 @@ class Tower:
 
     @property
     def kind(self) -> Kind:
+        """The manifest's ``kind`` for this tower (text_encoder, image_encoder, cross_encoder)."""
         return ROLE_KIND[self.role]
 
     @property
@@ -43,7 +45,7 @@ class Tower:
 
 @dataclass
 class LoadedModel:
-    kind: str  # sentence-transformers | clip | dual | cross-encoder
+    family: str  # sentence-transformers | clip | dual | cross-encoder (see models.FAMILIES)
     path: Path
     towers: dict[str, Tower]
 

@@ -1,0 +1,76 @@
+"""The cross trainer: a reranker from a text model, binary cross-entropy on positives and sampled (or
+hard) negatives; validated by ranking each query's positive among 9 sampled documents."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mmsearch.metrics import retrieval_metrics
+from mmsearch.offline.data import EvalSet, Pair
+from mmsearch.offline.models import resolve_source
+from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, progress_bar
+
+
+def finetune_cross(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> FinetuneResult:
+    """A reranker from a text model; validated by ranking each query's positive among 9 sampled documents."""
+    from sentence_transformers import CrossEncoder
+
+    src = resolve_source(cfg.base)
+    ce = CrossEncoder(str(src), num_labels=1, device="cpu", max_length=cfg.max_length,
+                      model_kwargs={"attn_implementation": "eager"}, local_files_only=True)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(src))
+    rng = random.Random(cfg.seed)
+    docs = [p.positive for p in train]
+    vrng = random.Random(cfg.seed + 1)
+    cands = []
+    for g in val.gains:
+        pos = max(g, key=lambda j: g[j])
+        negs = vrng.sample([j for j in range(len(val.corpus)) if j not in g], k=min(9, len(val.corpus) - len(g)))
+        cands.append([pos] + negs)
+
+    def logits(qs: list[str], ds: list[str]) -> torch.Tensor:
+        enc = tok(qs, ds, padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
+        return ce(dict(enc))["scores"].reshape(-1)
+
+    @torch.no_grad()
+    def evaluate() -> dict[str, float]:
+        ce.eval()
+        scores = np.full((len(val.queries), len(val.corpus)), -np.inf, dtype=np.float32)
+        for qi, c in enumerate(cands):
+            scores[qi, c] = logits([val.queries[qi]] * len(c), [val.corpus[j] for j in c]).numpy()
+        ce.train()
+        return retrieval_metrics(scores, val.gains, (1, 10))
+
+    opt = torch.optim.AdamW(ce.parameters(), lr=cfg.lr)
+
+    def epoch_fn(epoch: int) -> float:
+        ce.train()
+        order = list(train)
+        rng.shuffle(order)
+        losses = []
+        with progress_bar(cfg, len(order), epoch) as bar:
+            for k in range(0, len(order), cfg.batch_size // 2 or 1):
+                b = order[k : k + max(1, cfg.batch_size // 2)]
+                negs = [p.negative if (cfg.hard_negatives and p.negative) else rng.choice(docs) for p in b]
+                qs = [p.query for p in b] * 2
+                ds = [p.positive for p in b] + negs
+                y = torch.tensor([1.0] * len(b) + [0.0] * len(b))
+                loss = F.binary_cross_entropy_with_logits(logits(qs, ds), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                bar.update(len(b))
+        return float(np.mean(losses)) if losses else 0.0
+
+    def save() -> None:
+        ce.save(str(cfg.out))
+        tok.save_pretrained(str(cfg.out))
+
+    return Trainer(cfg, evaluate, save).run(epoch_fn, len(train))

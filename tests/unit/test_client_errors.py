@@ -1,0 +1,125 @@
+"""Each client classifies its library's errors by status code or exception type, never by message text."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+import pytest
+from pymilvus.exceptions import ConnectError, MilvusException, ParamError
+from tritonclient.utils import InferenceServerException
+
+from mmsearch import errors as E
+from mmsearch.clients.grpc_errors import translate as grpc_translate
+from mmsearch.clients.inference import _translate as triton_translate
+from mmsearch.clients.vectors import _translate as milvus_translate
+from mmsearch.web_ui.retrieval_client import RetrievalClient
+
+
+class _RpcError(grpc.RpcError):
+    def __init__(self, code, details):
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+@pytest.mark.parametrize("code, cls", [(grpc.StatusCode.INVALID_ARGUMENT, E.BadInput), (grpc.StatusCode.NOT_FOUND, E.NotFound),
+                                       (grpc.StatusCode.UNAVAILABLE, E.Unavailable), (grpc.StatusCode.CANCELLED, E.Unavailable),
+                                       (grpc.StatusCode.RESOURCE_EXHAUSTED, E.Overloaded),
+                                       (grpc.StatusCode.DEADLINE_EXCEEDED, E.DeadlineExceeded)])
+def test_grpc_client_errors_by_code(code, cls):
+    assert type(grpc_translate(_RpcError(code, "x"), "preprocess")) is cls
+
+
+def test_grpc_message_text_does_not_decide():
+    # a message that mentions a connection is still what its status says
+    err = grpc_translate(_RpcError(grpc.StatusCode.INVALID_ARGUMENT, "connection field is invalid"), "preprocess")
+    assert type(err) is E.BadInput
+
+
+@pytest.mark.parametrize("status, cls", [("StatusCode.UNAVAILABLE", E.Unavailable), ("StatusCode.NOT_FOUND", E.NotFound),
+                                         ("StatusCode.INVALID_ARGUMENT", E.BadInput), ("StatusCode.DEADLINE_EXCEEDED", E.DeadlineExceeded),
+                                         ("StatusCode.INTERNAL", E.Internal), ("400", E.BadInput), ("404", E.NotFound),
+                                         ("503", E.Unavailable), ("500", E.Internal)])
+def test_triton_errors_by_status(status, cls):
+    err = triton_translate(InferenceServerException("whatever text", status=status), "127.0.0.1:8001", "enc")
+    assert type(err) is cls
+
+
+def test_triton_messages_name_the_model_and_server():
+    assert "model 'enc' not found on triton at h:1" in triton_translate(
+        InferenceServerException("unknown", status="StatusCode.NOT_FOUND"), "h:1", "enc").message
+    assert triton_translate(InferenceServerException("bad dtype", status="400"), "h:1", "enc").message == "enc: bad dtype"
+    # no status at all: raised by the client library itself, never guessed from the words
+    assert type(triton_translate(InferenceServerException("invalid connection timeout"), "h:1", "enc")) is E.Internal
+
+
+@pytest.mark.parametrize("exc, cls", [
+    (MilvusException(code=100, message="collection 'x' does not exist"), E.NotFound),
+    (MilvusException(code=100, message="alias 'x' does not exist"), E.NotFound),
+    (MilvusException(code=2, message="Fail connecting to server"), E.Unavailable),
+    (MilvusException(code=8, message="rate limit"), E.Overloaded),
+    (MilvusException(code=1, message="unavailable connect not exist"), E.Internal),  # words do not decide
+    (ConnectError(message="x"), E.Unavailable),
+    (ParamError(message="bad dim"), E.BadInput),
+    (_RpcError(grpc.StatusCode.UNAVAILABLE, "socket closed"), E.Unavailable),
+    (ConnectionRefusedError("refused"), E.Unavailable),
+    (RuntimeError("connect"), E.Internal),
+])
+def test_milvus_errors_by_type_and_code(exc, cls):
+    assert type(milvus_translate(exc, "milvus at test", "search")) is cls
+
+
+@pytest.fixture
+def retrieval_stub():
+    """A local HTTP server answering every POST with the status and body queued for it."""
+    answers: list[tuple[int, dict]] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self):
+            status, body = answers.pop(0)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield RetrievalClient(f"http://127.0.0.1:{server.server_port}", timeout_s=5), answers
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("status, body, cls", [
+    (400, {"error": "BadInput", "message": "query.text: empty"}, E.BadInput),
+    (404, {"error": "NotFound", "message": "index 'x'"}, E.NotFound),
+    (409, {"error": "AlreadyExists", "message": "exists"}, E.AlreadyExists),
+    (429, {"error": "Overloaded", "message": "busy"}, E.Overloaded),
+    (503, {"error": "Unavailable", "message": "milvus unavailable: down", "dependency": "milvus at x"}, E.Unavailable),
+    (504, {"error": "DeadlineExceeded", "message": "slow"}, E.DeadlineExceeded),
+    (500, {"error": "Internal", "message": "internal error"}, E.Internal),
+])
+def test_retrieval_client_maps_statuses_through_the_one_table(retrieval_stub, status, body, cls):
+    client, answers = retrieval_stub
+    answers.append((status, body))
+    with pytest.raises(E.MMSearchError) as info:
+        client.click("r", "d", "u")
+    assert type(info.value) is cls
+    if cls is E.Unavailable:
+        assert info.value.dependency == "milvus at x"  # the service's own naming of what is down
+
+
+def test_retrieval_client_unreachable_is_unavailable():
+    with pytest.raises(E.Unavailable, match="retrieval service at http://127.0.0.1:1"):
+        RetrievalClient("http://127.0.0.1:1", timeout_s=2).click("r", "d", "u")

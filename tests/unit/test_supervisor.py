@@ -1,0 +1,76 @@
+"""ChildProcess: the one way the project starts, awaits, watches and stops a server process."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mmsearch.errors import ProcessDied, Unavailable
+from mmsearch.supervisor import ChildProcess, descendants, rss_kb
+
+PY = sys.executable
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_waits_for_readiness_then_stops_the_whole_group(tmp_path):
+    flag = tmp_path / "ready"
+    # the child starts a grandchild, then says it is ready
+    code = ("import subprocess, sys, time, pathlib; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+            f"time.sleep(0.3); pathlib.Path({str(flag)!r}).touch(); time.sleep(60)")
+    child = ChildProcess("sleeper", [PY, "-c", code], tmp_path / "log.txt", flag.exists, startup_timeout_s=20)
+    assert child.ready() and child.alive()
+    grandchildren = descendants(child.pid)
+    assert grandchildren, "the grandchild should be running"
+    assert rss_kb(child.pid) > 0
+    child.stop(timeout=5)
+    assert not child.alive()
+    assert all(not _alive(p) for p in grandchildren), "nothing of the group may outlive stop()"
+
+
+def test_a_child_that_exits_at_start_is_process_died_with_its_log(tmp_path):
+    with pytest.raises(ProcessDied, match="code 3") as info:
+        ChildProcess("crasher", [PY, "-c", "import sys; print('bad flag --x'); sys.exit(3)"], tmp_path / "log.txt",
+                     lambda: False, startup_timeout_s=20)
+    assert info.value.dependency == "crasher" and "bad flag --x" in info.value.message
+
+
+def test_a_child_never_ready_is_unavailable_and_stopped(tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(Unavailable, match="not ready after") as info:
+        ChildProcess("slow", [PY, "-c", "import time; time.sleep(60)"], tmp_path / "log.txt", lambda: False, startup_timeout_s=0.5)
+    assert not isinstance(info.value, ProcessDied)
+    assert time.monotonic() - t0 < 10
+
+
+def test_check_reports_a_child_that_died_later(tmp_path):
+    child = ChildProcess("worker", [PY, "-c", "import time; time.sleep(60)"], tmp_path / "log.txt", lambda: True)
+    child.check()  # alive: no error
+    os.killpg(child.pid, 9)
+    child.proc.wait(5)
+    with pytest.raises(ProcessDied, match=r"worker unavailable: exited with code -9; see .*log\.txt"):
+        child.check()
+    child.stop()
+
+
+def test_sigterm_ignored_falls_back_to_sigkill(tmp_path):
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    with ChildProcess("stubborn", [PY, "-c", code], tmp_path / "log.txt", lambda: True) as child:
+        time.sleep(0.3)  # let it install the handler
+        t0 = time.monotonic()
+        assert child.stop(timeout=0.5) == -9
+        assert time.monotonic() - t0 < 5
