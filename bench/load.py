@@ -28,7 +28,7 @@ import numpy as np
 
 from bench.common import run_workers
 from mmsearch.config import load_config
-from mmsearch.embedded import rss_kb
+from mmsearch.supervisor import rss_kb
 
 PATTERNS = {"triton": "tritonserver", "secantusdb": "secantusd-py", "milvus-lite": "milvus-lite server",
             "serve-models": "serve-models", "preprocess": "serve-preprocess", "retrieval": "serve-retrieval", "web": "serve-web"}

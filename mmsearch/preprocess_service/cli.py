@@ -7,10 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmsearch.cli import run_cli
+from mmsearch.cli import run_cli, serve_until_stopped
 from mmsearch.config import flag_overrides, load_config, split_address
 from mmsearch.preprocess_service.server import create_server
-from mmsearch.supervisor import stop_event
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,13 +23,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, port = split_address(args.address, "--address") if args.address else (None, None)
         cfg = load_config(args.config, overrides=flag_overrides({
             "model_repository": args.repo, "preprocess.host": host, "preprocess.port": port}))
-        stop = stop_event()
-        server = create_server(cfg)
-        names = ", ".join(server.servicer.registry.entries()) or "none"
-        print(f"preprocess ready on {cfg.preprocess.host}:{server.port} (models: {names})", flush=True)
-        stop.wait()
-        server.stop()
-        print("preprocess stopped", flush=True)
+        serve_until_stopped(
+            "preprocess", lambda: create_server(cfg),
+            lambda s: f"preprocess ready on {cfg.preprocess.host}:{s.port} (models: {', '.join(s.servicer.registry.entries()) or 'none'})",
+            lambda s: s.stop())
 
     return run_cli(_go)
 

@@ -6,10 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mmsearch.cli import run_cli
+from mmsearch.cli import run_cli, serve_until_stopped
 from mmsearch.config import load_config
 from mmsearch.retrieval_service.server import create_server
-from mmsearch.supervisor import stop_event
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,12 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def _go() -> None:
         cfg = load_config(args.config)
-        stop = stop_event()
-        server = create_server(cfg, args.http, args.grpc)
-        print(f"retrieval ready: http {cfg.retrieval.host}:{server.http_port} grpc {server.grpc_port}", flush=True)
-        stop.wait()
-        server.stop()
-        print("retrieval stopped", flush=True)
+        serve_until_stopped("retrieval", lambda: create_server(cfg, args.http, args.grpc),
+                            lambda s: f"retrieval ready: http {cfg.retrieval.host}:{s.http_port} grpc {s.grpc_port}",
+                            lambda s: s.stop())
 
     return run_cli(_go)
 

@@ -7,11 +7,10 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
-from mmsearch.cli import run_cli
+from mmsearch.cli import run_cli, serve_until_stopped
 from mmsearch.config import flag_overrides, load_config, split_address
-from mmsearch.supervisor import stop_event
 from mmsearch.web_ui.app import create_app
 
 
@@ -24,13 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def _go() -> None:
         host, port = split_address(args.address, "--address") if args.address else (None, None)
         cfg = load_config(args.config, overrides=flag_overrides({"web.host": host, "web.port": port}))
-        server = make_server(cfg.web.host, cfg.web.port, create_app(cfg), threaded=True)
-        stop = stop_event()
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        print(f"search page ready: http://{cfg.web.host}:{server.server_port}", flush=True)
-        stop.wait()
-        server.shutdown()
-        print("web stopped", flush=True)
+        def start() -> BaseWSGIServer:
+            server = make_server(cfg.web.host, cfg.web.port, create_app(cfg), threaded=True)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            return server
+
+        serve_until_stopped("web", start, lambda s: f"search page ready: http://{cfg.web.host}:{s.server_port}", lambda s: s.shutdown())
 
     return run_cli(_go)
 

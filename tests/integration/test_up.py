@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from mmsearch.config import config_to_env, load_config
-from mmsearch.embedded import MilvusLiteServer, SecantusServer, descendants
-from mmsearch.net import http_ok, wait_until
+from mmsearch.embedded import MilvusLiteServer, SecantusServer
+from mmsearch.supervisor import descendants
 from mmsearch.launcher.stack import with_free_ports
+from mmsearch.net import http_ok, wait_until
 from mmsearch.offline.indexing.build import BuildOptions, build_index
 
 pytestmark = pytest.mark.integration
@@ -66,7 +68,10 @@ def test_up_starts_checks_and_stops_cleanly(tmp_path, tiny_text):
         assert http_ok(f"http://127.0.0.1:{cfg.serving.http_port}/v2/health/ready")
         assert http_ok(f"http://{r.host}:{r.http_port}/readyz") and http_ok(f"http://127.0.0.1:{cfg.web.port}/healthz")
         page = urllib.request.urlopen(f"http://127.0.0.1:{cfg.web.port}/?scene=text2text&q=tiny+document+7", timeout=30).read().decode()
-        assert "tiny document 7" in page
+        # the page echoes the query in <title> and the search box: look for the indexed document d7 in the results
+        results = re.search(r'<ol class="cards" id="results".*?</ol>', page, re.S)
+        assert results is not None, page
+        assert 'data-doc="d7"' in results.group(0) and '<p class="text">tiny document 7</p>' in results.group(0)
         assert (data / "logs" / "retrieval.log").is_file() and (data / "logs" / "triton.log").is_file()
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
