@@ -9,9 +9,9 @@ import shutil
 
 import numpy as np
 import pytest
+from consul_standin import ConsulStandIn
 from PIL import Image
 
-from consul_standin import ConsulStandIn
 from mmsearch.config import load_config
 from mmsearch.embedded import MilvusLiteServer, SecantusServer
 from mmsearch.net import free_port, wait_until
@@ -19,7 +19,6 @@ from mmsearch.offline.indexing.build import BuildOptions, build_index
 from mmsearch.preprocess_service.server import create_server as create_preprocess
 from mmsearch.retrieval_service.server import create_server as create_retrieval
 from mmsearch.serving.triton import TritonOptions, start_triton
-
 
 EXPERIMENTS = """
 scenes:

@@ -57,6 +57,7 @@ class ConsulStandIn:
                 body = json.dumps([{"Key": key, "Value": base64.b64encode(value).decode(), "Flags": 0,
                                     "CreateIndex": modify, "ModifyIndex": modify, "LockIndex": 0}]).encode()
                 self._send(200, body, modify)
+                return None
 
             def do_PUT(self):
                 key = self._key()

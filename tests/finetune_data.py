@@ -3,7 +3,6 @@ so a tiny random model's validation metric can rise on pairs it never saw."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from mmsearch.cli import run_cli
 from mmsearch.clients.documents import DocumentStore
-from mmsearch.config import load_config
+from mmsearch.config import flag_overrides, load_config
 from mmsearch.errors import BadInput
 from mmsearch.retrieval_service.querylog import COLLECTION
 
@@ -43,11 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def _go() -> None:
-        cfg = load_config(args.config)
-        uri = args.mongo_uri or cfg.mongo.uri
-        if not uri:
+        cfg = load_config(args.config, overrides=flag_overrides({"mongo.uri": args.mongo_uri}))
+        if not cfg.mongo.uri:
             raise BadInput("--mongo-uri (or MMSEARCH_MONGO_URI) is required: the query log lives in MongoDB")
-        rows = report(DocumentStore(uri, cfg.mongo.database), args.scene)
+        rows = report(DocumentStore(cfg.mongo.uri, cfg.mongo.database), args.scene)
         print(f"{'scene':<12} {'layer':<12} {'arm':<14} {'requests':>9} {'users':>7} {'clicked':>8} {'CTR':>7}")
         for r in rows:
             print(f"{r['scene']:<12} {r['layer']:<12} {r['arm']:<14} {r['requests']:>9} {r['users']:>7} {r['clicked']:>8} {r['ctr']:>7.1%}")

@@ -69,11 +69,18 @@ def test_search_switch_scene_upload_and_escaping(browser, site, stack):
     browser.get(site + "/")
     box = browser.find_element(By.ID, "q")
     box.send_keys("text document 42 about subject 6")
+    # pin the rerank arm (the random tiny cross-encoder would reorder), through the page's debug field
+    browser.find_element(By.CSS_SELECTOR, "form.search details.debug-force summary").click()
+    browser.find_element(By.CSS_SELECTOR, "form.search input[name=force]").send_keys("rerank:none")
     browser.find_element(By.ID, "go").click()
     wait.until(EC.presence_of_element_located((By.ID, "results")))
     cards = browser.find_elements(By.CSS_SELECTOR, "#results .card")
-    assert cards and "text document" in cards[0].text
-    assert "embed" in browser.find_element(By.ID, "debug").text
+    assert cards, browser.page_source[-2000:]
+    # the expected document, not any document: its id and its own text, in the first card
+    assert cards[0].find_element(By.CSS_SELECTOR, "a.result-link").get_attribute("data-doc") == "t42"
+    assert cards[0].find_element(By.CSS_SELECTOR, ".text").text == "text document 42 about subject 6"
+    debug = browser.find_element(By.ID, "debug").text
+    assert "embed" in debug and "rerank = none" in debug
 
     browser.find_element(By.ID, "tab-text2image").click()
     wait.until(EC.presence_of_element_located((By.ID, "q")))

@@ -172,7 +172,7 @@ def test_bad_input_and_unreachable_stores(env, tmp_path, index_repo):
     failing = env(on_error="fail")
     with pytest.raises(BadInput, match=r"docs.jsonl:4: malformed JSON"):
         build_index(failing)
-    vs, ds = stores(o)
+    vs, _ds = stores(o)
     assert vs.live_build("texts") is None and vs.builds("texts") == []
     build_index(o)
     from mmsearch.offline.export import export_model

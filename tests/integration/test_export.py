@@ -33,7 +33,7 @@ SENTENCES = [
     "How do vaccines train the immune system?", "Recipe: mix flour, water and salt; knead for ten minutes.",
     "Terms and conditions apply.", "Error 404: page not found", "lorem ipsum dolor sit amet",
 ] + [
-    ("Long document sentence number %d about search relevance and ranking quality. " % i) * (10 * i) for i in range(1, 9)
+    f"Long document sentence number {i} about search relevance and ranking quality. " * (10 * i) for i in range(1, 9)
 ] + ["x" * 3000, "ü" * 1500, " ".join(["token"] * 1000), "🙂 " * 400, "a b c " * 500, "end."]
 
 

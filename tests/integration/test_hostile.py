@@ -4,6 +4,7 @@ answer 4xx / INVALID_ARGUMENT for anything malformed — never a 500, never a cr
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 
@@ -100,14 +101,46 @@ def test_web_generated_query_strings(web, params):
     assert b"Traceback" not in r.data
 
 
+@pytest.fixture(scope="module")
+def outside_image(stack):
+    """A '3.png' just outside the web's image root, with bytes that no image inside the root has."""
+    path = stack["images"].parent / "3.png"
+    assert not path.exists()
+    data = b"\x89PNG\r\n\x1a\n" + b"SENTINEL: outside the image root " + os.urandom(16)
+    path.write_bytes(data)
+    yield path, data
+    path.unlink()
+
+
+ESCAPES = ["../3.png", "%2e%2e/3.png", "..%2f3.png", "%2e%2e%2f3.png", "./../3.png", "sub/../../3.png", "..\\3.png",
+           "..%5c3.png", "/../3.png", "images/../../3.png", "3.png/../../3.png"]
+
+
+@pytest.mark.parametrize("path", ESCAPES + ["ABSOLUTE"])
+def test_web_image_escape_is_404_and_never_serves_the_outside_file(web, stack, outside_image, path):
+    outside_path, outside_bytes = outside_image
+    if path == "ABSOLUTE":
+        path = str(outside_path).lstrip("/")
+        for p in (path, "/" + path):
+            r = web.get("/images/" + p, follow_redirects=True)
+            assert r.status_code == 404 and outside_bytes not in r.data, p
+        return
+    r = web.get("/images/" + path, follow_redirects=True)
+    assert r.status_code == 404, (path, r.status_code)
+    assert outside_bytes not in r.data and b"SENTINEL" not in r.data
+
+
 @SETTINGS
 @given(path=st.lists(st.sampled_from(["..", ".", "/", "%2e", "%2f", "%5c", "\\", "~", "etc", "passwd", "3.png", "sub", ":"]),
                      max_size=8).map("".join))
-def test_web_image_paths_never_escape(web, path):
+def test_web_image_paths_never_escape(web, stack, outside_image, path):
+    _, outside_bytes = outside_image
     r = web.get("/images/" + path, follow_redirects=True)
     assert r.status_code in (200, 404, 400, 405), r.status_code
+    assert outside_bytes not in r.data and b"SENTINEL" not in r.data  # the 3.png outside the root is never served
     if r.status_code == 200:
-        assert r.mimetype.startswith("image/")
+        # the only image these fragments can name inside the root is its own 3.png: exactly those bytes
+        assert r.mimetype == "image/png" and r.data == (stack["images"] / "3.png").read_bytes(), path
 
 
 def test_header_injection_in_redirects_and_ids(web, stack):

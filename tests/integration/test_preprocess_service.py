@@ -18,9 +18,9 @@ from PIL import Image
 from mmsearch.clients.preprocess import PreprocessClient
 from mmsearch.config import load_config
 from mmsearch.errors import BadInput, DeadlineExceeded, NotFound
+from mmsearch.preprocess_service.server import create_server
 from mmsearch.protos import preprocess_pb2 as pb
 from mmsearch.protos import preprocess_pb2_grpc as pb_grpc
-from mmsearch.preprocess_service.server import create_server
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def varied_strings(n: int = 240) -> list[str]:
              "हिन्दी", "🙂", "🚀🔥", "👩‍👩‍👧", "e\u0301", "Å", "ﬁ", "１２３", "don't", "e-mail", "C++", "x²", "$9.99",
              "<b>", "&amp;", "\t", "tab\there", "new\nline", "https://example.com/a?b=c", "a.b.c", "...", "ــ", "ǅ"]
     out = []
-    for i in range(n):
+    for _i in range(n):
         k = rng.choice([1, 2, 3, 5, 8, 20, 80, 400])
         text = " ".join(rng.choice(pools) for _ in range(k))
         out.append(text if text.strip() else text + "x")  # whitespace-only is refused as empty (tested below)
@@ -69,9 +69,8 @@ def assert_ids_equal(batch, ref_ids: list[list[int]]) -> None:
 
 @pytest.mark.parametrize("model, source", [("minilm", "minilm"), ("clip_text", "clip")])
 def test_token_ids_equal_hugging_face(client, model, source, tiny_clip):
-    from transformers import AutoTokenizer
-
     from tiny_models import minilm_dir
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(minilm_dir() if source == "minilm" else tiny_clip))
     max_len = 256 if source == "minilm" else 77

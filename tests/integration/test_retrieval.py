@@ -8,16 +8,14 @@ import json
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import grpc
 import pytest
-
 from conftest_stack import EXPERIMENTS
 
 from mmsearch.net import free_port, wait_until
-from mmsearch.protos import search_pb2, search_pb2_grpc
 from mmsearch.preprocess_service.server import create_server as create_preprocess
+from mmsearch.protos import search_pb2, search_pb2_grpc
 from mmsearch.retrieval_service.server import create_server as create_retrieval
 
 pytestmark = pytest.mark.integration
@@ -79,6 +77,7 @@ def test_grpc_mirrors_http(stack):
     resp = stub.Search(req, timeout=30)
     code, out = post(stack["url"] + "/v1/search", {"scene": "text2text", "query": {"text": "text document 12 about subject 3"},
                                                      "user_id": "g1", "top_k": 3, "force": {"rerank": "none"}})
+    assert code == 200, out
     assert [r.id for r in resp.results] == [r["id"] for r in out["results"]]
     assert json.loads(resp.results[0].doc_json)["n"] == 12 and dict(resp.experiment) == {"rerank": "none"}
     with pytest.raises(grpc.RpcError) as e:
@@ -123,12 +122,13 @@ def test_consul_change_goes_live_and_invalid_is_rejected(stack):
     v1 = json.loads(get(url + "/v1/config")[1])["version"]
     stack["consul"].put("mmsearch/experiments", EXPERIMENTS.replace("traffic: 100, embed", "traffic: 0, embed")
                         .replace("{name: alt, traffic: 0", "{name: alt, traffic: 100"))
-    t0 = time.time()
+    modify_index = stack["consul"].kv["mmsearch/experiments"][1]
+    # the outcome is what matters: the new split serves requests (the wait's own timeout is the bound; no stopwatch)
     assert wait_until(lambda: post(url + "/v1/search", {"scene": "text2image", "query": {"text": "x"}, "user_id": "u9"})[1]
-                      ["experiment"] == {"model": "alt"}, 5, 0.1)
-    assert time.time() - t0 < 5
+                      ["experiment"] == {"model": "alt"}, 10, 0.1)
     cfg = json.loads(get(url + "/v1/config")[1])
-    assert cfg["version"] != v1 and cfg["version"].startswith("consul-")
+    assert cfg["version"] != v1 and cfg["version"].startswith(f"consul-{modify_index}-")  # exactly the value just put
+    assert cfg["last_error"] is None
     stack["consul"].put("mmsearch/experiments", "scenes:\n  text2text:\n    layers: [{name: x, salt: s, arms: [{name: a, traffic: 60}]}]\n")
     assert wait_until(lambda: json.loads(get(url + "/v1/config")[1])["last_error"] is not None, 5, 0.1)
     cfg2 = json.loads(get(url + "/v1/config")[1])

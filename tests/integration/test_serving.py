@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +78,7 @@ def test_text_embeddings_equal_in_process_onnx(server, serving_repo, protocol):
     got = InferenceClient(url, protocol).infer("minilm", batch.tensors)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # one request per text, as concurrent single queries arrive
-    for i, t in enumerate(TEXTS):
+    for _i, t in enumerate(TEXTS):
         one = local.text([t]).tensors
         np.testing.assert_allclose(InferenceClient(url, protocol).infer("minilm", one)[0], local.run(one)[0], atol=1e-5)
 
@@ -171,8 +170,12 @@ def test_new_model_and_new_version_without_restart(server, serving_repo, tiny_te
     # a new version: Triton serves the latest by default
     shutil.copytree(r.path / "1", r.path / "2")
     server.load("late_model")
-    meta = th.InferenceServerClient(server.http_url).get_model_metadata("late_model")
-    assert meta["versions"] == ["2"] or "2" in meta["versions"]
+    http = th.InferenceServerClient(server.http_url)
+    meta = http.get_model_metadata("late_model")
+    assert meta["versions"] == ["2"]  # only the latest version is served...
+    assert http.is_model_ready("late_model", "2")
+    assert not http.is_model_ready("late_model", "1")  # ...and version 1 was retired
+    np.testing.assert_allclose(InferenceClient(server.grpc_url).infer("late_model", tensors), local.run(tensors), atol=1e-5)
     # the models already served were never interrupted
     assert InferenceClient(server.grpc_url).model_ready("minilm")
 

@@ -17,10 +17,10 @@ import pytest
 
 from mmsearch.config import config_to_env, load_config
 from mmsearch.embedded import MilvusLiteServer, SecantusServer
-from mmsearch.supervisor import descendants
 from mmsearch.launcher.stack import with_free_ports
 from mmsearch.net import http_ok, wait_until
 from mmsearch.offline.indexing.build import BuildOptions, build_index
+from mmsearch.supervisor import descendants
 
 pytestmark = pytest.mark.integration
 

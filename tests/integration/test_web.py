@@ -8,9 +8,8 @@ import re
 import pytest
 
 from mmsearch.clients.documents import DocumentStore
-from mmsearch.net import free_port
-from mmsearch.web_ui.app import COOKIE, create_app
-from mmsearch.web_ui.retrieval_client import RetrievalClient
+from mmsearch.net import free_port, wait_until
+from mmsearch.web_ui.app import COOKIE, PAGE_SIZE, create_app
 
 pytestmark = pytest.mark.integration
 
@@ -27,22 +26,43 @@ def web(stack):
 def test_home_sets_sticky_user_cookie(web):
     r = web.get("/")
     assert r.status_code == 200 and b"Text \xe2\x86\x92 image" in r.data
-    uid = re.search(rf"{COOKIE}=([a-f0-9]{{32}})", r.headers["Set-Cookie"]).group(1)
+    m = re.search(rf"{COOKIE}=([a-f0-9]{{32}})", r.headers.get("Set-Cookie", ""))
+    assert m is not None, f"no {COOKIE} cookie in {r.headers.get('Set-Cookie')!r}"
+    assert "HttpOnly" in r.headers["Set-Cookie"]
     r2 = web.get("/?scene=text2text&q=text+document+3")
-    assert "Set-Cookie" not in r2.headers  # the cookie sticks
-    assert uid
+    assert r2.status_code == 200 and "Set-Cookie" not in r2.headers  # the cookie sticks
+    assert web.get_cookie(COOKIE).value == m.group(1)
+
+
+def results_markup(html: str) -> str:
+    """The results list only (not the <title> or the search box, which echo the query)."""
+    m = re.search(r'<(ol|ul) class="(?:cards|grid)" id="results".*?</\1>', html, re.S)
+    assert m is not None, "no results list in the page"
+    return m.group(0)
+
+
+def first_card(html: str) -> str:
+    m = re.search(r'<li class="card" id="r-1">(.*?)</li>', results_markup(html), re.S)
+    assert m is not None, "no first result card"
+    return m.group(1)
 
 
 def test_text2text_results_debug_panel_and_escaping(web):
     r = web.get("/?scene=text2text&q=text+document+42+about+subject+6&force=rerank:none")
     html = r.data.decode()
-    assert r.status_code == 200 and 'id="results"' in html
-    assert "text document 42 about subject 6" in html
+    assert r.status_code == 200
+    card = first_card(html)
+    # the indexed document t42, found by the search: its id is nowhere in the query
+    assert 'data-doc="t42"' in card and '<p class="text">text document 42 about subject 6</p>' in card
+    assert len(re.findall(r'<li class="card"', results_markup(html))) == PAGE_SIZE  # a full first page
     assert "rerank = none" in html and "embed" in html and "ms" in html
     r = web.get("/?scene=text2text&q=%3Cscript%3Ealert(1)%3C/script%3E+hostile+document&force=rerank:none")
     html = r.data.decode()
-    assert "&lt;script&gt;alert(1)&lt;/script&gt; hostile document" in html
-    assert "<script>alert(1)</script>" not in html and "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+    card = first_card(html)
+    assert 'data-doc="xss"' in card
+    assert "&lt;b&gt;bold&lt;/b&gt;" in card  # the document's title, which only the search result carries
+    assert '<p class="text">&lt;script&gt;alert(1)&lt;/script&gt; hostile document</p>' in card
+    assert "<script>alert(1)</script>" not in html and "<b>bold</b>" not in html
 
 
 def test_text2image_grid_and_more_like_this(web):
@@ -91,19 +111,23 @@ def test_click_recorded_and_redirect_is_local(web, stack):
     href = re.search(r'href="(/click\?[^"]+)"', html).group(1).replace("&amp;", "&")
     r = web.get(href)
     assert r.status_code == 303 and r.headers["Location"].startswith("/?")
-    rid = re.search(r"request_id=([a-f0-9]+)", href).group(1)
-    store = DocumentStore(stack["mongo"].uri, stack["cfg"].mongo.database)
-    import time
-
-    for _ in range(50):
-        entry = store.db["_query_log"].find_one({"_id": rid})
-        if entry and entry.get("clicks"):
-            break
-        time.sleep(0.1)
-    assert entry["clicks"][0]["doc_id"]
+    rid_m = re.search(r"request_id=([a-f0-9]+)", href)
+    doc_m = re.search(r"doc_id=([^&]+)", href)
+    assert rid_m is not None and doc_m is not None, href
+    rid, clicked = rid_m.group(1), doc_m.group(1)
     r = web.get(f"/click?request_id={rid}&doc_id=t1&next=//evil.example/x")
     assert r.status_code == 303 and r.headers["Location"] == "/"
     assert web.post("/click", data={"request_id": rid, "doc_id": "t2"}).status_code == 204
+    store = DocumentStore(stack["mongo"].uri, stack["cfg"].mongo.database)
+
+    def clicks() -> list[dict]:
+        entry = store.db["_query_log"].find_one({"_id": rid})
+        return (entry or {}).get("clicks", [])
+
+    assert wait_until(lambda: len(clicks()) >= 3, 5, 0.05), clicks()
+    recorded = clicks()
+    assert [c["doc_id"] for c in recorded] == [clicked, "t1", "t2"]  # every click, in order, once
+    assert {c.get("user_id") for c in recorded} == {web.get_cookie(COOKIE).value}  # all from this browser's user
 
 
 def test_paging(web):

@@ -5,7 +5,12 @@ import pytest
 
 from mmsearch.errors import BadInput, NotFound
 from mmsearch.manifest import (
-    ImagePreprocessing, Manifest, TensorSpec, TextPreprocessing, read_manifest, write_manifest,
+    ImagePreprocessing,
+    Manifest,
+    TensorSpec,
+    TextPreprocessing,
+    read_manifest,
+    write_manifest,
 )
 
 

@@ -39,3 +39,47 @@ def test_hand_computed_precision_map_ndcg():
     assert abs(ndcg_at_k(ranked[:1], gains, 4) - dcg / idcg) < 1e-12
     m = retrieval_metrics(np.array([[0.1, 0.5, 0.9, 0.0]]), gains, ks=(1, 3))
     assert m["recall@1"] == 1.0 and m["mrr@3"] == 1.0 and m["precision@3"] == 1 / 3  # binary: grade-2 doc only
+
+
+def test_rankings_break_ties_by_index_and_clip_k():
+    scores = np.array([[0.5, 0.9, 0.5, 0.9, 0.1]])
+    assert rankings(scores, 3).tolist() == [[1, 3, 0]]  # equal scores: lower index first
+    assert rankings(scores, 50).tolist() == [[1, 3, 0, 2, 4]]  # k larger than the corpus: everything, once
+
+
+def test_queries_without_relevant_documents_are_skipped_not_scored_zero():
+    from mmsearch.metrics import map_at_k, ndcg_at_k, precision_at_k
+
+    ranked = np.array([[0, 1], [1, 0]])
+    rel = [{0}, set()]  # the second query has no judgements: it must not drag the mean down
+    assert recall_at_k(ranked, rel, 1) == 1.0 and mrr_at_k(ranked, rel, 2) == 1.0
+    assert precision_at_k(ranked, rel, 1) == 1.0 and map_at_k(ranked, rel, 2) == 1.0
+    assert ndcg_at_k(ranked, [{0: 1.0}, {}], 2) == 1.0
+    for fn in (recall_at_k, mrr_at_k, precision_at_k, map_at_k):
+        assert fn(ranked, [set(), set()], 2) == 0.0  # nothing judged at all: 0, not nan
+
+
+def test_ndcg_is_one_for_the_ideal_order_and_zero_for_no_hits():
+    from mmsearch.metrics import ndcg_at_k
+
+    gains = [{2: 3.0, 0: 2.0, 1: 1.0}]
+    assert abs(ndcg_at_k(np.array([[2, 0, 1, 3]]), gains, 4) - 1.0) < 1e-12
+    assert ndcg_at_k(np.array([[2, 1, 0, 3]]), gains, 4) < 1.0  # swapping grades 2 and 1 costs something
+    assert ndcg_at_k(np.array([[3, 4]]), gains, 2) == 0.0
+    assert ndcg_at_k(np.array([[0]]), [{0: 0.0}], 1) == 0.0  # only zero grades: idcg 0, no division by zero
+
+
+def test_map_divides_by_the_reachable_number_of_relevant_documents():
+    from mmsearch.metrics import map_at_k
+
+    # 3 relevant, k=2, both top-2 are relevant: a perfect list at k=2 scores 1, not 2/3
+    assert map_at_k(np.array([[0, 1, 2]]), [{0, 1, 2}], 2) == 1.0
+
+
+def test_retrieval_metrics_binary_relevance_is_the_top_grade_and_keys_per_k():
+    from mmsearch.metrics import retrieval_metrics
+
+    # two documents share the top grade: both count as relevant for the binary metrics
+    m = retrieval_metrics(np.array([[0.9, 0.8, 0.7]]), [{0: 2.0, 1: 2.0, 2: 1.0}], ks=(1, 2))
+    assert set(m) == {f"{name}@{k}" for name in ("recall", "precision", "mrr", "map", "ndcg") for k in (1, 2)}
+    assert m["recall@1"] == 0.5 and m["recall@2"] == 1.0 and m["precision@2"] == 1.0

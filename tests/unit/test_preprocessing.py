@@ -3,12 +3,12 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_models import minilm_dir
 
 from mmsearch.errors import BadInput
 from mmsearch.manifest import ImagePreprocessing
-from mmsearch.preprocessing import MAX_IMAGE_PIXELS, ImagePreprocessor, TextPreprocessor, load_image
 from mmsearch.offline.parity import parity_images
-from tiny_models import minilm_dir
+from mmsearch.preprocessing import MAX_IMAGE_PIXELS, ImagePreprocessor, TextPreprocessor, load_image
 
 CLIP_SPEC = ImagePreprocessing(
     resize_shortest_edge=224, crop_size=(224, 224), resample="bicubic",
@@ -23,8 +23,8 @@ def _png(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
 
 
 @pytest.mark.parametrize("spec", [CLIP_SPEC, CLIP_SPEC.model_copy(update=dict(resize_shortest_edge=256, resample="bilinear"))])
-def test_pixels_equal_hugging_face_clip_image_processor(spec):
-    from mmsearch.offline.models.clip import pil_image_processor_class
+def test_pixels_equal_hugging_face_clip_image_processor(spec, tmp_path):
+    from mmsearch.offline.models.clip import image_spec_from_processor, pil_image_processor_class
     from mmsearch.offline.models.dual import write_image_processor_config
 
     hf = pil_image_processor_class()(
@@ -37,7 +37,14 @@ def test_pixels_equal_hugging_face_clip_image_processor(spec):
         got = ours.one(data)
         assert got.shape == ref.shape == (3, 224, 224)
         np.testing.assert_allclose(got, ref, atol=1e-5, err_msg=f"image #{i}")
-    assert write_image_processor_config  # the same spec is what export writes as preprocessor_config.json
+    # export writes the spec as preprocessor_config.json: Hugging Face must read back the same spec and,
+    # from that file alone, produce the same pixels as our preprocessor
+    write_image_processor_config(spec, tmp_path)
+    written = pil_image_processor_class().from_pretrained(str(tmp_path))
+    assert image_spec_from_processor(written) == spec
+    data = parity_images()[0]
+    np.testing.assert_allclose(written(images=[Image.open(io.BytesIO(data))], return_tensors="np")["pixel_values"][0],
+                               ours.one(data), atol=1e-5)
 
 
 def test_exif_orientation_is_honoured():
@@ -54,7 +61,7 @@ def test_modes_become_rgb_and_animations_use_first_frame():
     frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
-    r, g, b = load_image(buf.getvalue()).getpixel((4, 4))
+    r, _g, b = load_image(buf.getvalue()).getpixel((4, 4))
     assert r > 200 and b < 50
 
 

@@ -1,11 +1,11 @@
 from pathlib import Path
 
 import pytest
+from test_manifest import text_manifest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from mmsearch.errors import BadInput
 from mmsearch.triton_config import build_model_config, read_model_config, write_model_config
-from test_manifest import text_manifest
 
 
 def test_written_config_parses_as_triton_model_config(tmp_path: Path):

@@ -1,0 +1,134 @@
+"""The web page's own logic with a fake retrieval client (no servers): force parsing, paging, images, clicks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmsearch.config import load_config
+from mmsearch.errors import BadInput, Unavailable
+from mmsearch.web_ui.app import MAX_PAGES, PAGE_SIZE, _parse_force, create_app
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("", {}),
+        ("model:base", {"model": "base"}),
+        ("model:base,rerank:wide", {"model": "base", "rerank": "wide"}),
+        (" model:base , rerank:wide ", {"model": "base", "rerank": "wide"}),
+        ("model:base,,", {"model": "base"}),
+        ("model:a,model:b", {"model": "b"}),  # the last one wins
+        ("m-1.x_y:arm.2-b_c", {"m-1.x_y": "arm.2-b_c"}),
+    ],
+)
+def test_parse_force_accepts_layer_arm_lists(raw, expected):
+    assert _parse_force(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["model", "model:", ":base", "model:base:extra", "model=base", "mo del:base",
+                                 "model:ba se", "model:base;rerank:wide", "<b>:x", "a" * 65 + ":b", "a:" + "b" * 65])
+def test_parse_force_refuses_anything_else_naming_the_part(raw):
+    with pytest.raises(BadInput) as e:
+        _parse_force(f"ok:fine,{raw}")
+    assert e.value.message.startswith("force: ") and "is not layer:arm" in e.value.message
+    assert "ok:fine" not in e.value.message  # the offending part is named, not the good one
+
+
+class FakeRetrieval:
+    def __init__(self, n_results: int = 3, error: Exception | None = None):
+        self.calls: list[dict] = []
+        self.clicks: list[tuple[str, str, str]] = []
+        self.n_results, self.error = n_results, error
+
+    def search(self, scene, user_id, top_k, text=None, image=None, force=None):
+        self.calls.append(dict(scene=scene, user_id=user_id, top_k=top_k, text=text, image=image, force=force))
+        if self.error:
+            raise self.error
+        results = [{"id": f"doc-{i}", "score": 1 - i / 100, "doc": {"text": f"body of doc {i}"}}
+                   for i in range(min(self.n_results, top_k))]
+        return {"request_id": "req-1", "results": results, "experiment": {"model": "base"},
+                "timings_ms": {"total": 1.0}, "config_version": "v"}
+
+    def click(self, request_id, doc_id, user_id):
+        self.clicks.append((request_id, doc_id, user_id))
+
+    def healthy(self):
+        return True
+
+
+@pytest.fixture()
+def site(tmp_path: Path):
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "cat.png").write_bytes(b"\x89PNG cat")
+    (root / "notes.txt").write_bytes(b"not an image")
+    (tmp_path / "secret.png").write_bytes(b"\x89PNG outside the root")
+    fake = FakeRetrieval()
+    app = create_app(load_config(environ={}, overrides={"image_root": str(root)}), client=fake)
+    app.testing = True
+    return app.test_client(), fake
+
+
+def test_force_field_reaches_the_retrieval_client(site):
+    web, fake = site
+    r = web.get("/?scene=text2text&q=shoes&force=model:base,+rerank:wide")
+    assert r.status_code == 200
+    assert fake.calls[-1]["force"] == {"model": "base", "rerank": "wide"} and fake.calls[-1]["text"] == "shoes"
+    assert "body of doc 2" in r.data.decode()
+
+
+def test_bad_force_is_a_400_and_no_search_is_made(site):
+    web, fake = site
+    r = web.get("/?scene=text2text&q=shoes&force=model")
+    assert r.status_code == 400 and "is not layer:arm" in r.data.decode()
+    assert fake.calls == []
+
+
+def test_pages_ask_for_enough_results_and_slice_them(site):
+    web, fake = site
+    fake.n_results = PAGE_SIZE * 2 + 1
+    r = web.get("/?scene=text2text&q=x&page=2")
+    assert fake.calls[-1]["top_k"] == PAGE_SIZE * 2
+    html = r.data.decode()
+    assert f"body of doc {PAGE_SIZE}<" in html and f"body of doc {PAGE_SIZE - 1}<" not in html
+    assert 'id="next"' in html and 'id="prev"' in html
+
+
+@pytest.mark.parametrize("page", ["0", str(MAX_PAGES + 1), "-1", "two", "1.5"])
+def test_bad_page_is_a_400(site, page):
+    web, fake = site
+    r = web.get(f"/?scene=text2text&q=x&page={page}")
+    assert r.status_code == 400 and "page: must be" in r.data.decode() and fake.calls == []
+
+
+def test_unavailable_retrieval_is_a_503_with_an_explanation(site):
+    web, fake = site
+    fake.error = Unavailable("milvus", "connection refused")
+    r = web.get("/?scene=text2text&q=x")
+    assert r.status_code == 503 and "milvus unavailable: connection refused" in r.data.decode()
+
+
+def test_images_are_served_only_from_the_root(site):
+    web, _ = site
+    r = web.get("/images/cat.png")
+    assert r.status_code == 200 and r.data == b"\x89PNG cat" and r.headers["X-Content-Type-Options"] == "nosniff"
+    for path in ("/images/../secret.png", "/images/%2e%2e/secret.png", "/images/..%2fsecret.png",
+                 "/images/notes.txt", "/images/missing.png"):
+        r = web.get(path)
+        assert r.status_code == 404, path
+        assert b"outside the root" not in r.data
+
+
+def test_clicks_are_recorded_and_redirect_only_locally(site):
+    web, fake = site
+    web.get("/")  # gets the user cookie
+    r = web.get("/click?request_id=req-1&doc_id=doc-2&next=/%3Fq%3Dx%23r-3")
+    assert r.status_code == 303 and r.headers["Location"] == "/?q=x#r-3"
+    for nxt in ("https://evil.example/", "//evil.example/x", "javascript:alert(1)"):
+        r = web.get(f"/click?request_id=req-1&doc_id=doc-3&next={nxt}")
+        assert r.status_code == 303 and r.headers["Location"] == "/", nxt
+    assert web.post("/click", data={"request_id": "req-1", "doc_id": "doc-4"}).status_code == 204
+    assert [c[1] for c in fake.clicks] == ["doc-2", "doc-3", "doc-3", "doc-3", "doc-4"]
+    assert len({c[2] for c in fake.clicks}) == 1  # the same sticky user on every click
