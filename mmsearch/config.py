@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -69,7 +69,14 @@ class WebConfig(Endpoint):
 
 
 class MilvusConfig(_Section):
-    uri: str = ""  # empty = embedded Milvus Lite under data_dir
+    """Vectors: the server, and how each new build is indexed (recorded on the build)."""
+
+    uri: str = ""  # empty = the embedded Milvus standalone server of data_dir (started when needed)
+    index_type: Literal["HNSW", "IVF_FLAT", "FLAT", "AUTOINDEX"] = "HNSW"
+    hnsw_m: int = Field(16, ge=2, le=2048)
+    hnsw_ef_construction: int = Field(200, ge=8, le=4096)
+    ivf_nlist: int = Field(1024, ge=1, le=65536)
+    search_ef: int = Field(128, ge=1, le=32768)  # default search breadth; an experiment arm may set its own
 
 
 class MongoConfig(_Section):

@@ -1,20 +1,33 @@
 """Embedded defaults: local server processes started when no URI is configured.
 
 - secantusdb: a MongoDB wire-protocol server on WiredTiger (`secantusd-py`), on 127.0.0.1.
-- Milvus Lite as its own server (`milvus-lite server`), for several processes sharing one store;
-  a single process can instead open a Milvus Lite file directly (``VectorStore("<dir>/x.db")``).
+- Milvus standalone (the real Milvus 2.3 server from the PyPI package `milvus`: embedded etcd, local
+  storage, HNSW), every port chosen free, its etcd and advertised addresses on 127.0.0.1.
+- Milvus Lite as its own server (`milvus-lite server`), kept for comparison in the benchmarks.
 
 Each is a ``ChildProcess`` (mmsearch.supervisor): own process group, ``stop()`` leaves nothing behind.
+A server records its address in ``<its data dir>/endpoint.json`` while it runs, so another process
+of the same data dir (``build-index`` beside a running ``mmsearch up``) uses it instead of starting
+a second server over the same files (``attach_or_start``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import lzma
+import os
+import re
 import shutil
+import socket
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mmsearch.errors import Unavailable
-from mmsearch.net import free_port
+from mmsearch.net import free_port, http_ok
 from mmsearch.supervisor import ChildProcess
 
 
@@ -26,18 +39,19 @@ def _bin(name: str) -> str:
     return found
 
 
-def embedded_milvus_uri(data_dir: Path) -> str:
-    """The Milvus Lite file a single process opens when no Milvus URI is configured."""
-    return str((Path(data_dir) / "milvus" / "mmsearch.db").resolve())
-
-
 class SecantusServer(ChildProcess):
     def __init__(self, storage: Path, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None):
         self.host, self.port = host, port or free_port(host)
         storage.mkdir(parents=True, exist_ok=True)
+        self.data_dir = storage
         cmd = [_bin("secantusd-py"), "--host", host, "--port", str(self.port), "--storage-path", str(storage),
                "--log-level", "WARNING"]
         super().__init__("secantusdb", cmd, log_file or storage.parent / "secantusdb.log", self._ping)
+        _write_endpoint(storage, self.uri, self.pid)
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        _clear_endpoint(self.data_dir, self.pid)
+        return super().stop(timeout)
 
     @property
     def uri(self) -> str:
@@ -77,3 +91,206 @@ class MilvusLiteServer(ChildProcess):
                 return True
         except OSError:
             return False
+
+
+# --------------------------------------------------------------------------- Milvus standalone
+MILVUS_STOP_TIMEOUT_S = 3.0  # 2.3.5 ignores SIGTERM and SIGINT (measured: still up after 15 s): SIGKILL after this
+
+
+def _milvus_package() -> Path:
+    try:
+        import milvus
+    except ImportError as e:
+        raise Unavailable("milvus", "the `milvus` package (Milvus standalone) is not installed") from e
+    return Path(milvus.__file__).parent / "data"
+
+
+def milvus_binaries() -> Path:
+    """The Milvus binary and its libraries, unpacked once per environment from the package's .lzma files.
+
+    Unpacked beside the interpreter (``<sys.prefix>/share/mmsearch/milvus-<hash>/``), into a temporary
+    folder renamed into place, so concurrent first starts never see a half-written binary."""
+    src = _milvus_package() / "bin"
+    archives = sorted(src.glob("*.lzma"))
+    digest = hashlib.sha256("".join(f"{a.name}:{a.stat().st_size}" for a in archives).encode()).hexdigest()[:12]
+    dest = Path(sys.prefix) / "share" / "mmsearch" / f"milvus-{digest}"
+    if (dest / "milvus").is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".milvus-", dir=dest.parent))
+    try:
+        for a in archives:
+            out = tmp / a.name[: -len(".lzma")]
+            with lzma.open(a) as fin, open(out, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+            out.chmod(0o755)
+        try:
+            tmp.rename(dest)
+        except OSError:  # another process won the race: its copy is complete
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+_TEMPLATE_VAR = re.compile(r"\{\{(.*?)\}\}")
+
+
+def milvus_config(data_dir: Path, ports: dict[str, int], etcd_peer_port: int, graceful_time_ms: int) -> str:
+    """configs/milvus.yaml from the package's template: every port given, data and logs under data_dir,
+    the embedded etcd on 127.0.0.1 (its own config file; without it etcd binds 2379/2380 and a
+    second server collides), advertised addresses 127.0.0.1, no interim IVF index on growing
+    segments (it cost ~13% recall right after load), a short Bounded-consistency staleness, and short
+    session leases so a restart after a SIGKILL is not held up by the dead server's sessions."""
+    template = (_milvus_package() / "config.yaml.template").read_text(encoding="utf-8")
+    paths = {"etcd_log_path": data_dir / "logs" / "etcd.log", "system_log_path": data_dir / "logs",
+             "etcd_data_dir": data_dir / "data" / "etcd.data", "local_storage_dir": data_dir / "data",
+             "rocksmq_data_dir": data_dir / "data" / "rocksmq"}
+
+    def fill(m: re.Match[str]) -> str:
+        key, _, default = m.group(1).strip().partition(":")
+        key = key.split("(")[0].strip()
+        if key in ports:
+            return str(ports[key])
+        if key in paths:
+            return str(paths[key])
+        return default.strip()
+
+    text = _TEMPLATE_VAR.sub(fill, template)
+    text = re.sub(r"(?m)^(\s+)ip: (#.*)$", r"\1ip: 127.0.0.1 \2", text)
+    etcd_conf = data_dir / "configs" / "etcd.yaml"
+    etcd_conf.write_text(
+        f"name: default\nlisten-client-urls: http://127.0.0.1:{ports['etcd_port']}\n"
+        f"advertise-client-urls: http://127.0.0.1:{ports['etcd_port']}\n"
+        f"listen-peer-urls: http://127.0.0.1:{etcd_peer_port}\ninitial-advertise-peer-urls: http://127.0.0.1:{etcd_peer_port}\n"
+        f"initial-cluster: default=http://127.0.0.1:{etcd_peer_port}\n", encoding="utf-8")
+    replacements = [
+        ("  use:\n    embed: true", f"  config:\n    path: {etcd_conf}\n  use:\n    embed: true"),
+        ("    interimIndex: # build a vector temperate index for growing segment or binlog to accelerate search\n      enableIndex: true",
+         "    interimIndex: # build a vector temperate index for growing segment or binlog to accelerate search\n      enableIndex: false"),
+        ("  gracefulTime: 5000 #", f"  gracefulTime: {graceful_time_ms} #"),
+        # a restart after SIGKILL waits for the dead server's etcd sessions to expire: 30 s leases cost ~55 s
+        ("    ttl: 30 # ttl value", "    ttl: 5 # ttl value"),
+    ]
+    for old, new in replacements:
+        if old not in text:
+            raise Unavailable("milvus", f"unexpected config template (no {old.strip()!r}); is the milvus package the pinned 2.3.5?")
+        text = text.replace(old, new, 1)
+    return text
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+class MilvusServer(ChildProcess):
+    """Milvus standalone over ``data_dir`` (kept across restarts; ports are fresh at every start)."""
+
+    PORT_KEYS = ("etcd_port", "root_coord_port", "proxy_port", "proxy_internal_port", "query_coord_port", "query_node_port",
+                 "index_coord_port", "index_node_port", "data_coord_port", "data_node_port")
+
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None,
+                 startup_timeout_s: float = 120.0, graceful_time_ms: int = 1000):
+        self.host = host
+        data_dir = Path(data_dir).resolve()
+        for sub in ("configs", "logs", "data", "run"):
+            (data_dir / sub).mkdir(parents=True, exist_ok=True)
+        bin_dir = milvus_binaries()
+        ports = {k: free_port(host) for k in self.PORT_KEYS}
+        if port:
+            ports["proxy_port"] = port
+        self.port, self.metrics_port = ports["proxy_port"], free_port(host)
+        (data_dir / "configs" / "milvus.yaml").write_text(milvus_config(data_dir, ports, free_port(host), graceful_time_ms))
+        shutil.copy(_milvus_package() / "glog.conf", data_dir / "configs" / "glog.conf")
+        env = dict(os.environ)  # passed through to the child, plus what the binary needs
+        env.update(DEPLOY_MODE="STANDALONE", METRICS_PORT=str(self.metrics_port), MILVUS_RUN_DIR=str(data_dir / "run"),
+                   LD_LIBRARY_PATH=":".join(p for p in (str(bin_dir), env.get("LD_LIBRARY_PATH", "")) if p))
+        self.data_dir = data_dir
+        super().__init__("milvus", [str(bin_dir / "milvus"), "run", "standalone"], log_file or data_dir / "logs" / "milvus.log",
+                         self._healthy, startup_timeout_s=startup_timeout_s, env=env, stop_timeout_s=MILVUS_STOP_TIMEOUT_S,
+                         cwd=data_dir)
+        _write_endpoint(data_dir, self.uri, self.pid)
+
+    @property
+    def uri(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _healthy(self) -> bool:
+        return http_ok(f"http://{self.host}:{self.metrics_port}/healthz") and _listening(self.host, self.port)
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        _clear_endpoint(self.data_dir, self.pid)
+        return super().stop(timeout)
+
+
+# --------------------------------------------------------------------------- one server per data dir
+def _endpoint_file(data_dir: Path) -> Path:
+    """Beside the data dir, not in it: a server's own files stay its own."""
+    data_dir = Path(data_dir).resolve()
+    return data_dir.parent / f"{data_dir.name}.endpoint.json"
+
+
+def _write_endpoint(data_dir: Path, uri: str, pid: int) -> None:
+    f = _endpoint_file(data_dir)
+    tmp = f.with_name(f".{f.name}.{pid}")
+    tmp.write_text(json.dumps({"uri": uri, "pid": pid}))
+    tmp.replace(f)
+
+
+def _clear_endpoint(data_dir: Path, pid: int) -> None:
+    f = _endpoint_file(data_dir)
+    try:
+        if json.loads(f.read_text()).get("pid") == pid:
+            f.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def running_endpoint(data_dir: Path) -> str | None:
+    """The URI of a live server already serving ``data_dir`` (started by another process), if any."""
+    try:
+        info = json.loads(_endpoint_file(data_dir).read_text())
+        pid, uri = int(info["pid"]), str(info["uri"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    hostport = uri.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    return uri if port.isdigit() and _listening(host, int(port)) else None
+
+
+@contextlib.contextmanager
+def attach_or_start(data_dir: Path, start: Callable[[], ChildProcess]) -> Iterator[str]:
+    """The URI of the server of ``data_dir``: the running one's, or one started for this block."""
+    uri = running_endpoint(data_dir)
+    if uri is not None:
+        yield uri
+        return
+    server = start()
+    try:
+        yield server.uri  # type: ignore[attr-defined]
+    finally:
+        server.stop()
+
+
+def embedded_dir(kind: str, data_dir: Path) -> Path:
+    """Where the embedded server of ``kind`` ("milvus" | "mongo") keeps its data under ``data_dir``."""
+    return Path(data_dir) / {"milvus": "milvus-standalone", "mongo": "mongo"}[kind]
+
+
+def embedded_store(kind: str, data_dir: Path) -> contextlib.AbstractContextManager[str]:
+    """The URI of the embedded Milvus or MongoDB server of ``data_dir``: the running one, or one
+    started (logs in ``<data_dir>/logs``) for the ``with`` block."""
+    where, logs = embedded_dir(kind, data_dir), Path(data_dir) / "logs"
+    if kind == "milvus":
+        return attach_or_start(where, lambda: MilvusServer(where, log_file=logs / "milvus-tool.log"))
+    return attach_or_start(where, lambda: SecantusServer(where, log_file=logs / "secantusdb-tool.log"))
+
+
+def running_store(kind: str, data_dir: Path) -> str | None:
+    """The URI of the embedded server of ``data_dir`` if one runs now (services never start one)."""
+    return running_endpoint(embedded_dir(kind, data_dir))

@@ -31,6 +31,7 @@ class Params(BaseModel):
     rerank_model: str | None = None
     rerank_top_n: int | None = Field(default=None, ge=1, le=1000)
     filter: str | None = None
+    search_ef: int | None = Field(default=None, ge=1, le=32768)  # HNSW search breadth (recall vs latency)
 
 
 class Arm(Params):

@@ -48,13 +48,14 @@ class ChildProcess:
     """A started child server. ``ready`` is its readiness probe (called until true or timeout)."""
 
     def __init__(self, name: str, cmd: list[str], log_file: Path, ready: Callable[[], bool],
-                 startup_timeout_s: float = 30.0, env: Mapping[str, str] | None = None, stop_timeout_s: float = 15.0):
+                 startup_timeout_s: float = 30.0, env: Mapping[str, str] | None = None, stop_timeout_s: float = 15.0,
+                 cwd: Path | None = None):
         self.name, self.log_file, self.stop_timeout_s = name, log_file, stop_timeout_s
         self._ready = ready
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, env=dict(env) if env is not None else None,
+                                         start_new_session=True, env=dict(env) if env is not None else None, cwd=cwd,
                                          preexec_fn=die_with_parent)  # noqa: PLW1509 - prctl only, async-signal-safe
         if not wait_until(lambda: self.ready() or not self.alive(), startup_timeout_s, 0.1) or not self.ready():
             died = not self.alive()

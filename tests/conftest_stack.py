@@ -13,7 +13,7 @@ from consul_standin import ConsulStandIn
 from PIL import Image
 
 from mmsearch.config import load_config
-from mmsearch.embedded import MilvusLiteServer, SecantusServer
+from mmsearch.embedded import MilvusServer, SecantusServer
 from mmsearch.net import free_port, wait_until
 from mmsearch.offline.indexing.build import BuildOptions, build_index
 from mmsearch.preprocess_service.server import create_server as create_preprocess
@@ -76,7 +76,7 @@ def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
     try:
         mongo = SecantusServer(base / "mongo")
         servers.append(mongo)
-        milvus = MilvusLiteServer(base / "milvus")
+        milvus = MilvusServer(base / "milvus")
         servers.append(milvus)
         common = dict(repo=repo, data_dir=base / "data", milvus_uri=milvus.uri, mongo_uri=mongo.uri, progress=False)
         build_index(BuildOptions(index="texts", docs=docs, model="tiny", **common))

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound, Overloaded, Unavailable, from_grpc_status
+from mmsearch.errors import BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Overloaded, Unavailable, from_grpc_status
 
 T = TypeVar("T")
 
@@ -80,12 +82,52 @@ def _translate(e: Exception, dependency: str, what: str) -> MMSearchError:
     return Internal(f"{dependency}: {what} failed: {e}")
 
 
+@dataclass(frozen=True)
+class IndexSpec:
+    """How a build's vectors are indexed and searched (config ``milvus.*``, recorded on each build;
+    ``search_ef`` may be overridden per experiment arm)."""
+
+    index_type: Literal["HNSW", "IVF_FLAT", "FLAT", "AUTOINDEX"] = "HNSW"
+    metric: Literal["COSINE", "IP"] = "COSINE"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    ivf_nlist: int = 1024
+    search_ef: int = 128  # HNSW: candidates kept while searching (>= top_k); IVF: nprobe
+
+    def index_params(self) -> dict[str, int]:
+        if self.index_type == "HNSW":
+            return {"M": self.hnsw_m, "efConstruction": self.hnsw_ef_construction}
+        if self.index_type == "IVF_FLAT":
+            return {"nlist": self.ivf_nlist}
+        return {}
+
+    def search_params(self, top_k: int, ef: int | None = None) -> dict[str, int]:
+        ef = ef or self.search_ef
+        if self.index_type == "HNSW":
+            return {"ef": max(ef, top_k)}  # Milvus refuses ef < limit
+        if self.index_type == "IVF_FLAT":
+            return {"nprobe": min(ef, self.ivf_nlist)}
+        return {}
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def index_spec(milvus: Any) -> IndexSpec:
+    """The IndexSpec a ``config.milvus`` section asks for."""
+    return IndexSpec(milvus.index_type, "COSINE", milvus.hnsw_m, milvus.hnsw_ef_construction, milvus.ivf_nlist, milvus.search_ef)
+
+
+STRONG = {"consistency_level": "Strong"}  # bookkeeping reads must see every write; searches stay Bounded
+
+
 class VectorStore:
-    def __init__(self, uri: str, timeout_s: float = 30.0):
+    def __init__(self, uri: str, timeout_s: float = 30.0, spec: IndexSpec | None = None):
         """``uri``: a local ``.db`` file path (embedded Milvus Lite) or ``http://host:port``."""
         from pymilvus import MilvusClient
 
         self.uri = uri
+        self.spec = spec or IndexSpec()
         self.dependency = f"milvus at {uri}"
         self._loaded: set[str] = set()
         if not uri.startswith(("http://", "https://", "tcp://", "unix:")):
@@ -136,7 +178,7 @@ class VectorStore:
                 return int(f["params"]["dim"])
         raise Internal(f"{self.dependency}: collection {collection} has no embedding field")
 
-    def create(self, collection: str, dim: int) -> None:
+    def create(self, collection: str, dim: int, spec: IndexSpec | None = None) -> None:
         from pymilvus import DataType, MilvusClient
 
         if self._call("has_collection", self.client.has_collection, collection):
@@ -147,9 +189,11 @@ class VectorStore:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+        spec = spec or self.spec
         params = self.client.prepare_index_params()
-        params.add_index("embedding", index_type="AUTOINDEX", metric_type="COSINE")
-        self._call("create collection", self.client.create_collection, collection, schema=schema, index_params=params)
+        params.add_index("embedding", index_type=spec.index_type, metric_type=spec.metric, params=spec.index_params())
+        self._call("create collection", self.client.create_collection, collection, schema=schema, index_params=params,
+                   consistency_level="Bounded")
 
     def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray) -> None:
         """Upsert (not insert): Milvus does not enforce unique keys, and a resumed build may repeat a batch."""
@@ -161,29 +205,56 @@ class VectorStore:
             return set()
         quoted = ",".join(_quote(i) for i in ids)
         self._ensure_loaded(collection)
-        rows = self._call("query", self.client.query, collection, filter=f"id in [{quoted}]", output_fields=["id"])
+        rows = self._call("query", self.client.query, collection, filter=f"id in [{quoted}]", output_fields=["id"], **STRONG)
         return {r["id"] for r in rows}
 
     def vector(self, collection: str, doc_id: str) -> np.ndarray | None:
         self._ensure_loaded(collection)
-        rows = self._call("query", self.client.query, collection, filter=f"id == {_quote(doc_id)}", output_fields=["embedding"])
+        rows = self._call("query", self.client.query, collection, filter=f"id == {_quote(doc_id)}", output_fields=["embedding"],
+                          **STRONG)
         return np.asarray(rows[0]["embedding"], np.float32) if rows else None
 
     def any_id(self, collection: str) -> str | None:
         self._ensure_loaded(collection)
-        rows = self._call("query", self.client.query, collection, filter='id != ""', output_fields=["id"], limit=1)
+        rows = self._call("query", self.client.query, collection, filter='id != ""', output_fields=["id"], limit=1, **STRONG)
         return rows[0]["id"] if rows else None
 
-    def count(self, collection: str) -> int:
-        self._call("flush", self.client.flush, collection)
-        return int(self._call("stats", self.client.get_collection_stats, collection)["row_count"])
+    def count(self, collection: str, consistency: str = "Strong") -> int:
+        """Live rows (a count(*) query: collection statistics also count rows an upsert replaced)."""
+        self._ensure_loaded(collection)
+        rows = self._call("count", self.client.query, collection, filter="", output_fields=["count(*)"],
+                          consistency_level=consistency)
+        return int(rows[0]["count(*)"]) if rows else 0
 
-    def search(self, name: str, vectors: np.ndarray, top_k: int, filter: str = "") -> list[list[tuple[str, float]]]:
-        """Top-k (id, score) per query vector from an index (alias) or collection; NotFound names a missing one."""
+    def seal(self, collection: str, expected: int, timeout_s: float = 600.0) -> None:
+        """Make a finished build fully searchable before it goes live: flush, wait until the index
+        covers every row (unindexed segments are searched brute force, slowly), and until a Bounded
+        search sees all ``expected`` rows (what a query will meet after the alias switch)."""
+        self._call("flush", self.client.flush, collection)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = self._call("describe index", self.client.describe_index, collection, "embedding")
+            pending = int(info.get("pending_index_rows", 0) or 0)
+            if int(info.get("indexed_rows", 0) or 0) >= expected and not pending:
+                break
+            time.sleep(0.2)
+        else:
+            raise DeadlineExceeded(f"{self.dependency}: index of {collection} not built within {timeout_s:.0f} s")
+        self._ensure_loaded(collection)  # (if it was loaded while growing, Milvus hands the indexed segments over itself)
+        while self.count(collection, "Bounded") < expected:
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(f"{self.dependency}: {collection} not fully searchable within {timeout_s:.0f} s")
+            time.sleep(0.2)
+
+    def search(self, name: str, vectors: np.ndarray, top_k: int, filter: str = "",
+               ef: int | None = None) -> list[list[tuple[str, float]]]:
+        """Top-k (id, score) per query vector from an index (alias) or collection; NotFound names a missing one.
+        ``ef``: HNSW search breadth for this call (the recall/latency knob an experiment arm may set)."""
         try:
             self._ensure_loaded(name)
             res = self._call("search", self.client.search, name, data=[np.asarray(v, np.float32) for v in vectors],
-                             limit=top_k, filter=filter, output_fields=["id"])
+                             limit=top_k, filter=filter, output_fields=["id"],
+                             search_params={"metric_type": self.spec.metric, "params": self.spec.search_params(top_k, ef)})
         except NotFound as e:
             raise NotFound(f"index {name!r} not found in {self.dependency}") from e
         return [[(h["id"], float(h["distance"])) for h in hits] for hits in res]

@@ -1,6 +1,6 @@
 """The whole stack as local processes, started in dependency order, each awaited by its health check.
 
-secantusdb -> Milvus Lite server -> Triton -> preprocess service -> retrieval service (-> web UI).
+secantusdb -> Milvus (standalone server) -> Triton -> preprocess service -> retrieval service (-> web UI).
 Every child gets the same configuration through MMSEARCH_* variables (config_to_env), logs to
 <data_dir>/logs/<name>.log, and runs in its own process group; stop() stops them in reverse order
 and leaves nothing running. This is the composition root behind `mmsearch up` and the benchmarks:
@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from mmsearch.config import Config, config_to_env
-from mmsearch.embedded import MilvusLiteServer, SecantusServer
+from mmsearch.embedded import MilvusServer, SecantusServer, embedded_dir
 from mmsearch.net import free_port, grpc_serving, http_ok
 from mmsearch.supervisor import ChildProcess
 
@@ -60,10 +60,10 @@ class Stack:
                 log.info("starting %s", name)
                 s: ChildProcess
                 if name == "mongo" and not c.mongo.uri:
-                    s = SecantusServer(Path(c.data_dir) / "mongo", log_file=self.logs / "secantusdb.log")
+                    s = SecantusServer(embedded_dir("mongo", c.data_dir), log_file=self.logs / "secantusdb.log")
                     self.config = c = c.model_copy(update={"mongo": c.mongo.model_copy(update={"uri": s.uri})})
                 elif name == "milvus" and not c.milvus.uri:
-                    s = MilvusLiteServer(Path(c.data_dir) / "milvus-server", log_file=self.logs / "milvus-lite.log")
+                    s = MilvusServer(embedded_dir("milvus", c.data_dir), log_file=self.logs / "milvus.log")
                     self.config = c = c.model_copy(update={"milvus": c.milvus.model_copy(update={"uri": s.uri})})
                 elif name == "triton":
                     sv = c.serving

@@ -3,7 +3,7 @@
 First run: fetch the demo data (WordNet glosses, Tux Paint stamps), export MiniLM, train the demo
 dual encoders (LiT heads over MiniLM + EfficientNet-Lite0: "base" on 100 caption pairs, "finetuned"
 on all of them — the two arms of the text->image A/B), export them, build the indexes, then start
-secantusdb, a Milvus Lite server, Triton, the preprocess and retrieval services and the web page,
+secantusdb, a Milvus standalone server, Triton, the preprocess and retrieval services and the web page,
 each awaited by its health check. Later runs reuse every step already done (markers under
 <data_dir>/demo) and are up in well under a minute. Ctrl-C stops everything.
 
@@ -93,13 +93,13 @@ def prepare_demo(cfg: Config, n_texts: int = DEMO_TEXTS) -> Path:
 
 
 def build_demo_indexes(cfg: Config, stamp_root: Path) -> None:
+    from mmsearch.clients.vectors import VectorStore, index_spec
     from mmsearch.offline.indexing.build import BuildOptions, build_index
 
     data = Path(cfg.data_dir)
     common = BuildOptions(index="-", docs=Path("-"), model="-", repo=Path(cfg.model_repository), data_dir=data,
-                          milvus_uri=cfg.milvus.uri, mongo_uri=cfg.mongo.uri, database=cfg.mongo.database)
-    from mmsearch.clients.vectors import VectorStore
-
+                          milvus_uri=cfg.milvus.uri, index_spec=index_spec(cfg.milvus), mongo_uri=cfg.mongo.uri,
+                          database=cfg.mongo.database)
     vs = VectorStore(cfg.milvus.uri)
     for index, docs, model, root in (("texts", "texts.jsonl", "minilm", Path(".")),
                                      ("images_base", "images.jsonl", "dual_base_image", stamp_root),

@@ -16,6 +16,7 @@ if __package__ in (None, ""):  # `python mmsearch/offline/build_index.py` from a
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mmsearch.cli import run_cli
+from mmsearch.clients.vectors import index_spec
 from mmsearch.config import Config, flag_overrides, load_config
 from mmsearch.offline.indexing.build import BuildOptions, BuildSummary, build_index
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", type=Path, help="model repository (default: config model_repository)")
     p.add_argument("--image-root", type=Path, help="folder image paths are relative to (default: config image_root)")
     p.add_argument("--serving-url", help="encode through Triton at host:port (gRPC) instead of in-process")
-    p.add_argument("--milvus-uri", help="Milvus URI (default: config milvus.uri, else embedded Milvus Lite)")
+    p.add_argument("--milvus-uri", help="Milvus URI (default: config milvus.uri, else the embedded Milvus server of the data dir)")
     p.add_argument("--mongo-uri", help="MongoDB URI (default: config mongo.uri, else an embedded secantusdb)")
     p.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad lines: skip (to the rejects file) or fail")
     p.add_argument("--rejects", type=Path, help="rejects file (default: <docs>.<index>.rejects.jsonl)")
@@ -54,7 +55,7 @@ def options_from(args: argparse.Namespace, cfg: Config) -> BuildOptions:
     return BuildOptions(
         index=args.index, docs=args.docs, model=args.model, repo=cfg.model_repository,
         data_dir=cfg.data_dir, image_root=cfg.image_root, serving_url=args.serving_url,
-        milvus_uri=cfg.milvus.uri, mongo_uri=cfg.mongo.uri, database=cfg.mongo.database,
+        milvus_uri=cfg.milvus.uri, index_spec=index_spec(cfg.milvus), mongo_uri=cfg.mongo.uri, database=cfg.mongo.database,
         on_error=args.on_error, rejects=args.rejects, resume=args.resume, keep=args.keep, batch_size=args.batch_size,
         threads=args.threads, progress=not args.no_progress,
     )

@@ -15,9 +15,9 @@ from typing import Any, Generic, TypeVar
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.inference import InferenceClient
 from mmsearch.clients.preprocess import PreprocessClient
-from mmsearch.clients.vectors import VectorStore
+from mmsearch.clients.vectors import VectorStore, index_spec
 from mmsearch.config import Config
-from mmsearch.embedded import embedded_milvus_uri
+from mmsearch.embedded import running_store
 from mmsearch.errors import Unavailable
 
 T = TypeVar("T")
@@ -88,19 +88,25 @@ def connect_deps(config: Config) -> Deps:
     """Clients of Triton, the preprocess service, Milvus and MongoDB as configured (connected on first use)."""
     s, p, r = config.serving, config.preprocess, config.retrieval
     triton_url = s.url or f"{s.host}:{s.grpc_port}"
-    milvus_uri = config.milvus.uri or embedded_milvus_uri(config.data_dir)
-    mongo_uri = config.mongo.uri
+    spec = index_spec(config.milvus)
+
+    def milvus() -> VectorStore:
+        uri = config.milvus.uri or running_store("milvus", config.data_dir)
+        if not uri:
+            raise Unavailable("milvus", f"no milvus.uri configured (MMSEARCH_MILVUS_URI) and no embedded server runs for {config.data_dir}")
+        return VectorStore(uri, timeout_s=r.stage_timeout_s, spec=spec)
 
     def mongo() -> DocumentStore:
-        if not mongo_uri:
-            raise Unavailable("mongodb", "no mongo.uri configured (MMSEARCH_MONGO_URI)")
-        return DocumentStore(mongo_uri, config.mongo.database, timeout_s=r.stage_timeout_s)
+        uri = config.mongo.uri or running_store("mongo", config.data_dir)
+        if not uri:
+            raise Unavailable("mongodb", f"no mongo.uri configured (MMSEARCH_MONGO_URI) and no embedded server runs for {config.data_dir}")
+        return DocumentStore(uri, config.mongo.database, timeout_s=r.stage_timeout_s)
 
     return Deps(
         Lazy("triton", lambda: InferenceClient(triton_url, "grpc", timeout_s=r.stage_timeout_s),
              lambda c: c.close(), lambda c: c.server_ready()),
         Lazy("preprocess", lambda: PreprocessClient(f"{p.host}:{p.port}", timeout_s=r.stage_timeout_s),
              lambda c: c.close(), lambda c: c.serving()),
-        Lazy("milvus", lambda: VectorStore(milvus_uri, timeout_s=r.stage_timeout_s), lambda c: c.close()),
+        Lazy("milvus", milvus, lambda c: c.close()),
         Lazy("mongodb", mongo, lambda c: c.close()),
     )

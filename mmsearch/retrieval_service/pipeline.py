@@ -110,7 +110,7 @@ class SearchService:
         with self._stage("embed", self.deps.inference, ctx) as inf:
             vec = inf.infer(model, tensors, "embedding")
         with self._stage("recall", self.deps.vectors, ctx) as vs:
-            hits = [Hit(i, s) for i, s in vs.search(index, vec, recall_k, p.filter or "")[0]]  # NotFound names the index
+            hits = [Hit(i, s) for i, s in vs.search(index, vec, recall_k, p.filter or "", ef=p.search_ef)[0]]  # NotFound names the index
         docs: dict[str, dict[str, Any]] = {}
         if p.rerank == "cross_encoder" and req.text is not None and hits:
             hits, docs = self._rerank(req.text, hits, p, index, ctx)

@@ -139,7 +139,7 @@ def create_app(config: Config, client: RetrievalClient | None = None) -> Flask:
 
     def _image_path(rel: str) -> Path:
         joined = safe_join(str(image_root), rel)
-        if joined is None:
+        if joined is None or "\x00" in rel:  # a NUL byte is no file name (resolve() would raise)
             abort(404)
         path = Path(joined).resolve()
         if not path.is_relative_to(image_root) or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():

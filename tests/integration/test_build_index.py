@@ -19,7 +19,7 @@ from PIL import Image
 
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.vectors import VectorStore, collection_name
-from mmsearch.embedded import SecantusServer
+from mmsearch.embedded import MilvusServer, SecantusServer
 from mmsearch.errors import BadInput, Unavailable
 from mmsearch.local_model import LocalModel
 from mmsearch.net import free_port, wait_until
@@ -46,13 +46,21 @@ def index_repo(tmp_path_factory, tiny_text, clip_export) -> Path:
 
 
 @pytest.fixture
-def env(tmp_path, mongo, index_repo):
-    """Fresh Milvus Lite file and database per test; the same secantusdb server."""
+def milvus(tmp_path):
+    """A fresh Milvus server per test (its data is thrown away: stopped at once)."""
+    s = MilvusServer(tmp_path / "milvus")
+    yield s
+    s.stop(timeout=0)
+
+
+@pytest.fixture
+def env(tmp_path, mongo, index_repo, milvus):
+    """Fresh Milvus server and database per test; the same secantusdb server."""
     db = f"t{time.time_ns()}"
 
     def opts(**kw) -> BuildOptions:
         base = dict(index="texts", docs=tmp_path / "docs.jsonl", model="tiny", repo=index_repo, data_dir=tmp_path / "data",
-                    milvus_uri=str(tmp_path / "milvus.db"), mongo_uri=mongo.uri, database=db, progress=False)
+                    milvus_uri=milvus.uri, mongo_uri=mongo.uri, database=db, progress=False)
         base.update(kw)
         return BuildOptions(**base)
 

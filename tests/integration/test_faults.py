@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from mmsearch.embedded import MilvusLiteServer, SecantusServer
+from mmsearch.embedded import MilvusServer, SecantusServer
 from mmsearch.net import wait_until
 from mmsearch.preprocess_service.server import create_server as create_preprocess
 from mmsearch.serving.triton import TritonOptions, start_triton
@@ -112,7 +112,7 @@ def test_milvus_outage(stack):
     old = stack["milvus"]
 
     def start():
-        new = MilvusLiteServer(stack["base"] / "milvus", port=old.port)
+        new = MilvusServer(stack["base"] / "milvus", port=old.port)
         stack["servers"][stack["servers"].index(old)] = new
         stack["milvus"] = new
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mmsearch.config import config_to_env, load_config
-from mmsearch.embedded import MilvusLiteServer, SecantusServer
+from mmsearch.embedded import MilvusServer, SecantusServer
 from mmsearch.launcher.stack import with_free_ports
 from mmsearch.net import http_ok, wait_until
 from mmsearch.offline.indexing.build import BuildOptions, build_index
@@ -39,7 +39,7 @@ def test_up_starts_checks_and_stops_cleanly(tmp_path, tiny_text):
     export_model(tiny_text, repo, "tiny")
     docs = tmp_path / "docs.jsonl"
     docs.write_text("\n".join(json.dumps({"id": f"d{i}", "text": f"tiny document {i}"}) for i in range(50)) + "\n")
-    with SecantusServer(data / "mongo") as mongo, MilvusLiteServer(data / "milvus-server") as milvus:
+    with SecantusServer(data / "mongo") as mongo, MilvusServer(data / "milvus-standalone") as milvus:
         build_index(BuildOptions(index="texts", docs=docs, model="tiny", repo=repo, data_dir=data,
                                  milvus_uri=milvus.uri, mongo_uri=mongo.uri, progress=False))
     (tmp_path / "experiments.yaml").write_text("scenes:\n  text2text:\n    defaults: {embed_model: tiny, index: texts, top_k: 5}\n")

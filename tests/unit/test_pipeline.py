@@ -24,7 +24,7 @@ scenes:
         salt: r1
         arms:
           - {name: none, traffic: 50}
-          - {name: ce, traffic: 50, rerank: cross_encoder, rerank_model: ce, rerank_top_n: 3}
+          - {name: ce, traffic: 50, rerank: cross_encoder, rerank_model: ce, rerank_top_n: 3, search_ef: 300}
     defaults: {embed_model: enc, index: docs, top_k: 4, recall_top_k: 10, filter: 'id != "x"'}
   image2image:
     defaults: {embed_model: img, index: images}
@@ -68,9 +68,11 @@ class FakeVectors:
     def __init__(self, hits: list[tuple[str, float]]) -> None:
         self.hits = hits
         self.calls: list[tuple[str, int, str]] = []
+        self.efs: list[int | None] = []
 
-    def search(self, index: str, vec: np.ndarray, top_k: int, filter: str = "") -> list[list[tuple[str, float]]]:
+    def search(self, index: str, vec: np.ndarray, top_k: int, filter: str = "", ef: int | None = None) -> list[list[tuple[str, float]]]:
         self.calls.append((index, top_k, filter))
+        self.efs.append(ef)
         if index == "missing":
             raise NotFound(f"index {index!r} not found in milvus at test")
         return [self.hits[:top_k]]
@@ -294,3 +296,9 @@ def test_response_json_is_the_documented_shape(h):
 
 def test_ready_reports_each_dependency(h):
     assert h.service.ready() == {"experiments": True, "triton": True, "preprocess": True, "milvus": True, "mongodb": True}
+
+
+def test_an_arm_sets_the_search_breadth(h):
+    h.search(force={"rerank": "ce"})
+    h.search(force={"rerank": "none"})
+    assert h.vec.efs == [300, None]  # None: the index's configured default

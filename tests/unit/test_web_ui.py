@@ -132,3 +132,11 @@ def test_clicks_are_recorded_and_redirect_only_locally(site):
     assert web.post("/click", data={"request_id": "req-1", "doc_id": "doc-4"}).status_code == 204
     assert [c[1] for c in fake.clicks] == ["doc-2", "doc-3", "doc-3", "doc-3", "doc-4"]
     assert len({c[2] for c in fake.clicks}) == 1  # the same sticky user on every click
+
+
+@pytest.mark.parametrize("like", ["cat.png\x00.txt", "\x00", "a\x00/../cat.png"])
+def test_a_nul_byte_in_an_image_path_is_not_found_not_a_crash(site, like):
+    web, fake = site
+    for r in (web.get("/", query_string={"like": like}), web.get("/images/" + like.replace("\x00", "%00"))):
+        assert r.status_code == 404
+    assert fake.calls == []  # nothing was searched with it

@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmsearch.clients.documents import DocumentStore
-from mmsearch.clients.vectors import VectorStore, check_index_name, collection_name
+from mmsearch.clients.vectors import IndexSpec, VectorStore, check_index_name, collection_name
 from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound
 from mmsearch.offline.indexing.encoders import Encoder
 from mmsearch.offline.indexing.reader import Doc, ReaderState, Reject, count_lines, iter_lines, parse_line, read_image_bytes
@@ -51,6 +51,7 @@ class BuildOptions:
     image_root: Path = Path(".")
     serving_url: str | None = None
     milvus_uri: str = ""
+    index_spec: IndexSpec = field(default_factory=IndexSpec)  # how a new build is indexed (config milvus.*)
     mongo_uri: str = ""
     database: str = "mmsearch"
     on_error: Literal["skip", "fail"] = "skip"
@@ -112,6 +113,9 @@ def _new_build_id() -> str:
     return "b" + now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}_" + secrets.token_hex(2)
 
 
+RESUME_WINDOW_BATCHES = 16
+
+
 class _Pipeline:
     def __init__(self, opts: BuildOptions, encoder: Encoder, vectors: VectorStore, docs: DocumentStore,
                  record: dict[str, Any], start_line: int, resume_check: bool):
@@ -119,6 +123,7 @@ class _Pipeline:
         self.collection = collection_name(opts.index, record["build"])
         self.start_line = start_line
         self.resume_check = resume_check
+        self._checked = 0  # batches checked against the collection after a resume
         self.q_read: queue.Queue = queue.Queue(maxsize=4)
         self.q_write: queue.Queue = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
@@ -137,7 +142,10 @@ class _Pipeline:
 
     def _emit(self, docs: list[Doc], rejects: list[Reject], last_line: int, lines: int) -> None:
         already = 0
-        if docs and self.resume_check:
+        # Only batches that may have been in flight when the interrupted run stopped can already be
+        # written (the pipeline holds at most ~10 batches beyond the committed line): check those only.
+        if docs and self.resume_check and self._checked < RESUME_WINDOW_BATCHES:
+            self._checked += 1
             done = self.vs.existing(self.collection, [d.id for d in docs])
             docs = [d for d in docs if d.id not in done]
             already = len(done)
@@ -309,7 +317,7 @@ def build_index(opts: BuildOptions) -> BuildSummary:
     if not opts.image_root.is_dir():
         raise BadInput(f"--image-root {opts.image_root} is not a folder")
     t0 = time.perf_counter()
-    with open_stores(opts.milvus_uri, opts.mongo_uri, opts.data_dir, opts.database) as (vs, ds):
+    with open_stores(opts.milvus_uri, opts.mongo_uri, opts.data_dir, opts.database, opts.index_spec) as (vs, ds):
         encoder = Encoder(model_dir, opts.serving_url, opts.threads)  # stores are checked before any model work
         live = vs.live_build(opts.index)
         if live is not None:
@@ -332,9 +340,9 @@ def build_index(opts: BuildOptions) -> BuildSummary:
             build = _new_build_id()
             record = {"_id": collection_name(opts.index, build), "index": opts.index, "build": build,
                       "model": opts.model, "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
-                      "status": "building", "lines_done": 0, "started": _now(),
+                      "status": "building", "lines_done": 0, "started": _now(), "index_spec": opts.index_spec.to_json(),
                       "counts": {"read": 0, "indexed": 0, "skipped": {}}}
-            vs.create(record["_id"], encoder.dim)
+            vs.create(record["_id"], encoder.dim, opts.index_spec)
             ds.save_build(record)
         rejects = opts.rejects or opts.docs.with_name(f"{opts.docs.stem}.{opts.index}.rejects.jsonl")
         pipe = _Pipeline(dataclasses.replace(opts, rejects=rejects), encoder, vs, ds, record, record["lines_done"], resume_check=opts.resume)
@@ -347,6 +355,7 @@ def build_index(opts: BuildOptions) -> BuildSummary:
                 vs.drop(opts.index, record["build"])
             raise
         counts = record["counts"]
+        vs.seal(record["_id"], counts["indexed"])  # fully indexed and searchable before it goes live
         _check_build(vs, record["_id"], counts["indexed"], ds, opts.index)
         record.update(status="complete", finished=_now())
         ds.save_build(record)

@@ -1,8 +1,10 @@
-"""Open the two stores for a tool run: configured URIs, or the embedded defaults.
+"""Open the two stores for a tool run: configured URIs, or the embedded servers of the data dir.
 
-No Milvus URI: a Milvus Lite file under <data_dir>/milvus/. No MongoDB URI: a secantusdb server
-started on a free 127.0.0.1 port over <data_dir>/mongo and stopped when the run ends. Both are
-checked before any work is done, so an unreachable store fails fast, naming itself.
+No Milvus URI: the embedded Milvus standalone server of ``<data_dir>/milvus-standalone``; no
+MongoDB URI: the secantusdb server of ``<data_dir>/mongo``. When `mmsearch up` (or another tool)
+is already serving that data dir, its servers are used, so a build lands where the stack searches;
+otherwise they are started for this run and stopped when it ends. Both are checked before any
+work is done, so an unreachable store fails fast, naming itself.
 """
 
 from __future__ import annotations
@@ -13,28 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mmsearch.clients.documents import DocumentStore
-from mmsearch.clients.vectors import VectorStore
-from mmsearch.embedded import SecantusServer, embedded_milvus_uri
+from mmsearch.clients.vectors import IndexSpec, VectorStore
+from mmsearch.embedded import embedded_store
 
 log = logging.getLogger("mmsearch.index")
 
 
 @contextlib.contextmanager
-def open_stores(milvus_uri: str, mongo_uri: str, data_dir: Path, database: str = "mmsearch") -> Iterator[tuple[VectorStore, DocumentStore]]:
-    server = None
-    vectors = docs = None
-    try:
-        vectors = VectorStore(milvus_uri or embedded_milvus_uri(data_dir))
-        if not mongo_uri:
-            server = SecantusServer(data_dir / "mongo", log_file=data_dir / "logs" / "secantusdb-build.log")
-            mongo_uri = server.uri
-            log.info("started embedded secantusdb on %s (data %s)", mongo_uri, data_dir / "mongo")
-        docs = DocumentStore(mongo_uri, database)
+def open_stores(milvus_uri: str, mongo_uri: str, data_dir: Path, database: str = "mmsearch",
+                spec: IndexSpec | None = None) -> Iterator[tuple[VectorStore, DocumentStore]]:
+    with contextlib.ExitStack() as stack:
+        milvus_uri = milvus_uri or stack.enter_context(embedded_store("milvus", data_dir))
+        vectors = stack.enter_context(contextlib.closing(VectorStore(milvus_uri, spec=spec)))
+        mongo_uri = mongo_uri or stack.enter_context(embedded_store("mongo", data_dir))
+        docs = stack.enter_context(contextlib.closing(DocumentStore(mongo_uri, database)))
         yield vectors, docs
-    finally:
-        if docs is not None:
-            docs.close()
-        if vectors is not None:
-            vectors.close()
-        if server is not None:
-            server.stop()
