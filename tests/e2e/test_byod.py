@@ -1,0 +1,108 @@
+"""The README's "Bring your own data" steps, run as written (commands parsed from README.md) in a
+fresh folder: export, build-index into the embedded servers, point a scene at it, `up --skip-prepare`,
+then search the served API. A second build-index while the stack runs must land in the running
+stack's stores and go live without a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmsearch.config import config_to_env, load_config
+from mmsearch.launcher.stack import with_free_ports
+from mmsearch.supervisor import descendants
+
+pytestmark = [pytest.mark.e2e]
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+DOCS = [{"id": "p1", "text": "Red running shoes, size 42"},
+        {"id": "p2", "text": "A cast iron frying pan for the kitchen"},
+        {"id": "p3", "text": "Wireless noise cancelling headphones"},
+        {"id": "p4", "text": "Children's wooden toy train set"},
+        {"id": "p5", "text": "Waterproof hiking jacket with a hood"}]
+
+
+def readme_commands() -> list[list[str]]:
+    """The shell lines of the README's bring-your-own-data block, with .venv/bin/ made this interpreter's."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Bring your own data", 1)[1].split("```", 2)[1]
+    lines = [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    assert [ln.split()[1] for ln in lines] == ["export", "build-index", "up"], lines
+    return [[str(BIN / a[len(".venv/bin/"):]) if a.startswith(".venv/bin/") else a for a in shlex.split(ln)] for ln in lines]
+
+
+def search(url: str, text: str) -> dict:
+    req = urllib.request.Request(url + "/v1/search", data=json.dumps({"scene": "text2text", "query": {"text": text}, "top_k": 3}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_bring_your_own_data_as_written(tmp_path):
+    export, build, up = readme_commands()
+    work = tmp_path / "project"
+    (work / "deploy").mkdir(parents=True)
+    shutil.copy(ROOT / "deploy" / "experiments.yaml", work / "deploy" / "experiments.yaml")
+    # step 1: the documents
+    (work / "mydocs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    cfg = with_free_ports(load_config(environ={}))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}, **config_to_env(cfg)}
+    for name in ("MMSEARCH_MILVUS_URI", "MMSEARCH_MONGO_URI", "MMSEARCH_DATA_DIR", "MMSEARCH_MODEL_REPOSITORY",
+                 "MMSEARCH_EXPERIMENTS_FILE", "MMSEARCH_IMAGE_ROOT"):
+        env.pop(name)  # the defaults, as a newcomer has them; only the ports are moved out of the way
+
+    def run(cmd: list[str]) -> str:
+        r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert r.returncode == 0, f"{shlex.join(cmd)}\n{r.stdout}\n{r.stderr}"
+        return r.stdout + r.stderr
+
+    run(export)  # step 2
+    run(build)  # step 3
+    # step 4: the scene edit the README describes
+    exp = yaml.safe_load((work / "deploy" / "experiments.yaml").read_text())
+    exp["scenes"]["text2text"]["defaults"].update(embed_model="minilm", index="mydocs")
+    (work / "deploy" / "experiments.yaml").write_text(yaml.safe_dump(exp))
+    proc = subprocess.Popen(up, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+    try:
+        t0 = time.time()
+        for line in proc.stdout:
+            lines.append(line)
+            if "mmsearch is up" in line or time.time() - t0 > 300:
+                break
+        assert any("mmsearch is up" in ln for ln in lines), "".join(lines)
+        url = f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}"
+        out = search(url, "shoes for running")
+        assert out["results"][0]["id"] == "p1", out
+        assert out["results"][0]["doc"]["text"] == "Red running shoes, size 42"
+        # a new build while the stack runs: it uses the stack's own servers and is searched at once
+        (work / "mydocs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in
+                                                   [*DOCS, {"id": "p6", "text": "A mountain bike with disc brakes"}]))
+        log = run(build)
+        assert "indexed 6" in log and "now live" in log, log
+        out = search(url, "bicycle for the mountains")
+        assert out["results"][0]["id"] == "p6", out
+        kids = descendants(proc.pid)
+        assert kids, "up should have started its servers"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, "".join(lines[-30:])
+    alive = [p for p in kids if Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()]
+    assert not alive, f"left running after up stopped: {alive}"
