@@ -99,6 +99,7 @@ class ExportConfig(_Section):
     preferred_batch_sizes: list[int] = Field(default_factory=lambda: [8, 16, 32])
     max_queue_delay_us: int = Field(500, ge=0)
     instance_count: int = Field(1, ge=1)
+    instance_kind: Literal["cpu", "gpu"] = "cpu"  # config.pbtxt KIND_CPU (demo) or KIND_GPU (production repository)
 
 
 class Config(_Section):

@@ -32,6 +32,7 @@ def build_model_config(
     preferred_batch_sizes: list[int],
     max_queue_delay_us: int,
     instance_count: int = 1,
+    instance_kind: str = "cpu",
 ) -> mc.ModelConfig:
     cfg = mc.ModelConfig(name=manifest.name, backend="onnxruntime", max_batch_size=manifest.max_batch_size)
     for spec in manifest.inputs:
@@ -41,7 +42,10 @@ def build_model_config(
     preferred = sorted({b for b in preferred_batch_sizes if 0 < b <= manifest.max_batch_size})
     cfg.dynamic_batching.preferred_batch_size.extend(preferred)
     cfg.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
-    cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instance_count)
+    if instance_kind not in ("cpu", "gpu"):
+        raise BadInput(f"instance kind must be cpu or gpu, got {instance_kind!r}")
+    kind = mc.ModelInstanceGroup.KIND_GPU if instance_kind == "gpu" else mc.ModelInstanceGroup.KIND_CPU
+    cfg.instance_group.add(kind=kind, count=instance_count)
     return cfg
 
 

@@ -173,7 +173,8 @@ def export_tower(tower: Tower, name: str, folder: Path, partner: str | None, opt
     )
     write_manifest(folder, manifest)
     write_model_config(folder / "config.pbtxt",
-                       build_model_config(manifest, s.preferred_batch_sizes, s.max_queue_delay_us, s.instance_count))
+                       build_model_config(manifest, s.preferred_batch_sizes, s.max_queue_delay_us, s.instance_count,
+                                                          s.instance_kind))
 
     raw, desc = P.parity_inputs(tower.role)
     log.info("%s: parity check on %d inputs against %s", name, len(raw), tower.reference_name)

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-port", type=int)
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--cpu-threads", type=int, help="ONNX Runtime threads per model instance")
-    p.add_argument("--cuda", action="store_true", help="CUDA execution provider when available")
+    p.add_argument("--cuda", action="store_true", help="run models on the GPU (CUDA execution provider); an error if there is none")
     p.add_argument("--log-file", type=Path, help="tritonserver log (default: <data_dir>/logs/triton.log)")
     p.add_argument("--config", help="YAML config file")
     return p

@@ -154,8 +154,20 @@ class TritonServer:
         self.stop()
 
 
+def check_cuda() -> None:
+    """A GPU that is asked for must be there: never a silent CPU fallback."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise Unavailable("cuda", f"--cuda asked for the GPU, but this onnxruntime has no CUDAExecutionProvider "
+                                  f"(available: {', '.join(available)}); install onnxruntime-gpu on a machine with CUDA")
+
+
 def start_triton(opts: TritonOptions) -> TritonServer:
     repo = Path(opts.repo)
+    if opts.use_cuda:
+        check_cuda()
     names = discover(repo)
     if not names:
         raise BadInput(f"model repository {repo} holds no exported model (run `mmsearch export` first)")

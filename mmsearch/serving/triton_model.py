@@ -38,8 +38,10 @@ class TritonPythonModel:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         providers = ["CPUExecutionProvider"]
-        if _param(self.cfg, "execution_provider") == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+        if _param(self.cfg, "execution_provider") == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():  # the model fails to load, visibly
+                raise RuntimeError(f"{self.name}: CUDA asked for but onnxruntime has no CUDAExecutionProvider")
+            providers = ["CUDAExecutionProvider"]
         # The launcher writes each version's ONNX path beside its model.py (one config, many versions).
         sidecar = os.path.join(args["model_repository"], args["model_version"], "onnx_path")
         if os.path.exists(sidecar):

@@ -25,3 +25,31 @@ def test_garbage_config_is_bad_input(tmp_path: Path):
     (tmp_path / "config.pbtxt").write_text("name: 'x'\nbogus_field: 3\n")
     with pytest.raises(BadInput, match="not a valid Triton ModelConfig"):
         read_model_config(tmp_path / "config.pbtxt")
+
+
+def test_gpu_instances_for_the_production_repository():
+    cfg = build_model_config(text_manifest(max_batch_size=16), [8], 100, instance_count=1, instance_kind="gpu")
+    assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    with pytest.raises(BadInput, match="instance kind"):
+        build_model_config(text_manifest(max_batch_size=16), [8], 100, instance_kind="tpu")
+
+
+def test_export_config_names_the_instance_kind():
+    from mmsearch.config import load_config
+
+    assert load_config(environ={}).export.instance_kind == "cpu"
+    assert load_config(environ={"MMSEARCH_EXPORT_INSTANCE_KIND": "gpu"}).export.instance_kind == "gpu"
+
+
+def test_cuda_asked_for_but_absent_is_a_clear_error():
+    import onnxruntime as ort
+
+    from mmsearch.errors import Unavailable
+    from mmsearch.serving.triton import TritonOptions, check_cuda, start_triton
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has a CUDA provider")
+    with pytest.raises(Unavailable, match="no CUDAExecutionProvider"):
+        check_cuda()
+    with pytest.raises(Unavailable, match="--cuda"):  # before anything starts, whatever the repository holds
+        start_triton(TritonOptions(repo=Path("/nonexistent"), use_cuda=True))
