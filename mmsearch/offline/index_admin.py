@@ -46,7 +46,7 @@ def run(argv: Sequence[str] | None = None) -> list[str]:
                     r = records.get(b, {})
                     c = r.get("counts", {})
                     out.append(f"{index}\t{b}\t{'LIVE' if b == live else r.get('status', '?')}\tindexed {c.get('indexed', '?')}"
-                               f"\tmodel {r.get('model', '?')}\t{r.get('finished') or r.get('started', '')}")
+                               f"\tmodel {r.get('model', '?')}\t{_spec(r.get('index_spec'))}\t{r.get('finished') or r.get('started', '')}")
             if not out:
                 out.append("no indexes")
             return out
@@ -75,6 +75,15 @@ def run(argv: Sequence[str] | None = None) -> list[str]:
         vs.drop(index, args.build)
         ds.delete_builds([collection_name(index, args.build)])
         return [f"dropped {index} build {args.build}"]
+
+
+def _spec(spec: dict | None) -> str:
+    """How a build is indexed, in a word or three (builds made before specs were recorded: "-")."""
+    if not spec:
+        return "-"
+    if spec.get("index_type") == "HNSW":
+        return f"HNSW M{spec.get('hnsw_m')} efc{spec.get('hnsw_ef_construction')} ef{spec.get('search_ef')}"
+    return str(spec.get("index_type", "-"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

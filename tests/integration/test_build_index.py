@@ -108,6 +108,9 @@ def test_text_index_built_searched_rebuilt_rolled_back(env, index_repo, tmp_path
     assert vs.live_build("texts") == s1.build and vs.search("texts", q, 1)[0][0][0] == "doc-42"
     listing = admin(args + ["list", "texts"])
     assert any(s1.build in line and "LIVE" in line for line in listing) and len(listing) == 2
+    assert all("HNSW M16 efc200 ef128" in line for line in listing), listing  # the index spec recorded on each build
+    record = ds.builds("texts")[-1]
+    assert record["index_spec"]["index_type"] == "HNSW" and record["index_spec"]["hnsw_m"] == 16
     with pytest.raises(BadInput, match="is live"):
         admin(args + ["drop", "texts", "--build", s1.build])
     assert admin(args + ["drop", "texts", "--build", s2.build]) == [f"dropped texts build {s2.build}"]
