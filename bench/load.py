@@ -4,7 +4,7 @@
 
 Queries come from the demo data (.mmsearch/demo: WordNet lemmas, Tux Paint captions and images).
 Reports QPS, p50/p95/p99, errors by kind, and the RSS of every server process of the stack
-(Triton, secantusdb, Milvus Lite, the mmsearch services) sampled every 2 s; writes a JSON result
+(Triton, secantusdb, Milvus, the mmsearch services) sampled every 2 s; writes a JSON result
 and prints one line. Sends traffic only to the configured 127.0.0.1 ports, bounded in time.
 """
 
@@ -30,7 +30,7 @@ from bench.common import run_workers
 from mmsearch.config import load_config
 from mmsearch.supervisor import rss_kb
 
-PATTERNS = {"triton": "tritonserver", "secantusdb": "secantusd-py", "milvus-lite": "milvus-lite server",
+PATTERNS = {"triton": "tritonserver", "secantusdb": "secantusd-py", "milvus": "milvus run standalone",
             "serve-models": "serve-models", "preprocess": "serve-preprocess", "retrieval": "serve-retrieval", "web": "serve-web"}
 
 
@@ -64,12 +64,41 @@ def bodies(data_dir: Path, image_root: Path, n: int = 300) -> dict[str, list[dic
     }
 
 
+def irreducible_ms(cfg, queries: list[str], index: str = "texts") -> dict[str, float]:
+    """p50 of the work a text2text query cannot avoid, in this one process: encode (the served model's
+    ONNX file, ONNX Runtime, 1 thread) + the same top-100 search sent straight to the stack's Milvus."""
+    from mmsearch.clients.vectors import VectorStore, index_spec
+    from mmsearch.embedded import running_store
+    from mmsearch.local_model import LocalModel
+
+    uri = cfg.milvus.uri or running_store("milvus", Path(cfg.data_dir))
+    if not uri:
+        raise SystemExit("no running Milvus found for the irreducible measurement")
+    enc = LocalModel(Path(cfg.model_repository) / "minilm", threads=1)
+    vs = VectorStore(uri, spec=index_spec(cfg.milvus))
+    e, s = [], []
+    for q in queries[:10]:
+        vs.search(index, enc.encode_texts([q]), 100)
+    for q in queries:
+        t0 = time.perf_counter()
+        v = enc.encode_texts([q])
+        t1 = time.perf_counter()
+        vs.search(index, v, 100)
+        e.append(t1 - t0)
+        s.append(time.perf_counter() - t1)
+    vs.close()
+    total = (np.asarray(e) + np.asarray(s)) * 1000
+    return {"encode": float(np.median(e) * 1000), "search": float(np.median(s) * 1000), "total": float(np.median(total))}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds (600 for the soak)")
     ap.add_argument("--mix", default="text2text:0.6,text2image:0.3,image2image:0.1")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
+    ap.add_argument("--irreducible", action="store_true",
+                    help="also measure in-process encode + direct Milvus search, and the ratio of text2text p50 to it")
     args = ap.parse_args(argv)
     if not 1 <= args.concurrency <= 256 or not 1 <= args.duration <= 3600:
         raise SystemExit("--concurrency 1..256 and --duration 1..3600")
@@ -85,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no running stack found (start it with `make demo`)")
     lat: dict[str, list[float]] = {s: [] for s in scenes}
     errors: dict[str, int] = {}
+    stages: list[dict[str, float]] = []
     rss: list[dict] = []
     stop_at = time.monotonic() + args.duration
     lock = threading.Lock()
@@ -98,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
                 with urllib.request.urlopen(req, timeout=30) as r:
-                    r.read()
+                    timings = json.loads(r.read()).get("timings_ms", {})
                 with lock:
                     lat[scene].append(time.perf_counter() - t0)
+                    stages.append(timings)
             except (urllib.error.URLError, OSError) as e:
                 with lock:
                     key = f"http {e.code}" if isinstance(e, urllib.error.HTTPError) else type(e).__name__
@@ -117,7 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     res = {"concurrency": args.concurrency, "duration_s": wall, "requests": int(allv.size), "qps": allv.size / wall,
            "p50_ms": float(np.percentile(allv, 50)), "p95_ms": float(np.percentile(allv, 95)), "p99_ms": float(np.percentile(allv, 99)),
            "per_scene_p99_ms": {s: float(np.percentile(np.asarray(v) * 1000, 99)) for s, v in lat.items() if v},
-           "errors": errors, "rss_mb": rss}
+           "errors": errors, "rss_mb": rss,
+           "stage_p50_ms": {k: float(np.median([s.get(k, 0.0) for s in stages])) for k in ("qp", "embed", "recall", "rerank", "summary", "total")}
+           if stages else {}}
+    if args.irreducible and lat.get("text2text"):
+        irr = irreducible_ms(cfg, [b["query"]["text"] for b in pool["text2text"][:200]])
+        t2t_p50 = float(np.percentile(np.asarray(lat["text2text"]) * 1000, 50))
+        res["irreducible_p50_ms"] = irr
+        res["text2text_p50_ms"] = t2t_p50
+        res["ratio_text2text_p50_to_irreducible"] = t2t_p50 / irr["total"]
     first, last = rss[0], rss[-1]
     third = max(1, len(rss) // 3)
     growth = {n: (np.mean([r[n] for r in rss[-third:]]) - np.mean([r[n] for r in rss[:third]])) for n in pids}
@@ -126,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     mem = ", ".join(f"{n} {first[n]:.0f}->{last[n]:.0f} MB" for n in pids)
     print(f"load: c={args.concurrency} {wall:.0f} s mix {args.mix}: {res['qps']:.1f} qps, p50 {res['p50_ms']:.1f} / p95 {res['p95_ms']:.1f} / "
-          f"p99 {res['p99_ms']:.1f} ms, errors {sum(errors.values())} {errors or ''} | RSS {mem} -> {args.out}")
+          f"p99 {res['p99_ms']:.1f} ms, errors {sum(errors.values())} {errors or ''} | stage p50 "
+          + " ".join(f"{k} {v:.1f}" for k, v in res["stage_p50_ms"].items()) + " ms"
+          + (f" | irreducible p50 {res['irreducible_p50_ms']['total']:.1f} ms (encode {res['irreducible_p50_ms']['encode']:.1f} + search "
+             f"{res['irreducible_p50_ms']['search']:.1f}) -> ratio {res['ratio_text2text_p50_to_irreducible']:.2f}"
+             if "irreducible_p50_ms" in res else "")
+          + f" | RSS {mem} -> {args.out}")
     return 0
 
 
