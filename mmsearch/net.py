@@ -3,22 +3,58 @@
 from __future__ import annotations
 
 import http.client
+import random
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import grpc
 
 
+_RNG = random.Random()  # its own generator: tests that seed `random` must not make ports repeat
+_HANDED_OUT: set[int] = set()
+_LOCK = threading.Lock()
+LOWEST_PORT = 10000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free right now on host (the OS picks it; a small race is accepted for local servers)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free right now on host, for a server that binds it a moment later.
+
+    Chosen below the kernel's ephemeral range: a port from that range (what binding port 0 gives) can
+    be taken by any outgoing connection in between — Milvus alone opens dozens — and then the server
+    fails with "address in use". Never the same port twice in one process."""
+    lo, _ = _ephemeral_range()
+    with _LOCK:
+        for _ in range(500 if lo - 1 > LOWEST_PORT + 1000 else 0):
+            port = _RNG.randint(LOWEST_PORT, lo - 1)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no room below the range: let the OS pick
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+            _HANDED_OUT.add(port)
+            return port
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

@@ -156,3 +156,14 @@ def test_wait_until_with_zero_timeout_checks_once():
 def test_wait_until_returns_the_truthiness_as_a_bool_like_value():
     assert wait_until(lambda: [1], timeout=0.1, interval=0.01)
     assert not wait_until(list, timeout=0.05, interval=0.01)
+
+
+def test_free_ports_stay_below_the_ephemeral_range_and_never_repeat():
+    from mmsearch.net import _ephemeral_range
+
+    lo, _ = _ephemeral_range()
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)  # handed out once per process
+    if lo > 11000:
+        # outgoing connections take ports from the ephemeral range: a server port chosen there can be gone by bind time
+        assert all(p < lo for p in ports)
