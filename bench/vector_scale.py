@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -162,6 +163,25 @@ def cpu_s(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return total
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all processes, all cores), from /proc/stat."""
+    f = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """Cores used by processes other than this benchmark and its Milvus server over a phase (other sessions'
+    work on a shared machine skews every timing here: recorded so a reader can tell)."""
+
+    def __init__(self):
+        self.t0, self.busy0, self.own0 = time.perf_counter(), machine_busy_s(), cpu_s(os.getpid())
+
+    def cores(self) -> float:
+        own = cpu_s(os.getpid()) - self.own0
+        return max(0.0, machine_busy_s() - self.busy0 - own) / max(1e-9, time.perf_counter() - self.t0)
 
 
 def load(store: VectorStore, index: str, vectors: np.ndarray, batch: int, desc: str, seal_timeout_s: float) -> dict:
@@ -307,7 +327,7 @@ def real_vectors(n: int, cache: Path, data_cache: Path, budget_s: float, batch: 
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)  # already unit length; exactness of the brute force
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, vecs)
-    meta_file.write_text(json.dumps({k: info[k] for k in ("model", "quantize", "count", "batch_size")}) + "\n")
+    meta_file.write_text(json.dumps({k: v for k, v in info.items() if k != "from_cache"}) + "\n")
     return vecs, info
 
 
@@ -391,7 +411,9 @@ def summary(result: dict, out: Path) -> str:
                  + f" @ ef {'/'.join(map(str, result['settings']['efs']))}), p50 {c['p50_ms']:.1f} ms")
     elif real:
         line += f"; real: {real.get('error', real.get('skipped', 'not run'))[:80]}"
-    return line + f" | wall {result['wall_s'] / 60:.1f} min -> {out}"
+    busy = result.get("other_processes_cores", 0.0)
+    note = f" | other processes used {busy:.2f} of {result['settings']['cpu_cores']} cores meanwhile" if busy > 0.15 else ""
+    return line + f" | wall {result['wall_s'] / 60:.1f} min{note} -> {out}"
 
 
 # --------------------------------------------------------------------------- main
@@ -424,10 +446,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vector-cache", type=Path, default=ROOT / ".mmsearch" / "bench-cache" / "wordnet_minilm.npy")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "vector_scale.json")
     args = ap.parse_args(argv)
+    # Stopping the run (Ctrl-C, or a kill from a shell that started it in the background, where SIGINT is
+    # ignored) still goes through the finally below, so the Milvus server never outlives it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     efs, big_efs = [int(e) for e in args.efs.split(",")], [int(e) for e in args.big_efs.split(",")]
     top_ks = [int(k) for k in args.top_ks.split(",")]
     t_start = time.perf_counter()
+    other_run = OtherLoad()
     spec = IndexSpec()
     result: dict = {
         "settings": {"dim": DIM, "index_spec": spec.to_json(), "efs": efs, "top_ks": top_ks, "queries": args.queries,
@@ -483,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         def measure(entry: dict, index: str, docs: np.ndarray, qs: np.ndarray, n_recall: int, ks: list[int],
                     cell_efs: list[int], label: str) -> None:
             n = len(docs)
+            other = OtherLoad()
             entry["rss_before_mb"] = sampler.now_kb() / 1024
             sampler.reset()
             try:
@@ -496,8 +524,11 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{label}: settled={entry['settle']['settled']} in {entry['settle']['settle_s']:.0f} s, segments "
                     f"{entry['settle']['segments']}, Milvus RSS {entry['rss_after_load_mb']:.0f} MB; searching ...")
                 t0 = time.perf_counter()
+                entry["other_processes_cores_during_load"] = other.cores()
+                other_search = OtherLoad()
                 entry["search"] = search_grid(store, index, docs, qs, n_recall, ks, cell_efs, server.pid)
                 entry["search_grid_s"] = time.perf_counter() - t0
+                entry["other_processes_cores_during_search"] = other_search.cores()
                 entry["after_search"] = segment_state(store, collection_name(index, "b1"))["loaded"]
                 c = entry["search"].get("top10_ef128", {})
                 log(f"{label}: top-10 ef128 p50 {c.get('p50_ms', float('nan')):.2f} ms recall@10 {c.get('recall@10', float('nan')):.3f}")
@@ -541,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     result["wall_s"] = time.perf_counter() - t_start
+    result["other_processes_cores"] = other_run.cores()  # ~0 on a quiet machine; the run itself is excluded
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     png = args.out.with_suffix(".png")
