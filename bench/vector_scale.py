@@ -154,12 +154,13 @@ class RSSSampler:
 
 
 def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process and its descendants have used so far."""
+    """CPU seconds (user + system) a process and its descendants have used so far, reaped children included
+    (a stopped Milvus server's time moves into its parent's cutime/cstime)."""
     total = 0.0
     for p in [pid, *descendants(pid)]:
         try:
             f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            total += sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
         except (OSError, IndexError, ValueError):
             pass
     return total
@@ -562,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             run_synthetic(n)
         store.close()
     finally:
+        result["other_processes_cores"] = other_run.cores()  # ~0 on a quiet machine; the run itself is excluded
         if sampler is not None:
             result["settings"]["rss_peak_last_phase_mb"] = sampler.peak_kb / 1024
             sampler.close()
@@ -572,7 +574,6 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     result["wall_s"] = time.perf_counter() - t_start
-    result["other_processes_cores"] = other_run.cores()  # ~0 on a quiet machine; the run itself is excluded
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     png = args.out.with_suffix(".png")
