@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from bench.common import run_workers
+from bench.common import encode_and_search_ms, run_workers
 from mmsearch.config import load_config
 from mmsearch.supervisor import rss_kb
 
@@ -76,19 +76,10 @@ def irreducible_ms(cfg, queries: list[str], index: str = "texts") -> dict[str, f
         raise SystemExit("no running Milvus found for the irreducible measurement")
     enc = LocalModel(Path(cfg.model_repository) / "minilm", threads=1)
     vs = VectorStore(uri, spec=index_spec(cfg.milvus))
-    e, s = [], []
-    for q in queries[:10]:
-        vs.search(index, enc.encode_texts([q]), 100)
-    for q in queries:
-        t0 = time.perf_counter()
-        v = enc.encode_texts([q])
-        t1 = time.perf_counter()
-        vs.search(index, v, 100)
-        e.append(t1 - t0)
-        s.append(time.perf_counter() - t1)
-    vs.close()
-    total = (np.asarray(e) + np.asarray(s)) * 1000
-    return {"encode": float(np.median(e) * 1000), "search": float(np.median(s) * 1000), "total": float(np.median(total))}
+    try:
+        return encode_and_search_ms(enc, vs, index, queries)
+    finally:
+        vs.close()
 
 
 def main(argv: list[str] | None = None) -> int:

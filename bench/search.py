@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from bench.common import export_bench_models, run_workers
+from bench.common import encode_and_search_ms, export_bench_models, run_workers
 from mmsearch.clients.vectors import VectorStore, collection_name
 from mmsearch.config import load_config
 from mmsearch.launcher.stack import Stack, with_free_ports
@@ -120,19 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             held_out = all_syn[args.texts : args.texts + 200] or all_syn[:200]  # every gloss indexed: reuse the first words
             queries = [s.words[0] for s in held_out]
             enc = LocalModel(repo / "minilm", threads=1)
-            for q in queries[:10]:
-                direct.search(coll, enc.encode_texts([q]), 100)
-            e_lat, s_lat = [], []
-            for q in queries:
-                t0 = time.perf_counter()
-                v = enc.encode_texts([q])
-                t1 = time.perf_counter()
-                direct.search(coll, v, 100)
-                e_lat.append(t1 - t0)
-                s_lat.append(time.perf_counter() - t1)
-            irreducible = float(np.percentile((np.asarray(e_lat) + np.asarray(s_lat)) * 1000, 50))
-            result["irreducible_p50_ms"] = {"total": irreducible, "encode": float(np.median(e_lat) * 1000),
-                                            "search": float(np.median(s_lat) * 1000)}
+            result["irreducible_p50_ms"] = encode_and_search_ms(enc, direct, coll, queries)
             direct.close()
 
             stack.start(("triton", "preprocess", "retrieval"))
