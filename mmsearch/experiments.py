@@ -100,6 +100,11 @@ class Experiments(BaseModel):
             raise ValueError(f"unknown scenes {sorted(unknown)} (known: {', '.join(SCENES)})")
         return self
 
+    def indexes(self) -> list[str]:
+        """Every index some arm of some scene may search (what must be loaded before traffic comes)."""
+        names = {p.index for scene in self.scenes.values() for p in [scene.defaults, *(a for lay in scene.layers for a in lay.arms)]}
+        return sorted(n for n in names if n)
+
 
 def _set_fields(p: BaseModel) -> dict[str, Any]:
     return {k: v for k, v in p.model_dump(exclude={"name", "traffic"}).items() if v is not None}

@@ -55,7 +55,7 @@ logging.getLogger("grpc._server").addFilter(_DropUnimplemented())
 
 # Milvus status codes (milvus-proto common.proto ErrorCode / merr): what each means for us.
 _MILVUS_NOT_FOUND = {100, 700}  # CollectionNotFound (collections and aliases alike), IndexNotFound
-_MILVUS_UNAVAILABLE = {2}  # pymilvus: "Fail connecting to server"
+_MILVUS_UNAVAILABLE = {2, 101}  # pymilvus: "Fail connecting to server"; CollectionNotLoaded
 _MILVUS_OVERLOADED = {8}  # RateLimit
 
 
@@ -118,6 +118,8 @@ def index_spec(milvus: Any) -> IndexSpec:
     return IndexSpec(milvus.index_type, "COSINE", milvus.hnsw_m, milvus.hnsw_ef_construction, milvus.ivf_nlist, milvus.search_ef)
 
 
+BRUTE_FORCE_OK_ROWS = 10_000  # below this, seal() does not wait for the indexed segments to replace growing ones
+MILVUS_MIN_INDEXED_SEGMENT_ROWS = 1024  # Milvus 2.3 indexNode.minSegmentNumRowsToEnableIndex: smaller ones stay brute force
 STRONG = {"consistency_level": "Strong"}  # bookkeeping reads must see every write; searches stay Bounded
 
 
@@ -138,16 +140,41 @@ class VectorStore:
         except Exception as e:  # pymilvus raises MilvusException and grpc/OS errors alike
             raise Unavailable(self.dependency, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
 
-    def _ensure_loaded(self, name: str) -> None:
-        """Milvus serves only loaded collections, and a reopened store starts with all released."""
+    def _target(self, name: str) -> str:
+        """The collection an index name (alias) points at; a collection name stands for itself."""
+        aliases = self._call("list aliases", self.client.list_aliases).get("aliases", [])
+        return str(self._call("describe alias", self.client.describe_alias, name)["collection_name"]) if name in aliases else name
+
+    def _ensure_loaded(self, name: str, wait: bool = True) -> None:
+        """Milvus serves only loaded collections, and a reopened store starts with all released (or
+        reloading what was loaded, after a restart). ``wait=False`` (the search path) does not block a
+        request on a load that may take many seconds: it starts the load and answers Unavailable."""
         if name in self._loaded:
             return
-        aliases = self._call("list aliases", self.client.list_aliases).get("aliases", [])
-        target = self._call("describe alias", self.client.describe_alias, name)["collection_name"] if name in aliases else name
+        target = self._target(name)
         state = str(self._call("load state", self.client.get_load_state, target).get("state", ""))
         if "Loaded" not in state:
+            if not wait:
+                if "Loading" not in state:
+                    self._call("load", self.client.load_collection, target, _async=True)
+                raise Unavailable(self.dependency, f"index {name!r} is loading into memory; retry shortly")
             self._call("load", self.client.load_collection, target)
         self._loaded.add(name)
+
+    def serving(self, name: str) -> bool:
+        """Whether searches of ``name`` can be answered now (loaded); starts a load when none runs.
+        Readiness asks this, so a stack is not called up while its indexes are still loading."""
+        try:
+            self._ensure_loaded(name, wait=False)
+            return True
+        except Unavailable:
+            return False
+
+    def _serving_quietly(self, name: str) -> bool:
+        try:
+            return self.serving(name)
+        except MMSearchError:
+            return True  # cannot tell: let the original error stand
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -241,26 +268,43 @@ class VectorStore:
         else:
             raise DeadlineExceeded(f"{self.dependency}: index of {collection} not built within {timeout_s:.0f} s")
         self._ensure_loaded(collection)  # (if it was loaded while growing, Milvus hands the indexed segments over itself)
-        while self.count(collection, "Bounded") < expected:
+        # Counting rows is not enough: for 10-20 s after the index is built the query node still
+        # serves the rows from growing segments, brute force (slow at scale). Wait until loaded sealed
+        # segments hold every row, indexed where Milvus indexes them (segments of 1024+ rows). Small
+        # collections skip this wait: brute force over them costs about a millisecond.
+        while self.count(collection, "Bounded") < expected or (
+                expected >= BRUTE_FORCE_OK_ROWS and self._indexed_loaded_rows(collection) < expected):
             if time.monotonic() > deadline:
                 raise DeadlineExceeded(f"{self.dependency}: {collection} not fully searchable within {timeout_s:.0f} s")
             time.sleep(0.2)
+
+    def _indexed_loaded_rows(self, collection: str) -> int:
+        segments = self._call("list loaded segments", self.client.list_loaded_segments, collection)
+        return sum(int(s.num_rows) for s in segments if s.index_id or int(s.num_rows) < MILVUS_MIN_INDEXED_SEGMENT_ROWS)
 
     def search(self, name: str, vectors: np.ndarray, top_k: int, filter: str = "",
                ef: int | None = None) -> list[list[tuple[str, float]]]:
         """Top-k (id, score) per query vector from an index (alias) or collection; NotFound names a missing one.
         ``ef``: HNSW search breadth for this call (the recall/latency knob an experiment arm may set)."""
         try:
-            self._ensure_loaded(name)
+            self._ensure_loaded(name, wait=False)
             res = self._call("search", self.client.search, name, data=[np.asarray(v, np.float32) for v in vectors],
                              limit=top_k, filter=filter, output_fields=["id"],
                              search_params={"metric_type": self.spec.metric, "params": self.spec.search_params(top_k, ef)})
         except NotFound as e:
             raise NotFound(f"index {name!r} not found in {self.dependency}") from e
+        except MMSearchError as e:
+            # Released behind our back (a restart, a rollback elsewhere): Milvus 2.3 says so with a
+            # generic code and a message only, so ask for the load state instead of reading text.
+            self._loaded.discard(name)
+            if isinstance(e, (Internal, Unavailable)) and not self._serving_quietly(name):
+                raise Unavailable(self.dependency, f"index {name!r} is loading into memory; retry shortly") from e
+            raise
         return [[(h["id"], float(h["distance"])) for h in hits] for hits in res]
 
     def switch_alias(self, index: str, build: str) -> None:
         target = collection_name(index, build)
+        self._ensure_loaded(target)  # (a rollback target may have been released: searches must not meet it unloaded)
         self._loaded.discard(index)
         if self.live_build(index) is None:
             self._call("create alias", self.client.create_alias, target, index)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mmsearch.config import Config
-from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, Unavailable
+from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Unavailable
 from mmsearch.experiments import Params, assign
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy, connect_deps
@@ -58,8 +58,21 @@ class SearchService:
             self.metrics.stage.labels(ctx.scene, ctx.arm_label, name).observe(dt)
 
     def ready(self) -> dict[str, bool]:
+        """Each dependency, and each index the live experiments search: an index still loading into
+        Milvus (after a restart, or a new build) would fail every search, so it counts as not ready.
+        A configured index that does not exist is left out: searches of it answer 404, not 503."""
         out = {"experiments": self.experiments.ready()}
         out.update({d.name: d.healthy() for d in self.deps.all})
+        live = self.experiments.current
+        if live is not None and out["milvus"]:
+            store = self.deps.vectors.get()
+            for index in live.experiments.indexes():
+                try:
+                    out[f"index {index}"] = store.serving(index)
+                except NotFound:
+                    continue
+                except MMSearchError:
+                    out[f"index {index}"] = False
         return out
 
     # ------------------------------------------------------------------ search

@@ -60,6 +60,19 @@ def site(stack):
     server.shutdown()
 
 
+def loaded_tiles(driver):
+    """The result tiles' images once the page showing them has loaded (False until then, for WebDriverWait)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        if driver.execute_script("return document.readyState") != "complete":
+            return False
+        return driver.find_elements(By.CSS_SELECTOR, "#results .tile img") or False
+    except StaleElementReferenceException:
+        return False
+
+
 def test_search_switch_scene_upload_and_escaping(browser, site, stack):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
@@ -82,21 +95,25 @@ def test_search_switch_scene_upload_and_escaping(browser, site, stack):
     debug = browser.find_element(By.ID, "debug").text
     assert "embed" in debug and "rerank = none" in debug
 
+    # each tab and each search is a page load: wait for the old page to go before touching the new one
+    old_box = browser.find_element(By.ID, "q")
     browser.find_element(By.ID, "tab-text2image").click()
-    wait.until(EC.presence_of_element_located((By.ID, "q")))
-    box = browser.find_element(By.ID, "q")
+    wait.until(EC.staleness_of(old_box))
+    box = wait.until(EC.presence_of_element_located((By.ID, "q")))
     box.clear()
     box.send_keys("a picture")
     browser.find_element(By.ID, "go").click()
-    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#results .tile img")))
-    imgs = browser.find_elements(By.CSS_SELECTOR, "#results .tile img")
-    assert imgs and all(browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in imgs[:3])
+    wait.until(EC.url_contains("q=a+picture"))
+    imgs = wait.until(lambda d: loaded_tiles(d))
+    assert all(browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in imgs[:3])
 
+    old_box = browser.find_element(By.ID, "q")
     browser.find_element(By.ID, "tab-image2image").click()
+    wait.until(EC.staleness_of(old_box))
     upload = wait.until(EC.presence_of_element_located((By.ID, "image")))
     upload.send_keys(str(stack["images"] / "17.png"))  # the page script submits on change
-    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#results .tile img")))
-    first = browser.find_elements(By.CSS_SELECTOR, "#results .tile img")[0].get_attribute("src")
+    wait.until(EC.staleness_of(upload))
+    first = wait.until(lambda d: loaded_tiles(d))[0].get_attribute("src")
     assert first.endswith("/images/17.png")
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "image2image.png"))

@@ -20,7 +20,7 @@ from PIL import Image
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.vectors import VectorStore, collection_name
 from mmsearch.embedded import MilvusServer, SecantusServer
-from mmsearch.errors import BadInput, Unavailable
+from mmsearch.errors import BadInput, NotFound, Unavailable
 from mmsearch.local_model import LocalModel
 from mmsearch.net import free_port, wait_until
 from mmsearch.offline.indexing.build import BuildOptions, build_index
@@ -261,3 +261,21 @@ def test_triton_and_in_process_vectors_agree(env, index_repo, tmp_path):
     a = vs.vector(collection_name("remote", remote.build), "doc-9")
     b = vs.vector(collection_name("local", local.build), "doc-9")
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_released_index_is_not_served_until_loaded_again(env, index_repo):
+    """A search must not block on a load (seconds to minutes): it answers Unavailable and starts one;
+    readiness (serving) turns true once the load is done."""
+    o = env()
+    write_docs(o.docs, 50, bad=False)
+    s = build_index(o)
+    vs, _ = stores(o)
+    q = vs.vector(collection_name("texts", s.build), "doc-7")[None, :]  # (the tiny model is random: search by a stored vector)
+    assert vs.serving("texts") and vs.search("texts", q, 1)[0][0][0] == "doc-7"
+    vs.client.release_collection(collection_name("texts", s.build))
+    with pytest.raises(Unavailable, match="texts"):
+        vs.search("texts", q, 1)  # the cached "loaded" is stale: Milvus says not loaded
+    assert wait_until(lambda: vs.serving("texts"), 60)
+    assert vs.search("texts", q, 1)[0][0][0] == "doc-7"
+    with pytest.raises(NotFound):
+        vs.serving("no_such_index")

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -67,7 +68,11 @@ def test_up_starts_checks_and_stops_cleanly(tmp_path, tiny_text):
         r = cfg.retrieval
         assert http_ok(f"http://127.0.0.1:{cfg.serving.http_port}/v2/health/ready")
         assert http_ok(f"http://{r.host}:{r.http_port}/readyz") and http_ok(f"http://127.0.0.1:{cfg.web.port}/healthz")
-        page = urllib.request.urlopen(f"http://127.0.0.1:{cfg.web.port}/?scene=text2text&q=tiny+document+7", timeout=30).read().decode()
+        try:
+            page = urllib.request.urlopen(f"http://127.0.0.1:{cfg.web.port}/?scene=text2text&q=tiny+document+7", timeout=30).read().decode()
+        except urllib.error.HTTPError as e:  # say why: the page's error detail and what the retrieval service logged
+            logs = (data / "logs" / "retrieval.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{e}: {e.read().decode(errors='replace')[-1500:]}\n--- retrieval.log ---\n{logs}") from e
         # the page echoes the query in <title> and the search box: look for the indexed document d7 in the results
         results = re.search(r'<ol class="cards" id="results".*?</ol>', page, re.S)
         assert results is not None, page

@@ -69,6 +69,12 @@ class FakeVectors:
         self.hits = hits
         self.calls: list[tuple[str, int, str]] = []
         self.efs: list[int | None] = []
+        self.loading: set[str] = set()
+
+    def serving(self, index: str) -> bool:
+        if index == "missing":
+            raise NotFound(f"index {index!r} not found in milvus at test")
+        return index not in self.loading
 
     def search(self, index: str, vec: np.ndarray, top_k: int, filter: str = "", ef: int | None = None) -> list[list[tuple[str, float]]]:
         self.calls.append((index, top_k, filter))
@@ -294,8 +300,17 @@ def test_response_json_is_the_documented_shape(h):
     assert set(body["results"][0]) == {"id", "score", "doc"}
 
 
-def test_ready_reports_each_dependency(h):
-    assert h.service.ready() == {"experiments": True, "triton": True, "preprocess": True, "milvus": True, "mongodb": True}
+def test_ready_reports_each_dependency_and_each_index(h):
+    assert h.service.ready() == {"experiments": True, "triton": True, "preprocess": True, "milvus": True, "mongodb": True,
+                                 "index docs": True, "index images": True}
+
+
+def test_an_index_still_loading_is_not_ready_and_a_missing_one_is_left_to_404(h):
+    h.vec.loading.add("images")
+    parts = h.service.ready()
+    assert parts["index images"] is False and parts["index docs"] is True
+    assert h.store.offer(EXPERIMENTS.replace("index: docs", "index: missing"), "v3", "test")
+    assert "index missing" not in h.service.ready()
 
 
 def test_an_arm_sets_the_search_breadth(h):
