@@ -17,8 +17,6 @@ import random
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +25,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from bench.common import encode_and_search_ms, run_workers
+from mmsearch.client import SearchClient
 from mmsearch.config import load_config
+from mmsearch.errors import MMSearchError
 from mmsearch.supervisor import rss_kb
 
 PATTERNS = {"triton": "tritonserver", "secantusdb": "secantusd-py", "milvus": "milvus run standalone",
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config()
     from mmsearch.offline.datasets.stamps import root as stamps_root
 
-    url = f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}/v1/search"
+    client = SearchClient(f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}", timeout_s=30)
     pool = bodies(Path(cfg.data_dir), stamps_root(Path(cfg.data_dir) / "data"))
     mix = [(s, float(w)) for s, w in (x.split(":") for x in args.mix.split(","))]
     scenes, weights = [s for s, _ in mix], [w for _, w in mix]
@@ -114,19 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         rng = random.Random(seed)
         while time.monotonic() < stop_at:
             scene = rng.choices(scenes, weights)[0]
-            data = json.dumps(rng.choice(pool[scene])).encode()
+            body = rng.choice(pool[scene])
             t0 = time.perf_counter()
             try:
-                req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
-                with urllib.request.urlopen(req, timeout=30) as r:
-                    timings = json.loads(r.read()).get("timings_ms", {})
+                timings = client.search_body(body).get("timings_ms", {})
                 with lock:
                     lat[scene].append(time.perf_counter() - t0)
                     stages.append(timings)
-            except (urllib.error.URLError, OSError) as e:
+            except MMSearchError as e:
                 with lock:
-                    key = f"http {e.code}" if isinstance(e, urllib.error.HTTPError) else type(e).__name__
-                    errors[key] = errors.get(key, 0) + 1
+                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
 
     def sampler() -> None:
         t_start = time.monotonic()

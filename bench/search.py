@@ -18,8 +18,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +26,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from bench.common import encode_and_search_ms, export_bench_models, run_workers
+from mmsearch.client import SearchClient
 from mmsearch.clients.vectors import VectorStore, collection_name
 from mmsearch.config import load_config
+from mmsearch.errors import MMSearchError
 from mmsearch.launcher.stack import Stack, with_free_ports
 from mmsearch.local_model import LocalModel
 from mmsearch.offline.datasets import stamps as S
@@ -48,6 +48,8 @@ scenes:
 
 
 def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float) -> dict:
+    """Closed-loop load through mmsearch.client: ``concurrency`` workers, each sending its next body on an answer."""
+    client = SearchClient(url, timeout_s=30)
     lat: list[list[float]] = [[] for _ in range(concurrency)]
     stages: list[list[dict]] = [[] for _ in range(concurrency)]
     errors: dict[str, int] = {}
@@ -57,19 +59,16 @@ def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float) 
     def worker(i: int) -> None:
         k = i
         while time.perf_counter() < stop_at:
-            data = json.dumps(bodies[k % len(bodies)]).encode()
+            body = bodies[k % len(bodies)]
             k += 1
             t0 = time.perf_counter()
             try:
-                req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
-                with urllib.request.urlopen(req, timeout=30) as r:
-                    out = json.loads(r.read())
+                out = client.search_body(body)
                 lat[i].append(time.perf_counter() - t0)
                 stages[i].append(out["timings_ms"])
-            except (urllib.error.URLError, OSError) as e:
+            except MMSearchError as e:
                 with lock:
-                    key = str(getattr(e, "code", type(e).__name__))
-                    errors[key] = errors.get(key, 0) + 1
+                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
 
     wall = run_workers(worker, concurrency)
     allv = np.asarray([x for xs in lat for x in xs]) * 1000
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             direct.close()
 
             stack.start(("triton", "preprocess", "retrieval"))
-            url = f"http://127.0.0.1:{stack.config.retrieval.http_port}/v1/search"
+            url = f"http://127.0.0.1:{stack.config.retrieval.http_port}"
             scenes = {"text2text": [{"scene": "text2text", "query": {"text": q}, "user_id": f"u{i}"} for i, q in enumerate(queries)],
                       "text2image": [{"scene": "text2image", "query": {"text": s.caption}, "user_id": f"u{i}"} for i, s in enumerate(stamps[:200])]}
             for scene, bodies in scenes.items():

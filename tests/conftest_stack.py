@@ -61,8 +61,9 @@ def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
     for name in ("clip_text", "clip_image"):
         shutil.copytree(clip_export[name], repo / name)
     docs = base / "texts.jsonl"
-    rows = [{"id": f"t{i}", "text": f"text document {i} about subject {i % 9}", "n": i} for i in range(300)]
-    rows.append({"id": "xss", "title": "<b>bold</b>", "text": "<script>alert(1)</script> hostile document"})
+    rows = [{"id": f"t{i}", "text": f"text document {i} about subject {i % 9}", "n": i, "subject": i % 9,
+             "lang": "en" if i % 2 else "fr"} for i in range(300)]
+    rows.append({"id": "xss", "title": "<b>bold</b>", "text": "<script>alert(1)</script> hostile document", "subject": 0, "lang": 'e"n'})
     docs.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     imgs = base / "images"
     imgs.mkdir()
@@ -79,7 +80,7 @@ def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
         milvus = MilvusServer(base / "milvus")
         servers.append(milvus)
         common = dict(repo=repo, data_dir=base / "data", milvus_uri=milvus.uri, mongo_uri=mongo.uri, progress=False)
-        build_index(BuildOptions(index="texts", docs=docs, model="tiny", **common))
+        build_index(BuildOptions(index="texts", docs=docs, model="tiny", fields={"subject": "int", "lang": "str"}, **common))
         build_index(BuildOptions(index="images", docs=base / "images.jsonl", model="clip_image", image_root=imgs, **common))
         triton = start_triton(TritonOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0))
         servers.append(triton)

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from mmsearch.errors import BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Overloaded, Unavailable, from_grpc_status
+from mmsearch.filters import MAX_STR, quote
 
 T = TypeVar("T")
 
@@ -31,11 +32,6 @@ def check_index_name(name: str) -> str:
     if not NAME_RE.match(name or "") or BUILD_SEP in name:
         raise BadInput(f"index name {name!r} is invalid: letters, digits and single '_' (no '__'), starting with a letter")
     return name
-
-
-def _quote(value: str) -> str:
-    """A string literal for a Milvus filter expression (ids may hold quotes and backslashes)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def collection_name(index: str, build: str) -> str:
@@ -121,6 +117,8 @@ def index_spec(milvus: Any) -> IndexSpec:
 BRUTE_FORCE_OK_ROWS = 10_000  # below this, seal() does not wait for the indexed segments to replace growing ones
 MILVUS_MIN_INDEXED_SEGMENT_ROWS = 1024  # Milvus 2.3 indexNode.minSegmentNumRowsToEnableIndex: smaller ones stay brute force
 STRONG = {"consistency_level": "Strong"}  # bookkeeping reads must see every write; searches stay Bounded
+FIELDS_TTL_S = 5.0
+_MILVUS_TYPES = {"str": "VARCHAR", "int": "INT64", "float": "DOUBLE", "bool": "BOOL"}  # metadata field types
 
 
 class VectorStore:
@@ -132,6 +130,7 @@ class VectorStore:
         self.spec = spec or IndexSpec()
         self.dependency = f"milvus at {uri}"
         self._loaded: set[str] = set()
+        self._fields: dict[str, tuple[float, dict[str, str]]] = {}
         if not uri.startswith(("http://", "https://", "tcp://", "unix:")):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -198,6 +197,22 @@ class VectorStore:
         target = self._call("describe alias", self.client.describe_alias, index)["collection_name"]
         return target.split(BUILD_SEP, 1)[1] if BUILD_SEP in target else None
 
+    def fields(self, index: str) -> dict[str, str]:
+        """The metadata fields an index (alias) or collection stores, name -> type; cached for a few
+        seconds per name, since every filtered search needs them and an alias may move."""
+        hit = self._fields.get(index)
+        if hit is not None and time.monotonic() - hit[0] < FIELDS_TTL_S:
+            return hit[1]
+        desc = self._call("describe", self.client.describe_collection, index)
+        back = {v: k for k, v in _MILVUS_TYPES.items()}
+        out = {}
+        for f in desc["fields"]:
+            name = getattr(f.get("type"), "name", str(f.get("type")))
+            if f["name"] not in ("id", "embedding") and name in back:
+                out[f["name"]] = back[name]
+        self._fields[index] = (time.monotonic(), out)
+        return out
+
     def dim(self, collection: str) -> int:
         desc = self._call("describe", self.client.describe_collection, collection)
         for f in desc["fields"]:
@@ -205,7 +220,9 @@ class VectorStore:
                 return int(f["params"]["dim"])
         raise Internal(f"{self.dependency}: collection {collection} has no embedding field")
 
-    def create(self, collection: str, dim: int, spec: IndexSpec | None = None) -> None:
+    def create(self, collection: str, dim: int, spec: IndexSpec | None = None, fields: dict[str, str] | None = None) -> None:
+        """A collection for one build; ``fields`` (name -> str|int|float|bool) are stored beside the
+        vectors so that searches can filter on them inside Milvus."""
         from pymilvus import DataType, MilvusClient
 
         if self._call("has_collection", self.client.has_collection, collection):
@@ -216,28 +233,35 @@ class VectorStore:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+        for name, ftype in (fields or {}).items():
+            kind = getattr(DataType, _MILVUS_TYPES[ftype])
+            schema.add_field(name, kind, **({"max_length": MAX_STR * 4} if ftype == "str" else {}))  # (bytes: UTF-8)
         spec = spec or self.spec
         params = self.client.prepare_index_params()
         params.add_index("embedding", index_type=spec.index_type, metric_type=spec.metric, params=spec.index_params())
         self._call("create collection", self.client.create_collection, collection, schema=schema, index_params=params,
                    consistency_level="Bounded")
 
-    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Upsert (not insert): Milvus does not enforce unique keys, and a resumed build may repeat a batch."""
+    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray, meta: Sequence[dict[str, Any]] | None = None) -> None:
+        """Upsert (not insert): Milvus does not enforce unique keys, and a resumed build may repeat a batch.
+        ``meta``: each row's stored fields (the collection's ``fields``), already type-checked."""
         rows = [{"id": i, "embedding": v} for i, v in zip(ids, np.asarray(vectors, dtype=np.float32))]
+        if meta is not None:
+            for row, m in zip(rows, meta):
+                row.update(m)
         self._call("upsert", self.client.upsert, collection, rows)
 
     def existing(self, collection: str, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()
-        quoted = ",".join(_quote(i) for i in ids)
+        quoted = ",".join(quote(i) for i in ids)
         self._ensure_loaded(collection)
         rows = self._call("query", self.client.query, collection, filter=f"id in [{quoted}]", output_fields=["id"], **STRONG)
         return {r["id"] for r in rows}
 
     def vector(self, collection: str, doc_id: str) -> np.ndarray | None:
         self._ensure_loaded(collection)
-        rows = self._call("query", self.client.query, collection, filter=f"id == {_quote(doc_id)}", output_fields=["embedding"],
+        rows = self._call("query", self.client.query, collection, filter=f"id == {quote(doc_id)}", output_fields=["embedding"],
                           **STRONG)
         return np.asarray(rows[0]["embedding"], np.float32) if rows else None
 

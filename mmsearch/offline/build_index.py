@@ -18,6 +18,8 @@ if __package__ in (None, ""):  # `python mmsearch/offline/build_index.py` from a
 from mmsearch.cli import run_cli
 from mmsearch.clients.vectors import index_spec
 from mmsearch.config import Config, flag_overrides, load_config
+from mmsearch.errors import BadInput
+from mmsearch.filters import parse_field_spec
 from mmsearch.offline.indexing.build import BuildOptions, BuildSummary, build_index
 
 
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serving-url", help="encode through Triton at host:port (gRPC) instead of in-process")
     p.add_argument("--milvus-uri", help="Milvus URI (default: config milvus.uri, else the embedded Milvus server of the data dir)")
     p.add_argument("--mongo-uri", help="MongoDB URI (default: config mongo.uri, else an embedded secantusdb)")
+    p.add_argument("--field", action="append", default=[], metavar="NAME:TYPE",
+                   help="a document field stored beside the vectors for search filters; TYPE: str, int, float or bool (repeatable)")
     p.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad lines: skip (to the rejects file) or fail")
     p.add_argument("--rejects", type=Path, help="rejects file (default: <docs>.<index>.rejects.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted build of this index")
@@ -51,13 +55,23 @@ def config_from(args: argparse.Namespace) -> Config:
     }))
 
 
+def stored_fields(specs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, ftype = parse_field_spec(spec)
+        if name in out:
+            raise BadInput(f"--field {name}: given twice")
+        out[name] = ftype
+    return out
+
+
 def options_from(args: argparse.Namespace, cfg: Config) -> BuildOptions:
     return BuildOptions(
         index=args.index, docs=args.docs, model=args.model, repo=cfg.model_repository,
         data_dir=cfg.data_dir, image_root=cfg.image_root, serving_url=args.serving_url,
         milvus_uri=cfg.milvus.uri, index_spec=index_spec(cfg.milvus), mongo_uri=cfg.mongo.uri, database=cfg.mongo.database,
         on_error=args.on_error, rejects=args.rejects, resume=args.resume, keep=args.keep, batch_size=args.batch_size,
-        threads=args.threads, progress=not args.no_progress,
+        threads=args.threads, progress=not args.no_progress, fields=stored_fields(args.field),
     )
 
 

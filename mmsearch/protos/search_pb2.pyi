@@ -15,7 +15,7 @@ class Query(_message.Message):
     def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("scene", "query", "user_id", "top_k", "force", "filter")
+    __slots__ = ("scene", "query", "user_id", "top_k", "force", "filter", "offset", "fields")
     class ForceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,26 +29,34 @@ class SearchRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
     scene: str
     query: Query
     user_id: str
     top_k: int
     force: _containers.ScalarMap[str, str]
     filter: str
-    def __init__(self, scene: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., user_id: _Optional[str] = ..., top_k: _Optional[int] = ..., force: _Optional[_Mapping[str, str]] = ..., filter: _Optional[str] = ...) -> None: ...
+    offset: int
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, scene: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., user_id: _Optional[str] = ..., top_k: _Optional[int] = ..., force: _Optional[_Mapping[str, str]] = ..., filter: _Optional[str] = ..., offset: _Optional[int] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("id", "score", "doc_json")
+    __slots__ = ("id", "score", "doc_json", "score_type", "sources")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     DOC_JSON_FIELD_NUMBER: _ClassVar[int]
+    SCORE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     doc_json: str
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., doc_json: _Optional[str] = ...) -> None: ...
+    score_type: str
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., doc_json: _Optional[str] = ..., score_type: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("request_id", "results", "experiment", "timings_ms", "user_id")
+    __slots__ = ("request_id", "results", "experiment", "timings_ms", "user_id", "has_more", "offset", "config_version")
     class ExperimentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -68,12 +76,18 @@ class SearchResponse(_message.Message):
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_MS_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     results: _containers.RepeatedCompositeFieldContainer[Result]
     experiment: _containers.ScalarMap[str, str]
     timings_ms: _containers.ScalarMap[str, float]
     user_id: str
-    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., experiment: _Optional[_Mapping[str, str]] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., user_id: _Optional[str] = ...) -> None: ...
+    has_more: bool
+    offset: int
+    config_version: str
+    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., experiment: _Optional[_Mapping[str, str]] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., user_id: _Optional[str] = ..., has_more: _Optional[bool] = ..., offset: _Optional[int] = ..., config_version: _Optional[str] = ...) -> None: ...
 
 class ClickRequest(_message.Message):
     __slots__ = ("request_id", "doc_id", "user_id")

@@ -26,7 +26,9 @@ class SearchServicer(pb_grpc.SearchServicer):
         out = self.service.search(from_proto(request))
         return pb.SearchResponse(
             request_id=out.request_id, user_id=out.user_id, experiment=out.experiment, timings_ms=out.timings_ms,
-            results=[pb.Result(id=h.id, score=h.score, doc_json=json.dumps(h.doc, ensure_ascii=False)) for h in out.hits],
+            results=[pb.Result(id=h.id, score=h.score, doc_json=json.dumps(h.doc, ensure_ascii=False), score_type=h.score_type,
+                               sources=list(h.sources)) for h in out.hits],
+            has_more=out.has_more, offset=out.offset, config_version=out.config_version,
         )
 
     @_edge

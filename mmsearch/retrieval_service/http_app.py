@@ -1,4 +1,4 @@
-"""HTTP front end (Flask): POST /v1/search, POST /v1/click, GET /v1/config, /healthz, /readyz, /metrics."""
+"""HTTP front end (Flask): POST /v1/search, /v1/click, /v1/embed; GET /v1/config, /openapi.json, /healthz, /readyz, /metrics."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import logging
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from mmsearch.api_models import ClickBody, EmbedBody, openapi, parse
 from mmsearch.errors import BadInput, MMSearchError, error_body, http_status
 from mmsearch.retrieval_service.pipeline import SearchService
-from mmsearch.retrieval_service.request import from_json
+from mmsearch.retrieval_service.request import decode_image, from_json
 
 log = logging.getLogger("mmsearch.retrieval")
 
@@ -54,11 +55,22 @@ def create_app(service: SearchService) -> Flask:
 
     @app.post("/v1/click")
     def click():
-        body = _json_body()
-        if not isinstance(body, dict):
-            raise BadInput("body: expected a JSON object")
-        service.click(body.get("request_id"), body.get("doc_id"), body.get("user_id"))
+        body = parse(ClickBody, _json_body())
+        service.click(body.request_id, body.doc_id, body.user_id)
         return jsonify({"ok": True})
+
+    @app.post("/v1/embed")
+    def embed():
+        body = parse(EmbedBody, _json_body())
+        if (body.text is None) == (body.image_b64 is None):
+            raise BadInput("text: give text or image_b64 (one of them)")
+        image = decode_image(body.image_b64, "image_b64") if body.image_b64 is not None else None
+        vec = service.embed(body.model, text=body.text, image=image)
+        return jsonify({"model": body.model, "dim": int(vec.shape[0]), "embedding": [float(x) for x in vec]})
+
+    @app.get("/openapi.json")
+    def openapi_json():
+        return jsonify(openapi())
 
     @app.get("/v1/config")
     def config():

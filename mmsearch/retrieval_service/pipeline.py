@@ -20,6 +20,7 @@ import numpy as np
 from mmsearch.config import Config
 from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Unavailable
 from mmsearch.experiments import Params, assign
+from mmsearch.filters import combine, compile_filter
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy, connect_deps
 from mmsearch.retrieval_service.metrics import Metrics
@@ -90,7 +91,7 @@ class SearchService:
                              self.config.retrieval.request_timeout_s)
         ctx.add_time("split", split_s)
         try:
-            hits = self._run(req, params, ctx)
+            hits, has_more = self._run(req, params, ctx)
         except MMSearchError as e:
             self.metrics.requests.labels(req.scene, ctx.arm_label, type(e).__name__).inc()
             self.metrics.errors.labels(type(e).__name__, getattr(e, "dependency", "")).inc()
@@ -102,16 +103,18 @@ class SearchService:
             query = {"text": req.text} if req.text is not None else {"image_sha256": hashlib.sha256(req.image or b"").hexdigest()}
             self.querylog.record({"_id": request_id, "ts": time.time(), "scene": req.scene, "user_id": user_id,
                                   "buckets": buckets, "arms": arms, "query": query, "config_version": live.version,
-                                  "results": [h.id for h in hits], "clicks": []})
+                                  "offset": req.offset, "filter": req.filter, "results": [h.id for h in hits], "clicks": []})
         return SearchResponse(request_id, user_id, hits, arms, {k: round(v, 3) for k, v in ctx.timings.items()},
-                              live.version)
+                              live.version, req.offset, has_more)
 
-    def _run(self, req: SearchRequest, p: Params, ctx: RequestContext) -> list[Hit]:
+    def _run(self, req: SearchRequest, p: Params, ctx: RequestContext) -> tuple[list[Hit], bool]:
+        """The page of hits [offset, offset + top_k) and whether more follow."""
         model, index = p.embed_model, p.index
         if not model or not index:
             raise BadInput(f"scene {req.scene}: the experiments config gives no embed_model/index for this request")
         top_k = req.top_k or p.top_k or DEFAULT_TOP_K
-        recall_k = max(p.recall_top_k or DEFAULT_RECALL, top_k)
+        end = req.offset + top_k
+        recall_k = max(p.recall_top_k or DEFAULT_RECALL, end + 1)  # one beyond the page: has_more
         with self._stage("qp", self.deps.preprocess, ctx) as pre:
             try:
                 if req.image is not None:
@@ -123,18 +126,20 @@ class SearchService:
         with self._stage("embed", self.deps.inference, ctx) as inf:
             vec = inf.infer(model, tensors, "embedding")
         with self._stage("recall", self.deps.vectors, ctx) as vs:
-            hits = [Hit(i, s) for i, s in vs.search(index, vec, recall_k, p.filter or "", ef=p.search_ef)[0]]  # NotFound names the index
+            expr = combine(p.filter or "", compile_filter(req.filter, vs.fields(index)) if req.filter is not None else "")
+            hits = [Hit(i, s) for i, s in vs.search(index, vec, recall_k, expr, ef=p.search_ef)[0]]  # NotFound names the index
         docs: dict[str, dict[str, Any]] = {}
         if p.rerank == "cross_encoder" and req.text is not None and hits:
             hits, docs = self._rerank(req.text, hits, p, index, ctx)
         else:
             ctx.add_time("rerank", 0.0)
-        hits = hits[:top_k]
+        has_more = len(hits) > end
+        hits = hits[req.offset:end]
         with self._stage("summary", self.deps.documents, ctx) as ds:
             missing = [h.id for h in hits if h.id not in docs]
             if missing:
                 docs.update({i: d for i, d in zip(missing, ds.get_many(index, missing)) if d is not None})
-        return [Hit(h.id, float(h.score), h.score_type, h.sources, _public(docs.get(h.id))) for h in hits]
+        return [Hit(h.id, float(h.score), h.score_type, h.sources, _public(docs.get(h.id), req.fields)) for h in hits], has_more
 
     def _rerank(self, query: str, hits: list[Hit], p: Params, index: str,
                 ctx: RequestContext) -> tuple[list[Hit], dict[str, dict[str, Any]]]:
@@ -159,6 +164,16 @@ class SearchService:
         done = {h.id for h in reranked}
         return reranked + [h for h in hits if h.id not in done], docs
 
+    def embed(self, model: str, text: str | None = None, image: bytes | None = None) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """A model's vector for one text or image, through the same preprocessing and Triton model as search."""
+        ctx = RequestContext("embed", "embed", self.config.retrieval.request_timeout_s)
+        with self._stage("qp", self.deps.preprocess, ctx) as pre:
+            tensors = {"pixel_values": pre.process_images(model, [image])} if image is not None else \
+                pre.tokenize(model, [text or ""], bucket=True).tensors
+        with self._stage("embed", self.deps.inference, ctx) as inf:
+            out: np.ndarray[Any, np.dtype[np.float32]] = np.asarray(inf.infer(model, tensors, "embedding"), np.float32)[0]
+        return out
+
     def click(self, request_id: object, doc_id: object, user_id: str | None = None) -> None:
         if not isinstance(request_id, str) or not request_id or len(request_id) > 64:
             raise BadInput("request_id: required (the request_id of a search response)")
@@ -174,7 +189,10 @@ class SearchService:
         self.deps.close()
 
 
-def _public(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+def _public(doc: dict[str, Any] | None, fields: list[str] | None = None) -> dict[str, Any] | None:
+    """The document as a hit returns it: without MongoDB's _id, and only the requested fields."""
     if doc is None:
         return None
+    if fields is not None:
+        return {k: doc[k] for k in fields if k in doc and k != "_id"}
     return {k: v for k, v in doc.items() if k != "_id"}

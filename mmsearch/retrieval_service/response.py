@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-ScoreType = Literal["cosine", "rerank"]
+from mmsearch.api_models import ScoreType
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Hit:
     doc: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "doc": self.doc}
+        return {"id": self.id, "score": self.score, "score_type": self.score_type, "sources": list(self.sources), "doc": self.doc}
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,13 @@ class SearchResponse:
     experiment: dict[str, str]  # layer -> arm that served this request
     timings_ms: dict[str, float]
     config_version: str
+    offset: int = 0
+    has_more: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """The HTTP body of POST /v1/search (docs/architecture.md, "Search API")."""
+        """The HTTP body of POST /v1/search: api_models.SearchResult (GET /openapi.json)."""
         return {"request_id": self.request_id, "user_id": self.user_id, "results": [h.to_json() for h in self.hits],
+                "offset": self.offset, "has_more": self.has_more,
                 "experiment": dict(self.experiment), "timings_ms": dict(self.timings_ms),
                 "config_version": self.config_version}
 

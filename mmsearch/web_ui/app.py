@@ -17,10 +17,10 @@ from flask import Flask, abort, make_response, redirect, render_template, reques
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.security import safe_join
 
+from mmsearch.client import SearchClient
 from mmsearch.config import Config
 from mmsearch.errors import BadInput, MMSearchError, Unavailable, http_status
 from mmsearch.experiments import SCENES as EXPERIMENT_SCENES
-from mmsearch.web_ui.retrieval_client import RetrievalClient
 
 log = logging.getLogger("mmsearch.web")
 SCENE_LABELS = {"text2text": "Text → text", "text2image": "Text → image", "image2image": "Image → image"}
@@ -46,11 +46,11 @@ def _parse_force(raw: str) -> dict[str, str]:
     return out
 
 
-def create_app(config: Config, client: RetrievalClient | None = None) -> Flask:
+def create_app(config: Config, client: SearchClient | None = None) -> Flask:
     app = Flask("mmsearch.web", template_folder=str(Path(__file__).with_name("templates")),
                 static_folder=str(Path(__file__).with_name("static")))
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD + 64 * 1024
-    retrieval = client or RetrievalClient(config.web.retrieval_url, timeout_s=config.retrieval.request_timeout_s + 2)
+    retrieval = client or SearchClient(config.web.retrieval_url, timeout_s=config.retrieval.request_timeout_s + 2)
     image_root = Path(config.image_root).resolve()
 
     def user_id() -> tuple[str, bool]:
@@ -70,15 +70,16 @@ def create_app(config: Config, client: RetrievalClient | None = None) -> Flask:
         ctx = dict(_uid=uid, scene=scene, q=text or "", page=page, force=force_raw, **extra)
         try:
             force = _parse_force(force_raw)
-            out = retrieval.search(scene, uid[0], min(PAGE_SIZE * page, PAGE_SIZE * MAX_PAGES), text=text, image=image, force=force)
+            out = retrieval.search(scene, text=text, image=image, user_id=uid[0], top_k=PAGE_SIZE, offset=PAGE_SIZE * (page - 1),
+                                   force=force or None)
         except Unavailable as e:
             log.warning("search failed: %s", e.message)
             return render(503, error="Search is unavailable right now — a part of the service is down. Please try again shortly.",
                           error_detail=e.message, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
         except MMSearchError as e:
             return render(http_status(e), error=e.message, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
-        results = out["results"][PAGE_SIZE * (page - 1): PAGE_SIZE * page]
-        more = len(out["results"]) == PAGE_SIZE * page and page < MAX_PAGES
+        results = out["results"]
+        more = bool(out.get("has_more")) and page < MAX_PAGES
         return render(results=results, response=out, more=more, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
 
     def _page() -> int:

@@ -26,11 +26,12 @@ from mmsearch.supervisor import descendants
 pytestmark = [pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-DOCS = [{"id": "p1", "text": "Red running shoes, size 42"},
-        {"id": "p2", "text": "A cast iron frying pan for the kitchen"},
-        {"id": "p3", "text": "Wireless noise cancelling headphones"},
-        {"id": "p4", "text": "Children's wooden toy train set"},
-        {"id": "p5", "text": "Waterproof hiking jacket with a hood"}]
+DOCS = [{"id": "p1", "text": "Red running shoes, size 42", "category": "shoes"},
+        {"id": "p2", "text": "A cast iron frying pan for the kitchen", "category": "kitchen"},
+        {"id": "p3", "text": "Wireless noise cancelling headphones", "category": "audio"},
+        {"id": "p4", "text": "Children's wooden toy train set", "category": "toys"},
+        {"id": "p5", "text": "Waterproof hiking jacket with a hood", "category": "outdoor"},
+        {"id": "p7", "text": "Trail running sneakers for muddy paths", "category": "outdoor"}]
 
 
 def readme_commands() -> list[list[str]]:
@@ -38,7 +39,7 @@ def readme_commands() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
     block = text.split("## Bring your own data", 1)[1].split("```", 2)[1]
     lines = [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    assert [ln.split()[1] for ln in lines] == ["export", "build-index", "up"], lines
+    assert [ln.split()[1] for ln in lines] == ["export", "build-index", "up", "search"], lines
     return [[str(BIN / a[len(".venv/bin/"):]) if a.startswith(".venv/bin/") else a for a in shlex.split(ln)] for ln in lines]
 
 
@@ -50,7 +51,7 @@ def search(url: str, text: str) -> dict:
 
 
 def test_bring_your_own_data_as_written(tmp_path):
-    export, build, up = readme_commands()
+    export, build, up, search_cmd = readme_commands()
     work = tmp_path / "project"
     (work / "deploy").mkdir(parents=True)
     shutil.copy(ROOT / "deploy" / "experiments.yaml", work / "deploy" / "experiments.yaml")
@@ -87,11 +88,14 @@ def test_bring_your_own_data_as_written(tmp_path):
         out = search(url, "shoes for running")
         assert out["results"][0]["id"] == "p1", out
         assert out["results"][0]["doc"]["text"] == "Red running shoes, size 42"
+        # step 5: the filtered search from the shell keeps the shoes and drops the (also running) outdoor sneakers
+        shown = run(search_cmd)
+        assert "p1" in shown and "p7" not in shown and "(1 hit)" in shown, shown
         # a new build while the stack runs: it uses the stack's own servers and is searched at once
         (work / "mydocs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in
-                                                   [*DOCS, {"id": "p6", "text": "A mountain bike with disc brakes"}]))
+                                                   [*DOCS, {"id": "p6", "text": "A mountain bike with disc brakes", "category": "bikes"}]))
         log = run(build)
-        assert "indexed 6" in log and "now live" in log, log
+        assert "indexed 7" in log and "now live" in log, log
         out = search(url, "bicycle for the mountains")
         assert out["results"][0]["id"] == "p6", out
         kids = descendants(proc.pid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import json
 import os
@@ -279,3 +280,25 @@ def test_a_released_index_is_not_served_until_loaded_again(env, index_repo):
     assert vs.search("texts", q, 1)[0][0][0] == "doc-7"
     with pytest.raises(NotFound):
         vs.serving("no_such_index")
+
+
+def test_stored_fields_are_type_checked_written_beside_the_vectors_and_filterable(env, tmp_path):
+    o = env()
+    rows = [{"id": f"p{i}", "text": f"product {i}", "category": ["shoes", "boots"][i % 2], "price": float(i)} for i in range(40)]
+    rows += [{"id": "no-price", "text": "x", "category": "shoes"}, {"id": "bad-price", "text": "x", "category": "shoes", "price": "cheap"},
+             {"id": "unicode", "text": "x", "category": 'bott\u00e9s "\\ \n', "price": 1}]
+    o.docs.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    o = dataclasses.replace(o, fields={"category": "str", "price": "float"})
+    s = build_index(o)
+    assert s.indexed == 41 and s.skipped == {"missing field price": 1, "field price": 1}, s.skipped
+    vs, ds = stores(o)
+    assert vs.fields("texts") == {"category": "str", "price": "float"} and ds.builds("texts")[-1]["fields"] == o.fields
+    from mmsearch.filters import compile_filter
+
+    q = vs.vector(collection_name("texts", s.build), "p4")[None, :]
+    hits = vs.search("texts", q, 50, compile_filter({"category": "boots", "price": {"lt": 10}}, vs.fields("texts")))[0]
+    assert sorted(h[0] for h in hits) == ["p1", "p3", "p5", "p7", "p9"]
+    odd = vs.search("texts", q, 5, compile_filter({"category": 'bott\u00e9s "\\ \n'}, vs.fields("texts")))[0]
+    assert [h[0] for h in odd] == ["unicode"]  # quotes, backslashes, newlines and non-ASCII stay values
+    with pytest.raises(BadInput, match="--field 'price:money': type 'money' is not one of"):
+        build_index(dataclasses.replace(o, fields={"price": "money"}))

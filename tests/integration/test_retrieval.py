@@ -85,11 +85,106 @@ def test_grpc_mirrors_http(stack):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "scene" in e.value.details()
 
 
+def search(stack, **body) -> dict:
+    body = {"scene": "text2text", "query": {"text": "text document 42 about subject 6"}, "force": {"rerank": "none"}, **body}
+    code, out = post(stack["url"] + "/v1/search", body)
+    assert code == 200, out
+    return out
+
+
+def test_filters_run_inside_the_vector_search(stack):
+    out = search(stack, top_k=20, filter={"subject": 6, "lang": "en"})
+    expected = {f"t{i}" for i in range(300) if i % 9 == 6 and i % 2}  # 16 documents: fewer than top_k, all found
+    assert {r["id"] for r in out["results"]} == expected
+    assert all(r["doc"]["subject"] == 6 and r["doc"]["lang"] == "en" for r in out["results"])
+    few = search(stack, top_k=10, filter={"id": {"in": ["t6", "t15", "xss"]}})  # fewer matches than top_k
+    assert sorted(r["id"] for r in few["results"]) == ["t15", "t6", "xss"] and few["has_more"] is False
+    assert search(stack, filter={"subject": 99})["results"] == []  # matches nothing: empty, not an error
+    quoted = search(stack, filter={"lang": 'e"n'})  # a value with a quote is a value, not syntax
+    assert [r["id"] for r in quoted["results"]] == ["xss"]
+    ranged = search(stack, top_k=50, filter={"or": [{"subject": {"lte": 1}}, {"not": {"lang": {"in": ["en", "fr"]}}}]})
+    assert ranged["results"] and all(r["doc"]["subject"] <= 1 for r in ranged["results"])
+
+
+@pytest.mark.parametrize("flt, fragment", [
+    ({"colour": "red"}, "filter.colour: unknown field (this index stores: id, lang, subject)"),
+    ({"subject": "six"}, "filter.subject: field subject holds int values"),
+    ({"subject": {"near": 3}}, "filter.subject.near: unknown operator"),
+    ("subject == 6", "filter: Input should be a valid dictionary"),
+])
+def test_a_bad_filter_is_400_naming_the_field(stack, flt, fragment):
+    code, out = post(stack["url"] + "/v1/search", {"scene": "text2text", "query": {"text": "x"}, "filter": flt})
+    assert code == 400 and fragment in out["message"], out
+
+
+def test_paging_yields_each_hit_once_in_order(stack):
+    whole = [r["id"] for r in search(stack, top_k=33, filter={"subject": 6})["results"]]
+    paged, offset = [], 0
+    while True:
+        page = search(stack, top_k=5, offset=offset, filter={"subject": 6})
+        assert page["offset"] == offset
+        paged += [r["id"] for r in page["results"]]
+        if not page["has_more"]:
+            break
+        offset += 5
+    assert paged == whole and len(set(paged)) == 33
+
+
+def test_fields_select_and_hits_say_their_score(stack):
+    out = search(stack, top_k=3, fields=["n"])
+    assert out["results"][0]["doc"] == {"n": 42} and all(set(r["doc"]) == {"n"} for r in out["results"])
+    assert all(r["score_type"] == "cosine" and r["sources"] == ["vector"] for r in out["results"])
+    ce = search(stack, top_k=3, force={"rerank": "ce"})
+    assert all(r["score_type"] == "rerank" for r in ce["results"])
+
+
+def test_grpc_filters_and_pages_like_http(stack):
+    stub = search_pb2_grpc.SearchStub(grpc.insecure_channel(f"127.0.0.1:{stack['retrieval'].grpc_port}"))
+    resp = stub.Search(search_pb2.SearchRequest(scene="text2text", query=search_pb2.Query(text="text document 42 about subject 6"),
+                                                top_k=5, offset=5, fields=["subject"], filter=json.dumps({"subject": 6}),
+                                                force={"rerank": "none"}), timeout=30)
+    http = search(stack, top_k=5, offset=5, fields=["subject"], filter={"subject": 6})
+    assert [r.id for r in resp.results] == [r["id"] for r in http["results"]] and resp.has_more and resp.offset == 5
+    assert all(json.loads(r.doc_json) == {"subject": 6} and r.score_type == "cosine" for r in resp.results)
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Search(search_pb2.SearchRequest(scene="text2text", query=search_pb2.Query(text="x"), filter='{"colour": 1}'), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "filter.colour" in e.value.details()
+
+
+def test_embed_text_and_image(stack):
+    from mmsearch.client import SearchClient
+    from mmsearch.errors import BadInput, NotFound
+
+    c = SearchClient(stack["url"])
+    v = c.embed("tiny", text="text document 42 about subject 6")
+    assert v.ndim == 1 and abs(float((v * v).sum()) - 1) < 1e-3
+    hits = c.search("text2text", text="text document 42 about subject 6", top_k=1, force={"rerank": "none"})["results"]
+    img = c.embed("clip_image", image=(stack["images"] / "17.png").read_bytes())
+    assert img.shape[0] > 1 and hits[0]["id"] == "t42"
+    with pytest.raises(NotFound):
+        c.embed("no_such_model", text="x")
+    with pytest.raises(BadInput, match="text: give text or image_b64"):
+        c._request("/v1/embed", {"model": "tiny"})
+    with pytest.raises(BadInput, match="model: String should match pattern"):
+        c._request("/v1/embed", {"model": "../etc", "text": "x"})
+
+
+def test_openapi_is_valid_and_describes_every_route(stack):
+    from openapi_spec_validator import validate
+
+    code, raw = get(stack["url"] + "/openapi.json")
+    doc = json.loads(raw)
+    assert code == 200
+    validate(doc)
+    routes = {r.rule for r in stack["retrieval"]._http.app.url_map.iter_rules() if r.endpoint != "static"}
+    assert routes == set(doc["paths"]), routes ^ set(doc["paths"])
+
+
 @pytest.mark.parametrize(
     "body, fragment",
     [
         ({"scene": "text2video", "query": {"text": "x"}}, "scene"),
-        ({"scene": "text2text"}, "query: missing"),
+        ({"scene": "text2text"}, "query: Field required"),
         ({"scene": "text2text", "query": {"text": "x", "image_b64": "aGVsbG8="}}, "not both"),
         ({"scene": "text2text", "query": {"text": "x"}, "top_k": 0}, "top_k"),
         ({"scene": "text2text", "query": {"text": "x"}, "top_k": 1001}, "top_k"),

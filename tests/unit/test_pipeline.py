@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mmsearch.api_models import SearchResult
 from mmsearch.config import Config
 from mmsearch.errors import BadInput, DeadlineExceeded, NotFound, Unavailable
 from mmsearch.preprocessing import TextBatch
@@ -70,6 +71,9 @@ class FakeVectors:
         self.calls: list[tuple[str, int, str]] = []
         self.efs: list[int | None] = []
         self.loading: set[str] = set()
+
+    def fields(self, index: str) -> dict[str, str]:
+        return {"lang": "str", "year": "int"}
 
     def serving(self, index: str) -> bool:
         if index == "missing":
@@ -167,7 +171,7 @@ def test_request_top_k_wins_and_recall_depth_is_at_least_top_k(h):
     h.search(top_k=2)
     assert h.vec.calls[-1] == ("docs", 10, 'id != "x"')  # recall_top_k and the scene's filter
     h.search(top_k=50)
-    assert h.vec.calls[-1][1] == 50
+    assert h.vec.calls[-1][1] == 51  # one beyond the page, to tell has_more
 
 
 def test_default_recall_depth_when_the_config_gives_none(h):
@@ -296,8 +300,9 @@ def test_click_without_query_log_is_unavailable():
 
 def test_response_json_is_the_documented_shape(h):
     body = h.search(user_id="u").to_json()
-    assert set(body) == {"request_id", "user_id", "results", "experiment", "timings_ms", "config_version"}
-    assert set(body["results"][0]) == {"id", "score", "doc"}
+    assert set(body) == {"request_id", "user_id", "results", "offset", "has_more", "experiment", "timings_ms", "config_version"}
+    assert set(body["results"][0]) == {"id", "score", "score_type", "sources", "doc"}
+    SearchResult.model_validate(body)  # the published schema (GET /openapi.json) describes what is sent
 
 
 def test_ready_reports_each_dependency_and_each_index(h):
@@ -317,3 +322,32 @@ def test_an_arm_sets_the_search_breadth(h):
     h.search(force={"rerank": "ce"})
     h.search(force={"rerank": "none"})
     assert h.vec.efs == [300, None]  # None: the index's configured default
+
+
+def test_paging_with_offset_yields_each_hit_once_in_order(h):
+    pages, offset = [], 0
+    while True:
+        r = h.search(top_k=2, offset=offset, force={"rerank": "none"})
+        pages.append([x.id for x in r.hits])
+        if not r.has_more:
+            break
+        offset += 2
+    assert [i for p in pages for i in p] == [i for i, _ in HITS] and pages[0] == ["a", "b"]
+    assert h.search(top_k=2, offset=len(HITS)).hits == []
+
+
+def test_fields_select_what_each_hit_returns(h):
+    r = h.search(top_k=5, fields=["text", "absent"])
+    assert r.hits[0].doc == {"text": "x"} and r.hits[4].doc == {}  # e has no text; a missing field is left out
+
+
+def test_a_request_filter_runs_inside_the_vector_search_beside_the_arm_filter(h):
+    h.search(filter={"lang": "en", "year": {"gte": 2000}})
+    assert h.vec.calls[-1][2] == '(id != "x") and ((lang == "en" and year >= 2000))'
+
+
+def test_a_filter_on_an_unknown_field_is_bad_input_naming_it(h):
+    with pytest.raises(BadInput, match=r"filter.colour: unknown field \(this index stores: id, lang, year\)"):
+        h.search(filter={"colour": "red"})
+    with pytest.raises(BadInput, match="filter.year: field year holds int values"):
+        h.search(filter={"year": "new"})

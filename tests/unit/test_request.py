@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
 from mmsearch.errors import BadInput
 from mmsearch.experiments import SCENES
 from mmsearch.protos import search_pb2 as pb
-from mmsearch.retrieval_service.request import MAX_TEXT_CHARS, MAX_TOP_K, SearchRequest, from_json, from_proto
+from mmsearch.retrieval_service.request import MAX_OFFSET, MAX_TEXT_CHARS, MAX_TOP_K, SearchRequest, from_json, from_proto
 
 PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
 B64 = base64.b64encode(PNG).decode()
@@ -50,7 +51,6 @@ def test_force_is_copied_not_shared():
     [
         ([], "body"),
         ("text", "body"),
-        ({"scene": "text2text", "query": {"text": "x"}, "filter": "a > 1"}, "filter"),
         ({"scene": "text2text", "query": {"text": "x"}, "topk": 3}, "topk"),
         ({"scene": "text2text"}, "query"),
         ({"scene": "text2text", "query": "red shoes"}, "query"),
@@ -81,7 +81,15 @@ def test_force_is_copied_not_shared():
         ({"scene": "text2text", "query": {"text": "x"}, "top_k": 10.0}, "top_k"),
         ({"scene": "text2text", "query": {"text": "x"}, "top_k": True}, "top_k"),
         ({"scene": "text2text", "query": {"text": "x"}, "force": ["model:base"]}, "force"),
-        ({"scene": "text2text", "query": {"text": "x"}, "force": {"model": 1}}, "force"),
+        ({"scene": "text2text", "query": {"text": "x"}, "force": {"model": 1}}, "force.model"),
+        ({"scene": "text2text", "query": {"text": "x"}, "offset": -1}, "offset"),
+        ({"scene": "text2text", "query": {"text": "x"}, "offset": MAX_OFFSET + 1}, "offset"),
+        ({"scene": "text2text", "query": {"text": "x"}, "offset": "10"}, "offset"),
+        ({"scene": "text2text", "query": {"text": "x"}, "fields": "text"}, "fields"),
+        ({"scene": "text2text", "query": {"text": "x"}, "fields": [1]}, "fields.0"),
+        ({"scene": "text2text", "query": {"text": "x"}, "fields": [""]}, "fields"),
+        ({"scene": "text2text", "query": {"text": "x"}, "filter": "a > 1"}, "filter"),
+        ({"scene": "text2text", "query": {"text": "x"}, "filter": [{"a": 1}]}, "filter"),
         ({"scene": "text2text", "query": {"text": "x"}, "force": "model:base"}, "force"),
     ],
 )
@@ -98,10 +106,23 @@ def test_scene_error_lists_the_scenes():
 
 
 def test_top_k_error_gives_type_or_range():
-    with pytest.raises(BadInput, match=r"top_k: must be an integer, got bool"):
+    with pytest.raises(BadInput, match=r"top_k: Input should be a valid integer \(got False\)"):
         from_json({"scene": "text2text", "query": {"text": "x"}, "top_k": False})
-    with pytest.raises(BadInput, match=rf"top_k: must be 1..{MAX_TOP_K}, got 0"):
+    with pytest.raises(BadInput, match=r"top_k: Input should be greater than or equal to 1 \(got 0\)"):
         from_json({"scene": "text2text", "query": {"text": "x"}, "top_k": 0})
+
+
+def test_paging_fields_and_filter_from_json_and_proto_agree():
+    flt = {"category": "shoes", "price": {"lt": 50}}
+    j = from_json({"scene": "text2text", "query": {"text": "x"}, "top_k": 5, "offset": 10, "fields": ["text"], "filter": flt})
+    p = from_proto(pb.SearchRequest(scene="text2text", query=pb.Query(text="x"), top_k=5, offset=10, fields=["text"],
+                                    filter=json.dumps(flt)))
+    assert j == p and (j.offset, j.fields, j.filter) == (10, ["text"], flt)
+
+
+def test_proto_filter_must_be_json():
+    with pytest.raises(BadInput, match="filter: not valid JSON"):
+        from_proto(pb.SearchRequest(scene="text2text", query=pb.Query(text="x"), filter="price < 5"))
 
 
 # --- gRPC ------------------------------------------------------------------------------------

@@ -42,14 +42,14 @@ class FakeRetrieval:
         self.clicks: list[tuple[str, str, str]] = []
         self.n_results, self.error = n_results, error
 
-    def search(self, scene, user_id, top_k, text=None, image=None, force=None):
-        self.calls.append(dict(scene=scene, user_id=user_id, top_k=top_k, text=text, image=image, force=force))
+    def search(self, scene, text=None, image=None, *, user_id=None, top_k=None, offset=0, fields=None, filter=None, force=None):
+        self.calls.append(dict(scene=scene, user_id=user_id, top_k=top_k, offset=offset, text=text, image=image, force=force))
         if self.error:
             raise self.error
-        results = [{"id": f"doc-{i}", "score": 1 - i / 100, "doc": {"text": f"body of doc {i}"}}
-                   for i in range(min(self.n_results, top_k))]
-        return {"request_id": "req-1", "results": results, "experiment": {"model": "base"},
-                "timings_ms": {"total": 1.0}, "config_version": "v"}
+        results = [{"id": f"doc-{i}", "score": 1 - i / 100, "score_type": "cosine", "sources": ["vector"],
+                    "doc": {"text": f"body of doc {i}"}} for i in range(offset, min(self.n_results, offset + top_k))]
+        return {"request_id": "req-1", "results": results, "experiment": {"model": "base"}, "offset": offset,
+                "has_more": self.n_results > offset + top_k, "timings_ms": {"total": 1.0}, "config_version": "v"}
 
     def click(self, request_id, doc_id, user_id):
         self.clicks.append((request_id, doc_id, user_id))
@@ -86,14 +86,16 @@ def test_bad_force_is_a_400_and_no_search_is_made(site):
     assert fake.calls == []
 
 
-def test_pages_ask_for_enough_results_and_slice_them(site):
+def test_pages_ask_the_api_for_their_page(site):
     web, fake = site
     fake.n_results = PAGE_SIZE * 2 + 1
     r = web.get("/?scene=text2text&q=x&page=2")
-    assert fake.calls[-1]["top_k"] == PAGE_SIZE * 2
+    assert (fake.calls[-1]["top_k"], fake.calls[-1]["offset"]) == (PAGE_SIZE, PAGE_SIZE)
     html = r.data.decode()
     assert f"body of doc {PAGE_SIZE}<" in html and f"body of doc {PAGE_SIZE - 1}<" not in html
     assert 'id="next"' in html and 'id="prev"' in html
+    fake.n_results = PAGE_SIZE * 2  # the API says no more after page 2: no next link
+    assert 'id="next"' not in web.get("/?scene=text2text&q=x&page=2").data.decode()
 
 
 @pytest.mark.parametrize("page", ["0", str(MAX_PAGES + 1), "-1", "two", "1.5"])

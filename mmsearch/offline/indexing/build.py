@@ -33,6 +33,7 @@ from tqdm import tqdm
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.vectors import IndexSpec, VectorStore, check_index_name, collection_name
 from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound
+from mmsearch.filters import check_value, parse_field_spec
 from mmsearch.offline.indexing.encoders import Encoder
 from mmsearch.offline.indexing.reader import Doc, ReaderState, Reject, count_lines, iter_lines, parse_line, read_image_bytes
 from mmsearch.offline.indexing.stores import open_stores
@@ -52,6 +53,7 @@ class BuildOptions:
     serving_url: str | None = None
     milvus_uri: str = ""
     index_spec: IndexSpec = field(default_factory=IndexSpec)  # how a new build is indexed (config milvus.*)
+    fields: dict[str, str] = field(default_factory=dict)  # document fields stored beside the vectors, for filters
     mongo_uri: str = ""
     database: str = "mmsearch"
     on_error: Literal["skip", "fail"] = "skip"
@@ -186,6 +188,8 @@ class _Pipeline:
                 lines += 1
                 last = n
                 p = parse_line(n, raw, self.field, state)
+                if isinstance(p, Doc) and self.o.fields:
+                    p = _check_fields(p, self.o.fields)
                 if isinstance(p, Doc):
                     docs.append(p)
                 elif isinstance(p, Reject):
@@ -214,7 +218,8 @@ class _Pipeline:
                     return
                 if item.docs:
                     self.ds.upsert_many(self.o.index, [d.doc for d in item.docs])
-                    self.vs.upsert(self.collection, [d.id for d in item.docs], item.vectors)
+                    meta = [{k: d.doc[k] for k in self.o.fields} for d in item.docs] if self.o.fields else None
+                    self.vs.upsert(self.collection, [d.id for d in item.docs], item.vectors, meta)
                 for r in item.rejects:
                     rejects_fh.write(r.as_json() + "\n")
                 if item.rejects:
@@ -270,6 +275,18 @@ class _Pipeline:
             raise self.error
 
 
+def _check_fields(d: Doc, fields: dict[str, str]) -> Doc | Reject:
+    """A document must carry each stored field with a value of its type (a filter on it must mean what it says)."""
+    for name, ftype in fields.items():
+        if name not in d.doc or d.doc[name] is None:
+            return Reject(d.line, f"missing field {name} (stored for filters, type {ftype})")
+        try:
+            d.doc[name] = check_value(name, ftype, d.doc[name], f"field {name}")
+        except BadInput as e:
+            return Reject(d.line, e.message)
+    return d
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -309,6 +326,8 @@ def build_index(opts: BuildOptions) -> BuildSummary:
         raise BadInput(f"--on-error must be skip or fail, got {opts.on_error!r}")
     if opts.batch_size < 1 or opts.keep < 0:
         raise BadInput("--batch-size must be >= 1 and --keep >= 0")
+    for name, ftype in opts.fields.items():
+        parse_field_spec(f"{name}:{ftype}")
     if not opts.docs.is_file():
         raise NotFound(f"documents file not found: {opts.docs}")
     model_dir = opts.repo / opts.model
@@ -335,14 +354,16 @@ def build_index(opts: BuildOptions) -> BuildSummary:
                 raise BadInput(f"{opts.docs} changed since build {record['build']} started: start a new build")
             if record["model"] != opts.model:
                 raise BadInput(f"build {record['build']} used model {record['model']!r}, not {opts.model!r}")
+            if record.get("fields", {}) != opts.fields:
+                raise BadInput(f"build {record['build']} stores fields {record.get('fields', {})}, not {opts.fields}: give the same --field flags")
             log.info("resuming build %s after line %d", record["build"], record["lines_done"])
         else:
             build = _new_build_id()
             record = {"_id": collection_name(opts.index, build), "index": opts.index, "build": build,
                       "model": opts.model, "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
                       "status": "building", "lines_done": 0, "started": _now(), "index_spec": opts.index_spec.to_json(),
-                      "counts": {"read": 0, "indexed": 0, "skipped": {}}}
-            vs.create(record["_id"], encoder.dim, opts.index_spec)
+                      "fields": dict(opts.fields), "counts": {"read": 0, "indexed": 0, "skipped": {}}}
+            vs.create(record["_id"], encoder.dim, opts.index_spec, opts.fields)
             ds.save_build(record)
         rejects = opts.rejects or opts.docs.with_name(f"{opts.docs.stem}.{opts.index}.rejects.jsonl")
         pipe = _Pipeline(dataclasses.replace(opts, rejects=rejects), encoder, vs, ds, record, record["lines_done"], resume_check=opts.resume)

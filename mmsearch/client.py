@@ -1,0 +1,88 @@
+"""mmsearch.client: the Python client of the search API (POST /v1/search, /v1/click, /v1/embed).
+
+    from mmsearch.client import SearchClient
+    c = SearchClient("http://127.0.0.1:8081")
+    page = c.search("text2text", text="red running shoes", top_k=10, filter={"category": "shoes"})
+    for hit in page["results"]: ...
+    more = c.search("text2text", text="red running shoes", top_k=10, offset=10)   # while page["has_more"]
+
+Errors come back as the server raised them (mmsearch.errors: BadInput, NotFound, Unavailable,
+DeadlineExceeded, Overloaded, ...), mapped from the HTTP status by the same table the server uses.
+The web page and the benches talk to the API through this client.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+
+from mmsearch.errors import Unavailable, from_http_status
+
+
+class SearchClient:
+    def __init__(self, base_url: str, timeout_s: float = 10.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.dependency = f"retrieval service at {self.base_url}"
+
+    def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base_url + path, data=data, headers={"Content-Type": "application/json"},
+                                     method="POST" if body is not None else "GET")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            try:
+                err = json.loads(e.read())
+            except (json.JSONDecodeError, OSError):
+                err = {"message": e.reason}
+            if not isinstance(err, dict):
+                err = {"message": str(err)}
+            msg = err.get("message", str(e.reason))
+            raise from_http_status(e.code, msg, err.get("dependency") or self.dependency) from e
+        except (urllib.error.URLError, OSError, json.JSONDecodeError) as e:
+            raise Unavailable(self.dependency, str(getattr(e, "reason", e))) from e
+
+    def search(self, scene: str, text: str | None = None, image: bytes | None = None, *, user_id: str | None = None,
+               top_k: int | None = None, offset: int = 0, fields: list[str] | None = None,
+               filter: dict[str, Any] | None = None, force: dict[str, str] | None = None) -> dict[str, Any]:
+        """One page of hits: the api_models.SearchResult body (results, has_more, experiment, timings_ms, ...)."""
+        query = {"text": text} if text is not None else {"image_b64": base64.b64encode(image or b"").decode()}
+        body: dict[str, Any] = {"scene": scene, "query": query}
+        extra = {"user_id": user_id, "top_k": top_k, "fields": fields, "filter": filter, "force": force or None}
+        body.update({k: v for k, v in extra.items() if v is not None})
+        if offset:
+            body["offset"] = offset
+        return self._request("/v1/search", body)
+
+    def search_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Send a ready SearchBody dict as it is (replaying logged or prepared requests, as the benches do)."""
+        return self._request("/v1/search", body)
+
+    def click(self, request_id: str, doc_id: str, user_id: str | None = None) -> None:
+        self._request("/v1/click", {"request_id": request_id, "doc_id": doc_id, **({"user_id": user_id} if user_id else {})})
+
+    def embed(self, model: str, text: str | None = None, image: bytes | None = None) -> np.ndarray:
+        """The model's (normalised) vector for a text or an image, preprocessed as search does."""
+        body: dict[str, Any] = {"model": model}
+        if text is not None:
+            body["text"] = text
+        else:
+            body["image_b64"] = base64.b64encode(image or b"").decode()
+        return np.asarray(self._request("/v1/embed", body)["embedding"], np.float32)
+
+    def openapi(self) -> dict[str, Any]:
+        return self._request("/openapi.json")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.base_url + "/healthz", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
