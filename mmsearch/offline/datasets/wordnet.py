@@ -17,12 +17,23 @@ from mmsearch.offline.datasets.debian import fetch_deb
 DATA_NOUN = "usr/share/wordnet/data.noun"
 
 
+LEXNAMES = dict(enumerate(["", "", "", "Tops", "act", "animal", "artifact", "attribute", "body", "cognition", "communication",
+                           "event", "feeling", "food", "group", "location", "motive", "object", "person", "phenomenon",
+                           "plant", "possession", "process", "quantity", "relation", "shape", "state", "substance", "time"]))
+
+
 @dataclass(frozen=True)
 class Synset:
     offset: str
     words: tuple[str, ...]
     gloss: str  # the definition, without example sentences
     examples: tuple[str, ...] = ()
+    lexfile: int = 0  # WordNet's lexicographer file: the noun's broad category (LEXNAMES)
+
+    @property
+    def category(self) -> str:
+        """'artifact', 'person', 'plant', ...: a field to filter on."""
+        return LEXNAMES.get(self.lexfile, "other")
 
     @property
     def query(self) -> str:
@@ -43,7 +54,7 @@ def parse_data_noun(path: Path) -> list[Synset]:
             words = tuple(fields[4 + 2 * i].replace("_", " ") for i in range(count))
             definition = gloss.split("; \"")[0].strip().rstrip(";").strip()
             examples = tuple(e.strip() for e in re.findall(r'"([^"]{8,})"', gloss))
-            out.append(Synset(fields[0], words, definition, examples))
+            out.append(Synset(fields[0], words, definition, examples, int(fields[1])))
     return out
 
 
