@@ -8,7 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from mmsearch.config import Config
 from mmsearch.errors import MMSearchError
+from mmsearch.observability import configure_logging
 from mmsearch.supervisor import stop_event
 
 T = TypeVar("T")
@@ -47,8 +49,12 @@ def run_cli(fn: Callable[[], object]) -> int:
     return 0
 
 
-def serve_until_stopped(name: str, start: Callable[[], T], ready_line: Callable[[T], str], stop: Callable[[T], None]) -> None:
-    """The body of every server CLI: start, print one ready line, run until SIGTERM/SIGINT, stop."""
+def serve_until_stopped(name: str, start: Callable[[], T], ready_line: Callable[[T], str], stop: Callable[[T], None],
+                        config: Config | None = None) -> None:
+    """The body of every server CLI: apply the config's logging, start, print one ready line, run
+    until SIGTERM/SIGINT, stop."""
+    if config is not None:
+        configure_logging(config.log_level, config.log_json)
     stopping = stop_event()  # installed before start, so an early Ctrl-C is not lost
     server = start()
     print(ready_line(server), flush=True)

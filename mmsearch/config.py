@@ -44,6 +44,7 @@ class ServingConfig(Endpoint):
 
 class PreprocessConfig(Endpoint):
     port: int = Field(60051, ge=0, le=65535)
+    metrics_port: int = Field(60052, ge=0, le=65535)  # Prometheus /metrics over HTTP; 0: off
     max_message_mb: int = Field(64, gt=0, le=2047)
     max_workers: int = Field(8, ge=1, le=256)
     max_batch: int = Field(256, ge=1)  # items per request
@@ -107,7 +108,8 @@ class Config(_Section):
     model_repository: Path = Path("model_repository")
     image_root: Path = Path(".")
     experiments_file: Path = Path("deploy/experiments.yaml")
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # mmsearch's loggers in every service
+    log_json: bool = False  # JSON log lines (one object per line, with the request id)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)

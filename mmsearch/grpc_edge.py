@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 
 import grpc
@@ -13,18 +14,26 @@ from mmsearch.errors import MMSearchError, grpc_status
 
 def grpc_edge(log: logging.Logger) -> Callable:
     """Decorate a servicer method: mmsearch errors abort with their status and message; anything
-    else is logged with its traceback and answered INTERNAL without details."""
+    else is logged with its traceback and answered INTERNAL without details. Each call is counted
+    and timed in the servicer's ``rpc_metrics`` (observability.RpcMetrics) when it has one."""
 
     def decorate(method: Callable) -> Callable:
         @functools.wraps(method)
         def wrapper(self, request, context: grpc.ServicerContext):
+            t0, code = time.perf_counter(), grpc.StatusCode.OK
             try:
                 return method(self, request, context)
             except MMSearchError as e:
-                context.abort(grpc_status(e), e.message)
+                code = grpc_status(e)
+                context.abort(code, e.message)
             except Exception:
+                code = grpc.StatusCode.INTERNAL
                 log.exception("internal error in %s", method.__name__)
-                context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                context.abort(code, "internal error")
+            finally:
+                metrics = getattr(self, "rpc_metrics", None)  # set on the servicer by its server factory
+                if metrics is not None:
+                    metrics.observe(method.__name__, code.name, time.perf_counter() - t0)
 
         return wrapper
 

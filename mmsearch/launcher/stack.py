@@ -27,7 +27,7 @@ def with_free_ports(config: Config) -> Config:
     """Every port of the stack replaced by a free one (tests, benchmarks, a second stack beside one)."""
     return config.model_copy(update={
         "serving": config.serving.model_copy(update=dict(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())),
-        "preprocess": config.preprocess.model_copy(update=dict(port=free_port())),
+        "preprocess": config.preprocess.model_copy(update=dict(port=free_port(), metrics_port=free_port())),
         "retrieval": config.retrieval.model_copy(update=dict(http_port=free_port(), grpc_port=free_port())),
         "web": config.web.model_copy(update=dict(port=free_port())),
     })

@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_until_stopped(
             "preprocess", lambda: create_server(cfg),
             lambda s: f"preprocess ready on {cfg.preprocess.host}:{s.port} (models: {', '.join(s.servicer.registry.entries()) or 'none'})",
-            lambda s: s.stop())
+            lambda s: s.stop(), cfg)
 
     return run_cli(_go)
 

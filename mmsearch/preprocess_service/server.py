@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from mmsearch.config import Config
 from mmsearch.errors import Unavailable
+from mmsearch.observability import MetricsServer, RpcMetrics, new_registry
 from mmsearch.preprocess_service.registry import Registry
 from mmsearch.preprocess_service.servicer import PreprocessServicer
 from mmsearch.protos import preprocess_pb2, preprocess_pb2_grpc
@@ -21,15 +22,19 @@ SERVICE_NAME = preprocess_pb2.DESCRIPTOR.services_by_name["Preprocess"].full_nam
 class PreprocessServer:
     """A started server: ``port`` is the bound one (address ``127.0.0.1:0`` picks a free port)."""
 
-    def __init__(self, server: grpc.Server, port: int, servicer: PreprocessServicer, health_servicer: health.HealthServicer):
+    def __init__(self, server: grpc.Server, port: int, servicer: PreprocessServicer, health_servicer: health.HealthServicer,
+                 metrics: MetricsServer | None = None):
         self.server = server
         self.port = port
         self.servicer = servicer
         self.health = health_servicer
+        self.metrics = metrics  # /metrics over HTTP (config preprocess.metrics_port; None when 0)
 
     def stop(self, grace: float | None = 2.0) -> None:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.stop()
 
     def wait(self) -> None:
         self.server.wait_for_termination()
@@ -57,7 +62,18 @@ def create_server(config: Config, address: str | None = None, repo: Path | None 
         raise Unavailable("preprocess service", f"cannot bind {address}: {e}") from e
     if port == 0:
         raise Unavailable("preprocess service", f"cannot bind {address}")
+    metrics = None
+    if cfg.metrics_port:
+        prom = new_registry()
+        servicer.rpc_metrics = RpcMetrics(prom, "preprocess")
+        # an explicit ':0' address (tests) picks a free port for /metrics as well
+        metrics_port = 0 if address.endswith(":0") else cfg.metrics_port
+        try:
+            metrics = MetricsServer(prom, address.rsplit(":", 1)[0].strip("[]") or cfg.host, metrics_port)
+        except Unavailable:
+            server.stop(None)
+            raise
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return PreprocessServer(server, port, servicer, health_servicer)
+    return PreprocessServer(server, port, servicer, health_servicer, metrics)

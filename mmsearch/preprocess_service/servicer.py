@@ -10,6 +10,7 @@ from mmsearch.config import PreprocessConfig
 from mmsearch.errors import BadInput, DeadlineExceeded
 from mmsearch.grpc_edge import grpc_edge
 from mmsearch.manifest import ImagePreprocessing
+from mmsearch.observability import RpcMetrics
 from mmsearch.preprocess_service.registry import Registry
 from mmsearch.protos import preprocess_pb2 as pb
 from mmsearch.protos import preprocess_pb2_grpc as pb_grpc
@@ -31,6 +32,7 @@ class PreprocessServicer(pb_grpc.PreprocessServicer):
     def __init__(self, registry: Registry, cfg: PreprocessConfig):
         self.registry = registry
         self.cfg = cfg
+        self.rpc_metrics: RpcMetrics | None = None  # counted by grpc_edge when the server exposes /metrics
 
     def _decode_texts(self, items, field: str) -> list[str]:
         out = []

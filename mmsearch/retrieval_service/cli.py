@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config)
         serve_until_stopped("retrieval", lambda: create_server(cfg, args.http, args.grpc),
                             lambda s: f"retrieval ready: http {cfg.retrieval.host}:{s.http_port} grpc {s.grpc_port}",
-                            lambda s: s.stop())
+                            lambda s: s.stop(), cfg)
 
     return run_cli(_go)
 

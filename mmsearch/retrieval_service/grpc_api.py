@@ -6,6 +6,7 @@ import json
 import logging
 
 from mmsearch.grpc_edge import grpc_edge
+from mmsearch.observability import RpcMetrics
 from mmsearch.protos import search_pb2 as pb
 from mmsearch.protos import search_pb2_grpc as pb_grpc
 from mmsearch.retrieval_service.pipeline import SearchService
@@ -20,6 +21,7 @@ _edge = grpc_edge(log)
 class SearchServicer(pb_grpc.SearchServicer):
     def __init__(self, service: SearchService):
         self.service = service
+        self.rpc_metrics: RpcMetrics | None = None
 
     @_edge
     def Search(self, request, context):

@@ -51,7 +51,10 @@ def create_app(service: SearchService) -> Flask:
 
     @app.post("/v1/search")
     def search():
-        return jsonify(service.search(from_json(_json_body())).to_json())
+        out = service.search(from_json(_json_body()))
+        resp = jsonify(out.to_json())
+        resp.headers["X-Request-Id"] = out.request_id  # the id on the service's log lines for this request
+        return resp
 
     @app.post("/v1/click")
     def click():
@@ -93,6 +96,7 @@ def create_app(service: SearchService) -> Flask:
 
     @app.get("/metrics")
     def metrics():
-        return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")
+        body, content_type = service.metrics.render()
+        return Response(body, content_type=content_type)
 
     return app

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
+
+from mmsearch.observability import exposition, new_registry
 
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = new_registry()
         self.stage = Histogram("mmsearch_stage_seconds", "Latency of one pipeline stage", ["scene", "arm", "stage"],
                                buckets=STAGE_BUCKETS, registry=self.registry)
         self.requests = Counter("mmsearch_requests_total", "Search requests by outcome", ["scene", "arm", "status"],
@@ -20,5 +22,5 @@ class Metrics:
         self.querylog_dropped = Counter("mmsearch_querylog_dropped_total", "Query-log entries dropped (queue full)",
                                         registry=self.registry)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self) -> tuple[bytes, str]:
+        return exposition(self.registry)

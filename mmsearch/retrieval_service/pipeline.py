@@ -9,6 +9,7 @@ connection so the next request reconnects (recovery without a restart). ``search
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from mmsearch.config import Config
 from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Unavailable
 from mmsearch.experiments import Params, assign
 from mmsearch.filters import combine, compile_filter
+from mmsearch.observability import request_context
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy, connect_deps
 from mmsearch.retrieval_service.metrics import Metrics
@@ -31,6 +33,7 @@ from mmsearch.retrieval_service.response import Hit, RequestContext, SearchRespo
 DEFAULT_TOP_K = 20
 DEFAULT_RECALL = 100
 DEFAULT_RERANK_N = 50
+log = logging.getLogger("mmsearch.retrieval")
 T = TypeVar("T")
 
 
@@ -78,6 +81,12 @@ class SearchService:
 
     # ------------------------------------------------------------------ search
     def search(self, req: SearchRequest) -> SearchResponse:
+        """Serve one request; its log lines carry its request id (returned in the response)."""
+        request_id = uuid.uuid4().hex
+        with request_context(request_id):
+            return self._search(req, request_id)
+
+    def _search(self, req: SearchRequest, request_id: str) -> SearchResponse:
         t_start = time.perf_counter()
         live = self.experiments.live
         scene = live.experiments.scenes.get(req.scene)
@@ -93,12 +102,13 @@ class SearchService:
         try:
             hits, has_more = self._run(req, params, ctx)
         except MMSearchError as e:
+            if not isinstance(e, (BadInput, NotFound)):  # the service's trouble, not the caller's: worth a line
+                log.warning("search %s failed: %s: %s", req.scene, type(e).__name__, e.message)
             self.metrics.requests.labels(req.scene, ctx.arm_label, type(e).__name__).inc()
             self.metrics.errors.labels(type(e).__name__, getattr(e, "dependency", "")).inc()
             raise
         ctx.add_time("total", time.perf_counter() - t_start)
         self.metrics.requests.labels(req.scene, ctx.arm_label, "ok").inc()
-        request_id = uuid.uuid4().hex
         if self.querylog is not None:
             query = {"text": req.text} if req.text is not None else {"image_sha256": hashlib.sha256(req.image or b"").hexdigest()}
             self.querylog.record({"_id": request_id, "ts": time.time(), "scene": req.scene, "user_id": user_id,

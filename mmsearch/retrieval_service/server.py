@@ -12,6 +12,7 @@ from werkzeug.serving import make_server
 
 from mmsearch.config import Config
 from mmsearch.errors import Unavailable
+from mmsearch.observability import RpcMetrics
 from mmsearch.protos import search_pb2, search_pb2_grpc
 from mmsearch.retrieval_service.config_source import ConsulWatcher, ExperimentStore, FileWatcher
 from mmsearch.retrieval_service.grpc_api import SearchServicer
@@ -58,7 +59,9 @@ def create_server(config: Config, http_address: str | None = None, grpc_address:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=r.workers, thread_name_prefix="retrieval"),
                          options=[("grpc.max_receive_message_length", int(r.max_body_mb * 1024 * 1024)),
                                   ("grpc.so_reuseport", 0)])
-    search_pb2_grpc.add_SearchServicer_to_server(SearchServicer(service), server)
+    servicer = SearchServicer(service)
+    servicer.rpc_metrics = RpcMetrics(service.metrics.registry, "retrieval")  # on the HTTP app's /metrics
+    search_pb2_grpc.add_SearchServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     grpc_port = server.add_insecure_port(grpc_address or f"{r.host}:{r.grpc_port}")

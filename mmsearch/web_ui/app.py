@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-from flask import Flask, abort, make_response, redirect, render_template, request, send_file, url_for
+from flask import Flask, abort, g, make_response, redirect, render_template, request, send_file, url_for
+from prometheus_client import Counter, Histogram
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.security import safe_join
 
@@ -21,6 +23,7 @@ from mmsearch.client import SearchClient
 from mmsearch.config import Config
 from mmsearch.errors import BadInput, MMSearchError, Unavailable, http_status
 from mmsearch.experiments import SCENES as EXPERIMENT_SCENES
+from mmsearch.observability import exposition, new_registry
 
 log = logging.getLogger("mmsearch.web")
 SCENE_LABELS = {"text2text": "Text → text", "text2image": "Text → image", "image2image": "Image → image"}
@@ -173,6 +176,27 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
     @app.get("/healthz")
     def healthz():
         return {"status": "ok", "retrieval": retrieval.healthy()}
+
+    prom = new_registry()
+    page_requests = Counter("mmsearch_web_requests_total", "Page requests by endpoint and status", ["endpoint", "status"], registry=prom)
+    page_seconds = Histogram("mmsearch_web_request_seconds", "Page latency by endpoint", ["endpoint"], registry=prom)
+
+    @app.before_request
+    def _start_clock():
+        g.t0 = time.perf_counter()
+
+    @app.after_request
+    def _count(resp):
+        endpoint = request.endpoint or "unmatched"
+        page_requests.labels(endpoint, str(resp.status_code)).inc()
+        if "t0" in g:
+            page_seconds.labels(endpoint).observe(time.perf_counter() - g.t0)
+        return resp
+
+    @app.get("/metrics")
+    def metrics():
+        body, content_type = exposition(prom)
+        return make_response(body, 200, {"Content-Type": content_type})
 
     @app.after_request
     def _headers(resp):

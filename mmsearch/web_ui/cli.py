@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             threading.Thread(target=server.serve_forever, daemon=True).start()
             return server
 
-        serve_until_stopped("web", start, lambda s: f"search page ready: http://{cfg.web.host}:{s.server_port}", lambda s: s.shutdown())
+        serve_until_stopped("web", start, lambda s: f"search page ready: http://{cfg.web.host}:{s.server_port}", lambda s: s.shutdown(), cfg)
 
     return run_cli(_go)
 

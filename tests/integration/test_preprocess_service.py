@@ -230,3 +230,18 @@ def test_health_reflection_and_reload(server, client, pre_repo):
         shutil.rmtree(pre_repo / "minilm_copy")
         shutil.rmtree(pre_repo / "broken")
     assert "minilm_copy" not in {m.name for m in client.reload().models}
+
+
+def test_metrics_endpoint_counts_rpcs_by_method_and_status(server, client):
+    import urllib.request
+
+    from mmsearch.errors import BadInput as _BadInput
+
+    client.tokenize("minilm", ["hello"])
+    with pytest.raises(_BadInput):
+        client.tokenize("minilm", ["x" * (load_config(environ={}).preprocess.max_text_bytes + 1)])
+    assert server.metrics is not None and server.metrics.port not in (0, 60052)  # ':0' address: a free port here too
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics.port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert 'mmsearch_rpc_requests_total{code="OK",method="Tokenize",service="preprocess"}' in text
+    assert 'code="INVALID_ARGUMENT",method="Tokenize"' in text and "process_cpu_seconds_total" in text

@@ -33,7 +33,7 @@ def test_defaults_round_trip_too():
 
 
 @pytest.mark.parametrize("name, value, attr", [("MMSEARCH_MONGO_DATABASE", "true", ("mongo", "database")),
-                                               ("MMSEARCH_LOG_LEVEL", "010", ("log_level",)),
+                                               ("MMSEARCH_WEB_RETRIEVAL_URL", "010", ("web", "retrieval_url")),
                                                ("MMSEARCH_MILVUS_URI", "[not, a, list]", ("milvus", "uri"))])
 def test_text_fields_take_the_variable_verbatim(name, value, attr):
     c = load_config(environ={name: value})
@@ -45,7 +45,8 @@ def test_text_fields_take_the_variable_verbatim(name, value, attr):
 
 @pytest.mark.parametrize("env, fragment", [({"MMSEARCH_SERVING": "x"}, "unknown environment variable MMSEARCH_SERVING "),
                                            ({"MMSEARCH_SERVING_HTTP_PORT": ""}, "serving.http_port"),
-                                           ({"MMSEARCH_RETRIEVAL_QUERY_LOG": "maybe"}, "retrieval.query_log")])
+                                           ({"MMSEARCH_RETRIEVAL_QUERY_LOG": "maybe"}, "retrieval.query_log"),
+                                           ({"MMSEARCH_LOG_LEVEL": "LOUD"}, "log_level")])
 def test_bad_environment_names_the_variable_or_field(env, fragment):
     with pytest.raises(ConfigError) as e:
         load_config(environ=env)

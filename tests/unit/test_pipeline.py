@@ -252,7 +252,7 @@ def test_errors_are_counted_by_kind_and_arm(h):
     h.pre.fail = BadInput("texts[0]: bad")
     with pytest.raises(BadInput):
         h.search()
-    text = h.service.metrics.render().decode()
+    text = h.service.metrics.render()[0].decode()
     assert 'mmsearch_requests_total{arm="rerank=none",scene="text2text",status="BadInput"} 1.0' in text
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from mmsearch.config import load_config
 from mmsearch.errors import BadInput, Unavailable
@@ -142,3 +143,12 @@ def test_a_nul_byte_in_an_image_path_is_not_found_not_a_crash(site, like):
     for r in (web.get("/", query_string={"like": like}), web.get("/images/" + like.replace("\x00", "%00"))):
         assert r.status_code == 404
     assert fake.calls == []  # nothing was searched with it
+
+
+def test_metrics_count_pages_with_the_standard_content_type(site):
+    web, _ = site
+    web.get("/?scene=text2text&q=shoes")
+    r = web.get("/metrics")
+    text = r.data.decode()
+    assert r.status_code == 200 and r.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    assert 'mmsearch_web_requests_total{endpoint="index",status="200"} 1.0' in text and "process_resident_memory_bytes" in text
