@@ -80,6 +80,14 @@ class SearchClient:
     def openapi(self) -> dict[str, Any]:
         return self._request("/openapi.json")
 
+    def ready(self) -> bool:
+        """Whether the API can serve searches now (its /readyz: every dependency and served index)."""
+        try:
+            with urllib.request.urlopen(self.base_url + "/readyz", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
     def healthy(self) -> bool:
         try:
             with urllib.request.urlopen(self.base_url + "/healthz", timeout=2) as r:

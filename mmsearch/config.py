@@ -61,12 +61,16 @@ class RetrievalConfig(Endpoint):
     stage_timeout_s: float = Field(1.0, gt=0, le=120)  # each dependency call
     max_body_mb: float = Field(8.0, gt=0, le=64)
     query_log: bool = True
-    workers: int = Field(16, ge=1, le=512)
+    workers: int = Field(16, ge=1, le=512)  # gRPC server threads, and the HTTP server's
+    max_inflight: int = Field(8, ge=1, le=1024)  # searches served at once per process (admission control)
+    max_queue: int = Field(16, ge=0, le=4096)  # searches waiting for a slot; more are refused with 429
+    queue_timeout_s: float = Field(0.25, ge=0, le=60)  # longest wait for a slot before 429
 
 
 class WebConfig(Endpoint):
     port: int = Field(8090, ge=0, le=65535)
     retrieval_url: str = "http://127.0.0.1:8080"
+    threads: int = Field(16, ge=1, le=512)  # the page's WSGI server threads
 
 
 class MilvusConfig(_Section):

@@ -89,7 +89,7 @@ def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
         pre_port = free_port()
         cfg = load_config(environ={}, overrides={
             "model_repository": str(repo), "data_dir": str(base / "data"),
-            "serving": {"grpc_port": triton.opts.grpc_port}, "preprocess": {"port": pre_port},
+            "serving": {"grpc_port": triton.opts.grpc_port}, "preprocess": {"port": pre_port, "metrics_port": free_port()},
             "milvus": {"uri": milvus.uri}, "mongo": {"uri": mongo.uri}, "consul": {"addr": consul.addr},
             "retrieval": {"request_timeout_s": 10, "stage_timeout_s": 5},
         })

@@ -9,7 +9,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mmsearch.api_models import ClickBody, EmbedBody, openapi, parse
-from mmsearch.errors import BadInput, MMSearchError, error_body, http_status
+from mmsearch.errors import BadInput, MMSearchError, Overloaded, error_body, http_status
 from mmsearch.retrieval_service.pipeline import SearchService
 from mmsearch.retrieval_service.request import decode_image, from_json
 
@@ -34,7 +34,10 @@ def create_app(service: SearchService) -> Flask:
 
     @app.errorhandler(MMSearchError)
     def _ours(e: MMSearchError):
-        return jsonify(error_body(e)), http_status(e)
+        resp = jsonify(error_body(e))
+        if isinstance(e, Overloaded):
+            resp.headers["Retry-After"] = "1"
+        return resp, http_status(e)
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(e):

@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mmsearch.config import Config
-from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Unavailable
+from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Overloaded, Unavailable
 from mmsearch.experiments import Params, assign
 from mmsearch.filters import combine, compile_filter
 from mmsearch.observability import request_context
+from mmsearch.retrieval_service.admission import Admission
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy, connect_deps
 from mmsearch.retrieval_service.metrics import Metrics
@@ -43,6 +44,8 @@ class SearchService:
         self.experiments = experiments
         self.deps = deps or connect_deps(config)
         self.metrics = Metrics()
+        r = config.retrieval
+        self.admission = Admission(r.max_inflight, r.max_queue, r.queue_timeout_s)
         self.querylog = QueryLog(self.deps.documents, self.metrics) if config.retrieval.query_log else None
 
     # ------------------------------------------------------------------ helpers
@@ -84,7 +87,12 @@ class SearchService:
         """Serve one request; its log lines carry its request id (returned in the response)."""
         request_id = uuid.uuid4().hex
         with request_context(request_id):
-            return self._search(req, request_id)
+            try:
+                with self.admission.slot():
+                    return self._search(req, request_id)
+            except Overloaded:
+                self.metrics.requests.labels(req.scene, "-", "Overloaded").inc()
+                raise
 
     def _search(self, req: SearchRequest, request_id: str) -> SearchResponse:
         t_start = time.perf_counter()

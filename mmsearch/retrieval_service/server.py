@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from werkzeug.serving import make_server
 
 from mmsearch.config import Config
 from mmsearch.errors import Unavailable
@@ -18,22 +16,23 @@ from mmsearch.retrieval_service.config_source import ConsulWatcher, ExperimentSt
 from mmsearch.retrieval_service.grpc_api import SearchServicer
 from mmsearch.retrieval_service.http_app import create_app
 from mmsearch.retrieval_service.pipeline import SearchService
+from mmsearch.wsgi import WsgiServer
 
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["Search"].full_name
 
 
 class RetrievalServer:
-    def __init__(self, service: SearchService, watcher, http_server, grpc_server: grpc.Server, grpc_port: int, health_servicer):
+    def __init__(self, service: SearchService, watcher, http_server: WsgiServer, grpc_server: grpc.Server, grpc_port: int,
+                 health_servicer):
         self.service, self.watcher = service, watcher
         self._http, self._grpc, self.health = http_server, grpc_server, health_servicer
-        self.http_port = http_server.server_port
+        self.app = http_server.app
+        self.http_port = http_server.port
         self.grpc_port = grpc_port
-        self._http_thread = threading.Thread(target=http_server.serve_forever, name="retrieval-http", daemon=True)
-        self._http_thread.start()
 
     def stop(self) -> None:
         self.health.enter_graceful_shutdown()
-        self._http.shutdown()
+        self._http.stop()
         self._grpc.stop(2).wait()
         self.watcher.stop()
         self.service.close()
@@ -52,10 +51,10 @@ def create_server(config: Config, http_address: str | None = None, grpc_address:
     service = SearchService(config, store)
     host, _, port = (http_address or f"{r.host}:{r.http_port}").rpartition(":")
     try:
-        http_server = make_server(host, int(port), create_app(service), threaded=True)
-    except OSError as e:
+        http_server = WsgiServer(create_app(service), host, int(port), r.workers, "retrieval http")
+    except Unavailable:
         watcher.stop()
-        raise Unavailable("retrieval http", f"cannot bind {host}:{port}: {e.strerror}") from e
+        raise
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=r.workers, thread_name_prefix="retrieval"),
                          options=[("grpc.max_receive_message_length", int(r.max_body_mb * 1024 * 1024)),
                                   ("grpc.so_reuseport", 0)])
@@ -66,7 +65,7 @@ def create_server(config: Config, http_address: str | None = None, grpc_address:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     grpc_port = server.add_insecure_port(grpc_address or f"{r.host}:{r.grpc_port}")
     if grpc_port == 0:
-        http_server.server_close()
+        http_server.stop()
         watcher.stop()
         raise Unavailable("retrieval grpc", f"cannot bind {grpc_address}")
     server.start()

@@ -21,7 +21,7 @@ from werkzeug.security import safe_join
 
 from mmsearch.client import SearchClient
 from mmsearch.config import Config
-from mmsearch.errors import BadInput, MMSearchError, Unavailable, http_status
+from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unavailable, http_status
 from mmsearch.experiments import SCENES as EXPERIMENT_SCENES
 from mmsearch.observability import exposition, new_registry
 
@@ -79,6 +79,11 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
             log.warning("search failed: %s", e.message)
             return render(503, error="Search is unavailable right now — a part of the service is down. Please try again shortly.",
                           error_detail=e.message, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
+        except Overloaded:
+            resp = render(429, error="Search is busy right now. Please try again in a moment.",
+                          **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
+            resp.headers["Retry-After"] = "1"
+            return resp
         except MMSearchError as e:
             return render(http_status(e), error=e.message, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
         results = out["results"]
@@ -175,7 +180,14 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz():
+        """Liveness: the page process answers (whatever the API's state)."""
         return {"status": "ok", "retrieval": retrieval.healthy()}
+
+    @app.get("/readyz")
+    def readyz():
+        """Readiness follows the search API's: a page that cannot search should not get traffic."""
+        ok = retrieval.ready()
+        return {"ready": ok, "retrieval": ok}, 200 if ok else 503
 
     prom = new_registry()
     page_requests = Counter("mmsearch_web_requests_total", "Page requests by endpoint and status", ["endpoint", "status"], registry=prom)

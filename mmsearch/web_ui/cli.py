@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from collections.abc import Sequence
-
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from mmsearch.cli import run_cli, serve_until_stopped
 from mmsearch.config import flag_overrides, load_config, split_address
 from mmsearch.web_ui.app import create_app
+from mmsearch.wsgi import WsgiServer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,12 +21,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def _go() -> None:
         host, port = split_address(args.address, "--address") if args.address else (None, None)
         cfg = load_config(args.config, overrides=flag_overrides({"web.host": host, "web.port": port}))
-        def start() -> BaseWSGIServer:
-            server = make_server(cfg.web.host, cfg.web.port, create_app(cfg), threaded=True)
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            return server
-
-        serve_until_stopped("web", start, lambda s: f"search page ready: http://{cfg.web.host}:{s.server_port}", lambda s: s.shutdown(), cfg)
+        serve_until_stopped("web", lambda: WsgiServer(create_app(cfg), cfg.web.host, cfg.web.port, cfg.web.threads, "web"),
+                            lambda s: f"search page ready: http://{cfg.web.host}:{s.port}", lambda s: s.stop(), cfg)
 
     return run_cli(_go)
 

@@ -176,7 +176,7 @@ def test_openapi_is_valid_and_describes_every_route(stack):
     doc = json.loads(raw)
     assert code == 200
     validate(doc)
-    routes = {r.rule for r in stack["retrieval"]._http.app.url_map.iter_rules() if r.endpoint != "static"}
+    routes = {r.rule for r in stack["retrieval"].app.url_map.iter_rules() if r.endpoint != "static"}
     assert routes == set(doc["paths"]), routes ^ set(doc["paths"])
 
 
@@ -265,7 +265,7 @@ def test_health_ready_metrics(stack):
 def test_dependency_down_is_503_naming_it_and_recovers(stack, tmp_path):
     """A second retrieval service whose preprocess service is not up yet: 503 naming it, then recovery."""
     port = free_port()
-    cfg = stack["cfg"].model_copy(update={"preprocess": stack["cfg"].preprocess.model_copy(update={"port": port})})
+    cfg = stack["cfg"].model_copy(update={"preprocess": stack["cfg"].preprocess.model_copy(update={"port": port, "metrics_port": 0})})
     r = create_retrieval(cfg, "127.0.0.1:0", "127.0.0.1:0")
     url = f"http://127.0.0.1:{r.http_port}"
     try:

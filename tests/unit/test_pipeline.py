@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -351,3 +352,25 @@ def test_a_filter_on_an_unknown_field_is_bad_input_naming_it(h):
         h.search(filter={"colour": "red"})
     with pytest.raises(BadInput, match="filter.year: field year holds int values"):
         h.search(filter={"year": "new"})
+
+
+def test_beyond_the_admission_limit_a_search_is_429_with_retry_after(h):
+    from mmsearch.retrieval_service.admission import Admission
+    from mmsearch.retrieval_service.http_app import create_app
+
+    h.service.admission = Admission(max_inflight=1, max_queue=0, queue_timeout_s=0)
+    h.inf.sleep_s = 0.5
+    started = threading.Event()
+
+    def slow() -> None:
+        started.set()
+        h.search()
+
+    t = threading.Thread(target=slow)
+    t.start()
+    assert started.wait(5)
+    time.sleep(0.1)  # the first search holds the only slot
+    r = create_app(h.service).test_client().post("/v1/search", json={"scene": "text2text", "query": {"text": "x"}})
+    t.join(5)
+    assert r.status_code == 429 and r.headers["Retry-After"] == "1" and r.get_json()["error"] == "Overloaded"
+    assert 'mmsearch_requests_total{arm="-",scene="text2text",status="Overloaded"} 1.0' in h.service.metrics.render()[0].decode()

@@ -58,6 +58,9 @@ class FakeRetrieval:
     def healthy(self):
         return True
 
+    def ready(self):
+        return self.error is None
+
 
 @pytest.fixture()
 def site(tmp_path: Path):
@@ -152,3 +155,10 @@ def test_metrics_count_pages_with_the_standard_content_type(site):
     text = r.data.decode()
     assert r.status_code == 200 and r.headers["Content-Type"] == CONTENT_TYPE_LATEST
     assert 'mmsearch_web_requests_total{endpoint="index",status="200"} 1.0' in text and "process_resident_memory_bytes" in text
+
+
+def test_readiness_follows_the_search_api_and_liveness_does_not(site):
+    web, fake = site
+    assert web.get("/readyz").status_code == 200
+    fake.error = Unavailable("retrieval service at x", "down")
+    assert web.get("/readyz").status_code == 503 and web.get("/healthz").status_code == 200
