@@ -54,7 +54,7 @@ def test_k8s_manifests_probes_ports_and_hpa():
     deployments = {d["metadata"]["name"]: d for d in kinds["Deployment"]}
     assert {"preprocess", "retrieval", "web", "triton"} <= set(deployments)
     assert {h["spec"]["scaleTargetRef"]["name"] for h in kinds["HorizontalPodAutoscaler"]} == {"preprocess", "retrieval", "web"}
-    expected_ports = {"preprocess": {cfg.preprocess.port}, "retrieval": {cfg.retrieval.http_port, cfg.retrieval.grpc_port},
+    expected_ports = {"preprocess": {cfg.preprocess.port, cfg.preprocess.metrics_port}, "retrieval": {cfg.retrieval.http_port, cfg.retrieval.grpc_port},
                       "web": {cfg.web.port}, "triton": {cfg.serving.http_port, cfg.serving.grpc_port, cfg.serving.metrics_port}}
     for name, d in deployments.items():
         c = d["spec"]["template"]["spec"]["containers"][0]
@@ -79,7 +79,7 @@ def test_probe_endpoints_exist_in_the_apps():
 
     rules = {r.rule for r in retrieval_app(_Svc()).url_map.iter_rules()}
     assert {"/healthz", "/readyz", "/metrics", "/v1/search", "/v1/config", "/v1/click"} <= rules
-    assert "/healthz" in {r.rule for r in web_app(lc(environ={})).url_map.iter_rules()}
+    assert {"/healthz", "/readyz", "/metrics"} <= {r.rule for r in web_app(lc(environ={})).url_map.iter_rules()}
 
 
 def test_default_experiments_file_is_valid():
