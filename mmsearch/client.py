@@ -25,14 +25,15 @@ from mmsearch.errors import Unavailable, from_http_status
 
 
 class SearchClient:
-    def __init__(self, base_url: str, timeout_s: float = 10.0):
+    def __init__(self, base_url: str, timeout_s: float = 10.0, api_key: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.dependency = f"retrieval service at {self.base_url}"
+        self._headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
 
     def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base_url + path, data=data, headers={"Content-Type": "application/json"},
+        req = urllib.request.Request(self.base_url + path, data=data, headers=self._headers,
                                      method="POST" if body is not None else "GET")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as r:

@@ -65,12 +65,14 @@ class RetrievalConfig(Endpoint):
     max_inflight: int = Field(8, ge=1, le=1024)  # searches served at once per process (admission control)
     max_queue: int = Field(16, ge=0, le=4096)  # searches waiting for a slot; more are refused with 429
     queue_timeout_s: float = Field(0.25, ge=0, le=60)  # longest wait for a slot before 429
+    api_keys: list[str] = Field(default_factory=list, repr=False)  # empty: no key needed (demo); production sets them
 
 
 class WebConfig(Endpoint):
     port: int = Field(8090, ge=0, le=65535)
     retrieval_url: str = "http://127.0.0.1:8080"
     threads: int = Field(16, ge=1, le=512)  # the page's WSGI server threads
+    api_key: str = Field("", repr=False)  # sent to the search API when it requires keys
 
 
 class MilvusConfig(_Section):

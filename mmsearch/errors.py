@@ -57,6 +57,12 @@ class Overloaded(MMSearchError):
     """Too much work queued; retry later."""
 
 
+class Unauthenticated(MMSearchError):
+    """No valid API key on a request to an API that requires one."""
+
+    exit_code = 3
+
+
 class Internal(MMSearchError):
     """A bug or broken invariant on our side."""
 
@@ -78,6 +84,7 @@ _STATUS_TABLE: tuple[tuple[type[MMSearchError], grpc.StatusCode, int], ...] = (
     (Unavailable, grpc.StatusCode.UNAVAILABLE, 503),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, 401),
     (Internal, grpc.StatusCode.INTERNAL, 500),
 )
 # Statuses a peer (or its transport) may answer that no error of ours produces: what they mean for us.
@@ -85,8 +92,10 @@ _GRPC_ALIASES: dict[grpc.StatusCode, type[MMSearchError]] = {
     grpc.StatusCode.CANCELLED: Unavailable,  # the server went away mid-call (shutdown)
     grpc.StatusCode.FAILED_PRECONDITION: BadInput,
     grpc.StatusCode.OUT_OF_RANGE: BadInput,
+    grpc.StatusCode.PERMISSION_DENIED: Unauthenticated,
 }
 _HTTP_ALIASES: dict[int, type[MMSearchError]] = {
+    403: Unauthenticated,
     413: BadInput,  # body too large
     422: BadInput,
     502: Unavailable,  # a proxy could not reach the service

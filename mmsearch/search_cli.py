@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", help="comma-separated document fields to return")
     p.add_argument("--filter", help='a JSON filter over stored fields, e.g. \'{"category": "shoes"}\'')
     p.add_argument("--url", help="the search API (default: http://<retrieval.host>:<retrieval.http_port> from config)")
+    p.add_argument("--api-key", help="the API key, when the API requires one (default: config web.api_key)")
     p.add_argument("--json", action="store_true", help="print the whole response body")
     p.add_argument("--config", help="YAML config file")
     return p
@@ -52,7 +53,7 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
             raise NotFound(f"--image: no such file {args.image}")
         image = args.image.read_bytes()
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
-    client = SearchClient(url, timeout_s=cfg.retrieval.request_timeout_s + 5)
+    client = SearchClient(url, timeout_s=cfg.retrieval.request_timeout_s + 5, api_key=args.api_key or cfg.web.api_key or None)
     return client.search(args.scene, text=args.text, image=image, top_k=args.top_k, offset=args.offset,
                          fields=fields, filter=flt)
 

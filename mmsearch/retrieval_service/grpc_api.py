@@ -9,6 +9,7 @@ from mmsearch.grpc_edge import grpc_edge
 from mmsearch.observability import RpcMetrics
 from mmsearch.protos import search_pb2 as pb
 from mmsearch.protos import search_pb2_grpc as pb_grpc
+from mmsearch.retrieval_service.auth import key_from
 from mmsearch.retrieval_service.pipeline import SearchService
 from mmsearch.retrieval_service.request import from_proto
 
@@ -23,8 +24,12 @@ class SearchServicer(pb_grpc.SearchServicer):
         self.service = service
         self.rpc_metrics: RpcMetrics | None = None
 
+    def _authenticate(self, context) -> None:
+        self.service.auth.check(key_from(dict(context.invocation_metadata() or ())))
+
     @_edge
     def Search(self, request, context):
+        self._authenticate(context)
         out = self.service.search(from_proto(request))
         return pb.SearchResponse(
             request_id=out.request_id, user_id=out.user_id, experiment=out.experiment, timings_ms=out.timings_ms,
@@ -35,5 +40,6 @@ class SearchServicer(pb_grpc.SearchServicer):
 
     @_edge
     def Click(self, request, context):
+        self._authenticate(context)
         self.service.click(request.request_id, request.doc_id, request.user_id or None)
         return pb.ClickResponse()

@@ -9,7 +9,8 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mmsearch.api_models import ClickBody, EmbedBody, openapi, parse
-from mmsearch.errors import BadInput, MMSearchError, Overloaded, error_body, http_status
+from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unauthenticated, error_body, http_status
+from mmsearch.retrieval_service.auth import key_from
 from mmsearch.retrieval_service.pipeline import SearchService
 from mmsearch.retrieval_service.request import decode_image, from_json
 
@@ -32,11 +33,18 @@ def create_app(service: SearchService) -> Flask:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BadInput(f"body: not valid JSON ({e})") from e
 
+    @app.before_request
+    def _authenticate():
+        if request.path.startswith("/v1/"):  # the API (and /v1/config); probes, /metrics and /openapi.json stay open
+            service.auth.check(key_from(dict(request.headers)))
+
     @app.errorhandler(MMSearchError)
     def _ours(e: MMSearchError):
         resp = jsonify(error_body(e))
         if isinstance(e, Overloaded):
             resp.headers["Retry-After"] = "1"
+        if isinstance(e, Unauthenticated):
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="mmsearch"'
         return resp, http_status(e)
 
     @app.errorhandler(RequestEntityTooLarge)

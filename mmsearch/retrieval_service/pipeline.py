@@ -24,6 +24,7 @@ from mmsearch.experiments import Params, assign
 from mmsearch.filters import combine, compile_filter
 from mmsearch.observability import request_context
 from mmsearch.retrieval_service.admission import Admission
+from mmsearch.retrieval_service.auth import ApiKeys
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy, connect_deps
 from mmsearch.retrieval_service.metrics import Metrics
@@ -46,6 +47,7 @@ class SearchService:
         self.metrics = Metrics()
         r = config.retrieval
         self.admission = Admission(r.max_inflight, r.max_queue, r.queue_timeout_s)
+        self.auth = ApiKeys(r.api_keys)
         self.querylog = QueryLog(self.deps.documents, self.metrics) if config.retrieval.query_log else None
 
     # ------------------------------------------------------------------ helpers

@@ -53,7 +53,8 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
     app = Flask("mmsearch.web", template_folder=str(Path(__file__).with_name("templates")),
                 static_folder=str(Path(__file__).with_name("static")))
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD + 64 * 1024
-    retrieval = client or SearchClient(config.web.retrieval_url, timeout_s=config.retrieval.request_timeout_s + 2)
+    retrieval = client or SearchClient(config.web.retrieval_url, timeout_s=config.retrieval.request_timeout_s + 2,
+                                       api_key=config.web.api_key or None)
     image_root = Path(config.image_root).resolve()
 
     def user_id() -> tuple[str, bool]:

@@ -63,6 +63,8 @@ def test_k8s_manifests_probes_ports_and_hpa():
         if name != "triton":
             assert c["args"][0] in COMMANDS
     assert deployments["retrieval"]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e for e in deployments["retrieval"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MMSEARCH_RETRIEVAL_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "mmsearch-api-keys"  # keys required, from a Secret
     services = {s["metadata"]["name"] for s in kinds["Service"]}
     assert {"preprocess", "retrieval", "web", "triton"} <= services
     cm = kinds["ConfigMap"][0]["data"]
