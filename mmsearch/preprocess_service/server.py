@@ -73,7 +73,14 @@ def create_server(config: Config, address: str | None = None, repo: Path | None 
         except Unavailable:
             server.stop(None)
             raise
+    def set_health() -> None:
+        """NOT_SERVING while a model of the repository failed to load (ListModels says which):
+        a half-loaded service must not get traffic meant for the missing model."""
+        status = health_pb2.HealthCheckResponse.NOT_SERVING if registry.errors else health_pb2.HealthCheckResponse.SERVING
+        for name in ("", SERVICE_NAME):
+            health_servicer.set(name, status)
+
+    servicer.on_reload = set_health
     server.start()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    set_health()
     return PreprocessServer(server, port, servicer, health_servicer, metrics)

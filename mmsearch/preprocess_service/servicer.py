@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import grpc
 
@@ -33,6 +34,7 @@ class PreprocessServicer(pb_grpc.PreprocessServicer):
         self.registry = registry
         self.cfg = cfg
         self.rpc_metrics: RpcMetrics | None = None  # counted by grpc_edge when the server exposes /metrics
+        self.on_reload: Callable[[], None] | None = None  # the server re-derives its health from the registry
 
     def _decode_texts(self, items, field: str) -> list[str]:
         out = []
@@ -110,4 +112,6 @@ class PreprocessServicer(pb_grpc.PreprocessServicer):
     @_edge
     def Reload(self, request, context) -> pb.ListModelsResponse:
         self.registry.reload()
+        if self.on_reload is not None:
+            self.on_reload()
         return self._list()

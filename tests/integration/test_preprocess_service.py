@@ -226,10 +226,13 @@ def test_health_reflection_and_reload(server, client, pre_repo):
         assert "minilm_copy" in {m.name for m in r.models}
         assert any(e.startswith("broken:") for e in r.errors)
         assert client.tokenize("minilm_copy", ["new model"]).tensors["input_ids"].shape[0] == 1
+        # a model that failed to load: the service says NOT_SERVING (readiness), and serves the others meanwhile
+        assert h.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         shutil.rmtree(pre_repo / "minilm_copy")
         shutil.rmtree(pre_repo / "broken")
     assert "minilm_copy" not in {m.name for m in client.reload().models}
+    assert h.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_metrics_endpoint_counts_rpcs_by_method_and_status(server, client):
