@@ -29,7 +29,7 @@ from bench.common import encode_and_search_ms, export_bench_models, run_workers
 from mmsearch.client import SearchClient
 from mmsearch.clients.vectors import VectorStore, collection_name
 from mmsearch.config import load_config
-from mmsearch.errors import MMSearchError
+from mmsearch.errors import MMSearchError, Overloaded
 from mmsearch.launcher.stack import Stack, with_free_ports
 from mmsearch.local_model import LocalModel
 from mmsearch.offline.datasets import stamps as S
@@ -55,6 +55,7 @@ def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float) 
     client = SearchClient(url, timeout_s=30)
     lat: list[list[float]] = [[] for _ in range(concurrency)]
     stages: list[list[dict]] = [[] for _ in range(concurrency)]
+    refused: list[list[float]] = [[] for _ in range(concurrency)]
     errors: dict[str, int] = {}
     stop_at = time.perf_counter() + seconds
     lock = threading.Lock()
@@ -69,6 +70,9 @@ def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float) 
                 out = client.search_body(body)
                 lat[i].append(time.perf_counter() - t0)
                 stages[i].append(out["timings_ms"])
+            except Overloaded:  # admission control said 429: how fast, and back off as Retry-After asks (briefly)
+                refused[i].append(time.perf_counter() - t0)
+                time.sleep(0.05)
             except MMSearchError as e:
                 with lock:
                     errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
@@ -78,7 +82,9 @@ def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float) 
     st = [s for xs in stages for s in xs]
     mean = {k: float(np.mean([s.get(k, 0.0) for s in st])) for k in ("split", "qp", "embed", "recall", "rerank", "summary", "total")} if st else {}
     share = {k: v / mean["total"] for k, v in mean.items() if k != "total"} if st else {}
+    ref = np.asarray([x for xs in refused for x in xs]) * 1000
     return {"requests": int(allv.size), "errors": errors, "qps": allv.size / wall,
+            "refused_429": int(ref.size), "refused_p99_ms": float(np.percentile(ref, 99)) if ref.size else None,
             "p50_ms": float(np.percentile(allv, 50)) if allv.size else None,
             "p99_ms": float(np.percentile(allv, 99)) if allv.size else None, "stage_mean_ms": mean, "stage_share": share}
 
@@ -145,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
     def row(scene: str) -> str:
-        return " ".join(f"c{c}={v['qps']:.0f}qps/p50 {v['p50_ms']:.1f}/p99 {v['p99_ms']:.1f}ms" for c, v in result["scenes"][scene].items())
+        return " ".join(f"c{c}={v['qps']:.0f}qps/p50 {v['p50_ms']:.1f}/p99 {v['p99_ms']:.1f}ms"
+                        + (f"/429s {v['refused_429']} in p99 {v['refused_p99_ms']:.1f}ms" if v["refused_429"] else "")
+                        for c, v in result["scenes"][scene].items())
 
     shares = " ".join(f"{k} {v:.0%}" for k, v in t2t["stage_share"].items())
     errs = sum(sum(v["errors"].values()) for s in result["scenes"].values() for v in s.values())

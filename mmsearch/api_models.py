@@ -63,7 +63,7 @@ class ClickBody(_Model):
 class EmbedBody(_Model):
     """POST /v1/embed: the vector a model gives a text or an image, preprocessed as search does."""
 
-    model: str = Field(pattern=MODEL_NAME_PATTERN, description="a served embedding model (GET /v1/models on Triton lists them)")
+    model: str = Field(pattern=MODEL_NAME_PATTERN, description="a served embedding model (GET /v1/models lists them)")
     text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
     image_b64: str | None = None
 
@@ -160,6 +160,7 @@ def openapi() -> dict[str, Any]:
                               {"type": "object", "properties": {"ok": {"type": "boolean"}}}),
             "/v1/embed": post("embed: a model's vector for a text or an image", "EmbedBody", "EmbedResult"),
             "/v1/config": get("config: the live experiments config, its version and last rejection"),
+            "/v1/models": get("models: the served models, their state and execution provider (CPU or CUDA)"),
             "/healthz": get("healthz: the process answers"),
             "/readyz": get("readyz: every dependency and served index is ready"),
             "/metrics": get("metrics: Prometheus exposition", "text/plain"),

@@ -73,6 +73,7 @@ class Parity(_Strict):
     max_abs_diff: float
     threshold: float  # min cosine for embeddings, max absolute difference for scores
     inputs: list[str] = Field(default_factory=list)  # short description of the input set
+    provider: str = "CPUExecutionProvider"  # the ONNX Runtime execution provider the ONNX side ran on
 
 
 class Quantization(_Strict):
@@ -99,6 +100,7 @@ class Manifest(_Strict):
     versions: dict[str, str] = Field(default_factory=dict)
     parity: Parity | None = None
     quantization: Quantization | None = None
+    serving: dict[str, str] = Field(default_factory=dict)  # instance_kind (KIND_CPU|KIND_GPU) config.pbtxt asks Triton for
     evaluation: dict[str, Any] | None = None
     created_at: str | None = None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import grpc
 import numpy as np
@@ -88,6 +88,27 @@ class InferenceClient:
             return bool(self._call(self._client.is_model_ready, model, model))
         except MMSearchError:
             return False
+
+    def models(self) -> list[dict[str, Any]]:
+        """The served models: name, state, and where they run (the execution provider and instance
+        kind of their config; a GPU asked for but absent fails the load, so what is READY is what runs)."""
+        kw = {"as_json": True} if self.protocol == "grpc" else {}
+        index = self._call(self._client.get_model_repository_index, None, **kw, **self._timeout_kw())
+        rows = index.get("models", []) if isinstance(index, dict) else index
+        out = []
+        for m in rows:
+            name, state = m.get("name", ""), m.get("state", "")
+            row: dict[str, Any] = {"name": name, "version": m.get("version", ""), "state": state}
+            if state == "READY":
+                cfg = self._call(self._client.get_model_config, name, name, **kw, **self._timeout_kw())
+                cfg = cfg.get("config", cfg)
+                params = cfg.get("parameters", {})
+                provider = params.get("execution_provider", {}).get("string_value", "") or "cpu"
+                kinds = sorted({str(g.get("kind", "KIND_CPU")) for g in cfg.get("instance_group", [])}) or ["KIND_CPU"]
+                row.update(provider={"cuda": "CUDAExecutionProvider"}.get(provider, "CPUExecutionProvider"), instance_kind=kinds,
+                           max_batch_size=int(cfg.get("max_batch_size", 0) or 0))
+            out.append(row)
+        return out
 
     def max_batch_size(self, model: str) -> int:
         with self._lock:

@@ -171,6 +171,8 @@ def export_tower(tower: Tower, name: str, folder: Path, partner: str | None, opt
         source=tower.source, versions={**library_versions(), "onnx_opset": str(s.opset)}, evaluation=evaluation,
         created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     )
+    # what config.pbtxt asks of Triton; the provider a running server uses is in GET /v1/models
+    manifest.serving = {"instance_kind": "KIND_GPU" if s.instance_kind == "gpu" else "KIND_CPU"}
     write_manifest(folder, manifest)
     write_model_config(folder / "config.pbtxt",
                        build_model_config(manifest, s.preferred_batch_sizes, s.max_queue_delay_us, s.instance_count,
@@ -178,9 +180,11 @@ def export_tower(tower: Tower, name: str, folder: Path, partner: str | None, opt
 
     raw, desc = P.parity_inputs(tower.role)
     log.info("%s: parity check on %d inputs against %s", name, len(raw), tower.reference_name)
-    onnx_out = _run_local(LocalModel(folder), tower.role, raw)
+    local = LocalModel(folder)
+    onnx_out = _run_local(local, tower.role, raw)
     ref = tower.reference(raw)
     par = P.compare(onnx_out, ref, tower.reference_name, desc, s.parity_min_cosine, scores=tower.role == "cross")
+    par.provider = local.session.get_providers()[0]
     if not P.passes(par):
         worst = f"min cosine {par.min_cosine:.6f} < {par.threshold}" if par.min_cosine is not None else \
             f"max |diff| {par.max_abs_diff:.2e} > {par.threshold}"

@@ -82,6 +82,10 @@ def create_app(service: SearchService) -> Flask:
         vec = service.embed(body.model, text=body.text, image=image)
         return jsonify({"model": body.model, "dim": int(vec.shape[0]), "embedding": [float(x) for x in vec]})
 
+    @app.get("/v1/models")
+    def models():
+        return jsonify({"models": service.models()})
+
     @app.get("/openapi.json")
     def openapi_json():
         return jsonify(openapi())

@@ -194,6 +194,12 @@ class SearchService:
             out: np.ndarray[Any, np.dtype[np.float32]] = np.asarray(inf.infer(model, tensors, "embedding"), np.float32)[0]
         return out
 
+    def models(self) -> list[dict[str, Any]]:
+        """The models Triton serves, with their state and execution provider (GET /v1/models)."""
+        ctx = RequestContext("models", "models", self.config.retrieval.request_timeout_s)
+        with self._stage("models", self.deps.inference, ctx) as inf:
+            return inf.models()
+
     def click(self, request_id: object, doc_id: object, user_id: str | None = None) -> None:
         if not isinstance(request_id, str) or not request_id or len(request_id) > 64:
             raise BadInput("request_id: required (the request_id of a search response)")

@@ -56,6 +56,7 @@ def test_minilm_matches_sentence_transformers(minilm_export: Path):
     m = validate_model_dir(minilm_export)
     assert m.kind == "text_encoder" and m.embedding_dim == 384 and m.preprocessing.max_length == 256
     assert m.parity.min_cosine >= 0.9999 and m.parity.n_inputs >= 50
+    assert m.parity.provider == "CPUExecutionProvider" and m.serving == {"instance_kind": "KIND_CPU"}  # where figures and serving come from
     assert {"torch", "transformers", "onnxruntime", "onnx"} <= set(m.versions)
     cfg = read_model_config(minilm_export / "config.pbtxt")
     assert cfg.backend == "onnxruntime" and [i.name for i in cfg.input] == ["input_ids", "attention_mask"]

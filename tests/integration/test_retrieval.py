@@ -282,3 +282,11 @@ def test_dependency_down_is_503_naming_it_and_recovers(stack, tmp_path):
             pre.stop(0)
     finally:
         r.stop()
+
+
+def test_models_say_what_serves_them(stack):
+    code, raw = get(stack["url"] + "/v1/models")
+    models = {m["name"]: m for m in json.loads(raw)["models"]}
+    assert code == 200 and {"tiny", "rerank", "clip_text", "clip_image"} <= set(models)
+    assert models["tiny"]["state"] == "READY" and models["tiny"]["provider"] == "CPUExecutionProvider"
+    assert models["tiny"]["instance_kind"] == ["KIND_CPU"] and models["tiny"]["max_batch_size"] > 0
