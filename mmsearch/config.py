@@ -63,8 +63,8 @@ class RetrievalConfig(Endpoint):
     query_log: bool = True
     workers: int = Field(16, ge=1, le=512)  # gRPC server threads, and the HTTP server's
     max_inflight: int = Field(8, ge=1, le=1024)  # searches served at once per process (admission control)
-    max_queue: int = Field(16, ge=0, le=4096)  # searches waiting for a slot; more are refused with 429
-    queue_timeout_s: float = Field(0.25, ge=0, le=60)  # longest wait for a slot before 429
+    max_queue: int = Field(8, ge=0, le=4096)  # searches waiting for a slot; more are refused with 429
+    queue_timeout_s: float = Field(0.1, ge=0, le=60)  # longest wait for a slot before 429
     api_keys: list[str] = Field(default_factory=list, repr=False)  # empty: no key needed (demo); production sets them
 
 

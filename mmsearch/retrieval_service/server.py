@@ -51,7 +51,10 @@ def create_server(config: Config, http_address: str | None = None, grpc_address:
     service = SearchService(config, store)
     host, _, port = (http_address or f"{r.host}:{r.http_port}").rpartition(":")
     try:
-        http_server = WsgiServer(create_app(service), host, int(port), r.workers, "retrieval http")
+        # threads enough for every admitted, queued and refused request to reach admission control:
+        # a request waiting for a server thread would queue where nothing bounds or refuses it
+        http_server = WsgiServer(create_app(service), host, int(port), max(r.workers, r.max_inflight + r.max_queue + 32),
+                                 "retrieval http")
     except Unavailable:
         watcher.stop()
         raise
