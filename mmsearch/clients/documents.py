@@ -86,6 +86,14 @@ class DocumentStore:
     def delete_builds(self, ids: Iterable[str]) -> None:
         self._call("delete builds", self.db[BUILDS].delete_many, {"_id": {"$in": list(ids)}})
 
+    def ping(self) -> bool:
+        """A short probe for readiness (bounded by the client's server-selection timeout)."""
+        try:
+            self.client.admin.command("ping")
+            return True
+        except Exception:  # noqa: BLE001 - any failure to answer means not ready
+            return False
+
     def close(self) -> None:
         self.client.close()
 

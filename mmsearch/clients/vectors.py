@@ -346,6 +346,15 @@ class VectorStore:
         for b in self.builds(index):
             self._call("drop", self.client.drop_collection, collection_name(index, b))
 
+    def ping(self, timeout_s: float = 1.0) -> bool:
+        """A short probe for readiness: the server answers a metadata call within ``timeout_s``
+        (a cached client would otherwise look healthy long after the server went away)."""
+        try:
+            self.client.list_collections(timeout=timeout_s)
+            return True
+        except Exception:  # noqa: BLE001 - any failure to answer means not ready
+            return False
+
     def close(self) -> None:
         try:
             self.client.close()

@@ -107,6 +107,6 @@ def connect_deps(config: Config) -> Deps:
              lambda c: c.close(), lambda c: c.server_ready()),
         Lazy("preprocess", lambda: PreprocessClient(f"{p.host}:{p.port}", timeout_s=r.stage_timeout_s),
              lambda c: c.close(), lambda c: c.serving()),
-        Lazy("milvus", milvus, lambda c: c.close()),
-        Lazy("mongodb", mongo, lambda c: c.close()),
+        Lazy("milvus", milvus, lambda c: c.close(), lambda c: c.ping(r.stage_timeout_s)),
+        Lazy("mongodb", mongo, lambda c: c.close(), lambda c: c.ping()),
     )
