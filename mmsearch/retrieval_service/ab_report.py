@@ -1,44 +1,106 @@
-"""`mmsearch ab-report`: per scene, layer and arm — requests, users, clicks and click-through from the query log."""
+"""`mmsearch ab-report`: per scene, layer and arm — users, requests, click-through with a 95% interval,
+the difference to the control arm with its interval and p-value, a sample-ratio-mismatch check per
+layer, and the users needed to detect a 10% lift. Statistics are over users (the unit of assignment);
+requests with a forced arm (the debug override) are counted but left out, since they are not randomised."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from mmsearch.cli import run_cli
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.config import flag_overrides, load_config
 from mmsearch.errors import BadInput
+from mmsearch.experiments import Experiments, parse_experiments
+from mmsearch.retrieval_service.ab_stats import ArmSample, ctr_interval, difference, sample_ratio_mismatch, users_needed
 from mmsearch.retrieval_service.querylog import COLLECTION
 
+LIFT = 0.10  # the relative lift the sample-size line is for
 
-def report(store: DocumentStore, scene: str | None = None) -> list[dict]:
+
+def _shares(exp: Experiments | None) -> dict[tuple[str, str], dict[str, float]]:
+    if exp is None:
+        return {}
+    return {(scene, layer.name): {a.name: a.traffic for a in layer.arms} for scene, s in exp.scenes.items() for layer in s.layers}
+
+
+def report(store: DocumentStore, scene: str | None = None, experiments: Experiments | None = None,
+           control: str | None = None) -> list[dict[str, Any]]:
+    """One row per (scene, layer, arm). ``experiments`` gives the traffic shares for the SRM check;
+    ``control`` names the control arm (default: the arm with the most users in its layer)."""
     match = {"scene": scene} if scene else {}
-    rows: dict[tuple, dict] = {}
-    entries = store.find(COLLECTION, match, ["scene", "arms", "user_id", "clicks"])
-    for e in entries:
+    per_user: dict[tuple[str, str, str], dict[str, list[int]]] = {}
+    forced: dict[tuple[str, str, str], int] = {}
+    for e in store.find(COLLECTION, match, ["scene", "arms", "user_id", "clicks", "forced"]):
         for layer, arm in (e.get("arms") or {"-": "default"}).items():
-            r = rows.setdefault((e["scene"], layer, arm), {"scene": e["scene"], "layer": layer, "arm": arm,
-                                                           "requests": 0, "clicked": 0, "clicks": 0, "users": set()})
-            r["requests"] += 1
-            r["users"].add(e.get("user_id"))
+            key = (e["scene"], layer, arm)
+            if e.get("forced"):
+                forced[key] = forced.get(key, 0) + 1
+                continue
+            u = per_user.setdefault(key, {}).setdefault(str(e.get("user_id")), [0, 0, 0])
+            u[0] += 1
             n = len(e.get("clicks") or [])
-            r["clicks"] += n
-            r["clicked"] += 1 if n else 0
-    out = []
-    for key in sorted(rows):
-        r = rows[key]
-        r["users"] = len(r["users"])
-        r["ctr"] = r["clicked"] / r["requests"] if r["requests"] else 0.0
-        out.append(r)
-    return out
+            u[1] += 1 if n else 0
+            u[2] += n
+    shares = _shares(experiments)
+    rows: list[dict[str, Any]] = []
+    for key in sorted(set(per_user) | set(forced)):
+        users = per_user.get(key, {})
+        arr = np.asarray(list(users.values()) or np.zeros((0, 3)), dtype=float).reshape(-1, 3)
+        sample = ArmSample(key[2], arr[:, 0], arr[:, 1])
+        low, high = ctr_interval(sample)
+        rows.append({"scene": key[0], "layer": key[1], "arm": key[2], "users": sample.users, "requests": int(arr[:, 0].sum()),
+                     "clicked": int(arr[:, 1].sum()), "clicks": int(arr[:, 2].sum()), "ctr": sample.ctr, "ctr_low": low,
+                     "ctr_high": high, "forced": forced.get(key, 0), "_sample": sample})
+    for (sc, layer) in sorted({(r["scene"], r["layer"]) for r in rows}):
+        group = [r for r in rows if (r["scene"], r["layer"]) == (sc, layer)]
+        ctrl = next((r for r in group if r["arm"] == control), None) or max(group, key=lambda r: r["users"])
+        rpu = ctrl["requests"] / ctrl["users"] if ctrl["users"] else 1.0
+        need = users_needed(ctrl["ctr"], LIFT, requests_per_user=rpu) if ctrl["ctr"] > 0 else None
+        layer_shares = shares.get((sc, layer))
+        srm = sample_ratio_mismatch([r["users"] for r in group], [layer_shares.get(r["arm"], 0.0) for r in group]) \
+            if layer_shares else None
+        for r in group:
+            r["control"] = ctrl["arm"]
+            r["vs_control"] = None if r is ctrl else difference(r["_sample"], ctrl["_sample"])
+            r["users_needed_10pct"] = need
+            r["srm_p"] = srm["p_value"] if srm else None
+    for r in rows:
+        del r["_sample"]
+    return rows
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    head = f"{'scene':<12} {'layer':<10} {'arm':<12} {'users':>6} {'requests':>8} {'CTR':>7} {'95% CI':>15} {'vs control':>26} {'forced':>6}"
+    lines = [head]
+    for r in rows:
+        vs = r["vs_control"]
+        vs_txt = "(control)" if vs is None else f"{vs['diff']:+.1%} [{vs['low']:+.1%},{vs['high']:+.1%}] p={vs['p_value']:.3f}"
+        lines.append(f"{r['scene']:<12} {r['layer']:<10} {r['arm']:<12} {r['users']:>6} {r['requests']:>8} {r['ctr']:>7.1%} "
+                     f"{'[' + format(r['ctr_low'], '.1%') + ',' + format(r['ctr_high'], '.1%') + ']':>15} {vs_txt:>26} {r['forced']:>6}")
+    notes = []
+    for (sc, layer) in sorted({(r["scene"], r["layer"]) for r in rows}):
+        r = next(x for x in rows if (x["scene"], x["layer"]) == (sc, layer))
+        srm = "no traffic shares known" if r["srm_p"] is None else (
+            f"SAMPLE RATIO MISMATCH (p={r['srm_p']:.2g}): the split is broken, do not trust this layer" if r["srm_p"] < 0.001
+            else f"split matches the traffic shares (p={r['srm_p']:.2g})")
+        need = f"{r['users_needed_10pct']:,} users per arm to detect a 10% lift" if r["users_needed_10pct"] else "no clicks yet"
+        notes.append(f"{sc}/{layer}: control {r['control']}; {srm}; {need}")
+    return "\n".join(lines + [""] + notes) if rows else "(no queries logged)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mmsearch ab-report", description=__doc__)
     p.add_argument("--mongo-uri", help="default: config mongo.uri")
     p.add_argument("--scene")
+    p.add_argument("--control", help="the control arm of each layer (default: the arm with the most users)")
+    p.add_argument("--experiments", type=Path, help="experiments YAML for the traffic shares (default: config experiments_file)")
     p.add_argument("--config")
     args = p.parse_args(argv)
 
@@ -46,12 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config, overrides=flag_overrides({"mongo.uri": args.mongo_uri}))
         if not cfg.mongo.uri:
             raise BadInput("--mongo-uri (or MMSEARCH_MONGO_URI) is required: the query log lives in MongoDB")
-        rows = report(DocumentStore(cfg.mongo.uri, cfg.mongo.database), args.scene)
-        print(f"{'scene':<12} {'layer':<12} {'arm':<14} {'requests':>9} {'users':>7} {'clicked':>8} {'CTR':>7}")
-        for r in rows:
-            print(f"{r['scene']:<12} {r['layer']:<12} {r['arm']:<14} {r['requests']:>9} {r['users']:>7} {r['clicked']:>8} {r['ctr']:>7.1%}")
-        if not rows:
-            print("(no queries logged)")
+        path = args.experiments or Path(cfg.experiments_file)
+        exp = parse_experiments(path.read_text(), str(path)) if path.is_file() else None
+        print(render(report(DocumentStore(cfg.mongo.uri, cfg.mongo.database), args.scene, exp, args.control)))
 
     return run_cli(_go)
 

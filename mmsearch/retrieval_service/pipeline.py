@@ -123,7 +123,8 @@ class SearchService:
             query = {"text": req.text} if req.text is not None else {"image_sha256": hashlib.sha256(req.image or b"").hexdigest()}
             self.querylog.record({"_id": request_id, "ts": time.time(), "scene": req.scene, "user_id": user_id,
                                   "buckets": buckets, "arms": arms, "query": query, "config_version": live.version,
-                                  "offset": req.offset, "filter": req.filter, "results": [h.id for h in hits], "clicks": []})
+                                  "offset": req.offset, "filter": req.filter, "forced": bool(req.force),  # forced: not randomised (ab-report)
+                                  "results": [h.id for h in hits], "clicks": []})
         return SearchResponse(request_id, user_id, hits, arms, {k: round(v, 3) for k, v in ctx.timings.items()},
                               live.version, req.offset, has_more)
 

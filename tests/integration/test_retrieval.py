@@ -248,8 +248,26 @@ def test_clicks_query_log_and_ab_report(stack):
     entry = store.db["_query_log"].find_one({"_id": out["request_id"]})
     assert entry["arms"] == {"rerank": "ce"} and entry["query"] == {"text": "text document 5"}
     assert entry["clicks"][0]["doc_id"] == out["results"][0]["id"] and entry["results"] == [r["id"] for r in out["results"]]
-    rows = {(r["scene"], r["arm"]): r for r in report(store, "text2text")}
-    assert rows[("text2text", "ce")]["clicked"] >= 1 and rows[("text2text", "ce")]["ctr"] > 0
+    assert entry["forced"] is True
+    # randomised traffic: users split by the layer's salt; each clicks its first result on every other search
+    for i in range(12):
+        code, res = post(url + "/v1/search", {"scene": "text2text", "query": {"text": f"text document {i}"}, "user_id": f"ab-{i}"})
+        assert code == 200, res
+        if i % 2:
+            assert post(url + "/v1/click", {"request_id": res["request_id"], "doc_id": res["results"][0]["id"]})[0] == 200
+    from conftest_stack import EXPERIMENTS as EXP
+
+    from mmsearch.experiments import parse_experiments
+    from mmsearch.retrieval_service.ab_report import render
+
+    rows = {(r["scene"], r["arm"]): r for r in report(store, "text2text", parse_experiments(EXP))}
+    ce, none = rows[("text2text", "ce")], rows[("text2text", "none")]
+    assert ce["forced"] >= 1  # the forced search and its click are counted apart, not in the statistics
+    assert ce["users"] + none["users"] >= 12  # users, the unit of assignment
+    assert 0 <= ce["ctr_low"] <= ce["ctr"] <= ce["ctr_high"] <= 1 and ce["srm_p"] is not None
+    assert {r["vs_control"] is None for r in (ce, none)} == {True, False}  # one control, one compared with it
+    text = render(list(rows.values()))
+    assert "text2text/rerank: control" in text and "split matches the traffic shares" in text
 
 
 def test_health_ready_metrics(stack):

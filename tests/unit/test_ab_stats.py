@@ -1,0 +1,51 @@
+"""A/B statistics: intervals over users, a difference that is called only when real, SRM, sample size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmsearch.retrieval_service.ab_stats import ArmSample, ctr_interval, difference, sample_ratio_mismatch, users_needed
+
+
+def simulate(arm: str, users: int, ctr: float, seed: int, requests_per_user: int = 3) -> ArmSample:
+    rng = np.random.default_rng(seed)
+    req = np.full(users, requests_per_user, dtype=float)
+    return ArmSample(arm, req, rng.binomial(requests_per_user, ctr, users).astype(float))
+
+
+def test_interval_covers_the_true_ctr_and_narrows_with_users():
+    small, big = simulate("a", 100, 0.3, 1), simulate("a", 3000, 0.3, 2)
+    lo_s, hi_s = ctr_interval(small)
+    lo_b, hi_b = ctr_interval(big)
+    assert lo_b < 0.3 < hi_b and (hi_b - lo_b) < (hi_s - lo_s) / 3
+
+
+def test_a_real_lift_is_called_and_no_lift_is_not():
+    base = simulate("base", 2000, 0.20, 3)
+    better = simulate("ft", 2000, 0.26, 4)
+    same = simulate("same", 2000, 0.20, 5)
+    d = difference(better, base)
+    assert d["low"] > 0 and d["p_value"] < 0.01 and abs(d["diff"] - 0.06) < 0.02
+    n = difference(same, base)
+    assert n["low"] < 0 < n["high"] and n["p_value"] > 0.05
+
+
+def test_users_not_requests_are_the_unit():
+    # one heavy user who always clicks must not make an arm look certain
+    heavy = ArmSample("x", np.array([1000.0, 1, 1, 1]), np.array([1000.0, 0, 0, 0]))
+    lo, hi = ctr_interval(heavy)
+    assert hi - lo > 0.5
+
+
+@pytest.mark.parametrize("users, shares, mismatch", [([5000, 5000], [50, 50], 0.0), ([5400, 4600], [50, 50], 1.0),
+                                                     ([9000, 1000], [90, 10], 0.0)])
+def test_sample_ratio_mismatch(users, shares, mismatch):
+    assert sample_ratio_mismatch(users, shares)["mismatch"] == mismatch
+
+
+def test_users_needed_follows_the_textbook_formula():
+    # 10% -> 11% at alpha 0.05, power 0.8: about 14,750 per arm (two-proportion normal approximation)
+    assert 14_000 < users_needed(0.10, 0.10) < 15_500
+    assert users_needed(0.10, 0.10, requests_per_user=5) == pytest.approx(users_needed(0.10, 0.10) / 5, rel=0.01)
+    assert users_needed(0.10, 0.20) < users_needed(0.10, 0.10)
