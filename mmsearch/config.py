@@ -104,7 +104,7 @@ class ExportConfig(_Section):
     parity_min_cosine: float = Field(0.9999, gt=0, le=1)
     text_max_length: int = Field(256, ge=8, le=8192)
     preferred_batch_sizes: list[int] = Field(default_factory=lambda: [8, 16, 32])
-    max_queue_delay_us: int = Field(500, ge=0)
+    max_queue_delay_us: int = Field(100, ge=0)  # measured: 100 beat 500 at c=1 (p50 -9%) and c=8 (+4% qps) on the demo
     instance_count: int = Field(1, ge=1)
     instance_kind: Literal["cpu", "gpu"] = "cpu"  # config.pbtxt KIND_CPU (demo) or KIND_GPU (production repository)
 
