@@ -17,7 +17,7 @@ MAX_TOP_K = 1000
 MAX_OFFSET = 1000
 MAX_TEXT_CHARS = 4096
 MAX_FIELDS = 64
-USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
+USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"  # (pydantic's regex: $ is the very end; Python checks use fullmatch)
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
 Scene = Literal["text2text", "text2image", "image2image"]
 ScoreType = Literal["cosine", "rerank", "fused"]
@@ -57,7 +57,7 @@ class ClickBody(_Model):
 
     request_id: str = Field(min_length=1, max_length=64)
     doc_id: str = Field(min_length=1, max_length=512)
-    user_id: str | None = None
+    user_id: str | None = Field(None, pattern=USER_ID_PATTERN)
 
 
 class EmbedBody(_Model):
@@ -94,7 +94,7 @@ class EmbedResult(_Model):
 
 
 class ErrorBody(_Model):
-    error: str = Field(description="BadInput, NotFound, Unavailable, DeadlineExceeded, Overloaded, AlreadyExists or Internal")
+    error: str = Field(description="BadInput, NotFound, Unavailable, DeadlineExceeded, Overloaded, AlreadyExists, Unauthenticated or Internal")
     message: str
     dependency: str | None = None
 
@@ -136,7 +136,8 @@ def openapi() -> dict[str, Any]:
         return {"$ref": f"#/components/schemas/{name}"}
 
     errors = {str(code): {"description": why, "content": {"application/json": {"schema": ref("ErrorBody")}}}
-              for code, why in [(400, "bad input: the message names the field"), (404, "index or model not found"),
+              for code, why in [(400, "bad input: the message names the field"), (401, "an API key is required and was missing or wrong"),
+                                (404, "index or model not found"),
                                 (429, "overloaded"), (503, "a dependency is down"), (504, "deadline exceeded")]}
 
     def post(summary: str, body: str, result: str | dict[str, Any]) -> dict[str, Any]:

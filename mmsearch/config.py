@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mmsearch.errors import BadInput, ConfigError
 
@@ -66,6 +66,14 @@ class RetrievalConfig(Endpoint):
     max_queue: int = Field(8, ge=0, le=4096)  # searches waiting for a slot; more are refused with 429
     queue_timeout_s: float = Field(0.1, ge=0, le=60)  # longest wait for a slot before 429
     api_keys: list[str] = Field(default_factory=list, repr=False)  # empty: no key needed (demo); production sets them
+
+    @field_validator("api_keys")
+    @classmethod
+    def _strong_keys(cls, keys: list[str]) -> list[str]:
+        """A key list that is set must hold real keys: an empty or short one would silently weaken the guard."""
+        if any(len(k) < 16 for k in keys):
+            raise ValueError("every API key must be at least 16 characters (an empty list turns keys off)")
+        return keys
 
 
 class WebConfig(Endpoint):

@@ -51,9 +51,9 @@ def check_field_name(name: str) -> str:
 def check_value(field: str, ftype: str, value: Any, where: str) -> Any:
     """The value if it fits the field's type, else BadInput naming ``where``."""
     ok = {
-        "str": isinstance(value, str) and len(value) <= MAX_STR,
-        "int": isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63,
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        "str": isinstance(value, str) and len(value) <= MAX_STR and _utf8(value),
+        "int": isinstance(value, int) and not isinstance(value, bool) and -(2**63) < value < 2**63,
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value),
         "bool": isinstance(value, bool),
     }[ftype]
     if not ok:
@@ -61,6 +61,21 @@ def check_value(field: str, ftype: str, value: Any, where: str) -> Any:
         extra = f" of at most {MAX_STR} characters" if ftype == "str" and isinstance(value, str) else ""
         raise BadInput(f"{where}: field {field} holds {ftype}{extra} values, got {shown}")
     return float(value) if ftype == "float" else value
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")  # a lone surrogate cannot travel to Milvus
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _jsonable(value: Any) -> bool:

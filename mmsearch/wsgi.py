@@ -25,5 +25,10 @@ class WsgiServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop listening, close open connections and end the worker threads (close() alone leaves both)."""
+        from waitress import wasyncore
+
         self._server.close()
+        self._server.task_dispatcher.shutdown()
+        wasyncore.close_all(self._server._map)
         self._thread.join(timeout=5)

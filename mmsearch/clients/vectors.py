@@ -51,7 +51,8 @@ logging.getLogger("grpc._server").addFilter(_DropUnimplemented())
 
 # Milvus status codes (milvus-proto common.proto ErrorCode / merr): what each means for us.
 _MILVUS_NOT_FOUND = {100, 700}  # CollectionNotFound (collections and aliases alike), IndexNotFound
-_MILVUS_UNAVAILABLE = {2, 101}  # pymilvus: "Fail connecting to server"; CollectionNotLoaded
+_MILVUS_UNAVAILABLE = {2}  # pymilvus: "Fail connecting to server"
+_MILVUS_LOADING = {101}  # CollectionNotLoaded: released, or reloading after a restart
 _MILVUS_OVERLOADED = {8}  # RateLimit
 
 
@@ -72,6 +73,8 @@ def _translate(e: Exception, dependency: str, what: str) -> MMSearchError:
             return NotFound(f"{dependency}: {msg}")
         if code in _MILVUS_UNAVAILABLE:
             return Unavailable(dependency, msg)
+        if code in _MILVUS_LOADING:
+            return IndexLoading(dependency, msg)
         if code in _MILVUS_OVERLOADED:
             return Overloaded(f"{dependency}: {msg}")
         return Internal(f"{dependency}: {what} failed: {msg}")
@@ -112,6 +115,10 @@ class IndexSpec:
 def index_spec(milvus: Any) -> IndexSpec:
     """The IndexSpec a ``config.milvus`` section asks for."""
     return IndexSpec(milvus.index_type, "COSINE", milvus.hnsw_m, milvus.hnsw_ef_construction, milvus.ivf_nlist, milvus.search_ef)
+
+
+class IndexLoading(Unavailable):
+    """The index exists but Milvus is still loading it into memory (503; retry shortly)."""
 
 
 BRUTE_FORCE_OK_ROWS = 10_000  # below this, seal() does not wait for the indexed segments to replace growing ones
@@ -156,18 +163,19 @@ class VectorStore:
             if not wait:
                 if "Loading" not in state:
                     self._call("load", self.client.load_collection, target, _async=True)
-                raise Unavailable(self.dependency, f"index {name!r} is loading into memory; retry shortly")
+                raise IndexLoading(self.dependency, f"index {name!r} is loading into memory; retry shortly")
             self._call("load", self.client.load_collection, target)
         self._loaded.add(name)
 
     def serving(self, name: str) -> bool:
         """Whether searches of ``name`` can be answered now (loaded); starts a load when none runs.
         Readiness asks this, so a stack is not called up while its indexes are still loading."""
+        self._loaded.discard(name)  # ask Milvus, not the cache: a restarted server reloads in the background
         try:
             self._ensure_loaded(name, wait=False)
             return True
-        except Unavailable:
-            return False
+        except IndexLoading:
+            return False  # (a server that does not answer raises: readiness says so, not "loading")
 
     def _serving_quietly(self, name: str) -> bool:
         try:
@@ -311,18 +319,22 @@ class VectorStore:
         """Top-k (id, score) per query vector from an index (alias) or collection; NotFound names a missing one.
         ``ef``: HNSW search breadth for this call (the recall/latency knob an experiment arm may set)."""
         try:
-            self._ensure_loaded(name, wait=False)
+            self._ensure_loaded(name, wait=False)  # IndexLoading (503) while Milvus loads it
+        except NotFound as e:
+            raise NotFound(f"index {name!r} not found in {self.dependency}") from e
+        try:
             res = self._call("search", self.client.search, name, data=[np.asarray(v, np.float32) for v in vectors],
                              limit=top_k, filter=filter, output_fields=["id"],
                              search_params={"metric_type": self.spec.metric, "params": self.spec.search_params(top_k, ef)})
         except NotFound as e:
             raise NotFound(f"index {name!r} not found in {self.dependency}") from e
-        except MMSearchError as e:
-            # Released behind our back (a restart, a rollback elsewhere): Milvus 2.3 says so with a
-            # generic code and a message only, so ask for the load state instead of reading text.
+        except (Internal, IndexLoading) as e:
+            # Released behind our back (a restart, a rollback elsewhere): Milvus 2.3 says so with code
+            # 101 or a generic code and a message only, so ask for the load state instead of reading
+            # text. (A server that does not answer raises Unavailable: no probing then.)
             self._loaded.discard(name)
-            if isinstance(e, (Internal, Unavailable)) and not self._serving_quietly(name):
-                raise Unavailable(self.dependency, f"index {name!r} is loading into memory; retry shortly") from e
+            if not self._serving_quietly(name):
+                raise IndexLoading(self.dependency, f"index {name!r} is loading into memory; retry shortly") from e
             raise
         return [[(h["id"], float(h["distance"])) for h in hits] for hits in res]
 

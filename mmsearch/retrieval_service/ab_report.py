@@ -64,8 +64,12 @@ def report(store: DocumentStore, scene: str | None = None, experiments: Experime
         rpu = ctrl["requests"] / ctrl["users"] if ctrl["users"] else 1.0
         need = users_needed(ctrl["ctr"], LIFT, requests_per_user=rpu) if ctrl["ctr"] > 0 else None
         layer_shares = shares.get((sc, layer))
-        srm = sample_ratio_mismatch([r["users"] for r in group], [layer_shares.get(r["arm"], 0.0) for r in group]) \
-            if layer_shares else None
+        srm = None
+        if layer_shares:  # over the configured arms: one that got no users at all is the plainest mismatch
+            seen = {r["arm"]: r["users"] for r in group}
+            srm = sample_ratio_mismatch([seen.get(a, 0) for a in layer_shares], list(layer_shares.values()))
+            if set(seen) - set(layer_shares):  # users on arms the config does not have: the split is not what it says
+                srm = {"p_value": 0.0, "mismatch": 1.0}
         for r in group:
             r["control"] = ctrl["arm"]
             r["vs_control"] = None if r is ctrl else difference(r["_sample"], ctrl["_sample"])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 BOOTSTRAP = 2000
+BOOTSTRAP_MAX_USERS = 5000  # beyond this, the normal (delta-method) interval: same answer, no 2000 x users matrix
 SRM_ALPHA = 0.001  # the usual threshold: a mismatch this unlikely means the split is broken, not unlucky
 
 
@@ -34,10 +35,20 @@ class ArmSample:
         return float(self.clicked.sum()) / total if total else 0.0
 
 
+def _delta_se(s: ArmSample) -> float:
+    """Standard error of the ratio CTR = sum(clicked) / sum(requests) over independent users."""
+    if s.users < 2 or s.requests.sum() == 0:
+        return 0.0
+    resid = s.clicked - s.ctr * s.requests
+    return float(np.sqrt(resid.var(ddof=1) * s.users) / s.requests.sum())
+
+
 def _boot_ctr(s: ArmSample, rng: np.random.Generator) -> np.ndarray:
-    """BOOTSTRAP resampled CTRs (ratio of sums over resampled users)."""
+    """BOOTSTRAP resampled CTRs (ratio of sums over resampled users); normal draws for large arms."""
     if s.users == 0:
         return np.zeros(BOOTSTRAP)
+    if s.users > BOOTSTRAP_MAX_USERS:
+        return rng.normal(s.ctr, _delta_se(s), BOOTSTRAP)
     idx = rng.integers(0, s.users, size=(BOOTSTRAP, s.users))
     req = s.requests[idx].sum(axis=1)
     return np.where(req > 0, s.clicked[idx].sum(axis=1) / np.maximum(req, 1), 0.0)

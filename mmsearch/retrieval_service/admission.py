@@ -12,6 +12,13 @@ from contextlib import contextmanager
 from mmsearch.errors import Overloaded
 
 
+def refused(message: str) -> Overloaded:
+    """Admission control's 429 (the public error stays Overloaded), marked apart from a dependency's own rate limit."""
+    e = Overloaded(message)
+    e.admission = True  # type: ignore[attr-defined]
+    return e
+
+
 class Admission:
     def __init__(self, max_inflight: int, max_queue: int, queue_timeout_s: float):
         self.max_inflight, self.max_queue, self.queue_timeout_s = max_inflight, max_queue, queue_timeout_s
@@ -28,7 +35,7 @@ class Admission:
             if self.inflight >= self.max_inflight:
                 if self.waiting >= self.max_queue:
                     self.rejected += 1
-                    raise Overloaded(f"busy: {self.inflight} searches in flight and {self.waiting} queued; retry shortly")
+                    raise refused(f"busy: {self.inflight} searches in flight and {self.waiting} queued; retry shortly")
                 self.waiting += 1
                 deadline = time.monotonic() + self.queue_timeout_s
                 try:
@@ -36,7 +43,7 @@ class Admission:
                         left = deadline - time.monotonic()
                         if left <= 0:
                             self.rejected += 1
-                            raise Overloaded(f"busy: no search slot freed within {self.queue_timeout_s * 1000:.0f} ms; retry shortly")
+                            raise refused(f"busy: no search slot freed within {self.queue_timeout_s * 1000:.0f} ms; retry shortly")
                         self._cond.wait(left)
                 finally:
                     self.waiting -= 1

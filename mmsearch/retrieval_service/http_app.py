@@ -32,6 +32,8 @@ def create_app(service: SearchService) -> Flask:
             return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BadInput(f"body: not valid JSON ({e})") from e
+        except RecursionError as e:
+            raise BadInput("body: JSON nested too deeply") from e
 
     @app.before_request
     def _authenticate():

@@ -92,8 +92,9 @@ class SearchService:
             try:
                 with self.admission.slot():
                     return self._search(req, request_id)
-            except Overloaded:
-                self.metrics.requests.labels(req.scene, "-", "Overloaded").inc()
+            except Overloaded as e:
+                if getattr(e, "admission", False):  # (a dependency's Overloaded was counted with its arm in _search)
+                    self.metrics.requests.labels(req.scene, "-", "Overloaded").inc()
                 raise
 
     def _search(self, req: SearchRequest, request_id: str) -> SearchResponse:
@@ -188,17 +189,17 @@ class SearchService:
     def embed(self, model: str, text: str | None = None, image: bytes | None = None) -> np.ndarray[Any, np.dtype[np.float32]]:
         """A model's vector for one text or image, through the same preprocessing and Triton model as search."""
         ctx = RequestContext("embed", "embed", self.config.retrieval.request_timeout_s)
-        with self._stage("qp", self.deps.preprocess, ctx) as pre:
+        with self.admission.slot(), self._stage("qp", self.deps.preprocess, ctx) as pre:
             tensors = {"pixel_values": pre.process_images(model, [image])} if image is not None else \
                 pre.tokenize(model, [text or ""], bucket=True).tensors
-        with self._stage("embed", self.deps.inference, ctx) as inf:
+        with self.admission.slot(), self._stage("embed", self.deps.inference, ctx) as inf:
             out: np.ndarray[Any, np.dtype[np.float32]] = np.asarray(inf.infer(model, tensors, "embedding"), np.float32)[0]
         return out
 
     def models(self) -> list[dict[str, Any]]:
         """The models Triton serves, with their state and execution provider (GET /v1/models)."""
         ctx = RequestContext("models", "models", self.config.retrieval.request_timeout_s)
-        with self._stage("models", self.deps.inference, ctx) as inf:
+        with self.admission.slot(), self._stage("models", self.deps.inference, ctx) as inf:
             return inf.models()
 
     def click(self, request_id: object, doc_id: object, user_id: str | None = None) -> None:

@@ -59,7 +59,7 @@ def _finish(body: SearchBody, image: bytes | None) -> SearchRequest:
         raise BadInput(f"query: scene {scene} needs query.text")
     if text is not None and not text.strip():
         raise BadInput("query.text: empty")
-    if body.user_id and not re.match(USER_ID_PATTERN, body.user_id):
+    if body.user_id and not re.fullmatch(USER_ID_PATTERN, body.user_id):
         raise BadInput("user_id: 1-128 characters of letters, digits and _ . : @ -")
     if body.fields is not None:
         bad = [f for f in body.fields if not f or len(f) > 128]
@@ -92,6 +92,8 @@ def from_proto(req: search_pb2.SearchRequest) -> SearchRequest:
             filt = json.loads(req.filter)
         except json.JSONDecodeError as e:
             raise BadInput(f"filter: not valid JSON ({e})") from e
+        except RecursionError as e:
+            raise BadInput("filter: nested too deeply") from e
     body = {"scene": req.scene, "query": {"text": req.query.text} if which == "text" else {},
             "user_id": req.user_id or None, "top_k": req.top_k or None, "force": dict(req.force),
             "offset": req.offset, "fields": list(req.fields) or None, "filter": filt}

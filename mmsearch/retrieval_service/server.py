@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent import futures
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from mmsearch.retrieval_service.http_app import create_app
 from mmsearch.retrieval_service.pipeline import SearchService
 from mmsearch.wsgi import WsgiServer
 
+log = logging.getLogger("mmsearch.retrieval")
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["Search"].full_name
 
 
@@ -55,10 +57,13 @@ def create_server(config: Config, http_address: str | None = None, grpc_address:
         # a request waiting for a server thread would queue where nothing bounds or refuses it
         http_server = WsgiServer(create_app(service), host, int(port), max(r.workers, r.max_inflight + r.max_queue + 32),
                                  "retrieval http")
+        log.info("API keys %s", "required" if service.auth.enabled else "off (retrieval.api_keys is empty)")
     except Unavailable:
         watcher.stop()
         raise
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=r.workers, thread_name_prefix="retrieval"),
+    threads = max(r.workers, r.max_inflight + r.max_queue + 32)  # (as the HTTP server: every call reaches admission)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="retrieval"),
+                         maximum_concurrent_rpcs=threads,  # beyond: RESOURCE_EXHAUSTED from gRPC itself, never an unbounded queue
                          options=[("grpc.max_receive_message_length", int(r.max_body_mb * 1024 * 1024)),
                                   ("grpc.so_reuseport", 0)])
     servicer = SearchServicer(service)

@@ -49,3 +49,38 @@ def test_users_needed_follows_the_textbook_formula():
     assert 14_000 < users_needed(0.10, 0.10) < 15_500
     assert users_needed(0.10, 0.10, requests_per_user=5) == pytest.approx(users_needed(0.10, 0.10) / 5, rel=0.01)
     assert users_needed(0.10, 0.20) < users_needed(0.10, 0.10)
+
+
+def test_large_arms_use_the_normal_interval_and_agree_with_the_bootstrap():
+    from mmsearch.retrieval_service import ab_stats
+
+    big = simulate("a", 20_000, 0.3, 7)
+    lo, hi = ctr_interval(big)  # normal draws (no 2000 x 20000 matrix)
+    old = ab_stats.BOOTSTRAP_MAX_USERS
+    ab_stats.BOOTSTRAP_MAX_USERS = 10**9
+    try:
+        blo, bhi = ctr_interval(big)  # the bootstrap itself
+    finally:
+        ab_stats.BOOTSTRAP_MAX_USERS = old
+    assert lo < 0.3 < hi and abs(lo - blo) < 0.002 and abs(hi - bhi) < 0.002
+
+
+class _Log:
+    def __init__(self, entries):
+        self.entries = entries
+
+    def find(self, collection, match, fields):
+        return [e for e in self.entries if all(e.get(k) == v for k, v in match.items())]
+
+
+def test_report_flags_an_arm_that_got_no_users_and_leaves_forced_requests_out():
+    from mmsearch.experiments import parse_experiments
+    from mmsearch.retrieval_service.ab_report import render, report
+
+    exp = parse_experiments("scenes:\n  text2text:\n    defaults: {embed_model: m, index: i}\n    layers:\n"
+                            "      - {name: model, salt: s, arms: [{name: a, traffic: 50}, {name: b, traffic: 50}]}\n")
+    log = [{"scene": "text2text", "arms": {"model": "a"}, "user_id": f"u{i}", "clicks": [1] if i % 3 == 0 else []} for i in range(500)]
+    log.append({"scene": "text2text", "arms": {"model": "b"}, "user_id": "dev", "clicks": [1], "forced": True})
+    rows = report(_Log(log), "text2text", exp)
+    assert [(r["arm"], r["users"], r["forced"]) for r in rows] == [("a", 500, 0), ("b", 0, 1)]
+    assert rows[0]["srm_p"] < 1e-6 and "SAMPLE RATIO MISMATCH" in render(rows)

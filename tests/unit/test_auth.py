@@ -77,3 +77,12 @@ def test_key_from_reads_bearer_or_x_api_key():
     assert key_from({"Authorization": "Bearer "}) is None and key_from({}) is None
     with pytest.raises(Unauthenticated, match="not valid"):
         ApiKeys(["a"]).check("b")
+
+
+@pytest.mark.parametrize("keys", ['[""]', '["short"]'])
+def test_weak_or_empty_keys_are_a_config_error_not_an_open_api(keys):
+    from mmsearch.config import load_config
+    from mmsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="retrieval.api_keys"):
+        load_config(environ={"MMSEARCH_RETRIEVAL_API_KEYS": keys})

@@ -78,3 +78,25 @@ def test_grpc_edge_counts_calls_by_method_and_status():
     samples = {(m.labels["method"], m.labels["code"]): m.value for fam in [s.rpc_metrics.calls] for metric in fam.collect()
                for m in metric.samples if m.name.endswith("_total")}
     assert samples == {("Ok", "OK"): 1.0, ("Bad", grpc.StatusCode.INVALID_ARGUMENT.name): 1.0}
+
+
+def test_wsgi_server_stop_ends_its_threads_and_connections():
+    import threading
+    import urllib.request
+
+    from mmsearch.wsgi import WsgiServer
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    before = threading.active_count()
+    server = WsgiServer(app, "127.0.0.1", 0, 4, "test")
+    assert urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5).read() == b"ok"
+    server.stop()
+    deadline = __import__("time").monotonic() + 5
+    while threading.active_count() > before and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(0.05)
+    assert threading.active_count() <= before
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=2)

@@ -74,6 +74,7 @@ def test_force_is_copied_not_shared():
         ({"scene": "text2text", "query": {"text": "x"}, "user_id": "a" * 129}, "user_id"),
         ({"scene": "text2text", "query": {"text": "x"}, "user_id": 42}, "user_id"),
         ({"scene": "text2text", "query": {"text": "x"}, "user_id": "<script>"}, "user_id"),
+        ({"scene": "text2text", "query": {"text": "x"}, "user_id": "a\n"}, "user_id"),
         ({"scene": "text2text", "query": {"text": "x"}, "top_k": 0}, "top_k"),
         ({"scene": "text2text", "query": {"text": "x"}, "top_k": MAX_TOP_K + 1}, "top_k"),
         ({"scene": "text2text", "query": {"text": "x"}, "top_k": -5}, "top_k"),
