@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mmsearch.errors import Unavailable, from_http_status
+from mmsearch.net import http_ok
 
 
 class SearchClient:
@@ -83,15 +84,7 @@ class SearchClient:
 
     def ready(self) -> bool:
         """Whether the API can serve searches now (its /readyz: every dependency and served index)."""
-        try:
-            with urllib.request.urlopen(self.base_url + "/readyz", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_ok(self.base_url + "/readyz", timeout=2)
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.base_url + "/healthz", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_ok(self.base_url + "/healthz", timeout=2)

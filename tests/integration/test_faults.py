@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from mmsearch.embedded import MilvusServer, SecantusServer
-from mmsearch.net import wait_until
+from mmsearch.net import http_ok, wait_until
 from mmsearch.preprocess_service.server import create_server as create_preprocess
 from mmsearch.serving.triton import TritonOptions, start_triton
 
@@ -59,14 +59,6 @@ class Load:
             t.join(timeout=90)
 
 
-def ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/readyz", timeout=5) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def outage(stack, stop, start, dependency: str) -> None:
     url, deadline = stack["url"], stack["cfg"].retrieval.request_timeout_s
     assert search(url)[0] == 200
@@ -75,7 +67,7 @@ def outage(stack, stop, start, dependency: str) -> None:
         stop()
         down_from = time.monotonic()
         # readiness tells the truth on its own (a short probe of each dependency, not a cached connection)
-        assert wait_until(lambda: not ready(url), 5, 0.2), f"/readyz still 200 5 s after {dependency} stopped"
+        assert wait_until(lambda: not http_ok(url + "/readyz", 5), 5, 0.2), f"/readyz still 200 5 s after {dependency} stopped"
         assert wait_until(lambda: any(t > down_from and c == 503 for t, c, _, _ in load.results), 30), \
             f"no 503 while {dependency} was down"
         time.sleep(2)
@@ -84,7 +76,7 @@ def outage(stack, stop, start, dependency: str) -> None:
         back = time.monotonic()
         assert wait_until(lambda: search(url)[0] == 200, 10, 0.2), f"no recovery within 10 s of {dependency}'s return"
         recovered_in = time.monotonic() - back
-        assert wait_until(lambda: ready(url), 30, 0.5), f"/readyz not back to 200 after {dependency} returned"
+        assert wait_until(lambda: http_ok(url + "/readyz", 5), 30, 0.5), f"/readyz not back to 200 after {dependency} returned"
     # Load records each request's START time (time.monotonic() is evaluated before search()). Strictly inside the
     # outage: started after stop() returned and finished before start() began, so the dependency was down throughout.
     during = [(c, out, dt) for t, c, out, dt in load.results if t > down_from and t + dt < up_from]

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from mmsearch.errors import Overloaded
+from mmsearch.net import wait_until
 from mmsearch.retrieval_service.admission import Admission
 
 
@@ -30,7 +31,7 @@ def test_queue_full_is_refused_at_once_and_a_freed_slot_admits_the_waiter():
     assert first.wait(5)
     t2 = threading.Thread(target=hold, args=(adm, second, release, out))
     t2.start()
-    assert wait_for(lambda: adm.waiting == 1)
+    assert wait_until(lambda: adm.waiting == 1, 5, 0.005)
     t0 = time.perf_counter()
     with pytest.raises(Overloaded, match="1 searches in flight and 1 queued"), adm.slot():
         pass
@@ -63,11 +64,3 @@ def test_an_error_inside_frees_the_slot():
     with adm.slot():
         assert adm.inflight == 1
 
-
-def wait_for(cond, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False

@@ -90,13 +90,12 @@ def test_wsgi_server_stop_ends_its_threads_and_connections():
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
+    from mmsearch.net import wait_until
+
     before = threading.active_count()
     server = WsgiServer(app, "127.0.0.1", 0, 4, "test")
     assert urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5).read() == b"ok"
     server.stop()
-    deadline = __import__("time").monotonic() + 5
-    while threading.active_count() > before and __import__("time").monotonic() < deadline:
-        __import__("time").sleep(0.05)
-    assert threading.active_count() <= before
+    assert wait_until(lambda: threading.active_count() <= before, 5, 0.05), threading.enumerate()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=2)
