@@ -94,6 +94,12 @@ class MilvusConfig(_Section):
     search_ef: int = Field(128, ge=1, le=32768)  # default search breadth; an experiment arm may set its own
 
 
+class LexicalConfig(_Section):
+    """BM25 recall (tantivy): where builds' term indexes live (a shared volume in a distributed deploy)."""
+
+    root: Path = Path("")  # empty = <data_dir>/lexical
+
+
 class MongoConfig(_Section):
     uri: str = ""  # empty = embedded secantusdb server under data_dir
     database: str = "mmsearch"
@@ -130,8 +136,13 @@ class Config(_Section):
     web: WebConfig = Field(default_factory=WebConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
     mongo: MongoConfig = Field(default_factory=MongoConfig)
+    lexical: LexicalConfig = Field(default_factory=LexicalConfig)
     consul: ConsulConfig = Field(default_factory=ConsulConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+
+
+def lexical_root(config: Config) -> Path:
+    return config.lexical.root if str(config.lexical.root) not in ("", ".") else config.data_dir / "lexical"
 
 
 def _env_names() -> dict[str, tuple[str, ...]]:

@@ -19,6 +19,28 @@ BUCKETS = 10_000
 SCENES = ("text2text", "text2image", "image2image")
 
 
+class Source(BaseModel):
+    """One recall path of a fused arm: dense vectors of an index (one per field and model) or BM25
+    over an index's lexical build. Unset model/index fall back to the arm's."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    kind: Literal["dense", "bm25"]
+    embed_model: str | None = None
+    index: str | None = None
+    fields: list[str] | None = Field(default=None, min_length=1, max_length=16)  # bm25: fields matched (default: all)
+    recall_top_k: int = Field(default=100, ge=1, le=16384)
+    weight: float = Field(default=1.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Source":
+        if self.kind == "bm25" and self.embed_model:
+            raise ValueError(f"source {self.name}: a bm25 source has no embed_model")
+        if self.kind == "dense" and self.fields:
+            raise ValueError(f"source {self.name}: fields are for bm25 sources (a dense source searches its index's vectors)")
+        return self
+
+
 class Params(BaseModel):
     """What an arm may set (all optional); scene defaults fill the rest."""
 
@@ -32,6 +54,16 @@ class Params(BaseModel):
     rerank_top_n: int | None = Field(default=None, ge=1, le=1000)
     filter: str | None = None
     search_ef: int | None = Field(default=None, ge=1, le=32768)  # HNSW search breadth (recall vs latency)
+    sources: list[Source] | None = Field(default=None, min_length=1, max_length=8)  # fused recall; unset: dense only
+    fusion: Literal["rrf", "weighted"] | None = None  # how sources are fused (default rrf)
+    rrf_k: int | None = Field(default=None, ge=1, le=10000)
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> "Params":
+        names = [s.name for s in self.sources or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate source names {names}")
+        return self
 
 
 class Arm(Params):
@@ -102,12 +134,14 @@ class Experiments(BaseModel):
 
     def indexes(self) -> list[str]:
         """Every index some arm of some scene may search (what must be loaded before traffic comes)."""
-        names = {p.index for scene in self.scenes.values() for p in [scene.defaults, *(a for lay in scene.layers for a in lay.arms)]}
+        params = [p for scene in self.scenes.values() for p in [scene.defaults, *(a for lay in scene.layers for a in lay.arms)]]
+        names = {p.index for p in params} | {s.index for p in params for s in p.sources or [] if s.kind == "dense"}
         return sorted(n for n in names if n)
 
 
 def _set_fields(p: BaseModel) -> dict[str, Any]:
-    return {k: v for k, v in p.model_dump(exclude={"name", "traffic"}).items() if v is not None}
+    """The params an arm sets, as objects (model_dump would turn sources into dicts that model_copy keeps)."""
+    return {k: getattr(p, k) for k in Params.model_fields if getattr(p, k) is not None}
 
 
 def parse_experiments(text: str | bytes, origin: str = "experiments") -> Experiments:

@@ -267,6 +267,16 @@ class VectorStore:
         rows = self._call("query", self.client.query, collection, filter=f"id in [{quoted}]", output_fields=["id"], **STRONG)
         return {r["id"] for r in rows}
 
+    def matching(self, name: str, ids: Sequence[str], expr: str) -> set[str]:
+        """Which of ``ids`` pass a filter expression (recall paths without metadata, like BM25, filter here)."""
+        if not ids:
+            return set()
+        quoted = ",".join(quote(i) for i in ids)
+        flt = f"(id in [{quoted}])" + (f" and ({expr})" if expr else "")
+        self._ensure_loaded(name, wait=False)
+        rows = self._call("query", self.client.query, name, filter=flt, output_fields=["id"], limit=len(ids))
+        return {r["id"] for r in rows}
+
     def vector(self, collection: str, doc_id: str) -> np.ndarray | None:
         self._ensure_loaded(collection)
         rows = self._call("query", self.client.query, collection, filter=f"id == {quote(doc_id)}", output_fields=["embedding"],

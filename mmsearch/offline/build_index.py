@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # `python mmsearch/offline/build_index.py` from a
 
 from mmsearch.cli import run_cli
 from mmsearch.clients.vectors import index_spec
-from mmsearch.config import Config, flag_overrides, load_config
+from mmsearch.config import Config, flag_overrides, lexical_root, load_config
 from mmsearch.errors import BadInput
 from mmsearch.filters import parse_field_spec
 from mmsearch.offline.indexing.build import BuildOptions, BuildSummary, build_index
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mongo-uri", help="MongoDB URI (default: config mongo.uri, else an embedded secantusdb)")
     p.add_argument("--field", action="append", default=[], metavar="NAME:TYPE",
                    help="a document field stored beside the vectors for search filters; TYPE: str, int, float or bool (repeatable)")
+    p.add_argument("--lexical", default="", metavar="FIELD[,FIELD...]",
+                   help="text fields indexed for BM25 lexical recall (tantivy), versioned with the build, e.g. title,text")
     p.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad lines: skip (to the rejects file) or fail")
     p.add_argument("--rejects", type=Path, help="rejects file (default: <docs>.<index>.rejects.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted build of this index")
@@ -72,6 +74,7 @@ def options_from(args: argparse.Namespace, cfg: Config) -> BuildOptions:
         milvus_uri=cfg.milvus.uri, index_spec=index_spec(cfg.milvus), mongo_uri=cfg.mongo.uri, database=cfg.mongo.database,
         on_error=args.on_error, rejects=args.rejects, resume=args.resume, keep=args.keep, batch_size=args.batch_size,
         threads=args.threads, progress=not args.no_progress, fields=stored_fields(args.field),
+        lexical=[f.strip() for f in args.lexical.split(",") if f.strip()], lexical_root=lexical_root(cfg),
     )
 
 

@@ -7,9 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from mmsearch.cli import run_cli
+from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import check_index_name, collection_name
-from mmsearch.config import flag_overrides, load_config
+from mmsearch.config import flag_overrides, lexical_root, load_config
 from mmsearch.errors import BadInput, NotFound
+from mmsearch.offline.indexing.build import switch_lexical
 from mmsearch.offline.indexing.stores import open_stores
 
 
@@ -36,6 +38,7 @@ def run(argv: Sequence[str] | None = None) -> list[str]:
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config, overrides=flag_overrides({"milvus.uri": args.milvus_uri, "mongo.uri": args.mongo_uri}))
     out: list[str] = []
+    lex = LexicalStore(lexical_root(cfg))
     with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (vs, ds):
         if args.action == "list":
             indexes = [args.index] if args.index else sorted({c.split("__", 1)[0] for c in vs.collections() if "__" in c})
@@ -46,7 +49,8 @@ def run(argv: Sequence[str] | None = None) -> list[str]:
                     r = records.get(b, {})
                     c = r.get("counts", {})
                     out.append(f"{index}\t{b}\t{'LIVE' if b == live else r.get('status', '?')}\tindexed {c.get('indexed', '?')}"
-                               f"\tmodel {r.get('model', '?')}\t{_spec(r.get('index_spec'))}\t{r.get('finished') or r.get('started', '')}")
+                               f"\tmodel {r.get('model', '?')}\t{_spec(r.get('index_spec'))}"
+                               f"\tlexical {','.join(r.get('lexical') or []) or '-'}\t{r.get('finished') or r.get('started', '')}")
             if not out:
                 out.append("no indexes")
             return out
@@ -64,15 +68,20 @@ def run(argv: Sequence[str] | None = None) -> list[str]:
                     raise BadInput(f"index {index} has no complete build older than the live one ({live})")
                 target = older[-1]
             vs.switch_alias(index, target)
+            switch_lexical(lex, index, collection_name(index, target))
             return [f"{index} -> {target} (was {live})"]
         if args.all:
             vs.drop_index(index)
+            lex.clear_live(index)
+            for r in ds.builds(index):
+                lex.drop(collection_name(index, r["build"]))
             ds.delete_builds(collection_name(index, r["build"]) for r in ds.builds(index))
             ds.drop(index)
             return [f"dropped index {index} (all builds, documents)"]
         if args.build not in vs.builds(index):
             raise NotFound(f"index {index} has no build {args.build}")
         vs.drop(index, args.build)
+        lex.drop(collection_name(index, args.build))
         ds.delete_builds([collection_name(index, args.build)])
         return [f"dropped {index} build {args.build}"]
 

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mmsearch.config import Config
+from mmsearch.clients.lexical import LexicalStore
+from mmsearch.config import Config, lexical_root
 from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Overloaded, Unavailable
 from mmsearch.experiments import Params, assign
 from mmsearch.filters import combine, compile_filter
@@ -27,6 +28,7 @@ from mmsearch.retrieval_service.admission import Admission
 from mmsearch.retrieval_service.auth import ApiKeys
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy, connect_deps
+from mmsearch.retrieval_service.fusion import DEFAULT_RRF_K, fuse
 from mmsearch.retrieval_service.metrics import Metrics
 from mmsearch.retrieval_service.querylog import QueryLog
 from mmsearch.retrieval_service.request import SearchRequest
@@ -48,6 +50,7 @@ class SearchService:
         r = config.retrieval
         self.admission = Admission(r.max_inflight, r.max_queue, r.queue_timeout_s)
         self.auth = ApiKeys(r.api_keys)
+        self.lexical = Lazy("lexical", lambda: LexicalStore(lexical_root(config)))
         self.querylog = QueryLog(self.deps.documents, self.metrics) if config.retrieval.query_log else None
 
     # ------------------------------------------------------------------ helpers
@@ -131,25 +134,12 @@ class SearchService:
 
     def _run(self, req: SearchRequest, p: Params, ctx: RequestContext) -> tuple[list[Hit], bool]:
         """The page of hits [offset, offset + top_k) and whether more follow."""
-        model, index = p.embed_model, p.index
-        if not model or not index:
+        if not p.embed_model or not p.index:
             raise BadInput(f"scene {req.scene}: the experiments config gives no embed_model/index for this request")
+        index = p.index
         top_k = req.top_k or p.top_k or DEFAULT_TOP_K
         end = req.offset + top_k
-        recall_k = max(p.recall_top_k or DEFAULT_RECALL, end + 1)  # one beyond the page: has_more
-        with self._stage("qp", self.deps.preprocess, ctx) as pre:
-            try:
-                if req.image is not None:
-                    tensors = {"pixel_values": pre.process_images(model, [req.image])}
-                else:
-                    tensors = pre.tokenize(model, [req.text or ""], bucket=True).tensors
-            except BadInput as e:  # the service names images[0] / texts[0]; the caller sent query.*
-                raise BadInput(f"{'query.image_b64' if req.image is not None else 'query.text'}: {e.message}") from e
-        with self._stage("embed", self.deps.inference, ctx) as inf:
-            vec = inf.infer(model, tensors, "embedding")
-        with self._stage("recall", self.deps.vectors, ctx) as vs:
-            expr = combine(p.filter or "", compile_filter(req.filter, vs.fields(index)) if req.filter is not None else "")
-            hits = [Hit(i, s) for i, s in vs.search(index, vec, recall_k, expr, ef=p.search_ef)[0]]  # NotFound names the index
+        hits = self._recall(req, p, ctx, end + 1)  # one beyond the page: has_more
         docs: dict[str, dict[str, Any]] = {}
         if p.rerank == "cross_encoder" and req.text is not None and hits:
             hits, docs = self._rerank(req.text, hits, p, index, ctx)
@@ -162,6 +152,58 @@ class SearchService:
             if missing:
                 docs.update({i: d for i, d in zip(missing, ds.get_many(index, missing)) if d is not None})
         return [Hit(h.id, float(h.score), h.score_type, h.sources, _public(docs.get(h.id), req.fields)) for h in hits], has_more
+
+    def _embed(self, req: SearchRequest, model: str, ctx: RequestContext) -> np.ndarray[Any, Any]:
+        with self._stage("qp", self.deps.preprocess, ctx) as pre:
+            try:
+                if req.image is not None:
+                    tensors = {"pixel_values": pre.process_images(model, [req.image])}
+                else:
+                    tensors = pre.tokenize(model, [req.text or ""], bucket=True).tensors
+            except BadInput as e:  # the service names images[0] / texts[0]; the caller sent query.*
+                raise BadInput(f"{'query.image_b64' if req.image is not None else 'query.text'}: {e.message}") from e
+        with self._stage("embed", self.deps.inference, ctx) as inf:
+            return inf.infer(model, tensors, "embedding")
+
+    def _dense(self, req: SearchRequest, model: str, index: str, k: int, p: Params, ctx: RequestContext,
+               vectors: dict[str, np.ndarray[Any, Any]]) -> list[tuple[str, float]]:
+        if model not in vectors:  # sources sharing a model share one embedding
+            vectors[model] = self._embed(req, model, ctx)
+        with self._stage("recall", self.deps.vectors, ctx) as vs:
+            expr = combine(p.filter or "", compile_filter(req.filter, vs.fields(index)) if req.filter is not None else "")
+            return vs.search(index, vectors[model], k, expr, ef=p.search_ef)[0]  # NotFound names the index
+
+    def _recall(self, req: SearchRequest, p: Params, ctx: RequestContext, depth: int) -> list[Hit]:
+        """Dense recall of the arm's index, or every configured source fused (sources and fusion per arm)."""
+        assert p.embed_model and p.index
+        vectors: dict[str, np.ndarray[Any, Any]] = {}
+        if not p.sources:
+            k = max(p.recall_top_k or DEFAULT_RECALL, depth)
+            return [Hit(i, s) for i, s in self._dense(req, p.embed_model, p.index, k, p, ctx, vectors)]
+        lists: dict[str, list[tuple[str, float]]] = {}
+        for src in p.sources:
+            k = max(src.recall_top_k, depth)
+            index = src.index or p.index
+            if src.kind == "dense":
+                lists[src.name] = self._dense(req, src.embed_model or p.embed_model, index, k, p, ctx, vectors)
+            elif req.text is not None:  # an image query has no words: its BM25 sources sit out
+                lists[src.name] = self._lexical(req, src.name, index, src.fields, k, p, ctx)
+        t0 = time.perf_counter()
+        fused = fuse(lists, p.fusion or "rrf", {s.name: s.weight for s in p.sources}, p.rrf_k or DEFAULT_RRF_K)
+        ctx.add_time("fusion", time.perf_counter() - t0)
+        return [Hit(f.id, f.score, "fused", f.sources) for f in fused]
+
+    def _lexical(self, req: SearchRequest, name: str, index: str, fields: list[str] | None, k: int, p: Params,
+                 ctx: RequestContext) -> list[tuple[str, float]]:
+        with self._stage("lexical", self.lexical, ctx) as lex:
+            hits = lex.search(index, req.text or "", k, fields)
+        if hits and (p.filter or req.filter is not None):
+            # BM25 holds no metadata: the filter is applied by asking Milvus which of these ids pass it
+            with self._stage("recall", self.deps.vectors, ctx) as vs:
+                expr = combine(p.filter or "", compile_filter(req.filter, vs.fields(index)) if req.filter is not None else "")
+                keep = vs.matching(index, [i for i, _ in hits], expr)
+            hits = [h for h in hits if h[0] in keep]
+        return hits
 
     def _rerank(self, query: str, hits: list[Hit], p: Params, index: str,
                 ctx: RequestContext) -> tuple[list[Hit], dict[str, dict[str, Any]]]:
@@ -189,11 +231,9 @@ class SearchService:
     def embed(self, model: str, text: str | None = None, image: bytes | None = None) -> np.ndarray[Any, np.dtype[np.float32]]:
         """A model's vector for one text or image, through the same preprocessing and Triton model as search."""
         ctx = RequestContext("embed", "embed", self.config.retrieval.request_timeout_s)
-        with self.admission.slot(), self._stage("qp", self.deps.preprocess, ctx) as pre:
-            tensors = {"pixel_values": pre.process_images(model, [image])} if image is not None else \
-                pre.tokenize(model, [text or ""], bucket=True).tensors
-        with self.admission.slot(), self._stage("embed", self.deps.inference, ctx) as inf:
-            out: np.ndarray[Any, np.dtype[np.float32]] = np.asarray(inf.infer(model, tensors, "embedding"), np.float32)[0]
+        with self.admission.slot():
+            vec = self._embed(SearchRequest(scene="embed", text=text, image=image), model, ctx)
+        out: np.ndarray[Any, np.dtype[np.float32]] = np.asarray(vec, np.float32)[0]
         return out
 
     def models(self) -> list[dict[str, Any]]:

@@ -374,3 +374,100 @@ def test_beyond_the_admission_limit_a_search_is_429_with_retry_after(h):
     t.join(5)
     assert r.status_code == 429 and r.headers["Retry-After"] == "1" and r.get_json()["error"] == "Overloaded"
     assert 'mmsearch_requests_total{arm="-",scene="text2text",status="Overloaded"} 1.0' in h.service.metrics.render()[0].decode()
+
+
+# ---------------------------------------------------------------- fused recall (sources per arm)
+FUSED = """
+scenes:
+  text2text:
+    layers:
+      - name: recall
+        salt: s1
+        arms:
+          - {name: dense, traffic: 50}
+          - name: hybrid
+            traffic: 50
+            fusion: rrf
+            sources:
+              - {name: vec, kind: dense, recall_top_k: 5}
+              - {name: words, kind: bm25, recall_top_k: 5, weight: 2}
+              - {name: other_field, kind: dense, embed_model: enc2, index: captions, recall_top_k: 3}
+    defaults: {embed_model: enc, index: docs, top_k: 4}
+  image2image:
+    defaults:
+      embed_model: img
+      index: images
+      sources: [{name: pixels, kind: dense}, {name: words, kind: bm25}]
+"""
+
+
+@pytest.fixture
+def hf(tmp_path):
+    from mmsearch.clients.lexical import LexicalStore
+
+    harness = Harness()
+    assert harness.store.offer(FUSED, "v2", "test")
+    lex = LexicalStore(tmp_path)
+    w = lex.writer("docs__b1", ["text"])
+    w.upsert([{"id": "f", "text": "zebra stripes"}, {"id": "e", "text": "a zebra"}, {"id": "z", "text": "nothing"}])
+    w.close()
+    lex.switch_live("docs", "docs__b1")
+    harness.service.lexical = Lazy("lexical", lambda: lex)
+    harness.tmp = tmp_path / "empty"  # type: ignore[attr-defined]
+    harness.vec.matching = lambda index, ids, expr: {i for i in ids if i != "e"}  # type: ignore[attr-defined]
+    yield harness
+    harness.close()
+
+
+def test_a_fused_arm_merges_sources_and_says_which_found_each_hit(hf):
+    out = hf.search(text="zebra", force={"recall": "hybrid"}, top_k=10)
+    by_id = {x.id: x for x in out.hits}
+    assert all(x.score_type == "fused" for x in out.hits)
+    # BM25 (weight 2) found f (stripes + zebra) first and e second: they come before dense-only hits
+    assert [x.id for x in out.hits[:2]] == ["f", "e"]
+    assert by_id["f"].sources == ("vec", "words", "other_field")
+    assert by_id["a"].sources == ("vec", "other_field")
+    assert "z" not in by_id  # no term matched
+    assert ("captions", 10 + 1, "") in [(c[0], c[1], c[2]) for c in hf.vec.calls]  # depth: at least the page + 1
+    assert {"lexical", "fusion", "recall", "embed"} <= set(out.timings_ms)
+    # two dense sources with different models: two embeddings; same model would share one
+    assert [c[0] for c in hf.inf.calls if c[1] == "embedding"] == ["enc", "enc2"]
+
+
+def test_the_dense_arm_of_the_same_layer_is_unchanged(hf):
+    out = hf.search(text="zebra", force={"recall": "dense"})
+    assert [x.id for x in out.hits] == ["a", "b", "c", "d"] and out.hits[0].sources == ("vector",)
+
+
+def test_a_filter_applies_to_bm25_hits_through_milvus(hf):
+    out = hf.search(text="zebra", force={"recall": "hybrid"}, top_k=10, filter={"lang": "en"})
+    assert "e" not in {x.id for x in out.hits if x.sources == ("words",)}
+
+
+def test_an_image_query_skips_bm25_sources(hf):
+    out = hf.search(scene="image2image", image=b"png", force={})
+    assert out.hits and all(x.sources == ("pixels",) for x in out.hits)
+
+
+def test_a_bm25_source_on_an_index_without_terms_is_a_named_404(hf):
+    hf.service.lexical = Lazy("lexical", lambda: __import__("mmsearch.clients.lexical", fromlist=["x"]).LexicalStore(hf.tmp))
+    with pytest.raises(NotFound, match="no lexical build"):
+        hf.search(text="zebra", force={"recall": "hybrid"})
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("sources: [{name: a, kind: sparse}]", "kind"),
+    ("sources: [{name: a, kind: dense}, {name: a, kind: bm25}]", "duplicate source names"),
+    ("sources: [{name: a, kind: bm25, embed_model: m}]", "no embed_model"),
+    ("sources: [{name: a, kind: dense, fields: [text]}]", "fields are for bm25"),
+    ("sources: [{name: a, kind: dense, weight: abc}]", "weight"),
+    ("sources: [{name: 'A B', kind: dense}]", "name"),
+    ("sources: []", "sources"),
+    ("fusion: max", "fusion"),
+])
+def test_bad_source_configs_are_refused_naming_the_problem(bad, match):
+    from mmsearch.experiments import parse_experiments
+
+    text = f"scenes:\n  text2text:\n    defaults: {{embed_model: e, index: i, {bad.replace(': ', ': ', 1)}}}\n"
+    with pytest.raises(BadInput, match=match):
+        parse_experiments(text)

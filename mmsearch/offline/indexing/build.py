@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmsearch.clients.documents import DocumentStore
+from mmsearch.clients.lexical import LexicalStore, LexicalWriter, check_lexical_fields
 from mmsearch.clients.vectors import IndexSpec, VectorStore, check_index_name, collection_name
 from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound
 from mmsearch.filters import check_value, parse_field_spec
@@ -54,6 +55,8 @@ class BuildOptions:
     milvus_uri: str = ""
     index_spec: IndexSpec = field(default_factory=IndexSpec)  # how a new build is indexed (config milvus.*)
     fields: dict[str, str] = field(default_factory=dict)  # document fields stored beside the vectors, for filters
+    lexical: list[str] = field(default_factory=list)  # text fields indexed for BM25 (tantivy), versioned with the build
+    lexical_root: Path | None = None  # default <data_dir>/lexical
     mongo_uri: str = ""
     database: str = "mmsearch"
     on_error: Literal["skip", "fail"] = "skip"
@@ -120,8 +123,8 @@ RESUME_WINDOW_BATCHES = 16
 
 class _Pipeline:
     def __init__(self, opts: BuildOptions, encoder: Encoder, vectors: VectorStore, docs: DocumentStore,
-                 record: dict[str, Any], start_line: int, resume_check: bool):
-        self.o, self.enc, self.vs, self.ds, self.rec = opts, encoder, vectors, docs, record
+                 record: dict[str, Any], start_line: int, resume_check: bool, lexical: LexicalWriter | None = None):
+        self.o, self.enc, self.vs, self.ds, self.rec, self.lex = opts, encoder, vectors, docs, record, lexical
         self.collection = collection_name(opts.index, record["build"])
         self.start_line = start_line
         self.resume_check = resume_check
@@ -190,6 +193,8 @@ class _Pipeline:
                 p = parse_line(n, raw, self.field, state)
                 if isinstance(p, Doc) and self.o.fields:
                     p = _check_fields(p, self.o.fields)
+                if isinstance(p, Doc) and self.o.lexical:
+                    p = _check_lexical(p, self.o.lexical)
                 if isinstance(p, Doc):
                     docs.append(p)
                 elif isinstance(p, Reject):
@@ -218,6 +223,9 @@ class _Pipeline:
                     return
                 if item.docs:
                     self.ds.upsert_many(self.o.index, [d.doc for d in item.docs])
+                    if self.lex is not None:  # committed before the vectors: an id in Milvus is in the terms too (resume)
+                        self.lex.upsert([d.doc for d in item.docs])
+                        self.lex.commit()
                     meta = [{k: d.doc[k] for k in self.o.fields} for d in item.docs] if self.o.fields else None
                     self.vs.upsert(self.collection, [d.id for d in item.docs], item.vectors, meta)
                 for r in item.rejects:
@@ -287,6 +295,15 @@ def _check_fields(d: Doc, fields: dict[str, str]) -> Doc | Reject:
     return d
 
 
+def _check_lexical(d: Doc, fields: list[str]) -> Doc | Reject:
+    """A lexical field may be absent (an image without a caption) but, when present, must be text."""
+    for name in fields:
+        v = d.doc.get(name)
+        if v is not None and not isinstance(v, str):
+            return Reject(d.line, f"lexical field {name} must be a string, got {type(v).__name__}")
+    return d
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -308,7 +325,15 @@ def _check_build(vs: VectorStore, collection: str, expected: int, docs: Document
             raise Internal(f"build check failed: searching {probe_id}'s own vector returned {hits[:1]}")
 
 
-def _retain(vs: VectorStore, ds: DocumentStore, index: str, keep: int) -> list[str]:
+def switch_lexical(lex: LexicalStore, index: str, collection: str) -> None:
+    """The lexical side follows the vectors' alias: a build without lexical fields clears it."""
+    if lex.has_build(collection):
+        lex.switch_live(index, collection)
+    else:
+        lex.clear_live(index)
+
+
+def _retain(vs: VectorStore, ds: DocumentStore, lex: LexicalStore, index: str, keep: int) -> list[str]:
     """Keep the live build and the newest ``keep`` other complete builds (for rollback); drop older ones."""
     live = vs.live_build(index)
     others = [r["build"] for r in ds.builds(index) if r.get("status") == "complete" and r["build"] != live]
@@ -316,6 +341,7 @@ def _retain(vs: VectorStore, ds: DocumentStore, index: str, keep: int) -> list[s
     for b in old:
         if b in vs.builds(index):
             vs.drop(index, b)
+        lex.drop(collection_name(index, b))
     ds.delete_builds(collection_name(index, b) for b in old)
     return old
 
@@ -328,6 +354,7 @@ def build_index(opts: BuildOptions) -> BuildSummary:
         raise BadInput("--batch-size must be >= 1 and --keep >= 0")
     for name, ftype in opts.fields.items():
         parse_field_spec(f"{name}:{ftype}")
+    check_lexical_fields(opts.lexical)
     if not opts.docs.is_file():
         raise NotFound(f"documents file not found: {opts.docs}")
     model_dir = opts.repo / opts.model
@@ -356,24 +383,33 @@ def build_index(opts: BuildOptions) -> BuildSummary:
                 raise BadInput(f"build {record['build']} used model {record['model']!r}, not {opts.model!r}")
             if record.get("fields", {}) != opts.fields:
                 raise BadInput(f"build {record['build']} stores fields {record.get('fields', {})}, not {opts.fields}: give the same --field flags")
+            if record.get("lexical", []) != opts.lexical:
+                raise BadInput(f"build {record['build']} indexes lexical fields {record.get('lexical', [])}, not {opts.lexical}: "
+                               "give the same --lexical flag")
             log.info("resuming build %s after line %d", record["build"], record["lines_done"])
         else:
             build = _new_build_id()
             record = {"_id": collection_name(opts.index, build), "index": opts.index, "build": build,
                       "model": opts.model, "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
                       "status": "building", "lines_done": 0, "started": _now(), "index_spec": opts.index_spec.to_json(),
-                      "fields": dict(opts.fields), "counts": {"read": 0, "indexed": 0, "skipped": {}}}
+                      "fields": dict(opts.fields), "lexical": list(opts.lexical), "counts": {"read": 0, "indexed": 0, "skipped": {}}}
             vs.create(record["_id"], encoder.dim, opts.index_spec, opts.fields)
             ds.save_build(record)
         rejects = opts.rejects or opts.docs.with_name(f"{opts.docs.stem}.{opts.index}.rejects.jsonl")
-        pipe = _Pipeline(dataclasses.replace(opts, rejects=rejects), encoder, vs, ds, record, record["lines_done"], resume_check=opts.resume)
+        lex = LexicalStore(opts.lexical_root or opts.data_dir / "lexical")
+        writer = lex.writer(record["_id"], opts.lexical) if opts.lexical else None
+        pipe = _Pipeline(dataclasses.replace(opts, rejects=rejects), encoder, vs, ds, record, record["lines_done"],
+                         resume_check=opts.resume, lexical=writer)
         try:
             pipe.run(count_lines(opts.docs))
+            if writer is not None:
+                writer.close()
         except BadInput:
             if opts.on_error == "fail":
                 record["status"] = "failed"
                 ds.save_build(record)
                 vs.drop(opts.index, record["build"])
+                lex.drop(record["_id"])
             raise
         counts = record["counts"]
         vs.seal(record["_id"], counts["indexed"])  # fully indexed and searchable before it goes live
@@ -381,7 +417,8 @@ def build_index(opts: BuildOptions) -> BuildSummary:
         record.update(status="complete", finished=_now())
         ds.save_build(record)
         vs.switch_alias(opts.index, record["build"])
-        dropped = _retain(vs, ds, opts.index, opts.keep)
+        switch_lexical(lex, opts.index, record["_id"])
+        dropped = _retain(vs, ds, lex, opts.index, opts.keep)
         if dropped:
             log.info("dropped old builds of %s: %s", opts.index, ", ".join(dropped))
         return BuildSummary(opts.index, record["build"], counts["read"], counts["indexed"], dict(counts["skipped"]),
