@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 from mmsearch.errors import BadInput
 from mmsearch.manifest import ImagePreprocessing, Manifest, TextPreprocessing
+from mmsearch.svg import MAX_SVG_BYTES, is_svg, rasterise
 
 #: Largest image (in pixels) we agree to decode: bigger is treated as a decompression bomb.
 MAX_IMAGE_PIXELS = 64_000_000
@@ -126,6 +127,14 @@ class TextPreprocessor:
         return np.array([len(ids) > self.max_length for ids in full], dtype=bool)
 
 
+def _read_capped(path: Path, name: str) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(MAX_SVG_BYTES + 1)
+    if len(data) > MAX_SVG_BYTES:
+        raise BadInput(f"{name}: SVG is over the {MAX_SVG_BYTES:,}-byte limit")
+    return data
+
+
 def load_image(data: ImageInput, name: str = "image", alpha: str = "drop") -> Image.Image:
     """Decode to RGB: EXIF orientation applied, first frame of animations, alpha/palette/grey converted."""
     try:
@@ -134,9 +143,14 @@ def load_image(data: ImageInput, name: str = "image", alpha: str = "drop") -> Im
         elif isinstance(data, (bytes, bytearray, memoryview)):
             if not data:
                 raise BadInput(f"{name}: empty image data")
-            img = Image.open(io.BytesIO(bytes(data)))
+            raw = bytes(data)
+            img = Image.open(io.BytesIO(rasterise(raw, name) if is_svg(raw) else raw))
         elif isinstance(data, (str, Path)):
-            img = Image.open(Path(data))
+            path = Path(data)
+            if path.suffix.lower() == ".svg":  # a local file: bitmaps beside it may be referenced
+                img = Image.open(io.BytesIO(rasterise(_read_capped(path, name), name, resources_dir=path.parent)))
+            else:
+                img = Image.open(path)
         else:
             raise BadInput(f"{name}: expected image bytes, a path or a PIL image, got {type(data).__name__}")
         w, h = img.size

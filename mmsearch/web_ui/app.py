@@ -7,6 +7,7 @@ images are served only from the configured image root.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -24,6 +25,7 @@ from mmsearch.config import Config
 from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unavailable, http_status
 from mmsearch.experiments import SCENES as EXPERIMENT_SCENES
 from mmsearch.observability import exposition, new_registry
+from mmsearch.svg import rasterise
 
 log = logging.getLogger("mmsearch.web")
 SCENE_LABELS = {"text2text": "Text → text", "text2image": "Text → image", "image2image": "Image → image"}
@@ -32,8 +34,9 @@ COOKIE = "mmsearch_uid"
 PAGE_SIZE = 12
 MAX_PAGES = 20
 MAX_UPLOAD = 8 * 1024 * 1024
-UPLOAD_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
+UPLOAD_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/svg+xml"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".svg"}
+TILE_BOX = 256  # SVG images are served rasterised at this size: an SVG opened from our origin could run script
 UID_RE = re.compile(r"^[a-f0-9]{32}$")
 FORCE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,64}$")
 
@@ -139,7 +142,7 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
         if f is None or not f.filename:
             raise BadInput("choose an image file to search with")
         if f.mimetype not in UPLOAD_TYPES and Path(f.filename).suffix.lower() not in IMAGE_SUFFIXES:
-            raise BadInput(f"{f.filename}: not a supported image type (JPEG, PNG, WebP or GIF)")
+            raise BadInput(f"{f.filename}: not a supported image type (JPEG, PNG, WebP, GIF or SVG)")
         data = f.read(MAX_UPLOAD + 1)
         if len(data) > MAX_UPLOAD:
             raise RequestEntityTooLarge()
@@ -159,9 +162,18 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
     def _read_image(rel: str) -> bytes:
         return _image_path(rel).read_bytes()
 
+    @functools.lru_cache(maxsize=256)
+    def _svg_png(path: Path, mtime_ns: int) -> bytes:
+        return rasterise(_read_image(str(path.relative_to(image_root))), path.name, TILE_BOX, resources_dir=path.parent)
+
     @app.get("/images/<path:rel>")
     def image(rel: str):
-        resp = send_file(_image_path(rel), max_age=86400, conditional=True)
+        path = _image_path(rel)
+        if path.suffix.lower() == ".svg":
+            resp = make_response(_svg_png(path, path.stat().st_mtime_ns))
+            resp.headers.update({"Content-Type": "image/png", "Cache-Control": "public, max-age=86400"})
+        else:
+            resp = send_file(path, max_age=86400, conditional=True)
         resp.headers["X-Content-Type-Options"] = "nosniff"
         return resp
 

@@ -1,6 +1,6 @@
 """Tux Paint stamps (Debian tuxpaint-stamps-default, GPL-2): ~1,000 clip-art images with captions.
 
-Fetched at run time into the data cache, never committed. Each PNG stamp with a ``<name>.txt``
+Fetched at run time into the data cache, never committed. Each PNG or SVG stamp with a ``<name>.txt``
 beside it becomes {"id", "image" (relative to the stamps root), "text" (the English caption), "category"}.
 """
 
@@ -37,15 +37,17 @@ def _caption(txt: Path) -> str:
 def stamps(cache_dir: Path) -> list[Stamp]:
     base = root(cache_dir)
     out = []
-    for png in sorted(base.rglob("*.png")):
-        if png.name.endswith(("_mirror.png", "_flip.png")) or "thumb" in png.name:
+    for img in sorted([*base.rglob("*.png"), *base.rglob("*.svg")]):
+        if img.name.endswith(("_mirror.png", "_flip.png")) or "thumb" in img.name:
             continue
-        txt = png.with_suffix(".txt")
+        txt = img.with_suffix(".txt")
         caption = _caption(txt) if txt.is_file() else ""
         if not caption:
             continue
-        rel = png.relative_to(base)
-        out.append(Stamp(str(rel.with_suffix("")).replace("/", "_"), str(rel), caption, rel.parts[0]))
+        rel = img.relative_to(base)
+        stem = str(rel.with_suffix("")).replace("/", "_")
+        # a few stamps ship as both PNG and SVG (the same drawing, one caption): the SVG gets its own id
+        out.append(Stamp(stem + ("_svg" if img.suffix == ".svg" else ""), str(rel), caption, rel.parts[0]))
     return out
 
 

@@ -124,7 +124,12 @@ def read_image_bytes(ref: str, image_root: Path) -> bytes:
         size = path.stat().st_size
         if size > MAX_IMAGE_BYTES:
             raise BadInput(f"image {ref} is {size:,} bytes, over the {MAX_IMAGE_BYTES:,}-byte limit")
-        return path.read_bytes()
+        data = path.read_bytes()
+        if path.suffix.lower() == ".svg":  # rendered here, where the folder it may reference is known and trusted
+            from mmsearch.svg import rasterise
+
+            return rasterise(data, f"image {ref}", resources_dir=path.parent)
+        return data
     except FileNotFoundError as e:
         raise BadInput(f"image not found: {ref}") from e
     except IsADirectoryError as e:

