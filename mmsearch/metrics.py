@@ -1,6 +1,10 @@
 """Retrieval metrics over a score matrix (queries x corpus) and relevance sets.
 
 Kept dependency-free (numpy) so export, evaluation and the benchmarks compute them the same way.
+The conventions are trec_eval's (checked against pytrec-eval in tests/unit/test_metrics.py), so
+figures compare with published ones: a document is relevant when its grade is >= the relevance
+level (trec_eval -l, default 1); Recall@k and AP divide by all relevant documents (R), not
+min(R, k); nDCG uses the grades as linear gains. MRR@k is trec_eval's recip_rank over the top k.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def precision_at_k(ranked: np.ndarray, relevant: Sequence[set[int]], k: int) -> 
 
 
 def map_at_k(ranked: np.ndarray, relevant: Sequence[set[int]], k: int) -> float:
-    """Mean average precision: precision at each relevant hit, averaged over min(|rel|, k)."""
+    """Mean average precision cut at k (trec_eval map_cut_k): precision at each relevant hit in the top k, over R."""
     vals = []
     for r, rel in zip(ranked, relevant):
         if not rel:
@@ -64,7 +68,7 @@ def map_at_k(ranked: np.ndarray, relevant: Sequence[set[int]], k: int) -> float:
             if doc in rel:
                 hits += 1
                 total += hits / pos
-        vals.append(total / min(len(rel), k))
+        vals.append(total / len(rel))
     return float(np.mean(vals)) if vals else 0.0
 
 
@@ -82,11 +86,17 @@ def ndcg_at_k(ranked: np.ndarray, gains: Sequence[dict[int, float]], k: int) -> 
     return float(np.mean(vals)) if vals else 0.0
 
 
-def retrieval_metrics(scores: np.ndarray, gains: Sequence[dict[int, float]], ks: Sequence[int] = (1, 10)) -> dict[str, float]:
-    """All metrics at each k. Binary metrics count any grade >= the query's top grade as relevant."""
+def retrieval_metrics(scores: np.ndarray, gains: Sequence[dict[int, float]], ks: Sequence[int] = (1, 10),
+                      relevance_level: float = 1.0) -> dict[str, float]:
+    """All metrics at each k. Binary metrics count grade >= ``relevance_level`` as relevant (trec_eval -l);
+    queries without a relevant document are left out of every mean, as trec_eval leaves them out."""
     kmax = max(ks)
     ranked = rankings(scores, kmax)
-    relevant = [{d for d, v in g.items() if v >= max(g.values())} if g else set() for g in gains]
+    return _all_at(ranked, gains, ks, relevance_level)
+
+
+def _all_at(ranked: np.ndarray, gains: Sequence[dict[int, float]], ks: Sequence[int], relevance_level: float) -> dict[str, float]:
+    relevant = [{d for d, v in g.items() if v >= relevance_level} for g in gains]
     out: dict[str, float] = {}
     for k in ks:
         out[f"recall@{k}"] = recall_at_k(ranked, relevant, k)
@@ -95,3 +105,16 @@ def retrieval_metrics(scores: np.ndarray, gains: Sequence[dict[int, float]], ks:
         out[f"map@{k}"] = map_at_k(ranked, relevant, k)
         out[f"ndcg@{k}"] = ndcg_at_k(ranked, gains, k)
     return out
+
+
+def ranked_metrics(runs: Sequence[Sequence[str]], judged: Sequence[dict[str, float]], ks: Sequence[int] = (1, 10),
+                   relevance_level: float = 1.0) -> dict[str, float]:
+    """The same metrics over ranked id lists (a served search's results) and id -> grade judgements."""
+    ids: dict[str, int] = {}
+    kmax = max(ks)
+    ranked = np.full((len(runs), kmax), -1, dtype=np.int64)  # -1: no document at that rank
+    for q, run in enumerate(runs):
+        for pos, doc in enumerate(run[:kmax]):
+            ranked[q, pos] = ids.setdefault(doc, len(ids))
+    gains = [{ids.setdefault(d, len(ids)): g for d, g in j.items()} for j in judged]
+    return _all_at(ranked, gains, ks, relevance_level)

@@ -35,6 +35,7 @@ class EvalSet:
     query_modality: Modality = "text"
     corpus_modality: Modality = "text"
     exclude_self: list[int] | None = field(default=None)  # image->image: the query's own index, masked out
+    relevance_level: float = 1.0  # grades >= this count as relevant for the binary metrics (trec_eval -l)
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -2,6 +2,9 @@
 
     mmsearch eval --model runs/minilm_ft --queries q.jsonl --corpus c.jsonl --qrels r.jsonl [--k 1,10]
     mmsearch eval --model model_repository/dual_ft_text --corpus-model model_repository/dual_ft_image ...
+    mmsearch eval --api http://127.0.0.1:8080 --scene text2image --force recall=fused --judged q.jsonl
+
+With ``--api`` a served arm is evaluated end to end through the search API (offline/eval_served.py).
 
 A model is a fine-tuned / source folder (any family offline/models loads; evaluated in PyTorch) or an
 exported repository model (evaluated with ONNX Runtime through LocalModel, as served). For
@@ -82,12 +85,13 @@ def encoders(model: str | Path, corpus_model: str | Path | None, query_modality:
                else q if query_modality == corpus_modality else one(model, corpus_modality))
 
 
-def evaluate(es: EvalSet, encode_query: Encode, encode_corpus: Encode, ks: Sequence[int] = (1, 10)) -> dict[str, float]:
+def evaluate(es: EvalSet, encode_query: Encode, encode_corpus: Encode, ks: Sequence[int] = (1, 10),
+             relevance_level: float | None = None) -> dict[str, float]:
     q, d = encode_query(es.queries), encode_corpus(es.corpus)
     scores = q @ d.T
     if es.exclude_self:
         scores[np.arange(len(q)), es.exclude_self] = -np.inf
-    return retrieval_metrics(scores, es.gains, ks)
+    return retrieval_metrics(scores, es.gains, ks, es.relevance_level if relevance_level is None else relevance_level)
 
 
 def format_table(metrics: dict[str, float]) -> str:
@@ -103,11 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mmsearch.cli import run_cli
 
     p = argparse.ArgumentParser(prog="mmsearch eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model folder, package:..., or a repository model folder")
+    p.add_argument("--model", help="model folder, package:..., or a repository model folder")
     p.add_argument("--corpus-model", help="the other tower for two-tower repository models")
-    p.add_argument("--queries", type=Path, required=True)
-    p.add_argument("--corpus", type=Path, required=True)
-    p.add_argument("--qrels", type=Path, required=True)
+    p.add_argument("--queries", type=Path)
+    p.add_argument("--corpus", type=Path)
+    p.add_argument("--qrels", type=Path)
+    p.add_argument("--api", help="evaluate a served configuration through this search API base URL instead of a model")
+    p.add_argument("--scene", default="text2text", help="--api: the scene searched")
+    p.add_argument("--force", default="", help="--api: layer=arm[,layer=arm] to evaluate (default: the user's assignment)")
+    p.add_argument("--judged", type=Path, help="--api: JSONL {query, relevant: {id: grade} | [ids], tags}")
+    p.add_argument("--relevance-level", type=float, default=1.0, help="grades >= this are relevant (trec_eval -l)")
+    p.add_argument("--api-key", help="--api: the search API key, when keys are on")
     p.add_argument("--k", default="1,10", help="comma-separated cut-offs")
     p.add_argument("--out", type=Path, help="write the metrics as JSON here")
     args = p.parse_args(argv)
@@ -119,9 +129,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BadInput(f"--k must be comma-separated integers, got {args.k!r}") from e
         if not ks or ks[0] < 1:
             raise BadInput("--k values must be >= 1")
+        if args.api:
+            if not args.judged:
+                raise BadInput("--api needs --judged (the judged query set)")
+            from mmsearch.client import SearchClient
+            from mmsearch.offline.eval_served import evaluate_served, load_judged, parse_force
+
+            r = evaluate_served(SearchClient(args.api, api_key=args.api_key), args.scene, load_judged(args.judged),
+                                parse_force(args.force), ks, args.relevance_level)
+            print(f"{args.scene} arms {r['arms']}: {r['queries']} queries, p50 {r['latency_ms']['p50']:.1f} ms")
+            print(format_table(r["metrics"]))
+            for tag, t in r["by_tag"].items():
+                print(f"\n[{tag}] {t['queries']} queries\n{format_table(t['metrics'])}")
+            if args.out:
+                args.out.write_text(json.dumps(r, indent=2) + "\n")
+            return
+        if not (args.model and args.queries and args.corpus and args.qrels):
+            raise BadInput("give --model, --queries, --corpus and --qrels (or --api with --judged)")
         es = load_evalset(args.queries, args.corpus, args.qrels)
         qe, de = encoders(args.model, args.corpus_model, es.query_modality, es.corpus_modality)
-        m = evaluate(es, qe, de, ks)
+        m = evaluate(es, qe, de, ks, args.relevance_level)
         print(format_table(m))
         if args.out:
             args.out.write_text(json.dumps(m, indent=2) + "\n")

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from mmsearch.metrics import mrr_at_k, neighbour_overlap, rankings, recall_at_k
 
@@ -37,8 +38,10 @@ def test_hand_computed_precision_map_ndcg():
     dcg = 2 / math.log2(3) + 1 / math.log2(4)
     idcg = 2 / math.log2(2) + 1 / math.log2(3)
     assert abs(ndcg_at_k(ranked[:1], gains, 4) - dcg / idcg) < 1e-12
+    m = retrieval_metrics(np.array([[0.1, 0.5, 0.9, 0.0]]), gains, ks=(1, 3), relevance_level=2)
+    assert m["recall@1"] == 1.0 and m["mrr@3"] == 1.0 and m["precision@3"] == 1 / 3  # binary at level 2: grade-2 doc only
     m = retrieval_metrics(np.array([[0.1, 0.5, 0.9, 0.0]]), gains, ks=(1, 3))
-    assert m["recall@1"] == 1.0 and m["mrr@3"] == 1.0 and m["precision@3"] == 1 / 3  # binary: grade-2 doc only
+    assert m["recall@1"] == 0.5 and m["precision@3"] == 2 / 3  # level 1: both graded docs count
 
 
 def test_rankings_break_ties_by_index_and_clip_k():
@@ -69,17 +72,52 @@ def test_ndcg_is_one_for_the_ideal_order_and_zero_for_no_hits():
     assert ndcg_at_k(np.array([[0]]), [{0: 0.0}], 1) == 0.0  # only zero grades: idcg 0, no division by zero
 
 
-def test_map_divides_by_the_reachable_number_of_relevant_documents():
+def test_map_divides_by_all_relevant_documents_as_trec_eval_does():
     from mmsearch.metrics import map_at_k
 
-    # 3 relevant, k=2, both top-2 are relevant: a perfect list at k=2 scores 1, not 2/3
-    assert map_at_k(np.array([[0, 1, 2]]), [{0, 1, 2}], 2) == 1.0
+    # 3 relevant, k=2, both top-2 relevant: trec_eval's map_cut_2 is (1 + 1) / 3
+    assert map_at_k(np.array([[0, 1, 2]]), [{0, 1, 2}], 2) == pytest.approx(2 / 3)
 
 
-def test_retrieval_metrics_binary_relevance_is_the_top_grade_and_keys_per_k():
+def test_binary_relevance_is_grade_at_least_the_relevance_level_and_keys_per_k():
     from mmsearch.metrics import retrieval_metrics
 
-    # two documents share the top grade: both count as relevant for the binary metrics
     m = retrieval_metrics(np.array([[0.9, 0.8, 0.7]]), [{0: 2.0, 1: 2.0, 2: 1.0}], ks=(1, 2))
     assert set(m) == {f"{name}@{k}" for name in ("recall", "precision", "mrr", "map", "ndcg") for k in (1, 2)}
-    assert m["recall@1"] == 0.5 and m["recall@2"] == 1.0 and m["precision@2"] == 1.0
+    assert m["recall@1"] == pytest.approx(1 / 3) and m["recall@2"] == pytest.approx(2 / 3)  # grade 1 counts (trec_eval -l 1)
+    top = retrieval_metrics(np.array([[0.9, 0.8, 0.7]]), [{0: 2.0, 1: 2.0, 2: 1.0}], ks=(1, 2), relevance_level=2)
+    assert top["recall@1"] == 0.5 and top["recall@2"] == 1.0 and top["precision@2"] == 1.0
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_metrics_match_trec_eval_on_random_runs(level):
+    """pytrec-eval (trec_eval's own code) on random graded runs: every metric equal to 1e-9."""
+    import pytrec_eval
+
+    from mmsearch.metrics import retrieval_metrics
+
+    rng = np.random.default_rng(level)
+    n_q, n_d, k = 40, 60, 10
+    scores = rng.random((n_q, n_d))  # continuous: no ties, whose order trec_eval breaks by doc name
+    gains = []
+    for _ in range(n_q):
+        docs = rng.choice(n_d, size=int(rng.integers(1, 15)), replace=False)
+        g = {int(d): float(rng.integers(1, 3)) for d in docs}
+        g[int(docs[0])] = 2.0  # every query has a document at level 2
+        gains.append(g)
+    ours = retrieval_metrics(scores, gains, ks=(k,), relevance_level=level)
+    qrels = {f"q{i}": {f"d{d}": int(v) for d, v in g.items()} for i, g in enumerate(gains)}
+    # the run holds only the top k, so trec_eval's recip_rank is MRR@k
+    top = np.argsort(-scores, axis=1)[:, :k]
+    run = {f"q{i}": {f"d{d}": float(scores[i, d]) for d in top[i]} for i in range(n_q)}
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {"recall", "P", "recip_rank", "map_cut", "ndcg_cut"}, relevance_level=level)
+    res = ev.evaluate(run)
+
+    def mean(m: str) -> float:
+        return float(np.mean([res[q][m] for q in qrels]))
+
+    assert ours[f"recall@{k}"] == pytest.approx(mean(f"recall_{k}"), abs=1e-9)
+    assert ours[f"precision@{k}"] == pytest.approx(mean(f"P_{k}"), abs=1e-9)
+    assert ours[f"mrr@{k}"] == pytest.approx(mean("recip_rank"), abs=1e-9)
+    assert ours[f"map@{k}"] == pytest.approx(mean(f"map_cut_{k}"), abs=1e-9)
+    assert ours[f"ndcg@{k}"] == pytest.approx(mean(f"ndcg_cut_{k}"), abs=1e-9)

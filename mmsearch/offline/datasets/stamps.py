@@ -52,9 +52,11 @@ def stamps(cache_dir: Path) -> list[Stamp]:
 
 
 def retrieval_sets(cache_dir: Path, n_train: int | None = None, seed: int = 0):
-    """Caption <-> image pairs split by image; val/test text->image sets search ALL stamps (chance ~1/785
-    per query), with the image(s) carrying that exact caption graded 2 and same-category images 1; and an image->image test set
-    whose relevant documents are the other stamps of the query's category."""
+    """Caption <-> image pairs split by caption text, so no held-out caption (and no image carrying
+    it) is ever trained on; val/test text->image sets search ALL stamps (chance ~1/1,000 per query),
+    one query per distinct caption, with the stamps carrying that caption graded 2 (relevant: the
+    binary metrics count grade 2, trec_eval -l 2) and same-category stamps 1 (nDCG credit only);
+    and an image->image test set whose relevant documents are the other stamps of the query's category."""
     import random
 
     from mmsearch.offline.data import EvalSet, Pair
@@ -66,21 +68,21 @@ def retrieval_sets(cache_dir: Path, n_train: int | None = None, seed: int = 0):
     idx = {s.id: i for i, s in enumerate(items)}
     parts: dict[str, list[Stamp]] = {"train": [], "val": [], "test": []}
     for s in items:
-        parts[split_of(s.id, 0.1, 0.2)].append(s)
-    pairs = [Pair(query=s.caption, positive=str(base / s.image), group=s.id) for s in parts["train"]]
+        parts[split_of(s.caption.lower(), 0.1, 0.2)].append(s)
+    pairs = [Pair(query=s.caption, positive=str(base / s.image), group=s.caption.lower()) for s in parts["train"]]
     random.Random(seed).shuffle(pairs)
     if n_train is not None:
         pairs = pairs[:n_train]
 
     def text2image(part: list[Stamp]) -> "EvalSet":
-        # Stamps with the very same caption (the letter "A" in four fonts, six flowers) answer the query
-        # equally well: all of them are graded 2; the rest of the category 1.
+        captions = list(dict.fromkeys(s.caption for s in part))
+        by_caption = {c: next(s for s in part if s.caption == c) for c in captions}
         gains = []
-        for s in part:
-            g = {i: 1.0 for i, o in enumerate(items) if o.category == s.category}
-            g.update({i: 2.0 for i, o in enumerate(items) if o.caption.lower() == s.caption.lower()})
+        for c in captions:
+            g = {i: 1.0 for i, o in enumerate(items) if o.category == by_caption[c].category}
+            g.update({i: 2.0 for i, o in enumerate(items) if o.caption.lower() == c.lower()})
             gains.append(g)
-        return EvalSet([s.caption for s in part], paths, gains, "text", "image")
+        return EvalSet(captions, paths, gains, "text", "image", relevance_level=2.0)
 
     test = parts["test"]
     image2image = EvalSet([str(base / s.image) for s in test], paths,

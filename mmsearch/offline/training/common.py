@@ -112,7 +112,7 @@ def score(es: EvalSet, q: np.ndarray, d: np.ndarray) -> dict[str, float]:
     s = q @ d.T
     if es.exclude_self:
         s[np.arange(len(q)), es.exclude_self] = -np.inf
-    return retrieval_metrics(s, es.gains, (1, 10))
+    return retrieval_metrics(s, es.gains, (1, 10), es.relevance_level)
 
 
 def progress_bar(cfg: FinetuneConfig, total: int, epoch: int) -> tqdm:

@@ -45,7 +45,7 @@ def finetune_cross(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Fine
         for qi, c in enumerate(cands):
             scores[qi, c] = logits([val.queries[qi]] * len(c), [val.corpus[j] for j in c]).numpy()
         ce.train()
-        return retrieval_metrics(scores, val.gains, (1, 10))
+        return retrieval_metrics(scores, val.gains, (1, 10), val.relevance_level)
 
     opt = torch.optim.AdamW(ce.parameters(), lr=cfg.lr)
 

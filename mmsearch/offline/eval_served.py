@@ -1,0 +1,107 @@
+"""Evaluate a served configuration end to end: queries through the search API, as users meet it.
+
+A judged query set is JSON Lines, one query per line:
+
+    {"query": "a striped wild horse", "relevant": {"animals_zebra": 1}, "tags": ["everyday"]}
+
+``relevant`` maps document ids to grades (a list of ids means grade 1 each). Each query is sent to
+``POST /v1/search`` with the arm forced (``--force layer=arm``: forced requests are flagged in the
+query log and left out of A/B reports), and the returned ids are scored with mmsearch.metrics
+(trec_eval conventions). Metrics are reported overall and per tag, with client-side latency, so a
+fusion setting is judged on quality and speed in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mmsearch.client import SearchClient
+from mmsearch.errors import BadInput
+from mmsearch.metrics import ranked_metrics
+
+MAX_QUERIES = 100_000
+
+
+@dataclass(frozen=True)
+class Judged:
+    query: str
+    relevant: dict[str, float]
+    tags: tuple[str, ...] = ()
+
+
+def load_judged(path: Path) -> list[Judged]:
+    """The judged query set; every problem names its line."""
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"cannot read {path}: {e}") from e
+    out: list[Judged] = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BadInput(f"{where}: malformed JSON ({e.msg})") from e
+        if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row["query"].strip():
+            raise BadInput(f"{where}: needs a non-empty string 'query'")
+        rel = row.get("relevant")
+        if isinstance(rel, list) and all(isinstance(x, str) for x in rel):
+            rel = dict.fromkeys(rel, 1.0)
+        if not isinstance(rel, dict) or not rel or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for k, v in rel.items()):
+            raise BadInput(f"{where}: 'relevant' must be a non-empty list of ids or a mapping id -> grade >= 0")
+        tags = row.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise BadInput(f"{where}: 'tags' must be a list of strings")
+        out.append(Judged(row["query"], {k: float(v) for k, v in rel.items()}, tuple(tags)))
+        if len(out) > MAX_QUERIES:
+            raise BadInput(f"{path}: more than {MAX_QUERIES:,} queries")
+    if not out:
+        raise BadInput(f"{path}: no queries")
+    return out
+
+
+def evaluate_served(client: SearchClient, scene: str, judged: Sequence[Judged], force: dict[str, str] | None = None,
+                    ks: Sequence[int] = (1, 10), relevance_level: float = 1.0, progress: bool = True) -> dict[str, Any]:
+    """Metrics overall and per tag, the arms that served, and client-side latency percentiles (ms)."""
+    top_k = max(ks)
+    runs: list[list[str]] = []
+    lat: list[float] = []
+    arms: dict[str, str] = {}
+    for j in tqdm(judged, desc=f"eval {scene} {force or ''}", unit="q", disable=not progress, dynamic_ncols=True):
+        t0 = time.perf_counter()
+        out = client.search(scene, text=j.query, top_k=top_k, force=force, fields=[])
+        lat.append((time.perf_counter() - t0) * 1000)
+        runs.append([r["id"] for r in out["results"]])
+        arms = out.get("experiment", arms)
+    result: dict[str, Any] = {"scene": scene, "force": force or {}, "arms": arms, "queries": len(judged),
+                              "metrics": ranked_metrics(runs, [j.relevant for j in judged], ks, relevance_level),
+                              "latency_ms": {"p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90)),
+                                             "p99": float(np.percentile(lat, 99))}}
+    tags = sorted({t for j in judged for t in j.tags})
+    result["by_tag"] = {t: {"queries": sum(t in j.tags for j in judged),
+                            "metrics": ranked_metrics([r for r, j in zip(runs, judged) if t in j.tags],
+                                                      [j.relevant for j in judged if t in j.tags], ks, relevance_level)}
+                        for t in tags}
+    return result
+
+
+def parse_force(spec: str) -> dict[str, str]:
+    """``layer=arm[,layer=arm]`` -> {layer: arm}."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        layer, sep, arm = part.partition("=")
+        if not sep or not layer or not arm:
+            raise BadInput(f"--force: {part!r} is not layer=arm")
+        out[layer] = arm
+    return out
