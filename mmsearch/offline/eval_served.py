@@ -71,29 +71,36 @@ def load_judged(path: Path) -> list[Judged]:
     return out
 
 
-def evaluate_served(client: SearchClient, scene: str, judged: Sequence[Judged], force: dict[str, str] | None = None,
-                    ks: Sequence[int] = (1, 10), relevance_level: float = 1.0, progress: bool = True) -> dict[str, Any]:
-    """Metrics overall and per tag, the arms that served, and client-side latency percentiles (ms)."""
+def evaluate_served(client: SearchClient, scene: str, judged: Sequence[Judged], forces: Sequence[dict[str, str]] = ({},),
+                    ks: Sequence[int] = (1, 10), relevance_level: float = 1.0, progress: bool = True) -> list[dict[str, Any]]:
+    """Per arm (one ``force`` each): metrics overall and per tag, the arms that served, and client-side
+    latency percentiles (ms). Arms are interleaved query by query, so their latencies meet the same
+    machine load and compare as a ratio."""
     top_k = max(ks)
-    runs: list[list[str]] = []
-    lat: list[float] = []
-    arms: dict[str, str] = {}
-    for j in tqdm(judged, desc=f"eval {scene} {force or ''}", unit="q", disable=not progress, dynamic_ncols=True):
-        t0 = time.perf_counter()
-        out = client.search(scene, text=j.query, top_k=top_k, force=force, fields=[])
-        lat.append((time.perf_counter() - t0) * 1000)
-        runs.append([r["id"] for r in out["results"]])
-        arms = out.get("experiment", arms)
-    result: dict[str, Any] = {"scene": scene, "force": force or {}, "arms": arms, "queries": len(judged),
-                              "metrics": ranked_metrics(runs, [j.relevant for j in judged], ks, relevance_level),
-                              "latency_ms": {"p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90)),
-                                             "p99": float(np.percentile(lat, 99))}}
+    runs: list[list[list[str]]] = [[] for _ in forces]
+    lat: list[list[float]] = [[] for _ in forces]
+    arms: list[dict[str, str]] = [{} for _ in forces]
+    for j in tqdm(judged, desc=f"eval {scene}", unit="q", disable=not progress, dynamic_ncols=True):
+        for a, force in enumerate(forces):
+            t0 = time.perf_counter()
+            out = client.search(scene, text=j.query, top_k=top_k, force=dict(force) or None, fields=[])
+            lat[a].append((time.perf_counter() - t0) * 1000)
+            runs[a].append([r["id"] for r in out["results"]])
+            arms[a] = out.get("experiment", arms[a])
     tags = sorted({t for j in judged for t in j.tags})
-    result["by_tag"] = {t: {"queries": sum(t in j.tags for j in judged),
-                            "metrics": ranked_metrics([r for r, j in zip(runs, judged) if t in j.tags],
-                                                      [j.relevant for j in judged if t in j.tags], ks, relevance_level)}
-                        for t in tags}
-    return result
+    rel = [j.relevant for j in judged]
+    results = []
+    for a, force in enumerate(forces):
+        results.append({
+            "scene": scene, "force": dict(force), "arms": arms[a], "queries": len(judged),
+            "metrics": ranked_metrics(runs[a], rel, ks, relevance_level),
+            "latency_ms": {p: float(np.percentile(lat[a], q)) for p, q in (("p50", 50), ("p90", 90), ("p99", 99))},
+            "by_tag": {t: {"queries": sum(t in j.tags for j in judged),
+                           "metrics": ranked_metrics([r for r, j in zip(runs[a], judged) if t in j.tags],
+                                                     [j.relevant for j in judged if t in j.tags], ks, relevance_level)}
+                       for t in tags},
+        })
+    return results
 
 
 def parse_force(spec: str) -> dict[str, str]:

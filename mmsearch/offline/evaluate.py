@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mmsearch.offline.eval_served import evaluate_served, load_judged, parse_force
 
             r = evaluate_served(SearchClient(args.api, api_key=args.api_key), args.scene, load_judged(args.judged),
-                                parse_force(args.force), ks, args.relevance_level)
+                                [parse_force(args.force)], ks, args.relevance_level)[0]
             print(f"{args.scene} arms {r['arms']}: {r['queries']} queries, p50 {r['latency_ms']['p50']:.1f} ms")
             print(format_table(r["metrics"]))
             for tag, t in r["by_tag"].items():
