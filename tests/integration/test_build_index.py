@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from mmsearch.clients.documents import DocumentStore
+from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import VectorStore, collection_name
 from mmsearch.embedded import MilvusServer, SecantusServer
 from mmsearch.errors import BadInput, NotFound, Unavailable
@@ -83,7 +84,7 @@ def stores(o: BuildOptions) -> tuple[VectorStore, DocumentStore]:
 
 
 def test_text_index_built_searched_rebuilt_rolled_back(env, index_repo, tmp_path, monkeypatch):
-    o = env()
+    o = env(lexical=["text"])
     write_docs(o.docs, 200)
     s1 = build_index(o)
     assert (s1.read, s1.indexed) == (205, 200)
@@ -98,16 +99,26 @@ def test_text_index_built_searched_rebuilt_rolled_back(env, index_repo, tmp_path
     q = LocalModel(index_repo / "tiny").encode_texts(["document number 42 about topic 0"])
     assert vs.search("texts", q, 3)[0][0][0] == "doc-42"
 
+    lex = LexicalStore(o.data_dir / "lexical")
+    assert lex.live("texts") == collection_name("texts", s1.build)
+    assert lex.search("texts", "number 42", 1)[0][0] == "doc-42"  # BM25 over the same build
+
+    write_docs(o.docs, 200)
+    o.docs.write_text(o.docs.read_text().replace('"document number 42 about', '"document number 42 rebuilt about'))
     s2 = build_index(o)  # rebuild: alias moves, the old build stays for rollback, no duplicates
     assert s2.build != s1.build and vs.live_build("texts") == s2.build
+    assert lex.live("texts") == collection_name("texts", s2.build) and lex.search("texts", "rebuilt", 5)[0][0] == "doc-42"
     assert set(vs.builds("texts")) == {s1.build, s2.build} and ds.count("texts") == 200
     from mmsearch.offline.index_admin import run as admin
 
     monkeypatch.setenv("MMSEARCH_MONGO_DATABASE", o.database)
+    monkeypatch.setenv("MMSEARCH_DATA_DIR", str(o.data_dir))  # where the lexical builds live
     args = ["--milvus-uri", o.milvus_uri, "--mongo-uri", o.mongo_uri]
     assert admin(args + ["rollback", "texts"]) == [f"texts -> {s1.build} (was {s2.build})"]
     assert vs.live_build("texts") == s1.build and vs.search("texts", q, 1)[0][0][0] == "doc-42"
+    assert lex.search("texts", "rebuilt", 5) == []  # the terms rolled back with the vectors
     listing = admin(args + ["list", "texts"])
+    assert all("lexical text" in line for line in listing), listing
     assert any(s1.build in line and "LIVE" in line for line in listing) and len(listing) == 2
     assert all("HNSW M16 efc200 ef128" in line for line in listing), listing  # the index spec recorded on each build
     record = ds.builds("texts")[-1]
@@ -115,7 +126,11 @@ def test_text_index_built_searched_rebuilt_rolled_back(env, index_repo, tmp_path
     with pytest.raises(BadInput, match="is live"):
         admin(args + ["drop", "texts", "--build", s1.build])
     assert admin(args + ["drop", "texts", "--build", s2.build]) == [f"dropped texts build {s2.build}"]
-    assert vs.builds("texts") == [s1.build]
+    assert vs.builds("texts") == [s1.build] and not lex.has_build(collection_name("texts", s2.build))
+    s3 = build_index(dataclasses.replace(o, lexical=[]))  # a build without terms: BM25 must not serve the old ones
+    assert lex.live("texts") is None and vs.live_build("texts") == s3.build
+    with pytest.raises(NotFound, match="no lexical build"):
+        lex.search("texts", "rebuilt", 5)
 
 
 def test_rollback_and_retention(env):
@@ -129,7 +144,7 @@ def test_rollback_and_retention(env):
     vs.switch_alias("texts", b[1])
     assert vs.live_build("texts") == b[1]
     assert vs.search("texts", np.asarray([vs.vector(collection_name("texts", b[1]), "doc-3")]), 1)[0][0][0] == "doc-3"
-    assert _retain(vs, ds, "texts", 1) == []  # the live build is never dropped
+    assert _retain(vs, ds, LexicalStore(o.data_dir / "lexical"), "texts", 1) == []  # the live build is never dropped
 
 
 def serve_folder(folder: Path):
@@ -212,7 +227,7 @@ def test_sigkill_halfway_then_resume(env, tmp_path, monkeypatch):
     n = write_docs(o.docs, 3000)
     cmd = [sys.executable, str(ROOT / "mmsearch" / "offline" / "build_index.py"), "--index", "texts", "--docs", str(o.docs),
            "--model", "tiny", "--repo", str(o.repo), "--milvus-uri", o.milvus_uri, "--mongo-uri", o.mongo_uri,
-           "--batch-size", "8", "--no-progress", "--threads", "1"]
+           "--batch-size", "8", "--no-progress", "--threads", "1", "--lexical", "text"]
     env_vars = {**os.environ, "MMSEARCH_MONGO_DATABASE": o.database, "MMSEARCH_DATA_DIR": str(o.data_dir)}
     proc = subprocess.Popen(cmd, env=env_vars, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     ds = DocumentStore(o.mongo_uri, o.database)
@@ -240,7 +255,7 @@ def test_sigkill_halfway_then_resume(env, tmp_path, monkeypatch):
     encoded = []
     real = encoders.Encoder.encode
     monkeypatch.setattr(encoders.Encoder, "encode", lambda self, p: encoded.append(len(p)) or real(self, p))
-    s = build_index(env(batch_size=8, resume=True))
+    s = build_index(env(batch_size=8, resume=True, lexical=["text"]))
     assert s.build == record["build"] and s.indexed == n and s.read == n + 5
     assert sum(encoded) == n - written  # nothing already written was encoded again
     vs2, ds2 = stores(o)
@@ -248,6 +263,8 @@ def test_sigkill_halfway_then_resume(env, tmp_path, monkeypatch):
     assert vs2.live_build("texts") == s.build
     rejects = Path(s.rejects).read_text().splitlines()
     assert len(rejects) == 5  # written once, not again on resume
+    hits = LexicalStore(o.data_dir / "lexical").search("texts", "document", n + 100)
+    assert len(hits) == n and len({h[0] for h in hits}) == n  # every document's terms once: none lost, none twice
 
 
 def test_triton_and_in_process_vectors_agree(env, index_repo, tmp_path):
@@ -286,11 +303,17 @@ def test_stored_fields_are_type_checked_written_beside_the_vectors_and_filterabl
     o = env()
     rows = [{"id": f"p{i}", "text": f"product {i}", "category": ["shoes", "boots"][i % 2], "price": float(i)} for i in range(40)]
     rows += [{"id": "no-price", "text": "x", "category": "shoes"}, {"id": "bad-price", "text": "x", "category": "shoes", "price": "cheap"},
-             {"id": "unicode", "text": "x", "category": 'bott\u00e9s "\\ \n', "price": 1}]
+             {"id": "unicode", "text": "x", "category": 'bott\u00e9s "\\ \n', "price": 1},
+             {"id": "bad-title", "text": "x", "category": "shoes", "price": 2, "title": ["not", "text"]}]
     o.docs.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    o = dataclasses.replace(o, fields={"category": "str", "price": "float"})
+    o = dataclasses.replace(o, fields={"category": "str", "price": "float"}, lexical=["title", "text"])
     s = build_index(o)
-    assert s.indexed == 41 and s.skipped == {"missing field price": 1, "field price": 1}, s.skipped
+    assert s.indexed == 41 and s.skipped == {"missing field price": 1, "field price": 1, "lexical field title": 1}, s.skipped
+    # BM25 with a filter: the pipeline asks Milvus which lexical hits pass it
+    from mmsearch.clients.lexical import LexicalStore
+
+    lex_hits = [h[0] for h in LexicalStore(o.data_dir / "lexical").search("texts", "product", 100)]
+    assert len(lex_hits) == 40 and "bad-title" not in lex_hits
     vs, ds = stores(o)
     assert vs.fields("texts") == {"category": "str", "price": "float"} and ds.builds("texts")[-1]["fields"] == o.fields
     from mmsearch.filters import compile_filter
@@ -300,5 +323,7 @@ def test_stored_fields_are_type_checked_written_beside_the_vectors_and_filterabl
     assert sorted(h[0] for h in hits) == ["p1", "p3", "p5", "p7", "p9"]
     odd = vs.search("texts", q, 5, compile_filter({"category": 'bott\u00e9s "\\ \n'}, vs.fields("texts")))[0]
     assert [h[0] for h in odd] == ["unicode"]  # quotes, backslashes, newlines and non-ASCII stay values
+    boots = compile_filter({"category": "boots", "price": {"lt": 10}}, vs.fields("texts"))
+    assert sorted(vs.matching("texts", lex_hits, boots)) == ["p1", "p3", "p5", "p7", "p9"]
     with pytest.raises(BadInput, match="--field 'price:money': type 'money' is not one of"):
         build_index(dataclasses.replace(o, fields={"price": "money"}))

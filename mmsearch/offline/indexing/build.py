@@ -300,7 +300,7 @@ def _check_lexical(d: Doc, fields: list[str]) -> Doc | Reject:
     for name in fields:
         v = d.doc.get(name)
         if v is not None and not isinstance(v, str):
-            return Reject(d.line, f"lexical field {name} must be a string, got {type(v).__name__}")
+            return Reject(d.line, f"lexical field {name}: must be a string, got {type(v).__name__}")
     return d
 
 
