@@ -29,6 +29,13 @@ scenes:
         arms:
           - {name: none, traffic: 50, rerank: none}
           - {name: ce, traffic: 50, rerank: cross_encoder, rerank_model: rerank, rerank_top_n: 20}
+      - name: recall
+        salt: rc-1
+        arms:
+          - {name: dense, traffic: 100}
+          - name: hybrid
+            traffic: 0
+            sources: [{name: vec, kind: dense, recall_top_k: 20}, {name: words, kind: bm25, recall_top_k: 20, weight: 2}]
     defaults: {embed_model: tiny, index: texts, recall_top_k: 50, top_k: 10}
   text2image:
     layers:
@@ -41,6 +48,10 @@ scenes:
   image2image:
     defaults: {embed_model: clip_image, index: images, top_k: 5}
 """
+
+
+SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="64pt" height="48pt"><rect width="64" height="48" fill="#fc0"/>'
+       '<circle cx="32" cy="24" r="12" fill="#036"/></svg>')
 
 
 def image_bytes(i: int) -> bytes:
@@ -71,6 +82,8 @@ def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
     for i in range(30):
         (imgs / f"{i}.png").write_bytes(image_bytes(i))
         lines.append(json.dumps({"id": f"img{i}", "image": f"{i}.png", "caption": f"picture {i}"}))
+    (imgs / "drawing.svg").write_text(SVG)  # rasterised by the build like the stamps' SVGs
+    lines.append(json.dumps({"id": "svg0", "image": "drawing.svg", "caption": "a drawing"}))
     (base / "images.jsonl").write_text("\n".join(lines) + "\n")
 
     servers = []
@@ -80,7 +93,8 @@ def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
         milvus = MilvusServer(base / "milvus")
         servers.append(milvus)
         common = dict(repo=repo, data_dir=base / "data", milvus_uri=milvus.uri, mongo_uri=mongo.uri, progress=False)
-        build_index(BuildOptions(index="texts", docs=docs, model="tiny", fields={"subject": "int", "lang": "str"}, **common))
+        build_index(BuildOptions(index="texts", docs=docs, model="tiny", fields={"subject": "int", "lang": "str"},
+                                 lexical=["title", "text"], **common))
         build_index(BuildOptions(index="images", docs=base / "images.jsonl", model="clip_image", image_root=imgs, **common))
         triton = start_triton(TritonOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0))
         servers.append(triton)

@@ -43,7 +43,7 @@ def test_text2text(stack):
                                                      "user_id": "u1", "force": {"rerank": "none"}})
     assert code == 200, out
     assert out["results"][0]["id"] == "t42" and out["results"][0]["doc"]["n"] == 42
-    assert len(out["results"]) == 10 and out["experiment"] == {"rerank": "none"}
+    assert len(out["results"]) == 10 and out["experiment"] == {"rerank": "none", "recall": "dense"}
     assert set(out["timings_ms"]) >= {"split", "qp", "embed", "recall", "rerank", "summary", "total"}
     scores = [r["score"] for r in out["results"]]
     assert scores == sorted(scores, reverse=True)
@@ -53,7 +53,7 @@ def test_text2text_rerank_with_cross_encoder(stack):
     code, out = post(stack["url"] + "/v1/search", {"scene": "text2text", "query": {"text": "text document 7"},
                                                      "force": {"rerank": "ce"}, "top_k": 5})
     assert code == 200, out
-    assert out["experiment"] == {"rerank": "ce"} and out["timings_ms"]["rerank"] > 0
+    assert out["experiment"] == {"rerank": "ce", "recall": "dense"} and out["timings_ms"]["rerank"] > 0
     scores = [r["score"] for r in out["results"]]
     assert all(0 <= s <= 1 for s in scores) and scores == sorted(scores, reverse=True)  # sigmoid CE scores
     assert out["user_id"]  # anonymous requests get an id back
@@ -79,7 +79,7 @@ def test_grpc_mirrors_http(stack):
                                                      "user_id": "g1", "top_k": 3, "force": {"rerank": "none"}})
     assert code == 200, out
     assert [r.id for r in resp.results] == [r["id"] for r in out["results"]]
-    assert json.loads(resp.results[0].doc_json)["n"] == 12 and dict(resp.experiment) == {"rerank": "none"}
+    assert json.loads(resp.results[0].doc_json)["n"] == 12 and dict(resp.experiment) == {"rerank": "none", "recall": "dense"}
     with pytest.raises(grpc.RpcError) as e:
         stub.Search(search_pb2.SearchRequest(scene="text2video", query=search_pb2.Query(text="x")), timeout=10)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "scene" in e.value.details()
@@ -308,3 +308,39 @@ def test_models_say_what_serves_them(stack):
     assert code == 200 and {"tiny", "rerank", "clip_text", "clip_image"} <= set(models)
     assert models["tiny"]["state"] == "READY" and models["tiny"]["provider"] == "CPUExecutionProvider"
     assert models["tiny"]["instance_kind"] == ["KIND_CPU"] and models["tiny"]["max_batch_size"] > 0
+
+
+def test_a_hybrid_arm_fuses_bm25_with_vectors_through_the_api(stack):
+    """The forced hybrid arm: BM25 over title and text (tantivy) fused with the vectors; a rare word
+    that only one document holds brings it first, and the response names the sources."""
+    body = {"scene": "text2text", "query": {"text": "hostile"}, "force": {"rerank": "none", "recall": "hybrid"}, "top_k": 5}
+    code, out = post(stack["url"] + "/v1/search", body)
+    assert code == 200, out
+    top = out["results"][0]
+    assert top["id"] == "xss" and "words" in top["sources"] and top["score_type"] == "fused"
+    assert out["experiment"]["recall"] == "hybrid" and {"lexical", "fusion"} <= set(out["timings_ms"])
+    code, dense = post(stack["url"] + "/v1/search", {**body, "force": {"rerank": "none", "recall": "dense"}})
+    assert code == 200 and all(r["sources"] == ["vector"] and r["score_type"] == "cosine" for r in dense["results"])
+    # the filter holds for BM25 hits too (xss is lang 'e"n')
+    code, out = post(stack["url"] + "/v1/search", {**body, "filter": {"lang": "fr"}})
+    assert code == 200 and "xss" not in [r["id"] for r in out["results"]]
+    assert all(r["doc"]["lang"] == "fr" for r in out["results"])
+    # hostile query syntax is only words to BM25
+    code, out = post(stack["url"] + "/v1/search", {**body, "query": {"text": 'title:(" AND [* TO'}})
+    assert code == 200, out
+
+
+def test_svg_images_are_indexed_and_searchable_and_svg_bombs_are_400(stack):
+    from conftest_stack import SVG
+
+    b64 = base64.b64encode(SVG.encode()).decode()
+    code, out = post(stack["url"] + "/v1/search", {"scene": "image2image", "query": {"image_b64": b64}})
+    assert code == 200, out
+    assert out["results"][0]["id"] == "svg0"  # the build rendered the SVG file as the query is rendered
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+            b'<svg xmlns="http://www.w3.org/2000/svg"><text>&b;</text></svg>')
+    code, out = post(stack["url"] + "/v1/search", {"scene": "image2image", "query": {"image_b64": base64.b64encode(bomb).decode()}})
+    assert code == 400 and "query.image_b64" in out["message"] and "entity" in out["message"], out
+    ext = b'<svg xmlns="http://www.w3.org/2000/svg"><image href="file:///etc/passwd"/></svg>'
+    code, out = post(stack["url"] + "/v1/search", {"scene": "image2image", "query": {"image_b64": base64.b64encode(ext).decode()}})
+    assert code == 400 and "external references are not followed" in out["message"], out

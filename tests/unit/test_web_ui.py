@@ -162,3 +162,22 @@ def test_readiness_follows_the_search_api_and_liveness_does_not(site):
     assert web.get("/readyz").status_code == 200
     fake.error = Unavailable("retrieval service at x", "down")
     assert web.get("/readyz").status_code == 503 and web.get("/healthz").status_code == 200
+
+
+def test_svg_images_are_served_as_png_never_as_svg(site, tmp_path):
+    web, _ = site
+    root = tmp_path / "images"
+    (root / "star.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="20" height="10">'
+                                   '<rect width="20" height="10" fill="red"/><script>alert(1)</script></svg>')
+    r = web.get("/images/star.svg")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/png" and r.data.startswith(b"\x89PNG")
+    assert b"script" not in r.data and r.headers["X-Content-Type-Options"] == "nosniff"
+    import io
+
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(r.data)).size == (256, 128)  # fitted into the tile box
+    (root / "bomb.svg").write_bytes(b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "x"><!ENTITY b "&a;&a;">]>'
+                                    b'<svg xmlns="http://www.w3.org/2000/svg">&b;</svg>')
+    r = web.get("/images/bomb.svg")
+    assert r.status_code == 400 and b"entity" in r.data
