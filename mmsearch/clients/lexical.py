@@ -30,6 +30,12 @@ ID_FIELD = "id"
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_TERMS = 64  # a query's words beyond this are ignored (BM25 of a page of text is no query)
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Dropped from queries (documents keep them): in a fused arm, a BM25 list ranked by "a", "of" and
+# "the" alone would add noise ahead of the dense sources' hits (a description like "a thing that
+# makes honey" shares only such words with the caption "A bee.").
+STOPWORDS = frozenset("""a an and are as at be but by for from has have he her his i in into is it its of on or
+our she so that the their them then there these they this to was were what when where which who will with
+you your""".split())
 
 
 def check_lexical_fields(fields: Sequence[str]) -> list[str]:
@@ -45,9 +51,9 @@ def check_lexical_fields(fields: Sequence[str]) -> list[str]:
 
 
 def query_terms(text: str, max_terms: int = MAX_TERMS) -> list[str]:
-    """The words of a query, lower-cased: tantivy's query syntax (field:, quotes, AND/OR, ranges)
+    """The words of a query, lower-cased, stopwords dropped: tantivy's query syntax (field:, quotes, AND/OR, ranges)
     is never interpreted, so no user text can fail to parse or reach another field."""
-    return [w.lower() for w in _WORD.findall(text)][:max_terms]
+    return [w for w in (w.lower() for w in _WORD.findall(text)) if w not in STOPWORDS][:max_terms]
 
 
 class LexicalWriter:

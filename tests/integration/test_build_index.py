@@ -327,3 +327,12 @@ def test_stored_fields_are_type_checked_written_beside_the_vectors_and_filterabl
     assert sorted(vs.matching("texts", lex_hits, boots)) == ["p1", "p3", "p5", "p7", "p9"]
     with pytest.raises(BadInput, match="--field 'price:money': type 'money' is not one of"):
         build_index(dataclasses.replace(o, fields={"price": "money"}))
+
+
+def test_documents_with_the_same_text_pass_the_build_check(env):
+    """Identical texts have identical vectors: the self-search check must accept a tie for first
+    (the demo's captions index has 216 stamps sharing a caption)."""
+    o = env()
+    o.docs.write_text("".join(json.dumps({"id": f"same-{i}", "text": "A frog."}) + "\n" for i in range(30)))
+    s = build_index(o)
+    assert s.indexed == 30 and s.live

@@ -344,3 +344,21 @@ def test_svg_images_are_indexed_and_searchable_and_svg_bombs_are_400(stack):
     ext = b'<svg xmlns="http://www.w3.org/2000/svg"><image href="file:///etc/passwd"/></svg>'
     code, out = post(stack["url"] + "/v1/search", {"scene": "image2image", "query": {"image_b64": base64.b64encode(ext).decode()}})
     assert code == 400 and "external references are not followed" in out["message"], out
+
+
+def test_mmsearch_eval_api_scores_a_served_arm(stack, tmp_path, capsys):
+    """`mmsearch eval --api`: the judged set through the running API, the arm forced, metrics written."""
+    from mmsearch.offline.evaluate import main
+
+    judged = tmp_path / "judged.jsonl"
+    judged.write_text("".join(json.dumps({"query": f"text document {i} about subject {i % 9}", "relevant": [f"t{i}"],
+                                          "tags": ["even"] if i % 2 == 0 else []}) + "\n" for i in range(10, 16)))
+    out = tmp_path / "m.json"
+    assert main(["--api", stack["url"], "--scene", "text2text", "--force", "rerank=none,recall=dense",
+                 "--judged", str(judged), "--k", "1,10", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["arms"] == {"rerank": "none", "recall": "dense"} and r["queries"] == 6
+    assert r["metrics"]["recall@10"] == 1.0 and r["metrics"]["mrr@10"] > 0.5
+    assert r["by_tag"]["even"]["queries"] == 3
+    assert "recall" in capsys.readouterr().out
+    assert main(["--api", stack["url"], "--judged", str(judged), "--force", "recall=nope"]) == 2  # a 400, reported
