@@ -33,9 +33,12 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 # Dropped from queries (documents keep them): in a fused arm, a BM25 list ranked by "a", "of" and
 # "the" alone would add noise ahead of the dense sources' hits (a description like "a thing that
 # makes honey" shares only such words with the caption "A bee.").
-STOPWORDS = frozenset("""a an and are as at be but by for from has have he her his i in into is it its of on or
-our she so that the their them then there these they this to was were what when where which who will with
-you your""".split())
+STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "he", "her", "his",
+    "i", "in", "into", "is", "it", "its", "of", "on", "or", "our", "she", "so", "that", "the", "their",
+    "them", "then", "there", "these", "they", "this", "to", "was", "were", "what", "when", "where", "which",
+    "who", "will", "with", "you", "your",
+})
 
 
 def check_lexical_fields(fields: Sequence[str]) -> list[str]:

@@ -8,11 +8,14 @@ connection so the next request reconnects (recovery without a restart). ``search
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -51,6 +54,7 @@ class SearchService:
         self.admission = Admission(r.max_inflight, r.max_queue, r.queue_timeout_s)
         self.auth = ApiKeys(r.api_keys)
         self.lexical = Lazy("lexical", lambda: LexicalStore(lexical_root(config)))
+        self._pool = ThreadPoolExecutor(max_workers=4 * (r.max_inflight + r.max_queue), thread_name_prefix="source")
         self.querylog = QueryLog(self.deps.documents, self.metrics) if config.retrieval.query_log else None
 
     # ------------------------------------------------------------------ helpers
@@ -165,35 +169,45 @@ class SearchService:
         with self._stage("embed", self.deps.inference, ctx) as inf:
             return inf.infer(model, tensors, "embedding")
 
-    def _dense(self, req: SearchRequest, model: str, index: str, k: int, p: Params, ctx: RequestContext,
-               vectors: dict[str, np.ndarray[Any, Any]]) -> list[tuple[str, float]]:
-        if model not in vectors:  # sources sharing a model share one embedding
-            vectors[model] = self._embed(req, model, ctx)
+    def _dense(self, req: SearchRequest, vec: np.ndarray[Any, Any], index: str, k: int, p: Params,
+               ctx: RequestContext) -> list[tuple[str, float]]:
         with self._stage("recall", self.deps.vectors, ctx) as vs:
             expr = combine(p.filter or "", compile_filter(req.filter, vs.fields(index)) if req.filter is not None else "")
-            return vs.search(index, vectors[model], k, expr, ef=p.search_ef)[0]  # NotFound names the index
+            return vs.search(index, vec, k, expr, ef=p.search_ef)[0]  # NotFound names the index
 
     def _recall(self, req: SearchRequest, p: Params, ctx: RequestContext, depth: int) -> list[Hit]:
-        """Dense recall of the arm's index, or every configured source fused (sources and fusion per arm)."""
+        """Dense recall of the arm's index, or every configured source fused (sources and fusion per arm).
+        Fused sources run in parallel: first one embedding per distinct model, then every search."""
         assert p.embed_model and p.index
-        vectors: dict[str, np.ndarray[Any, Any]] = {}
         if not p.sources:
             k = max(p.recall_top_k or DEFAULT_RECALL, depth)
-            return [Hit(i, s) for i, s in self._dense(req, p.embed_model, p.index, k, p, ctx, vectors)]
-        lists: dict[str, list[tuple[str, float]]] = {}
-        for src in p.sources:
-            k = max(src.recall_top_k, depth)
-            index = src.index or p.index
-            if src.kind == "dense":
-                lists[src.name] = self._dense(req, src.embed_model or p.embed_model, index, k, p, ctx, vectors)
-            elif req.text is not None:  # an image query has no words: its BM25 sources sit out
-                lists[src.name] = self._lexical(req, src.name, index, src.fields, k, p, ctx)
+            vec = self._embed(req, p.embed_model, ctx)
+            return [Hit(i, s) for i, s in self._dense(req, vec, p.index, k, p, ctx)]
+        model, index = p.embed_model, p.index
+        dense = [s for s in p.sources if s.kind == "dense"]
+        lexical = [s for s in p.sources if s.kind == "bm25" and req.text is not None]  # an image query has no words
+        models = list(dict.fromkeys(s.embed_model or model for s in dense))
+        vectors = dict(zip(models, self._parallel([functools.partial(self._embed, req, m, ctx) for m in models])))
+        searches: list[Callable[[], list[tuple[str, float]]]] = [
+            functools.partial(self._dense, req, vectors[s.embed_model or model], s.index or index, max(s.recall_top_k, depth), p, ctx)
+            for s in dense]
+        searches += [functools.partial(self._lexical, req, s.index or index, s.fields, max(s.recall_top_k, depth), p, ctx)
+                     for s in lexical]
+        lists = dict(zip([s.name for s in dense + lexical], self._parallel(searches)))
         t0 = time.perf_counter()
-        fused = fuse(lists, p.fusion or "rrf", {s.name: s.weight for s in p.sources}, p.rrf_k or DEFAULT_RRF_K)
+        fused = fuse({s.name: lists[s.name] for s in p.sources if s.name in lists}, p.fusion or "rrf",
+                     {s.name: s.weight for s in p.sources}, p.rrf_k or DEFAULT_RRF_K)
         ctx.add_time("fusion", time.perf_counter() - t0)
         return [Hit(f.id, f.score, "fused", f.sources) for f in fused]
 
-    def _lexical(self, req: SearchRequest, name: str, index: str, fields: list[str] | None, k: int, p: Params,
+    def _parallel(self, calls: list[Callable[[], T]]) -> list[T]:
+        """Results in order; the first failure is raised. Each call keeps the request's context (log ids)."""
+        if len(calls) <= 1:
+            return [c() for c in calls]
+        futures = [self._pool.submit(contextvars.copy_context().run, c) for c in calls]
+        return [f.result() for f in futures]
+
+    def _lexical(self, req: SearchRequest, index: str, fields: list[str] | None, k: int, p: Params,
                  ctx: RequestContext) -> list[tuple[str, float]]:
         with self._stage("lexical", self.lexical, ctx) as lex:
             hits = lex.search(index, req.text or "", k, fields)
@@ -252,6 +266,7 @@ class SearchService:
         self.querylog.click(request_id, doc_id, user_id)
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self.querylog is not None:
             self.querylog.stop()
         self.deps.close()

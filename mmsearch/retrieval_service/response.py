@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,7 @@ class RequestContext:
     timeout_s: float
     deadline: float = 0.0  # time.monotonic() after which no stage starts
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds (summed over calls)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)  # fused sources run in parallel
 
     def __post_init__(self) -> None:
         if not self.deadline:
@@ -61,4 +63,5 @@ class RequestContext:
         return time.monotonic() > self.deadline
 
     def add_time(self, stage: str, seconds: float) -> None:
-        self.timings[stage] = self.timings.get(stage, 0.0) + seconds * 1000
+        with self._lock:
+            self.timings[stage] = self.timings.get(stage, 0.0) + seconds * 1000
