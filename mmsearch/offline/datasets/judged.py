@@ -3,6 +3,7 @@
 - ``stamps_everyday``: the project's own everyday descriptions of stamps (stamps_everyday.jsonl,
   written once before any tuning: 268 queries that share no content word with the caption they
   describe, "a striped wild horse" for "A zebra."). Relevant: every stamp carrying that caption.
+  A second set on 248 other captions (stamps_everyday_dev.jsonl) is the one settings are tuned on.
 - ``stamp_captions``: the held-out captions of the caption split (offline/datasets/stamps.py), for
   image-only arms (a caption as its own query is no evidence for an arm that indexes captions).
 - ``wordnet_heldout``: lemmas and example sentences of held-out synsets (the test split of
@@ -22,22 +23,25 @@ from mmsearch.errors import BadInput
 from mmsearch.offline.eval_served import Judged
 
 EVERYDAY = Path(__file__).with_name("stamps_everyday.jsonl")
+EVERYDAY_DEV = Path(__file__).with_name("stamps_everyday_dev.jsonl")  # 248 more, other captions: for tuning
 RARE_DF = 3
 _WORD = re.compile(r"\w+")
 
 
-def stamps_everyday(cache_dir: Path) -> list[Judged]:
+def stamps_everyday(cache_dir: Path, dev: bool = False) -> list[Judged]:
+    """The test set, or (``dev``) the development set that fusion settings are tuned on."""
     from mmsearch.offline.datasets.stamps import stamps
 
+    path = EVERYDAY_DEV if dev else EVERYDAY
     by_caption: dict[str, list[str]] = {}
     for s in stamps(cache_dir):
         by_caption.setdefault(s.caption, []).append(s.id)
     out = []
-    for n, line in enumerate(EVERYDAY.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         row = json.loads(line)
         ids = by_caption.get(row["caption"])
         if not ids:
-            raise BadInput(f"{EVERYDAY.name}:{n}: caption {row['caption']!r} is no stamp's caption")
+            raise BadInput(f"{path.name}:{n}: caption {row['caption']!r} is no stamp's caption")
         out.append(Judged(row["query"], dict.fromkeys(ids, 1.0), ("everyday",)))
     return out
 
