@@ -69,9 +69,15 @@ def prepare_demo(cfg: Config, n_texts: int | None = DEMO_TEXTS) -> Path:
         with open(demo / "texts.jsonl", "w") as f:
             for syn in noun_synsets(cache)[:n_texts]:
                 f.write(json.dumps({"id": syn.offset, "title": ", ".join(syn.words[:3]), "text": syn.gloss}) + "\n")
-        with open(demo / "images.jsonl", "w") as f:
+        from mmsearch.offline.datasets.expand import Glosser
+
+        glosser = Glosser(cache)
+        with open(demo / "images.jsonl", "w") as f, open(demo / "captions.jsonl", "w") as c:
             for st in S.stamps(cache):
-                f.write(json.dumps({"id": st.id, "image": st.image, "text": st.caption, "category": st.category}) + "\n")
+                gloss = glosser.gloss(st.caption, st.category)  # what the caption names, in WordNet's words
+                f.write(json.dumps({"id": st.id, "image": st.image, "text": st.caption, "category": st.category,
+                                    "gloss": gloss}) + "\n")
+                c.write(json.dumps({"id": st.id, "text": f"{st.caption} {gloss or ''}".strip(), "caption": st.caption}) + "\n")
         _mark(data, f"data-{DEMO_VERSION}")
     if not (repo / "minilm" / MANIFEST_NAME).is_file():
         # int8 (dynamic, per-channel): ~2x the fp32 encode rate on this CPU for the 82k-gloss build and
@@ -105,12 +111,13 @@ def build_demo_indexes(cfg: Config, stamp_root: Path) -> None:
                           milvus_uri=cfg.milvus.uri, index_spec=index_spec(cfg.milvus), mongo_uri=cfg.mongo.uri,
                           database=cfg.mongo.database)
     vs = VectorStore(cfg.milvus.uri)
-    # (index, documents, encoder, image root, BM25 fields): the stamps' captions get their own text
-    # index (same ids as the image indexes) so a fused text->image arm can search pictures and words
+    # (index, documents, encoder, image root, BM25 fields): the stamps' captions, expanded with the
+    # WordNet gloss of what they name, get their own text index (same ids as the image indexes) so a
+    # fused text->image arm can search pictures and words
     for index, docs, model, root, lexical in (("texts", "texts.jsonl", "minilm", Path("."), ["title", "text"]),
                                               ("images_base", "images.jsonl", "dual_base_image", stamp_root, []),
                                               ("images_ft", "images.jsonl", "dual_ft_image", stamp_root, []),
-                                              ("captions", "images.jsonl", "minilm", stamp_root, ["text"])):
+                                              ("captions", "captions.jsonl", "minilm", stamp_root, ["text"])):
         if _done(data, f"index-{index}-{DEMO_VERSION}") and vs.live_build(index) is not None:
             continue
         print(f"building index {index}...", flush=True)

@@ -15,6 +15,7 @@ from mmsearch.errors import BadInput
 from mmsearch.offline.datasets.debian import fetch_deb
 
 DATA_NOUN = "usr/share/wordnet/data.noun"
+INDEX_NOUN = "usr/share/wordnet/index.noun"
 
 
 LEXNAMES = dict(enumerate(["", "", "", "Tops", "act", "animal", "artifact", "attribute", "body", "cognition", "communication",
@@ -60,6 +61,19 @@ def parse_data_noun(path: Path) -> list[Synset]:
 
 def noun_synsets(cache_dir: Path) -> list[Synset]:
     return parse_data_noun(fetch_deb("wordnet-base", cache_dir) / DATA_NOUN)
+
+
+def noun_senses(cache_dir: Path) -> dict[str, list[str]]:
+    """lemma (lower case, '_' for spaces) -> its synset offsets, most frequent sense first (index.noun)."""
+    out: dict[str, list[str]] = {}
+    with open(fetch_deb("wordnet-base", cache_dir) / INDEX_NOUN, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith(" "):
+                continue
+            parts = line.split()
+            n = int(parts[2])
+            out[parts[0]] = parts[-n:]
+    return out
 
 
 def labelled_pairs(cache_dir: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
