@@ -5,7 +5,7 @@
 1. all-MiniLM-L6-v2 vs the same model fine-tuned on WordNet (query: lemma or example sentence ->
    its gloss), test: 1,000 held-out synsets, each lemma searching the 1,000 held-out glosses.
 2. The composed dual encoder (MiniLM + locked EfficientNet-Lite0, LiT) trained on Tux Paint stamps:
-   held-out captions search all 785 stamps (text->image), and held-out stamps search the others by
+   held-out captions (split by caption text) search all 1,032 stamps (text->image), and held-out stamps search the others by
    category (image->image).
 """
 
