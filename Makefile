@@ -50,7 +50,7 @@ bench: $(STAMP)
 # Re-freeze the tested environment into constraints.txt (keeps the hand-pinned header).
 lock: $(STAMP)
 	sed -n '1,/^# --- frozen ---$$/p' constraints.txt > constraints.txt.new
-	$(PY) -m pip freeze --exclude-editable | grep -v '^mmsearch' >> constraints.txt.new
+	$(PY) -m pip freeze --exclude-editable | grep -v '^mmsearch' | sed -E 's/^(torch==[^+]+)\+cpu$$/\1/' >> constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:
