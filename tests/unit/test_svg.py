@@ -103,3 +103,41 @@ def test_point_units_render_at_96_dpi():
     doc = f'<svg {NS} width="128pt" height="64pt"><rect width="10" height="10"/></svg>'.encode()  # many stamps use pt
     w, h = _png(rasterise(doc, box=100)).size
     assert w == 100 and abs(h - 50) <= 1
+
+
+def test_a_costly_render_is_stopped_and_refused_without_stalling_the_process(monkeypatch):
+    """A few hundred bytes of filters can cost minutes of CPU: the forked renderer is killed at the limit."""
+    import threading
+
+    import mmsearch.svg as S
+
+    monkeypatch.setattr(S, "RENDER_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(S, "RENDER_CPU_S", 2)
+    rects = "".join(f'<rect x="{i}" width="100000" height="100000" filter="url(#f)"/>' for i in range(20))
+    doc = (f'<svg {NS} width="100000" height="100000"><filter id="f"><feGaussianBlur stdDeviation="50"/>'
+           f'<feMorphology radius="40"/></filter>{rects}</svg>').encode()
+    ticks = []
+    stop = threading.Event()
+    ticker = threading.Thread(target=lambda: [ticks.append(time.perf_counter()) or stop.wait(0.01) for _ in iter(stop.is_set, True)])
+    ticker.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(BadInput, match="exceeded its limits"):
+            rasterise(doc, "upload.svg")
+    finally:
+        stop.set()
+        ticker.join()
+    assert time.perf_counter() - t0 < 6
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert gaps and max(gaps) < 0.5  # the GIL was never held by the render: other threads kept running
+
+
+def test_a_huge_embedded_bitmap_is_refused_and_the_process_survives():
+    img = Image.new("1", (24000, 24000))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    doc = f'<svg {NS} width="10" height="10"><image href="data:image/png;base64,{b64}" width="10" height="10"/></svg>'.encode()
+    with pytest.raises(BadInput, match="limits|cannot be rendered"):
+        rasterise(doc, "upload.svg", box=10)
+    assert _png(rasterise(RED, box=10)).size == (10, 5)  # and the next render works
