@@ -15,7 +15,7 @@ Writes bench/results/hybrid.json and prints one line per comparison.
 
     .venv/bin/python bench/hybrid.py --tune
 
-Tunes the text->image fused arm on the development descriptions (248 other captions): adds
+Tunes the text->image fused arm on the development descriptions (247 other captions): adds
 traffic-0 arms (rrf / weighted fusion x caption weight 1,2,3,5 x caption-words weight 0, 0.3, 1)
 to the watched experiments file, evaluates them interleaved, restores the file, and prints them
 best first (bench/results/hybrid_tune.json). The demo's weights came from this run; the test

@@ -22,15 +22,13 @@ def rankings(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def recall_at_k(ranked: np.ndarray, relevant: Sequence[set[int]], k: int) -> float:
-    vals = [len(set(r[:k].tolist()) & rel) / len(rel) for r, rel in zip(ranked, relevant) if rel]
+    vals = [len(set(r[:k].tolist()) & rel) / len(rel) if rel else 0.0 for r, rel in zip(ranked, relevant)]
     return float(np.mean(vals)) if vals else 0.0
 
 
 def mrr_at_k(ranked: np.ndarray, relevant: Sequence[set[int]], k: int) -> float:
     vals = []
     for r, rel in zip(ranked, relevant):
-        if not rel:
-            continue
         rr = 0.0
         for pos, doc in enumerate(r[:k].tolist(), start=1):
             if doc in rel:
@@ -53,7 +51,7 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
 
 
 def precision_at_k(ranked: np.ndarray, relevant: Sequence[set[int]], k: int) -> float:
-    vals = [len(set(r[:k].tolist()) & rel) / k for r, rel in zip(ranked, relevant) if rel]
+    vals = [len(set(r[:k].tolist()) & rel) / k for r, rel in zip(ranked, relevant)]
     return float(np.mean(vals)) if vals else 0.0
 
 
@@ -62,6 +60,7 @@ def map_at_k(ranked: np.ndarray, relevant: Sequence[set[int]], k: int) -> float:
     vals = []
     for r, rel in zip(ranked, relevant):
         if not rel:
+            vals.append(0.0)
             continue
         hits, total = 0, 0.0
         for pos, doc in enumerate(r[:k].tolist(), start=1):
@@ -89,13 +88,16 @@ def ndcg_at_k(ranked: np.ndarray, gains: Sequence[dict[int, float]], k: int) -> 
 def retrieval_metrics(scores: np.ndarray, gains: Sequence[dict[int, float]], ks: Sequence[int] = (1, 10),
                       relevance_level: float = 1.0) -> dict[str, float]:
     """All metrics at each k. Binary metrics count grade >= ``relevance_level`` as relevant (trec_eval -l);
-    queries without a relevant document are left out of every mean, as trec_eval leaves them out."""
+    queries with no judgement at all are left out; a judged query with nothing relevant at the level
+    scores 0, as in trec_eval."""
     kmax = max(ks)
     ranked = rankings(scores, kmax)
     return _all_at(ranked, gains, ks, relevance_level)
 
 
 def _all_at(ranked: np.ndarray, gains: Sequence[dict[int, float]], ks: Sequence[int], relevance_level: float) -> dict[str, float]:
+    judged = [i for i, g in enumerate(gains) if g]  # as trec_eval: queries in the qrels; those with nothing relevant score 0
+    ranked, gains = ranked[judged], [gains[i] for i in judged]
     relevant = [{d for d, v in g.items() if v >= relevance_level} for g in gains]
     out: dict[str, float] = {}
     for k in ks:

@@ -85,6 +85,14 @@ class LexicalWriter:
         self._writer.commit()
         self._writer.wait_merging_threads()
 
+    def abandon(self) -> None:
+        """Drop what was not committed and release the index lock (a failed or interrupted build)."""
+        try:
+            self._writer.rollback()
+            self._writer.wait_merging_threads()
+        except (ValueError, RuntimeError):  # already consumed or failed: the lock goes with the object
+            pass
+
 
 def _schema(fields: list[str]) -> Any:
     import tantivy
@@ -117,7 +125,7 @@ class LexicalStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._open: dict[str, Any] = {}  # build dir name -> tantivy.Index (opened once, reloaded on commit)
-        self._live: dict[str, tuple[int, str | None]] = {}  # index -> (pointer mtime_ns, build dir)
+        self._live: dict[str, tuple[tuple[int, int, int], str | None]] = {}  # index -> (pointer stat key, build dir)
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- builds
@@ -140,16 +148,23 @@ class LexicalStore:
         (self.root / f"{index}.live").unlink(missing_ok=True)
 
     def live(self, index: str) -> str | None:
+        """The live build of ``index``; the pointer is re-read whenever its inode, size or mtime changes
+        (a rollback to a same-length name within one mtime tick still has a new inode: os.replace)."""
         p = self.root / f"{index}.live"
         try:
-            mtime = p.stat().st_mtime_ns
-        except FileNotFoundError:
+            st = p.stat()
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+            cached = self._live.get(index)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            name = p.read_text().strip() or None
+        except FileNotFoundError:  # no lexical build, or cleared between stat and read
             return None
-        cached = self._live.get(index)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
-        name = p.read_text().strip() or None
-        self._live[index] = (mtime, name)
+        with self._lock:
+            old = self._live.get(index)
+            self._live[index] = (key, name)
+            if old is not None and old[1] not in (None, name):
+                self._open.pop(old[1], None)  # the previous build's files (mmaps, a watcher thread) are let go
         return name
 
     def drop(self, collection: str) -> None:
@@ -159,10 +174,15 @@ class LexicalStore:
 
     def fields(self, index: str) -> list[str]:
         """The text fields the live build of ``index`` holds ([] without a lexical build)."""
-        live = self.live(index)
-        if live is None or not self.has_build(live):
+        return self._fields_of(self.live(index))
+
+    def _fields_of(self, build: str | None) -> list[str]:
+        if build is None:
             return []
-        return list(json.loads((self.root / live / META).read_text())["fields"])
+        try:
+            return list(json.loads((self.root / build / META).read_text())["fields"])
+        except FileNotFoundError:
+            return []
 
     # ---------------------------------------------------------------- search
     def _index(self, collection: str) -> Any:
@@ -182,10 +202,10 @@ class LexicalStore:
                boosts: Mapping[str, float] | None = None) -> list[tuple[str, float]]:
         """BM25 top-k (id, score) over the live build's fields (or the given ones). An index without a
         lexical build is NotFound, naming it: an arm asking for BM25 there is misconfigured."""
-        live = self.live(index)
-        if live is None or not self.has_build(live):
+        live = self.live(index)  # resolved once: the fields and the terms searched come from the same build
+        have = self._fields_of(live)
+        if live is None or not have:
             raise NotFound(f"index {index!r} has no lexical build under {self.root} (build it with --lexical FIELD)")
-        have = self.fields(index)
         use = list(fields) if fields else have
         unknown = [f for f in use if f not in have]
         if unknown:

@@ -83,10 +83,15 @@ def evaluate_served(client: SearchClient, scene: str, judged: Sequence[Judged], 
     for j in tqdm(judged, desc=f"eval {scene}", unit="q", disable=not progress, dynamic_ncols=True):
         for a, force in enumerate(forces):
             t0 = time.perf_counter()
-            out = client.search(scene, text=j.query, top_k=top_k, force=dict(force) or None, fields=[])
+            # one user id per arm: layers left unforced assign that user one arm for every query (a fresh
+            # id per request would mix their arms query by query)
+            out = client.search(scene, text=j.query, top_k=top_k, force=dict(force) or None, fields=[], user_id=f"eval{a}")
             lat[a].append((time.perf_counter() - t0) * 1000)
             runs[a].append([r["id"] for r in out["results"]])
-            arms[a] = out.get("experiment", arms[a])
+            served = out.get("experiment", {})
+            if arms[a] and served != arms[a]:  # the config changed mid-run: the figures would mix arms
+                raise BadInput(f"the arms serving {dict(force) or 'the evaluation'} changed during the run ({arms[a]} -> {served})")
+            arms[a] = served
     tags = sorted({t for j in judged for t in j.tags})
     rel = [j.relevant for j in judged]
     results = []

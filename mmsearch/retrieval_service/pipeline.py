@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -40,6 +40,7 @@ from mmsearch.retrieval_service.response import Hit, RequestContext, SearchRespo
 DEFAULT_TOP_K = 20
 DEFAULT_RECALL = 100
 DEFAULT_RERANK_N = 50
+FILTER_OVERFETCH = 4  # BM25 hits fetched per wanted hit when a filter will drop some (tantivy holds no metadata)
 log = logging.getLogger("mmsearch.retrieval")
 T = TypeVar("T")
 
@@ -80,6 +81,11 @@ class SearchService:
         out = {"experiments": self.experiments.ready()}
         out.update({d.name: d.healthy() for d in self.deps.all})
         live = self.experiments.current
+        if live is not None:
+            lex = self.lexical.get()
+            for index, fields in live.experiments.lexical_indexes().items():
+                have = lex.fields(index)  # a bm25 source without its terms would fail half an arm's searches
+                out[f"lexical {index}"] = bool(have) and set(fields) <= set(have)
         if live is not None and out["milvus"]:
             store = self.deps.vectors.get()
             for index in live.experiments.indexes():
@@ -157,7 +163,7 @@ class SearchService:
                 docs.update({i: d for i, d in zip(missing, ds.get_many(index, missing)) if d is not None})
         return [Hit(h.id, float(h.score), h.score_type, h.sources, _public(docs.get(h.id), req.fields)) for h in hits], has_more
 
-    def _embed(self, req: SearchRequest, model: str, ctx: RequestContext) -> np.ndarray[Any, Any]:
+    def _embed(self, req: SearchRequest, model: str, ctx: RequestContext, where: str = "query.") -> np.ndarray[Any, Any]:
         with self._stage("qp", self.deps.preprocess, ctx) as pre:
             try:
                 if req.image is not None:
@@ -165,7 +171,7 @@ class SearchService:
                 else:
                     tensors = pre.tokenize(model, [req.text or ""], bucket=True).tensors
             except BadInput as e:  # the service names images[0] / texts[0]; the caller sent query.*
-                raise BadInput(f"{'query.image_b64' if req.image is not None else 'query.text'}: {e.message}") from e
+                raise BadInput(f"{where}{'image_b64' if req.image is not None else 'text'}: {e.message}") from e
         with self._stage("embed", self.deps.inference, ctx) as inf:
             return inf.infer(model, tensors, "embedding")
 
@@ -187,36 +193,48 @@ class SearchService:
         dense = [s for s in p.sources if s.kind == "dense"]
         lexical = [s for s in p.sources if s.kind == "bm25" and req.text is not None]  # an image query has no words
         models = list(dict.fromkeys(s.embed_model or model for s in dense))
-        vectors = dict(zip(models, self._parallel([functools.partial(self._embed, req, m, ctx) for m in models])))
+        vectors = dict(zip(models, self._parallel([functools.partial(self._embed, req, m, ctx) for m in models], ctx)))
         searches: list[Callable[[], list[tuple[str, float]]]] = [
             functools.partial(self._dense, req, vectors[s.embed_model or model], s.index or index, max(s.recall_top_k, depth), p, ctx)
             for s in dense]
         searches += [functools.partial(self._lexical, req, s.index or index, s.fields, max(s.recall_top_k, depth), p, ctx)
                      for s in lexical]
-        lists = dict(zip([s.name for s in dense + lexical], self._parallel(searches)))
+        lists = dict(zip([s.name for s in dense + lexical], self._parallel(searches, ctx)))
         t0 = time.perf_counter()
         fused = fuse({s.name: lists[s.name] for s in p.sources if s.name in lists}, p.fusion or "rrf",
                      {s.name: s.weight for s in p.sources}, p.rrf_k or DEFAULT_RRF_K)
         ctx.add_time("fusion", time.perf_counter() - t0)
         return [Hit(f.id, f.score, "fused", f.sources) for f in fused]
 
-    def _parallel(self, calls: list[Callable[[], T]]) -> list[T]:
-        """Results in order; the first failure is raised. Each call keeps the request's context (log ids)."""
+    def _parallel(self, calls: list[Callable[[], T]], ctx: RequestContext) -> list[T]:
+        """Results in order. The first failure is raised once the others have been cancelled (not
+        started) or have finished, and no wait outlives the request deadline: nothing is left running
+        in the pool for a request that has already answered."""
         if len(calls) <= 1:
             return [c() for c in calls]
         futures = [self._pool.submit(contextvars.copy_context().run, c) for c in calls]
+        done, pending = wait(futures, timeout=max(0.0, ctx.deadline - time.monotonic()), return_when=FIRST_EXCEPTION)
+        failed = [f for f in done if f.exception() is not None]
+        if failed or pending:
+            for f in pending:
+                f.cancel()
+            wait(pending, timeout=max(0.0, ctx.deadline - time.monotonic()))
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+            raise DeadlineExceeded(f"request deadline ({ctx.timeout_s:.1f} s) passed during recall")
         return [f.result() for f in futures]
 
     def _lexical(self, req: SearchRequest, index: str, fields: list[str] | None, k: int, p: Params,
                  ctx: RequestContext) -> list[tuple[str, float]]:
-        with self._stage("lexical", self.lexical, ctx) as lex:
-            hits = lex.search(index, req.text or "", k, fields)
-        if hits and (p.filter or req.filter is not None):
+        filtered = bool(p.filter or req.filter is not None)
+        with self._stage("lexical", self.lexical, ctx) as lex:  # filtered: over-fetch, the filter comes after
+            hits = lex.search(index, req.text or "", k * FILTER_OVERFETCH if filtered else k, fields)
+        if hits and filtered:
             # BM25 holds no metadata: the filter is applied by asking Milvus which of these ids pass it
             with self._stage("recall", self.deps.vectors, ctx) as vs:
                 expr = combine(p.filter or "", compile_filter(req.filter, vs.fields(index)) if req.filter is not None else "")
                 keep = vs.matching(index, [i for i, _ in hits], expr)
-            hits = [h for h in hits if h[0] in keep]
+            hits = [h for h in hits if h[0] in keep][:k]
         return hits
 
     def _rerank(self, query: str, hits: list[Hit], p: Params, index: str,
@@ -246,7 +264,7 @@ class SearchService:
         """A model's vector for one text or image, through the same preprocessing and Triton model as search."""
         ctx = RequestContext("embed", "embed", self.config.retrieval.request_timeout_s)
         with self.admission.slot():
-            vec = self._embed(SearchRequest(scene="embed", text=text, image=image), model, ctx)
+            vec = self._embed(SearchRequest(scene="embed", text=text, image=image), model, ctx, where="")
         out: np.ndarray[Any, np.dtype[np.float32]] = np.asarray(vec, np.float32)[0]
         return out
 

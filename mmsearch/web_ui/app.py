@@ -127,7 +127,7 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
         force = request.args.get("force", "")
         like = request.args.get("like", "")
         if like:  # "more like this": an image already in the image root
-            return run_search("image2image", _page(), force, image=_read_image(like), like=like)
+            return run_search("image2image", _page(), force, image=_query_image(like), like=like)
         if not q:
             return render(scene=scene, force=force, _uid=user_id())
         if scene == "image2image":
@@ -159,12 +159,17 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
             abort(404)
         return path
 
-    def _read_image(rel: str) -> bytes:
-        return _image_path(rel).read_bytes()
+    def _query_image(rel: str) -> bytes:
+        """"More like this": an SVG is sent rendered as the index build rendered it (beside its folder,
+        whose bitmaps it may reference), not as raw SVG the query path would render without them."""
+        path = _image_path(rel)
+        if path.suffix.lower() == ".svg":
+            return rasterise(path.read_bytes(), path.name, resources_dir=path.parent)
+        return path.read_bytes()
 
     @functools.lru_cache(maxsize=256)
     def _svg_png(path: Path, mtime_ns: int) -> bytes:
-        return rasterise(_read_image(str(path.relative_to(image_root))), path.name, TILE_BOX, resources_dir=path.parent)
+        return rasterise(path.read_bytes(), path.name, TILE_BOX, resources_dir=path.parent)
 
     @app.get("/images/<path:rel>")
     def image(rel: str):

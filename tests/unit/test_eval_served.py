@@ -59,8 +59,9 @@ class FakeClient:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict | None]] = []
 
-    def search(self, scene, text=None, top_k=None, force=None, fields=None):
+    def search(self, scene, text=None, top_k=None, force=None, fields=None, user_id=None):
         self.calls.append((text, force))
+        assert user_id  # a fixed user: unforced layers stay on one arm
         good = (force or {}).get("recall") == "good"
         return {"results": [{"id": text if good else "other"}], "experiment": force or {"recall": "assigned"}}
 

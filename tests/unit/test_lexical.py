@@ -119,3 +119,16 @@ def test_documents_without_the_field_or_with_empty_text_are_kept_out_of_matching
     build(s, "t__b1", [{"id": "1", "text": ""}, {"id": "2"}, {"id": "3", "text": "words"}], fields=("text",))
     s.switch_live("t", "t__b1")
     assert [h[0] for h in s.search("t", "words", 5)] == ["3"]
+
+
+def test_an_abandoned_writer_drops_uncommitted_terms_and_releases_the_lock(tmp_path):
+    s = LexicalStore(tmp_path)
+    w = s.writer("t__b1", ["text"])
+    w.upsert([{"id": "1", "text": "committed"}])
+    w.commit()
+    w.upsert([{"id": "2", "text": "uncommitted"}])
+    w.abandon()  # a failed build
+    again = s.writer("t__b1", ["text"])  # would fail with a lock error if the first writer still held it
+    again.close()
+    s.switch_live("t", "t__b1")
+    assert [h[0] for h in s.search("t", "committed", 5)] == ["1"] and s.search("t", "uncommitted", 5) == []

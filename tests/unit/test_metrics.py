@@ -50,16 +50,19 @@ def test_rankings_break_ties_by_index_and_clip_k():
     assert rankings(scores, 50).tolist() == [[1, 3, 0, 2, 4]]  # k larger than the corpus: everything, once
 
 
-def test_queries_without_relevant_documents_are_skipped_not_scored_zero():
-    from mmsearch.metrics import map_at_k, ndcg_at_k, precision_at_k
+def test_unjudged_queries_are_skipped_and_judged_ones_without_relevant_documents_score_zero():
+    from mmsearch.metrics import map_at_k, ndcg_at_k, precision_at_k, retrieval_metrics
 
     ranked = np.array([[0, 1], [1, 0]])
-    rel = [{0}, set()]  # the second query has no judgements: it must not drag the mean down
-    assert recall_at_k(ranked, rel, 1) == 1.0 and mrr_at_k(ranked, rel, 2) == 1.0
-    assert precision_at_k(ranked, rel, 1) == 1.0 and map_at_k(ranked, rel, 2) == 1.0
+    rel = [{0}, set()]  # the second query has nothing relevant (at this level): trec_eval scores it 0
+    assert recall_at_k(ranked, rel, 1) == 0.5 and mrr_at_k(ranked, rel, 2) == 0.5
+    assert precision_at_k(ranked, rel, 1) == 0.5 and map_at_k(ranked, rel, 2) == 0.5
     assert ndcg_at_k(ranked, [{0: 1.0}, {}], 2) == 1.0
     for fn in (recall_at_k, mrr_at_k, precision_at_k, map_at_k):
-        assert fn(ranked, [set(), set()], 2) == 0.0  # nothing judged at all: 0, not nan
+        assert fn(ranked, [], 2) == 0.0  # no queries: 0, not nan
+    # no judgement at all (not in the qrels): left out of every mean
+    m = retrieval_metrics(np.array([[0.9, 0.1], [0.1, 0.9]]), [{0: 1.0}, {}], ks=(1,))
+    assert m["recall@1"] == 1.0 and m["ndcg@1"] == 1.0
 
 
 def test_ndcg_is_one_for_the_ideal_order_and_zero_for_no_hits():
@@ -103,7 +106,7 @@ def test_metrics_match_trec_eval_on_random_runs(level):
     for _ in range(n_q):
         docs = rng.choice(n_d, size=int(rng.integers(1, 15)), replace=False)
         g = {int(d): float(rng.integers(1, 3)) for d in docs}
-        g[int(docs[0])] = 2.0  # every query has a document at level 2
+        g[int(docs[0])] = 2.0 if rng.random() < 0.8 else 1.0  # some queries have nothing at level 2: they score 0
         gains.append(g)
     ours = retrieval_metrics(scores, gains, ks=(k,), relevance_level=level)
     qrels = {f"q{i}": {f"d{d}": int(v) for d, v in g.items()} for i, g in enumerate(gains)}

@@ -471,3 +471,36 @@ def test_bad_source_configs_are_refused_naming_the_problem(bad, match):
     text = f"scenes:\n  text2text:\n    defaults: {{embed_model: e, index: i, {bad.replace(': ', ': ', 1)}}}\n"
     with pytest.raises(BadInput, match=match):
         parse_experiments(text)
+
+
+def test_readiness_names_each_lexical_build_a_bm25_source_needs(hf):
+    r = hf.service.ready()
+    assert r["lexical docs"] is True  # text2text's hybrid arm: its build exists
+    assert r["lexical images"] is False  # image2image's defaults name a bm25 source over an index without terms
+
+
+def test_a_failing_source_fails_the_request_and_leaves_nothing_running(hf):
+    hf.vec.hits = HITS
+    orig = hf.vec.search
+
+    def search(index, vec, top_k, filter="", ef=None):
+        if index == "captions":
+            raise Unavailable("milvus at test", "down")
+        time.sleep(0.05)
+        return orig(index, vec, top_k, filter, ef)
+
+    hf.vec.search = search
+    with pytest.raises(Unavailable, match="down"):
+        hf.search(text="zebra", force={"recall": "hybrid"})
+    assert hf.service._pool._work_queue.qsize() == 0
+
+
+def test_fused_recall_stops_at_the_request_deadline():
+    h = Harness(timeout_s=0.2)
+    try:
+        assert h.store.offer(FUSED, "v2", "test")
+        h.inf.sleep_s = 0.5  # each embedding outlasts the whole request
+        with pytest.raises(DeadlineExceeded):
+            h.search(text="zebra", force={"recall": "hybrid"})
+    finally:
+        h.close()

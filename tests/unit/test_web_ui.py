@@ -177,6 +177,8 @@ def test_svg_images_are_served_as_png_never_as_svg(site, tmp_path):
     from PIL import Image
 
     assert Image.open(io.BytesIO(r.data)).size == (256, 128)  # fitted into the tile box
+    web.get("/", query_string={"like": "star.svg"})  # "more like this" sends the SVG rendered, as the build did
+    assert site[1].calls[-1]["image"].startswith(b"\x89PNG") and site[1].calls[-1]["scene"] == "image2image"
     (root / "bomb.svg").write_bytes(b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "x"><!ENTITY b "&a;&a;">]>'
                                     b'<svg xmlns="http://www.w3.org/2000/svg">&b;</svg>')
     r = web.get("/images/bomb.svg")

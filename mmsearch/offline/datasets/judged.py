@@ -3,7 +3,7 @@
 - ``stamps_everyday``: the project's own everyday descriptions of stamps (stamps_everyday.jsonl,
   written once before any tuning: 268 queries that share no content word with the caption they
   describe, "a striped wild horse" for "A zebra."). Relevant: every stamp carrying that caption.
-  A second set on 248 other captions (stamps_everyday_dev.jsonl) is the one settings are tuned on.
+  A second set on 247 other captions (stamps_everyday_dev.jsonl) is the one settings are tuned on.
 - ``stamp_captions``: the held-out captions of the caption split (offline/datasets/stamps.py), for
   image-only arms (a caption as its own query is no evidence for an arm that indexes captions).
 - ``wordnet_heldout``: lemmas and example sentences of held-out synsets (the test split of
@@ -23,7 +23,7 @@ from mmsearch.errors import BadInput
 from mmsearch.offline.eval_served import Judged
 
 EVERYDAY = Path(__file__).with_name("stamps_everyday.jsonl")
-EVERYDAY_DEV = Path(__file__).with_name("stamps_everyday_dev.jsonl")  # 248 more, other captions: for tuning
+EVERYDAY_DEV = Path(__file__).with_name("stamps_everyday_dev.jsonl")  # 247 more, other captions: for tuning
 RARE_DF = 3
 _WORD = re.compile(r"\w+")
 

@@ -399,20 +399,27 @@ def build_index(opts: BuildOptions) -> BuildSummary:
             ds.save_build(record)
         rejects = opts.rejects or opts.docs.with_name(f"{opts.docs.stem}.{opts.index}.rejects.jsonl")
         lex = LexicalStore(opts.lexical_root or opts.data_dir / "lexical")
+        if opts.resume and opts.lexical and record["lines_done"] and not lex.has_build(record["_id"]):
+            raise BadInput(f"build {record['build']} wrote terms to {lex.root / record['_id']}, which is gone "
+                           "(lexical.root changed or the volume was lost): start a new build")
         writer = lex.writer(record["_id"], opts.lexical) if opts.lexical else None
         pipe = _Pipeline(dataclasses.replace(opts, rejects=rejects), encoder, vs, ds, record, record["lines_done"],
                          resume_check=opts.resume, lexical=writer)
         try:
             pipe.run(count_lines(opts.docs))
+        except BaseException as e:
             if writer is not None:
-                writer.close()
-        except BadInput:
-            if opts.on_error == "fail":
+                writer.abandon()  # uncommitted terms dropped, the index lock released (a retry in-process must open it)
+                writer = None
+            if isinstance(e, BadInput) and opts.on_error == "fail":
                 record["status"] = "failed"
                 ds.save_build(record)
                 vs.drop(opts.index, record["build"])
                 lex.drop(record["_id"])
             raise
+        finally:
+            if writer is not None:
+                writer.close()
         counts = record["counts"]
         vs.seal(record["_id"], counts["indexed"])  # fully indexed and searchable before it goes live
         _check_build(vs, record["_id"], counts["indexed"], ds, opts.index)
