@@ -25,9 +25,11 @@ descriptions are never used to choose.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -45,36 +47,48 @@ CAPTION = {"name": "caption", "kind": "dense", "embed_model": "minilm", "index":
 WORDS = {"name": "caption_words", "kind": "bm25", "index": "captions", "recall_top_k": 100}
 
 
-def tune(cfg, client: SearchClient, out: Path) -> None:
+@contextlib.contextmanager
+def temporary_arms(cfg, client: SearchClient, scene: str, layer_name: str, arms: list[dict]) -> Iterator[None]:
+    """Traffic-0 arms added to the watched experiments file for the run (forced only), then removed."""
     exp_file = Path(cfg.experiments_file)
     original = exp_file.read_text()
     exp = yaml.safe_load(original)
-    layer = next(lay for lay in exp["scenes"]["text2image"]["layers"] if lay["name"] == "recall")
-    names = []
-    for fusion in ("rrf", "weighted"):
-        for cw in (1, 2, 3, 5):
-            for ww in (0, 0.3, 1):
-                name = f"tune_{fusion}_c{cw}_w{ww}".replace(".", "")
-                sources = [PICTURE, {**CAPTION, "weight": cw}] + ([{**WORDS, "weight": ww}] if ww else [])
-                layer["arms"].append({"name": name, "traffic": 0, "fusion": fusion, "sources": sources})
-                names.append(name)
-    layer["arms"].append({"name": "tune_caption_only", "traffic": 0, "sources": [CAPTION]})
-    names.append("tune_caption_only")
+    next(lay for lay in exp["scenes"][scene]["layers"] if lay["name"] == layer_name)["arms"].extend(arms)
     version = client._request("/v1/config")["version"]
     try:
         exp_file.write_text(yaml.safe_dump(exp, sort_keys=False))
         deadline = time.time() + 30
         while client._request("/v1/config")["version"] == version and time.time() < deadline:
             time.sleep(0.5)
-        dev = stamps_everyday(Path(cfg.data_dir) / "data", dev=True)
-        results = evaluate_served(client, "text2image", dev, [{"model": "finetuned", "recall": n} for n in names + ["image", "fused"]])
+        yield
     finally:
         exp_file.write_text(original)
+
+
+def tune(cfg, client: SearchClient, out: Path) -> None:
+    arms = []
+    for fusion in ("rrf", "weighted"):
+        for cw in (1, 2, 3, 5):
+            for ww in (0, 0.3, 1):
+                sources = [PICTURE, {**CAPTION, "weight": cw}] + ([{**WORDS, "weight": ww}] if ww else [])
+                arms.append({"name": f"tune_{fusion}_c{cw}_w{ww}".replace(".", ""), "traffic": 0, "fusion": fusion, "sources": sources})
+    arms.append({"name": "tune_caption_only", "traffic": 0, "sources": [CAPTION]})
+    with temporary_arms(cfg, client, "text2image", "recall", arms):
+        dev = stamps_everyday(Path(cfg.data_dir) / "data", dev=True)
+        forces = [{"model": "finetuned", "recall": a["name"]} for a in arms] + [{"model": "finetuned", "recall": n} for n in ("image", "fused")]
+        results = evaluate_served(client, "text2image", dev, forces)
     results.sort(key=lambda r: (-r["metrics"]["recall@10"], -r["metrics"]["mrr@10"]))
     out.write_text(json.dumps(results, indent=2) + "\n")
     for r in results:
         m = r["metrics"]
         print(f"tune {r['force']['recall']}: dev R@10 {m['recall@10']:.3f} MRR@10 {m['mrr@10']:.3f} p50 {r['latency_ms']['p50']:.1f} ms")
+
+
+# BM25 over the gloss only, the field the dense side embeds: the demo's hybrid also matches the title
+# (the synset's words), which is where a lemma query finds its synset; this arm shows the part that
+# is not title lookup
+GLOSS_ONLY = {"name": "hybrid_gloss_terms", "traffic": 0, "fusion": "rrf",
+              "sources": [{"name": "gloss", "kind": "dense"}, {"name": "words", "kind": "bm25", "fields": ["text"]}]}
 
 
 IMAGE_ARMS = [{"model": m, "recall": r} for m in ("finetuned", "base") for r in ("image", "fused")]
@@ -103,8 +117,10 @@ def main() -> None:
         "stamps_everyday": evaluate_served(client, "text2image", sets["stamps_everyday"], IMAGE_ARMS),
         "stamp_captions": evaluate_served(client, "text2image", sets["stamp_captions"],
                                           [{"model": "finetuned", "recall": "image"}, {"model": "base", "recall": "image"}]),
-        "wordnet_heldout": evaluate_served(client, "text2text", sets["wordnet_heldout"], [{"recall": "dense"}, {"recall": "hybrid"}]),
     }
+    with temporary_arms(cfg, client, "text2text", "recall", [GLOSS_ONLY]):
+        runs["wordnet_heldout"] = evaluate_served(client, "text2text", sets["wordnet_heldout"],
+                                                  [{"recall": "dense"}, {"recall": "hybrid"}, {"recall": GLOSS_ONLY["name"]}])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"url": args.url, "judged_dir": str(judged_dir), "runs": runs}, indent=2) + "\n")
 
