@@ -72,12 +72,16 @@ def sample_ratio_mismatch(users: Sequence[int], shares: Sequence[float]) -> dict
     """Chi-square goodness of fit of users per arm against the configured traffic shares."""
     from scipy.stats import chisquare
 
-    total = sum(users)
     weights = np.asarray(shares, dtype=float)
-    if total == 0 or weights.sum() <= 0 or len(users) < 2:
+    counts = np.asarray(users, dtype=float)
+    if np.any(counts[weights <= 0] > 0):  # randomised users on an arm configured to get none: a mismatch by itself
+        return {"p_value": 0.0, "mismatch": 1.0}
+    counts, weights = counts[weights > 0], weights[weights > 0]  # traffic-0 arms (forced only) take no part
+    total = counts.sum()
+    if total == 0 or weights.sum() <= 0 or len(counts) < 2:
         return {"p_value": 1.0, "mismatch": 0.0}
     expected = weights / weights.sum() * total
-    p = float(chisquare(np.asarray(users, dtype=float), expected).pvalue)
+    p = float(chisquare(counts, expected).pvalue)
     return {"p_value": p, "mismatch": float(p < SRM_ALPHA)}
 
 

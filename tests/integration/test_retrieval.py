@@ -246,7 +246,7 @@ def test_clicks_query_log_and_ab_report(stack):
     assert code == 404 and "request_id" in err["message"]
     store = DocumentStore(stack["mongo"].uri, stack["cfg"].mongo.database)
     entry = store.db["_query_log"].find_one({"_id": out["request_id"]})
-    assert entry["arms"] == {"rerank": "ce"} and entry["query"] == {"text": "text document 5"}
+    assert entry["arms"] == {"rerank": "ce", "recall": "dense"} and entry["query"] == {"text": "text document 5"}
     assert entry["clicks"][0]["doc_id"] == out["results"][0]["id"] and entry["results"] == [r["id"] for r in out["results"]]
     assert entry["forced"] is True
     # randomised traffic: users split by the layer's salt; each clicks its first result on every other search
@@ -276,7 +276,7 @@ def test_health_ready_metrics(stack):
     code, body = get(url + "/readyz")
     assert code == 200 and all(json.loads(body)["dependencies"].values())
     metrics = get(url + "/metrics")[1].decode()
-    assert 'mmsearch_stage_seconds_count{arm="rerank=none",scene="text2text",stage="embed"}' in metrics
+    assert 'mmsearch_stage_seconds_count{arm="rerank=none,recall=dense",scene="text2text",stage="embed"}' in metrics
     assert "mmsearch_requests_total" in metrics
 
 

@@ -84,3 +84,11 @@ def test_report_flags_an_arm_that_got_no_users_and_leaves_forced_requests_out():
     rows = report(_Log(log), "text2text", exp)
     assert [(r["arm"], r["users"], r["forced"]) for r in rows] == [("a", 500, 0), ("b", 0, 1)]
     assert rows[0]["srm_p"] < 1e-6 and "SAMPLE RATIO MISMATCH" in render(rows)
+
+
+def test_srm_ignores_traffic_zero_arms_unless_randomised_users_reach_them():
+    from mmsearch.retrieval_service.ab_stats import sample_ratio_mismatch
+
+    assert sample_ratio_mismatch([500, 0], [100, 0]) == {"p_value": 1.0, "mismatch": 0.0}  # one live arm: nothing to test
+    assert sample_ratio_mismatch([250, 250, 0], [50, 50, 0])["mismatch"] == 0.0
+    assert sample_ratio_mismatch([250, 240, 3], [50, 50, 0]) == {"p_value": 0.0, "mismatch": 1.0}
