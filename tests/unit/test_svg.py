@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import time
 
 import pytest
@@ -128,7 +129,7 @@ def test_a_costly_render_is_stopped_and_refused_without_stalling_the_process(mon
         stop.set()
         ticker.join()
     assert time.perf_counter() - t0 < 6
-    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert gaps and max(gaps) < 0.5  # the GIL was never held by the render: other threads kept running
 
 
