@@ -108,6 +108,7 @@ class MongoConfig(_Section):
 class ConsulConfig(_Section):
     addr: str = ""  # empty = experiments from experiments_file
     key: str = "mmsearch/experiments"
+    token: str = Field("", repr=False)  # ACL token (X-Consul-Token) when Consul has ACLs on; never logged
 
 
 class ExportConfig(_Section):

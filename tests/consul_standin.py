@@ -15,8 +15,10 @@ from urllib.parse import parse_qs, urlparse
 
 
 class ConsulStandIn:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None):
+        """``token``: ACLs on, default deny — a request without this X-Consul-Token gets 403."""
         self.kv: dict[str, tuple[bytes, int]] = {}
+        self.token = token
         self.index = 1
         self.cond = threading.Condition()
         outer = self
@@ -39,7 +41,15 @@ class ConsulStandIn:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _denied(self) -> bool:
+                if outer.token is not None and self.headers.get("X-Consul-Token") != outer.token:
+                    self._send(403, b"Permission denied", outer.index)
+                    return True
+                return False
+
             def do_GET(self):
+                if self._denied():
+                    return None
                 key = self._key()
                 if key is None:
                     return self._send(404, b"", outer.index)
@@ -60,6 +70,8 @@ class ConsulStandIn:
                 return None
 
             def do_PUT(self):
+                if self._denied():
+                    return
                 key = self._key()
                 n = int(self.headers.get("Content-Length") or 0)
                 value = self.rfile.read(n)

@@ -12,23 +12,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmsearch.cli import run_cli
+from mmsearch.clients.consul_kv import acl_denied, consul_client
 from mmsearch.config import flag_overrides, load_config
-from mmsearch.errors import BadInput, Unavailable
+from mmsearch.errors import BadInput, Unauthenticated, Unavailable
 from mmsearch.experiments import parse_experiments
 
 
-def push(path: Path, addr: str, key: str) -> int:
+def push(path: Path, addr: str, key: str, token: str = "") -> int:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise BadInput(f"cannot read {path}: {e}") from e
     exp = parse_experiments(text, str(path))
-    import consul
-
-    host, _, port = addr.replace("http://", "").partition(":")
     try:
-        ok = consul.Consul(host=host, port=int(port or 8500), connections_timeout=5).kv.put(key, text)
+        ok = consul_client(addr, token).kv.put(key, text)
     except Exception as e:  # requests / consul errors
+        if acl_denied(e):
+            raise Unauthenticated(f"consul at {addr}: permission denied writing {key} (set consul.token / MMSEARCH_CONSUL_TOKEN)") from e
         raise Unavailable(f"consul at {addr}", str(e)) from e
     if not ok:
         raise Unavailable(f"consul at {addr}", f"PUT {key} was refused")
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                  "consul.key": args.key or None}))
         if not cfg.consul.addr:
             raise BadInput("--consul host:port (or MMSEARCH_CONSUL_ADDR) is required")
-        n = push(args.file, cfg.consul.addr, cfg.consul.key)
+        n = push(args.file, cfg.consul.addr, cfg.consul.key, cfg.consul.token)
         print(f"pushed {args.file} ({n} scenes) to consul {cfg.consul.addr} key {cfg.consul.key}")
 
     return run_cli(_go)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmsearch.clients.consul_kv import acl_denied, consul_client
 from mmsearch.errors import MMSearchError, Unavailable
 from mmsearch.experiments import Experiments, parse_experiments
 
@@ -119,13 +120,10 @@ class FileWatcher(_Watcher):
 class ConsulWatcher(_Watcher):
     """Blocking queries on one KV key, reconnecting with exponential backoff (0.5 s .. 10 s)."""
 
-    def __init__(self, store: ExperimentStore, addr: str, key: str, wait_s: int = 5):
+    def __init__(self, store: ExperimentStore, addr: str, key: str, wait_s: int = 5, token: str = ""):
         super().__init__(store)
-        import consul
-
-        host, _, port = addr.replace("http://", "").partition(":")
         self.addr, self.key, self.wait_s = addr, key, wait_s
-        self.client = consul.Consul(host=host, port=int(port or 8500), connections_timeout=5)
+        self.client = consul_client(addr, token)
         self.index: str | None = None
         self.digest: str | None = None
         self.connected = False
@@ -154,7 +152,11 @@ class ConsulWatcher(_Watcher):
                 backoff = 0.5
             except Exception as e:  # noqa: BLE001 - requests/consul errors alike: the agent is down or restarting
                 self.connected = False
-                self.store.last_error = self.store.last_error or f"consul at {self.addr}: {e}"
+                if acl_denied(e):  # the agent answers but refuses: say so, it will not fix itself by waiting
+                    self.store.last_error = f"consul at {self.addr}: permission denied reading {self.key} (consul.token / MMSEARCH_CONSUL_TOKEN)"
+                    log.error("%s", self.store.last_error)
+                else:
+                    self.store.last_error = self.store.last_error or f"consul at {self.addr}: {e}"
                 log.warning("consul at %s unreachable (%s); retrying in %.1f s", self.addr, type(e).__name__, backoff)
                 if self._stop.wait(backoff):
                     return

@@ -42,7 +42,7 @@ class RetrievalServer:
 
 def start_watcher(config: Config, store: ExperimentStore):
     if config.consul.addr:
-        return ConsulWatcher(store, config.consul.addr, config.consul.key).start()
+        return ConsulWatcher(store, config.consul.addr, config.consul.key, token=config.consul.token).start()
     return FileWatcher(store, Path(config.experiments_file)).start()
 
 

@@ -310,3 +310,35 @@ def test_consul_watcher_thread_follows_changes_and_records_outage(consul, key):
     finally:
         w2.stop()
     assert not w2._thread.is_alive()
+
+
+def test_consul_acl_token_reads_and_a_missing_token_is_reported_by_name(tmp_path, caplog):
+    """ACLs on (default deny): the watcher and push send consul.token; without it the error says
+    permission denied and names the setting, and the token itself appears in no log line."""
+    from mmsearch.config import load_config
+    from mmsearch.errors import Unauthenticated
+    from mmsearch.offline.experiments_push import push
+
+    secret = "s3cr3t-acl-token-0123456789"
+    acl = ConsulStandIn("127.0.0.1", 0, token=secret)
+    try:
+        f = tmp_path / "exp.yaml"
+        f.write_text(GOOD_A)
+        with pytest.raises(Unauthenticated, match="permission denied writing mmsearch/x.*MMSEARCH_CONSUL_TOKEN"):
+            push(f, acl.addr, "mmsearch/x")
+        assert push(f, acl.addr, "mmsearch/x", secret) == 1
+        store = ExperimentStore()
+        denied = ConsulWatcher(store, acl.addr, "mmsearch/x", wait_s=1).start()
+        try:
+            assert wait_until(lambda: store.last_error is not None and "permission denied" in store.last_error, 5)
+        finally:
+            denied.stop()
+        ok_store = ExperimentStore()
+        w = ConsulWatcher(ok_store, acl.addr, "mmsearch/x", wait_s=1, token=secret)
+        w.fetch_once(block=False)
+        assert _model(ok_store) == "model_a"
+        cfg = load_config(environ={"MMSEARCH_CONSUL_TOKEN": secret})
+        assert cfg.consul.token == secret and secret not in repr(cfg)
+        assert all(secret not in r.getMessage() for r in caplog.records)
+    finally:
+        acl.stop()
