@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from mmsearch.errors import Internal, Unavailable
+from mmsearch.errors import Internal, MMSearchError, Unavailable
 
 BUILDS = "_builds"
 T = TypeVar("T")
@@ -69,6 +69,19 @@ class DocumentStore:
         """All documents matching a MongoDB filter, with only ``fields`` (and _id) when given."""
         projection = dict.fromkeys(fields, 1) if fields is not None else None
         return self._call("find", lambda: list(self.db[collection].find(match, projection)))
+
+    def expire_after(self, collection: str, field: str, seconds: int) -> None:
+        """A TTL index: MongoDB deletes documents once ``field`` (a date) is ``seconds`` old (checked about
+        once a minute). An existing TTL on the field is changed in place (collMod)."""
+        from pymongo.errors import OperationFailure
+
+        try:
+            self._call("create TTL index", self.db[collection].create_index, field, expireAfterSeconds=seconds)
+        except MMSearchError as e:
+            if not isinstance(e.__cause__, OperationFailure):
+                raise
+            self._call("change TTL", self.db.command, "collMod", collection,
+                       index={"keyPattern": {field: 1}, "expireAfterSeconds": seconds})
 
     def count(self, collection: str) -> int:
         return int(self._call("count", self.db[collection].count_documents, {}))

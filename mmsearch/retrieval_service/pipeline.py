@@ -56,7 +56,7 @@ class SearchService:
         self.auth = ApiKeys(r.api_keys)
         self.lexical = Lazy("lexical", lambda: LexicalStore(lexical_root(config)))
         self._pool = ThreadPoolExecutor(max_workers=4 * (r.max_inflight + r.max_queue), thread_name_prefix="source")
-        self.querylog = QueryLog(self.deps.documents, self.metrics) if config.retrieval.query_log else None
+        self.querylog = QueryLog(self.deps.documents, self.metrics, ttl_days=r.query_log_ttl_days) if config.retrieval.query_log else None
 
     # ------------------------------------------------------------------ helpers
     @contextmanager

@@ -2,11 +2,13 @@
 
 Written from a background thread through a bounded queue, so logging never adds latency to a
 search; when MongoDB is down entries are dropped and counted (mmsearch_querylog_dropped_total)
-rather than piling up in memory.
+rather than piling up in memory. Entries carry ``at`` (a date) and a TTL index on it lets MongoDB
+delete them after ``retrieval.query_log_ttl_days`` (0: kept forever), so the log cannot grow without bound.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import threading
@@ -22,15 +24,18 @@ _WAKE: dict[str, Any] = {}  # sentinel put on stop
 
 
 class QueryLog:
-    def __init__(self, documents: Lazy, metrics, maxsize: int = 10_000):
+    def __init__(self, documents: Lazy, metrics, maxsize: int = 10_000, ttl_days: float = 0.0):
         self.documents = documents
         self.metrics = metrics
+        self.ttl_s = int(ttl_days * 86400)
+        self._ttl_done = self.ttl_s <= 0
         self.q: queue.Queue = queue.Queue(maxsize=maxsize)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
         self._thread.start()
 
     def record(self, entry: dict[str, Any]) -> None:
+        entry.setdefault("at", dt.datetime.now(dt.UTC))  # the TTL index's clock (ts stays the epoch seconds)
         try:
             self.q.put_nowait(entry)
         except queue.Full:
@@ -54,6 +59,9 @@ class QueryLog:
                 continue
             try:
                 store = self.documents.get()
+                if not self._ttl_done:  # once per connection that works: the index survives restarts anyway
+                    store.expire_after(COLLECTION, "at", self.ttl_s)
+                    self._ttl_done = True
                 store.insert_many(COLLECTION, batch)
             except MMSearchError as e:
                 self.metrics.querylog_dropped.inc(len(batch))

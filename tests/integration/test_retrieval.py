@@ -249,6 +249,12 @@ def test_clicks_query_log_and_ab_report(stack):
     assert entry["arms"] == {"rerank": "ce", "recall": "dense"} and entry["query"] == {"text": "text document 5"}
     assert entry["clicks"][0]["doc_id"] == out["results"][0]["id"] and entry["results"] == [r["id"] for r in out["results"]]
     assert entry["forced"] is True
+    # the log is capped in time by a TTL index on a real date (secantusdb expires like mongod, checked by hand)
+    ttl = {v["key"][0][0]: v.get("expireAfterSeconds") for v in store.db["_query_log"].index_information().values()}
+    assert ttl.get("at") == 30 * 86400 and entry["at"].year >= 2025
+    store.expire_after("_query_log", "at", 7 * 86400)  # a changed setting changes the index in place
+    ttl = {v["key"][0][0]: v.get("expireAfterSeconds") for v in store.db["_query_log"].index_information().values()}
+    assert ttl["at"] == 7 * 86400
     # randomised traffic: users split by the layer's salt; each clicks its first result on every other search
     for i in range(12):
         code, res = post(url + "/v1/search", {"scene": "text2text", "query": {"text": f"text document {i}"}, "user_id": f"ab-{i}"})

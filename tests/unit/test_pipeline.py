@@ -93,6 +93,10 @@ class FakeDocuments:
     def __init__(self, docs: dict[str, dict[str, Any]]) -> None:
         self.docs = docs
         self.log: dict[str, dict[str, Any]] = {}
+        self.ttl: dict[tuple[str, str], int] = {}
+
+    def expire_after(self, collection: str, field: str, seconds: int) -> None:
+        self.ttl[(collection, field)] = seconds
 
     def get_many(self, collection: str, ids: list[str]) -> list[dict[str, Any] | None]:
         return [dict(self.docs[i], _id=i) if i in self.docs else None for i in ids]
@@ -281,6 +285,8 @@ def test_query_log_records_the_request_and_its_clicks(h):
     assert entry["arms"] == {"rerank": "none"} and entry["query"] == {"text": "query"}
     h.service.click(out.request_id, "b", "bob")
     assert [c["doc_id"] for c in h.docs.log[out.request_id]["clicks"]] == ["b"]
+    # capped in time: entries carry a date and the collection a TTL index (retrieval.query_log_ttl_days, 30)
+    assert entry["at"].tzinfo is not None and h.docs.ttl == {("_query_log", "at"): 30 * 86400}
 
 
 @pytest.mark.parametrize("rid, doc, msg", [("", "a", "request_id"), ("r" * 65, "a", "request_id"), (7, "a", "request_id"),
