@@ -28,6 +28,7 @@ MAX_ENTITIES = 32  # Adobe Illustrator files declare a few namespace entities; b
 MAX_ENTITY_CHARS = 512
 RENDER_BOX = 512  # pixels: the drawing is fitted into a box this size (models take 224-384)
 _DATA_IMAGE = re.compile(r"^data:image/(png|jpeg|gif|webp)[;,]", re.I)
+_DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding=["']([A-Za-z0-9._-]{1,40})["']""")
 _HREF_ATTRS = ("href", "xlink:href", "http://www.w3.org/1999/xlink href")
 
 
@@ -51,6 +52,8 @@ def check_svg(data: bytes, name: str = "image", resources_dir: Path | None = Non
         p.Parse(data, True)
     except xml.parsers.expat.ExpatError as e:
         raise BadInput(f"{name}: malformed SVG ({xml.parsers.expat.errors.messages.get(e.code, e)} at line {e.lineno})") from e
+    except LookupError as e:  # expat asks Python for the declared encoding's codec
+        raise BadInput(f"{name}: SVG declares an unknown encoding ({e})") from e
     if c.root is None:
         raise BadInput(f"{name}: empty SVG document")
 
@@ -98,10 +101,14 @@ def rasterise(data: bytes, name: str = "image", box: int = RENDER_BOX, resources
     embedded bitmap), and resvg holds the GIL while it renders, so in-process it would stall every
     thread of the service. A child that overruns is killed and the SVG refused; ours never sees it."""
     check_svg(data, name, resources_dir)
+    declared = _DECLARED_ENCODING.match(data.lstrip(b"\xef\xbb\xbf \t\r\n"))
+    codec = declared.group(1).decode("ascii") if declared else "utf-8"
     try:
-        text = data.decode("utf-8")
+        text = data.decode(codec)
+    except LookupError as e:
+        raise BadInput(f"{name}: SVG declares an unknown encoding {codec!r}") from e
     except UnicodeDecodeError as e:
-        raise BadInput(f"{name}: SVG is not UTF-8 text (byte {e.start})") from e
+        raise BadInput(f"{name}: SVG is not valid {codec} text (byte {e.start})") from e
     status, payload = _render_in_child(text, box, resources_dir)
     if status == b"ok":
         return payload

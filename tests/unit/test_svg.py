@@ -142,3 +142,13 @@ def test_a_huge_embedded_bitmap_is_refused_and_the_process_survives():
     with pytest.raises(BadInput, match="limits|cannot be rendered"):
         rasterise(doc, "upload.svg", box=10)
     assert _png(rasterise(RED, box=10)).size == (10, 5)  # and the next render works
+
+
+def test_the_declared_encoding_is_honoured():
+    doc = ('<?xml version="1.0" encoding="ISO-8859-1"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+           '<title>caf\u00e9</title><rect width="10" height="10"/></svg>').encode("latin-1")
+    assert _png(rasterise(doc, box=10)).size == (10, 10)
+    with pytest.raises(BadInput, match="unknown encoding.*klingon"):
+        rasterise(doc.replace(b"ISO-8859-1", b"klingon"), box=10)
+    with pytest.raises(BadInput, match="malformed SVG|not valid utf-8"):  # expat meets the bad byte first
+        rasterise(RED.replace(b"<rect", b"<!-- \xff --><rect"), box=10)
