@@ -81,11 +81,6 @@ class SearchService:
         out = {"experiments": self.experiments.ready()}
         out.update({d.name: d.healthy() for d in self.deps.all})
         live = self.experiments.current
-        if live is not None:
-            lex = self.lexical.get()
-            for index, fields in live.experiments.lexical_indexes().items():
-                have = lex.fields(index)  # a bm25 source without its terms would fail half an arm's searches
-                out[f"lexical {index}"] = bool(have) and set(fields) <= set(have)
         if live is not None and out["milvus"]:
             store = self.deps.vectors.get()
             for index in live.experiments.indexes():
@@ -95,6 +90,21 @@ class SearchService:
                     continue
                 except MMSearchError:
                     out[f"index {index}"] = False
+            # an index that exists but lacks the terms a bm25 source needs fails that arm's every search;
+            # a missing index is left out, as above (its searches answer 404)
+            lex = self.lexical.get()
+            for index, fields in live.experiments.lexical_indexes().items():
+                have = lex.fields(index)
+                if have and set(fields) <= set(have):
+                    out[f"lexical {index}"] = True
+                    continue
+                try:
+                    store.serving(index)
+                except NotFound:
+                    continue
+                except MMSearchError:
+                    pass
+                out[f"lexical {index}"] = False
         return out
 
     # ------------------------------------------------------------------ search

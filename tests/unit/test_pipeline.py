@@ -483,6 +483,10 @@ def test_readiness_names_each_lexical_build_a_bm25_source_needs(hf):
     r = hf.service.ready()
     assert r["lexical docs"] is True  # text2text's hybrid arm: its build exists
     assert r["lexical images"] is False  # image2image's defaults name a bm25 source over an index without terms
+    hf.vec.hits = HITS
+    orig = hf.vec.serving
+    hf.vec.serving = lambda index: (_ for _ in ()).throw(NotFound(f"index {index!r} not found")) if index == "images" else orig(index)
+    assert "lexical images" not in hf.service.ready()  # an index that does not exist at all: left to answer 404
 
 
 def test_a_failing_source_fails_the_request_and_leaves_nothing_running(hf):
