@@ -125,6 +125,7 @@ class LexicalStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._open: dict[str, Any] = {}  # build dir name -> tantivy.Index (opened once, reloaded on commit)
+        self._fields: dict[str, list[str]] = {}  # build dir name -> its fields (fixed when the build is created)
         self._live: dict[str, tuple[tuple[int, int, int], str | None]] = {}  # index -> (pointer stat key, build dir)
         self._lock = threading.Lock()
 
@@ -165,11 +166,13 @@ class LexicalStore:
             self._live[index] = (key, name)
             if old is not None and old[1] not in (None, name):
                 self._open.pop(old[1], None)  # the previous build's files (mmaps, a watcher thread) are let go
+                self._fields.pop(old[1], None)
         return name
 
     def drop(self, collection: str) -> None:
         with self._lock:
             self._open.pop(collection, None)
+            self._fields.pop(collection, None)
         shutil.rmtree(self.root / collection, ignore_errors=True)
 
     def fields(self, index: str) -> list[str]:
@@ -177,12 +180,19 @@ class LexicalStore:
         return self._fields_of(self.live(index))
 
     def _fields_of(self, build: str | None) -> list[str]:
+        """A build's fields, read from its mmsearch.json once (not on every search)."""
         if build is None:
             return []
+        cached = self._fields.get(build)
+        if cached is not None:
+            return cached
         try:
-            return list(json.loads((self.root / build / META).read_text())["fields"])
+            fields = list(json.loads((self.root / build / META).read_text())["fields"])
         except FileNotFoundError:
             return []
+        with self._lock:
+            self._fields[build] = fields
+        return fields
 
     # ---------------------------------------------------------------- search
     def _index(self, collection: str) -> Any:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mmsearch.clients.lexical import LexicalStore
+from mmsearch.clients.vectors import VectorStore
 from mmsearch.config import Config, lexical_root
 from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Overloaded, Unavailable
 from mmsearch.experiments import Params, assign
@@ -188,8 +189,7 @@ class SearchService:
     def _dense(self, req: SearchRequest, vec: np.ndarray[Any, Any], index: str, k: int, p: Params,
                ctx: RequestContext) -> list[tuple[str, float]]:
         with self._stage("recall", self.deps.vectors, ctx) as vs:
-            expr = combine(p.filter or "", compile_filter(req.filter, vs.fields(index)) if req.filter is not None else "")
-            return vs.search(index, vec, k, expr, ef=p.search_ef)[0]  # NotFound names the index
+            return vs.search(index, vec, k, _filter_expr(vs, index, req, p), ef=p.search_ef)[0]  # NotFound names the index
 
     def _recall(self, req: SearchRequest, p: Params, ctx: RequestContext, depth: int) -> list[Hit]:
         """Dense recall of the arm's index, or every configured source fused (sources and fusion per arm).
@@ -242,8 +242,7 @@ class SearchService:
         if hits and filtered:
             # BM25 holds no metadata: the filter is applied by asking Milvus which of these ids pass it
             with self._stage("recall", self.deps.vectors, ctx) as vs:
-                expr = combine(p.filter or "", compile_filter(req.filter, vs.fields(index)) if req.filter is not None else "")
-                keep = vs.matching(index, [i for i, _ in hits], expr)
+                keep = vs.matching(index, [i for i, _ in hits], _filter_expr(vs, index, req, p))
             hits = [h for h in hits if h[0] in keep][:k]
         return hits
 
@@ -298,6 +297,11 @@ class SearchService:
         if self.querylog is not None:
             self.querylog.stop()
         self.deps.close()
+
+
+def _filter_expr(vs: VectorStore, index: str, req: SearchRequest, p: Params) -> str:
+    """The arm's filter and the request's, as one Milvus expression over the index's stored fields."""
+    return combine(p.filter or "", compile_filter(req.filter, vs.fields(index)) if req.filter is not None else "")
 
 
 def _public(doc: dict[str, Any] | None, fields: list[str] | None = None) -> dict[str, Any] | None:
