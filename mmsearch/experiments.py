@@ -134,7 +134,7 @@ class Experiments(BaseModel):
 
     def indexes(self) -> list[str]:
         """Every index some arm of some scene may search (what must be loaded before traffic comes)."""
-        params = _all_params(self)
+        params = [p for _, p in _scene_params(self)]
         names = {p.index for p in params} | {s.index for p in params for s in p.sources or [] if s.kind == "dense"}
         return sorted(n for n in names if n)
 
@@ -142,17 +142,17 @@ class Experiments(BaseModel):
         """Index -> the fields its bm25 sources match ([] = all): each needs a live lexical build.
         A source without an index uses its arm's, which the scene's defaults may give."""
         out: dict[str, set[str]] = {}
-        for scene in self.scenes.values():
-            for p in [scene.defaults, *(a for lay in scene.layers for a in lay.arms)]:
-                for s in p.sources or []:
-                    index = s.index or p.index or scene.defaults.index
-                    if s.kind == "bm25" and index:
-                        out.setdefault(index, set()).update(s.fields or [])
+        for scene, p in _scene_params(self):
+            for s in p.sources or []:
+                index = s.index or p.index or scene.defaults.index
+                if s.kind == "bm25" and index:
+                    out.setdefault(index, set()).update(s.fields or [])
         return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def _all_params(exp: "Experiments") -> list[Params]:
-    return [p for scene in exp.scenes.values() for p in [scene.defaults, *(a for lay in scene.layers for a in lay.arms)]]
+def _scene_params(exp: "Experiments") -> list[tuple[Scene, Params]]:
+    """Every scene's defaults and arms, each with its scene."""
+    return [(scene, p) for scene in exp.scenes.values() for p in [scene.defaults, *(a for lay in scene.layers for a in lay.arms)]]
 
 
 def _set_fields(p: BaseModel) -> dict[str, Any]:
