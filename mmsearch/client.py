@@ -79,6 +79,14 @@ class SearchClient:
             body["image_b64"] = base64.b64encode(image or b"").decode()
         return np.asarray(self._request("/v1/embed", body)["embedding"], np.float32)
 
+    def models(self) -> list[dict[str, Any]]:
+        """The served models (name, state, provider, ...), as /v1/models lists them."""
+        return list(self._request("/v1/models")["models"])
+
+    def config(self) -> dict[str, Any]:
+        """The live experiments config (/v1/config: version, source, experiments, last_error)."""
+        return dict(self._request("/v1/config"))
+
     def openapi(self) -> dict[str, Any]:
         return self._request("/openapi.json")
 

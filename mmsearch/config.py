@@ -125,9 +125,23 @@ class ExportConfig(_Section):
     instance_kind: Literal["cpu", "gpu"] = "cpu"  # config.pbtxt KIND_CPU (demo) or KIND_GPU (production repository)
 
 
+class FlywheelConfig(_Section):
+    """`mmsearch flywheel`: clicks -> pairs -> fine-tune -> gate -> a new arm (offline/flywheel)."""
+
+    gate_metric: str = Field("ndcg@10", pattern=r"^(recall|precision|mrr|map|ndcg)@(1|10)$")
+    gate_margin: float = Field(0.02, ge=0, le=10)  # relative gain over the served model the candidate must show
+    traffic: float = Field(10.0, gt=0, lt=100)  # % of the scene's users the new arm gets
+    layer: str = Field("flywheel", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    min_users: int = Field(2, ge=1)  # distinct users who clicked a (query, document) before it is a pair
+    max_user_rate: int = Field(60, ge=1)  # searches per minute above which a user is taken for a bot
+    min_train_pairs: int = Field(20, ge=2)
+    min_heldout_queries: int = Field(10, ge=1)
+
+
 class Config(_Section):
     data_dir: Path = Path(".mmsearch")
     model_repository: Path = Path("model_repository")
+    repository_poll_s: float = Field(5.0, ge=0, le=3600)  # Triton and preprocess load newly exported models; 0: off
     image_root: Path = Path(".")
     experiments_file: Path = Path("deploy/experiments.yaml")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # mmsearch's loggers in every service
@@ -141,6 +155,7 @@ class Config(_Section):
     lexical: LexicalConfig = Field(default_factory=LexicalConfig)
     consul: ConsulConfig = Field(default_factory=ConsulConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    flywheel: FlywheelConfig = Field(default_factory=FlywheelConfig)
 
 
 def lexical_root(config: Config) -> Path:

@@ -96,13 +96,13 @@ def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
         build_index(BuildOptions(index="texts", docs=docs, model="tiny", fields={"subject": "int", "lang": "str"},
                                  lexical=["title", "text"], **common))
         build_index(BuildOptions(index="images", docs=base / "images.jsonl", model="clip_image", image_root=imgs, **common))
-        triton = start_triton(TritonOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0))
+        triton = start_triton(TritonOptions(repo=repo, http_port=0, grpc_port=0, metrics_port=0, poll_s=1.0))
         servers.append(triton)
         consul = ConsulStandIn()
         consul.put("mmsearch/experiments", EXPERIMENTS)
         pre_port = free_port()
         cfg = load_config(environ={}, overrides={
-            "model_repository": str(repo), "data_dir": str(base / "data"),
+            "model_repository": str(repo), "data_dir": str(base / "data"), "repository_poll_s": 1.0,
             "serving": {"grpc_port": triton.opts.grpc_port}, "preprocess": {"port": pre_port, "metrics_port": free_port()},
             "milvus": {"uri": milvus.uri}, "mongo": {"uri": mongo.uri}, "consul": {"addr": consul.addr},
             "retrieval": {"request_timeout_s": 10, "stage_timeout_s": 5},

@@ -75,7 +75,11 @@ class ConsulStandIn:
                 key = self._key()
                 n = int(self.headers.get("Content-Length") or 0)
                 value = self.rfile.read(n)
+                cas = parse_qs(urlparse(self.path).query).get("cas")
                 with outer.cond:
+                    if cas is not None and outer.kv.get(key, (b"", 0))[1] != int(cas[0]):  # check-and-set, as Consul does
+                        self._send(200, b"false", outer.index)
+                        return
                     outer.index += 1
                     outer.kv[key] = (value, outer.index)
                     outer.cond.notify_all()

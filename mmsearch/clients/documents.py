@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from mmsearch.errors import Internal, MMSearchError, Unavailable
 
 BUILDS = "_builds"
+QUERY_LOG = "_query_log"  # one entry per search, clicks appended (retrieval_service.querylog); read by ab-report and the flywheel
 T = TypeVar("T")
 
 

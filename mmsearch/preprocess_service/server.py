@@ -15,6 +15,7 @@ from mmsearch.observability import MetricsServer, RpcMetrics, new_registry
 from mmsearch.preprocess_service.registry import Registry
 from mmsearch.preprocess_service.servicer import PreprocessServicer
 from mmsearch.protos import preprocess_pb2, preprocess_pb2_grpc
+from mmsearch.repo_watch import RepositoryWatcher
 
 SERVICE_NAME = preprocess_pb2.DESCRIPTOR.services_by_name["Preprocess"].full_name
 
@@ -23,14 +24,17 @@ class PreprocessServer:
     """A started server: ``port`` is the bound one (address ``127.0.0.1:0`` picks a free port)."""
 
     def __init__(self, server: grpc.Server, port: int, servicer: PreprocessServicer, health_servicer: health.HealthServicer,
-                 metrics: MetricsServer | None = None):
+                 metrics: MetricsServer | None = None, watcher: RepositoryWatcher | None = None):
         self.server = server
+        self.watcher = watcher  # loads models exported after start (config repository_poll_s)
         self.port = port
         self.servicer = servicer
         self.health = health_servicer
         self.metrics = metrics  # /metrics over HTTP (config preprocess.metrics_port; None when 0)
 
     def stop(self, grace: float | None = 2.0) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         if self.metrics is not None:
@@ -83,4 +87,10 @@ def create_server(config: Config, address: str | None = None, repo: Path | None 
     servicer.on_reload = set_health
     server.start()
     set_health()
-    return PreprocessServer(server, port, servicer, health_servicer, metrics)
+
+    def reload(_names: list[str]) -> None:
+        registry.reload()
+        set_health()
+
+    watcher = RepositoryWatcher(registry.repo, reload, config.repository_poll_s).start()
+    return PreprocessServer(server, port, servicer, health_servicer, metrics, watcher)

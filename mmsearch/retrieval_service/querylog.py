@@ -15,11 +15,12 @@ import threading
 import time
 from typing import Any
 
+from mmsearch.clients.documents import QUERY_LOG
 from mmsearch.errors import MMSearchError, NotFound
 from mmsearch.retrieval_service.deps import Lazy
 
 log = logging.getLogger("mmsearch.querylog")
-COLLECTION = "_query_log"
+COLLECTION = QUERY_LOG
 _WAKE: dict[str, Any] = {}  # sentinel put on stop
 
 

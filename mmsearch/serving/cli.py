@@ -54,7 +54,7 @@ def options_from(argv: Sequence[str] | None) -> TritonOptions:
     return TritonOptions(
         repo=cfg.model_repository, host=s.host, http_port=s.http_port, grpc_port=s.grpc_port,
         metrics_port=s.metrics_port, cpu_threads=s.cpu_threads, use_cuda=args.cuda,
-        log_file=args.log_file or cfg.data_dir / "logs" / "triton.log",
+        log_file=args.log_file or cfg.data_dir / "logs" / "triton.log", poll_s=cfg.repository_poll_s,
     )
 
 

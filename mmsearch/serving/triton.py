@@ -22,8 +22,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmsearch.errors import BadInput, Unavailable
+from mmsearch.errors import BadInput, MMSearchError, Unavailable
 from mmsearch.net import free_port, http_ok
+from mmsearch.repo_watch import RepositoryWatcher
 from mmsearch.serving.repository import discover, sync_all, sync_model
 from mmsearch.supervisor import ChildProcess
 
@@ -42,6 +43,7 @@ class TritonOptions:
     workdir: Path | None = None  # default: a temporary folder removed on stop
     log_file: Path | None = None  # default: <workdir>/tritonserver.log
     startup_timeout_s: float = 120.0
+    poll_s: float = 0.0  # > 0: load models exported into the repository later (repo_watch), without a restart
     extra_args: list[str] = field(default_factory=list)
 
 
@@ -99,6 +101,17 @@ class TritonServer:
         self.workdir = workdir
         self.shadow = shadow
         self._own_workdir = own_workdir
+        self.watcher = RepositoryWatcher(opts.repo, self._load_all, opts.poll_s).start() if opts.poll_s > 0 else None
+
+    def _load_all(self, names: list[str]) -> None:
+        failed = []
+        for name in names:
+            try:
+                self.load(name)
+            except MMSearchError as e:
+                failed.append(f"{name}: {e.message}")
+        if failed:
+            raise BadInput("; ".join(failed))
 
     @property
     def proc(self) -> subprocess.Popen:
@@ -140,6 +153,8 @@ class TritonServer:
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM the process group (tritonserver and its python stubs), SIGKILL after timeout."""
+        if self.watcher is not None:
+            self.watcher.stop()
         code = self.child.stop(timeout)
         if self._own_workdir:
             import shutil

@@ -1,0 +1,287 @@
+"""`mmsearch flywheel`: users' clicks -> a better model on a small share of traffic, in one command.
+
+    mmsearch flywheel --run runs/fw1 --scene text2text --index texts --model minilm
+
+Steps, each recorded in ``<run>/state.json`` when it finishes, so a rerun skips what is done and
+picks up where a failure or Ctrl-C stopped (rerunning never trains, exports or adds an arm twice):
+
+1. ``pairs``    the query log -> train pairs and held-out queries (offline/flywheel/pairs.py);
+2. ``finetune`` the served model's source fine-tuned on them (text trainer, skipped-above hard negatives);
+3. ``stage``    exported like the served model (same quantization) into ``<run>/repo``, not the live one;
+4. ``gate``     candidate vs the served model, both as served, on the held-out queries
+                (offline/flywheel/gate.py); a refusal ends the run here, and no rerun gets past it;
+5. ``publish``  copied into the live model repository; Triton and the preprocess service load it
+                (config repository_poll_s), and the step waits until the search API embeds with it;
+6. ``index``    the index rebuilt with the new model under ``<index>_<name suffix>`` (same documents,
+                stored fields and lexical fields as the live build);
+7. ``arm``      an arm with ``flywheel.traffic`` % of the scene's users in layer ``flywheel.layer``
+                (the watched experiments file, or Consul), awaited in the API's live config.
+Then `mmsearch ab-report --scene SCENE` says whether the new arm wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmsearch.clients.vectors import check_index_name, collection_name, index_spec
+from mmsearch.config import Config, flag_overrides, lexical_root, load_config
+from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound
+from mmsearch.manifest import read_manifest
+from mmsearch.offline.data import load_pairs
+from mmsearch.offline.eval_served import load_judged
+from mmsearch.offline.flywheel.arms import add_arm_to_consul, add_arm_to_file
+from mmsearch.offline.flywheel.gate import GateResult, gate, heldout_evalset, load_corpus
+from mmsearch.offline.flywheel.pairs import PairOptions, pairs_from_log, write_pairs
+from mmsearch.offline.indexing.stores import open_stores
+
+log = logging.getLogger("mmsearch.flywheel")
+STATE = "state.json"
+STEPS = ("pairs", "finetune", "stage", "gate", "publish", "index", "arm")
+
+
+class GateRefused(BadInput):
+    """The candidate is no better than the served model: nothing reaches traffic."""
+
+
+@dataclass
+class FlywheelOptions:
+    run: Path
+    index: str  # the index the scene serves now
+    model: str  # the model serving it now (a repository name)
+    scene: str = "text2text"
+    name: str = ""  # the new model's repository name (default <model>_<run folder name>)
+    base: str = ""  # what to fine-tune (default: the served model's recorded source)
+    epochs: int = 3
+    lr: float = 5e-5
+    batch_size: int = 32
+    api: str = ""  # the search API to wait on (default: config retrieval host:port)
+    api_key: str = ""
+    wait_s: float = 180.0
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def suffix(self) -> str:
+        return self.name[len(self.model) + 1:] if self.name.startswith(self.model + "_") else self.name
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change between a run and its rerun."""
+        return {k: v for k, v in asdict(self).items() if k in ("index", "model", "scene", "name", "base", "epochs", "lr", "batch_size")}
+
+
+class Run:
+    """The run folder and its state file (written atomically after every step)."""
+
+    def __init__(self, opts: FlywheelOptions):
+        self.dir = opts.run
+        self.path = opts.run / STATE
+        if self.path.exists():
+            self.state = json.loads(self.path.read_text())
+            if self.state["options"] != opts.fingerprint():
+                raise BadInput(f"{self.dir} was started with {self.state['options']}, not {opts.fingerprint()}: "
+                               "rerun with the same options, or use a new --run folder")
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.state = {"options": opts.fingerprint(), "steps": {}}
+            self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2, sort_keys=True) + "\n")
+        tmp.replace(self.path)
+
+    def done(self, step: str) -> dict[str, Any] | None:
+        return self.state["steps"].get(step)
+
+    def finish(self, step: str, info: dict[str, Any]) -> dict[str, Any]:
+        self.state["steps"][step] = {**info, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.save()
+        return info
+
+
+def _wait(what: str, check: Callable[[], bool], timeout_s: float) -> None:
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            if check():
+                return
+        except MMSearchError as e:
+            last = e.message
+        else:
+            last = "not yet"
+        if time.monotonic() > end:
+            raise DeadlineExceeded(f"waited {timeout_s:.0f} s for {what} ({last})")
+        time.sleep(1.0)
+
+
+def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) every step; returns the state. Raises GateRefused when the gate says no."""
+    from mmsearch.client import SearchClient
+    from mmsearch.offline.export import ExportOptions, export_model
+    from mmsearch.offline.finetune import FinetuneConfig, finetune, split_pairs
+    from mmsearch.offline.indexing.build import BuildOptions, build_index
+
+    check_index_name(opts.index)
+    opts.name = opts.name or f"{opts.model}_{opts.run.name}"
+    new_index = f"{opts.index}_{opts.suffix()}"
+    check_index_name(new_index)
+    repo = Path(cfg.model_repository)
+    served = repo / opts.model
+    if not served.is_dir():
+        raise NotFound(f"model {opts.model!r} not found in {repo}")
+    manifest = read_manifest(served)
+    if manifest.kind != "text_encoder":
+        raise BadInput(f"{opts.model} is a {manifest.kind}: the flywheel fine-tunes text encoders (text2text scenes)")
+    opts.base = opts.base or str(manifest.source.get("path") or "")
+    if not opts.base:
+        raise BadInput(f"{opts.model}'s manifest records no source model: give --base")
+    fw = cfg.flywheel
+    run = Run(opts)
+    client = SearchClient(opts.api or f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}", api_key=opts.api_key or None)
+    pairs_dir, model_dir, stage_repo = run.dir / "pairs", run.dir / "model", run.dir / "repo"
+
+    def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        info = run.done(name)
+        if info is not None:
+            say(f"{name}: done before ({_brief(info)})")
+            return info
+        info = run.finish(name, fn())
+        say(f"{name}: {_brief(info)}")
+        return info
+
+    def pairs() -> dict[str, Any]:
+        popts = PairOptions(opts.scene, fw.min_users, fw.max_user_rate)
+        with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (_, ds):
+            ps = pairs_from_log(ds, opts.index, popts)
+        if len(ps.train) < fw.min_train_pairs or len(ps.heldout) < fw.min_heldout_queries:
+            raise BadInput(f"not enough clicks yet: {len(ps.train)} training pairs (need {fw.min_train_pairs}) and "
+                           f"{len(ps.heldout)} held-out queries (need {fw.min_heldout_queries}); counts {ps.counts}")
+        write_pairs(ps, pairs_dir)
+        return {"train_pairs": len(ps.train), "heldout_queries": len(ps.heldout), "corpus": len(ps.corpus),
+                "with_negative": sum(1 for p in ps.train if p.negative)}
+
+    def tune() -> dict[str, Any]:
+        shutil.rmtree(model_dir, ignore_errors=True)  # an interrupted training left no record: start it again
+        train_pairs = load_pairs(pairs_dir / "train.jsonl")
+        train, val, _ = split_pairs(train_pairs, seed=0)
+        hard = any(p.negative for p in train)
+        r = finetune(FinetuneConfig("text", opts.base, model_dir, opts.epochs, opts.lr, opts.batch_size,
+                                    hard_negatives=hard, metric="ndcg@10", progress=opts.progress),
+                     train, val)
+        return {"seconds": round(r.seconds, 1), "validation": f"ndcg@10 {r.base_metric:.4f} -> {r.best_metric:.4f}",
+                "best_epoch": r.best_epoch, "train_pairs": r.train_pairs}
+
+    def stage() -> dict[str, Any]:
+        shutil.rmtree(stage_repo / opts.name, ignore_errors=True)
+        quantize = "int8" if manifest.quantization is not None else None
+        export_model(model_dir, stage_repo, opts.name, options=ExportOptions(quantize=quantize, settings=cfg.export, force=True))
+        return {"model": opts.name, "quantize": quantize or "none"}
+
+    def check() -> dict[str, Any]:
+        es = heldout_evalset(load_judged(pairs_dir / "heldout.jsonl"), load_corpus(pairs_dir / "corpus.jsonl"))
+        res: GateResult = gate(stage_repo / opts.name, served, es, fw.gate_metric, fw.gate_margin)
+        say(res.line())
+        return {"passed": res.passed, **res.to_json()}
+
+    step("pairs", pairs)
+    step("finetune", tune)
+    step("stage", stage)
+    verdict = step("gate", check)
+    if not verdict["passed"]:
+        raise GateRefused(f"the gate refused {opts.name}: held-out {verdict['metric']} {verdict['candidate']:.4f} vs the served "
+                          f"{opts.model} {verdict['incumbent']:.4f} (margin {verdict['margin']:.0%}); no arm was added")
+
+    def publish() -> dict[str, Any]:
+        dest = repo / opts.name
+        if not dest.exists():
+            tmp = repo / f".{opts.name}.publish"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(stage_repo / opts.name, tmp)
+            tmp.rename(dest)  # whole, at once: the repository watchers never see half a model
+        _wait(f"the search API to embed with {opts.name}", lambda: client.embed(opts.name, text="flywheel").size > 0, opts.wait_s)
+        return {"model": opts.name, "repository": str(repo)}
+
+    def reindex() -> dict[str, Any]:
+        with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (vs, ds):
+            live = vs.live_build(opts.index)
+            rec = next((r for r in ds.builds(opts.index) if live and r["_id"] == collection_name(opts.index, live)), None)
+        if rec is None:
+            raise NotFound(f"index {opts.index} has no live build to copy")
+        docs = Path(rec["source"]["path"])
+        s = build_index(BuildOptions(
+            index=new_index, docs=docs, model=opts.name, repo=repo, data_dir=cfg.data_dir, image_root=cfg.image_root,
+            milvus_uri=cfg.milvus.uri, index_spec=index_spec(cfg.milvus), mongo_uri=cfg.mongo.uri,
+            database=cfg.mongo.database, fields=dict(rec.get("fields") or {}), lexical=list(rec.get("lexical") or []),
+            lexical_root=lexical_root(cfg), progress=opts.progress))
+        return {"index": new_index, "build": s.build, "indexed": s.indexed, "seconds": round(s.seconds, 1)}
+
+    def arm() -> dict[str, Any]:
+        params = {"embed_model": opts.name, "index": new_index}
+        args = (opts.scene, fw.layer, opts.name, params, fw.traffic)
+        if cfg.consul.addr:
+            changed = add_arm_to_consul(cfg.consul.addr, cfg.consul.key, cfg.consul.token, *args)
+        else:
+            changed = add_arm_to_file(Path(cfg.experiments_file), *args)
+
+        def live() -> bool:
+            exp = client.config().get("experiments") or {}
+            layers = ((exp.get("scenes") or {}).get(opts.scene) or {}).get("layers") or []
+            return any(a.get("name") == opts.name for lay in layers if lay.get("name") == fw.layer for a in lay.get("arms", []))
+
+        _wait(f"arm {opts.name} in the search API's live config", live, opts.wait_s)
+        return {"layer": fw.layer, "arm": opts.name, "traffic": fw.traffic, "changed": changed, **params}
+
+    step("publish", publish)
+    step("index", reindex)
+    step("arm", arm)
+    say(f"arm {opts.name} serves {fw.traffic:g} % of {opts.scene} users (layer {fw.layer}); "
+        f"compare it with: mmsearch ab-report --scene {opts.scene}")
+    return run.state
+
+
+def _brief(info: dict[str, Any]) -> str:
+    keys = [k for k in info if k not in ("at", "candidate_metrics", "incumbent_metrics")]
+    return ", ".join(f"{k} {info[k]}" for k in keys[:6])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmsearch flywheel", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--run", type=Path, required=True, help="run folder (state.json; rerun the same command to resume)")
+    p.add_argument("--index", required=True, help="the index the scene serves now")
+    p.add_argument("--model", required=True, help="the repository model serving it now")
+    p.add_argument("--scene", default="text2text")
+    p.add_argument("--name", default="", help="the new model's name (default <model>_<run folder name>)")
+    p.add_argument("--base", default="", help="model to fine-tune (default: the served model's recorded source)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--api", default="", help="search API base URL (default: config retrieval host/port)")
+    p.add_argument("--api-key", default="")
+    p.add_argument("--config")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from mmsearch.cli import run_cli
+
+    args = build_parser().parse_args(argv)
+
+    def _go() -> None:
+        cfg = load_config(args.config, overrides=flag_overrides({}))
+        run_flywheel(FlywheelOptions(args.run, args.index, args.model, args.scene, args.name, args.base, args.epochs,
+                                     args.lr, args.batch_size, args.api, args.api_key), cfg)
+
+    return run_cli(_go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
