@@ -136,7 +136,12 @@ def read_record(source: str | Path) -> dict | None:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise BadInput(f"{path}: unreadable fine-tuning record ({e})") from e
-    return {k: rec.get(k) for k in ("metric", "base_metric", "best_metric", "best_epoch", "train_pairs", "base")}
+    out = {k: rec.get(k) for k in ("metric", "base_metric", "best_metric", "best_epoch", "train_pairs", "base")}
+    trainer = (rec.get("config") or {}).get("trainer")
+    # records written before base_kind: dual and cross measured untrained heads, text with --dim a random projection
+    legacy = "untrained heads" if trainer in ("dual", "cross") or (trainer == "text" and (rec.get("config") or {}).get("dim")) else "model"
+    out["base_kind"] = rec.get("base_kind", legacy)
+    return out
 
 
 def check_gate(source: str | Path, margin: float) -> dict:
@@ -144,6 +149,10 @@ def check_gate(source: str | Path, margin: float) -> dict:
     rec = read_record(source)
     if rec is None:
         raise BadInput(f"--gate: {source} has no fine-tuning record; only models written by `mmsearch finetune` can be gated")
+    if rec["base_kind"] != "model":
+        raise BadInput(f"--gate: {source}'s base figure measured {rec['base_kind']}, which any training beats; gate it against "
+                       "the model serving now instead (`mmsearch flywheel` for text encoders, or `mmsearch eval` of both "
+                       "on held-out data)")
     base, best = float(rec["base_metric"]), float(rec["best_metric"])
     needed = base * (1 + margin)
     if best < needed:

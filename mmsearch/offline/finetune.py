@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dim", type=int, help="output dimension (text: a Dense layer; dual: head size)")
-    p.add_argument("--hard-negatives", action="store_true")
+    p.add_argument("--hard-negatives", action="store_true", help="text: use the pairs' negatives")
+    p.add_argument("--mine-negatives", action="store_true",
+                   help="text: mine a hard negative per pair with the base model (the top hit that is not an answer)")
+    p.add_argument("--mini-batch", type=int, default=0,
+                   help="text: cached-gradient MNRL in chunks of this size, so --batch-size can be large (0: plain MNRL)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--max-train", type=int, help="use at most N training pairs")
     p.add_argument("--metric", default="mrr@10")
@@ -82,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def _go() -> None:
         config = load_config()  # no config-field flags: defaults <- MMSEARCH_CONFIG <- environment
         cfg = FinetuneConfig(args.trainer, args.base, args.out, args.epochs, args.lr, args.batch_size, args.dim,
-                             args.hard_negatives, args.max_length, args.seed, args.patience, args.metric, args.unfreeze_text)
+                             args.hard_negatives, args.max_length, args.seed, args.patience, args.metric, args.unfreeze_text,
+                             mine_negatives=args.mine_negatives, mini_batch=args.mini_batch, device=args.device)
         if args.dataset:
             train, val, _, _ = dataset_sets(args.dataset, args.cache or config.data_dir / "data", args.max_train, args.seed)
         else:

@@ -6,6 +6,8 @@ requests with a forced arm (the debug override) are counted but left out, since 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ import numpy as np
 from mmsearch.cli import run_cli
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.config import flag_overrides, load_config
+from mmsearch.embedded import embedded_store
 from mmsearch.errors import BadInput
 from mmsearch.experiments import Experiments, parse_experiments
 from mmsearch.retrieval_service.ab_stats import ArmSample, ctr_interval, difference, sample_ratio_mismatch, users_needed
@@ -31,10 +34,14 @@ def _shares(exp: Experiments | None) -> dict[tuple[str, str], dict[str, float]]:
 
 
 def report(store: DocumentStore, scene: str | None = None, experiments: Experiments | None = None,
-           control: str | None = None) -> list[dict[str, Any]]:
+           control: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
     """One row per (scene, layer, arm). ``experiments`` gives the traffic shares for the SRM check;
-    ``control`` names the control arm (default: the arm with the most users in its layer)."""
-    match = {"scene": scene} if scene else {}
+    ``control`` names the control arm (default: the arm with the most users in its layer); ``since``
+    (epoch seconds) keeps only searches from then on: an experiment's start, so that earlier rounds
+    of a layer with the same name do not mix in."""
+    match: dict[str, Any] = {"scene": scene} if scene else {}
+    if since is not None:
+        match["ts"] = {"$gte": since}
     per_user: dict[tuple[str, str, str], dict[str, list[int]]] = {}
     forced: dict[tuple[str, str, str], int] = {}
     for e in store.find(COLLECTION, match, ["scene", "arms", "user_id", "clicks", "forced"]):
@@ -105,16 +112,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scene")
     p.add_argument("--control", help="the control arm of each layer (default: the arm with the most users)")
     p.add_argument("--experiments", type=Path, help="experiments YAML for the traffic shares (default: config experiments_file)")
+    p.add_argument("--since", help="only searches from this UTC time on (ISO 8601, e.g. 2026-11-26T01:00): the experiment's start")
     p.add_argument("--config")
     args = p.parse_args(argv)
 
     def _go() -> None:
         cfg = load_config(args.config, overrides=flag_overrides({"mongo.uri": args.mongo_uri}))
-        if not cfg.mongo.uri:
-            raise BadInput("--mongo-uri (or MMSEARCH_MONGO_URI) is required: the query log lives in MongoDB")
+        since = None
+        if args.since:
+            try:
+                when = dt.datetime.fromisoformat(args.since)
+            except ValueError as e:
+                raise BadInput(f"--since must be an ISO 8601 time such as 2026-11-26T01:00, got {args.since!r}") from e
+            since = (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
         path = args.experiments or Path(cfg.experiments_file)
         exp = parse_experiments(path.read_text(), str(path)) if path.is_file() else None
-        print(render(report(DocumentStore(cfg.mongo.uri, cfg.mongo.database), args.scene, exp, args.control)))
+        # no URI: the embedded server of data_dir (the running demo's, or started for this report)
+        with contextlib.ExitStack() as stack:
+            uri = cfg.mongo.uri or stack.enter_context(embedded_store("mongo", cfg.data_dir))
+            store = stack.enter_context(contextlib.closing(DocumentStore(uri, cfg.mongo.database)))
+            print(render(report(store, args.scene, exp, args.control, since)))
 
     return run_cli(_go)
 

@@ -41,6 +41,10 @@ def test_text_finetune_beats_untrained_and_passes_the_gate(tmp_path, tiny_text, 
     assert "does not beat the base" in capsys.readouterr().err
     assert cli(["export", "--model", str(tiny_text), "--name", "t", "--repo", str(tmp_path / "repo"), "--gate"]) == 2
     assert not (tmp_path / "repo" / "ft2").exists() and not (tmp_path / "repo" / "t").exists()
+    # with --dim the base figure is the base model as it is, never the base with a random projection added
+    r16 = finetune(FinetuneConfig("text", str(tiny_text), tmp_path / "ft16", epochs=1, lr=1e-3, batch_size=16, dim=16,
+                                  progress=False), train, val)
+    assert r16.base_metric == pytest.approx(r.base_metric) and r16.history[0][r.metric] != pytest.approx(r.base_metric)
 
 
 def test_dual_lit_finetune_beats_untrained(tmp_path, tiny_dual):
@@ -66,6 +70,9 @@ def test_cross_encoder_learns_and_exports(tmp_path, tiny_text):
                                 patience=25, progress=False), train, val)
     assert r.best_metric > r.base_metric + 0.1, r.history
     assert cli(["export", "--model", str(tmp_path / "ce"), "--name", "ce", "--repo", str(tmp_path / "repo")]) == 0
+    # its base figure measured an untrained head: beating that proves nothing, so the gate will not take it
+    assert json.loads((tmp_path / "ce" / RECORD).read_text())["base_kind"] == "untrained heads"
+    assert cli(["export", "--model", str(tmp_path / "ce"), "--name", "ce2", "--repo", str(tmp_path / "repo"), "--gate"]) == 2
 
 
 def test_finetune_cli(tmp_path, tiny_text):

@@ -6,12 +6,15 @@ candidate is refused and gets no arm; rerunning a finished run changes nothing."
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
 
 import pytest
 from conftest_stack import EXPERIMENTS
 from finetune_data import ANIMALS, COLOURS
 
+from mmsearch.cli import main as cli
 from mmsearch.client import SearchClient
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.experiments import parse_experiments
@@ -77,7 +80,7 @@ def test_a_no_better_candidate_is_refused_and_gets_no_arm(stack, creatures, tmp_
     assert lines[:4] and all("done before" in line for line in lines[:4])
 
 
-def test_the_flywheel_turns_clicks_into_an_arm_that_wins(stack, creatures, tmp_path):
+def test_the_flywheel_turns_clicks_into_an_arm_that_wins(stack, creatures, tmp_path, capsys):
     cfg, client = creatures["cfg"], creatures["client"]
     opts = FlywheelOptions(tmp_path / "fw1", "creatures", "tiny", epochs=6, lr=1e-3, batch_size=16,
                            api=stack["url"], progress=False)
@@ -100,9 +103,15 @@ def test_the_flywheel_turns_clicks_into_an_arm_that_wins(stack, creatures, tmp_p
     assert all("done before" in line for line in again[:-1]) and client.config()["version"] == version
 
     # the A/B phase reads first pages of 10, where a better ranking earns more clicks
+    started = time.time()
     simulate(client, "text2text", creatures["judged"], users=300, searches_per_user=2, model=CLICKS, seed=2, top_k=10,
              user_prefix="ab", progress=False)
     rows = report(DocumentStore(cfg.mongo.uri), "text2text", parse_experiments(stack["consul"].kv[KEY][0].decode()),
-                  control="control")
+                  control="control", since=started)
     row = next(r for r in rows if r["layer"] == "flywheel" and r["arm"] == "tiny_fw1")
     assert row["users"] > 100 and row["vs_control"]["low"] > 0, row
+    assert sum(r["users"] for r in rows if r["layer"] == "flywheel") == 300  # only the A/B phase's users
+    when = dt.datetime.fromtimestamp(started, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    assert cli(["ab-report", "--mongo-uri", cfg.mongo.uri, "--scene", "text2text", "--control", "control", "--since", when]) == 0
+    assert "tiny_fw1" in capsys.readouterr().out
+    assert cli(["ab-report", "--mongo-uri", cfg.mongo.uri, "--since", "yesterday"]) == 2

@@ -38,6 +38,14 @@ def finetune(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> FinetuneRe
         raise BadInput("--epochs >= 1, --batch-size >= 2 and 0 < --lr < 1 are required")
     if cfg.dim is not None and not 8 <= cfg.dim <= 4096:
         raise BadInput(f"--dim must be 8..4096, got {cfg.dim}")
+    try:
+        device = torch.device(cfg.device)
+    except (RuntimeError, ValueError) as e:
+        raise BadInput(f"--device {cfg.device!r} is not a torch device ({e})") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput(f"--device {cfg.device}: this machine has no CUDA device (torch {torch.__version__})")
+    if cfg.mini_batch < 0:
+        raise BadInput(f"--mini-batch must be >= 0, got {cfg.mini_batch}")
     if len(train) < 2:
         raise BadInput(f"need at least 2 training pairs, got {len(train)}")
     if cfg.out.exists() and any(cfg.out.iterdir()):

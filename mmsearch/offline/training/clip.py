@@ -23,6 +23,7 @@ def finetune_clip(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
 
     src = resolve_source(cfg.base)
     model = CLIPModel.from_pretrained(str(src), attn_implementation="eager", local_files_only=True)
+    model.to(cfg.device)  # type: ignore[arg-type]  # transformers types .to() through a wrapper that mypy misreads
     tok = AutoTokenizer.from_pretrained(str(src))
     proc = pil_image_processor_class().from_pretrained(str(src))
     pre = ImagePreprocessor(image_spec_from_processor(proc))
@@ -30,10 +31,11 @@ def finetune_clip(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
 
     def text_fn(texts: list[str]) -> torch.Tensor:
         enc = tok(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-        return features(model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]))
+        return features(model.get_text_features(input_ids=enc["input_ids"].to(cfg.device),
+                                                attention_mask=enc["attention_mask"].to(cfg.device)))
 
     def image_fn(ps: list[str]) -> torch.Tensor:
-        return features(model.get_image_features(pixel_values=torch.from_numpy(pre([Path(p) for p in ps]))))
+        return features(model.get_image_features(pixel_values=torch.from_numpy(pre([Path(p) for p in ps])).to(cfg.device)))
 
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
@@ -41,7 +43,7 @@ def finetune_clip(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         q = F.normalize(torch.cat([text_fn(list(val.queries[i : i + 64])) for i in range(0, len(val.queries), 64)]), dim=-1)
         d = F.normalize(torch.cat([image_fn(list(val.corpus[i : i + 64])) for i in range(0, len(val.corpus), 64)]), dim=-1)
         model.train()
-        return score(val, q.numpy(), d.numpy())
+        return score(val, q.cpu().numpy(), d.cpu().numpy())
 
     def save() -> None:
         model.save_pretrained(str(cfg.out))

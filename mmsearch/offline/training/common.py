@@ -42,6 +42,9 @@ class FinetuneConfig:
     text_lr: float | None = None  # dual with --unfreeze-text: the text tower's rate (default lr / 100)
     progress: bool = True
     threads: int = 0
+    mine_negatives: bool = False  # text: a hard negative per pair mined with the base model (training/mining.py)
+    mini_batch: int = 0  # text: > 0 = cached-gradient MNRL (CachedMNRL) in chunks of this size; batch_size can then be large
+    device: str = "cpu"  # torch device of every trainer ("cuda", "cuda:1", ...)
 
 
 @dataclass
@@ -54,6 +57,7 @@ class FinetuneResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     train_pairs: int = 0
+    base_kind: str = "model"  # what base_metric measured: "model" (the base as it is) or "untrained heads"
 
     @property
     def gain(self) -> float:
@@ -66,8 +70,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def unique_batches(pairs: Sequence[Pair], batch_size: int, rng: random.Random) -> list[list[Pair]]:
-    """Shuffled batches in which no query and no positive appears twice (in-batch negatives must be negatives)."""
+def unique_batches(pairs: Sequence[Pair], batch_size: int, rng: random.Random, with_negatives: bool = False) -> list[list[Pair]]:
+    """Shuffled batches in which no text appears twice (in-batch negatives must be negatives): queries
+    and positives, and with ``with_negatives`` the hard negatives too (another pair's positive must
+    not come back as a negative)."""
     pending = list(pairs)
     rng.shuffle(pending)
     batches: list[list[Pair]] = []
@@ -76,9 +82,10 @@ def unique_batches(pairs: Sequence[Pair], batch_size: int, rng: random.Random) -
         seen: set[str] = set()
         rest: list[Pair] = []
         for p in pending:
-            if len(batch) < batch_size and p.query not in seen and p.positive not in seen:
+            texts = (p.query, p.positive, p.negative) if with_negatives and p.negative else (p.query, p.positive)
+            if len(batch) < batch_size and not seen.intersection(texts):
                 batch.append(p)
-                seen.update((p.query, p.positive))
+                seen.update(texts)
             else:
                 rest.append(p)
         if len(batch) < 2:
@@ -124,23 +131,31 @@ def write_record(cfg: FinetuneConfig, res: FinetuneResult) -> None:
     rec = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
            "base": str(cfg.base), "metric": res.metric, "base_metric": res.base_metric,
            "best_metric": res.best_metric, "best_epoch": res.best_epoch, "history": res.history,
-           "seconds": res.seconds, "train_pairs": res.train_pairs}
+           "seconds": res.seconds, "train_pairs": res.train_pairs, "base_kind": res.base_kind}
     (cfg.out / RECORD).write_text(json.dumps(rec, indent=2) + "\n")
 
 
 class Trainer:
-    """Epoch loop with validation before training (the base figure), early stopping and best-only saving."""
+    """Epoch loop with validation before training, early stopping and best-only saving.
 
-    def __init__(self, cfg: FinetuneConfig, evaluate: Callable[[], dict[str, float]], save: Callable[[], object]):
+    The base figure is the model before training, unless ``base`` gives the base model's own figures
+    (text with --dim: measured before the projection was added, never with a random projection);
+    ``base_kind`` says whether it measures a real model or untrained heads (dual, cross), which
+    `export --gate` will not take as proof."""
+
+    def __init__(self, cfg: FinetuneConfig, evaluate: Callable[[], dict[str, float]], save: Callable[[], object],
+                 base: dict[str, float] | None = None, base_kind: str = "model"):
         self.cfg, self.evaluate, self.save = cfg, evaluate, save
+        self.base, self.base_kind = base, base_kind
 
     def run(self, epoch_fn: Callable[[int], float], n_pairs: int) -> FinetuneResult:
         t0 = time.perf_counter()
-        base = self.evaluate()
-        if self.cfg.metric not in base:
-            raise BadInput(f"--metric {self.cfg.metric!r} unknown (choose from {', '.join(sorted(base))})")
-        best, best_epoch, bad = base[self.cfg.metric], 0, 0
-        history = [{"epoch": 0, **base}]
+        start = self.evaluate()
+        if self.cfg.metric not in start:
+            raise BadInput(f"--metric {self.cfg.metric!r} unknown (choose from {', '.join(sorted(start))})")
+        base = self.base or start
+        best, best_epoch, bad = start[self.cfg.metric], 0, 0
+        history = [{"epoch": 0, **start}]
         log.info("base %s = %.4f", self.cfg.metric, best)
         self.save()  # the base model is the fallback if no epoch beats it
         for epoch in range(1, self.cfg.epochs + 1):
@@ -156,7 +171,7 @@ class Trainer:
                 if bad >= self.cfg.patience:
                     log.info("early stop: no gain for %d epochs", bad)
                     break
-        res = FinetuneResult(self.cfg.out, self.cfg.metric, history[0][self.cfg.metric], best, best_epoch, history,
-                             time.perf_counter() - t0, n_pairs)
+        res = FinetuneResult(self.cfg.out, self.cfg.metric, base[self.cfg.metric], best, best_epoch, history,
+                             time.perf_counter() - t0, n_pairs, self.base_kind)
         write_record(self.cfg, res)
         return res

@@ -25,7 +25,7 @@ def contrastive_epoch(cfg: FinetuneConfig, train: list[Pair], rng: random.Random
             t = F.normalize(text_fn([p.query for p in b]), dim=-1)
             i = F.normalize(image_fn([p.positive for p in b]), dim=-1)
             logits = logit_scale.exp().clamp(max=100) * t @ i.T
-            labels = torch.arange(len(b))
+            labels = torch.arange(len(b), device=logits.device)
             loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
             opt.zero_grad()
             loss.backward()

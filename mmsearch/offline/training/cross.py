@@ -3,6 +3,7 @@ hard) negatives; validated by ranking each query's positive among 9 sampled docu
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -20,7 +21,11 @@ def finetune_cross(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Fine
     from sentence_transformers import CrossEncoder
 
     src = resolve_source(cfg.base)
-    ce = CrossEncoder(str(src), num_labels=1, device="cpu", max_length=cfg.max_length,
+    try:  # a reranker already (a sequence-classification head) goes on; a plain text model gets a new head
+        trained_head = any("SequenceClassification" in a for a in json.loads((src / "config.json").read_text()).get("architectures") or [])
+    except (OSError, ValueError):
+        trained_head = False
+    ce = CrossEncoder(str(src), num_labels=1, device=cfg.device, max_length=cfg.max_length,
                       model_kwargs={"attn_implementation": "eager"}, local_files_only=True)
     from transformers import AutoTokenizer
 
@@ -36,14 +41,14 @@ def finetune_cross(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Fine
 
     def logits(qs: list[str], ds: list[str]) -> torch.Tensor:
         enc = tok(qs, ds, padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
-        return ce(dict(enc))["scores"].reshape(-1)
+        return ce({k: v.to(cfg.device) for k, v in enc.items()})["scores"].reshape(-1)
 
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
         ce.eval()
         scores = np.full((len(val.queries), len(val.corpus)), -np.inf, dtype=np.float32)
         for qi, c in enumerate(cands):
-            scores[qi, c] = logits([val.queries[qi]] * len(c), [val.corpus[j] for j in c]).numpy()
+            scores[qi, c] = logits([val.queries[qi]] * len(c), [val.corpus[j] for j in c]).float().cpu().numpy()
         ce.train()
         return retrieval_metrics(scores, val.gains, (1, 10), val.relevance_level)
 
@@ -57,10 +62,10 @@ def finetune_cross(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Fine
         with progress_bar(cfg, len(order), epoch) as bar:
             for k in range(0, len(order), cfg.batch_size // 2 or 1):
                 b = order[k : k + max(1, cfg.batch_size // 2)]
-                negs = [p.negative if (cfg.hard_negatives and p.negative) else rng.choice(docs) for p in b]
+                negs = [p.negative if (cfg.hard_negatives and p.negative) else _random_negative(p, docs, rng) for p in b]
                 qs = [p.query for p in b] * 2
                 ds = [p.positive for p in b] + negs
-                y = torch.tensor([1.0] * len(b) + [0.0] * len(b))
+                y = torch.tensor([1.0] * len(b) + [0.0] * len(b), device=cfg.device)
                 loss = F.binary_cross_entropy_with_logits(logits(qs, ds), y)
                 opt.zero_grad()
                 loss.backward()
@@ -73,4 +78,13 @@ def finetune_cross(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Fine
         ce.save(str(cfg.out))
         tok.save_pretrained(str(cfg.out))
 
-    return Trainer(cfg, evaluate, save).run(epoch_fn, len(train))
+    return Trainer(cfg, evaluate, save, base_kind="model" if trained_head else "untrained heads").run(epoch_fn, len(train))
+
+
+def _random_negative(p: Pair, docs: list[str], rng: random.Random) -> str:
+    """A sampled document that is not the pair's own positive (a positive labelled 0 would teach the opposite)."""
+    for _ in range(20):
+        d = rng.choice(docs)
+        if d != p.positive:
+            return d
+    return next((d for d in docs if d != p.positive), p.query)

@@ -24,21 +24,23 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
     from mmsearch.offline.models.text import st_forward
 
     src = resolve_source(cfg.base)
-    model = DualEncoder.load(src) if (src / DUAL_MARKER).is_file() else DualEncoder.create(src, dim=cfg.dim or 256)
+    resumed = (src / DUAL_MARKER).is_file()  # a trained dual encoder goes on; otherwise new heads
+    model = DualEncoder.load(src) if resumed else DualEncoder.create(src, dim=cfg.dim or 256)
+    model.to(cfg.device)
     pre = ImagePreprocessor(model.image_spec)
     paths = list(dict.fromkeys([p.positive for p in train] + list(val.corpus)))
     feats: dict[str, torch.Tensor] = {}
     with torch.no_grad(), tqdm(total=len(paths), desc="image features", unit="img", disable=not cfg.progress, leave=False) as bar:
         for k in range(0, len(paths), 32):
             chunk = paths[k : k + 32]
-            f = model.image_features(torch.from_numpy(pre([Path(p) for p in chunk])))
+            f = model.image_features(torch.from_numpy(pre([Path(p) for p in chunk])).to(cfg.device))
             feats.update(zip(chunk, f))
             bar.update(len(chunk))
     tok = model.text.tokenizer
 
     def text_raw(texts: list[str]) -> torch.Tensor:
         enc = tok(texts, padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
-        return st_forward(model.text, enc["input_ids"], enc["attention_mask"])
+        return st_forward(model.text, enc["input_ids"].to(cfg.device), enc["attention_mask"].to(cfg.device))
 
     text_cache: dict[str, torch.Tensor] = {}
     if not cfg.unfreeze_text:
@@ -58,8 +60,8 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
         q = F.normalize(model.text_proj(torch.stack([text_cache[t] for t in val.queries]) if text_cache
-                                        else text_raw(list(val.queries))), dim=-1).numpy()
-        d = F.normalize(image_fn(list(val.corpus)), dim=-1).numpy()
+                                        else text_raw(list(val.queries))), dim=-1).cpu().numpy()
+        d = F.normalize(image_fn(list(val.corpus)), dim=-1).cpu().numpy()
         return score(val, q, d)
 
     groups = [{"params": [model.text_proj.weight, model.image_proj.weight, model.logit_scale], "lr": cfg.lr}]
@@ -67,5 +69,5 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         groups.append({"params": [p for p in model.text.parameters() if p.requires_grad], "lr": cfg.text_lr or cfg.lr / 100})
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     rng = random.Random(cfg.seed)
-    return Trainer(cfg, evaluate, lambda: model.save(cfg.out)).run(
+    return Trainer(cfg, evaluate, lambda: model.save(cfg.out), base_kind="model" if resumed else "untrained heads").run(
         lambda e: contrastive_epoch(cfg, train, rng, text_fn, image_fn, model.logit_scale, opt, e), len(train))
