@@ -8,7 +8,9 @@ serves today is refused, and refused models never get an arm.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +55,15 @@ def heldout_evalset(judged: Sequence[Judged], corpus: dict[str, str]) -> EvalSet
         raise BadInput("no held-out query has a relevant document in the evaluation corpus")
     return EvalSet([j.query for j in kept], [corpus[d] for d in ids],
                    [{pos[d]: g for d, g in j.relevant.items() if d in pos} for j in kept])
+
+
+def with_distractors(es: EvalSet, corpus: dict[str, str], n: int, seed: int = 0) -> EvalSet:
+    """``es`` with up to ``n`` more documents from ``corpus`` (not already in it) appended: the gains'
+    indices stay valid, and ranking is measured against a realistic crowd."""
+    have = set(es.corpus)
+    pool = sorted(t for t in corpus.values() if t not in have)
+    extra = random.Random(seed).sample(pool, min(n, len(pool)))
+    return dataclasses.replace(es, corpus=list(es.corpus) + extra)
 
 
 def gate(candidate: Path, incumbent: Path, es: EvalSet, metric: str, margin: float) -> GateResult:

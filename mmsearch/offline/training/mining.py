@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from mmsearch.offline.data import Pair
 
@@ -23,7 +24,7 @@ Encode = Callable[[Sequence[str]], np.ndarray]
 
 
 def mine_negatives(pairs: Sequence[Pair], encode: Encode, depth: int = 20, margin: float = 0.95,
-                   chunk: int = 1024) -> tuple[list[Pair], int]:
+                   chunk: int = 1024, progress: bool = False) -> tuple[list[Pair], int]:
     """(pairs, how many got a mined negative); candidates are the pairs' positives (the training corpus)."""
     need = [i for i, p in enumerate(pairs) if not p.negative]
     if not need:
@@ -33,12 +34,14 @@ def mine_negatives(pairs: Sequence[Pair], encode: Encode, depth: int = 20, margi
     answers: dict[str, set[int]] = defaultdict(set)
     for p in pairs:
         answers[p.query].add(index[p.positive])
-    d = encode(docs)
+    bar = tqdm(total=len(docs) + len(need), desc="mining negatives", unit="text", disable=not progress,
+               dynamic_ncols=True, leave=False)
+    d = np.concatenate([_step(bar, encode(docs[i : i + chunk])) for i in range(0, len(docs), chunk)])
     out = list(pairs)
     mined = 0
     for start in range(0, len(need), chunk):
         rows = need[start : start + chunk]
-        q = encode([pairs[i].query for i in rows])
+        q = _step(bar, encode([pairs[i].query for i in rows]))
         scores = q @ d.T
         k = min(depth, len(docs) - 1)
         top = np.argpartition(-scores, k, axis=1)[:, : k + 1] if k > 0 else np.zeros((len(rows), 0), int)
@@ -50,4 +53,10 @@ def mine_negatives(pairs: Sequence[Pair], encode: Encode, depth: int = 20, margi
                     out[i] = dataclasses.replace(p, negative=docs[j])
                     mined += 1
                     break
+    bar.close()
     return out, mined
+
+
+def _step(bar: tqdm, x: np.ndarray) -> np.ndarray:
+    bar.update(len(x))
+    return x

@@ -50,7 +50,7 @@ def finetune_text(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
     if cfg.dim:  # the base's figure is the base as it is, measured before the (random) projection is added
         base = score(val, encode(val.queries), encode(val.corpus))
     if cfg.mine_negatives:
-        train, _ = mine_negatives(train, encode)
+        train, _ = mine_negatives(train, encode, progress=cfg.progress)
     if cfg.dim:
         st.append(models.Dense(st.get_embedding_dimension(), cfg.dim, activation_function=torch.nn.Identity()).to(cfg.device))
     loss_fn = (CachedMultipleNegativesRankingLoss(st, scale=20.0, mini_batch_size=cfg.mini_batch) if cfg.mini_batch
