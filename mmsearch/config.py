@@ -133,6 +133,7 @@ class FlywheelConfig(_Section):
     traffic: float = Field(10.0, gt=0, lt=100)  # % of the scene's users the new arm gets
     layer: str = Field("flywheel", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     min_users: int = Field(2, ge=1)  # distinct users who clicked a (query, document) before it is a pair
+    min_click_rate: float = Field(0.1, ge=0, le=1)  # ... and that share of the users shown it for that query
     max_user_rate: int = Field(60, ge=1)  # searches per minute above which a user is taken for a bot
     min_train_pairs: int = Field(20, ge=2)
     min_heldout_queries: int = Field(10, ge=1)

@@ -79,3 +79,16 @@ def test_bad_options_are_named():
     with pytest.raises(BadInput, match="min-users"):
         PairOptions(min_users=0).check()
     assert normalise("  Red\tCAT ") == "red cat"
+
+
+def test_a_popular_query_does_not_turn_stray_clicks_into_pairs():
+    """40 users search "q"; 36 click the answer a, 2 click b by mistake: a count of 2 users would
+    make b a pair, a click rate of 2/40 does not."""
+    rows = [entry(f"u{i}", "q", ["a", "b", "c"], ["a"] if i < 36 else ["b"] if i < 38 else []) for i in range(40)]
+    opts = PairOptions(min_users=2, min_click_rate=0.1, heldout_fraction=1e-9)
+    ps = make_pairs(collect(rows, opts), TEXTS, opts)
+    assert [p.positive for p in ps.train] == ["text of a"] and ps.counts["pairs under min click rate"] == 1
+    loose = PairOptions(min_users=2, min_click_rate=0.0, heldout_fraction=1e-9)
+    assert len(make_pairs(collect(rows, loose), TEXTS, loose).train) == 2
+    with pytest.raises(BadInput, match="min-click-rate"):
+        PairOptions(min_click_rate=2).check()

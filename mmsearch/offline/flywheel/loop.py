@@ -162,7 +162,7 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
         return info
 
     def pairs() -> dict[str, Any]:
-        popts = PairOptions(opts.scene, fw.min_users, fw.max_user_rate)
+        popts = PairOptions(opts.scene, fw.min_users, fw.min_click_rate, fw.max_user_rate)
         with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (_, ds):
             ps = pairs_from_log(ds, opts.index, popts)
         if len(ps.train) < fw.min_train_pairs or len(ps.heldout) < fw.min_heldout_queries:
