@@ -28,7 +28,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,6 @@ class FlywheelOptions:
     api_key: str = ""
     wait_s: float = 180.0
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def suffix(self) -> str:
         return self.name[len(self.model) + 1:] if self.name.startswith(self.model + "_") else self.name
