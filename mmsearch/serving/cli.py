@@ -70,12 +70,10 @@ def serve(opts: TritonOptions) -> None:
             server.child.check()  # ProcessDied when tritonserver exited
             if reload.is_set():
                 reload.clear()
-                for name in discover(Path(opts.repo)):
-                    try:
-                        server.load(name)
-                        log.info("loaded %s", name)
-                    except MMSearchError as e:
-                        log.error("reload of %s failed: %s", name, e)
+                try:
+                    server.load_all(discover(Path(opts.repo)))
+                except MMSearchError as e:
+                    log.error("reload failed: %s", e.message)
     finally:
         server.stop()
         print("triton stopped", flush=True)

@@ -101,13 +101,15 @@ class TritonServer:
         self.workdir = workdir
         self.shadow = shadow
         self._own_workdir = own_workdir
-        self.watcher = RepositoryWatcher(opts.repo, self._load_all, opts.poll_s).start() if opts.poll_s > 0 else None
+        self.watcher = RepositoryWatcher(opts.repo, self.load_all, opts.poll_s).start() if opts.poll_s > 0 else None
 
-    def _load_all(self, names: list[str]) -> None:
+    def load_all(self, names: list[str]) -> None:
+        """load() each model; the ones that failed are named together in one BadInput, after the rest loaded."""
         failed = []
         for name in names:
             try:
                 self.load(name)
+                log.info("loaded %s", name)
             except MMSearchError as e:
                 failed.append(f"{name}: {e.message}")
         if failed:

@@ -73,7 +73,12 @@ def wordnet_heldout(cache_dir: Path, limit: int = 500) -> list[Judged]:
     return out
 
 
+def judged_jsonl(judged: Sequence[Judged]) -> str:
+    """The judged-set file format (load_judged reads it back)."""
+    return "".join(json.dumps({"query": j.query, "relevant": j.relevant, "tags": list(j.tags)}) + "\n" for j in judged)
+
+
 def write_judged(path: Path, judged: Sequence[Judged]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"query": j.query, "relevant": j.relevant, "tags": list(j.tags)}) + "\n" for j in judged))
+    path.write_text(judged_jsonl(judged))
     return path

@@ -36,6 +36,7 @@ from mmsearch.clients.vectors import check_index_name, collection_name, index_sp
 from mmsearch.config import Config, flag_overrides, lexical_root, load_config
 from mmsearch.errors import AlreadyExists, BadInput, DeadlineExceeded, MMSearchError, NotFound
 from mmsearch.manifest import MANIFEST_NAME, read_manifest
+from mmsearch.net import wait_until
 from mmsearch.offline.data import load_pairs
 from mmsearch.offline.eval_served import load_judged
 from mmsearch.offline.flywheel.arms import add_arm_to_consul, add_arm_to_file
@@ -45,7 +46,6 @@ from mmsearch.offline.indexing.stores import open_stores
 
 log = logging.getLogger("mmsearch.flywheel")
 STATE = "state.json"
-STEPS = ("pairs", "finetune", "stage", "gate", "publish", "index", "arm")
 # Validation searches its queries' positives among this many other shown documents: over the few
 # hundred positives alone, an epoch that forgets how to rank against a real corpus still looks best
 # (measured: validation +4% while the gate, over 37k shown documents, said -2.5%).
@@ -111,18 +111,17 @@ class Run:
 
 
 def _wait(what: str, check: Callable[[], bool], timeout_s: float) -> None:
-    end = time.monotonic() + timeout_s
-    while True:
+    last = ["not yet"]
+
+    def attempt() -> bool:
         try:
-            if check():
-                return
-        except MMSearchError as e:
-            last = e.message
-        else:
-            last = "not yet"
-        if time.monotonic() > end:
-            raise DeadlineExceeded(f"waited {timeout_s:.0f} s for {what} ({last})")
-        time.sleep(1.0)
+            return check()
+        except MMSearchError as e:  # not served yet (NotFound, Unavailable ...): keep the reason for the error
+            last[0] = e.message
+            return False
+
+    if not wait_until(attempt, timeout_s, interval=1.0):
+        raise DeadlineExceeded(f"waited {timeout_s:.0f} s for {what} ({last[0]})")
 
 
 def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] = print) -> dict[str, Any]:

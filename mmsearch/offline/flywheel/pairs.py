@@ -32,6 +32,7 @@ from typing import Any
 from mmsearch.clients.documents import QUERY_LOG, DocumentStore
 from mmsearch.errors import BadInput
 from mmsearch.offline.data import Pair
+from mmsearch.offline.datasets.judged import judged_jsonl
 from mmsearch.offline.eval_served import Judged
 
 
@@ -62,8 +63,12 @@ class LogPairs:
     clicks: dict[str, dict[str, set[str]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(set)))
     skips: dict[str, dict[str, set[str]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(set)))
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # what was read and what was left out
-    shown: set[str] = field(default_factory=set)  # every result users were shown: the evaluation corpus
     seen: dict[str, dict[str, set[str]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(set)))  # impressions
+
+    @property
+    def shown(self) -> set[str]:
+        """Every result users were shown: the evaluation corpus."""
+        return {d for docs in self.seen.values() for d in docs}
 
 
 def normalise(text: str) -> str:
@@ -111,7 +116,6 @@ def collect(entries: Iterable[dict[str, Any]], opts: PairOptions) -> LogPairs:
             out.counts["bot"] += 1
             continue
         results = [r for r in e.get("results") or [] if isinstance(r, str)]
-        out.shown.update(results)
         q = normalise(e["query"]["text"])
         for d in results:
             out.seen[q][d].add(user)
@@ -210,8 +214,7 @@ def write_pairs(ps: PairSet, out: Path) -> dict[str, Path]:
     texts = {
         "train.jsonl": "".join(json.dumps({"query": p.query, "positive": p.positive, "group": p.group,
                                            **({"negative": p.negative} if p.negative else {})}) + "\n" for p in ps.train),
-        "heldout.jsonl": "".join(json.dumps({"query": j.query, "relevant": j.relevant, "tags": list(j.tags)}) + "\n"
-                                 for j in ps.heldout),
+        "heldout.jsonl": judged_jsonl(ps.heldout),
         "corpus.jsonl": "".join(json.dumps({"id": d, "text": t}) + "\n" for d, t in ps.corpus.items()),
         "counts.json": json.dumps(ps.counts, indent=2, sort_keys=True) + "\n",
     }
