@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from mmsearch.config import Config
 from mmsearch.errors import MMSearchError
+from mmsearch.net import write_ports
 from mmsearch.observability import configure_logging
 from mmsearch.supervisor import stop_event
 
@@ -52,17 +55,26 @@ def run_cli(fn: Callable[[], object]) -> int:
 
 
 def serve_until_stopped(name: str, start: Callable[[], T], ready_line: Callable[[T], str], stop: Callable[[T], None],
-                        config: Config | None = None) -> None:
+                        config: Config | None = None, ports: Callable[[T], dict[str, int]] | None = None,
+                        ports_file: Path | None = None) -> None:
     """The body of every server CLI: apply the config's logging, start, print one ready line, run
-    until SIGTERM/SIGINT, stop."""
+    until SIGTERM/SIGINT, stop. With ``ports_file``, the ports it bound are written there (a server
+    asked for port 0 binds a free one itself; the launcher reads which)."""
     if config is not None:
         configure_logging(config.log_level, config.log_json)
     stopping = stop_event()  # installed before start, so an early Ctrl-C is not lost
     server = start()
+    if ports_file is not None and ports is not None:
+        write_ports(ports_file, ports(server))
     print(ready_line(server), flush=True)
     stopping.wait()
     stop(server)
     print(f"{name} stopped", flush=True)
+
+
+def add_ports_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ports-file", type=Path, help="write the ports bound here as JSON (for a launcher; a port of 0 "
+                                                 "in the config binds a free one)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

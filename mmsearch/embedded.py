@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mmsearch.errors import Unavailable
 from mmsearch.net import free_port, http_ok
-from mmsearch.supervisor import ChildProcess
+from mmsearch.supervisor import ChildProcess, retry_port_clash
 
 
 def _bin(name: str) -> str:
@@ -41,12 +41,17 @@ def _bin(name: str) -> str:
 
 class SecantusServer(ChildProcess):
     def __init__(self, storage: Path, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None):
-        self.host, self.port = host, port or free_port(host)
+        self.host = host
         storage.mkdir(parents=True, exist_ok=True)
         self.data_dir = storage
-        cmd = [_bin("secantusd-py"), "--host", host, "--port", str(self.port), "--storage-path", str(storage),
-               "--log-level", "WARNING"]
-        super().__init__("secantusdb", cmd, log_file or storage.parent / "secantusdb.log", self._ping)
+
+        def start() -> None:
+            self.port = port or free_port(host)
+            cmd = [_bin("secantusd-py"), "--host", host, "--port", str(self.port), "--storage-path", str(storage),
+                   "--log-level", "WARNING"]
+            ChildProcess.__init__(self, "secantusdb", cmd, log_file or storage.parent / "secantusdb.log", self._ping)
+
+        retry_port_clash(start, retry=not port)
         _write_endpoint(storage, self.uri, self.pid)
 
     def stop(self, timeout: float | None = None) -> int | None:
@@ -67,29 +72,6 @@ class SecantusServer(ChildProcess):
                 c.admin.command("ping")
             return True
         except PyMongoError:
-            return False
-
-
-class MilvusLiteServer(ChildProcess):
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None):
-        self.host, self.port = host, port or free_port(host)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # Always pass --host: its default is 0.0.0.0 (DESIGN.md).
-        cmd = [_bin("milvus-lite"), "server", "--host", host, "--port", str(self.port), "--data-dir", str(data_dir)]
-        super().__init__("milvus-lite", cmd, log_file or data_dir.parent / "milvus-lite.log", self._listening,
-                         startup_timeout_s=60)
-
-    @property
-    def uri(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def _listening(self) -> bool:
-        import socket
-
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.3):
-                return True
-        except OSError:
             return False
 
 
@@ -200,19 +182,24 @@ class MilvusServer(ChildProcess):
         for sub in ("configs", "logs", "data", "run"):
             (data_dir / sub).mkdir(parents=True, exist_ok=True)
         bin_dir = milvus_binaries()
-        ports = {k: free_port(host) for k in self.PORT_KEYS}
-        if port:
-            ports["proxy_port"] = port
-        self.port, self.metrics_port = ports["proxy_port"], free_port(host)
-        (data_dir / "configs" / "milvus.yaml").write_text(milvus_config(data_dir, ports, free_port(host), graceful_time_ms))
         shutil.copy(_milvus_package() / "glog.conf", data_dir / "configs" / "glog.conf")
-        env = dict(os.environ)  # passed through to the child, plus what the binary needs
-        env.update(DEPLOY_MODE="STANDALONE", METRICS_PORT=str(self.metrics_port), MILVUS_RUN_DIR=str(data_dir / "run"),
-                   LD_LIBRARY_PATH=":".join(p for p in (str(bin_dir), env.get("LD_LIBRARY_PATH", "")) if p))
         self.data_dir = data_dir
-        super().__init__("milvus", [str(bin_dir / "milvus"), "run", "standalone"], log_file or data_dir / "logs" / "milvus.log",
-                         self._healthy, startup_timeout_s=startup_timeout_s, env=env, stop_timeout_s=MILVUS_STOP_TIMEOUT_S,
-                         cwd=data_dir)
+
+        def start() -> None:  # fresh ports at each try (all but a configured proxy port)
+            ports = {k: free_port(host) for k in self.PORT_KEYS}
+            if port:
+                ports["proxy_port"] = port
+            self.port, self.metrics_port = ports["proxy_port"], free_port(host)
+            (data_dir / "configs" / "milvus.yaml").write_text(milvus_config(data_dir, ports, free_port(host), graceful_time_ms))
+            env = dict(os.environ)  # passed through to the child, plus what the binary needs
+            env.update(DEPLOY_MODE="STANDALONE", METRICS_PORT=str(self.metrics_port), MILVUS_RUN_DIR=str(data_dir / "run"),
+                       LD_LIBRARY_PATH=":".join(p for p in (str(bin_dir), env.get("LD_LIBRARY_PATH", "")) if p))
+            ChildProcess.__init__(self, "milvus", [str(bin_dir / "milvus"), "run", "standalone"],
+                                  log_file or data_dir / "logs" / "milvus.log", self._healthy, startup_timeout_s=startup_timeout_s,
+                                  env=env, stop_timeout_s=MILVUS_STOP_TIMEOUT_S, cwd=data_dir)
+
+        # a configured proxy port is not retried: its other ports are internal, but a clash there is rare
+        retry_port_clash(start, retry=not port)
         _write_endpoint(data_dir, self.uri, self.pid)
 
     @property

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import json
+import os
 import random
+import re
 import socket
 import threading
 import time
@@ -55,6 +58,32 @@ def free_port(host: str = "127.0.0.1") -> int:
             port = int(s.getsockname()[1])
             _HANDED_OUT.add(port)
             return port
+
+
+# how a server says a port it was given is taken (Python's errno 98, Go's "bind: address already in use",
+# Triton's "Socket '...' already in use"): the launcher then retries with fresh ports
+PORT_CLASH = re.compile(r"address already in use|already in use|EADDRINUSE|errno 98", re.IGNORECASE)
+
+
+def write_ports(path: Path, ports: dict[str, int]) -> None:
+    """Report the ports a server bound (asked for port 0, it got these), for the launcher that waits on it.
+    Written under a temporary name and renamed, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({k: int(v) for k, v in ports.items()}))
+    os.replace(tmp, path)
+
+
+def read_ports(path: Path) -> dict[str, int] | None:
+    """The ports a server reported with write_ports (None until it has)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not all(type(v) is int and 0 < v < 65536 for v in data.values()):
+        return None
+    return {str(k): int(v) for k, v in data.items()}
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

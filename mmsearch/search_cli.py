@@ -17,6 +17,7 @@ from typing import Any
 from mmsearch.cli import run_cli
 from mmsearch.client import SearchClient
 from mmsearch.config import load_config
+from mmsearch.endpoints import running_config
 from mmsearch.errors import BadInput, NotFound
 from mmsearch.experiments import SCENES
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def search(args: argparse.Namespace) -> dict[str, Any]:
-    cfg = load_config(args.config)
+    cfg = running_config(load_config(args.config))  # (a stack started with ports 0 recorded the ones it got)
     url = args.url or f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}"
     flt = None
     if args.filter:

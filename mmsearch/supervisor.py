@@ -15,11 +15,13 @@ import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from mmsearch.errors import ProcessDied, Unavailable
-from mmsearch.net import wait_until
+from mmsearch.net import PORT_CLASH, wait_until
 
 log = logging.getLogger("mmsearch.supervisor")
+C = TypeVar("C")
 
 
 def die_with_parent() -> None:
@@ -112,6 +114,24 @@ class ChildProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def retry_port_clash(start: Callable[[], C], retry: bool = True, attempts: int = 3) -> C:
+    """Start a third-party server on ports picked for it, again on fresh ones if one was taken meanwhile.
+
+    A binary we do not control (secantusdb, Milvus, tritonserver) cannot bind port 0 and report what it
+    got, so the launcher picks free ports and passes them; another process can bind one in between. That
+    start dies (or never gets ready) saying "address already in use"; ``start`` picks fresh ports each call.
+    Ports the user configured are never retried (``retry=False``): the clash is reported as it is."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except Unavailable as e:  # (ProcessDied is one)
+            if not retry or attempt == attempts or not PORT_CLASH.search(e.message):
+                raise
+            log.warning("%s: a port it was given was taken meanwhile; starting it again on fresh ports (attempt %d of %d)",
+                        e.dependency or "server", attempt + 1, attempts)
+    raise AssertionError("unreachable")
 
 
 def descendants(pid: int) -> list[int]:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from mmsearch.config import load_config
 from mmsearch.embedded import MilvusServer, SecantusServer
-from mmsearch.net import free_port, wait_until
+from mmsearch.net import wait_until
 from mmsearch.offline.indexing.build import BuildOptions, build_index
 from mmsearch.preprocess_service.server import create_server as create_preprocess
 from mmsearch.retrieval_service.server import create_server as create_retrieval
@@ -100,14 +100,14 @@ def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
         servers.append(triton)
         consul = ConsulStandIn()
         consul.put("mmsearch/experiments", EXPERIMENTS)
-        pre_port = free_port()
         cfg = load_config(environ={}, overrides={
             "model_repository": str(repo), "data_dir": str(base / "data"), "repository_poll_s": 1.0,
-            "serving": {"grpc_port": triton.opts.grpc_port}, "preprocess": {"port": pre_port, "metrics_port": free_port()},
+            "serving": {"grpc_port": triton.opts.grpc_port},
             "milvus": {"uri": milvus.uri}, "mongo": {"uri": mongo.uri}, "consul": {"addr": consul.addr},
             "retrieval": {"request_timeout_s": 10, "stage_timeout_s": 5},
         })
-        pre = create_preprocess(cfg, f"127.0.0.1:{pre_port}")
+        pre = create_preprocess(cfg, "127.0.0.1:0")  # binds a free port itself (and one for /metrics)
+        cfg = cfg.model_copy(update={"preprocess": cfg.preprocess.model_copy(update={"port": pre.port})})
         retrieval = create_retrieval(cfg, "127.0.0.1:0", "127.0.0.1:0")
         assert wait_until(lambda: retrieval.service.experiments.ready(), 10)
         state = {"cfg": cfg, "retrieval": retrieval, "consul": consul, "pre": pre, "images": imgs, "mongo": mongo,

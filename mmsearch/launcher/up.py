@@ -150,7 +150,7 @@ def check_ports(cfg: Config) -> None:
                              ("preprocess", cfg.preprocess.host, cfg.preprocess.port),
                              ("retrieval http", cfg.retrieval.host, cfg.retrieval.http_port),
                              ("retrieval grpc", cfg.retrieval.host, cfg.retrieval.grpc_port), ("web", cfg.web.host, cfg.web.port)):
-        if not _port_free(host, port):
+        if port and not _port_free(host, port):  # (0: the server binds a free one itself)
             raise BadInput(f"port {port} ({name}) on {host} is in use: is a stack already running? (`mmsearch up --check`)")
 
 
@@ -165,6 +165,7 @@ def health(cfg: Config) -> dict[str, bool]:
 
 
 def up(cfg: Config, prepare: bool = True, stop_signal: threading.Event | None = None) -> None:
+    from mmsearch.endpoints import clear_stack
     from mmsearch.launcher.stack import Stack
 
     t0 = time.perf_counter()
@@ -181,6 +182,7 @@ def up(cfg: Config, prepare: bool = True, stop_signal: threading.Event | None = 
             build_demo_indexes(stack.config, stamp_root)
         print("starting triton, preprocess, retrieval and the web page...", flush=True)
         stack.start(("triton", "preprocess", "retrieval", "web"))
+        stack.record()
         w = stack.config.web
         print(f"\nmmsearch is up in {time.perf_counter() - t0:.0f} s: http://localhost:{w.port}  "
               f"(search API http://{stack.config.retrieval.host}:{stack.config.retrieval.http_port}/v1/search, "
@@ -190,6 +192,7 @@ def up(cfg: Config, prepare: bool = True, stop_signal: threading.Event | None = 
                 child.check()  # ProcessDied names the child and its log
     finally:
         print("stopping...", flush=True)
+        clear_stack(stack.config)
         stack.stop()
         print("stopped", flush=True)
 
@@ -205,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def _go() -> None:
         cfg = load_config(args.config)
         if args.check:
-            h = health(cfg)
+            from mmsearch.endpoints import running_config
+
+            h = health(running_config(cfg))
             for name, ok in h.items():
                 print(f"{'ok  ' if ok else 'DOWN'}  {name}")
             if not all(h.values()):

@@ -13,9 +13,10 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmsearch.cli import run_cli
+from mmsearch.cli import add_ports_file, run_cli
 from mmsearch.config import flag_overrides, load_config
 from mmsearch.errors import BadInput, MMSearchError
+from mmsearch.net import write_ports
 from mmsearch.serving.repository import discover
 from mmsearch.serving.triton import TritonOptions, start_triton
 from mmsearch.supervisor import stop_event
@@ -34,10 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda", action="store_true", help="run models on the GPU (CUDA execution provider); an error if there is none")
     p.add_argument("--log-file", type=Path, help="tritonserver log (default: <data_dir>/logs/triton.log)")
     p.add_argument("--config", help="YAML config file")
+    add_ports_file(p)
     return p
 
 
-def options_from(argv: Sequence[str] | None) -> TritonOptions:
+def options_from(argv: Sequence[str] | None) -> tuple[TritonOptions, Path | None]:
+    """The Triton options and the --ports-file (where the ports bound are reported)."""
     args = build_parser().parse_args(argv)
     for name in ("http_port", "grpc_port", "metrics_port"):
         value = getattr(args, name)
@@ -55,13 +58,15 @@ def options_from(argv: Sequence[str] | None) -> TritonOptions:
         repo=cfg.model_repository, host=s.host, http_port=s.http_port, grpc_port=s.grpc_port,
         metrics_port=s.metrics_port, cpu_threads=s.cpu_threads, use_cuda=args.cuda,
         log_file=args.log_file or cfg.data_dir / "logs" / "triton.log", poll_s=cfg.repository_poll_s,
-    )
+    ), args.ports_file
 
 
-def serve(opts: TritonOptions) -> None:
+def serve(opts: TritonOptions, ports_file: Path | None = None) -> None:
     reload = threading.Event()
     stop = stop_event(reload)  # SIGHUP: load new and changed models
-    server = start_triton(opts)
+    server = start_triton(opts)  # ports of 0 become free ones (retried on a clash); reported below
+    if ports_file is not None:
+        write_ports(ports_file, {"http": opts.http_port, "grpc": opts.grpc_port, "metrics": opts.metrics_port})
     print(f"triton ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}  "
           f"log {server.log_file}", flush=True)
     try:
@@ -80,7 +85,7 @@ def serve(opts: TritonOptions) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(lambda: serve(options_from(argv)))
+    return run_cli(lambda: serve(*options_from(argv)))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from mmsearch.errors import BadInput, MMSearchError, Unavailable
 from mmsearch.net import free_port, http_ok
 from mmsearch.repo_watch import RepositoryWatcher
 from mmsearch.serving.repository import discover, sync_all, sync_model
-from mmsearch.supervisor import ChildProcess
+from mmsearch.supervisor import ChildProcess, retry_port_clash
 
 log = logging.getLogger("mmsearch.serving")
 
@@ -188,15 +188,28 @@ def start_triton(opts: TritonOptions) -> TritonServer:
     names = discover(repo)
     if not names:
         raise BadInput(f"model repository {repo} holds no exported model (run `mmsearch export` first)")
-    for attr in ("http_port", "grpc_port", "metrics_port"):
-        if getattr(opts, attr) == 0:
-            setattr(opts, attr, free_port(opts.host))
+    pick = [attr for attr in ("http_port", "grpc_port", "metrics_port") if getattr(opts, attr) == 0]
     own = opts.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="mmsearch-triton-")) if opts.workdir is None else Path(opts.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     shadow = workdir / "repository"
     sync_all(repo, shadow, opts.cpu_threads, opts.use_cuda)
     backends = prepare_backends(workdir)
+    try:
+        child = retry_port_clash(lambda: _start_child(opts, pick, shadow, backends, workdir, names), retry=bool(pick))
+    except Unavailable:
+        if own:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return TritonServer(opts, child, workdir, shadow, own)
+
+
+def _start_child(opts: TritonOptions, pick: list[str], shadow: Path, backends: Path, workdir: Path,
+                 names: list[str]) -> ChildProcess:
+    for attr in pick:  # ports asked as 0: fresh free ones at each try (tritonserver cannot report what it bound)
+        setattr(opts, attr, free_port(opts.host))
     binary = _pytriton_dist() / "bin" / "tritonserver"
     shm_prefix = f"mmsearch_{uuid.uuid4().hex[:8]}_"
     cmd = [
@@ -214,13 +227,5 @@ def start_triton(opts: TritonOptions) -> TritonServer:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log.info("starting tritonserver: http %s:%d grpc %d metrics %d, %d model(s): %s",
              opts.host, opts.http_port, opts.grpc_port, opts.metrics_port, len(names), ", ".join(names))
-    try:
-        child = ChildProcess("tritonserver", cmd, log_path, lambda: http_ok(f"http://{opts.host}:{opts.http_port}/v2/health/ready"),
-                             startup_timeout_s=opts.startup_timeout_s, env=server_env(), stop_timeout_s=20)
-    except Unavailable:
-        if own:
-            import shutil
-
-            shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    return TritonServer(opts, child, workdir, shadow, own)
+    return ChildProcess("tritonserver", cmd, log_path, lambda: http_ok(f"http://{opts.host}:{opts.http_port}/v2/health/ready"),
+                        startup_timeout_s=opts.startup_timeout_s, env=server_env(), stop_timeout_s=20)

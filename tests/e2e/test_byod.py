@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -84,7 +85,9 @@ def test_bring_your_own_data_as_written(tmp_path):
             if "mmsearch is up" in line or time.time() - t0 > 300:
                 break
         assert any("mmsearch is up" in ln for ln in lines), "".join(lines)
-        url = f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}"
+        found = re.search(r"search API (http://\S+)/v1/search", "".join(lines))  # (ports 0: picked by the servers)
+        assert found, "".join(lines)
+        url = found.group(1)
         out = search(url, "shoes for running")
         assert out["results"][0]["id"] == "p1", out
         assert out["results"][0]["doc"]["text"] == "Red running shoes, size 42"

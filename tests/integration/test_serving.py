@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 from mmsearch.clients.inference import InferenceClient
 from mmsearch.errors import BadInput, NotFound, Unavailable
 from mmsearch.local_model import LocalModel
-from mmsearch.net import free_port, http_ok, wait_until
+from mmsearch.net import free_port, http_ok, read_ports, wait_until
 from mmsearch.serving.triton import TritonOptions, start_triton
 
 pytestmark = pytest.mark.integration
@@ -181,13 +182,18 @@ def test_new_model_and_new_version_without_restart(server, serving_repo, tiny_te
 
 
 def test_cli_serves_until_sigterm_and_leaves_nothing(serving_repo, tmp_path):
-    ports = [str(free_port()) for _ in range(3)]
-    cmd = [sys.executable, "-m", "mmsearch", "serve-models", "--repo", str(serving_repo), "--http-port", ports[0],
-           "--grpc-port", ports[1], "--metrics-port", ports[2], "--log-file", str(tmp_path / "triton.log")]
+    # ports 0: it picks free ones (again on a clash) and reports them in --ports-file for its launcher
+    cmd = [sys.executable, "-m", "mmsearch", "serve-models", "--repo", str(serving_repo), "--http-port", "0",
+           "--grpc-port", "0", "--metrics-port", "0", "--log-file", str(tmp_path / "triton.log"),
+           "--ports-file", str(tmp_path / "ports.json")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        assert wait_until(lambda: http_ok(f"http://127.0.0.1:{ports[0]}/v2/health/ready") or proc.poll() is not None, 120)
+        assert wait_until(lambda: read_ports(tmp_path / "ports.json") or proc.poll() is not None, 120)
         assert proc.poll() is None, proc.stdout.read()
+        reported = read_ports(tmp_path / "ports.json")
+        assert reported is not None and set(reported) == {"http", "grpc", "metrics"}
+        ports = [str(reported[k]) for k in ("http", "grpc", "metrics")]
+        assert http_ok(f"http://127.0.0.1:{ports[0]}/v2/health/ready") and InferenceClient(f"127.0.0.1:{ports[1]}").server_ready()
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out
@@ -205,3 +211,30 @@ def test_empty_repository_is_a_clear_error(tmp_path):
         start_triton(TritonOptions(repo=tmp_path / "repo", http_port=0, grpc_port=0, metrics_port=0))
     with pytest.raises(NotFound, match="not found"):
         start_triton(TritonOptions(repo=tmp_path / "missing", http_port=0, grpc_port=0, metrics_port=0))
+
+
+def test_a_port_taken_before_tritonserver_binds_it_is_retried(serving_repo, monkeypatch):
+    import mmsearch.serving.triton as T
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))  # someone else's, taken between choosing and binding
+    taken, picks = holder.getsockname()[1], []
+    real = T.free_port
+
+    def pick(host: str = "127.0.0.1") -> int:
+        picks.append(1)
+        return taken if len(picks) == 2 else real(host)  # the first try's gRPC port
+
+    monkeypatch.setattr(T, "free_port", pick)
+    try:
+        srv = start_triton(TritonOptions(repo=serving_repo, http_port=0, grpc_port=0, metrics_port=0))
+        try:
+            assert len(picks) == 6 and srv.opts.grpc_port != taken  # a second try, on three fresh ports
+            assert InferenceClient(srv.grpc_url).model_ready("minilm")
+        finally:
+            srv.stop()
+        # a port the user gave is not replaced: the clash is reported, naming it
+        with pytest.raises(Unavailable, match="already in use"):
+            start_triton(TritonOptions(repo=serving_repo, http_port=0, grpc_port=taken, metrics_port=0))
+    finally:
+        holder.close()

@@ -18,6 +18,7 @@ import pytest
 
 from mmsearch.config import config_to_env, load_config
 from mmsearch.embedded import MilvusServer, SecantusServer
+from mmsearch.endpoints import running_config
 from mmsearch.launcher.stack import with_free_ports
 from mmsearch.net import http_ok, wait_until
 from mmsearch.offline.indexing.build import BuildOptions, build_index
@@ -59,17 +60,22 @@ def test_up_starts_checks_and_stops_cleanly(tmp_path, tiny_text):
             if "mmsearch is up" in line or time.time() - t0 > 240:
                 break
         assert any("mmsearch is up" in line for line in lines), "".join(lines)
-        assert f"http://localhost:{cfg.web.port}" in lines[-1]
+        # every port was 0: each server bound a free one itself; the launcher reports them, and so
+        # does <data_dir>/run/stack.json, which `up --check` (another process) reads
+        live = running_config(cfg)
+        assert live.web.port and live.retrieval.http_port and live.serving.http_port and live.preprocess.port
+        assert f"http://localhost:{live.web.port} " in lines[-1], lines[-1]
+        assert f"http://{live.retrieval.host}:{live.retrieval.http_port}/v1/search" in lines[-1], lines[-1]
         children = descendants(proc.pid)
         assert len(children) >= 6  # secantusdb, milvus-lite, triton (+ tritonserver), preprocess, retrieval, web
         check = subprocess.run([sys.executable, "-m", "mmsearch", "up", "--check"], env=env, capture_output=True, text=True, timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
         assert check.stdout.count("ok  ") == 4
-        r = cfg.retrieval
-        assert http_ok(f"http://127.0.0.1:{cfg.serving.http_port}/v2/health/ready")
-        assert http_ok(f"http://{r.host}:{r.http_port}/readyz") and http_ok(f"http://127.0.0.1:{cfg.web.port}/healthz")
+        r = live.retrieval
+        assert http_ok(f"http://127.0.0.1:{live.serving.http_port}/v2/health/ready")
+        assert http_ok(f"http://{r.host}:{r.http_port}/readyz") and http_ok(f"http://127.0.0.1:{live.web.port}/healthz")
         try:
-            page = urllib.request.urlopen(f"http://127.0.0.1:{cfg.web.port}/?scene=text2text&q=tiny+document+7", timeout=30).read().decode()
+            page = urllib.request.urlopen(f"http://127.0.0.1:{live.web.port}/?scene=text2text&q=tiny+document+7", timeout=30).read().decode()
         except urllib.error.HTTPError as e:  # say why: the page's error detail and what the retrieval service logged
             logs = (data / "logs" / "retrieval.log").read_text(errors="replace")[-3000:]
             raise AssertionError(f"{e}: {e.read().decode(errors='replace')[-1500:]}\n--- retrieval.log ---\n{logs}") from e
@@ -82,6 +88,7 @@ def test_up_starts_checks_and_stops_cleanly(tmp_path, tiny_text):
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
         assert "stopped" in out
+        assert running_config(cfg) == cfg and not (data / "run" / "stack.json").exists()  # the record goes with the stack
         assert wait_until(lambda: not [c for c in children if alive(c)], 20), f"left behind: {[c for c in children if alive(c)]}"
     finally:
         if proc.poll() is None:  # a failed assertion: take down the stack's children too (own sessions)

@@ -167,3 +167,16 @@ def test_free_ports_stay_below_the_ephemeral_range_and_never_repeat():
     if lo > 11000:
         # outgoing connections take ports from the ephemeral range: a server port chosen there can be gone by bind time
         assert all(p < lo for p in ports)
+
+
+def test_reported_ports_round_trip_and_garbage_is_none(tmp_path):
+    from mmsearch.net import read_ports, write_ports
+
+    f = tmp_path / "run" / "svc.ports.json"
+    assert read_ports(f) is None  # not written yet: the launcher keeps waiting
+    write_ports(f, {"http": 18080, "grpc": 15051})
+    assert read_ports(f) == {"http": 18080, "grpc": 15051}
+    assert not list(f.parent.glob(".*tmp"))  # written under a temporary name, then renamed
+    for bad in ("", "{", "[1, 2]", '{"http": 0}', '{"http": 70000}', '{"http": "80"}', '{"http": true}'):
+        f.write_text(bad)
+        assert read_ports(f) is None, bad

@@ -74,3 +74,62 @@ def test_sigterm_ignored_falls_back_to_sigkill(tmp_path):
         t0 = time.monotonic()
         assert child.stop(timeout=0.5) == -9
         assert time.monotonic() - t0 < 5
+
+
+# ----------------------------------------------------------------------- ports taken between choosing and binding
+BINDS = "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); time.sleep(60)"
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def test_a_port_taken_meanwhile_is_retried_on_fresh_ports(tmp_path):
+    import socket
+
+    from mmsearch.net import free_port
+    from mmsearch.supervisor import retry_port_clash
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))  # bound, not listening: the child's bind fails, and nothing answers its probe
+    taken = holder.getsockname()[1]
+    tried: list[int] = []
+
+    def start() -> ChildProcess:
+        port = taken if not tried else free_port()  # the first pick was bound by someone else meanwhile
+        tried.append(port)
+        return ChildProcess("binder", [PY, "-c", BINDS, str(port)], tmp_path / "binder.log", lambda: _listening(port), 10)
+
+    try:
+        child = retry_port_clash(start)
+        try:
+            assert tried[0] == taken and len(tried) == 2 and child.alive()
+        finally:
+            child.stop()
+        # a port the user configured is not retried: the clash is reported as it is
+        tried.clear()
+        with pytest.raises(ProcessDied, match="Address already in use"):
+            retry_port_clash(start, retry=False)
+        assert tried == [taken]
+    finally:
+        holder.close()
+
+
+def test_other_failures_are_not_retried(tmp_path):
+    from mmsearch.supervisor import retry_port_clash
+
+    calls = []
+
+    def start() -> ChildProcess:
+        calls.append(1)
+        return ChildProcess("crash", [PY, "-c", "raise SystemExit('bad config')"], tmp_path / "crash.log", lambda: False, 10)
+
+    with pytest.raises(ProcessDied, match="bad config"):
+        retry_port_clash(start)
+    assert len(calls) == 1

@@ -34,6 +34,7 @@ from typing import Any
 
 from mmsearch.clients.vectors import check_index_name, collection_name, index_spec
 from mmsearch.config import Config, flag_overrides, lexical_root, load_config
+from mmsearch.endpoints import running_config
 from mmsearch.errors import AlreadyExists, BadInput, DeadlineExceeded, MMSearchError, NotFound
 from mmsearch.manifest import MANIFEST_NAME, read_manifest
 from mmsearch.net import wait_until
@@ -147,7 +148,8 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
         raise BadInput(f"{opts.model}'s manifest records no source model: give --base")
     fw = cfg.flywheel
     run = Run(opts)
-    client = SearchClient(opts.api or f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}", api_key=opts.api_key or None)
+    live = running_config(cfg)  # (a stack started with ports 0 recorded the ones it got)
+    client = SearchClient(opts.api or f"http://{live.retrieval.host}:{live.retrieval.http_port}", api_key=opts.api_key or None)
     pairs_dir, model_dir, stage_repo = run.dir / "pairs", run.dir / "model", run.dir / "repo"
 
     def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""Where a running stack's servers listen, when their ports were picked at start.
+
+A port of 0 in the config means "any free port": each of our servers binds one itself and reports it
+(--ports-file), so no other process can take it between choosing and binding. The launcher then
+records the ports of the whole stack in <data_dir>/run/stack.json; tools started later over the same
+data dir (`mmsearch up --check`, `mmsearch search`) read them from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mmsearch.config import Config
+
+STACK_FILE = "stack.json"
+SERVICES = ("triton", "preprocess", "retrieval", "web")
+
+
+def stack_file(config: Config) -> Path:
+    return Path(config.data_dir) / "run" / STACK_FILE
+
+
+def bound(config: Config, service: str, ports: dict[str, int]) -> Config:
+    """The config with the ports a service reported (what later services and the launcher's output use)."""
+    section, update = {
+        "triton": ("serving", dict(http_port=ports.get("http"), grpc_port=ports.get("grpc"), metrics_port=ports.get("metrics"))),
+        "preprocess": ("preprocess", dict(port=ports.get("grpc"), metrics_port=ports.get("metrics"))),
+        "retrieval": ("retrieval", dict(http_port=ports.get("http"), grpc_port=ports.get("grpc"))),
+        "web": ("web", dict(port=ports.get("http"))),
+    }[service]
+    sub = getattr(config, section)
+    return config.model_copy(update={section: sub.model_copy(update={k: v for k, v in update.items() if v is not None})})
+
+
+def record_stack(config: Config, ports: dict[str, dict[str, int]]) -> Path:
+    """Write this process's pid and the ports its services bound, atomically."""
+    path = stack_file(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "ports": ports}))
+    os.replace(tmp, path)
+    return path
+
+
+def clear_stack(config: Config) -> None:
+    """Remove the record of this process's stack (a newer launcher's record is left alone)."""
+    path = stack_file(config)
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def running_config(config: Config) -> Config:
+    """The config with the ports of the stack that `mmsearch up` runs over its data dir, if one runs;
+    otherwise the config as it is."""
+    try:
+        data = json.loads(stack_file(config).read_text())
+        os.kill(int(data["pid"]), 0)  # its launcher still runs
+        ports = dict(data["ports"])
+    except (OSError, ValueError, KeyError, TypeError):  # none recorded, unreadable, or its launcher is gone
+        return config
+    for service, got in ports.items():
+        if service in SERVICES and isinstance(got, dict):
+            config = bound(config, service, {k: v for k, v in got.items() if isinstance(v, int) and 0 < v < 65536})
+    return config
