@@ -7,6 +7,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
+from mmsearch.client import SearchClient
+from mmsearch.errors import MMSearchError, Overloaded
+
 
 def run_workers(worker: Callable[[int], None], n: int, extra: list[Callable[[], None]] = ()) -> float:
     """Run worker(0..n-1) (plus any extra callables) in threads until all return; the wall time in seconds."""
@@ -50,3 +55,46 @@ def encode_and_search_ms(encoder, store, index: str, queries: list[str], top_k: 
         s.append(time.perf_counter() - t1)
     total = (np.asarray(e) + np.asarray(s)) * 1000
     return {"total": float(np.median(total)), "encode": float(np.median(e) * 1000), "search": float(np.median(s) * 1000)}
+
+
+def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, backoff_s: float = 0.05) -> dict:
+    """Closed-loop load through mmsearch.client: ``concurrency`` workers, each sending its next body on an answer."""
+    client = SearchClient(url, timeout_s=30)
+    lat: list[list[float]] = [[] for _ in range(concurrency)]
+    stages: list[list[dict]] = [[] for _ in range(concurrency)]
+    refused: list[list[float]] = [[] for _ in range(concurrency)]
+    errors: dict[str, int] = {}
+    stop_at = time.perf_counter() + seconds
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        k = i
+        while time.perf_counter() < stop_at:
+            body = bodies[k % len(bodies)]
+            k += 1
+            t0 = time.perf_counter()
+            try:
+                out = client.search_body(body)
+                lat[i].append(time.perf_counter() - t0)
+                stages[i].append(out["timings_ms"])
+            except Overloaded:  # admission control said 429: how fast, and back off as Retry-After asks (briefly)
+                refused[i].append(time.perf_counter() - t0)
+                time.sleep(backoff_s)
+            except MMSearchError as e:
+                with lock:
+                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+
+    wall = run_workers(worker, concurrency)
+    return summarise([x for xs in lat for x in xs], [x for xs in refused for x in xs], [s for xs in stages for s in xs], errors, wall)
+
+
+def summarise(lat_s: list[float], refused_s: list[float], st: list[dict], errors: dict[str, int], wall: float) -> dict:
+    """closed_loop's figures from the latencies of answers and of refusals (seconds), stage timings and errors."""
+    allv = np.asarray(lat_s) * 1000
+    mean = {k: float(np.mean([s.get(k, 0.0) for s in st])) for k in ("split", "qp", "embed", "recall", "rerank", "summary", "total")} if st else {}
+    share = {k: v / mean["total"] for k, v in mean.items() if k != "total"} if st else {}
+    ref = np.asarray(refused_s) * 1000
+    return {"requests": int(allv.size), "errors": errors, "qps": allv.size / wall, "wall_s": wall,
+            "refused_429": int(ref.size), "refused_p99_ms": float(np.percentile(ref, 99)) if ref.size else None,
+            "p50_ms": float(np.percentile(allv, 50)) if allv.size else None,
+            "p99_ms": float(np.percentile(allv, 99)) if allv.size else None, "stage_mean_ms": mean, "stage_share": share}

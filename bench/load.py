@@ -27,25 +27,54 @@ import numpy as np
 from bench.common import encode_and_search_ms, run_workers
 from mmsearch.client import SearchClient
 from mmsearch.config import load_config
+from mmsearch.endpoints import running_config
 from mmsearch.errors import MMSearchError
-from mmsearch.supervisor import rss_kb
+from mmsearch.supervisor import descendants, rss_kb
 
-PATTERNS = {"triton": "tritonserver", "secantusdb": "secantusd-py", "milvus": "milvus run standalone",
-            "serve-models": "serve-models", "preprocess": "serve-preprocess", "retrieval": "serve-retrieval", "web": "serve-web"}
+
+def _argv(pid: int) -> list[str]:
+    try:
+        return (Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0"))[:-1]
+    except OSError:
+        return []
+
+
+def process_name(pid: int) -> str:
+    """A readable name for one process of the stack (each Triton python-backend stub by its model)."""
+    argv = _argv(pid)
+    exe = Path(argv[0]).name if argv else "?"
+    if exe == "triton_python_backend_stub" and len(argv) > 1:
+        parts = Path(argv[1]).parts  # .../repository/<model>/<version>/model.py
+        return f"stub {parts[-3]}" if len(parts) >= 3 else "stub"
+    if exe == "tritonserver":
+        return "tritonserver"
+    if any(a.endswith("secantusd-py") for a in argv[:2]):
+        return "secantusdb"
+    if exe == "milvus":
+        return "milvus"
+    if "mmsearch" in argv and argv.index("mmsearch") + 1 < len(argv):
+        return argv[argv.index("mmsearch") + 1]  # serve-models, serve-preprocess, serve-retrieval, serve-web
+    return f"{exe}[{pid}]"
+
+
+def launcher_pid() -> int | None:
+    """The `mmsearch up` process (the stack's root)."""
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            argv = _argv(int(p.name))
+            if len(argv) >= 2 and argv[-1] == "up" and any(a.endswith("mmsearch") for a in argv[:-1]):
+                return int(p.name)
+    return None
 
 
 def server_pids() -> dict[str, int]:
-    out = {}
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        for name, pat in PATTERNS.items():
-            if pat in cmd and "bench/load.py" not in cmd:
-                out.setdefault(name, int(p.name))
+    """Every process of the running stack: all descendants of `mmsearch up`, Triton's stubs included."""
+    root = launcher_pid()
+    if root is None:
+        return {}
+    out = {"up": root}
+    for pid in descendants(root):
+        out.setdefault(process_name(pid), pid)
     return out
 
 
@@ -93,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 1 <= args.concurrency <= 256 or not 1 <= args.duration <= 3600:
         raise SystemExit("--concurrency 1..256 and --duration 1..3600")
-    cfg = load_config()
+    cfg = running_config(load_config())
     from mmsearch.offline.datasets.stamps import root as stamps_root
 
     client = SearchClient(f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}", timeout_s=30)
@@ -101,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     mix = [(s, float(w)) for s, w in (x.split(":") for x in args.mix.split(","))]
     scenes, weights = [s for s, _ in mix], [w for _, w in mix]
     pids = server_pids()
-    if "retrieval" not in pids:
+    if "serve-retrieval" not in pids:
         raise SystemExit("no running stack found (start it with `make demo`)")
     lat: dict[str, list[float]] = {s: [] for s in scenes}
     errors: dict[str, int] = {}
@@ -146,12 +175,18 @@ def main(argv: list[str] | None = None) -> int:
         res["text2text_p50_ms"] = t2t_p50
         res["ratio_text2text_p50_to_irreducible"] = t2t_p50 / irr["total"]
     first, last = rss[0], rss[-1]
-    third = max(1, len(rss) // 3)
-    growth = {n: (np.mean([r[n] for r in rss[-third:]]) - np.mean([r[n] for r in rss[:third]])) for n in pids}
-    res["rss_growth_mb_first_to_last_third"] = {n: round(float(g), 1) for n, g in growth.items()}
+    # flat = the mean of the last minute within 10% of the mean of the minute after the warm-up (the first minute)
+    warm = [r for r in rss if r["t"] >= min(60.0, args.duration / 3)]
+    window = max(1, min(30, len(warm) // 3))  # samples every 2 s: 30 = a minute
+    change = {n: (np.mean([r[n] for r in warm[-window:]]) / max(1e-9, np.mean([r[n] for r in warm[:window]])) - 1) for n in pids}
+    res["rss_change_after_warmup"] = {n: round(float(c), 4) for n, c in change.items()}
+    res["rss_flat_within_10pct"] = bool(all(abs(c) <= 0.10 for c in change.values()))
+    worst = max(change, key=lambda n: abs(change[n]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
-    mem = ", ".join(f"{n} {first[n]:.0f}->{last[n]:.0f} MB" for n in pids)
+    mem = (f"{len(pids)} processes, {sum(first.values()) - first['t']:.0f}->{sum(last.values()) - last['t']:.0f} MB in all; "
+           f"after warm-up the largest change {worst} {change[worst]:+.1%} -> flat within 10%: "
+           f"{'yes' if res['rss_flat_within_10pct'] else 'NO'}")
     print(f"load: c={args.concurrency} {wall:.0f} s mix {args.mix}: {res['qps']:.1f} qps, p50 {res['p50_ms']:.1f} / p95 {res['p95_ms']:.1f} / "
           f"p99 {res['p99_ms']:.1f} ms, errors {sum(errors.values())} {errors or ''} | stage p50 "
           + " ".join(f"{k} {v:.1f}" for k, v in res["stage_p50_ms"].items()) + " ms"

@@ -16,20 +16,15 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np
 
-from bench.common import encode_and_search_ms, export_bench_models, run_workers
-from mmsearch.client import SearchClient
+from bench.common import closed_loop, encode_and_search_ms, export_bench_models
 from mmsearch.clients.vectors import VectorStore, collection_name
 from mmsearch.config import load_config
-from mmsearch.errors import MMSearchError, Overloaded
 from mmsearch.launcher.stack import Stack, with_free_ports
 from mmsearch.local_model import LocalModel
 from mmsearch.offline.datasets import stamps as S
@@ -48,45 +43,6 @@ scenes:
 
 
 FILTER_CATEGORY = "plant"  # 9.8% of WordNet's 82,115 noun glosses
-
-
-def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float) -> dict:
-    """Closed-loop load through mmsearch.client: ``concurrency`` workers, each sending its next body on an answer."""
-    client = SearchClient(url, timeout_s=30)
-    lat: list[list[float]] = [[] for _ in range(concurrency)]
-    stages: list[list[dict]] = [[] for _ in range(concurrency)]
-    refused: list[list[float]] = [[] for _ in range(concurrency)]
-    errors: dict[str, int] = {}
-    stop_at = time.perf_counter() + seconds
-    lock = threading.Lock()
-
-    def worker(i: int) -> None:
-        k = i
-        while time.perf_counter() < stop_at:
-            body = bodies[k % len(bodies)]
-            k += 1
-            t0 = time.perf_counter()
-            try:
-                out = client.search_body(body)
-                lat[i].append(time.perf_counter() - t0)
-                stages[i].append(out["timings_ms"])
-            except Overloaded:  # admission control said 429: how fast, and back off as Retry-After asks (briefly)
-                refused[i].append(time.perf_counter() - t0)
-                time.sleep(0.05)
-            except MMSearchError as e:
-                with lock:
-                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
-
-    wall = run_workers(worker, concurrency)
-    allv = np.asarray([x for xs in lat for x in xs]) * 1000
-    st = [s for xs in stages for s in xs]
-    mean = {k: float(np.mean([s.get(k, 0.0) for s in st])) for k in ("split", "qp", "embed", "recall", "rerank", "summary", "total")} if st else {}
-    share = {k: v / mean["total"] for k, v in mean.items() if k != "total"} if st else {}
-    ref = np.asarray([x for xs in refused for x in xs]) * 1000
-    return {"requests": int(allv.size), "errors": errors, "qps": allv.size / wall,
-            "refused_429": int(ref.size), "refused_p99_ms": float(np.percentile(ref, 99)) if ref.size else None,
-            "p50_ms": float(np.percentile(allv, 50)) if allv.size else None,
-            "p99_ms": float(np.percentile(allv, 99)) if allv.size else None, "stage_mean_ms": mean, "stage_share": share}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,42 +14,88 @@ The web page and the benches talk to the API through this client.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
-import urllib.error
-import urllib.request
+import threading
+import urllib.parse
 from typing import Any
 
 import numpy as np
 
-from mmsearch.errors import Unavailable, from_http_status
+from mmsearch.errors import BadInput, Unavailable, from_http_status
 from mmsearch.net import http_ok
 
 
 class SearchClient:
+    """Thread-safe; each thread keeps one HTTP/1.1 connection to the API open between requests."""
+
     def __init__(self, base_url: str, timeout_s: float = 10.0, api_key: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.dependency = f"retrieval service at {self.base_url}"
         self._headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+        url = urllib.parse.urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise BadInput(f"search API url: {base_url!r} is not an http(s) URL")
+        self._scheme, self._host, self._port, self._prefix = url.scheme, url.hostname, url.port, url.path.rstrip("/")
+        self._local = threading.local()
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's open connection (and whether it was used before), or a new one."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn, True
+        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        conn = cls(self._host, self._port, timeout=self.timeout_s)
+        self._local.conn = conn
+        return conn, False
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        self._drop()
+
+    def _exchange(self, method: str, path: str, data: bytes | None) -> tuple[int, str, bytes]:
+        for attempt in (1, 2):
+            conn, reused = self._connection()
+            try:
+                conn.request(method, self._prefix + path, body=data, headers=self._headers)
+                r = conn.getresponse()
+                body = r.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+                self._drop()
+                if reused and attempt == 1:  # the server closed an idle kept-alive connection: once more on a new one
+                    continue
+                raise Unavailable(self.dependency, str(e)) from e
+            except (OSError, http.client.HTTPException) as e:
+                self._drop()
+                raise Unavailable(self.dependency, str(e) or type(e).__name__) from e
+            if r.will_close:
+                self._drop()
+            return r.status, r.reason, body
+        raise AssertionError("unreachable")
 
     def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base_url + path, data=data, headers=self._headers,
-                                     method="POST" if body is not None else "GET")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as e:
+        status, reason, raw = self._exchange("POST" if body is not None else "GET", path, data)
+        if status >= 400:
             try:
-                err = json.loads(e.read())
-            except (json.JSONDecodeError, OSError):
-                err = {"message": e.reason}
+                err = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                err = {"message": reason}
             if not isinstance(err, dict):
                 err = {"message": str(err)}
-            msg = err.get("message", str(e.reason))
-            raise from_http_status(e.code, msg, err.get("dependency") or self.dependency) from e
-        except (urllib.error.URLError, OSError, json.JSONDecodeError) as e:
-            raise Unavailable(self.dependency, str(getattr(e, "reason", e))) from e
+            msg = err.get("message", str(reason))
+            raise from_http_status(status, msg, err.get("dependency") or self.dependency)
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise Unavailable(self.dependency, f"an answer that is not JSON ({e})") from e
 
     def search(self, scene: str, text: str | None = None, image: bytes | None = None, *, user_id: str | None = None,
                top_k: int | None = None, offset: int = 0, fields: list[str] | None = None,

@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import socket
 import sys
 import threading
@@ -164,6 +165,16 @@ def health(cfg: Config) -> dict[str, bool]:
     }
 
 
+def sized_for_one_host(cfg: Config) -> Config:
+    """All of the stack on this one host shares its cores: unless configured, the retrieval service
+    admits as many searches at once as there are cores and queues none, so load beyond that is
+    refused at once instead of slowing every search (bench/admission.py; docs/architecture.md)."""
+    r = cfg.retrieval
+    update = {k: v for k, v in (("max_inflight", max(2, os.cpu_count() or 2)), ("max_queue", 0))
+              if k not in r.model_fields_set}
+    return cfg.model_copy(update={"retrieval": r.model_copy(update=update)}) if update else cfg
+
+
 def up(cfg: Config, prepare: bool = True, stop_signal: threading.Event | None = None) -> None:
     from mmsearch.endpoints import clear_stack
     from mmsearch.launcher.stack import Stack
@@ -174,7 +185,7 @@ def up(cfg: Config, prepare: bool = True, stop_signal: threading.Event | None = 
     if prepare:
         cfg = cfg.model_copy(update={"image_root": stamp_root})
     stop = stop_signal or stop_event()
-    stack = Stack(cfg)
+    stack = Stack(sized_for_one_host(cfg))
     try:
         stack.start(("mongo", "milvus"))
         stack.config = stack.config.model_copy(update={"image_root": cfg.image_root})

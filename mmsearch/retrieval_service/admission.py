@@ -27,6 +27,16 @@ class Admission:
         self.waiting = 0
         self.rejected = 0
 
+    def refuse_at_once(self) -> Overloaded | None:
+        """The refusal a request would get now, without waiting, when every slot and queue place is
+        taken (counted as rejected); None when it may try for a slot. The HTTP edge asks this before
+        it parses a body, so a refusal under overload costs next to nothing."""
+        with self._cond:
+            if self.inflight < self.max_inflight or self.waiting < self.max_queue:
+                return None
+            self.rejected += 1
+            return refused(f"busy: {self.inflight} searches in flight and {self.waiting} queued; retry shortly")
+
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Hold one of the ``max_inflight`` slots for the body; Overloaded when the queue is full or

@@ -35,6 +35,28 @@ def create_app(service: SearchService) -> Flask:
         except RecursionError as e:
             raise BadInput("body: JSON nested too deeply") from e
 
+    def _shed(inner):
+        """Refuse a search at the door while admission control is full: no body parsed, no routing,
+        so the 429 is fast and costs the admitted searches next to nothing. A request without a
+        valid key still gets its 401 from the app."""
+        def front(environ, start_response):
+            if environ.get("PATH_INFO") == "/v1/search" and environ.get("REQUEST_METHOD") == "POST":
+                headers = {k[5:].replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}
+                try:
+                    service.auth.check(key_from(headers))
+                except Unauthenticated:
+                    return inner(environ, start_response)
+                e = service.shed()
+                if e is not None:
+                    body = json.dumps(error_body(e)).encode()
+                    start_response("429 Too Many Requests", [("Content-Type", "application/json"),
+                                                             ("Content-Length", str(len(body))), ("Retry-After", "1")])
+                    return [body]
+            return inner(environ, start_response)
+        return front
+
+    app.wsgi_app = _shed(app.wsgi_app)  # type: ignore[method-assign]
+
     @app.before_request
     def _authenticate():
         if request.path.startswith("/v1/"):  # the API (and /v1/config); probes, /metrics and /openapi.json stay open

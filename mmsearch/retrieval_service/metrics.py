@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from mmsearch.observability import exposition, new_registry
 
@@ -19,6 +19,8 @@ class Metrics:
         self.errors = Counter("mmsearch_errors_total", "Errors by kind and dependency", ["kind", "dependency"],
                               registry=self.registry)
         self.clicks = Counter("mmsearch_clicks_total", "Clicks recorded", registry=self.registry)
+        self.admission = Gauge("mmsearch_admission", "Admission control now (inflight, waiting) and its limits "
+                               "(max_inflight, max_queue, queue_timeout_seconds)", ["what"], registry=self.registry)
         self.querylog_dropped = Counter("mmsearch_querylog_dropped_total", "Query-log entries dropped (queue full)",
                                         registry=self.registry)
 

@@ -12,6 +12,7 @@ import contextvars
 import functools
 import hashlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from mmsearch.retrieval_service.request import SearchRequest
 from mmsearch.retrieval_service.response import Hit, RequestContext, SearchResponse
 
 DEFAULT_TOP_K = 20
+READY_CACHE_S = 1.0  # /readyz probes each dependency at most once a second
 DEFAULT_RECALL = 100
 DEFAULT_RERANK_N = 50
 FILTER_OVERFETCH = 4  # BM25 hits fetched per wanted hit when a filter will drop some (tantivy holds no metadata)
@@ -54,10 +56,18 @@ class SearchService:
         self.metrics = Metrics()
         r = config.retrieval
         self.admission = Admission(r.max_inflight, r.max_queue, r.queue_timeout_s)
+        self._ready_lock = threading.Lock()
+        self.ready_cache_s = READY_CACHE_S
+        self._ready_cache: tuple[float, dict[str, bool]] = (float("-inf"), {})
+        for what, read in (("inflight", lambda: self.admission.inflight), ("waiting", lambda: self.admission.waiting),
+                           ("max_inflight", lambda: self.admission.max_inflight), ("max_queue", lambda: self.admission.max_queue),
+                           ("queue_timeout_seconds", lambda: self.admission.queue_timeout_s)):
+            self.metrics.admission.labels(what).set_function(read)
         self.auth = ApiKeys(r.api_keys)
         self.lexical = Lazy("lexical", lambda: LexicalStore(lexical_root(config)))
         self._pool = ThreadPoolExecutor(max_workers=4 * (r.max_inflight + r.max_queue), thread_name_prefix="source")
-        self.querylog = QueryLog(self.deps.documents, self.metrics, ttl_days=r.query_log_ttl_days) if config.retrieval.query_log else None
+        self.querylog = QueryLog(self.deps.documents, self.metrics, ttl_days=r.query_log_ttl_days,
+                                 flush_s=r.query_log_flush_s) if config.retrieval.query_log else None
 
     # ------------------------------------------------------------------ helpers
     @contextmanager
@@ -76,6 +86,16 @@ class SearchService:
             self.metrics.stage.labels(ctx.scene, ctx.arm_label, name).observe(dt)
 
     def ready(self) -> dict[str, bool]:
+        """Readiness, probed afresh at most once per ``ready_cache_s``: probes hitting /readyz (an open
+        endpoint) as fast as they like cost the dependencies one probe round per interval."""
+        with self._ready_lock:
+            at, parts = self._ready_cache
+            if time.monotonic() - at >= self.ready_cache_s:
+                parts = self._probe()
+                self._ready_cache = (time.monotonic(), parts)
+            return dict(parts)
+
+    def _probe(self) -> dict[str, bool]:
         """Each dependency, and each index the live experiments search: an index still loading into
         Milvus (after a restart, or a new build) would fail every search, so it counts as not ready.
         A configured index that does not exist is left out: searches of it answer 404, not 503."""
@@ -120,6 +140,14 @@ class SearchService:
                 if getattr(e, "admission", False):  # (a dependency's Overloaded was counted with its arm in _search)
                     self.metrics.requests.labels(req.scene, "-", "Overloaded").inc()
                 raise
+
+    def shed(self) -> Overloaded | None:
+        """Admission control's refusal for a search not yet parsed (its scene unknown: counted as '-'),
+        or None when it may go on to search()."""
+        e = self.admission.refuse_at_once()
+        if e is not None:
+            self.metrics.requests.labels("-", "-", "Overloaded").inc()
+        return e
 
     def _search(self, req: SearchRequest, request_id: str) -> SearchResponse:
         t_start = time.perf_counter()

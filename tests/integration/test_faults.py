@@ -111,26 +111,45 @@ def test_triton_outage(stack):
     outage(stack, old.stop, start, "triton")
 
 
-def test_milvus_outage(stack):
-    old = stack["milvus"]
+def _restart(stack, key: str):
+    """A start() for the stack's Milvus ("milvus") or MongoDB ("mongo") server, on its old port and data."""
+    old = stack[key]
 
     def start():
-        new = MilvusServer(stack["base"] / "milvus", port=old.port)
+        cls, folder = (MilvusServer, "milvus") if key == "milvus" else (SecantusServer, "mongo")
+        new = cls(stack["base"] / folder, port=old.port)
         stack["servers"][stack["servers"].index(old)] = new
-        stack["milvus"] = new
+        stack[key] = new
 
-    outage(stack, old.stop, start, "milvus")
+    return start
+
+
+def test_milvus_outage(stack):
+    outage(stack, stack["milvus"].stop, _restart(stack, "milvus"), "milvus")
 
 
 def test_mongodb_outage(stack):
-    old = stack["mongo"]
+    outage(stack, stack["mongo"].stop, _restart(stack, "mongo"), "mongodb")
 
-    def start():
-        new = SecantusServer(stack["base"] / "mongo", port=old.port)
-        stack["servers"][stack["servers"].index(old)] = new
-        stack["mongo"] = new
 
-    outage(stack, old.stop, start, "mongodb")
+@pytest.mark.parametrize(("key", "dependency"), [("mongo", "mongodb"), ("milvus", "milvus")])
+def test_readiness_alone_sees_a_stopped_dependency(stack, key, dependency):
+    """No search is sent: /readyz's own short probes (cached for a second) turn it to 503 within 5 s."""
+    url = stack["url"]
+    assert wait_until(lambda: http_ok(url + "/readyz", 5), 30, 0.5)
+    start = _restart(stack, key)
+    stack[key].stop()
+    t0 = time.monotonic()
+    assert wait_until(lambda: not http_ok(url + "/readyz", 5), 5, 0.2), f"/readyz still 200 5 s after {dependency} stopped"
+    took = time.monotonic() - t0
+    try:
+        urllib.request.urlopen(url + "/readyz", timeout=5)
+        raise AssertionError("/readyz answered 200")
+    except urllib.error.HTTPError as e:
+        assert e.code == 503 and json.loads(e.read())["dependencies"][dependency] is False
+    start()
+    assert wait_until(lambda: http_ok(url + "/readyz", 5), 60, 0.5), f"/readyz not back to 200 after {dependency} returned"
+    print(f"{dependency}: /readyz 503 {took:.1f} s after the stop, with no search sent")
 
 
 def test_consul_outage_keeps_last_good_config(stack):

@@ -11,7 +11,7 @@ import pytest
 
 from mmsearch.api_models import SearchResult
 from mmsearch.config import Config
-from mmsearch.errors import BadInput, DeadlineExceeded, NotFound, Unavailable
+from mmsearch.errors import BadInput, DeadlineExceeded, NotFound, Overloaded, Unavailable
 from mmsearch.preprocessing import TextBatch
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy
@@ -131,6 +131,7 @@ class Harness:
         self.store = ExperimentStore()
         assert self.store.offer(EXPERIMENTS, "v1", "test")
         self.service = SearchService(cfg, self.store, self.deps)
+        self.service.ready_cache_s = 0.0  # every ready() probes afresh (the cache has its own test)
 
     def search(self, **kw: Any):
         kw.setdefault("scene", "text2text")
@@ -376,9 +377,37 @@ def test_beyond_the_admission_limit_a_search_is_429_with_retry_after(h):
     t.start()
     assert started.wait(5)
     time.sleep(0.1)  # the first search holds the only slot
-    r = create_app(h.service).test_client().post("/v1/search", json={"scene": "text2text", "query": {"text": "x"}})
+    from mmsearch.retrieval_service.auth import ApiKeys
+
+    app = create_app(h.service).test_client()
+    r = app.post("/v1/search", json={"scene": "text2text", "query": {"text": "x"}})
+    # refused at the door, before the body is read: even a body that is not JSON gets the 429
+    junk = app.post("/v1/search", data=b"\xff not json")
+    h.service.auth = ApiKeys(["k1"])
+    keyless = app.post("/v1/search", json={"scene": "text2text", "query": {"text": "x"}})
+    keyed = app.post("/v1/search", json={"scene": "text2text", "query": {"text": "x"}}, headers={"X-API-Key": "k1"})
     t.join(5)
     assert r.status_code == 429 and r.headers["Retry-After"] == "1" and r.get_json()["error"] == "Overloaded"
+    assert junk.status_code == 429 and keyed.status_code == 429
+    assert keyless.status_code == 401  # without a valid key: the 401, never a hint about load
+    # (the scene is not parsed at the door: counted under scene "-")
+    assert 'mmsearch_requests_total{arm="-",scene="-",status="Overloaded"} 3.0' in h.service.metrics.render()[0].decode()
+    assert h.service.admission.rejected == 3
+    text = h.service.metrics.render()[0].decode()  # the limits and the load now, for operators (and bench/admission.py)
+    assert 'mmsearch_admission{what="max_inflight"} 1.0' in text and 'mmsearch_admission{what="inflight"} 0.0' in text
+
+
+def test_a_search_that_waited_in_the_queue_too_long_is_429_with_its_scene(h):
+    from mmsearch.retrieval_service.admission import Admission
+
+    h.service.admission = Admission(max_inflight=1, max_queue=1, queue_timeout_s=0.05)
+    h.inf.sleep_s = 0.5
+    t = threading.Thread(target=h.search)
+    t.start()
+    time.sleep(0.1)
+    with pytest.raises(Overloaded, match="within 50 ms"):
+        h.search()
+    t.join(5)
     assert 'mmsearch_requests_total{arm="-",scene="text2text",status="Overloaded"} 1.0' in h.service.metrics.render()[0].decode()
 
 
@@ -514,3 +543,16 @@ def test_fused_recall_stops_at_the_request_deadline():
             h.search(text="zebra", force={"recall": "hybrid"})
     finally:
         h.close()
+
+
+def test_readiness_probes_the_dependencies_at_most_once_per_interval(h):
+    calls = []
+    real = h.service.deps.documents.healthy
+    h.service.deps.documents.healthy = lambda: calls.append(1) or real()  # type: ignore[method-assign]
+    h.service.ready_cache_s = 0.3
+    for _ in range(20):
+        assert h.service.ready()["mongodb"] is True
+    assert len(calls) == 1  # twenty /readyz calls, one probe
+    time.sleep(0.35)
+    h.service.ready()
+    assert len(calls) == 2

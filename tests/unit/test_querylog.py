@@ -1,0 +1,50 @@
+"""The query log's writer: entries gathered for flush_s and written together, nothing lost at stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mmsearch.retrieval_service.deps import Lazy
+from mmsearch.retrieval_service.metrics import Metrics
+from mmsearch.retrieval_service.querylog import COLLECTION, QueryLog
+
+
+class Store:
+    def __init__(self) -> None:
+        self.writes: list[tuple[float, list[dict]]] = []
+        self.lock = threading.Lock()
+
+    def insert_many(self, collection: str, docs: list[dict]) -> None:
+        assert collection == COLLECTION
+        with self.lock:
+            self.writes.append((time.monotonic(), list(docs)))
+
+
+def test_entries_within_the_flush_interval_are_one_write():
+    store = Store()
+    log = QueryLog(Lazy("mongodb", lambda: store), Metrics(), flush_s=0.3)
+    try:
+        t0 = time.monotonic()
+        for i in range(5):
+            log.record({"_id": f"r{i}"})
+            time.sleep(0.02)
+        deadline = time.monotonic() + 3
+        while not store.writes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(store.writes) == 1 and [d["_id"] for d in store.writes[0][1]] == [f"r{i}" for i in range(5)]
+        assert store.writes[0][0] - t0 >= 0.25  # it waited for the interval before writing
+        assert all("at" in d for d in store.writes[0][1])  # the TTL index's clock
+    finally:
+        log.stop()
+
+
+def test_stop_writes_what_is_waiting_at_once():
+    store = Store()
+    log = QueryLog(Lazy("mongodb", lambda: store), Metrics(), flush_s=5.0)
+    log.record({"_id": "a"})
+    log.record({"_id": "b"})
+    t0 = time.monotonic()
+    log.stop()
+    assert time.monotonic() - t0 < 2.0  # not the 5 s interval
+    assert [d["_id"] for _, docs in store.writes for d in docs] == ["a", "b"]
