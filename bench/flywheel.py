@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from mmsearch.client import SearchClient
 from mmsearch.config import load_config
+from mmsearch.endpoints import running_config
 from mmsearch.experiments import parse_experiments
 from mmsearch.offline.datasets.wordnet import noun_synsets
 from mmsearch.offline.eval_served import Judged, evaluate_served, load_judged
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "flywheel.json")
     args = ap.parse_args()
 
-    cfg = load_config()
+    cfg = running_config(load_config())  # (a stack started with ports 0 recorded the ones it got)
     cfg = cfg.model_copy(update={"flywheel": cfg.flywheel.model_copy(update={"traffic": args.traffic})})
     url = args.url or f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}"
     client = SearchClient(url, timeout_s=30)

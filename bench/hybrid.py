@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from mmsearch.client import SearchClient
 from mmsearch.config import load_config
+from mmsearch.endpoints import running_config
 from mmsearch.offline.datasets.judged import stamp_captions, stamps_everyday, wordnet_heldout, write_judged
 from mmsearch.offline.eval_served import evaluate_served
 
@@ -95,7 +96,7 @@ IMAGE_ARMS = [{"model": m, "recall": r} for m in ("finetuned", "base") for r in 
 
 
 def main() -> None:
-    cfg = load_config()
+    cfg = running_config(load_config())  # (a stack started with ports 0 recorded the ones it got)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", default=f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}")
     ap.add_argument("--wordnet", type=int, default=500, help="held-out synsets (a lemma and an example sentence each)")

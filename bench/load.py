@@ -27,7 +27,7 @@ import numpy as np
 from bench.common import encode_and_search_ms, run_workers
 from mmsearch.client import SearchClient
 from mmsearch.config import load_config
-from mmsearch.endpoints import running_config
+from mmsearch.endpoints import running_config, stack_pid
 from mmsearch.errors import MMSearchError
 from mmsearch.supervisor import descendants, rss_kb
 
@@ -57,24 +57,16 @@ def process_name(pid: int) -> str:
     return f"{exe}[{pid}]"
 
 
-def launcher_pid() -> int | None:
-    """The `mmsearch up` process (the stack's root)."""
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            argv = _argv(int(p.name))
-            if len(argv) >= 2 and argv[-1] == "up" and any(a.endswith("mmsearch") for a in argv[:-1]):
-                return int(p.name)
-    return None
-
-
-def server_pids() -> dict[str, int]:
-    """Every process of the running stack: all descendants of `mmsearch up`, Triton's stubs included."""
-    root = launcher_pid()
+def server_pids(cfg) -> dict[str, int]:
+    """Every process of the running stack: all descendants of the `mmsearch up` that recorded itself
+    over this data dir (endpoints.stack_pid), Triton's python-backend stubs included."""
+    root = stack_pid(cfg)
     if root is None:
         return {}
     out = {"up": root}
     for pid in descendants(root):
-        out.setdefault(process_name(pid), pid)
+        name = process_name(pid)
+        out[name if name not in out else f"{name}[{pid}]"] = pid
     return out
 
 
@@ -129,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = bodies(Path(cfg.data_dir), stamps_root(Path(cfg.data_dir) / "data"))
     mix = [(s, float(w)) for s, w in (x.split(":") for x in args.mix.split(","))]
     scenes, weights = [s for s, _ in mix], [w for _, w in mix]
-    pids = server_pids()
+    pids = server_pids(cfg)
     if "serve-retrieval" not in pids:
         raise SystemExit("no running stack found (start it with `make demo`)")
     lat: dict[str, list[float]] = {s: [] for s in scenes}
@@ -157,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     def sampler() -> None:
         t_start = time.monotonic()
         while time.monotonic() < stop_at:
-            rss.append({"t": round(time.monotonic() - t_start, 1), **{n: round(rss_mb(p), 1) for n, p in pids.items()}})
+            sample = {n: round(rss_mb(p), 1) for n, p in pids.items()}
+            # a process that is gone reads 0: left out (it shows in "exited"), not counted as a drop to 0 MB
+            rss.append({"t": round(time.monotonic() - t_start, 1), **{n: v for n, v in sample.items() if v > 0}})
             time.sleep(2)
 
     wall = run_workers(worker, args.concurrency, [sampler])
@@ -178,14 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     # flat = the mean of the last minute within 10% of the mean of the minute after the warm-up (the first minute)
     warm = [r for r in rss if r["t"] >= min(60.0, args.duration / 3)]
     window = max(1, min(30, len(warm) // 3))  # samples every 2 s: 30 = a minute
-    change = {n: (np.mean([r[n] for r in warm[-window:]]) / max(1e-9, np.mean([r[n] for r in warm[:window]])) - 1) for n in pids}
+    exited = [n for n in pids if n not in rss[-1]]
+    res["exited"] = exited
+    change = {n: (np.mean([r[n] for r in warm[-window:] if n in r]) / max(1e-9, np.mean([r[n] for r in warm[:window] if n in r])) - 1)
+              for n in pids if n not in exited}
     res["rss_change_after_warmup"] = {n: round(float(c), 4) for n, c in change.items()}
-    res["rss_flat_within_10pct"] = bool(all(abs(c) <= 0.10 for c in change.values()))
+    res["rss_flat_within_10pct"] = bool(all(abs(c) <= 0.10 for c in change.values())) and not exited
     worst = max(change, key=lambda n: abs(change[n]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     mem = (f"{len(pids)} processes, {sum(first.values()) - first['t']:.0f}->{sum(last.values()) - last['t']:.0f} MB in all; "
-           f"after warm-up the largest change {worst} {change[worst]:+.1%} -> flat within 10%: "
+           f"after warm-up the largest change {worst} {change[worst]:+.1%}{f', EXITED: {exited}' if exited else ''} -> flat within 10%: "
            f"{'yes' if res['rss_flat_within_10pct'] else 'NO'}")
     print(f"load: c={args.concurrency} {wall:.0f} s mix {args.mix}: {res['qps']:.1f} qps, p50 {res['p50_ms']:.1f} / p95 {res['p95_ms']:.1f} / "
           f"p99 {res['p99_ms']:.1f} ms, errors {sum(errors.values())} {errors or ''} | stage p50 "

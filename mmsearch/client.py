@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import select
 import threading
 import urllib.parse
 from typing import Any
@@ -41,10 +42,13 @@ class SearchClient:
         self._local = threading.local()
 
     def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """This thread's open connection (and whether it was used before), or a new one."""
+        """This thread's open connection (and whether it was used before), or a new one. A kept
+        connection the server has closed meanwhile (readable: EOF) is replaced before it is used."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            return conn, True
+            if conn.sock is not None and not select.select([conn.sock], [], [], 0)[0]:
+                return conn, True
+            self._drop()
         cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
         conn = cls(self._host, self._port, timeout=self.timeout_s)
         self._local.conn = conn
@@ -60,7 +64,7 @@ class SearchClient:
         """Close this thread's connection (others close when their threads end)."""
         self._drop()
 
-    def _exchange(self, method: str, path: str, data: bytes | None) -> tuple[int, str, bytes]:
+    def _exchange(self, method: str, path: str, data: bytes | None, retry: bool = True) -> tuple[int, str, bytes]:
         for attempt in (1, 2):
             conn, reused = self._connection()
             try:
@@ -69,7 +73,9 @@ class SearchClient:
                 body = r.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
                 self._drop()
-                if reused and attempt == 1:  # the server closed an idle kept-alive connection: once more on a new one
+                # a kept connection the server closed just as it was used: once more on a new one, for
+                # calls that may run twice (a search, an embedding), never for a click
+                if reused and retry and attempt == 1:
                     continue
                 raise Unavailable(self.dependency, str(e)) from e
             except (OSError, http.client.HTTPException) as e:
@@ -80,9 +86,9 @@ class SearchClient:
             return r.status, r.reason, body
         raise AssertionError("unreachable")
 
-    def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _request(self, path: str, body: dict[str, Any] | None = None, retry: bool = True) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        status, reason, raw = self._exchange("POST" if body is not None else "GET", path, data)
+        status, reason, raw = self._exchange("POST" if body is not None else "GET", path, data, retry)
         if status >= 400:
             try:
                 err = json.loads(raw)
@@ -114,7 +120,8 @@ class SearchClient:
         return self._request("/v1/search", body)
 
     def click(self, request_id: str, doc_id: str, user_id: str | None = None) -> None:
-        self._request("/v1/click", {"request_id": request_id, "doc_id": doc_id, **({"user_id": user_id} if user_id else {})})
+        self._request("/v1/click", {"request_id": request_id, "doc_id": doc_id, **({"user_id": user_id} if user_id else {})},
+                      retry=False)
 
     def embed(self, model: str, text: str | None = None, image: bytes | None = None) -> np.ndarray:
         """The model's (normalised) vector for a text or an image, preprocessed as search does."""

@@ -1,9 +1,12 @@
 """Embedded defaults: local server processes started when no URI is configured.
 
-- secantusdb: a MongoDB wire-protocol server on WiredTiger (`secantusd-py`), on 127.0.0.1.
+- secantusdb: a MongoDB wire-protocol server on WiredTiger (`secantusd-py`), on 127.0.0.1, its cache
+  bounded (SECANTUS_CACHE).
 - Milvus standalone (the real Milvus 2.3 server from the PyPI package `milvus`: embedded etcd, local
   storage, HNSW), every port chosen free, its etcd and advertised addresses on 127.0.0.1.
-- Milvus Lite as its own server (`milvus-lite server`), kept for comparison in the benchmarks.
+
+Neither binary can bind port 0 and report it, so their ports are picked free and a start that finds
+one taken meanwhile is retried on fresh ones (supervisor.retry_port_clash).
 
 Each is a ``ChildProcess`` (mmsearch.supervisor): own process group, ``stop()`` leaves nothing behind.
 A server records its address in ``<its data dir>/endpoint.json`` while it runs, so another process
@@ -39,8 +42,12 @@ def _bin(name: str) -> str:
     return found
 
 
+SECANTUS_CACHE = "256M"  # its WiredTiger cache (default 1G): the query log filled it, RSS +100 MB per 10 min of soak
+
+
 class SecantusServer(ChildProcess):
-    def __init__(self, storage: Path, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None):
+    def __init__(self, storage: Path, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None,
+                 cache_size: str = SECANTUS_CACHE):
         self.host = host
         storage.mkdir(parents=True, exist_ok=True)
         self.data_dir = storage
@@ -48,7 +55,7 @@ class SecantusServer(ChildProcess):
         def start() -> None:
             self.port = port or free_port(host)
             cmd = [_bin("secantusd-py"), "--host", host, "--port", str(self.port), "--storage-path", str(storage),
-                   "--log-level", "WARNING"]
+                   "--log-level", "WARNING", "--cache-size", cache_size]
             ChildProcess.__init__(self, "secantusdb", cmd, log_file or storage.parent / "secantusdb.log", self._ping)
 
         retry_port_clash(start, retry=not port)

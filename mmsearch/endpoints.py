@@ -34,12 +34,24 @@ def bound(config: Config, service: str, ports: dict[str, int]) -> Config:
     return config.model_copy(update={section: sub.model_copy(update={k: v for k, v in update.items() if v is not None})})
 
 
+def _started(pid: int) -> str | None:
+    """When a process started (clock ticks since boot, from /proc) with the boot it belongs to: a pid
+    reused by another process after a crash or a reboot does not match the record."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; the comm may hold spaces
+    return f"{boot}:{fields[19]}"  # field 22 of stat: starttime
+
+
 def record_stack(config: Config, ports: dict[str, dict[str, int]]) -> Path:
-    """Write this process's pid and the ports its services bound, atomically."""
+    """Write this process's pid (and when it started) and the ports its services bound, atomically."""
     path = stack_file(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "ports": ports}))
+    tmp.write_text(json.dumps({"pid": os.getpid(), "started": _started(os.getpid()), "ports": ports}))
     os.replace(tmp, path)
     return path
 
@@ -54,14 +66,24 @@ def clear_stack(config: Config) -> None:
         pass
 
 
+def stack_pid(config: Config) -> int | None:
+    """The pid of the `mmsearch up` running over this data dir, if one runs."""
+    try:
+        data = json.loads(stack_file(config).read_text())
+        pid = int(data["pid"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return pid if pid > 0 and _started(pid) is not None and _started(pid) == data.get("started") else None
+
+
 def running_config(config: Config) -> Config:
     """The config with the ports of the stack that `mmsearch up` runs over its data dir, if one runs;
     otherwise the config as it is."""
+    if stack_pid(config) is None:  # none recorded, unreadable, or its launcher is gone (the pid may be reused)
+        return config
     try:
-        data = json.loads(stack_file(config).read_text())
-        os.kill(int(data["pid"]), 0)  # its launcher still runs
-        ports = dict(data["ports"])
-    except (OSError, ValueError, KeyError, TypeError):  # none recorded, unreadable, or its launcher is gone
+        ports = dict(json.loads(stack_file(config).read_text())["ports"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return config
     for service, got in ports.items():
         if service in SERVICES and isinstance(got, dict):

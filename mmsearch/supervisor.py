@@ -56,6 +56,7 @@ class ChildProcess:
         self._ready = ready
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as out:
+            self._log_from = out.tell()  # this start's own lines begin here (the file is appended to)
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True, env=dict(env) if env is not None else None, cwd=cwd,
                                          preexec_fn=die_with_parent)  # noqa: PLW1509 - prctl only, async-signal-safe
@@ -86,8 +87,11 @@ class ChildProcess:
             raise ProcessDied(self.name, f"exited with code {self.proc.returncode}; see {self.log_file}")
 
     def log_tail(self, chars: int = 2000) -> str:
+        """The end of what this start wrote to its log (an earlier run's lines are not its story)."""
         try:
-            return self.log_file.read_text(errors="replace")[-chars:]
+            with open(self.log_file, "rb") as f:
+                f.seek(self._log_from)
+                return f.read().decode(errors="replace")[-chars:]
         except OSError:
             return ""
 

@@ -107,7 +107,8 @@ def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
             "retrieval": {"request_timeout_s": 10, "stage_timeout_s": 5},
         })
         pre = create_preprocess(cfg, "127.0.0.1:0")  # binds a free port itself (and one for /metrics)
-        cfg = cfg.model_copy(update={"preprocess": cfg.preprocess.model_copy(update={"port": pre.port})})
+        cfg = cfg.model_copy(update={"preprocess": cfg.preprocess.model_copy(
+            update={"port": pre.port, "metrics_port": pre.metrics.port if pre.metrics else 0})})  # (restarts rebind these)
         retrieval = create_retrieval(cfg, "127.0.0.1:0", "127.0.0.1:0")
         assert wait_until(lambda: retrieval.service.experiments.ready(), 10)
         state = {"cfg": cfg, "retrieval": retrieval, "consul": consul, "pre": pre, "images": imgs, "mongo": mongo,

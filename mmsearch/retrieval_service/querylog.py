@@ -22,6 +22,7 @@ from mmsearch.retrieval_service.deps import Lazy
 log = logging.getLogger("mmsearch.querylog")
 COLLECTION = QUERY_LOG
 _WAKE: dict[str, Any] = {}  # sentinel put on stop
+_FLUSH: dict[str, Any] = {}  # sentinel put by a click: write what is gathered now, its search's entry among it
 
 
 class QueryLog:
@@ -49,17 +50,18 @@ class QueryLog:
                 first = self.q.get(timeout=0.2)
             except queue.Empty:
                 continue
-            batch = [first] if first is not _WAKE else []
+            batch = [first] if first is not _WAKE and first is not _FLUSH else []
             # gather what comes within flush_s: one write per interval instead of one per search (each write
             # holds up the document fetches of searches running beside it; measured in the issue 17 note)
-            until = time.monotonic() + (self.flush_s if not self._stop.is_set() else 0.0)
+            now = first is _WAKE or first is _FLUSH or self._stop.is_set()
+            until = time.monotonic() + (0.0 if now else self.flush_s)
             while len(batch) < 500:
                 try:
-                    item = self.q.get(timeout=max(0.0, until - time.monotonic())) if first is not _WAKE else self.q.get_nowait()
+                    item = self.q.get(timeout=max(0.0, until - time.monotonic()))
                 except queue.Empty:
                     break
-                if item is _WAKE:
-                    until = 0.0  # stopping: write what is here now
+                if item is _WAKE or item is _FLUSH:
+                    until = 0.0  # stopping, or a click waits for its entry: write what is here now
                     continue
                 batch.append(item)
             if not batch:
@@ -78,10 +80,15 @@ class QueryLog:
     def click(self, request_id: str, doc_id: str, user_id: str | None) -> None:
         store = self.documents.get()
         entry = {"doc_id": doc_id, "ts": time.time(), **({"user_id": user_id} if user_id else {})}
-        for attempt in range(10):  # the search's own entry may still be in the writer's queue
+        for attempt in range(10):  # the search's own entry may still be with the writer
             if store.push(COLLECTION, request_id, "clicks", entry):
                 self.metrics.clicks.inc()
                 return
+            if attempt == 0:
+                try:
+                    self.q.put_nowait(_FLUSH)  # don't wait out flush_s: write the gathered entries now
+                except queue.Full:
+                    pass
             time.sleep(0.05 * (attempt + 1))
         raise NotFound(f"request_id: unknown request {request_id!r}")
 

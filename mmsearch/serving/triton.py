@@ -196,7 +196,8 @@ def start_triton(opts: TritonOptions) -> TritonServer:
     sync_all(repo, shadow, opts.cpu_threads, opts.use_cuda)
     backends = prepare_backends(workdir)
     try:
-        child = retry_port_clash(lambda: _start_child(opts, pick, shadow, backends, workdir, names), retry=bool(pick))
+        # retried only when we picked every port: a clash on a port the user gave is theirs to see
+        child = retry_port_clash(lambda: _start_child(opts, pick, shadow, backends, workdir, names), retry=len(pick) == 3)
     except Unavailable:
         if own:
             import shutil

@@ -37,6 +37,10 @@ class TritonPythonModel:
         opts.intra_op_num_threads = int(_param(self.cfg, "cpu_threads", "1") or 1)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # No memory arena: with it, the largest batch a model ever saw stays resident (measured: int8 MiniLM
+        # 94 -> 735 MB after one 64x256 batch, 96 MB without; a dual image tower 110 -> 350 MB vs 170 MB)
+        # and a soak's RSS climbs with every new batch shape; batch-1 latency was the same within noise.
+        opts.enable_cpu_mem_arena = False
         providers = ["CPUExecutionProvider"]
         if _param(self.cfg, "execution_provider") == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():  # the model fails to load, visibly

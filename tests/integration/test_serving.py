@@ -233,8 +233,10 @@ def test_a_port_taken_before_tritonserver_binds_it_is_retried(serving_repo, monk
             assert InferenceClient(srv.grpc_url).model_ready("minilm")
         finally:
             srv.stop()
-        # a port the user gave is not replaced: the clash is reported, naming it
+        # a port the user gave is not replaced: the clash is reported at the first try
+        picks.clear()
         with pytest.raises(Unavailable, match="already in use"):
             start_triton(TritonOptions(repo=serving_repo, http_port=0, grpc_port=taken, metrics_port=0))
+        assert len(picks) == 2
     finally:
         holder.close()

@@ -67,7 +67,7 @@ def test_up_starts_checks_and_stops_cleanly(tmp_path, tiny_text):
         assert f"http://localhost:{live.web.port} " in lines[-1], lines[-1]
         assert f"http://{live.retrieval.host}:{live.retrieval.http_port}/v1/search" in lines[-1], lines[-1]
         children = descendants(proc.pid)
-        assert len(children) >= 6  # secantusdb, milvus-lite, triton (+ tritonserver), preprocess, retrieval, web
+        assert len(children) >= 6  # secantusdb, milvus, serve-models (+ tritonserver), preprocess, retrieval, web
         check = subprocess.run([sys.executable, "-m", "mmsearch", "up", "--check"], env=env, capture_output=True, text=True, timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
         assert check.stdout.count("ok  ") == 4

@@ -34,8 +34,14 @@ def test_a_dead_launcher_s_record_and_a_garbled_one_are_ignored(tmp_path):
     stack_file(cfg).parent.mkdir(parents=True)
     stack_file(cfg).write_text(json.dumps({"pid": int(dead.stdout), "ports": {"web": {"http": 18090}}}))
     assert running_config(cfg) == cfg  # its launcher is gone: those ports mean nothing now
-    for garbage in ("", "{", "[]", json.dumps({"pid": os.getpid(), "ports": []}),
-                    json.dumps({"pid": os.getpid(), "ports": {"web": {"http": "x"}, "evil": {"http": 1}}})):
+    # a live pid that is not the launcher that wrote the record (reused after a crash or a reboot)
+    stack_file(cfg).write_text(json.dumps({"pid": os.getpid(), "started": "another-boot:1", "ports": {"web": {"http": 18090}}}))
+    assert running_config(cfg) == cfg
+    record_stack(cfg, {})
+    started = json.loads(stack_file(cfg).read_text())["started"]
+    for garbage in ("", "{", "[]", json.dumps({"pid": os.getpid(), "started": started, "ports": []}),
+                    json.dumps({"pid": -1, "started": started, "ports": {"web": {"http": 18090}}}),
+                    json.dumps({"pid": os.getpid(), "started": started, "ports": {"web": {"http": "x"}, "evil": {"http": 1}}})):
         stack_file(cfg).write_text(garbage)
         assert running_config(cfg).web.port == 0, garbage
     # a newer launcher's record is not removed by an older one

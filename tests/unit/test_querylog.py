@@ -48,3 +48,28 @@ def test_stop_writes_what_is_waiting_at_once():
     log.stop()
     assert time.monotonic() - t0 < 2.0  # not the 5 s interval
     assert [d["_id"] for _, docs in store.writes for d in docs] == ["a", "b"]
+
+
+class PushStore(Store):
+    def push(self, collection: str, doc_id: str, field: str, value: dict) -> bool:
+        with self.lock:
+            for _, docs in self.writes:
+                for d in docs:
+                    if d["_id"] == doc_id:
+                        d.setdefault(field, []).append(value)
+                        return True
+        return False
+
+
+def test_a_click_on_an_entry_still_gathered_has_it_written_at_once():
+    store = PushStore()
+    log = QueryLog(Lazy("mongodb", lambda: store), Metrics(), flush_s=5.0)
+    try:
+        log.record({"_id": "r1"})
+        time.sleep(0.05)  # the writer holds it, waiting out its 5 s
+        t0 = time.monotonic()
+        log.click("r1", "d7", "u1")
+        assert time.monotonic() - t0 < 1.0  # not the 5 s interval
+        assert store.writes[0][1][0]["clicks"][0]["doc_id"] == "d7"
+    finally:
+        log.stop()

@@ -133,3 +133,11 @@ def test_other_failures_are_not_retried(tmp_path):
     with pytest.raises(ProcessDied, match="bad config"):
         retry_port_clash(start)
     assert len(calls) == 1
+
+
+def test_a_failed_start_reports_its_own_log_lines_not_an_earlier_run_s(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text("Address already in use (an earlier run)\n")
+    with pytest.raises(ProcessDied) as e:
+        ChildProcess("x", [PY, "-c", "print('bad config'); raise SystemExit(2)"], log, lambda: False, 10)
+    assert "bad config" in e.value.message and "earlier run" not in e.value.message
