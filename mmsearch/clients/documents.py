@@ -23,6 +23,7 @@ class DocumentStore:
         from pymongo.errors import ConfigurationError, PyMongoError
 
         self.uri = uri
+        self.timeout_s = timeout_s
         self.dependency = f"mongodb at {_redact(uri)}"
         try:
             self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout_s * 1000),
@@ -32,14 +33,23 @@ class DocumentStore:
             raise Unavailable(self.dependency, str(e).split(",")[0]) from e
         self.db = self.client[database]
 
-    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, bounded: bool = False, **kwargs: Any) -> T:
+        """Our errors for pymongo's. ``bounded``: the whole call (server selection, a retried read, the
+        socket) ends within ``timeout_s`` — a search's read must not outlast its stage (an outage had
+        pymongo select, retry and select again: 20 s); bulk writes of a build are not bounded so."""
+        import contextlib
+
+        import pymongo
         from pymongo.errors import AutoReconnect, PyMongoError, ServerSelectionTimeoutError
 
         try:
-            return fn(*args, **kwargs)
+            with pymongo.timeout(self.timeout_s) if bounded else contextlib.nullcontext():
+                return fn(*args, **kwargs)
         except (AutoReconnect, ServerSelectionTimeoutError) as e:
             raise Unavailable(self.dependency, str(e).split(",")[0]) from e
         except PyMongoError as e:
+            if e.timeout:
+                raise Unavailable(self.dependency, f"{what}: no answer within {self.timeout_s:.1f} s") from e
             raise Internal(f"{self.dependency}: {what} failed: {e}") from e
 
     def upsert_many(self, collection: str, docs: Sequence[dict[str, Any]]) -> None:
@@ -52,7 +62,7 @@ class DocumentStore:
     def get_many(self, collection: str, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Documents in the order of ``ids`` (None where missing), in one round trip."""
         # the cursor is consumed inside _call: pymongo raises its connection errors while iterating
-        rows = self._call("find", lambda: list(self.db[collection].find({"_id": {"$in": list(ids)}})))
+        rows = self._call("find", lambda: list(self.db[collection].find({"_id": {"$in": list(ids)}})), bounded=True)
         found = {d["_id"]: d for d in rows}
         return [found.get(i) for i in ids]
 
@@ -100,10 +110,14 @@ class DocumentStore:
     def delete_builds(self, ids: Iterable[str]) -> None:
         self._call("delete builds", self.db[BUILDS].delete_many, {"_id": {"$in": list(ids)}})
 
-    def ping(self) -> bool:
-        """A short probe for readiness (bounded by the client's server-selection timeout)."""
+    def ping(self, timeout_s: float = 1.0) -> bool:
+        """A short probe for readiness: bounded by ``timeout_s`` (server selection included), not by
+        the client's longer timeouts for real work."""
+        import pymongo
+
         try:
-            self.client.admin.command("ping")
+            with pymongo.timeout(timeout_s):
+                self.client.admin.command("ping")
             return True
         except Exception:  # noqa: BLE001 - any failure to answer means not ready
             return False

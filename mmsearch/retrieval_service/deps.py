@@ -21,6 +21,7 @@ from mmsearch.embedded import running_store
 from mmsearch.errors import Unavailable
 
 T = TypeVar("T")
+PROBE_TIMEOUT_S = 1.0
 
 
 class Lazy(Generic[T]):
@@ -107,6 +108,7 @@ def connect_deps(config: Config) -> Deps:
              lambda c: c.close(), lambda c: c.server_ready()),
         Lazy("preprocess", lambda: PreprocessClient(f"{p.host}:{p.port}", timeout_s=r.stage_timeout_s),
              lambda c: c.close(), lambda c: c.serving()),
-        Lazy("milvus", milvus, lambda c: c.close(), lambda c: c.ping(r.stage_timeout_s)),
-        Lazy("mongodb", mongo, lambda c: c.close(), lambda c: c.ping()),
+        # readiness probes are short whatever the stage timeout: /readyz must turn 503 within seconds
+        Lazy("milvus", milvus, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s))),
+        Lazy("mongodb", mongo, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s))),
     )
