@@ -104,7 +104,9 @@ def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
             "model_repository": str(repo), "data_dir": str(base / "data"), "repository_poll_s": 1.0,
             "serving": {"grpc_port": triton.opts.grpc_port},
             "milvus": {"uri": milvus.uri}, "mongo": {"uri": mongo.uri}, "consul": {"addr": consul.addr},
-            "retrieval": {"request_timeout_s": 10, "stage_timeout_s": 5},
+            # query_log_flush_s 0: each entry written at once, so a test reads the log right after its searches
+            # (the 0.5 s batching has its own unit tests)
+            "retrieval": {"request_timeout_s": 10, "stage_timeout_s": 5, "query_log_flush_s": 0},
         })
         pre = create_preprocess(cfg, "127.0.0.1:0")  # binds a free port itself (and one for /metrics)
         cfg = cfg.model_copy(update={"preprocess": cfg.preprocess.model_copy(

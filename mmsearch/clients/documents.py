@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from mmsearch.deadline import call_timeout
 from mmsearch.errors import Internal, MMSearchError, Unavailable
 
 BUILDS = "_builds"
@@ -43,7 +44,7 @@ class DocumentStore:
         from pymongo.errors import AutoReconnect, PyMongoError, ServerSelectionTimeoutError
 
         try:
-            with pymongo.timeout(self.timeout_s) if bounded else contextlib.nullcontext():
+            with pymongo.timeout(call_timeout(self.timeout_s)) if bounded else contextlib.nullcontext():
                 return fn(*args, **kwargs)
         except (AutoReconnect, ServerSelectionTimeoutError) as e:
             raise Unavailable(self.dependency, str(e).split(",")[0]) from e

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import grpc
 import numpy as np
 
+from mmsearch.deadline import call_timeout
 from mmsearch.errors import BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Unavailable, from_grpc_status, from_http_status
 
 _NP_TO_TRITON = {np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32",
@@ -75,7 +76,7 @@ class InferenceClient:
             raise Unavailable(f"triton at {self.url}", str(e)) from e
 
     def _timeout_kw(self) -> dict:
-        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        return {"client_timeout": call_timeout(self.timeout_s)} if self.protocol == "grpc" else {}
 
     def server_ready(self) -> bool:
         try:

@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 
 from mmsearch.clients.grpc_errors import translate
+from mmsearch.deadline import call_timeout
 from mmsearch.errors import Unavailable
 from mmsearch.net import grpc_serving
 from mmsearch.preprocessing import TextBatch
@@ -27,7 +28,7 @@ class PreprocessClient:
 
     def _call(self, rpc, request):
         try:
-            return rpc(request, timeout=self.timeout_s)
+            return rpc(request, timeout=call_timeout(self.timeout_s))
         except grpc.RpcError as e:
             raise translate(e, f"preprocess service at {self.address}") from e
         except ValueError as e:  # "Cannot invoke RPC on closed channel!"

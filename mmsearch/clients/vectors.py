@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from mmsearch.deadline import call_timeout
 from mmsearch.errors import BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Overloaded, Unavailable, from_grpc_status
 from mmsearch.filters import MAX_STR, quote
 
@@ -134,6 +135,7 @@ class VectorStore:
         from pymilvus import MilvusClient
 
         self.uri = uri
+        self.timeout_s = timeout_s
         self.spec = spec or IndexSpec()
         self.dependency = f"milvus at {uri}"
         self._loaded: set[str] = set()
@@ -334,7 +336,7 @@ class VectorStore:
             raise NotFound(f"index {name!r} not found in {self.dependency}") from e
         try:
             res = self._call("search", self.client.search, name, data=[np.asarray(v, np.float32) for v in vectors],
-                             limit=top_k, filter=filter, output_fields=["id"],
+                             limit=top_k, filter=filter, output_fields=["id"], timeout=call_timeout(self.timeout_s),
                              search_params={"metric_type": self.spec.metric, "params": self.spec.search_params(top_k, ef)})
         except NotFound as e:
             raise NotFound(f"index {name!r} not found in {self.dependency}") from e

@@ -25,6 +25,7 @@ import numpy as np
 from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import VectorStore
 from mmsearch.config import Config, lexical_root
+from mmsearch.deadline import within
 from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Overloaded, Unavailable
 from mmsearch.experiments import Params, assign
 from mmsearch.filters import combine, compile_filter
@@ -76,7 +77,8 @@ class SearchService:
             raise DeadlineExceeded(f"request deadline ({ctx.timeout_s:.1f} s) passed before {name}")
         t0 = time.perf_counter()
         try:
-            yield dep.get()
+            with within(ctx.deadline):  # the dependency call ends with the request (deadline.call_timeout)
+                yield dep.get()
         except Unavailable:
             dep.reset()
             raise

@@ -55,10 +55,14 @@ class FakePreprocess:
 class FakeInference:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.timeouts: list[float] = []
         self.sleep_s = 0.0
 
     def infer(self, model: str, tensors: dict[str, np.ndarray], output: str) -> np.ndarray:
+        from mmsearch.deadline import call_timeout
+
         self.calls.append((model, output))
+        self.timeouts.append(call_timeout(30.0))  # what a real client would give this call
         time.sleep(self.sleep_s)
         n = len(next(iter(tensors.values())))
         if output == "score":
@@ -556,3 +560,15 @@ def test_readiness_probes_the_dependencies_at_most_once_per_interval(h):
     time.sleep(0.35)
     h.service.ready()
     assert len(calls) == 2
+
+
+def test_each_dependency_call_gets_what_is_left_of_the_request_not_its_own_timeout():
+    h = Harness(timeout_s=0.5)
+    try:
+        h.search()
+        assert h.inf.timeouts and all(0 < t <= 0.5 for t in h.inf.timeouts)  # 30 s of its own, 0.5 s of request
+    finally:
+        h.close()
+    from mmsearch.deadline import call_timeout
+
+    assert call_timeout(30.0) == 30.0  # outside a request: the client's own timeout
