@@ -66,24 +66,29 @@ def clear_stack(config: Config) -> None:
         pass
 
 
-def stack_pid(config: Config) -> int | None:
-    """The pid of the `mmsearch up` running over this data dir, if one runs."""
+def _live_record(config: Config) -> dict | None:
+    """The stack record, if the launcher that wrote it still runs (same pid, same start: not a reused pid)."""
     try:
         data = json.loads(stack_file(config).read_text())
         pid = int(data["pid"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return pid if pid > 0 and _started(pid) is not None and _started(pid) == data.get("started") else None
+    started = _started(pid) if pid > 0 else None
+    return data if started is not None and started == data.get("started") else None
+
+
+def stack_pid(config: Config) -> int | None:
+    """The pid of the `mmsearch up` running over this data dir, if one runs."""
+    data = _live_record(config)
+    return int(data["pid"]) if data is not None else None
 
 
 def running_config(config: Config) -> Config:
     """The config with the ports of the stack that `mmsearch up` runs over its data dir, if one runs;
     otherwise the config as it is."""
-    if stack_pid(config) is None:  # none recorded, unreadable, or its launcher is gone (the pid may be reused)
-        return config
-    try:
-        ports = dict(json.loads(stack_file(config).read_text())["ports"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    data = _live_record(config)  # none recorded, unreadable, or its launcher is gone (the pid may be reused)
+    ports = data.get("ports") if data is not None else None
+    if not isinstance(ports, dict):
         return config
     for service, got in ports.items():
         if service in SERVICES and isinstance(got, dict):

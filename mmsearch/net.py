@@ -62,7 +62,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 # how a server says a port it was given is taken (Python's errno 98, Go's "bind: address already in use",
 # Triton's "Socket '...' already in use"): the launcher then retries with fresh ports
-PORT_CLASH = re.compile(r"address already in use|already in use|EADDRINUSE|errno 98", re.IGNORECASE)
+PORT_CLASH = re.compile(r"already in use|EADDRINUSE|errno 98", re.IGNORECASE)
 
 
 def write_ports(path: Path, ports: dict[str, int]) -> None:
