@@ -7,6 +7,7 @@ collection of the same database.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -38,8 +39,6 @@ class DocumentStore:
         """Our errors for pymongo's. ``bounded``: the whole call (server selection, a retried read, the
         socket) ends within ``timeout_s`` — a search's read must not outlast its stage (an outage had
         pymongo select, retry and select again: 20 s); bulk writes of a build are not bounded so."""
-        import contextlib
-
         import pymongo
         from pymongo.errors import AutoReconnect, PyMongoError, ServerSelectionTimeoutError
 
@@ -81,6 +80,18 @@ class DocumentStore:
         """All documents matching a MongoDB filter, with only ``fields`` (and _id) when given."""
         projection = dict.fromkeys(fields, 1) if fields is not None else None
         return self._call("find", lambda: list(self.db[collection].find(match, projection)))
+
+    def ensure_collection(self, collection: str) -> None:
+        """Create ``collection`` if it is missing. A collection that concurrent writers share is created
+        before any of them writes: secantusdb deadlocked (one core spinning, every later call timing out)
+        when a first update of a missing collection met its creation by an index build."""
+        from pymongo.errors import CollectionInvalid
+
+        def create() -> None:
+            with contextlib.suppress(CollectionInvalid):  # it exists already
+                self.db.create_collection(collection, check_exists=True)
+
+        self._call("create collection", create)
 
     def expire_after(self, collection: str, field: str, seconds: int) -> None:
         """A TTL index: MongoDB deletes documents once ``field`` (a date) is ``seconds`` old (checked about

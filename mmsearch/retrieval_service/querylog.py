@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from mmsearch.clients.documents import QUERY_LOG
-from mmsearch.errors import MMSearchError, NotFound
+from mmsearch.errors import MMSearchError, NotFound, Unavailable
 from mmsearch.retrieval_service.deps import Lazy
 
 log = logging.getLogger("mmsearch.querylog")
@@ -26,12 +26,15 @@ _FLUSH: dict[str, Any] = {}  # sentinel put by a click: write what is gathered n
 
 
 class QueryLog:
-    def __init__(self, documents: Lazy, metrics, maxsize: int = 10_000, ttl_days: float = 0.0, flush_s: float = 0.0):
+    def __init__(self, documents: Lazy, metrics, maxsize: int = 10_000, ttl_days: float = 0.0, flush_s: float = 0.0,
+                 ready_wait_s: float = 5.0):
         self.documents = documents
         self.flush_s = flush_s
         self.metrics = metrics
         self.ttl_s = int(ttl_days * 86400)
-        self._ttl_done = self.ttl_s <= 0
+        self.ready_wait_s = ready_wait_s
+        self._ready = threading.Event()  # the collection (and its TTL index) exists: clicks may update it
+        self._next_try = 0.0
         self.q: queue.Queue = queue.Queue(maxsize=maxsize)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
@@ -46,6 +49,14 @@ class QueryLog:
 
     def _run(self) -> None:
         while not self._stop.is_set() or not self.q.empty():
+            if not self._ready.is_set() and time.monotonic() >= self._next_try:
+                try:
+                    self._prepare()  # at start, before any search of this service can be clicked
+                except MMSearchError as e:
+                    if not self._next_try:  # once, not every second of an outage
+                        log.warning("query log: collection not ready (%s); retrying each second", e.message)
+                    self.documents.reset()
+                    self._next_try = time.monotonic() + 1.0
             try:
                 first = self.q.get(timeout=0.2)
             except queue.Empty:
@@ -67,17 +78,27 @@ class QueryLog:
             if not batch:
                 continue
             try:
-                store = self.documents.get()
-                if not self._ttl_done:  # once per connection that works: the index survives restarts anyway
-                    store.expire_after(COLLECTION, "at", self.ttl_s)
-                    self._ttl_done = True
-                store.insert_many(COLLECTION, batch)
+                if not self._ready.is_set():
+                    self._prepare()
+                self.documents.get().insert_many(COLLECTION, batch)
             except MMSearchError as e:
                 self.metrics.querylog_dropped.inc(len(batch))
                 log.warning("query log: %d entries dropped (%s)", len(batch), e.message)
                 self.documents.reset()
 
+    def _prepare(self) -> None:
+        """Create the collection and its TTL index before anything writes to it. secantusdb deadlocked
+        when a click's update of a missing collection met the TTL index build creating it (one core
+        spinning, every later MongoDB call timing out)."""
+        store = self.documents.get()
+        store.ensure_collection(COLLECTION)
+        if self.ttl_s > 0:
+            store.expire_after(COLLECTION, "at", self.ttl_s)
+        self._ready.set()
+
     def click(self, request_id: str, doc_id: str, user_id: str | None) -> None:
+        if not self._ready.wait(self.ready_wait_s):
+            raise Unavailable(self.documents.name, "the query log is not ready (its collection could not be created)")
         store = self.documents.get()
         entry = {"doc_id": doc_id, "ts": time.time(), **({"user_id": user_id} if user_id else {})}
         for attempt in range(10):  # the search's own entry may still be with the writer

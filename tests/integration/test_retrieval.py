@@ -252,6 +252,7 @@ def test_clicks_query_log_and_ab_report(stack):
     # the log is capped in time by a TTL index on a real date (secantusdb expires like mongod, checked by hand)
     ttl = {v["key"][0][0]: v.get("expireAfterSeconds") for v in store.db["_query_log"].index_information().values()}
     assert ttl.get("at") == 30 * 86400 and entry["at"].year >= 2025
+    store.ensure_collection("_query_log")  # a second creation (another replica's start) is no error
     store.expire_after("_query_log", "at", 7 * 86400)  # a changed setting changes the index in place
     ttl = {v["key"][0][0]: v.get("expireAfterSeconds") for v in store.db["_query_log"].index_information().values()}
     assert ttl["at"] == 7 * 86400

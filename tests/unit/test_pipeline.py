@@ -98,6 +98,10 @@ class FakeDocuments:
         self.docs = docs
         self.log: dict[str, dict[str, Any]] = {}
         self.ttl: dict[tuple[str, str], int] = {}
+        self.collections: set[str] = set()
+
+    def ensure_collection(self, collection: str) -> None:
+        self.collections.add(collection)
 
     def expire_after(self, collection: str, field: str, seconds: int) -> None:
         self.ttl[(collection, field)] = seconds
@@ -292,6 +296,7 @@ def test_query_log_records_the_request_and_its_clicks(h):
     assert [c["doc_id"] for c in h.docs.log[out.request_id]["clicks"]] == ["b"]
     # capped in time: entries carry a date and the collection a TTL index (retrieval.query_log_ttl_days, 30)
     assert entry["at"].tzinfo is not None and h.docs.ttl == {("_query_log", "at"): 30 * 86400}
+    assert h.docs.collections == {"_query_log"}  # created before its first entry
 
 
 @pytest.mark.parametrize("rid, doc, msg", [("", "a", "request_id"), ("r" * 65, "a", "request_id"), (7, "a", "request_id"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from mmsearch.retrieval_service.deps import Lazy
 from mmsearch.retrieval_service.metrics import Metrics
 from mmsearch.retrieval_service.querylog import COLLECTION, QueryLog
@@ -13,10 +15,19 @@ from mmsearch.retrieval_service.querylog import COLLECTION, QueryLog
 class Store:
     def __init__(self) -> None:
         self.writes: list[tuple[float, list[dict]]] = []
+        self.calls: list[str] = []
         self.lock = threading.Lock()
+
+    def ensure_collection(self, collection: str) -> None:
+        assert collection == COLLECTION
+        self.calls.append("create")
+
+    def expire_after(self, collection: str, field: str, seconds: int) -> None:
+        self.calls.append(f"ttl {field} {seconds}")
 
     def insert_many(self, collection: str, docs: list[dict]) -> None:
         assert collection == COLLECTION
+        self.calls.append("insert")
         with self.lock:
             self.writes.append((time.monotonic(), list(docs)))
 
@@ -71,5 +82,56 @@ def test_a_click_on_an_entry_still_gathered_has_it_written_at_once():
         log.click("r1", "d7", "u1")
         assert time.monotonic() - t0 < 1.0  # not the 5 s interval
         assert store.writes[0][1][0]["clicks"][0]["doc_id"] == "d7"
+    finally:
+        log.stop()
+
+
+class SlowStore(PushStore):
+    """A MongoDB that takes its time to create the collection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def ensure_collection(self, collection: str) -> None:
+        assert self.release.wait(5)
+        super().ensure_collection(collection)
+
+    def push(self, collection: str, doc_id: str, field: str, value: dict) -> bool:
+        assert "create" in self.calls, "a click updated the collection before it was created"
+        return super().push(collection, doc_id, field, value)
+
+
+def test_the_collection_and_its_ttl_exist_before_any_write_and_a_click_waits_for_them():
+    # secantusdb deadlocked when a click's update of the missing collection met the TTL index build creating it
+    store = SlowStore()
+    log = QueryLog(Lazy("mongodb", lambda: store), Metrics(), ttl_days=1, flush_s=0.0)
+    try:
+        log.record({"_id": "r1"})
+        clicked = threading.Thread(target=log.click, args=("r1", "d1", None))
+        clicked.start()
+        time.sleep(0.2)
+        assert clicked.is_alive() and store.calls == []  # the click waits: nothing is there yet
+        store.release.set()
+        clicked.join(5)
+        assert not clicked.is_alive()
+        assert store.calls[:3] == ["create", "ttl at 86400", "insert"]
+        assert store.writes[0][1][0]["clicks"][0]["doc_id"] == "d1"
+    finally:
+        log.stop()
+
+
+def test_a_click_while_mongodb_cannot_create_the_collection_is_unavailable():
+    from mmsearch.errors import Unavailable
+
+    class Down(Store):
+        def ensure_collection(self, collection: str) -> None:
+            raise Unavailable("mongodb", "connection refused")
+
+    log = QueryLog(Lazy("mongodb", lambda: Down()), Metrics(), flush_s=0.0, ready_wait_s=0.3)
+    try:
+        with pytest.raises(Unavailable, match="query log is not ready") as e:
+            log.click("r1", "d1", None)
+        assert e.value.dependency == "mongodb"
     finally:
         log.stop()
