@@ -48,7 +48,7 @@ def process_name(pid: int) -> str:
         return f"stub {parts[-3]}" if len(parts) >= 3 else "stub"
     if exe == "tritonserver":
         return "tritonserver"
-    if any(a.endswith("secantusd-py") for a in argv[:2]):
+    if any(a.endswith("secantusd-py") or a == "mmsearch.secantusd" for a in argv[:3]):
         return "secantusdb"
     if exe == "milvus":
         return "milvus"

@@ -63,6 +63,7 @@ class RetrievalConfig(Endpoint):
     query_log: bool = True
     query_log_ttl_days: float = Field(30.0, ge=0, le=36500)  # entries expire (MongoDB TTL index); 0 = kept forever
     query_log_flush_s: float = Field(0.5, ge=0, le=10)  # entries are written together at most this often (0: at once)
+    query_log_sweep_s: float = Field(600.0, ge=1, le=86400)  # how often expired entries are deleted (with a TTL)
     workers: int = Field(16, ge=1, le=512)  # gRPC server threads, and the HTTP server's
     max_inflight: int = Field(8, ge=1, le=1024)  # searches served at once per process (admission control)
     max_queue: int = Field(8, ge=0, le=4096)  # searches waiting for a slot; more are refused with 429

@@ -1,7 +1,8 @@
 """Embedded defaults: local server processes started when no URI is configured.
 
-- secantusdb: a MongoDB wire-protocol server on WiredTiger (`secantusd-py`), on 127.0.0.1, its cache
-  bounded (SECANTUS_CACHE).
+- secantusdb: a MongoDB wire-protocol server on WiredTiger (`secantusd-py`, run by mmsearch.secantusd
+  with its TTL sweeper off: the query log expires its own entries), on 127.0.0.1, its cache bounded
+  (SECANTUS_CACHE).
 - Milvus standalone (the real Milvus 2.3 server from the PyPI package `milvus`: embedded etcd, local
   storage, HNSW), every port chosen free, its etcd and advertised addresses on 127.0.0.1.
 
@@ -54,8 +55,10 @@ class SecantusServer(ChildProcess):
 
         def start() -> None:
             self.port = port or free_port(host)
-            cmd = [_bin("secantusd-py"), "--host", host, "--port", str(self.port), "--storage-path", str(storage),
-                   "--log-level", "WARNING", "--cache-size", cache_size]
+            # mmsearch.secantusd: secantusd-py with its TTL sweeper off (it stalled every search once a minute)
+            _bin("secantusd-py")  # installed, or a clear error naming it
+            cmd = [sys.executable, "-m", "mmsearch.secantusd", "--host", host, "--port", str(self.port),
+                   "--storage-path", str(storage), "--log-level", "WARNING", "--cache-size", cache_size]
             ChildProcess.__init__(self, "secantusdb", cmd, log_file or storage.parent / "secantusdb.log", self._ping)
 
         retry_port_clash(start, retry=not port)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -24,15 +25,17 @@ log = logging.getLogger("mmsearch.supervisor")
 C = TypeVar("C")
 
 
-def die_with_parent() -> None:
-    """Linux: the child gets SIGTERM if the process that started it dies (even by SIGKILL), so a
-    crashed launcher leaves no orphaned servers behind."""
-    try:
-        import ctypes
+_SETPRIV = shutil.which("setpriv")  # util-linux
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+
+def die_with_parent(cmd: list[str]) -> list[str]:
+    """``cmd`` run so that it gets SIGTERM if the process that started it dies (even by SIGKILL), so a
+    crashed launcher leaves no orphaned servers behind: ``setpriv --pdeathsig`` sets PR_SET_PDEATHSIG
+    and execs it. Not a ``preexec_fn``: that makes Python fork() instead of vfork(), the fork runs
+    gRPC's fork handlers, and gRPC's restarted poller then aborted the child on the epoll fd that
+    close_fds had closed (``epoll_wait error: Bad file descriptor``, exit -6; 2 starts of 6 on one
+    afternoon; grpc/grpc#43055). Without setpriv the child simply lacks the safety net."""
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *cmd] if _SETPRIV else list(cmd)
 
 
 def stop_event(reload: threading.Event | None = None) -> threading.Event:
@@ -57,9 +60,8 @@ class ChildProcess:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as out:
             self._log_from = out.tell()  # this start's own lines begin here (the file is appended to)
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, env=dict(env) if env is not None else None, cwd=cwd,
-                                         preexec_fn=die_with_parent)  # noqa: PLW1509 - prctl only, async-signal-safe
+            self.proc = subprocess.Popen(die_with_parent(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, env=dict(env) if env is not None else None, cwd=cwd)
         if not wait_until(lambda: self.ready() or not self.alive(), startup_timeout_s, 0.1) or not self.ready():
             died = not self.alive()
             self.stop()

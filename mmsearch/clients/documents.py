@@ -106,6 +106,10 @@ class DocumentStore:
             self._call("change TTL", self.db.command, "collMod", collection,
                        index={"keyPattern": {field: 1}, "expireAfterSeconds": seconds})
 
+    def delete_before(self, collection: str, field: str, cutoff: Any) -> int:
+        """Delete the documents whose ``field`` is before ``cutoff``; how many went."""
+        return int(self._call("delete expired", self.db[collection].delete_many, {field: {"$lt": cutoff}}).deleted_count)
+
     def count(self, collection: str) -> int:
         return int(self._call("count", self.db[collection].count_documents, {}))
 

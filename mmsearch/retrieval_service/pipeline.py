@@ -68,7 +68,7 @@ class SearchService:
         self.lexical = Lazy("lexical", lambda: LexicalStore(lexical_root(config)))
         self._pool = ThreadPoolExecutor(max_workers=4 * (r.max_inflight + r.max_queue), thread_name_prefix="source")
         self.querylog = QueryLog(self.deps.documents, self.metrics, ttl_days=r.query_log_ttl_days,
-                                 flush_s=r.query_log_flush_s) if config.retrieval.query_log else None
+                                 flush_s=r.query_log_flush_s, sweep_s=r.query_log_sweep_s) if config.retrieval.query_log else None
 
     # ------------------------------------------------------------------ helpers
     @contextmanager

@@ -2,8 +2,10 @@
 
 Written from a background thread through a bounded queue, so logging never adds latency to a
 search; when MongoDB is down entries are dropped and counted (mmsearch_querylog_dropped_total)
-rather than piling up in memory. Entries carry ``at`` (a date) and a TTL index on it lets MongoDB
-delete them after ``retrieval.query_log_ttl_days`` (0: kept forever), so the log cannot grow without bound.
+rather than piling up in memory. Entries carry ``at`` (a date); a TTL index on it lets MongoDB delete
+them after ``retrieval.query_log_ttl_days`` (0: kept forever), and the writer deletes them itself every
+``retrieval.query_log_sweep_s`` (the embedded secantusdb runs without its TTL sweeper), so the log cannot
+grow without bound.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ _FLUSH: dict[str, Any] = {}  # sentinel put by a click: write what is gathered n
 
 class QueryLog:
     def __init__(self, documents: Lazy, metrics, maxsize: int = 10_000, ttl_days: float = 0.0, flush_s: float = 0.0,
-                 ready_wait_s: float = 5.0):
+                 ready_wait_s: float = 5.0, sweep_s: float = 600.0):
         self.documents = documents
         self.flush_s = flush_s
         self.metrics = metrics
@@ -35,6 +37,8 @@ class QueryLog:
         self.ready_wait_s = ready_wait_s
         self._ready = threading.Event()  # the collection (and its TTL index) exists: clicks may update it
         self._next_try = 0.0
+        self.sweep_s = sweep_s
+        self._next_sweep = 0.0
         self.q: queue.Queue = queue.Queue(maxsize=maxsize)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
@@ -57,6 +61,8 @@ class QueryLog:
                         log.warning("query log: collection not ready (%s); retrying each second", e.message)
                     self.documents.reset()
                     self._next_try = time.monotonic() + 1.0
+            if self.ttl_s > 0 and self._ready.is_set() and time.monotonic() >= self._next_sweep:
+                self._sweep()
             try:
                 first = self.q.get(timeout=0.2)
             except queue.Empty:
@@ -95,6 +101,19 @@ class QueryLog:
         if self.ttl_s > 0:
             store.expire_after(COLLECTION, "at", self.ttl_s)
         self._ready.set()
+
+    def _sweep(self) -> None:
+        """Delete entries older than the TTL. MongoDB's TTL index does it too; the embedded secantusdb
+        runs with its sweeper off (it held the store's global lock for seconds), so this is its expiry."""
+        self._next_sweep = time.monotonic() + self.sweep_s
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.ttl_s)
+        try:
+            gone = self.documents.get().delete_before(COLLECTION, "at", cutoff)
+        except MMSearchError as e:
+            log.warning("query log: expired entries not deleted (%s)", e.message)
+            return
+        if gone:
+            log.info("query log: %d entries older than %s deleted", gone, cutoff.isoformat(timespec="seconds"))
 
     def click(self, request_id: str, doc_id: str, user_id: str | None) -> None:
         if not self._ready.wait(self.ready_wait_s):

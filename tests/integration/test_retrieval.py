@@ -233,6 +233,31 @@ def test_consul_change_goes_live_and_invalid_is_rejected(stack):
     assert wait_until(lambda: json.loads(get(url + "/v1/config")[1])["last_error"] is None, 5, 0.1)
 
 
+def test_expired_query_log_entries_are_swept_by_the_writer_not_by_secantusdb(stack):
+    """The embedded secantusdb runs without its TTL sweeper (it scanned the whole log under its global
+    lock each minute: every search stalled 5 s at 340k entries); the query log deletes what expired."""
+    import datetime as dt
+
+    from mmsearch.clients.documents import DocumentStore
+    from mmsearch.retrieval_service.deps import Lazy
+    from mmsearch.retrieval_service.metrics import Metrics
+    from mmsearch.retrieval_service.querylog import COLLECTION, QueryLog
+
+    assert "mmsearch.secantusd" in stack["mongo"].proc.args
+    store = DocumentStore(stack["mongo"].uri, "sweep_test")
+    now = dt.datetime.now(dt.UTC)
+    store.ensure_collection(COLLECTION)
+    store.insert_many(COLLECTION, [{"_id": "old", "at": now - dt.timedelta(days=31)}, {"_id": "new", "at": now}])
+    log = QueryLog(Lazy("mongodb", lambda: DocumentStore(stack["mongo"].uri, "sweep_test")), Metrics(), ttl_days=30,
+                   sweep_s=1.0)
+    try:
+        assert wait_until(lambda: store.find(COLLECTION, {}, ["_id"]) == [{"_id": "new"}], 10)
+    finally:
+        log.stop()
+        store.drop(COLLECTION)
+        store.close()
+
+
 def test_clicks_query_log_and_ab_report(stack):
     from mmsearch.clients.documents import DocumentStore
     from mmsearch.retrieval_service.ab_report import report

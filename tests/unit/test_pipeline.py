@@ -103,6 +103,12 @@ class FakeDocuments:
     def ensure_collection(self, collection: str) -> None:
         self.collections.add(collection)
 
+    def delete_before(self, collection: str, field: str, cutoff: Any) -> int:
+        old = [k for k, d in self.log.items() if d[field] < cutoff]
+        for k in old:
+            del self.log[k]
+        return len(old)
+
     def expire_after(self, collection: str, field: str, seconds: int) -> None:
         self.ttl[(collection, field)] = seconds
 

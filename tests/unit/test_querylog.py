@@ -16,6 +16,7 @@ class Store:
     def __init__(self) -> None:
         self.writes: list[tuple[float, list[dict]]] = []
         self.calls: list[str] = []
+        self.cutoffs: list = []
         self.lock = threading.Lock()
 
     def ensure_collection(self, collection: str) -> None:
@@ -24,6 +25,11 @@ class Store:
 
     def expire_after(self, collection: str, field: str, seconds: int) -> None:
         self.calls.append(f"ttl {field} {seconds}")
+
+    def delete_before(self, collection: str, field: str, cutoff) -> int:
+        self.calls.append(f"sweep {field}")
+        self.cutoffs.append(cutoff)
+        return 0
 
     def insert_many(self, collection: str, docs: list[dict]) -> None:
         assert collection == COLLECTION
@@ -115,7 +121,7 @@ def test_the_collection_and_its_ttl_exist_before_any_write_and_a_click_waits_for
         store.release.set()
         clicked.join(5)
         assert not clicked.is_alive()
-        assert store.calls[:3] == ["create", "ttl at 86400", "insert"]
+        assert store.calls[:2] == ["create", "ttl at 86400"] and "insert" in store.calls
         assert store.writes[0][1][0]["clicks"][0]["doc_id"] == "d1"
     finally:
         log.stop()
@@ -133,5 +139,32 @@ def test_a_click_while_mongodb_cannot_create_the_collection_is_unavailable():
         with pytest.raises(Unavailable, match="query log is not ready") as e:
             log.click("r1", "d1", None)
         assert e.value.dependency == "mongodb"
+    finally:
+        log.stop()
+
+
+def test_expired_entries_are_swept_at_start_and_every_sweep_s():
+    import datetime as dt
+
+    store = Store()
+    log = QueryLog(Lazy("mongodb", lambda: store), Metrics(), ttl_days=2, flush_s=0.0, sweep_s=0.3)
+    try:
+        deadline = time.monotonic() + 5
+        while len(store.cutoffs) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(store.cutoffs) >= 3 and store.calls[:2] == ["create", "ttl at 172800"]
+        expected = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+        assert abs((store.cutoffs[-1] - expected).total_seconds()) < 5
+    finally:
+        log.stop()
+
+
+def test_no_ttl_no_sweep():
+    store = Store()
+    log = QueryLog(Lazy("mongodb", lambda: store), Metrics(), ttl_days=0, flush_s=0.0, sweep_s=0.1)
+    try:
+        log.record({"_id": "r1"})
+        time.sleep(0.5)
+        assert store.cutoffs == [] and store.calls == ["create", "insert"]
     finally:
         log.stop()

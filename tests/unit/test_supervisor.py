@@ -141,3 +141,31 @@ def test_a_failed_start_reports_its_own_log_lines_not_an_earlier_run_s(tmp_path)
     with pytest.raises(ProcessDied) as e:
         ChildProcess("x", [PY, "-c", "print('bad config'); raise SystemExit(2)"], log, lambda: False, 10)
     assert "bad config" in e.value.message and "earlier run" not in e.value.message
+
+
+def test_a_child_gets_sigterm_when_its_launcher_is_killed(tmp_path):
+    """PR_SET_PDEATHSIG (set by ``setpriv`` before exec, not by a preexec_fn: see die_with_parent)."""
+    import subprocess
+
+    from mmsearch.net import wait_until
+
+    pid_file = tmp_path / "child.pid"
+    launcher = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+                "from pathlib import Path\nfrom mmsearch.supervisor import ChildProcess\n"
+                f"c = ChildProcess('sleeper', [sys.executable, '-c', 'import time; time.sleep(60)'], Path({str(tmp_path / 'log.txt')!r}), lambda: True)\n"
+                f"Path({str(pid_file)!r}).write_text(str(c.pid))\ntime.sleep(60)\n")
+    proc = subprocess.Popen([PY, "-c", launcher])
+    try:
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text() != "", 20)
+        child = int(pid_file.read_text())
+        assert _alive(child)
+        proc.kill()
+        proc.wait(10)
+        assert wait_until(lambda: not _alive(child), 10), "the child outlived its killed launcher"
+    finally:
+        proc.kill()
+        if pid_file.exists() and pid_file.read_text():
+            try:
+                os.kill(int(pid_file.read_text()), 9)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,25 @@
+"""The embedded secantusdb server, run as ``python -m mmsearch.secantusd`` with ``secantusd-py``'s own
+arguments, its TTL sweeper off.
+
+Why: each minute that sweeper scans every document of a collection with a TTL index, in Python, holding
+the store's global lock; at 340k query-log entries every search stalled 5 s once a minute (the searches'
+document reads timed out). ``secantusd-py`` 0.7.0b3 reads ``storage.ttl_sweep_seconds`` from its config
+file but never passes it to the server, hence this wrapper. The query log deletes its own expired
+entries (retrieval_service.querylog); a real MongoDB keeps its TTL index working as usual.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from secantus import cli, server
+
+    cli.SecantusDBServer = functools.partial(server.SecantusDBServer, ttl_sweep_seconds=0)
+    return int(cli.main(argv) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
