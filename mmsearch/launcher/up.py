@@ -165,12 +165,19 @@ def health(cfg: Config) -> dict[str, bool]:
     }
 
 
+def one_host_inflight() -> int:
+    """A search in flight per two cores: each search's work spans the retrieval process, the
+    preprocess service and Triton, all on this host. On 2 cores, 2 in flight gave ~95 qps but left
+    refusals 10-12 ms at p99 (CPU full); 1 gave ~64 qps with refusals in 6-8 ms (bench/admission.py)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def sized_for_one_host(cfg: Config) -> Config:
     """All of the stack on this one host shares its cores: unless configured, the retrieval service
-    admits as many searches at once as there are cores and queues none, so load beyond that is
-    refused at once instead of slowing every search (bench/admission.py; docs/architecture.md)."""
+    admits one_host_inflight() searches at once and queues none, so load beyond that is refused at
+    once instead of slowing every search (bench/admission.py; docs/architecture.md)."""
     r = cfg.retrieval
-    update = {k: v for k, v in (("max_inflight", max(2, os.cpu_count() or 2)), ("max_queue", 0))
+    update = {k: v for k, v in (("max_inflight", one_host_inflight()), ("max_queue", 0))
               if k not in r.model_fields_set}
     return cfg.model_copy(update={"retrieval": r.model_copy(update=update)}) if update else cfg
 
