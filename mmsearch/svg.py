@@ -10,13 +10,7 @@ small one does. Index builds, the preprocess service and the web page all call `
 
 from __future__ import annotations
 
-import faulthandler
-import os
 import re
-import resource
-import select
-import signal
-import time
 import xml.parsers.expat
 from pathlib import Path
 
@@ -96,7 +90,7 @@ def _check_href(ref: str, name: str, resources_dir: Path | None) -> None:
 def rasterise(data: bytes, name: str = "image", box: int = RENDER_BOX, resources_dir: Path | None = None) -> bytes:
     """PNG bytes (RGBA, transparent background like the stamps' PNGs) of a checked SVG fitted into ``box``.
 
-    The render runs in a forked child with CPU, memory and wall-clock limits: a tiny SVG can still
+    The render runs in a child process with CPU, memory and wall-clock limits: a tiny SVG can still
     cost minutes (large blur and morphology filters, nested <use> fan-out) or gigabytes (a huge
     embedded bitmap), and resvg holds the GIL while it renders, so in-process it would stall every
     thread of the service. A child that overruns is killed and the SVG refused; ours never sees it."""
@@ -123,54 +117,29 @@ RENDER_EXTRA_MEMORY = 1024 * 1024 * 1024  # address space the child may add to w
 
 
 def _render_in_child(text: str, box: int, resources_dir: Path | None) -> tuple[bytes, bytes]:
-    """(b"ok", png) | (b"error" | b"limit", message)."""
-    import resvg_py  # imported before the fork: importing in a child of a threaded process can deadlock
+    """(b"ok", png) | (b"error" | b"limit", message). The renderer is a new process
+    (mmsearch/svg_renderer.py), started by subprocess's vfork+exec: a bare os.fork() of a gRPC server
+    ran gRPC's fork handlers, and about one SVG query in six died in the child (SIGSEGV) under load in
+    the served stack. The child sets its own limits."""
+    import subprocess
+    import sys
 
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: render, write "status\n" + payload, exit without running the parent's cleanup
-        code = 0
-        try:
-            os.close(read_fd)
-            faulthandler.disable()  # an abort here is an expected refusal, not a crash report for the log
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            vm = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-            resource.setrlimit(resource.RLIMIT_AS, (vm + RENDER_EXTRA_MEMORY, vm + RENDER_EXTRA_MEMORY))
-            resource.setrlimit(resource.RLIMIT_CPU, (RENDER_CPU_S, RENDER_CPU_S))
-            try:
-                png = resvg_py.svg_to_bytes(svg_string=text, width=box, height=box, dpi=96.0,
-                                            resources_dir=str(resources_dir) if resources_dir is not None else None)
-                out = b"ok\n" + bytes(png)
-            except MemoryError:
-                out = b"limit\nover the memory limit"
-            except BaseException as e:  # noqa: BLE001 - pyo3 panics are BaseExceptions; all become a refusal
-                out = b"error\n" + str(e).encode()[:500]
-            with os.fdopen(write_fd, "wb") as w:
-                w.write(out)
-        except BaseException:  # noqa: BLE001 - nothing may escape a forked child
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + RENDER_TIMEOUT_S
+    import resvg_py
+
+    site_dir = str(Path(resvg_py.__file__).resolve().parent.parent)
+    cmd = [sys.executable, "-I", "-S", str(_RENDERER), site_dir, str(box), str(RENDER_CPU_S), str(RENDER_EXTRA_MEMORY),
+           str(resources_dir) if resources_dir is not None else ""]
     try:
-        with os.fdopen(read_fd, "rb", buffering=0) as r:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([r], [], [], left)[0]:
-                    os.kill(pid, signal.SIGKILL)
-                    return b"limit", f"no result within {RENDER_TIMEOUT_S:.0f} s".encode()
-                chunk = r.read(1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-    finally:
-        _, status = os.waitpid(pid, 0)
-    raw = b"".join(chunks)
-    head, sep, payload = raw.partition(b"\n")
-    if not sep:  # died without a word: killed by a limit (SIGKILL/SIGXCPU) or an abort (allocation failure)
-        why = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
+        done = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, timeout=RENDER_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:  # run() has killed it
+        return b"limit", f"no result within {RENDER_TIMEOUT_S:.0f} s".encode()
+    except OSError as e:
+        return b"error", f"renderer did not start: {e}".encode()
+    head, sep, payload = done.stdout.partition(b"\n")
+    if not sep or done.returncode != 0:  # died without a word: a limit (SIGKILL/SIGXCPU) or an abort (allocation failure)
+        why = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
         return b"limit", f"renderer stopped: {why}".encode()
     return head, payload
+
+
+_RENDERER = Path(__file__).with_name("svg_renderer.py")

@@ -107,7 +107,7 @@ def test_point_units_render_at_96_dpi():
 
 
 def test_a_costly_render_is_stopped_and_refused_without_stalling_the_process(monkeypatch):
-    """A few hundred bytes of filters can cost minutes of CPU: the forked renderer is killed at the limit."""
+    """A few hundred bytes of filters can cost minutes of CPU: the renderer process is killed at the limit."""
     import threading
 
     import mmsearch.svg as S
