@@ -10,14 +10,21 @@ entries (retrieval_service.querylog); a real MongoDB keeps its TTL index working
 
 from __future__ import annotations
 
-import functools
+import logging
 import sys
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
     from secantus import cli, server
 
-    cli.SecantusDBServer = functools.partial(server.SecantusDBServer, ttl_sweep_seconds=0)
+    def without_sweeper(*args: Any, **kwargs: Any) -> Any:
+        made = server.SecantusDBServer(*args, **{**kwargs, "ttl_sweep_seconds": 0})
+        if getattr(getattr(made, "storage", None), "_ttl_thread", None) is not None:  # another secantusdb version
+            logging.getLogger("mmsearch.secantusd").warning("secantusdb's TTL sweeper is running despite ttl_sweep_seconds=0")
+        return made
+
+    cli.SecantusDBServer = without_sweeper
     return int(cli.main(argv) or 0)
 
 

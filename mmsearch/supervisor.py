@@ -8,6 +8,7 @@ exits on its own is reported as ``ProcessDied`` naming it and its log.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -25,7 +26,19 @@ log = logging.getLogger("mmsearch.supervisor")
 C = TypeVar("C")
 
 
-_SETPRIV = shutil.which("setpriv")  # util-linux
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux's setpriv, if it has --pdeathsig (2.33+; BusyBox's has not): probed once."""
+    found = shutil.which("setpriv")
+    if found is None:
+        return None
+    try:
+        ok = subprocess.run([found, "--pdeathsig", "TERM", "--", "true"], capture_output=True, timeout=5, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        log.warning("%s lacks --pdeathsig: children will not be stopped if the launcher is killed", found)
+    return found if ok else None
 
 
 def die_with_parent(cmd: list[str]) -> list[str]:
@@ -34,8 +47,10 @@ def die_with_parent(cmd: list[str]) -> list[str]:
     and execs it. Not a ``preexec_fn``: that makes Python fork() instead of vfork(), the fork runs
     gRPC's fork handlers, and gRPC's restarted poller then aborted the child on the epoll fd that
     close_fds had closed (``epoll_wait error: Bad file descriptor``, exit -6; 2 starts of 6 on one
-    afternoon; grpc/grpc#43055). Without setpriv the child simply lacks the safety net."""
-    return [_SETPRIV, "--pdeathsig", "TERM", "--", *cmd] if _SETPRIV else list(cmd)
+    afternoon; grpc/grpc#43055). Without a setpriv that has --pdeathsig the child lacks the safety net
+    (a warning says so once)."""
+    setpriv = _setpriv()
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else list(cmd)
 
 
 def stop_event(reload: threading.Event | None = None) -> threading.Event:

@@ -14,7 +14,7 @@ import re
 import xml.parsers.expat
 from pathlib import Path
 
-from mmsearch.errors import BadInput
+from mmsearch.errors import BadInput, Internal
 
 MAX_SVG_BYTES = 4 * 1024 * 1024
 MAX_ELEMENTS = 100_000
@@ -113,7 +113,7 @@ def rasterise(data: bytes, name: str = "image", box: int = RENDER_BOX, resources
 
 RENDER_TIMEOUT_S = 10.0
 RENDER_CPU_S = 10
-RENDER_EXTRA_MEMORY = 1024 * 1024 * 1024  # address space the child may add to what it inherited
+RENDER_EXTRA_MEMORY = 1024 * 1024 * 1024  # address space the renderer may add to what it has at start
 
 
 def _render_in_child(text: str, box: int, resources_dir: Path | None) -> tuple[bytes, bytes]:
@@ -126,19 +126,25 @@ def _render_in_child(text: str, box: int, resources_dir: Path | None) -> tuple[b
 
     import resvg_py
 
-    site_dir = str(Path(resvg_py.__file__).resolve().parent.parent)
+    site_dir = str(Path(next(iter(resvg_py.__path__))).parent)
     cmd = [sys.executable, "-I", "-S", str(_RENDERER), site_dir, str(box), str(RENDER_CPU_S), str(RENDER_EXTRA_MEMORY),
            str(resources_dir) if resources_dir is not None else ""]
     try:
-        done = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, timeout=RENDER_TIMEOUT_S, check=False)
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as e:  # lone surrogates, from a declared encoding such as raw_unicode_escape
+        return b"error", f"text cannot be encoded ({e.reason})".encode()
+    try:
+        done = subprocess.run(cmd, input=data, capture_output=True, timeout=RENDER_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:  # run() has killed it
         return b"limit", f"no result within {RENDER_TIMEOUT_S:.0f} s".encode()
     except OSError as e:
-        return b"error", f"renderer did not start: {e}".encode()
+        raise Internal(f"SVG renderer did not start: {e}") from e
+    if done.returncode < 0:  # killed: a limit (SIGKILL/SIGXCPU) or an abort (allocation failure)
+        return b"limit", f"renderer stopped: signal {-done.returncode}".encode()
     head, sep, payload = done.stdout.partition(b"\n")
-    if not sep or done.returncode != 0:  # died without a word: a limit (SIGKILL/SIGXCPU) or an abort (allocation failure)
-        why = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
-        return b"limit", f"renderer stopped: {why}".encode()
+    if done.returncode != 0 or not sep:  # our renderer is broken (not the SVG's fault): say so, not 400
+        tail = done.stderr.decode(errors="replace").strip()[-500:]
+        raise Internal(f"SVG renderer failed (exit {done.returncode}): {tail}")
     return head, payload
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import queue
+import random
 import threading
 import time
 from typing import Any
@@ -38,7 +39,9 @@ class QueryLog:
         self._ready = threading.Event()  # the collection (and its TTL index) exists: clicks may update it
         self._next_try = 0.0
         self.sweep_s = sweep_s
-        self._next_sweep = 0.0
+        # the first sweep a random part of sweep_s after start: replicas started together do not all
+        # delete at once, and a start does not begin with a long delete of an old backlog
+        self._next_sweep = time.monotonic() + random.uniform(0.5, 1.0) * sweep_s
         self.q: queue.Queue = queue.Queue(maxsize=maxsize)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
@@ -84,8 +87,8 @@ class QueryLog:
             if not batch:
                 continue
             try:
-                if not self._ready.is_set():
-                    self._prepare()
+                if not self._ready.is_set():  # MongoDB is down (retried at the loop's top, once a second)
+                    raise Unavailable(self.documents.name, "the query log's collection is not created yet")
                 self.documents.get().insert_many(COLLECTION, batch)
             except MMSearchError as e:
                 self.metrics.querylog_dropped.inc(len(batch))

@@ -143,7 +143,7 @@ def test_a_click_while_mongodb_cannot_create_the_collection_is_unavailable():
         log.stop()
 
 
-def test_expired_entries_are_swept_at_start_and_every_sweep_s():
+def test_expired_entries_are_swept_soon_after_start_and_every_sweep_s():
     import datetime as dt
 
     store = Store()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mmsearch.errors import ProcessDied, Unavailable
-from mmsearch.supervisor import ChildProcess, descendants, rss_kb
+from mmsearch.supervisor import ChildProcess, _setpriv, descendants, rss_kb
 
 PY = sys.executable
 
@@ -143,6 +143,7 @@ def test_a_failed_start_reports_its_own_log_lines_not_an_earlier_run_s(tmp_path)
     assert "bad config" in e.value.message and "earlier run" not in e.value.message
 
 
+@pytest.mark.skipif(_setpriv() is None, reason="no setpriv with --pdeathsig on this host")
 def test_a_child_gets_sigterm_when_its_launcher_is_killed(tmp_path):
     """PR_SET_PDEATHSIG (set by ``setpriv`` before exec, not by a preexec_fn: see die_with_parent)."""
     import subprocess
