@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text: mine a hard negative per pair with the base model (the top hit that is not an answer)")
     p.add_argument("--mini-batch", type=int, default=0,
                    help="text: cached-gradient MNRL in chunks of this size, so --batch-size can be large (0: plain MNRL)")
+    p.add_argument("--scale", type=float, default=20.0, help="text: the loss's inverse temperature")
+    p.add_argument("--symmetric", action="store_true", help="text: also rank each document's query among the batch's queries")
+    p.add_argument("--hardness", type=float, default=0.0, help="text: weight harder in-batch negatives up (0: off; 9 in Lan et al.)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--max-train", type=int, help="use at most N training pairs")
@@ -88,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config()  # no config-field flags: defaults <- MMSEARCH_CONFIG <- environment
         cfg = FinetuneConfig(args.trainer, args.base, args.out, args.epochs, args.lr, args.batch_size, args.dim,
                              args.hard_negatives, args.max_length, args.seed, args.patience, args.metric, args.unfreeze_text,
-                             mine_negatives=args.mine_negatives, mini_batch=args.mini_batch, device=args.device)
+                             mine_negatives=args.mine_negatives, mini_batch=args.mini_batch, device=args.device,
+                             scale=args.scale, symmetric=args.symmetric, hardness=args.hardness)
         if args.dataset:
             train, val, _, _ = dataset_sets(args.dataset, args.cache or config.data_dir / "data", args.max_train, args.seed)
         else:

@@ -47,6 +47,13 @@ def test_text_finetune_beats_untrained_and_passes_the_gate(tmp_path, tiny_text, 
     assert r16.base_metric == pytest.approx(r.base_metric) and r16.history[0][r.metric] != pytest.approx(r.base_metric)
 
 
+def test_symmetric_hardness_weighted_loss_learns(tmp_path, tiny_text):
+    train, val, _ = split_pairs(synonym_pairs(), 0.2)
+    r = finetune(FinetuneConfig("text", str(tiny_text), tmp_path / "sym", epochs=4, lr=1e-3, batch_size=16, progress=False,
+                                symmetric=True, hardness=9.0, scale=30.0), train, val)
+    assert r.best_metric > r.base_metric + 0.2, r.history
+
+
 def test_dual_lit_finetune_beats_untrained(tmp_path, tiny_dual):
     train, val, modality = split_pairs(shape_image_pairs(tmp_path / "imgs"), 0.25)
     assert modality == "image"

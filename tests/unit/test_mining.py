@@ -57,3 +57,11 @@ def test_a_device_that_is_not_there_is_a_clear_error(tmp_path, device, match):
     with pytest.raises(BadInput, match=match):
         finetune(cfg, [Pair("a", "x"), Pair("b", "y")], es)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("opts", [{"scale": 0.0}, {"scale": -5.0}, {"hardness": -1.0}, {"scale": float("nan")}])
+def test_loss_settings_out_of_range_are_a_clear_error(tmp_path, opts):
+    es = EvalSet(["a", "b"], ["x", "y"], [{0: 1.0}, {1: 1.0}])
+    with pytest.raises(BadInput, match="--scale must be in"):
+        finetune(FinetuneConfig("text", "unused", tmp_path / "out", **opts), [Pair("a", "x"), Pair("b", "y")], es)
+    assert not (tmp_path / "out").exists()

@@ -100,10 +100,12 @@ def split_of(key: str, val: float = 0.1, test: float = 0.1) -> str:
     return "test" if h < test else "val" if h < test + val else "train"
 
 
-def retrieval_sets(cache_dir: Path, n_train: int | None = None, n_eval: int = 1000, seed: int = 0):
+def retrieval_sets(cache_dir: Path, n_train: int | None = None, n_eval: int = 1000, seed: int = 0,
+                   lemmas: int = 2, examples: int = 1):
     """Training pairs (query -> gloss, grouped by synset) and val/test EvalSets, split by synset.
 
-    Queries are a synset's lemmas and its example sentences; the relevant document is its gloss.
+    Training queries are up to ``lemmas`` of a synset's lemmas and ``examples`` of its example
+    sentences; the relevant document is its gloss. Evaluation queries are each synset's first lemma.
     """
     from mmsearch.offline.data import EvalSet, Pair
 
@@ -115,7 +117,7 @@ def retrieval_sets(cache_dir: Path, n_train: int | None = None, n_eval: int = 10
         parts[split_of(s.offset)].append(s)
     pairs = []
     for s in parts["train"]:
-        for q in list(dict.fromkeys(s.words))[:2] + list(s.examples[:1]):
+        for q in list(dict.fromkeys(s.words))[:lemmas] + list(s.examples[:examples]):
             pairs.append(Pair(query=q, positive=s.gloss, group=s.offset))
     rng.shuffle(pairs)
     if n_train is not None:

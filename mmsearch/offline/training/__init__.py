@@ -44,6 +44,8 @@ def finetune(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> FinetuneRe
         raise BadInput(f"--device {cfg.device!r} is not a torch device ({e})") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BadInput(f"--device {cfg.device}: this machine has no CUDA device (torch {torch.__version__})")
+    if not 0 < cfg.scale <= 1000 or not 0 <= cfg.hardness <= 100:
+        raise BadInput(f"--scale must be in (0, 1000] and --hardness in [0, 100], got {cfg.scale} and {cfg.hardness}")
     if cfg.mini_batch < 0:
         raise BadInput(f"--mini-batch must be >= 0, got {cfg.mini_batch}")
     if len(train) < 2:

@@ -45,6 +45,9 @@ class FinetuneConfig:
     mine_negatives: bool = False  # text: a hard negative per pair mined with the base model (training/mining.py)
     mini_batch: int = 0  # text: > 0 = cached-gradient MNRL (CachedMNRL) in chunks of this size; batch_size can then be large
     device: str = "cpu"  # torch device of every trainer ("cuda", "cuda:1", ...)
+    scale: float = 20.0  # text: MNRL's inverse temperature
+    symmetric: bool = False  # text: also rank each document's query among the batch's queries (doc_to_query)
+    hardness: float = 0.0  # text: > 0 = weight harder in-batch negatives up by this (Lan et al. 2025); 0 = off
 
 
 @dataclass

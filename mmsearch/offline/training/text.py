@@ -53,8 +53,13 @@ def finetune_text(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         train, _ = mine_negatives(train, encode, progress=cfg.progress)
     if cfg.dim:
         st.append(models.Dense(st.get_embedding_dimension(), cfg.dim, activation_function=torch.nn.Identity()).to(cfg.device))
-    loss_fn = (CachedMultipleNegativesRankingLoss(st, scale=20.0, mini_batch_size=cfg.mini_batch) if cfg.mini_batch
-               else MultipleNegativesRankingLoss(st, scale=20.0))
+    directions = ("query_to_doc", "doc_to_query") if cfg.symmetric else ("query_to_doc",)
+    loss_opts: dict[str, Any] = {"scale": cfg.scale, "directions": directions,
+                                 "partition_mode": "per_direction" if cfg.symmetric else "joint"}
+    if cfg.hardness:
+        loss_opts.update(hardness_mode="in_batch_negatives", hardness_strength=cfg.hardness)
+    loss_fn = (CachedMultipleNegativesRankingLoss(st, mini_batch_size=cfg.mini_batch, **loss_opts) if cfg.mini_batch
+               else MultipleNegativesRankingLoss(st, **loss_opts))
     use_negatives = (cfg.hard_negatives or cfg.mine_negatives) and any(p.negative for p in train)
     opt = torch.optim.AdamW(st.parameters(), lr=cfg.lr)
     rng = random.Random(cfg.seed)
