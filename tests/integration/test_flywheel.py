@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from pathlib import Path
 
 import pytest
 from conftest_stack import EXPERIMENTS
@@ -115,3 +116,64 @@ def test_the_flywheel_turns_clicks_into_an_arm_that_wins(stack, creatures, tmp_p
     assert cli(["ab-report", "--mongo-uri", cfg.mongo.uri, "--scene", "text2text", "--control", "control", "--since", when]) == 0
     assert "tiny_fw1" in capsys.readouterr().out
     assert cli(["ab-report", "--mongo-uri", cfg.mongo.uri, "--since", "yesterday"]) == 2
+
+
+SCENE_ON_SHAPES = """
+scenes:
+  text2text:
+    defaults: {embed_model: tiny, index: texts}
+  text2image:
+    defaults: {embed_model: shapes_text, index: shapes, recall_top_k: 48, top_k: 48}
+"""
+
+
+def test_a_text_to_image_round_fine_tunes_the_dual_and_rebuilds_the_image_index(stack, tiny_dual, tmp_path):
+    """The served dual's text tower and image tower (untrained heads) rank 48 shape images at random;
+    clicks on 'a red circle' teach the heads colours and shapes, the gate compares both towers with the
+    served pair on held-out queries, and the arm searches an image index rebuilt with the new image tower."""
+    from finetune_data import shape_image_pairs
+
+    from mmsearch.offline.export import export_model
+
+    cfg = stack["cfg"]
+    imgs = tmp_path / "shapes"
+    judged: dict[str, dict[str, float]] = {}
+    rows = []
+    for p in shape_image_pairs(imgs, per_combo=2):
+        doc = Path(p.positive).stem
+        rows.append({"id": doc, "image": Path(p.positive).name})
+        judged.setdefault(p.query, {})[doc] = 1.0
+    (tmp_path / "shapes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    export_model(tiny_dual, stack["repo"], "shapes")
+    build_index(BuildOptions(index="shapes", docs=tmp_path / "shapes.jsonl", model="shapes_image", repo=stack["repo"],
+                             image_root=imgs, data_dir=cfg.data_dir, milvus_uri=cfg.milvus.uri, mongo_uri=cfg.mongo.uri,
+                             progress=False))
+    client = SearchClient(stack["url"])
+    stack["consul"].put(KEY, SCENE_ON_SHAPES)
+    try:
+        assert wait_until(lambda: "shapes" in json.dumps(client.config()["experiments"]), 10)
+        assert wait_until(lambda: http_ok(stack["url"] + "/readyz"), 60)  # the served towers and the index loaded
+        queries = [Judged(q, rel) for q, rel in judged.items()]
+        stats = simulate(client, "text2image", queries, users=150, searches_per_user=8, model=CLICKS, seed=3, top_k=48,
+                         progress=False)
+        assert not stats.get("errors"), stats
+        fw_cfg = cfg.model_copy(update={"flywheel": cfg.flywheel.model_copy(
+            update={"min_users": 2, "traffic": 50, "min_heldout_queries": 2})})
+        opts = FlywheelOptions(tmp_path / "fw", "shapes", "shapes_text", scene="text2image", epochs=30, lr=1e-2,
+                               batch_size=16, api=stack["url"], progress=False)
+        steps = run_flywheel(opts, fw_cfg, say=lambda _: None)["steps"]
+        assert steps["gate"]["passed"] and steps["gate"]["candidate"] > steps["gate"]["incumbent"], steps["gate"]
+        assert steps["stage"]["model"] == "shapes_fw_text" and steps["stage"]["image_model"] == "shapes_fw_image"
+        assert (stack["repo"] / "shapes_fw_text").is_dir() and (stack["repo"] / "shapes_fw_image").is_dir()
+        assert steps["index"]["index"] == "shapes_fw" and steps["index"]["indexed"] == len(rows)
+        train = (tmp_path / "fw" / "pairs" / "train.jsonl").read_text()
+        assert str(imgs.resolve()) in train  # image pairs name the image files the live build read
+        layers = client.config()["experiments"]["scenes"]["text2image"]["layers"]
+        arm = next(a for lay in layers if lay["name"] == "flywheel" for a in lay["arms"] if a["name"] == "shapes_fw_text")
+        assert arm["embed_model"] == "shapes_fw_text" and arm["index"] == "shapes_fw"
+        assert wait_until(lambda: http_ok(stack["url"] + "/readyz"), 60)
+        res = client.search("text2image", "a red circle", force={"flywheel": "shapes_fw_text"}, top_k=5)
+        assert res["experiment"]["flywheel"] == "shapes_fw_text" and len(res["results"]) == 5
+    finally:
+        stack["consul"].put(KEY, EXPERIMENTS)
+        wait_until(lambda: "shapes" not in json.dumps(client.config()["experiments"]), 10)

@@ -92,3 +92,25 @@ def test_a_popular_query_does_not_turn_stray_clicks_into_pairs():
     assert len(make_pairs(collect(rows, loose), TEXTS, loose).train) == 2
     with pytest.raises(BadInput, match="min-click-rate"):
         PairOptions(min_click_rate=2).check()
+
+
+def test_image_documents_are_named_by_their_files_and_none_escapes_the_root(tmp_path):
+    from mmsearch.offline.flywheel.pairs import pairs_from_log
+
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "a.png").write_bytes(b"png")
+    (tmp_path / "outside.png").write_bytes(b"png")
+    docs = {"a": {"image": "a.png"}, "b": {"image": "../outside.png"}, "c": {"image": "http://x.test/c.png"},
+            "d": {"image": "missing.png"}, "e": {"caption": "no image"}}
+
+    class Store:
+        def find(self, collection, flt, fields):
+            return [entry(f"u{i}", "q", list(docs), [d], scene="text2image") for i in range(3) for d in docs]
+
+        def get_many(self, index, ids):
+            return [docs.get(i) for i in ids]
+
+    ps = pairs_from_log(Store(), "shapes", PairOptions(scene="text2image", min_users=1, min_click_rate=0.0),  # type: ignore[arg-type]
+                        image_root=root)
+    assert ps.corpus == {"a": str((root / "a.png").resolve())}

@@ -66,11 +66,14 @@ def with_distractors(es: EvalSet, corpus: dict[str, str], n: int, seed: int = 0)
     return dataclasses.replace(es, corpus=list(es.corpus) + extra)
 
 
-def gate(candidate: Path, incumbent: Path, es: EvalSet, metric: str, margin: float) -> GateResult:
-    """Pass only if the candidate beats the incumbent by more than ``margin`` (relative) on ``metric``."""
+def gate(candidate: Path, incumbent: Path, es: EvalSet, metric: str, margin: float,
+         candidate_docs: Path | None = None, incumbent_docs: Path | None = None) -> GateResult:
+    """Pass only if the candidate beats the incumbent by more than ``margin`` (relative) on ``metric``.
+
+    ``*_docs``: the tower that encodes the corpus when it is not the query tower (a dual's image tower)."""
     new_enc, old_enc = repo_encoder(candidate), repo_encoder(incumbent)
-    m_new = evaluate(es, new_enc, new_enc)
-    m_old = evaluate(es, old_enc, old_enc)
+    m_new = evaluate(es, new_enc, repo_encoder(candidate_docs) if candidate_docs else new_enc)
+    m_old = evaluate(es, old_enc, repo_encoder(incumbent_docs) if incumbent_docs else old_enc)
     if metric not in m_new:
         raise BadInput(f"gate metric {metric!r} unknown (choose from {', '.join(sorted(m_new))})")
     new, old = m_new[metric], m_old[metric]

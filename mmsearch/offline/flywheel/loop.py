@@ -1,12 +1,18 @@
 """`mmsearch flywheel`: users' clicks -> a better model on a small share of traffic, in one command.
 
     mmsearch flywheel --run runs/fw1 --scene text2text --index texts --model minilm
+    mmsearch flywheel --run runs/fw2 --scene text2image --index images_ft --model dual_ft_text
+
+``--model`` is the query tower serving the scene: a text encoder (text2text), or the text tower of a
+dual encoder (text2image: its source dual is fine-tuned, both towers are exported, gated and
+published as ``<name>_text`` / ``<name>_image``, and the image index is rebuilt with the new image tower).
 
 Steps, each recorded in ``<run>/state.json`` when it finishes, so a rerun skips what is done and
 picks up where a failure or Ctrl-C stopped (rerunning never trains, exports or adds an arm twice):
 
 1. ``pairs``    the query log -> train pairs and held-out queries (offline/flywheel/pairs.py);
-2. ``finetune`` the served model's source fine-tuned on them (text trainer, skipped-above hard negatives);
+2. ``finetune`` the served model's source fine-tuned on them (text trainer with skipped-above hard
+                negatives; dual trainer (LiT, locked image tower) for a dual's text tower);
 3. ``stage``    exported like the served model (same quantization) into ``<run>/repo``, not the live one;
 4. ``gate``     candidate vs the served model, both as served, on the held-out queries
                 (offline/flywheel/gate.py); a refusal ends the run here, and no rerun gets past it;
@@ -66,15 +72,15 @@ class FlywheelOptions:
     name: str = ""  # the new model's repository name (default <model>_<run folder name>)
     base: str = ""  # what to fine-tune (default: the served model's recorded source)
     epochs: int = 3
-    lr: float = 5e-5
+    lr: float = 0.0  # 0: the trainer's default (text 5e-5; dual 1e-3, its heads are small and were trained at 1e-2)
     batch_size: int = 32
     api: str = ""  # the search API to wait on (default: config retrieval host:port)
     api_key: str = ""
     wait_s: float = 180.0
     progress: bool = True
 
-    def suffix(self) -> str:
-        return self.name[len(self.model) + 1:] if self.name.startswith(self.model + "_") else self.name
+    def suffix(self, stem: str) -> str:
+        return self.name[len(stem) + 1:] if self.name.startswith(stem + "_") else self.name
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change between a run and its rerun."""
@@ -133,16 +139,27 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
     from mmsearch.offline.indexing.build import BuildOptions, build_index
 
     check_index_name(opts.index)
-    opts.name = opts.name or f"{opts.model}_{opts.run.name}"
-    new_index = f"{opts.index}_{opts.suffix()}"
-    check_index_name(new_index)
     repo = Path(cfg.model_repository)
     served = repo / opts.model
     if not served.is_dir():
         raise NotFound(f"model {opts.model!r} not found in {repo}")
     manifest = read_manifest(served)
     if manifest.kind != "text_encoder":
-        raise BadInput(f"{opts.model} is a {manifest.kind}: the flywheel fine-tunes text encoders (text2text scenes)")
+        raise BadInput(f"{opts.model} is a {manifest.kind}: the flywheel fine-tunes a query tower (a text encoder, or "
+                       "a dual encoder's text tower)")
+    dual = manifest.source.get("kind") == "dual"
+    served_docs = None  # the partner image tower that built the served index (dual)
+    if dual:
+        if not manifest.partner or not (repo / manifest.partner).is_dir():
+            raise NotFound(f"{opts.model} is a dual encoder's text tower, but its image tower {manifest.partner!r} is not in {repo}")
+        served_docs = repo / manifest.partner
+    stem = opts.model.removesuffix("_text") if dual else opts.model
+    opts.name = opts.name or f"{stem}_{opts.run.name}"
+    opts.lr = opts.lr or (1e-3 if dual else 5e-5)
+    new_index = f"{opts.index}_{opts.suffix(stem)}"
+    check_index_name(new_index)
+    towers = {"text": f"{opts.name}_text", "image": f"{opts.name}_image"} if dual else {"text": opts.name}
+    query_model, doc_model = towers["text"], towers.get("image", towers["text"])
     opts.base = opts.base or str(manifest.source.get("path") or "")
     if not opts.base:
         raise BadInput(f"{opts.model}'s manifest records no source model: give --base")
@@ -161,10 +178,22 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
         say(f"{name}: {_brief(info)}")
         return info
 
+    def live_record() -> dict[str, Any]:
+        with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (vs, ds):
+            live = vs.live_build(opts.index)
+            rec = next((r for r in ds.builds(opts.index) if live and r["_id"] == collection_name(opts.index, live)), None)
+        if rec is None:
+            raise NotFound(f"index {opts.index} has no live build to copy")
+        return rec
+
+    def image_root() -> Path:  # where the live build's image paths point (older records: the configured root)
+        return Path(live_record().get("image_root") or cfg.image_root)
+
     def pairs() -> dict[str, Any]:
         popts = PairOptions(opts.scene, fw.min_users, fw.min_click_rate, fw.max_user_rate)
+        root = image_root() if dual else None
         with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (_, ds):
-            ps = pairs_from_log(ds, opts.index, popts)
+            ps = pairs_from_log(ds, opts.index, popts, image_root=root)
         if len(ps.train) < fw.min_train_pairs or len(ps.heldout) < fw.min_heldout_queries:
             raise BadInput(f"not enough clicks yet: {len(ps.train)} training pairs (need {fw.min_train_pairs}) and "
                            f"{len(ps.heldout)} held-out queries (need {fw.min_heldout_queries}); counts {ps.counts}")
@@ -177,22 +206,29 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
         train_pairs = load_pairs(pairs_dir / "train.jsonl")
         train, val, _ = split_pairs(train_pairs, seed=0)
         val = with_distractors(val, load_corpus(pairs_dir / "corpus.jsonl"), VAL_DISTRACTORS)
-        hard = any(p.negative for p in train)
-        r = finetune(FinetuneConfig("text", opts.base, model_dir, opts.epochs, opts.lr, opts.batch_size,
-                                    hard_negatives=hard, metric="ndcg@10", progress=opts.progress),
+        hard = not dual and any(p.negative for p in train)  # the contrastive LiT epoch uses in-batch negatives only
+        r = finetune(FinetuneConfig("dual" if dual else "text", opts.base, model_dir, opts.epochs, opts.lr, opts.batch_size,
+                                    hard_negatives=hard, metric="ndcg@10", progress=opts.progress,
+                                    # a dual epoch over a few hundred pairs is a handful of steps on its small heads
+                                    patience=6 if dual else 2),
                      train, val)
         return {"seconds": round(r.seconds, 1), "validation": f"ndcg@10 {r.base_metric:.4f} -> {r.best_metric:.4f}",
                 "best_epoch": r.best_epoch, "train_pairs": r.train_pairs}
 
     def stage() -> dict[str, Any]:
-        shutil.rmtree(stage_repo / opts.name, ignore_errors=True)
+        for name in towers.values():
+            shutil.rmtree(stage_repo / name, ignore_errors=True)
         quantize = "int8" if manifest.quantization is not None else None
-        export_model(model_dir, stage_repo, opts.name, options=ExportOptions(quantize=quantize, settings=cfg.export, force=True))
-        return {"model": opts.name, "quantize": quantize or "none"}
+        exported = export_model(model_dir, stage_repo, opts.name, options=ExportOptions(quantize=quantize, settings=cfg.export,
+                                                                                        force=True))
+        if sorted(r.name for r in exported) != sorted(towers.values()):
+            raise BadInput(f"{model_dir} exported as {[r.name for r in exported]}, not {sorted(towers.values())}")
+        return {"model": query_model, **({"image_model": doc_model} if dual else {}), "quantize": quantize or "none"}
 
     def check() -> dict[str, Any]:
         es = heldout_evalset(load_judged(pairs_dir / "heldout.jsonl"), load_corpus(pairs_dir / "corpus.jsonl"))
-        res: GateResult = gate(stage_repo / opts.name, served, es, fw.gate_metric, fw.gate_margin)
+        res: GateResult = gate(stage_repo / query_model, served, es, fw.gate_metric, fw.gate_margin,
+                               candidate_docs=stage_repo / doc_model if dual else None, incumbent_docs=served_docs)
         say(res.line())
         return {"passed": res.passed, **res.to_json()}
 
@@ -201,38 +237,37 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
     step("stage", stage)
     verdict = step("gate", check)
     if not verdict["passed"]:
-        raise GateRefused(f"the gate refused {opts.name}: held-out {verdict['metric']} {verdict['candidate']:.4f} vs the served "
+        raise GateRefused(f"the gate refused {query_model}: held-out {verdict['metric']} {verdict['candidate']:.4f} vs the served "
                           f"{opts.model} {verdict['incumbent']:.4f} (margin {verdict['margin']:.0%}); no arm was added")
 
     def publish() -> dict[str, Any]:
-        dest = repo / opts.name
-        if dest.exists() and (dest / MANIFEST_NAME).read_bytes() != (stage_repo / opts.name / MANIFEST_NAME).read_bytes():
-            raise AlreadyExists(f"{dest} holds another model named {opts.name}: give this run another --name")
-        if not dest.exists():
-            tmp = repo / f".{opts.name}.publish"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(stage_repo / opts.name, tmp)
-            tmp.rename(dest)  # whole, at once: the repository watchers never see half a model
-        _wait(f"the search API to embed with {opts.name}", lambda: client.embed(opts.name, text="flywheel").size > 0, opts.wait_s)
-        return {"model": opts.name, "repository": str(repo)}
+        for name in sorted(towers.values(), key=lambda n: n == query_model):  # the query tower last: it is what arms name
+            dest = repo / name
+            if dest.exists() and (dest / MANIFEST_NAME).read_bytes() != (stage_repo / name / MANIFEST_NAME).read_bytes():
+                raise AlreadyExists(f"{dest} holds another model named {name}: give this run another --name")
+            if not dest.exists():
+                tmp = repo / f".{name}.publish"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(stage_repo / name, tmp)
+                tmp.rename(dest)  # whole, at once: the repository watchers never see half a model
+        _wait(f"the search API to embed with {query_model}", lambda: client.embed(query_model, text="flywheel").size > 0,
+              opts.wait_s)
+        return {"model": query_model, **({"image_model": doc_model} if dual else {}), "repository": str(repo)}
 
     def reindex() -> dict[str, Any]:
-        with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (vs, ds):
-            live = vs.live_build(opts.index)
-            rec = next((r for r in ds.builds(opts.index) if live and r["_id"] == collection_name(opts.index, live)), None)
-        if rec is None:
-            raise NotFound(f"index {opts.index} has no live build to copy")
+        rec = live_record()
         docs = Path(rec["source"]["path"])
         s = build_index(BuildOptions(
-            index=new_index, docs=docs, model=opts.name, repo=repo, data_dir=cfg.data_dir, image_root=cfg.image_root,
+            index=new_index, docs=docs, model=doc_model, repo=repo, data_dir=cfg.data_dir,
+            image_root=Path(rec.get("image_root") or cfg.image_root),
             milvus_uri=cfg.milvus.uri, index_spec=index_spec(cfg.milvus), mongo_uri=cfg.mongo.uri,
             database=cfg.mongo.database, fields=dict(rec.get("fields") or {}), lexical=list(rec.get("lexical") or []),
             lexical_root=lexical_root(cfg), progress=opts.progress))
         return {"index": new_index, "build": s.build, "indexed": s.indexed, "seconds": round(s.seconds, 1)}
 
     def arm() -> dict[str, Any]:
-        params = {"embed_model": opts.name, "index": new_index}
-        args = (opts.scene, fw.layer, opts.name, params, fw.traffic)
+        params = {"embed_model": query_model, "index": new_index}
+        args = (opts.scene, fw.layer, query_model, params, fw.traffic)
         if cfg.consul.addr:
             changed = add_arm_to_consul(cfg.consul.addr, cfg.consul.key, cfg.consul.token, *args)
         else:
@@ -241,15 +276,15 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
         def live() -> bool:
             exp = client.config().get("experiments") or {}
             layers = ((exp.get("scenes") or {}).get(opts.scene) or {}).get("layers") or []
-            return any(a.get("name") == opts.name for lay in layers if lay.get("name") == fw.layer for a in lay.get("arms", []))
+            return any(a.get("name") == query_model for lay in layers if lay.get("name") == fw.layer for a in lay.get("arms", []))
 
-        _wait(f"arm {opts.name} in the search API's live config", live, opts.wait_s)
-        return {"layer": fw.layer, "arm": opts.name, "traffic": fw.traffic, "changed": changed, **params}
+        _wait(f"arm {query_model} in the search API's live config", live, opts.wait_s)
+        return {"layer": fw.layer, "arm": query_model, "traffic": fw.traffic, "changed": changed, **params}
 
     step("publish", publish)
     step("index", reindex)
     step("arm", arm)
-    say(f"arm {opts.name} serves {fw.traffic:g} % of {opts.scene} users (layer {fw.layer}); "
+    say(f"arm {query_model} serves {fw.traffic:g} % of {opts.scene} users (layer {fw.layer}); "
         f"compare it with: mmsearch ab-report --scene {opts.scene}")
     return run.state
 
@@ -264,12 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--run", type=Path, required=True, help="run folder (state.json; rerun the same command to resume)")
     p.add_argument("--index", required=True, help="the index the scene serves now")
-    p.add_argument("--model", required=True, help="the repository model serving it now")
+    p.add_argument("--model", required=True, help="the repository model serving it now: a text encoder, or a dual's text tower")
     p.add_argument("--scene", default="text2text")
-    p.add_argument("--name", default="", help="the new model's name (default <model>_<run folder name>)")
+    p.add_argument("--name", default="", help="the new model's name (default <model>_<run folder name>; a dual's "
+                   "towers get _text and _image after it)")
     p.add_argument("--base", default="", help="model to fine-tune (default: the served model's recorded source)")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=0.0, help="learning rate (default: text 5e-5, dual 1e-3)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--api", default="", help="search API base URL (default: config retrieval host/port)")
     p.add_argument("--api-key", default="")

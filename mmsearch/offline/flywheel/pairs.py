@@ -189,20 +189,29 @@ def make_pairs(log: LogPairs, texts: dict[str, str], opts: PairOptions) -> PairS
     return PairSet(train, held, counts, {d: texts[d] for d in sorted(log.shown) if d in texts})
 
 
-def pairs_from_log(store: DocumentStore, index: str, opts: PairOptions, text_field: str = "text") -> PairSet:
-    """Read the scene's log, judge, and look the clicked and skipped documents' texts up in ``index``."""
+def pairs_from_log(store: DocumentStore, index: str, opts: PairOptions, text_field: str = "text",
+                   image_root: Path | None = None) -> PairSet:
+    """Read the scene's log, judge, and look the clicked and skipped documents' texts up in ``index``.
+
+    With ``image_root`` the index holds images (text->image scenes): a document is its ``image`` file
+    under that folder, named by its absolute path; one whose file is gone (or a URL) is left out."""
     opts.check()
     entries = store.find(QUERY_LOG, {"scene": opts.scene},
                          ["scene", "user_id", "ts", "query", "results", "clicks", "forced", "offset"])
     log = collect(entries, opts)
     ids = sorted(log.shown)
     texts: dict[str, str] = {}
+    root = image_root.resolve() if image_root is not None else None
     for i in range(0, len(ids), 1000):
         chunk = ids[i : i + 1000]
         for doc_id, doc in zip(chunk, store.get_many(index, chunk)):
-            value = (doc or {}).get(text_field)
-            if isinstance(value, str) and value.strip():
+            value = (doc or {}).get("image" if root else text_field)
+            if not isinstance(value, str) or not value.strip():
+                continue
+            if root is None:
                 texts[doc_id] = value
+            elif "://" not in value and (path := (root / value).resolve()).is_relative_to(root) and path.is_file():
+                texts[doc_id] = str(path)
     return make_pairs(log, texts, opts)
 
 
@@ -241,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-click-rate", type=float, help="clickers / users shown, per query and document (config flywheel.min_click_rate)")
     p.add_argument("--heldout", type=float, default=0.2, help="fraction of queries held out")
     p.add_argument("--include-forced", action="store_true", help="also use requests with a forced arm")
+    p.add_argument("--image-root", type=Path,
+                   help="the index holds images under this folder (text->image scenes): pairs name image files")
     p.add_argument("--config")
     args = p.parse_args(argv)
 
@@ -250,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            cfg.flywheel.min_click_rate if args.min_click_rate is None else args.min_click_rate,
                            args.max_user_rate or cfg.flywheel.max_user_rate, args.heldout, include_forced=args.include_forced)
         with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (_, ds):
-            ps = pairs_from_log(ds, args.index, opts)
+            ps = pairs_from_log(ds, args.index, opts, image_root=args.image_root)
         write_pairs(ps, args.out)
         print(f"{len(ps.train)} training pairs, {len(ps.heldout)} held-out queries, {len(ps.corpus)} shown documents "
               f"-> {args.out} ({', '.join(f'{k} {v}' for k, v in sorted(ps.counts.items()))})")

@@ -395,6 +395,8 @@ def build_index(opts: BuildOptions) -> BuildSummary:
                       "model": opts.model, "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
                       "status": "building", "lines_done": 0, "started": _now(), "index_spec": opts.index_spec.to_json(),
                       "fields": dict(opts.fields), "lexical": list(opts.lexical), "counts": {"read": 0, "indexed": 0, "skipped": {}}}
+            if encoder.modality == "image":  # where the documents' image paths point (a flywheel round re-reads them)
+                record["image_root"] = str(opts.image_root.resolve())
             vs.create(record["_id"], encoder.dim, opts.index_spec, opts.fields)
             ds.save_build(record)
         rejects = opts.rejects or opts.docs.with_name(f"{opts.docs.stem}.{opts.index}.rejects.jsonl")
