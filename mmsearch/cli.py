@@ -39,6 +39,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def parse_since(text: str | None) -> float | None:
+    """``--since`` (ISO 8601; UTC unless it says otherwise) as a Unix time; None when not given."""
+    import datetime as dt
+
+    from mmsearch.errors import BadInput
+
+    if not text:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as e:
+        raise BadInput(f"--since must be an ISO 8601 time such as 2026-11-26T01:00, got {text!r}") from e
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
 def run_cli(fn: Callable[[], object]) -> int:
     """Run a CLI body: our errors become one line on stderr and their exit code, never a traceback."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)

@@ -51,7 +51,8 @@ def record_stack(config: Config, ports: dict[str, dict[str, int]]) -> Path:
     path = stack_file(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "started": _started(os.getpid()), "ports": ports}))
+    tmp.write_text(json.dumps({"pid": os.getpid(), "started": _started(os.getpid()), "ports": ports,
+                               "image_root": str(Path(config.image_root).resolve())}))
     os.replace(tmp, path)
     return path
 
@@ -84,12 +85,15 @@ def stack_pid(config: Config) -> int | None:
 
 
 def running_config(config: Config) -> Config:
-    """The config with the ports of the stack that `mmsearch up` runs over its data dir, if one runs;
-    otherwise the config as it is."""
+    """The config with the ports of the stack that `mmsearch up` runs over its data dir, if one runs
+    (and the image folder it serves, unless this config names one); otherwise the config as it is."""
     data = _live_record(config)  # none recorded, unreadable, or its launcher is gone (the pid may be reused)
     ports = data.get("ports") if data is not None else None
     if not isinstance(ports, dict):
         return config
+    root = data.get("image_root") if data is not None else None
+    if isinstance(root, str) and root and Path(config.image_root) == Path("."):
+        config = config.model_copy(update={"image_root": Path(root)})
     for service, got in ports.items():
         if service in SERVICES and isinstance(got, dict):
             config = bound(config, service, {k: v for k, v in got.items() if isinstance(v, int) and 0 < v < 65536})

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from mmsearch.cli import run_cli
+from mmsearch.cli import parse_since, run_cli
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.config import flag_overrides, load_config
 from mmsearch.embedded import embedded_store
-from mmsearch.errors import BadInput
 from mmsearch.experiments import Experiments, parse_experiments
 from mmsearch.retrieval_service.ab_stats import ArmSample, ctr_interval, difference, sample_ratio_mismatch, users_needed
 from mmsearch.retrieval_service.querylog import COLLECTION
@@ -118,13 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def _go() -> None:
         cfg = load_config(args.config, overrides=flag_overrides({"mongo.uri": args.mongo_uri}))
-        since = None
-        if args.since:
-            try:
-                when = dt.datetime.fromisoformat(args.since)
-            except ValueError as e:
-                raise BadInput(f"--since must be an ISO 8601 time such as 2026-11-26T01:00, got {args.since!r}") from e
-            since = (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+        since = parse_since(args.since)
         path = args.experiments or Path(cfg.experiments_file)
         exp = parse_experiments(path.read_text(), str(path)) if path.is_file() else None
         # no URI: the embedded server of data_dir (the running demo's, or started for this report)

@@ -55,3 +55,14 @@ def test_bound_changes_only_the_reported_ports(tmp_path):
     out = bound(cfg, "preprocess", {"grpc": 16051})
     assert out.preprocess.port == 16051 and out.preprocess.metrics_port == cfg.preprocess.metrics_port
     assert out.web == cfg.web and out.retrieval == cfg.retrieval
+
+
+def test_the_running_stack_s_image_folder_is_found_unless_the_config_names_one(tmp_path):
+    images = tmp_path / "stamps"
+    images.mkdir()
+    stack = _cfg(tmp_path).model_copy(update={"image_root": images})
+    record_stack(stack, {"web": {"http": 18090}})
+    assert running_config(_cfg(tmp_path)).image_root == images.resolve()  # a tool with the default root
+    own = _cfg(tmp_path).model_copy(update={"image_root": tmp_path / "mine"})
+    assert running_config(own).image_root == tmp_path / "mine"
+    clear_stack(stack)

@@ -114,3 +114,21 @@ def test_image_documents_are_named_by_their_files_and_none_escapes_the_root(tmp_
     ps = pairs_from_log(Store(), "shapes", PairOptions(scene="text2image", min_users=1, min_click_rate=0.0),  # type: ignore[arg-type]
                         image_root=root)
     assert ps.corpus == {"a": str((root / "a.png").resolve())}
+
+
+def test_since_reads_only_the_searches_from_then_on():
+    from mmsearch.offline.flywheel.pairs import pairs_from_log
+
+    seen = []
+
+    class Store:
+        def find(self, collection, flt, fields):
+            seen.append(flt)
+            return []
+
+        def get_many(self, index, ids):
+            return []
+
+    pairs_from_log(Store(), "texts", PairOptions(since=1700000000.0))  # type: ignore[arg-type]
+    pairs_from_log(Store(), "texts", PairOptions())  # type: ignore[arg-type]
+    assert seen == [{"scene": "text2text", "ts": {"$gte": 1700000000.0}}, {"scene": "text2text"}]

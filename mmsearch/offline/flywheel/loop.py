@@ -78,13 +78,15 @@ class FlywheelOptions:
     api_key: str = ""
     wait_s: float = 180.0
     progress: bool = True
+    since: float = 0.0  # Unix time: pairs from searches since then only (0: the whole log)
 
     def suffix(self, stem: str) -> str:
         return self.name[len(stem) + 1:] if self.name.startswith(stem + "_") else self.name
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change between a run and its rerun."""
-        return {k: v for k, v in asdict(self).items() if k in ("index", "model", "scene", "name", "base", "epochs", "lr", "batch_size")}
+        return {k: v for k, v in asdict(self).items() if k in ("index", "model", "scene", "name", "base", "epochs", "lr", "batch_size")} | (
+            {"since": self.since} if self.since else {})  # (runs recorded before --since existed stay resumable)
 
 
 class Run:
@@ -186,11 +188,11 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
             raise NotFound(f"index {opts.index} has no live build to copy")
         return rec
 
-    def image_root() -> Path:  # where the live build's image paths point (older records: the configured root)
-        return Path(live_record().get("image_root") or cfg.image_root)
+    def image_root() -> Path:  # where the live build's image paths point (older records: the running stack's root)
+        return Path(live_record().get("image_root") or live.image_root)
 
     def pairs() -> dict[str, Any]:
-        popts = PairOptions(opts.scene, fw.min_users, fw.min_click_rate, fw.max_user_rate)
+        popts = PairOptions(opts.scene, fw.min_users, fw.min_click_rate, fw.max_user_rate, since=opts.since)
         root = image_root() if dual else None
         with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (_, ds):
             ps = pairs_from_log(ds, opts.index, popts, image_root=root)
@@ -259,7 +261,7 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
         docs = Path(rec["source"]["path"])
         s = build_index(BuildOptions(
             index=new_index, docs=docs, model=doc_model, repo=repo, data_dir=cfg.data_dir,
-            image_root=Path(rec.get("image_root") or cfg.image_root),
+            image_root=Path(rec.get("image_root") or live.image_root),
             milvus_uri=cfg.milvus.uri, index_spec=index_spec(cfg.milvus), mongo_uri=cfg.mongo.uri,
             database=cfg.mongo.database, fields=dict(rec.get("fields") or {}), lexical=list(rec.get("lexical") or []),
             lexical_root=lexical_root(cfg), progress=opts.progress))
@@ -309,19 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--api", default="", help="search API base URL (default: config retrieval host/port)")
     p.add_argument("--api-key", default="")
+    p.add_argument("--since", help="pairs from searches since this UTC time only (ISO 8601, e.g. 2026-11-26T01:00)")
     p.add_argument("--config")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mmsearch.cli import run_cli
+    from mmsearch.cli import parse_since, run_cli
 
     args = build_parser().parse_args(argv)
 
     def _go() -> None:
         cfg = load_config(args.config, overrides=flag_overrides({}))
         run_flywheel(FlywheelOptions(args.run, args.index, args.model, args.scene, args.name, args.base, args.epochs,
-                                     args.lr, args.batch_size, args.api, args.api_key), cfg)
+                                     args.lr, args.batch_size, args.api, args.api_key, since=parse_since(args.since) or 0.0), cfg)
 
     return run_cli(_go)
 

@@ -46,6 +46,7 @@ class PairOptions:
     max_negatives: int = 3  # skipped-above results kept per pair
     salt: str = "flywheel"  # of the query split; change it to draw another split
     include_forced: bool = False
+    since: float = 0.0  # Unix time: only searches from then on (0: the whole log)
 
     def check(self) -> None:
         if self.min_users < 1 or self.max_user_rate < 1 or self.max_negatives < 0:
@@ -196,7 +197,8 @@ def pairs_from_log(store: DocumentStore, index: str, opts: PairOptions, text_fie
     With ``image_root`` the index holds images (text->image scenes): a document is its ``image`` file
     under that folder, named by its absolute path; one whose file is gone (or a URL) is left out."""
     opts.check()
-    entries = store.find(QUERY_LOG, {"scene": opts.scene},
+    match: dict[str, Any] = {"scene": opts.scene, **({"ts": {"$gte": opts.since}} if opts.since else {})}
+    entries = store.find(QUERY_LOG, match,
                          ["scene", "user_id", "ts", "query", "results", "clicks", "forced", "offset"])
     log = collect(entries, opts)
     ids = sorted(log.shown)
@@ -237,7 +239,7 @@ def write_pairs(ps: PairSet, out: Path) -> dict[str, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    from mmsearch.cli import run_cli
+    from mmsearch.cli import parse_since, run_cli
     from mmsearch.config import load_config
     from mmsearch.offline.indexing.stores import open_stores
 
@@ -250,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-click-rate", type=float, help="clickers / users shown, per query and document (config flywheel.min_click_rate)")
     p.add_argument("--heldout", type=float, default=0.2, help="fraction of queries held out")
     p.add_argument("--include-forced", action="store_true", help="also use requests with a forced arm")
+    p.add_argument("--since", help="only searches from this UTC time on (ISO 8601, e.g. 2026-11-26T01:00)")
     p.add_argument("--image-root", type=Path,
                    help="the index holds images under this folder (text->image scenes): pairs name image files")
     p.add_argument("--config")
@@ -259,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config)
         opts = PairOptions(args.scene, args.min_users or cfg.flywheel.min_users,
                            cfg.flywheel.min_click_rate if args.min_click_rate is None else args.min_click_rate,
-                           args.max_user_rate or cfg.flywheel.max_user_rate, args.heldout, include_forced=args.include_forced)
+                           args.max_user_rate or cfg.flywheel.max_user_rate, args.heldout, include_forced=args.include_forced,
+                           since=parse_since(args.since) or 0.0)
         with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (_, ds):
             ps = pairs_from_log(ds, args.index, opts, image_root=args.image_root)
         write_pairs(ps, args.out)
