@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pairs": ("mmsearch.offline.flywheel.pairs", "turn the query log's clicks into training pairs and held-out queries"),
     "flywheel": ("mmsearch.offline.flywheel.loop", "clicks -> fine-tune -> gate -> a new model on a small A/B arm, resumable"),
     "ab-report": ("mmsearch.retrieval_service.ab_report", "per-arm traffic and click-through from the query log"),
+    "promote": ("mmsearch.retrieval_service.promote", "make an A/B winner the scene's defaults (only on evidence) and retire its layer"),
     "serve-web": ("mmsearch.web_ui.cli", "serve the search page (http://127.0.0.1:8090)"),
     "experiments": ("mmsearch.offline.experiments_push", "validate an experiments YAML and push it to Consul KV"),
     "up": ("mmsearch.launcher.up", "bring up the whole stack on embedded defaults"),

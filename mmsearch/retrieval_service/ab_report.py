@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from mmsearch.cli import parse_since, run_cli
 from mmsearch.clients.documents import DocumentStore
-from mmsearch.config import flag_overrides, load_config
+from mmsearch.config import Config, flag_overrides, load_config
 from mmsearch.embedded import embedded_store
 from mmsearch.experiments import Experiments, parse_experiments
 from mmsearch.retrieval_service.ab_stats import ArmSample, ctr_interval, difference, sample_ratio_mismatch, users_needed
@@ -104,6 +104,15 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines + [""] + notes) if rows else "(no queries logged)"
 
 
+@contextlib.contextmanager
+def open_query_log(cfg: Config) -> Iterator[DocumentStore]:
+    """The query log's store: config mongo.uri, or with none the embedded server of data_dir (the
+    running demo's, or one started for the command)."""
+    with contextlib.ExitStack() as stack:
+        uri = cfg.mongo.uri or stack.enter_context(embedded_store("mongo", cfg.data_dir))
+        yield stack.enter_context(contextlib.closing(DocumentStore(uri, cfg.mongo.database)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mmsearch ab-report", description=__doc__)
     p.add_argument("--mongo-uri", help="default: config mongo.uri")
@@ -119,10 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         since = parse_since(args.since)
         path = args.experiments or Path(cfg.experiments_file)
         exp = parse_experiments(path.read_text(), str(path)) if path.is_file() else None
-        # no URI: the embedded server of data_dir (the running demo's, or started for this report)
-        with contextlib.ExitStack() as stack:
-            uri = cfg.mongo.uri or stack.enter_context(embedded_store("mongo", cfg.data_dir))
-            store = stack.enter_context(contextlib.closing(DocumentStore(uri, cfg.mongo.database)))
+        with open_query_log(cfg) as store:
             print(render(report(store, args.scene, exp, args.control, since)))
 
     return run_cli(_go)

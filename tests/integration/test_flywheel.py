@@ -18,6 +18,7 @@ from finetune_data import ANIMALS, COLOURS
 from mmsearch.cli import main as cli
 from mmsearch.client import SearchClient
 from mmsearch.clients.documents import DocumentStore
+from mmsearch.errors import BadInput
 from mmsearch.experiments import parse_experiments
 from mmsearch.net import http_ok, wait_until
 from mmsearch.offline.eval_served import Judged
@@ -25,6 +26,7 @@ from mmsearch.offline.flywheel.loop import FlywheelOptions, GateRefused, run_fly
 from mmsearch.offline.flywheel.simulate import ClickModel, simulate
 from mmsearch.offline.indexing.build import BuildOptions, build_index
 from mmsearch.retrieval_service.ab_report import report
+from mmsearch.retrieval_service.promote import promote
 
 KEY = "mmsearch/experiments"
 CLICKS = ClickModel(patience=0.97, p_relevant=0.9, p_noise=0.01)  # patient readers: a page of 60 is mostly read
@@ -103,6 +105,9 @@ def test_the_flywheel_turns_clicks_into_an_arm_that_wins(stack, creatures, tmp_p
     run_flywheel(opts, cfg, say=again.append)  # rerunning a finished run does no harm
     assert all("done before" in line for line in again[:-1]) and client.config()["version"] == version
 
+    store = DocumentStore(cfg.mongo.uri)
+    with pytest.raises(BadInput, match="does not show tiny_fw1 better"):  # no A/B evidence yet: nothing is promoted
+        promote(cfg, store, "text2text", "tiny_fw1", since=time.time(), say=lambda _: None)
     # the A/B phase reads first pages of 10, where a better ranking earns more clicks
     started = time.time()
     simulate(client, "text2text", creatures["judged"], users=300, searches_per_user=2, model=CLICKS, seed=2, top_k=10,
@@ -116,6 +121,13 @@ def test_the_flywheel_turns_clicks_into_an_arm_that_wins(stack, creatures, tmp_p
     assert cli(["ab-report", "--mongo-uri", cfg.mongo.uri, "--scene", "text2text", "--control", "control", "--since", when]) == 0
     assert "tiny_fw1" in capsys.readouterr().out
     assert cli(["ab-report", "--mongo-uri", cfg.mongo.uri, "--since", "yesterday"]) == 2
+    # the winner becomes what every user gets, and its layer goes
+    done = promote(cfg, store, "text2text", "tiny_fw1", since=started, say=lambda _: None)
+    assert done["defaults"] == {"embed_model": "tiny_fw1", "index": "creatures_fw1"} and not done["forced"]
+    scene = parse_experiments(stack["consul"].kv[KEY][0].decode()).scenes["text2text"]
+    assert scene.defaults.embed_model == "tiny_fw1" and all(lay.name != "flywheel" for lay in scene.layers)
+    assert wait_until(lambda: not client.config()["experiments"]["scenes"]["text2text"].get("layers"), 10)
+    assert client.search("text2text", "red cat", top_k=5)["experiment"] == {}
 
 
 SCENE_ON_SHAPES = """

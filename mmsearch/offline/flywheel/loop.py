@@ -42,11 +42,11 @@ from mmsearch.clients.vectors import check_index_name, collection_name, index_sp
 from mmsearch.config import Config, flag_overrides, lexical_root, load_config
 from mmsearch.endpoints import running_config
 from mmsearch.errors import AlreadyExists, BadInput, DeadlineExceeded, MMSearchError, NotFound
+from mmsearch.experiments_edit import add_arm_to_consul, add_arm_to_file
 from mmsearch.manifest import MANIFEST_NAME, read_manifest
 from mmsearch.net import wait_until
 from mmsearch.offline.data import load_pairs
 from mmsearch.offline.eval_served import load_judged
-from mmsearch.offline.flywheel.arms import add_arm_to_consul, add_arm_to_file
 from mmsearch.offline.flywheel.gate import GateResult, gate, heldout_evalset, load_corpus, with_distractors
 from mmsearch.offline.flywheel.pairs import PairOptions, pairs_from_log, write_pairs
 from mmsearch.offline.indexing.stores import open_stores

@@ -1,11 +1,13 @@
-"""Give a new model an arm: edit the experiments config (the watched file, or Consul KV) safely.
+"""Give a new model an arm, or promote a winning arm: edit the experiments config (the watched file,
+or Consul KV) safely.
 
 The arm goes into a layer of its own (default ``flywheel``), appended after the scene's other layers
 so its model and index win, with a small share taken from that layer's ``control`` arm (which sets
 nothing, so it serves what the scene serves today). The YAML is edited round-trip (comments and
 layout kept), validated with the same parser the services use before anything is written, written
 atomically (file) or with check-and-set (Consul), so a concurrent edit is never overwritten.
-Re-adding an arm that is already there with the same settings changes nothing.
+Re-adding an arm that is already there with the same settings changes nothing. Promoting an arm
+makes its settings the scene's defaults and removes its layer.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +76,53 @@ def add_arm(text: str, scene: str, layer: str, arm: str, params: dict[str, Any],
     return out, True
 
 
-def add_arm_to_file(path: Path, scene: str, layer: str, arm: str, params: dict[str, Any], traffic: float) -> bool:
+def promote_arm(text: str, scene: str, layer: str, arm: str) -> tuple[str, dict[str, Any]]:
+    """The experiments YAML with ``arm``'s settings made ``scene``'s defaults and ``layer`` removed;
+    (new text, the settings promoted). Refused when another layer's arms set one of those settings
+    (they would still override the defaults for their users)."""
+    parse_experiments(text, "the current experiments")
+    y = _yaml()
+    doc = y.load(text) or {}
+    s = (doc.get("scenes") or {}).get(scene)
+    if s is None:
+        raise NotFound(f"scene {scene!r} is not in the experiments config")
+    layers = s.get("layers") or []
+    found = next((lay for lay in layers if lay.get("name") == layer), None)
+    if found is None:
+        raise NotFound(f"scene {scene} has no layer {layer!r} (layers: {', '.join(str(lay.get('name')) for lay in layers) or 'none'})")
+    chosen = next((a for a in found.get("arms") or [] if a.get("name") == arm), None)
+    if chosen is None or arm == CONTROL:
+        raise NotFound(f"layer {layer} of {scene} has no arm {arm!r} to promote")
+    params = {k: v for k, v in chosen.items() if k not in ("name", "traffic")}
+    for other in layers:
+        if other is found:
+            continue
+        clash = sorted({k for a in other.get("arms") or [] for k in a if k in params})
+        if clash:
+            raise BadInput(f"layer {other.get('name')} of {scene} sets {', '.join(clash)} in its arms, which would still override "
+                           f"the promoted defaults for its users: retire that layer first, or edit the config by hand")
+    defaults = s.get("defaults")
+    if defaults is None:
+        s["defaults"] = defaults = {}
+    for k, v in params.items():
+        defaults[k] = v
+    layers.remove(found)
+    if not layers:
+        del s["layers"]
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    out = buf.getvalue()
+    parse_experiments(out, "the edited experiments")
+    return out, dict(params)
+
+
+def edit_file(path: Path, edit: Callable[[str], tuple[str, bool]]) -> bool:
+    """Apply ``edit`` to the experiments file, replacing it atomically if it changed."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise BadInput(f"cannot read the experiments file {path}: {e}") from e
-    out, changed = add_arm(text, scene, layer, arm, params, traffic)
+    out, changed = edit(text)
     if changed:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(out, encoding="utf-8")
@@ -86,14 +130,14 @@ def add_arm_to_file(path: Path, scene: str, layer: str, arm: str, params: dict[s
     return changed
 
 
-def add_arm_to_consul(addr: str, key: str, token: str, scene: str, layer: str, arm: str, params: dict[str, Any],
-                      traffic: float) -> bool:
+def edit_consul(addr: str, key: str, token: str, edit: Callable[[str], tuple[str, bool]]) -> bool:
+    """Apply ``edit`` to the experiments in Consul with check-and-set: a concurrent edit is never lost."""
     try:
         c = consul_client(addr, token)
         _, item = c.kv.get(key)
         if item is None or item.get("Value") is None:
             raise NotFound(f"consul at {addr} has no experiments at {key} (push one first: mmsearch experiments push)")
-        out, changed = add_arm(item["Value"].decode("utf-8"), scene, layer, arm, params, traffic)
+        out, changed = edit(item["Value"].decode("utf-8"))
         if changed and not c.kv.put(key, out, cas=item["ModifyIndex"]):
             raise Unavailable(f"consul at {addr}", f"{key} changed while it was edited; run again")
         return changed
@@ -103,3 +147,12 @@ def add_arm_to_consul(addr: str, key: str, token: str, scene: str, layer: str, a
         if acl_denied(e):
             raise Unauthenticated(f"consul at {addr}: permission denied on {key} (set consul.token / MMSEARCH_CONSUL_TOKEN)") from e
         raise Unavailable(f"consul at {addr}", str(e)) from e
+
+
+def add_arm_to_file(path: Path, scene: str, layer: str, arm: str, params: dict[str, Any], traffic: float) -> bool:
+    return edit_file(path, lambda text: add_arm(text, scene, layer, arm, params, traffic))
+
+
+def add_arm_to_consul(addr: str, key: str, token: str, scene: str, layer: str, arm: str, params: dict[str, Any],
+                      traffic: float) -> bool:
+    return edit_consul(addr, key, token, lambda text: add_arm(text, scene, layer, arm, params, traffic))

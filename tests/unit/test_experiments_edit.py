@@ -1,5 +1,5 @@
-"""Adding the flywheel's arm to the experiments YAML: round-trip (comments kept), validated, idempotent,
-traffic taken from the control arm, check-and-set against Consul."""
+"""Editing the experiments YAML: the flywheel's arm (round-trip, comments kept, validated, idempotent,
+traffic taken from the control arm, check-and-set against Consul) and promoting a winning arm."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from consul_standin import ConsulStandIn
 
 from mmsearch.errors import AlreadyExists, BadInput, NotFound
 from mmsearch.experiments import parse_experiments
-from mmsearch.offline.flywheel.arms import add_arm, add_arm_to_consul, add_arm_to_file
+from mmsearch.experiments_edit import add_arm, add_arm_to_consul, add_arm_to_file, promote_arm
 
 BASE = """# the team's notes survive
 scenes:
@@ -77,3 +77,24 @@ def test_consul_check_and_set():
         assert not add_arm_to_consul(consul.addr, "k", "", "text2text", "flywheel", "minilm_fw1", NEW, 10)
     finally:
         consul.stop()
+
+
+def test_promoting_an_arm_makes_its_settings_the_defaults_and_retires_its_layer():
+    out, _ = add_arm(BASE, "text2text", "flywheel", "minilm_fw1", NEW, 10)
+    promoted, params = promote_arm(out, "text2text", "flywheel", "minilm_fw1")
+    assert params == NEW and "# the team's notes survive" in promoted and "# inline comment" in promoted
+    exp = parse_experiments(promoted, "t").scenes["text2text"]
+    assert [lay.name for lay in exp.layers] == ["recall"]
+    assert (exp.defaults.embed_model, exp.defaults.index) == ("minilm_fw1", "texts_fw1")
+    with pytest.raises(NotFound, match="no layer 'flywheel'"):
+        promote_arm(promoted, "text2text", "flywheel", "minilm_fw1")
+    with pytest.raises(NotFound, match="no arm 'control'"):
+        promote_arm(out, "text2text", "flywheel", "control")
+    with pytest.raises(NotFound, match="no arm 'nope'"):
+        promote_arm(out, "text2text", "flywheel", "nope")
+    # another layer whose arms set the same settings would still override the defaults for its users
+    models = BASE.replace("    defaults:", "      - name: model\n        salt: m-1\n        arms:\n"
+                          "          - {name: base, traffic: 100, embed_model: minilm}\n    defaults:")
+    out, _ = add_arm(models, "text2text", "flywheel", "minilm_fw1", NEW, 10)
+    with pytest.raises(BadInput, match="layer model of text2text sets embed_model"):
+        promote_arm(out, "text2text", "flywheel", "minilm_fw1")
