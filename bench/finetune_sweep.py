@@ -6,7 +6,7 @@ Each setting fine-tunes all-MiniLM-L6-v2 with the product's own trainer (``finet
 the best epoch the way bench/finetune_gain.py does: 1,000 held-out synsets, each first lemma
 searching the 1,000 held-out glosses, nDCG@10 relative to the base. Where a GPU is lent, the sweep
 finds which settings are worth a CPU run; the CPU run (bench/finetune_gain.py) is the figure quoted.
-``pair_tokens`` (query + positive tokens seen in training, all epochs) is the work a setting costs,
+``pair_tokens`` (query + positive tokens seen in training, over the epochs run) is the work a setting costs,
 so settings can be compared at equal CPU cost.
 """
 
@@ -66,7 +66,8 @@ def run_setting(name: str, setting: dict, cache: Path, base: str, device: str, w
     def enc(texts: list[str]):
         return st.encode(texts, batch_size=256, normalize_embeddings=True, convert_to_numpy=True)
 
-    return {"name": name, "setting": setting, "train_pairs": len(train), "pair_tokens": n_tokens * cfg.epochs,
+    epochs_run = len(r.history) - 1  # early stopping may end before cfg.epochs
+    return {"name": name, "setting": setting, "train_pairs": len(train), "pair_tokens": n_tokens * epochs_run,
             "seconds": seconds, "best_epoch": r.best_epoch, "val_history": r.history,
             "test": score(test, enc(test.queries), enc(test.corpus))}
 

@@ -78,8 +78,9 @@ def add_arm(text: str, scene: str, layer: str, arm: str, params: dict[str, Any],
 
 def promote_arm(text: str, scene: str, layer: str, arm: str) -> tuple[str, dict[str, Any]]:
     """The experiments YAML with ``arm``'s settings made ``scene``'s defaults and ``layer`` removed;
-    (new text, the settings promoted). Refused when another layer's arms set one of those settings
-    (they would still override the defaults for their users)."""
+    (new text, the settings promoted, plus ``_dropped_arms``: the layer's other arms, if any). Refused
+    when another layer's arms set one of those settings (they would still override the defaults for
+    their users)."""
     parse_experiments(text, "the current experiments")
     y = _yaml()
     doc = y.load(text) or {}
@@ -94,6 +95,7 @@ def promote_arm(text: str, scene: str, layer: str, arm: str) -> tuple[str, dict[
     if chosen is None or arm == CONTROL:
         raise NotFound(f"layer {layer} of {scene} has no arm {arm!r} to promote")
     params = {k: v for k, v in chosen.items() if k not in ("name", "traffic")}
+    dropped = [str(a.get("name")) for a in found.get("arms") or [] if a.get("name") not in (arm, CONTROL)]
     for other in layers:
         if other is found:
             continue
@@ -113,7 +115,7 @@ def promote_arm(text: str, scene: str, layer: str, arm: str) -> tuple[str, dict[
     y.dump(doc, buf)
     out = buf.getvalue()
     parse_experiments(out, "the edited experiments")
-    return out, dict(params)
+    return out, {**params, **({"_dropped_arms": dropped} if dropped else {})}
 
 
 def edit_file(path: Path, edit: Callable[[str], tuple[str, bool]]) -> bool:
@@ -126,7 +128,12 @@ def edit_file(path: Path, edit: Callable[[str], tuple[str, bool]]) -> bool:
     if changed:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(out, encoding="utf-8")
-        os.replace(tmp, path)  # the watcher never reads half a file
+        try:  # another writer since our read (a person, the flywheel, promote): theirs is kept, ours refused
+            if path.read_text(encoding="utf-8") != text:
+                raise Unavailable(f"experiments file {path}", "it changed while it was edited; run again")
+            os.replace(tmp, path)  # the watcher never reads half a file
+        finally:
+            tmp.unlink(missing_ok=True)
     return changed
 
 

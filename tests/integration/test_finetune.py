@@ -47,10 +47,22 @@ def test_text_finetune_beats_untrained_and_passes_the_gate(tmp_path, tiny_text, 
     assert r16.base_metric == pytest.approx(r.base_metric) and r16.history[0][r.metric] != pytest.approx(r.base_metric)
 
 
-def test_symmetric_hardness_weighted_loss_learns(tmp_path, tiny_text):
+def test_symmetric_hardness_weighted_loss_learns(tmp_path, tiny_text, monkeypatch):
+    from sentence_transformers.sentence_transformer import losses
+
+    made: list[dict] = []
+
+    class Spy(losses.MultipleNegativesRankingLoss):
+        def __init__(self, model, **kw):
+            made.append(kw)
+            super().__init__(model, **kw)
+
+    monkeypatch.setattr(losses, "MultipleNegativesRankingLoss", Spy)
     train, val, _ = split_pairs(synonym_pairs(), 0.2)
     r = finetune(FinetuneConfig("text", str(tiny_text), tmp_path / "sym", epochs=4, lr=1e-3, batch_size=16, progress=False,
                                 symmetric=True, hardness=9.0, scale=30.0), train, val)
+    assert made == [{"scale": 30.0, "directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction",
+                     "hardness_mode": "in_batch_negatives", "hardness_strength": 9.0}]
     assert r.best_metric > r.base_metric + 0.2, r.history
 
 

@@ -69,9 +69,9 @@ class FlywheelOptions:
     index: str  # the index the scene serves now
     model: str  # the model serving it now (a repository name)
     scene: str = "text2text"
-    name: str = ""  # the new model's repository name (default <model>_<run folder name>)
+    name: str = ""  # the new model's name (default <model>_<run folder name>; a dual: <model without _text>_<run>, + _text/_image)
     base: str = ""  # what to fine-tune (default: the served model's recorded source)
-    epochs: int = 3
+    epochs: int = 0  # 0: the trainer's default (text 3; dual 30, an epoch of its heads is a handful of steps)
     lr: float = 0.0  # 0: the trainer's default (text 5e-5; dual 1e-3, its heads are small and were trained at 1e-2)
     batch_size: int = 32
     api: str = ""  # the search API to wait on (default: config retrieval host:port)
@@ -150,6 +150,9 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
         raise BadInput(f"{opts.model} is a {manifest.kind}: the flywheel fine-tunes a query tower (a text encoder, or "
                        "a dual encoder's text tower)")
     dual = manifest.source.get("kind") == "dual"
+    if manifest.source.get("kind") not in ("dual", "sentence-transformers"):
+        raise BadInput(f"{opts.model} comes from a {manifest.source.get('kind')!r} model: the flywheel fine-tunes "
+                       "sentence-transformers text encoders and dual encoders")
     served_docs = None  # the partner image tower that built the served index (dual)
     if dual:
         if not manifest.partner or not (repo / manifest.partner).is_dir():
@@ -158,6 +161,7 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
     stem = opts.model.removesuffix("_text") if dual else opts.model
     opts.name = opts.name or f"{stem}_{opts.run.name}"
     opts.lr = opts.lr or (1e-3 if dual else 5e-5)
+    opts.epochs = opts.epochs or (30 if dual else 3)
     new_index = f"{opts.index}_{opts.suffix(stem)}"
     check_index_name(new_index)
     towers = {"text": f"{opts.name}_text", "image": f"{opts.name}_image"} if dual else {"text": opts.name}
@@ -188,12 +192,15 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
             raise NotFound(f"index {opts.index} has no live build to copy")
         return rec
 
-    def image_root() -> Path:  # where the live build's image paths point (older records: the running stack's root)
-        return Path(live_record().get("image_root") or live.image_root)
-
     def pairs() -> dict[str, Any]:
         popts = PairOptions(opts.scene, fw.min_users, fw.min_click_rate, fw.max_user_rate, since=opts.since)
-        root = image_root() if dual else None
+        rec = live_record()
+        if (rec.get("modality") == "image") != dual:
+            raise BadInput(f"index {opts.index} holds {rec.get('modality')} documents, but {opts.model} is "
+                           + ("a dual encoder's text tower (text->image)" if dual else "a text encoder (text->text)")
+                           + ": give the index the model serves")
+        # where the live build's image paths point (records older than that field: the running stack's folder)
+        root = Path(rec.get("image_root") or live.image_root) if dual else None
         with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (_, ds):
             ps = pairs_from_log(ds, opts.index, popts, image_root=root)
         if len(ps.train) < fw.min_train_pairs or len(ps.heldout) < fw.min_heldout_queries:
@@ -303,10 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True, help="the index the scene serves now")
     p.add_argument("--model", required=True, help="the repository model serving it now: a text encoder, or a dual's text tower")
     p.add_argument("--scene", default="text2text")
-    p.add_argument("--name", default="", help="the new model's name (default <model>_<run folder name>; a dual's "
-                   "towers get _text and _image after it)")
+    p.add_argument("--name", default="", help="the new model's name (default <model>_<run folder name>; for a dual, "
+                   "<model without _text>_<run folder name>, and its towers get _text and _image after it)")
     p.add_argument("--base", default="", help="model to fine-tune (default: the served model's recorded source)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=0, help="default: text 3, dual 30")
     p.add_argument("--lr", type=float, default=0.0, help="learning rate (default: text 5e-5, dual 1e-3)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--api", default="", help="search API base URL (default: config retrieval host/port)")

@@ -214,7 +214,11 @@ def pairs_from_log(store: DocumentStore, index: str, opts: PairOptions, text_fie
                 texts[doc_id] = value
             elif "://" not in value and (path := (root / value).resolve()).is_relative_to(root) and path.is_file():
                 texts[doc_id] = str(path)
-    return make_pairs(log, texts, opts)
+    ps = make_pairs(log, texts, opts)
+    if len(texts) < len(ids):  # a wrong image folder or field shows here, not only as "too few pairs"
+        what = f"shown documents without an image file under {root}" if root else f"shown documents without a {text_field!r} text"
+        ps.counts[what] = len(ids) - len(texts)
+    return ps
 
 
 def write_pairs(ps: PairSet, out: Path) -> dict[str, Path]:

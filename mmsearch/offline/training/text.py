@@ -1,5 +1,6 @@
 """The text trainer: sentence-transformers' MultipleNegativesRankingLoss (cross-entropy over cosine
-similarities scaled by 20: in-batch negatives, plus a hard negative per pair when there are some),
+similarities times ``scale``, 20 by default: in-batch negatives, plus a hard negative per pair when
+there are some; ``symmetric`` adds the document->query term, ``hardness`` weights hard negatives up),
 or its cached-gradient variant (``mini_batch``: big effective batches at small-batch memory);
 batches never hold the same text twice; hard negatives either come with the pairs (the flywheel's
 skipped-above results) or are mined with the base model (``mine_negatives``, training/mining.py);
