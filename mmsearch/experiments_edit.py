@@ -32,6 +32,7 @@ def _yaml() -> Any:
     y = YAML()  # round-trip: comments, order and flow style survive
     y.preserve_quotes = True
     y.width = 4096
+    y.indent(mapping=2, sequence=4, offset=2)  # block sequences indented under their key, as the shipped files are
     return y
 
 

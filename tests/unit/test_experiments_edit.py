@@ -83,6 +83,8 @@ def test_promoting_an_arm_makes_its_settings_the_defaults_and_retires_its_layer(
     out, _ = add_arm(BASE, "text2text", "flywheel", "minilm_fw1", NEW, 10)
     promoted, params = promote_arm(out, "text2text", "flywheel", "minilm_fw1")
     assert params == NEW and "# the team's notes survive" in promoted and "# inline comment" in promoted
+    # layout kept: the edit shows in a diff as the one defaults line
+    assert promoted == BASE.replace("{embed_model: minilm, index: texts}", "{embed_model: minilm_fw1, index: texts_fw1}")
     exp = parse_experiments(promoted, "t").scenes["text2text"]
     assert [lay.name for lay in exp.layers] == ["recall"]
     assert (exp.defaults.embed_model, exp.defaults.index) == ("minilm_fw1", "texts_fw1")
