@@ -83,13 +83,12 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=1800, help="simulated users before the flywheel (5 searches each)")
     ap.add_argument("--ab-users", type=int, default=3000, help="fresh simulated users for the A/B phase (3 searches each)")
     ap.add_argument("--traffic", type=float, default=50.0, help="%% of users the new arm gets")
-    ap.add_argument("--epochs", type=int, default=0, help="default: 3 (text), 30 (dual heads)")
+    ap.add_argument("--epochs", type=int, default=0, help="default: the flywheel's (text 3, dual 30)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     images = args.scene == "text2image"
     args.out = args.out or ROOT / "bench" / "results" / ("flywheel_text2image.json" if images else "flywheel.json")
-    args.epochs = args.epochs or (30 if images else 3)
 
     cfg = running_config(load_config())  # (a stack started with ports 0 recorded the ones it got)
     cfg = cfg.model_copy(update={"flywheel": cfg.flywheel.model_copy(update={"traffic": args.traffic})})

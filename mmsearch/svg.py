@@ -10,6 +10,7 @@ small one does. Index builds, the preprocess service and the web page all call `
 
 from __future__ import annotations
 
+import functools
 import re
 import xml.parsers.expat
 from pathlib import Path
@@ -122,12 +123,8 @@ def _render_in_child(text: str, box: int, resources_dir: Path | None) -> tuple[b
     ran gRPC's fork handlers, and about one SVG query in six died in the child (SIGSEGV) under load in
     the served stack. The child sets its own limits."""
     import subprocess
-    import sys
 
-    import resvg_py
-
-    site_dir = str(Path(next(iter(resvg_py.__path__))).parent)
-    cmd = [sys.executable, "-I", "-S", str(_RENDERER), site_dir, str(box), str(RENDER_CPU_S), str(RENDER_EXTRA_MEMORY),
+    cmd = [*_renderer_command(), str(box), str(RENDER_CPU_S), str(RENDER_EXTRA_MEMORY),
            str(resources_dir) if resources_dir is not None else ""]
     try:
         data = text.encode("utf-8")
@@ -148,4 +145,12 @@ def _render_in_child(text: str, box: int, resources_dir: Path | None) -> tuple[b
     return head, payload
 
 
-_RENDERER = Path(__file__).with_name("svg_renderer.py")
+@functools.cache
+def _renderer_command() -> tuple[str, ...]:
+    """``python -I -S svg_renderer.py SITE_DIR``: resvg_py's folder found once, not per render."""
+    import sys
+
+    import resvg_py
+
+    site_dir = str(Path(next(iter(resvg_py.__path__))).parent)
+    return (sys.executable, "-I", "-S", str(Path(__file__).with_name("svg_renderer.py")), site_dir)

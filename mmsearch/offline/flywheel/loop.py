@@ -184,25 +184,25 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
         say(f"{name}: {_brief(info)}")
         return info
 
-    def live_record() -> dict[str, Any]:
-        with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (vs, ds):
-            live = vs.live_build(opts.index)
-            rec = next((r for r in ds.builds(opts.index) if live and r["_id"] == collection_name(opts.index, live)), None)
+    def live_record(vs: Any, ds: Any) -> dict[str, Any]:
+        build = vs.live_build(opts.index)
+        rec = next((r for r in ds.builds(opts.index) if build and r["_id"] == collection_name(opts.index, build)), None)
         if rec is None:
             raise NotFound(f"index {opts.index} has no live build to copy")
         return rec
 
+    def images_of(rec: dict[str, Any]) -> Path:  # where its image paths point (older records: the running stack's folder)
+        return Path(rec.get("image_root") or live.image_root)
+
     def pairs() -> dict[str, Any]:
         popts = PairOptions(opts.scene, fw.min_users, fw.min_click_rate, fw.max_user_rate, since=opts.since)
-        rec = live_record()
-        if (rec.get("modality") == "image") != dual:
-            raise BadInput(f"index {opts.index} holds {rec.get('modality')} documents, but {opts.model} is "
-                           + ("a dual encoder's text tower (text->image)" if dual else "a text encoder (text->text)")
-                           + ": give the index the model serves")
-        # where the live build's image paths point (records older than that field: the running stack's folder)
-        root = Path(rec.get("image_root") or live.image_root) if dual else None
-        with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (_, ds):
-            ps = pairs_from_log(ds, opts.index, popts, image_root=root)
+        with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (vs, ds):
+            rec = live_record(vs, ds)
+            if (rec.get("modality") == "image") != dual:
+                raise BadInput(f"index {opts.index} holds {rec.get('modality')} documents, but {opts.model} is "
+                               + ("a dual encoder's text tower (text->image)" if dual else "a text encoder (text->text)")
+                               + ": give the index the model serves")
+            ps = pairs_from_log(ds, opts.index, popts, image_root=images_of(rec) if dual else None)
         if len(ps.train) < fw.min_train_pairs or len(ps.heldout) < fw.min_heldout_queries:
             raise BadInput(f"not enough clicks yet: {len(ps.train)} training pairs (need {fw.min_train_pairs}) and "
                            f"{len(ps.heldout)} held-out queries (need {fw.min_heldout_queries}); counts {ps.counts}")
@@ -264,11 +264,12 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
         return {"model": query_model, **({"image_model": doc_model} if dual else {}), "repository": str(repo)}
 
     def reindex() -> dict[str, Any]:
-        rec = live_record()
+        with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (vs, ds):
+            rec = live_record(vs, ds)
         docs = Path(rec["source"]["path"])
         s = build_index(BuildOptions(
             index=new_index, docs=docs, model=doc_model, repo=repo, data_dir=cfg.data_dir,
-            image_root=Path(rec.get("image_root") or live.image_root),
+            image_root=images_of(rec),
             milvus_uri=cfg.milvus.uri, index_spec=index_spec(cfg.milvus), mongo_uri=cfg.mongo.uri,
             database=cfg.mongo.database, fields=dict(rec.get("fields") or {}), lexical=list(rec.get("lexical") or []),
             lexical_root=lexical_root(cfg), progress=opts.progress))
