@@ -8,7 +8,14 @@ Saved format (a folder; ``mmsearch_dual.json`` marks it):
                                "image_preprocessing": {...ImagePreprocessing...}, "lock_image_tower": true}
     text/                     the sentence-transformers text tower (fine-tuning may update it)
     image_tower.safetensors   the image tower's weights (a copy: the folder is self-contained)
-    heads.safetensors         text_proj.weight [D, T], image_proj.weight [D, 1280], logit_scale []
+    heads.safetensors         text_proj.weight [D, T], image_proj.weight [D, 1280], logit_scale [],
+                              and with the label prior (version 2, "label_prior": true):
+                              label_text [1000, T], label_gate []
+
+The label prior (models/imagenet_labels.py): the image embedding is
+l2(l2(image_proj(f)) + exp(label_gate) * l2(text_proj(softmax(fc(f)) @ label_text))), where fc is the
+locked tower's own ImageNet classifier. The second term places an image where the text tower puts
+the names of the classes the classifier sees in it, through the same text head the queries use.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from torch import nn
 
 from mmsearch.errors import BadInput
 from mmsearch.manifest import ImagePreprocessing, TextPreprocessing
+from mmsearch.offline.models.imagenet_labels import N_CLASSES, label_embeddings
 from mmsearch.offline.models.text import load_sentence_transformer, st_forward, st_max_length
 from mmsearch.offline.models.tower import FnModule, LoadedModel, Tower, l2
 from mmsearch.preprocessing import ImagePreprocessor
@@ -54,8 +62,11 @@ def efficientnet_lite0(pretrained: bool = True) -> nn.Module:
 
 
 class DualEncoder(nn.Module):
+    label_text: torch.Tensor  # a buffer, with the label prior only
+    label_gate: nn.Parameter
     def __init__(self, text, image: nn.Module, dim: int, text_dim: int,
-                 image_spec: ImagePreprocessing = EFFICIENTNET_LITE0_PREPROCESSING, lock_image_tower: bool = True):
+                 image_spec: ImagePreprocessing = EFFICIENTNET_LITE0_PREPROCESSING, lock_image_tower: bool = True,
+                 label_prior: bool = False):
         super().__init__()
         self.text = text
         self.image = image
@@ -66,24 +77,49 @@ class DualEncoder(nn.Module):
         self.text_proj = nn.Linear(text_dim, dim, bias=False)
         self.image_proj = nn.Linear(IMAGE_DIM, dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.label_prior = label_prior
+        if label_prior:
+            self.register_buffer("label_text", torch.zeros(N_CLASSES, text_dim))
+            self.label_gate = nn.Parameter(torch.tensor(0.0))
         if lock_image_tower:
             self.image.requires_grad_(False)
 
     @classmethod
-    def create(cls, text_model: str | Path, dim: int = 256, lock_image_tower: bool = True) -> "DualEncoder":
+    def create(cls, text_model: str | Path, dim: int = 256, lock_image_tower: bool = True,
+               label_prior: bool = True) -> "DualEncoder":
         """A fresh dual encoder: pretrained towers, random heads (to be trained by finetune)."""
         st = load_sentence_transformer(text_model)
         text_dim = int(st.get_embedding_dimension())
-        return cls(st, efficientnet_lite0(pretrained=True).eval(), dim, text_dim, lock_image_tower=lock_image_tower)
+        model = cls(st, efficientnet_lite0(pretrained=True).eval(), dim, text_dim, lock_image_tower=lock_image_tower,
+                    label_prior=label_prior)
+        if label_prior:
+            model.label_text.copy_(label_embeddings(model.text_features))
+        return model
+
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        """The text tower's pooled output (before the head) for raw strings (up to 128 tokens: the label texts)."""
+        enc = self.text.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        device = self.text_proj.weight.device
+        return st_forward(self.text, enc["input_ids"].to(device), enc["attention_mask"].to(device))
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.image.extract_features(pixel_values).mean((2, 3))  # type: ignore[operator]  # nn.Module attribute
+
+    def project_image(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled image features -> the (unnormalised) joint-space embedding; the trainer calls this on
+        cached features, so training and export compute the same function."""
+        own = self.image_proj(features)
+        if not self.label_prior:
+            return own
+        classes = torch.softmax(self.image._fc(features), dim=-1)  # type: ignore[operator]  # the locked tower's classifier
+        named = self.text_proj(classes @ self.label_text)
+        return l2(own) + self.label_gate.exp() * l2(named)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return l2(self.text_proj(st_forward(self.text, input_ids, attention_mask)))
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return l2(self.image_proj(self.image_features(pixel_values)))
+        return l2(self.project_image(self.image_features(pixel_values)))
 
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -92,16 +128,16 @@ class DualEncoder(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.text.save(str(folder / "text"))
         save_file({k: v.contiguous() for k, v in self.image.state_dict().items()}, str(folder / "image_tower.safetensors"))
-        save_file(
-            {"text_proj.weight": self.text_proj.weight.detach().contiguous(),
-             "image_proj.weight": self.image_proj.weight.detach().contiguous(),
-             "logit_scale": self.logit_scale.detach().reshape(())},
-            str(folder / "heads.safetensors"),
-        )
+        heads = {"text_proj.weight": self.text_proj.weight.detach().contiguous(),
+                 "image_proj.weight": self.image_proj.weight.detach().contiguous(),
+                 "logit_scale": self.logit_scale.detach().reshape(())}
+        if self.label_prior:
+            heads |= {"label_text": self.label_text.detach().contiguous(), "label_gate": self.label_gate.detach().reshape(())}
+        save_file(heads, str(folder / "heads.safetensors"))
         meta = {
-            "format": FORMAT, "version": 1, "embedding_dim": self.dim, "text_dim": self.text_dim,
+            "format": FORMAT, "version": 2 if self.label_prior else 1, "embedding_dim": self.dim, "text_dim": self.text_dim,
             "image_arch": IMAGE_ARCH, "image_dim": IMAGE_DIM, "lock_image_tower": self.lock_image_tower,
-            "image_preprocessing": self.image_spec.model_dump(mode="json"),
+            "image_preprocessing": self.image_spec.model_dump(mode="json"), "label_prior": self.label_prior,
         }
         (folder / DUAL_MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         return folder
@@ -115,8 +151,9 @@ class DualEncoder(nn.Module):
             meta = json.loads((folder / DUAL_MARKER).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise BadInput(f"{folder}: unreadable {DUAL_MARKER}: {e}") from e
-        if meta.get("format") != FORMAT or meta.get("image_arch") != IMAGE_ARCH:
-            raise BadInput(f"{folder}: unsupported dual encoder format {meta.get('format')!r}/{meta.get('image_arch')!r}")
+        if meta.get("format") != FORMAT or meta.get("image_arch") != IMAGE_ARCH or meta.get("version", 1) not in (1, 2):
+            raise BadInput(f"{folder}: unsupported dual encoder format {meta.get('format')!r}/{meta.get('image_arch')!r}"
+                           f" version {meta.get('version')!r} (this mmsearch reads versions 1 and 2)")
         for needed in ("text", "image_tower.safetensors", "heads.safetensors"):
             if not (folder / needed).exists():
                 raise BadInput(f"{folder}: dual encoder is missing {needed}")
@@ -125,12 +162,13 @@ class DualEncoder(nn.Module):
         model = cls(
             load_sentence_transformer(folder / "text"), image.eval(), int(meta["embedding_dim"]), int(meta["text_dim"]),
             ImagePreprocessing.model_validate(meta["image_preprocessing"]), bool(meta.get("lock_image_tower", True)),
+            bool(meta.get("label_prior", False)),
         )
         heads = load_file(str(folder / "heads.safetensors"))
-        with torch.no_grad():
-            model.text_proj.weight.copy_(heads["text_proj.weight"])
-            model.image_proj.weight.copy_(heads["image_proj.weight"])
-            model.logit_scale.copy_(heads["logit_scale"])
+        keys = ["text_proj.weight", "image_proj.weight", "logit_scale"] + (["label_text", "label_gate"] if model.label_prior else [])
+        if missing := [k for k in keys if k not in heads]:
+            raise BadInput(f"{folder}: heads.safetensors lacks {', '.join(missing)}")
+        model.load_state_dict({k: heads[k] for k in keys}, strict=False)  # the towers are loaded above
         return model.eval()
 
 
@@ -162,7 +200,7 @@ def load(path: Path, max_length: int | None = None) -> LoadedModel:
     def image_reference(images) -> np.ndarray:
         return model.encode_image(torch.from_numpy(image_pre(list(images)))).numpy()
 
-    source = {"kind": "dual", "path": str(path), "image_arch": IMAGE_ARCH}
+    source = {"kind": "dual", "path": str(path), "image_arch": IMAGE_ARCH, "label_prior": model.label_prior}
     text = Tower(
         role="text", module=FnModule(model, model.encode_text), input_names=["input_ids", "attention_mask"],
         dim=model.dim, preprocessing=TextPreprocessing(max_length=max_length),

@@ -25,7 +25,7 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
 
     src = resolve_source(cfg.base)
     resumed = (src / DUAL_MARKER).is_file()  # a trained dual encoder goes on; otherwise new heads
-    model = DualEncoder.load(src) if resumed else DualEncoder.create(src, dim=cfg.dim or 256)
+    model = DualEncoder.load(src) if resumed else DualEncoder.create(src, dim=cfg.dim or 256, label_prior=cfg.label_prior)
     model.to(cfg.device)
     pre = ImagePreprocessor(model.image_spec)
     paths = list(dict.fromkeys([p.positive for p in train] + list(val.corpus)))
@@ -55,7 +55,7 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         return model.text_proj(base)
 
     def image_fn(ps: list[str]) -> torch.Tensor:
-        return model.image_proj(torch.stack([feats[p] for p in ps]))
+        return model.project_image(torch.stack([feats[p] for p in ps]))
 
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
@@ -64,7 +64,8 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         d = F.normalize(image_fn(list(val.corpus)), dim=-1).cpu().numpy()
         return score(val, q, d)
 
-    groups = [{"params": [model.text_proj.weight, model.image_proj.weight, model.logit_scale], "lr": cfg.lr}]
+    heads = [model.text_proj.weight, model.image_proj.weight, model.logit_scale] + ([model.label_gate] if model.label_prior else [])
+    groups = [{"params": heads, "lr": cfg.lr}]
     if cfg.unfreeze_text:  # the pretrained tower moves far slower than the fresh heads
         groups.append({"params": [p for p in model.text.parameters() if p.requires_grad], "lr": cfg.text_lr or cfg.lr / 100})
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
