@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unfreeze-text", action="store_true", help="dual: train the text tower too")
     p.add_argument("--no-label-prior", dest="label_prior", action="store_false",
                    help="dual, new heads: leave out the label prior (the image tower's ImageNet classes embedded by name)")
+    p.add_argument("--no-caption-memory", dest="caption_memory", action="store_false",
+                   help="dual, new heads: leave out the caption memory (the training texts of the training images an image resembles)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, help="data set cache (default: <config data_dir>/data)")
     return p
@@ -94,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = FinetuneConfig(args.trainer, args.base, args.out, args.epochs, args.lr, args.batch_size, args.dim,
                              args.hard_negatives, args.max_length, args.seed, args.patience, args.metric, args.unfreeze_text,
                              mine_negatives=args.mine_negatives, mini_batch=args.mini_batch, device=args.device,
-                             scale=args.scale, symmetric=args.symmetric, hardness=args.hardness, label_prior=args.label_prior)
+                             scale=args.scale, symmetric=args.symmetric, hardness=args.hardness, label_prior=args.label_prior,
+                             caption_memory=args.caption_memory)
         if args.dataset:
             train, val, _, _ = dataset_sets(args.dataset, args.cache or config.data_dir / "data", args.max_train, args.seed)
         else:

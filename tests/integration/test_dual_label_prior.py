@@ -79,3 +79,42 @@ def test_a_damaged_or_newer_dual_folder_is_refused_by_name(tmp_path, tiny_dual):
     (broken / DUAL_MARKER).write_text(json.dumps(meta | {"version": 3}))
     with pytest.raises(BadInput, match="version 3"):
         DualEncoder.load(broken)
+
+
+def test_the_caption_memory_lends_an_image_the_texts_of_the_training_images_it_resembles(minilm_dual):
+    """A new image that looks like a memorised one reads that one's caption; in training (masked) it cannot."""
+    m = DualEncoder(minilm_dual.text, minilm_dual.image, 384, 384, label_prior=False)
+    with torch.no_grad():
+        m.text_proj.weight.copy_(torch.eye(384))
+        m.image_proj.weight.zero_()  # only the memory is left
+        feats = torch.randn(3, 1280)
+        m.set_memory(feats, m.text_features(["a zebra", "a goldfish", "an umbrella"]))
+        queries = F.normalize(m.text_features(["a zebra", "a goldfish", "an umbrella"]), dim=-1)
+        near = feats + 0.05 * torch.randn(3, 1280)  # unseen images, each like one memorised image
+        assert (F.normalize(m.project_image(near), dim=-1) @ queries.T).argmax(-1).tolist() == [0, 1, 2]
+        own = m.memory_self_mask(feats)
+        assert own.tolist() == [[True, False, False], [False, True, False], [False, False, True]]
+        masked = F.normalize(m.project_image(feats, own), dim=-1) @ queries.T
+        assert (masked.argmax(-1) != torch.arange(3)).all()  # its own caption is out of reach
+    with pytest.raises(BadInput, match="2 images against 3 texts"):
+        m.set_memory(torch.randn(2, 1280), torch.randn(3, 384))
+
+
+def test_a_dual_trained_with_the_memory_round_trips_and_refuses_a_bad_memory_record(tmp_path, tiny_text):
+    from finetune_data import shape_image_pairs
+
+    from mmsearch.offline.finetune import FinetuneConfig, finetune, split_pairs
+
+    train, val, _ = split_pairs(shape_image_pairs(tmp_path / "imgs"), 0.25)
+    finetune(FinetuneConfig("dual", str(tiny_text), tmp_path / "ft", epochs=3, lr=1e-2, batch_size=16, dim=24,
+                            progress=False, patience=3), train, val)
+    meta = json.loads((tmp_path / "ft" / DUAL_MARKER).read_text())
+    assert meta["caption_memory"]["size"] == len({p.positive for p in train})
+    model = DualEncoder.load(tmp_path / "ft")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        again = DualEncoder.load(tmp_path / "ft")
+        assert torch.allclose(model.encode_image(x), again.encode_image(x), atol=1e-6)
+    (tmp_path / "ft" / DUAL_MARKER).write_text(json.dumps(meta | {"caption_memory": {"size": 0, "tau": 0.05}}))
+    with pytest.raises(BadInput, match="caption_memory needs size >= 1"):
+        DualEncoder.load(tmp_path / "ft")

