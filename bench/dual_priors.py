@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--metric", default="ndcg@10", help="validation metric for early stopping")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--cache", type=Path, default=ROOT / ".mmsearch" / "data")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dual_priors.json")
     args = ap.parse_args(argv)
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            for variant, (prior, memory) in VARIANTS.items():
+            for variant in args.variants:
+                prior, memory = VARIANTS[variant]
                 out = Path(tmp) / f"dual_{seed}_{prior}_{memory}"
                 t0 = time.perf_counter()
                 r = finetune(FinetuneConfig("dual", BASE, out, epochs=args.epochs, lr=args.lr, batch_size=64, dim=256,
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return f"{variant}: Recall@10 {each('recall@10')} MRR@10 {each('mrr@10')}"
 
     print(f"dual_priors: {len(pairs)} pairs, held-out captions ({len(test.queries)}) over {len(test.corpus)} stamps, "
-          f"seeds {args.seeds}, lr {args.lr:g}, stop on {args.metric} | " + " | ".join(map(side, VARIANTS)) + f" -> {args.out}")
+          f"seeds {args.seeds}, lr {args.lr:g}, stop on {args.metric} | " + " | ".join(map(side, args.variants)) + f" -> {args.out}")
     return 0
 
 

