@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                                             caption_memory=memory), pairs, val)
                 q, d = encoders(out, None, "text", "image")
                 runs.append({"seed": seed, "variant": variant, "seconds": time.perf_counter() - t0,
-                             "best_epoch": r.best_epoch, "val_recall@10": r.best_metric, "test": evaluate(test, q, d)})
+                             "best_epoch": r.best_epoch, f"val_{r.metric}": r.best_metric, "test": evaluate(test, q, d)})
     res = {"lr": args.lr, "metric": args.metric, "train_pairs": len(pairs), "test_queries": len(test.queries), "corpus": len(test.corpus), "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")

@@ -83,6 +83,7 @@ def test_a_damaged_or_newer_dual_folder_is_refused_by_name(tmp_path, tiny_dual):
 
 def test_the_caption_memory_lends_an_image_the_texts_of_the_training_images_it_resembles(minilm_dual):
     """A new image that looks like a memorised one reads that one's caption; in training (masked) it cannot."""
+    torch.manual_seed(0)
     m = DualEncoder(minilm_dual.text, minilm_dual.image, 384, 384, label_prior=False)
     with torch.no_grad():
         m.text_proj.weight.copy_(torch.eye(384))
@@ -100,21 +101,60 @@ def test_the_caption_memory_lends_an_image_the_texts_of_the_training_images_it_r
         m.set_memory(torch.randn(2, 1280), torch.randn(3, 384))
 
 
-def test_a_dual_trained_with_the_memory_round_trips_and_refuses_a_bad_memory_record(tmp_path, tiny_text):
+def test_a_dual_trained_with_the_memory_exports_with_parity_and_refuses_a_bad_memory_record(tmp_path, tiny_text):
     from finetune_data import shape_image_pairs
 
+    from mmsearch.manifest import read_manifest
+    from mmsearch.offline.export import export_model
     from mmsearch.offline.finetune import FinetuneConfig, finetune, split_pairs
 
     train, val, _ = split_pairs(shape_image_pairs(tmp_path / "imgs"), 0.25)
     finetune(FinetuneConfig("dual", str(tiny_text), tmp_path / "ft", epochs=3, lr=1e-2, batch_size=16, dim=24,
                             progress=False, patience=3), train, val)
     meta = json.loads((tmp_path / "ft" / DUAL_MARKER).read_text())
-    assert meta["caption_memory"]["size"] == len({p.positive for p in train})
+    n = len({p.positive for p in train})
+    assert meta["caption_memory"]["size"] == n and meta["label_prior"]
     model = DualEncoder.load(tmp_path / "ft")
-    x = torch.randn(2, 3, 224, 224)
-    with torch.no_grad():
-        again = DualEncoder.load(tmp_path / "ft")
-        assert torch.allclose(model.encode_image(x), again.encode_image(x), atol=1e-6)
+    assert model.memory_features.shape == (n, 1280) and model.memory_features.norm(dim=-1).min() > 0.99
+    # the ONNX image tower carries the memory and the classifier; export's own parity check must pass
+    results = {r.name: r.path for r in export_model(tmp_path / "ft", tmp_path / "repo", "mem")}
+    manifest = read_manifest(results["mem_image"])
+    assert manifest.parity is not None and manifest.parity.min_cosine >= 0.9999
     (tmp_path / "ft" / DUAL_MARKER).write_text(json.dumps(meta | {"caption_memory": {"size": 0, "tau": 0.05}}))
     with pytest.raises(BadInput, match="caption_memory needs size >= 1"):
         DualEncoder.load(tmp_path / "ft")
+    (tmp_path / "ft" / DUAL_MARKER).write_text(json.dumps(meta | {"caption_memory": {"size": n + 1, "tau": 0.05}}))
+    with pytest.raises(BadInput, match="does not match"):
+        DualEncoder.load(tmp_path / "ft")
+    (tmp_path / "ft" / DUAL_MARKER).write_text(json.dumps(meta | {"caption_memory": None}))
+    with pytest.raises(BadInput, match="does not declare: memory_features"):
+        DualEncoder.load(tmp_path / "ft")
+
+
+def test_the_memory_keeps_one_text_per_group_and_bans_what_shares_a_group(tiny_dual):
+    from mmsearch.offline.data import Pair
+    from mmsearch.offline.training.dual import _build_memory
+
+    torch.manual_seed(0)
+    model = DualEncoder.load(tiny_dual)
+    pairs = [Pair("A zebra.", "a.png", "a zebra."), Pair("A zebra.", "b.png", "a zebra."), Pair("A cat.", "c.png", "a cat."),
+             Pair("striped african equine", "a.png", "a zebra.")]  # a gloss variant: same group, appended after
+    feats = {p: torch.randn(1280) for p in ("a.png", "b.png", "c.png")}
+    cache = {t: torch.randn(model.text_dim) for t in {p.query for p in pairs}}
+    banned = _build_memory(model, pairs, feats, cache, None)
+    assert banned == {"a.png": [0, 1], "b.png": [0, 1], "c.png": [2]}
+    assert torch.allclose(model.memory_text[0], cache["A zebra."])  # the caption only, not the gloss
+    # the model's own rule, without the groups (a resumed dual): itself and the entry with its caption
+    mask = model.memory_self_mask(torch.stack([feats["a.png"], feats["c.png"]]))
+    assert mask.tolist() == [[True, True, False], [False, False, True]]
+
+
+def test_an_image_whose_every_memory_entry_is_masked_reads_nothing(tiny_dual):
+    m = DualEncoder.load(tiny_dual)
+    with torch.no_grad():
+        f = torch.randn(2, 1280)
+        m.set_memory(f[:1], torch.randn(1, m.text_dim))
+        out = m.project_image(f, torch.ones(2, 1, dtype=torch.bool))
+        assert torch.isfinite(out).all()
+        without = DualEncoder.load(tiny_dual).project_image(f)  # the same heads, no memory
+        assert torch.allclose(out, without, atol=1e-6)

@@ -3,7 +3,7 @@ projection heads (LiT). It is how text->image search works here, where no CLIP c
 
 Saved format (a folder; ``mmsearch_dual.json`` marks it):
 
-    mmsearch_dual.json        {"format": "mmsearch-dual-encoder", "version": 1, "embedding_dim": D,
+    mmsearch_dual.json        {"format": "mmsearch-dual-encoder", "version": 1 or 2, "embedding_dim": D,
                                "text_dim": T, "image_arch": "efficientnet-lite0", "image_dim": 1280,
                                "image_preprocessing": {...ImagePreprocessing...}, "lock_image_tower": true}
     text/                     the sentence-transformers text tower (fine-tuning may update it)
@@ -48,7 +48,8 @@ DUAL_MARKER = "mmsearch_dual.json"
 FORMAT = "mmsearch-dual-encoder"
 IMAGE_ARCH = "efficientnet-lite0"
 IMAGE_DIM = 1280
-MEMORY_TAU = 0.05  # the caption memory's softmax temperature (0.02 and 0.1 measured worse on held-out captions)
+MEMORY_TAU = 0.05  # the caption memory's softmax temperature (0.02 and 0.1 did worse on an inner split of the training captions)
+MEMORY_MAX = 20_000  # training images beyond which a new dual gets no caption memory (ONNX constants, O(N) per image)
 # EfficientNet-Lite0 as trained: 224x224 input, ImageNet mean/std after resize(256) + centre crop.
 EFFICIENTNET_LITE0_PREPROCESSING = ImagePreprocessing(
     config_file="preprocess/preprocessor_config.json",
@@ -135,8 +136,13 @@ class DualEncoder(nn.Module):
         self.memory_size = int(features.shape[0])
 
     def memory_self_mask(self, features: torch.Tensor) -> torch.Tensor:
-        """[B, N]: the memory entries that are these very images (what training must not read)."""
-        return F.normalize(features, dim=-1) @ self.memory_features.T > 0.9999
+        """[B, N]: what training must not let these images read: their own entries, and entries whose
+        text is one of those entries' (another stamp with the same caption). Needs no record of the
+        training groups, so a resumed dual applies it too."""
+        own = F.normalize(features, dim=-1) @ self.memory_features.T > 0.9999
+        text = F.normalize(self.memory_text, dim=-1)
+        own_text = F.normalize(own.float() @ text, dim=-1)  # zero where an image has no entry
+        return own | (own_text @ text.T > 0.9999)
 
     def project_image(self, features: torch.Tensor, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled image features -> the (unnormalised) joint-space embedding; the trainer calls this on
@@ -151,9 +157,11 @@ class DualEncoder(nn.Module):
             out = out + self.label_gate.exp() * l2(self.text_proj(classes @ self.label_text))
         if self.memory_size:
             sims = F.normalize(features, dim=-1) @ self.memory_features.T / self.memory_tau
-            if memory_mask is not None:
-                sims = sims.masked_fill(memory_mask, float("-inf"))
-            out = out + self.memory_gate.exp() * l2(self.text_proj(torch.softmax(sims, dim=-1) @ self.memory_text))
+            if memory_mask is None:
+                weights = torch.softmax(sims, dim=-1)
+            else:  # an image with every entry masked reads nothing (0, not NaN)
+                weights = torch.softmax(sims.masked_fill(memory_mask, float("-inf")), dim=-1).nan_to_num(0.0)
+            out = out + self.memory_gate.exp() * l2(self.text_proj(weights @ self.memory_text))
         return out
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -214,7 +222,12 @@ class DualEncoder(nn.Module):
                 + (["memory_features", "memory_text", "memory_gate"] if model.memory_size else []))
         if missing := [k for k in keys if k not in heads]:
             raise BadInput(f"{folder}: heads.safetensors lacks {', '.join(missing)}")
-        model.load_state_dict({k: heads[k] for k in keys}, strict=False)  # the towers are loaded above
+        try:
+            model.load_state_dict({k: heads[k] for k in keys}, strict=False)  # the towers are loaded above
+        except RuntimeError as e:  # a tensor's shape disagrees with mmsearch_dual.json
+            raise BadInput(f"{folder}: heads.safetensors does not match {DUAL_MARKER}: {e}") from e
+        if extra := sorted(set(heads) - set(keys)):
+            raise BadInput(f"{folder}: heads.safetensors has tensors {DUAL_MARKER} does not declare: {', '.join(extra)}")
         return model.eval()
 
 

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from mmsearch.offline.data import EvalSet, Pair
 from mmsearch.offline.models import resolve_source
-from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, score
+from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, log, score
 from mmsearch.offline.training.contrastive import contrastive_epoch
 from mmsearch.preprocessing import ImagePreprocessor
 
@@ -50,8 +50,9 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
             for k in range(0, len(texts), 128):
                 text_cache.update(zip(texts[k : k + 128], text_raw(texts[k : k + 128])))
 
-    # a resumed dual keeps its memory (an image still never reads its own entry in training)
-    masks = _build_memory(model, train, feats, text_cache or None, text_raw) if not resumed and cfg.caption_memory else {}
+    # the entries each training image may not read (index lists; [B, N] masks are built per batch).
+    # A resumed dual keeps its memory; the model's own rule (itself, and entries with its caption) applies.
+    banned = _build_memory(model, train, feats, text_cache or None, text_raw) if not resumed and cfg.caption_memory else {}
 
     def text_fn(texts: list[str]) -> torch.Tensor:
         base = torch.stack([text_cache[t] for t in texts]) if text_cache else text_raw(texts)
@@ -65,8 +66,8 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         if not model.memory_size:
             return model.project_image(f)
         mask = model.memory_self_mask(f)
-        if masks:
-            mask = mask | torch.stack([masks[p] for p in ps])
+        for row, p in enumerate(ps):
+            mask[row, banned.get(p, [])] = True
         return model.project_image(f, mask)
 
     @torch.no_grad()
@@ -89,13 +90,15 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
 
 @torch.no_grad()
 def _build_memory(model, train: list[Pair], feats: dict[str, torch.Tensor], text_cache: dict[str, torch.Tensor] | None,
-                  text_raw) -> dict[str, torch.Tensor]:
+                  text_raw) -> dict[str, list[int]]:
     """Fills the caption memory from the training pairs and returns, per training image, the entries it
     must not read in training: those sharing a text group with it, as no served image's own caption is
     ever in the memory. One entry per image: the mean embedding of one text per group, the first seen
     (a group is one thing said of the image; augmentations such as expand.with_glosses append their
-    variants after the original, and the gloss variants measured worse in the memory: held-out R@10
-    0.420 with them)."""
+    variants after the original). Chosen on an inner split of the training captions (tau 0.05 and the
+    first text per group, docs/architecture.md). More than MEMORY_MAX images: no memory (logged)."""
+    from mmsearch.offline.models.dual import MEMORY_MAX
+
     texts: dict[str, list[str]] = {}
     groups: dict[str, set[str]] = {}
     for pair in train:
@@ -105,18 +108,17 @@ def _build_memory(model, train: list[Pair], feats: dict[str, torch.Tensor], text
             seen.add(group)
             texts.setdefault(pair.positive, []).append(pair.query)
     paths = list(texts)
+    if len(paths) > MEMORY_MAX:
+        log.warning("caption memory left out: %d training images exceed %d (its size and per-image cost grow with it)",
+                    len(paths), MEMORY_MAX)
+        return {}
 
     def embed(ts: list[str]) -> torch.Tensor:
         return torch.stack([text_cache[t] for t in ts]) if text_cache else text_raw(ts)
+
     model.set_memory(torch.stack([feats[p] for p in paths]), torch.stack([embed(texts[p]).mean(0) for p in paths]))
     owner: dict[str, list[int]] = {}
     for j, p in enumerate(paths):
         for g in groups[p]:
             owner.setdefault(g, []).append(j)
-    masks = {}
-    for p in paths:
-        m = torch.zeros(len(paths), dtype=torch.bool, device=model.memory_features.device)
-        for g in groups[p]:
-            m[owner[g]] = True
-        masks[p] = m
-    return masks
+    return {p: sorted({j for g in groups[p] for j in owner[g]}) for p in paths}
