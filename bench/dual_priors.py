@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mmsearch.offline.datasets import stamps as S
-from mmsearch.offline.datasets.expand import Glosser, with_glosses
+from mmsearch.launcher.up import DEMO_DUAL
+from mmsearch.offline.datasets.expand import Glosser, with_stamp_glosses
 from mmsearch.offline.evaluate import encoders, evaluate
 from mmsearch.offline.finetune import FinetuneConfig, dataset_sets, finetune
 
@@ -34,17 +34,15 @@ VARIANTS = {"plain": (False, False), "label prior": (True, False), "label prior 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--epochs", type=int, default=150)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--metric", default="ndcg@10", help="validation metric for early stopping")
+    ap.add_argument("--epochs", type=int, default=DEMO_DUAL["epochs"])
+    ap.add_argument("--lr", type=float, default=DEMO_DUAL["lr"])
+    ap.add_argument("--metric", default=DEMO_DUAL["metric"], help="validation metric for early stopping")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--cache", type=Path, default=ROOT / ".mmsearch" / "data")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dual_priors.json")
     args = ap.parse_args(argv)
     train, val, test, _ = dataset_sets("stamps", args.cache, None)
-    stamp_root = S.root(args.cache)
-    category_of = {str(stamp_root / st.image): st.category for st in S.stamps(args.cache)}
-    pairs = with_glosses(train, Glosser(args.cache), category_of)
+    pairs = with_stamp_glosses(train, Glosser(args.cache), args.cache)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -52,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                 prior, memory = VARIANTS[variant]
                 out = Path(tmp) / f"dual_{seed}_{prior}_{memory}"
                 t0 = time.perf_counter()
-                r = finetune(FinetuneConfig("dual", BASE, out, epochs=args.epochs, lr=args.lr, batch_size=64, dim=256,
-                                            patience=30, metric=args.metric, seed=seed, label_prior=prior,
+                recipe = DEMO_DUAL | {"epochs": args.epochs, "lr": args.lr, "metric": args.metric}
+                r = finetune(FinetuneConfig("dual", BASE, out, **recipe, seed=seed, label_prior=prior,
                                             caption_memory=memory), pairs, val)
                 q, d = encoders(out, None, "text", "image")
                 runs.append({"seed": seed, "variant": variant, "seconds": time.perf_counter() - t0,

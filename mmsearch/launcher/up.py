@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mmsearch.cli import run_cli
 from mmsearch.config import Config, lexical_root, load_config
@@ -38,6 +39,9 @@ DEMO_TEXTS: int | None = None  # all 82,115 WordNet noun glosses
 DEMO_VERSION = "v3"  # bumped when the demo corpus changes: older prepared data is redone (v3: SVG stamps, caption split)
 DUAL_VERSION = "v7"  # bumped when the demo dual encoders' training changes: they, and the image indexes, are redone
 BASE_PAIRS = 100
+# how the demo trains its dual encoders (bench/dual_priors.py measures with the same): lr 1e-3, stopping
+# on nDCG@10, as with the label prior and the caption memory the heads peak within a few epochs
+DEMO_DUAL: dict[str, Any] = {"epochs": 150, "lr": 1e-3, "batch_size": 64, "dim": 256, "patience": 30, "metric": "ndcg@10"}
 
 
 def _step(data_dir: Path, name: str) -> Path:
@@ -57,7 +61,7 @@ def _mark(data_dir: Path, name: str, info: dict | None = None) -> None:
 def prepare_demo(cfg: Config, n_texts: int | None = DEMO_TEXTS) -> Path:
     """Data, models and indexes for the demo; every step skipped when already done. Returns the image root."""
     from mmsearch.offline.datasets import stamps as S
-    from mmsearch.offline.datasets.expand import Glosser, with_glosses
+    from mmsearch.offline.datasets.expand import Glosser, with_stamp_glosses
     from mmsearch.offline.datasets.wordnet import noun_synsets
     from mmsearch.offline.export import ExportOptions, export_model
     from mmsearch.offline.finetune import FinetuneConfig, dataset_sets, finetune
@@ -91,17 +95,13 @@ def prepare_demo(cfg: Config, n_texts: int | None = DEMO_TEXTS) -> Path:
         folder = data / "models" / name
         if not _done(data, f"train-{name}-{DUAL_VERSION}"):
             glosser = glosser or Glosser(cache)
-            category_of = {str(stamp_root / st.image): st.category for st in S.stamps(cache)}
-            pairs = with_glosses(train[:n] if n else train, glosser, category_of)  # (caption, image) and (gloss, image)
+            pairs = with_stamp_glosses(train[:n] if n else train, glosser, cache)  # (caption, image) and (gloss, image)
             print(f"training the demo dual encoder {name} ({n or len(train)} caption/image pairs + their WordNet glosses, "
                   "LiT heads)...", flush=True)
             import shutil
 
             shutil.rmtree(folder, ignore_errors=True)
-            # lr 1e-3, stopping on nDCG@10: with the label prior the heads peak within a few epochs
-            # (bench/dual_priors.py measures the label prior and the caption memory at these settings)
-            r = finetune(FinetuneConfig("dual", MINILM, folder, epochs=150, lr=1e-3, batch_size=64, dim=256, patience=30,
-                                        metric="ndcg@10"), pairs, val)
+            r = finetune(FinetuneConfig("dual", MINILM, folder, **DEMO_DUAL), pairs, val)
             _mark(data, f"train-{name}-{DUAL_VERSION}", {f"val_{r.metric}": r.best_metric, "pairs": r.train_pairs})
         if not (repo / f"{name}_image" / MANIFEST_NAME).is_file() or not _done(data, f"export-{name}-{DUAL_VERSION}"):
             export_model(folder, repo, name, options=ExportOptions(force=True))

@@ -69,3 +69,11 @@ def with_glosses(pairs: list[Pair], glosser: Glosser, category_of: dict[str, str
         if gloss:
             extra.append(Pair(query=gloss, positive=p.positive, group=p.group))
     return pairs + extra
+
+
+def with_stamp_glosses(pairs: list[Pair], glosser: Glosser, cache_dir: Path) -> list[Pair]:
+    """with_glosses for (caption, stamp image) pairs: each stamp's sense comes from its folder (category)."""
+    from mmsearch.offline.datasets import stamps as S
+
+    root = S.root(cache_dir)
+    return with_glosses(pairs, glosser, {str(root / st.image): st.category for st in S.stamps(cache_dir)})

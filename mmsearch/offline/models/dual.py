@@ -114,9 +114,9 @@ class DualEncoder(nn.Module):
             model.label_text.copy_(label_embeddings(model.text_features))
         return model
 
-    def text_features(self, texts: list[str]) -> torch.Tensor:
-        """The text tower's pooled output (before the head) for raw strings (up to 128 tokens: the label texts)."""
-        enc = self.text.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    def text_features(self, texts: list[str], max_length: int = 128) -> torch.Tensor:
+        """The text tower's pooled output (before the head) for raw strings (128 tokens: the label texts)."""
+        enc = self.text.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         device = self.text_proj.weight.device
         return st_forward(self.text, enc["input_ids"].to(device), enc["attention_mask"].to(device))
 

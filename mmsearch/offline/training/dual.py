@@ -21,7 +21,6 @@ from mmsearch.preprocessing import ImagePreprocessor
 def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> FinetuneResult:
     """LiT: the image tower stays locked; its features are computed once per image."""
     from mmsearch.offline.models.dual import DUAL_MARKER, DualEncoder
-    from mmsearch.offline.models.text import st_forward
 
     src = resolve_source(cfg.base)
     resumed = (src / DUAL_MARKER).is_file()  # a trained dual encoder goes on; otherwise new heads
@@ -36,11 +35,9 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
             f = model.image_features(torch.from_numpy(pre([Path(p) for p in chunk])).to(cfg.device))
             feats.update(zip(chunk, f))
             bar.update(len(chunk))
-    tok = model.text.tokenizer
 
     def text_raw(texts: list[str]) -> torch.Tensor:
-        enc = tok(texts, padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
-        return st_forward(model.text, enc["input_ids"].to(cfg.device), enc["attention_mask"].to(cfg.device))
+        return model.text_features(texts, cfg.max_length)
 
     text_cache: dict[str, torch.Tensor] = {}
     if not cfg.unfreeze_text:
