@@ -24,6 +24,30 @@ def _param(cfg, key, default=""):
     return cfg.get("parameters", {}).get(key, {}).get("string_value", default)
 
 
+def trim_padding(batch):
+    """Drop the trailing columns that are padding in every row (attention_mask 0).
+
+    Requests arrive padded to a length bucket so that Triton's dynamic batcher can merge them; once
+    merged, the all-padding tail is pure cost (measured on int8 MiniLM, one thread, batch 1: 1.72 ms
+    at 16 tokens against 0.80 ms at the query's own 4). Masked positions change no other position's
+    output and pooling ignores them, so the result is the same embedding. Only for models whose
+    outputs have no sequence axis (the caller checks)."""
+    mask = batch.get("attention_mask")
+    if mask is None or mask.ndim != 2:
+        return batch
+    used = np.flatnonzero(mask.any(axis=0))
+    width = int(used[-1]) + 1 if used.size else 1
+    if width >= mask.shape[1]:
+        return batch
+    return {k: (v[:, :width] if v.shape == mask.shape else v) for k, v in batch.items()}
+
+
+def trimmable(cfg):
+    """Trimming padding is exact only when no output has a sequence axis (embeddings, scores); the
+    config's JSON gives dims as strings."""
+    return all(-1 not in [int(d) for d in o.get("dims", [])] for o in cfg["output"])
+
+
 class TritonPythonModel:
     def initialize(self, args):
         import onnxruntime as ort
@@ -55,6 +79,7 @@ class TritonPythonModel:
             onnx_path = _param(self.cfg, "onnx_path")
         self.session = ort.InferenceSession(onnx_path, opts, providers=providers)
         self.check_finite = any(dt in (np.float32, np.float16) for _, dt in self.inputs)
+        self.trim = trimmable(self.cfg)
 
     def _tensors(self, request):
         feeds = {}
@@ -92,6 +117,8 @@ class TritonPythonModel:
         for members in groups.values():
             names = members[0][1].keys()
             batch = {n: np.concatenate([f[n] for _, f in members]) for n in names}
+            if self.trim:
+                batch = trim_padding(batch)
             try:
                 out = self.session.run(self.outputs, batch)
             except Exception as e:  # noqa: BLE001 - ORT rejects shapes/values it cannot run: the caller's fault

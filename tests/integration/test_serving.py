@@ -84,6 +84,14 @@ def test_text_embeddings_equal_in_process_onnx(server, serving_repo, protocol):
         np.testing.assert_allclose(InferenceClient(url, protocol).infer("minilm", one)[0], local.run(one)[0], atol=1e-5)
 
 
+def test_a_query_padded_to_a_long_bucket_gets_its_unpadded_embedding(server, serving_repo):
+    """The model cuts the all-padding tail before running ORT (triton_model.trim_padding): same result."""
+    local = LocalModel(serving_repo / "minilm")
+    exact = local.text(["hello world", "search"]).tensors
+    padded = {k: np.pad(v, ((0, 0), (0, 64 - v.shape[1]))) for k, v in exact.items()}
+    np.testing.assert_allclose(InferenceClient(server.grpc_url).infer("minilm", padded), local.run(exact), atol=1e-5)
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_image_embeddings_equal_in_process_onnx(server, serving_repo, protocol):
     local = LocalModel(serving_repo / "clip_image")

@@ -1,0 +1,100 @@
+"""The python-backend model file (mmsearch/serving/triton_model.py) outside Triton: its stub-only
+import is stood in for, so the batching and padding logic runs here against a recording session."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+import numpy as np
+import pytest
+
+
+class _Tensor:
+    def __init__(self, name, arr):
+        self.name, self.arr = name, arr
+
+    def as_numpy(self):
+        return self.arr
+
+
+class _Response:
+    def __init__(self, output_tensors=None, error=None):
+        self.output_tensors, self.error = output_tensors, error
+
+
+class _Error:
+    INVALID_ARG = 3
+
+    def __init__(self, message, code=0):
+        self.message, self.code = message, code
+
+
+@pytest.fixture()
+def tm(monkeypatch):
+    fake = types.ModuleType("triton_python_backend_utils")
+    fake.Tensor = _Tensor
+    fake.InferenceResponse = _Response
+    fake.TritonError = _Error
+    fake.get_input_tensor_by_name = lambda request, name: request.get(name)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
+    mod = importlib.import_module("mmsearch.serving.triton_model")
+    yield importlib.reload(mod)
+
+
+class _Session:
+    """Records what ORT would be fed; the embedding is the mask-weighted mean of the ids (pooling)."""
+
+    def __init__(self):
+        self.fed = []
+
+    def run(self, outputs, batch):
+        self.fed.append({k: v.copy() for k, v in batch.items()})
+        m = batch["attention_mask"].astype(np.float32)
+        return [((batch["input_ids"] * m).sum(1, keepdims=True) / m.sum(1, keepdims=True)).repeat(4, 1)]
+
+
+def _model(tm, output_dims):
+    model = tm.TritonPythonModel()
+    model.name, model.outputs, model.max_batch = "m", ["embedding"], 8
+    model.inputs = [("input_ids", np.int64), ("attention_mask", np.int64)]
+    model.check_finite = False
+    model.session = _Session()
+    model.trim = tm.trimmable({"output": [{"name": "embedding", "dims": [str(d) for d in output_dims]}]})
+    return model
+
+
+def _request(ids, width):
+    arr = np.zeros((1, width), np.int64)
+    arr[0, : len(ids)] = ids
+    mask = (arr != 0).astype(np.int64)
+    return {"input_ids": _Tensor("input_ids", arr), "attention_mask": _Tensor("attention_mask", mask)}
+
+
+def test_trim_padding_cuts_only_columns_that_are_padding_in_every_row(tm):
+    mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
+    batch = {"input_ids": mask * 7, "attention_mask": mask, "token_type_ids": np.zeros_like(mask), "pixel_scale": np.ones((2, 3))}
+    out = tm.trim_padding(batch)
+    assert out["input_ids"].shape == out["attention_mask"].shape == out["token_type_ids"].shape == (2, 3)
+    assert out["pixel_scale"].shape == (2, 3)  # not the mask's shape: left alone
+    assert (out["attention_mask"] == mask[:, :3]).all()
+    full = np.ones((2, 5), np.int64)
+    assert tm.trim_padding({"attention_mask": full})["attention_mask"].shape == (2, 5)
+    assert tm.trim_padding({"attention_mask": np.zeros((1, 4), np.int64)})["attention_mask"].shape == (1, 1)
+    no_mask = {"input_ids": np.ones((1, 16), np.int64)}
+    assert tm.trim_padding(no_mask) is no_mask
+
+
+def test_a_merged_batch_runs_at_its_longest_real_length_with_the_same_result(tm):
+    model = _model(tm, [4])
+    responses = model.execute([_request([5, 6], 16), _request([5, 6, 7, 8, 9], 16)])
+    assert [f["input_ids"].shape for f in model.session.fed] == [(2, 5)]  # one ORT call, 11 padding columns cut
+    got = np.concatenate([r.output_tensors[0].arr for r in responses])
+    np.testing.assert_allclose(got[:, 0], [5.5, 7.0])  # what the padded batch gives: padding is masked out
+
+
+def test_a_model_with_a_sequence_axis_in_its_output_is_not_trimmed(tm):
+    model = _model(tm, [-1, 4])
+    model.execute([_request([5, 6], 16)])
+    assert model.session.fed[0]["input_ids"].shape == (1, 16)
