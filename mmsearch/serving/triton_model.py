@@ -34,7 +34,7 @@ def trim_padding(batch, seq_inputs):
     position's output and pooling ignores them: the same embedding. Dynamic int8 computes its
     activation scales over the whole tensor, padding included, so there a lone query now gets the
     embedding of its unpadded encoding (what in-process encoding gives) instead of a padding-shifted
-    one. Only for models whose outputs have no sequence axis (``trimmable``)."""
+    one. Only for models whose outputs have no sequence axis (``sequence_inputs``)."""
     mask = batch.get("attention_mask")
     if mask is None or mask.ndim != 2 or "attention_mask" not in seq_inputs:
         return batch
@@ -45,14 +45,11 @@ def trim_padding(batch, seq_inputs):
     return {k: (v[:, :width] if k in seq_inputs and v.ndim == 2 else v) for k, v in batch.items()}
 
 
-def trimmable(cfg):
-    """Trimming padding is exact only when no output has a sequence axis (embeddings, scores); the
-    config's JSON gives dims as strings."""
-    return all(-1 not in [int(d) for d in o.get("dims", [])] for o in cfg["output"])
-
-
 def sequence_inputs(cfg):
-    """Names of the inputs that are token sequences: dims [-1] beside the batch axis."""
+    """The inputs trim_padding may cut: token sequences (dims [-1] beside the batch axis); none when an
+    output has a sequence axis, where cutting is not exact. The config's JSON gives dims as strings."""
+    if any(-1 in [int(d) for d in o.get("dims", [])] for o in cfg["output"]):
+        return set()
     return {i["name"] for i in cfg["input"] if [int(d) for d in i.get("dims", [])] == [-1]}
 
 
@@ -87,7 +84,6 @@ class TritonPythonModel:
             onnx_path = _param(self.cfg, "onnx_path")
         self.session = ort.InferenceSession(onnx_path, opts, providers=providers)
         self.check_finite = any(dt in (np.float32, np.float16) for _, dt in self.inputs)
-        self.trim = trimmable(self.cfg)
         self.seq_inputs = sequence_inputs(self.cfg)
 
     def _tensors(self, request):
@@ -126,8 +122,7 @@ class TritonPythonModel:
         for members in groups.values():
             names = members[0][1].keys()
             batch = {n: np.concatenate([f[n] for _, f in members]) for n in names}
-            if self.trim:
-                batch = trim_padding(batch, self.seq_inputs)
+            batch = trim_padding(batch, self.seq_inputs)
             try:
                 out = self.session.run(self.outputs, batch)
             except Exception as e:  # noqa: BLE001 - ORT rejects shapes/values it cannot run: the caller's fault

@@ -49,7 +49,7 @@ def mpnet_folder(root: Path | None = None, parts: list[Path] | None = None, sha2
         except OSError as e:  # a part gone from disk, a full disk (about 880 MB are needed), no permission
             raise BadInput(f"could not unpack {NAME} under {dest.parent}: {e}") from e
         weights = Path(tmp) / NAME / "model.safetensors"
-        got = _sha256(weights) if weights.is_file() else "missing"
+        got = _file_sha256(weights) if weights.is_file() else "missing"
         if got != sha256:
             raise BadInput(f"{NAME}: model.safetensors has SHA-256 {got}, expected {sha256}; {REINSTALL}")
         try:
@@ -72,9 +72,6 @@ def _part_file(name: str, i: int) -> Path:
     raise BadInput(f"package {name} holds no {NAME}.zip.{i:03d}; {REINSTALL}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _file_sha256(path: Path) -> str:
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
