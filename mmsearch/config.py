@@ -69,6 +69,9 @@ class RetrievalConfig(Endpoint):
     max_queue: int = Field(8, ge=0, le=4096)  # searches waiting for a slot; more are refused with 429
     queue_timeout_s: float = Field(0.1, ge=0, le=60)  # longest wait for a slot before 429
     api_keys: list[str] = Field(default_factory=list, repr=False)  # empty: no key needed (demo); production sets them
+    # text queries: tokenized in this process from model_repository (local: no network hop), or by the
+    # preprocess service (service); images always go to the preprocess service
+    tokenize: Literal["local", "service"] = "local"
 
     @field_validator("api_keys")
     @classmethod

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -38,6 +39,13 @@ ImageInput = bytes | str | Path | Image.Image
 class TextBatch:
     tensors: dict[str, np.ndarray]  # int64 [N, L] per model input name
     truncated: np.ndarray  # bool [N]: the item was cut at max_length
+
+
+class Tokenizer(Protocol):
+    """Tokenize a model's texts (or query/document pairs): the preprocess service's client, or the
+    same code in-process (preprocess_registry.LocalTokenizer)."""
+
+    def tokenize(self, model: str, texts: Sequence[str], documents: Sequence[str] = (), bucket: bool = False) -> TextBatch: ...
 
 
 def _check_texts(texts: Sequence[object], what: str = "text") -> list[str]:

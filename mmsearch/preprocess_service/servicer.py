@@ -12,7 +12,7 @@ from mmsearch.errors import BadInput, DeadlineExceeded
 from mmsearch.grpc_edge import grpc_edge
 from mmsearch.manifest import ImagePreprocessing
 from mmsearch.observability import RpcMetrics
-from mmsearch.preprocess_service.registry import Registry
+from mmsearch.preprocess_registry import Registry, check_batch, tokenize
 from mmsearch.protos import preprocess_pb2 as pb
 from mmsearch.protos import preprocess_pb2_grpc as pb_grpc
 from mmsearch.tensors import to_proto
@@ -36,43 +36,10 @@ class PreprocessServicer(pb_grpc.PreprocessServicer):
         self.rpc_metrics: RpcMetrics | None = None  # counted by grpc_edge when the server exposes /metrics
         self.on_reload: Callable[[], None] | None = None  # the server re-derives its health from the registry
 
-    def _decode_texts(self, items, field: str) -> list[str]:
-        out = []
-        for i, raw in enumerate(items):
-            if len(raw) > self.cfg.max_text_bytes:
-                raise BadInput(f"{field}[{i}]: {len(raw):,} bytes, over the {self.cfg.max_text_bytes:,}-byte limit")
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise BadInput(f"{field}[{i}]: invalid UTF-8 at byte {e.start}") from e
-            if not text.strip():
-                raise BadInput(f"{field}[{i}]: empty")
-            out.append(text)
-        return out
-
-    def _check_batch(self, n: int, what: str) -> None:
-        if n == 0:
-            raise BadInput(f"empty batch: no {what} given")
-        if n > self.cfg.max_batch:
-            raise BadInput(f"{n} {what} in one request, over the limit of {self.cfg.max_batch}")
-
     @_edge
     def Tokenize(self, request: pb.TokenizeRequest, context) -> pb.PreprocessResponse:
-        entry = self.registry.get(request.model)
-        if entry.text is None:
-            raise BadInput(f"model {request.model!r} is an {entry.manifest.kind}: send images to ProcessImages")
-        self._check_batch(len(request.texts), "texts")
-        texts = self._decode_texts(request.texts, "texts")
-        buckets = self.cfg.length_buckets if request.bucket else None
-        if entry.text.pair:
-            if len(request.documents) != len(request.texts):
-                raise BadInput(f"model {request.model!r} scores pairs: {len(request.texts)} texts but "
-                               f"{len(request.documents)} documents")
-            batch = entry.text.pairs(texts, self._decode_texts(request.documents, "documents"), buckets)
-        else:
-            if request.documents:
-                raise BadInput(f"model {request.model!r} is a {entry.manifest.kind}: documents are for cross-encoders")
-            batch = entry.text(texts, buckets)
+        batch = tokenize(self.registry.get(request.model), request.model, request.texts, request.documents,
+                         request.bucket, self.cfg)
         _check_deadline(context, "tokenization")
         return pb.PreprocessResponse(tensors=[to_proto(k, v) for k, v in batch.tensors.items()],
                                      truncated=batch.truncated.tolist())
@@ -82,7 +49,7 @@ class PreprocessServicer(pb_grpc.PreprocessServicer):
         entry = self.registry.get(request.model)
         if entry.image is None:
             raise BadInput(f"model {request.model!r} is a {entry.manifest.kind}: send text to Tokenize")
-        self._check_batch(len(request.images), "images")
+        check_batch(len(request.images), "images", self.cfg)
         arrays = []
         for i, data in enumerate(request.images):
             if len(data) > self.cfg.max_image_bytes:

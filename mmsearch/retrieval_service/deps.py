@@ -19,22 +19,24 @@ from mmsearch.clients.vectors import VectorStore, index_spec
 from mmsearch.config import Config
 from mmsearch.embedded import running_store
 from mmsearch.errors import Unavailable
+from mmsearch.preprocess_registry import LocalTokenizer
+from mmsearch.preprocessing import Tokenizer
 
-T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)  # a Lazy of a LocalTokenizer serves where a Lazy of any Tokenizer is wanted
 PROBE_TIMEOUT_S = 1.0
 
 
-class Lazy(Generic[T]):
-    def __init__(self, name: str, factory: Callable[[], T], close: Callable[[T], None] | None = None,
-                 check: Callable[[T], bool] | None = None):
+class Lazy(Generic[T_co]):
+    def __init__(self, name: str, factory: Callable[[], T_co], close: Callable[[T_co], None] | None = None,
+                 check: Callable[[T_co], bool] | None = None):
         self.name = name
         self._factory = factory
         self._close = close
         self._check = check
-        self._obj: T | None = None
+        self._obj: T_co | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> T:
+    def get(self) -> T_co:
         obj = self._obj
         if obj is not None:
             return obj
@@ -69,16 +71,24 @@ class Lazy(Generic[T]):
 
 @dataclass
 class Deps:
-    """The four dependencies of a search, each lazily connected (tests pass fakes through Lazy)."""
+    """The dependencies of a search, each lazily connected (tests pass fakes through Lazy). ``tokenizers``:
+    text queries tokenized in this process (config retrieval.tokenize local); None: by the preprocess service."""
 
     inference: Lazy[InferenceClient]
     preprocess: Lazy[PreprocessClient]
     vectors: Lazy[VectorStore]
     documents: Lazy[DocumentStore]
+    tokenizers: Lazy[LocalTokenizer] | None = None
 
     @property
     def all(self) -> list[Lazy[Any]]:
-        return [self.inference, self.preprocess, self.vectors, self.documents]
+        deps: list[Lazy[Any]] = [self.inference, self.preprocess, self.vectors, self.documents]
+        return deps + ([self.tokenizers] if self.tokenizers is not None else [])
+
+    @property
+    def text(self) -> Lazy[Tokenizer]:
+        """Where text queries are tokenized."""
+        return self.tokenizers if self.tokenizers is not None else self.preprocess
 
     def close(self) -> None:
         for d in self.all:
@@ -86,7 +96,8 @@ class Deps:
 
 
 def connect_deps(config: Config) -> Deps:
-    """Clients of Triton, the preprocess service, Milvus and MongoDB as configured (connected on first use)."""
+    """Clients of Triton, the preprocess service, Milvus and MongoDB, and the local tokenizers, as configured
+    (connected on first use)."""
     s, p, r = config.serving, config.preprocess, config.retrieval
     triton_url = s.url or f"{s.host}:{s.grpc_port}"
     spec = index_spec(config.milvus)
@@ -111,4 +122,6 @@ def connect_deps(config: Config) -> Deps:
         # readiness probes are short whatever the stage timeout: /readyz must turn 503 within seconds
         Lazy("milvus", milvus, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s))),
         Lazy("mongodb", mongo, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s))),
+        Lazy("tokenizers", lambda: LocalTokenizer(config.model_repository, p, config.repository_poll_s),
+             lambda t: t.close(), lambda t: t.serving()) if r.tokenize == "local" else None,
     )

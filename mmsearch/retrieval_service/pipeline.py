@@ -205,14 +205,15 @@ class SearchService:
         return [Hit(h.id, float(h.score), h.score_type, h.sources, _public(docs.get(h.id), req.fields)) for h in hits], has_more
 
     def _embed(self, req: SearchRequest, model: str, ctx: RequestContext, where: str = "query.") -> np.ndarray[Any, Any]:
-        with self._stage("qp", self.deps.preprocess, ctx) as pre:
-            try:
-                if req.image is not None:
+        try:  # text: tokenized in this process (retrieval.tokenize local) or by the preprocess service
+            if req.image is not None:
+                with self._stage("qp", self.deps.preprocess, ctx) as pre:
                     tensors = {"pixel_values": pre.process_images(model, [req.image])}
-                else:
-                    tensors = pre.tokenize(model, [req.text or ""], bucket=True).tensors
-            except BadInput as e:  # the service names images[0] / texts[0]; the caller sent query.*
-                raise BadInput(f"{where}{'image_b64' if req.image is not None else 'text'}: {e.message}") from e
+            else:
+                with self._stage("qp", self.deps.text, ctx) as tok:
+                    tensors = tok.tokenize(model, [req.text or ""], bucket=True).tensors
+        except BadInput as e:  # the preprocessor names images[0] / texts[0]; the caller sent query.*
+            raise BadInput(f"{where}{'image_b64' if req.image is not None else 'text'}: {e.message}") from e
         with self._stage("embed", self.deps.inference, ctx) as inf:
             return inf.infer(model, tensors, "embedding")
 
@@ -289,8 +290,8 @@ class SearchService:
         if not texts:
             ctx.add_time("rerank", 0.0)
             return hits, docs
-        with self._stage("rerank", self.deps.preprocess, ctx) as pre:
-            batch = pre.tokenize(model, [query] * len(texts), [t for _, t in texts])
+        with self._stage("rerank", self.deps.text, ctx) as tok:
+            batch = tok.tokenize(model, [query] * len(texts), [t for _, t in texts])
         with self._stage("rerank", self.deps.inference, ctx) as inf:
             scores = inf.infer(model, batch.tensors, "score")[:, 0]
         order = np.argsort(-scores, kind="stable")

@@ -51,6 +51,11 @@ def create_server(config: Config, http_address: str | None = None, grpc_address:
     store = ExperimentStore()
     watcher = start_watcher(config, store)
     service = SearchService(config, store)
+    if service.deps.tokenizers is not None:  # the tokenizers load at start, not on the first query
+        try:
+            service.deps.tokenizers.get()
+        except Unavailable as e:
+            log.warning("text queries cannot be tokenized yet: %s", e)
     host, _, port = (http_address or f"{r.host}:{r.http_port}").rpartition(":")
     try:
         # threads enough for every admitted, queued and refused request to reach admission control:
@@ -60,6 +65,7 @@ def create_server(config: Config, http_address: str | None = None, grpc_address:
         log.info("API keys %s", "required" if service.auth.enabled else "off (retrieval.api_keys is empty)")
     except Unavailable:
         watcher.stop()
+        service.close()
         raise
     threads = max(r.workers, r.max_inflight + r.max_queue + 32)  # (as the HTTP server: every call reaches admission)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="retrieval"),
@@ -75,6 +81,7 @@ def create_server(config: Config, http_address: str | None = None, grpc_address:
     if grpc_port == 0:
         http_server.stop()
         watcher.stop()
+        service.close()
         raise Unavailable("retrieval grpc", f"cannot bind {grpc_address}")
     server.start()
     for name in ("", SERVICE_NAME):

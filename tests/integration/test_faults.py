@@ -9,6 +9,7 @@ killed with SIGKILL and resumed: tests/integration/test_build_index.py.)
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -26,9 +27,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 BODY = {"scene": "text2text", "query": {"text": "text document 3"}, "force": {"rerank": "none"}}
 
 
-def search(url: str) -> tuple[int, dict, float]:
+def search(url: str, body: dict | None = None) -> tuple[int, dict, float]:
     t0 = time.perf_counter()
-    req = urllib.request.Request(url + "/v1/search", data=json.dumps(BODY).encode(), method="POST",
+    req = urllib.request.Request(url + "/v1/search", data=json.dumps(body or BODY).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
@@ -40,13 +41,13 @@ def search(url: str) -> tuple[int, dict, float]:
 class Load:
     """Closed-loop searches in the background, recording every outcome."""
 
-    def __init__(self, url: str, workers: int = 4):
-        self.url, self.results, self._stop = url, [], threading.Event()
+    def __init__(self, url: str, workers: int = 4, body: dict | None = None):
+        self.url, self.body, self.results, self._stop = url, body, [], threading.Event()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.results.append((time.monotonic(), *search(self.url)))
+            self.results.append((time.monotonic(), *search(self.url, self.body)))
 
     def __enter__(self):
         for t in self.threads:
@@ -59,10 +60,11 @@ class Load:
             t.join(timeout=90)
 
 
-def outage(stack, stop, start, dependency: str) -> None:
+def outage(stack, stop, start, dependency: str, body: dict | None = None, unaffected: dict | None = None) -> None:
+    """``unaffected``: a search that must keep answering 200 throughout (it does not need the dependency)."""
     url, deadline = stack["url"], stack["cfg"].retrieval.request_timeout_s
-    assert search(url)[0] == 200
-    with Load(url) as load:
+    assert search(url, body)[0] == 200
+    with Load(url, body=body) as load, Load(url, workers=1 if unaffected else 0, body=unaffected) as side:
         time.sleep(1)
         stop()
         down_from = time.monotonic()
@@ -74,7 +76,7 @@ def outage(stack, stop, start, dependency: str) -> None:
         up_from = time.monotonic()
         start()
         back = time.monotonic()
-        assert wait_until(lambda: search(url)[0] == 200, 10, 0.2), f"no recovery within 10 s of {dependency}'s return"
+        assert wait_until(lambda: search(url, body)[0] == 200, 10, 0.2), f"no recovery within 10 s of {dependency}'s return"
         recovered_in = time.monotonic() - back
         assert wait_until(lambda: http_ok(url + "/readyz", 5), 30, 0.5), f"/readyz not back to 200 after {dependency} returned"
     # Load records each request's START time (time.monotonic() is evaluated before search()). Strictly inside the
@@ -86,6 +88,9 @@ def outage(stack, stop, start, dependency: str) -> None:
         # README: every request during the outage fails fast with 503 naming the dependency (a 200 is a broken promise)
         assert code == 503, (code, out)
         assert dependency in out.get("dependency", "") + out.get("message", ""), out
+    side_during = [(c, out) for t, c, out, dt in side.results if t > down_from and t + dt < up_from]
+    assert not unaffected or side_during, "no unaffected searches during the outage"
+    assert all(c == 200 for c, _ in side_during), [out for c, out in side_during if c != 200][:1]
     print(f"{dependency}: {sum(c == 503 for c, _, _ in during)} x 503 during the outage, recovered in {recovered_in:.1f} s")
 
 
@@ -95,7 +100,9 @@ def test_preprocess_outage(stack):
     def start():
         stack["pre"] = create_preprocess(stack["cfg"], f"127.0.0.1:{port}")
 
-    outage(stack, lambda: stack["pre"].stop(0), start, "preprocess")
+    # images need the preprocess service; text queries are tokenized in the retrieval service and keep answering
+    image = {"scene": "image2image", "query": {"image_b64": base64.b64encode((stack["images"] / "3.png").read_bytes()).decode()}}
+    outage(stack, lambda: stack["pre"].stop(0), start, "preprocess", body=image, unaffected=BODY)
 
 
 def test_triton_outage(stack):

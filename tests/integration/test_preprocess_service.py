@@ -248,3 +248,77 @@ def test_metrics_endpoint_counts_rpcs_by_method_and_status(server, client):
         text = r.read().decode()
     assert 'mmsearch_rpc_requests_total{code="OK",method="Tokenize",service="preprocess"}' in text
     assert 'code="INVALID_ARGUMENT",method="Tokenize"' in text and "process_cpu_seconds_total" in text
+
+
+# ---------------------------------------------------------------- the same preprocessing in-process
+@pytest.fixture(scope="module")
+def local(pre_repo):
+    from mmsearch.preprocess_registry import LocalTokenizer
+
+    t = LocalTokenizer(pre_repo, load_config(environ={}).preprocess, 0)
+    yield t
+    t.close()
+
+
+@pytest.mark.parametrize("model", ["minilm", "clip_text"])
+@pytest.mark.parametrize("bucket", [False, True])
+def test_local_tokenizer_equals_the_service(client, local, model, bucket):
+    """The retrieval service tokenizes text queries in-process (retrieval.tokenize local): the tensors and the
+    truncation flags must be the service's, item for item, bucket padding included."""
+    texts = varied_strings(60)
+    for i in range(0, len(texts), 6):  # the service's batch shapes: a query alone, and batches of mixed lengths
+        for chunk in (texts[i : i + 1], texts[i : i + 6]):
+            remote, mine = client.tokenize(model, chunk, bucket=bucket), local.tokenize(model, chunk, bucket=bucket)
+            assert remote.tensors.keys() == mine.tensors.keys()
+            for k in remote.tensors:
+                np.testing.assert_array_equal(remote.tensors[k], mine.tensors[k], err_msg=f"{model} {k} {chunk!r}")
+            assert remote.truncated.tolist() == mine.truncated.tolist()
+
+
+def test_local_tokenizer_pairs_equal_the_service(client, local):
+    q, d = varied_strings(40)[:20], varied_strings(40)[20:]
+    remote, mine = client.tokenize("rerank", q, d), local.tokenize("rerank", q, d)
+    for k in remote.tensors:
+        np.testing.assert_array_equal(remote.tensors[k], mine.tensors[k])
+    assert remote.truncated.tolist() == mine.truncated.tolist()
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda t: t.tokenize("minilm", ["ok", "  "]), r"texts\[1\]: empty"),
+    (lambda t: t.tokenize("minilm", ["a" * 1_000_000]), r"texts\[0\]: 1,000,000 bytes, over the 65,536-byte limit"),
+    (lambda t: t.tokenize("minilm", ["ok", "\udcff"]), r"texts\[1\]: invalid UTF-8"),
+    (lambda t: t.tokenize("minilm", []), "empty batch: no texts given"),
+    (lambda t: t.tokenize("minilm", ["x"] * 257), "257 texts in one request, over the limit of 256"),
+    (lambda t: t.tokenize("clip_image", ["x"]), "image_encoder: send images to ProcessImages"),
+    (lambda t: t.tokenize("minilm", ["q"], ["d"]), "documents are for cross-encoders"),
+    (lambda t: t.tokenize("rerank", ["q", "r"], ["d"]), "2 texts but 1 documents"),
+], ids=["blank", "1MB", "lone-surrogate", "empty-batch", "too-many", "image-model", "documents-to-embedder", "unpaired"])
+def test_local_tokenizer_refuses_what_the_service_refuses(local, client, call, fragment):
+    with pytest.raises(BadInput, match=fragment):
+        call(local)
+    with pytest.raises(BadInput, match=fragment):
+        call(client)
+
+
+def test_local_tokenizer_unknown_model_and_reload(tmp_path, pre_repo):
+    from mmsearch.preprocess_registry import LocalTokenizer
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copytree(pre_repo / "minilm", repo / "minilm")
+    t = LocalTokenizer(repo, load_config(environ={}).preprocess, 0.2)
+    try:
+        with pytest.raises(NotFound, match="model 'rerank' not found"):
+            t.tokenize("rerank", ["q"], ["d"])
+        assert t.serving()
+        shutil.copytree(pre_repo / "rerank", repo / "rerank")  # exported after start: loaded by the watcher
+        from mmsearch.net import wait_until
+
+        assert wait_until(lambda: "rerank" in t.registry.entries(), 10, 0.1)
+        assert t.tokenize("rerank", ["q"], ["d"]).tensors["input_ids"].shape[0] == 1
+        (repo / "broken").mkdir()
+        (repo / "broken" / "mmsearch.json").write_text("{nope")
+        assert wait_until(lambda: not t.serving(), 10, 0.1)  # readiness, as the service's health says NOT_SERVING
+        assert t.tokenize("minilm", ["still here"]).tensors["input_ids"].shape[0] == 1
+    finally:
+        t.close()

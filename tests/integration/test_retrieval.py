@@ -312,24 +312,51 @@ def test_health_ready_metrics(stack):
     assert "mmsearch_requests_total" in metrics
 
 
-def test_dependency_down_is_503_naming_it_and_recovers(stack, tmp_path):
-    """A second retrieval service whose preprocess service is not up yet: 503 naming it, then recovery."""
+@pytest.mark.parametrize("tokenize", ["local", "service"])
+def test_dependency_down_is_503_naming_it_and_recovers(stack, tokenize):
+    """A second retrieval service whose preprocess service is not up yet: 503 naming it, then recovery.
+    Text queries tokenized in the retrieval service (tokenize local) do not need it: they answer at once."""
     port = free_port()
-    cfg = stack["cfg"].model_copy(update={"preprocess": stack["cfg"].preprocess.model_copy(update={"port": port, "metrics_port": 0})})
+    cfg = stack["cfg"].model_copy(update={
+        "preprocess": stack["cfg"].preprocess.model_copy(update={"port": port, "metrics_port": 0}),
+        "retrieval": stack["cfg"].retrieval.model_copy(update={"tokenize": tokenize})})
+    image = {"scene": "image2image", "query": {"image_b64": base64.b64encode((stack["images"] / "5.png").read_bytes()).decode()}}
+    text = {"scene": "text2text", "query": {"text": "text document 42 about subject 6"}, "force": {"rerank": "none"}}
     r = create_retrieval(cfg, "127.0.0.1:0", "127.0.0.1:0")
     url = f"http://127.0.0.1:{r.http_port}"
     try:
         assert wait_until(lambda: r.service.experiments.ready(), 10)
         t0 = time.perf_counter()
-        code, out = post(url + "/v1/search", {"scene": "text2text", "query": {"text": "x"}})
+        code, out = post(url + "/v1/search", image)
         assert code == 503 and out["dependency"].startswith("preprocess service at 127.0.0.1")
         assert time.perf_counter() - t0 < cfg.retrieval.request_timeout_s + 1
-        assert get(url + "/readyz")[0] == 503
+        code, out = post(url + "/v1/search", text)
+        if tokenize == "local":
+            assert code == 200 and out["results"][0]["id"] == "t42", out
+        else:
+            assert code == 503 and out["dependency"].startswith("preprocess service at 127.0.0.1"), out
+        code, body = get(url + "/readyz")
+        assert code == 503 and json.loads(body)["dependencies"]["preprocess"] is False
+        assert json.loads(body)["dependencies"].get("tokenizers") is (True if tokenize == "local" else None)
         pre = create_preprocess(cfg, f"127.0.0.1:{port}")
         try:
-            assert wait_until(lambda: post(url + "/v1/search", {"scene": "text2text", "query": {"text": "x"}})[0] == 200, 10, 0.2)
+            assert wait_until(lambda: post(url + "/v1/search", image)[0] == 200, 10, 0.2)
+            assert post(url + "/v1/search", text)[0] == 200
         finally:
             pre.stop(0)
+    finally:
+        r.stop()
+
+
+def test_local_tokenizers_without_a_model_repository_are_503_naming_the_setting(stack, tmp_path):
+    cfg = stack["cfg"].model_copy(update={"model_repository": tmp_path / "missing"})
+    r = create_retrieval(cfg, "127.0.0.1:0", "127.0.0.1:0")
+    url = f"http://127.0.0.1:{r.http_port}"
+    try:
+        assert wait_until(lambda: r.service.experiments.ready(), 10)
+        code, out = post(url + "/v1/search", {"scene": "text2text", "query": {"text": "x"}})
+        assert code == 503 and out["dependency"] == "tokenizers", out
+        assert "model repository not found" in out["message"] and "retrieval.tokenize" in out["message"], out
     finally:
         r.stop()
 
