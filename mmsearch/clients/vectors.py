@@ -186,12 +186,19 @@ class VectorStore:
             return True  # cannot tell: let the original error stand
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        t0 = time.monotonic()
         try:
             return fn(*args, **kwargs)
         except MMSearchError:
             raise
         except Exception as e:
-            raise _translate(e, self.dependency, what) from e
+            err = _translate(e, self.dependency, what)
+            timeout = kwargs.get("timeout")
+            # pymilvus reports its own timeout as a generic error ("Retry timeout"): a call that failed once its
+            # time was spent (the request's deadline, as a rule) is a deadline, not a server fault (504, not 500)
+            if type(err) is Internal and timeout is not None and time.monotonic() - t0 >= timeout:
+                err = DeadlineExceeded(f"{self.dependency}: {what}: no answer within {timeout:.3f} s")
+            raise err from e
 
     def collections(self) -> list[str]:
         return self._call("list collections", self.client.list_collections)

@@ -76,6 +76,29 @@ def test_milvus_errors_by_type_and_code(exc, cls):
     assert type(milvus_translate(exc, "milvus at test", "search")) is cls
 
 
+@pytest.mark.parametrize("exc, slow, cls", [
+    (MilvusException(code=65535, message="[search] Retry timeout: 0.001s"), True, E.DeadlineExceeded),
+    (MilvusException(code=65535, message="[search] Retry timeout: 0.001s"), False, E.Internal),  # failed in time: a fault
+    (MilvusException(code=2, message="Fail connecting to server"), True, E.Unavailable),  # down stays down (503)
+])
+def test_a_milvus_call_that_fails_once_its_time_is_spent_is_a_deadline(exc, slow, cls):
+    """pymilvus reports its own timeout as a generic error; the request's deadline must read as 504, not 500."""
+    import time
+
+    from mmsearch.clients.vectors import VectorStore
+
+    store = VectorStore.__new__(VectorStore)  # no server: only the error mapping of _call is exercised
+    store.dependency = "milvus at test"
+
+    def call(timeout: float) -> None:
+        if slow:
+            time.sleep(timeout)
+        raise exc
+
+    with pytest.raises(cls):
+        store._call("search", call, timeout=0.01)
+
+
 @pytest.fixture
 def retrieval_stub():
     """A local HTTP server answering every POST with the status and body queued for it."""
