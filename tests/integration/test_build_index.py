@@ -336,3 +336,35 @@ def test_documents_with_the_same_text_pass_the_build_check(env):
     o.docs.write_text("".join(json.dumps({"id": f"same-{i}", "text": "A frog."}) + "\n" for i in range(30)))
     s = build_index(o)
     assert s.indexed == 30 and s.live
+
+
+def test_documents_are_kept_beside_the_vectors_and_returned_by_search(env, index_repo):
+    """A search returns its hits' documents itself (no MongoDB read on the served path); a document over
+    the field's 64 KB is kept in MongoDB only; a build from before (no stored documents) searches as before."""
+    from mmsearch.clients.vectors import DOC_FIELD
+
+    o = env()
+    rows = [{"id": f"d{i}", "text": f"document number {i} about topic {i % 7}", "n": i, "tags": ["a", i], "naïve": "é 東京"}
+            for i in range(30)]
+    rows.append({"id": "big", "text": "document number 5 about topic 5 " + "x" * 70_000})
+    o.docs.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    s = build_index(o)
+    vs, ds = stores(o)
+    assert ds.builds("texts")[-1]["stored_docs"] is True and DOC_FIELD not in vs.fields("texts")
+    q = LocalModel(index_repo / "tiny").encode_texts(["document number 5 about topic 5"])
+    docs: dict = {}
+    hits = vs.search("texts", q, 31, docs=docs)[0]
+    assert {h[0] for h in hits} == {r["id"] for r in rows}
+    assert set(docs) == {r["id"] for r in rows} - {"big"}  # over the limit: read from MongoDB instead
+    for i in ("d0", "d5", "d29"):  # what MongoDB holds, value for value (nested, non-ASCII)
+        assert docs[i] == ds.get_many("texts", [i])[0]
+    plain = vs.search("texts", q, 31)[0]  # without docs asked: ids and scores as ever
+    assert [h[0] for h in plain] == [h[0] for h in hits]
+
+    # a collection made without the field (an older build): search(docs=...) leaves docs empty, no error
+    old = collection_name("texts", s.build) + "x"
+    vs.create(old, q.shape[1])
+    vs.upsert(old, ["o1"], q)
+    vs.seal(old, 1)
+    got: dict = {}
+    assert vs.search(old, q, 1, docs=got)[0][0][0] == "o1" and got == {}

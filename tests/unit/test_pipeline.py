@@ -76,6 +76,7 @@ class FakeVectors:
         self.calls: list[tuple[str, int, str]] = []
         self.efs: list[int | None] = []
         self.loading: set[str] = set()
+        self.stored: dict[str, dict[str, dict[str, Any]]] = {}  # index -> the documents its build keeps beside vectors
 
     def fields(self, index: str) -> dict[str, str]:
         return {"lang": "str", "year": "int"}
@@ -85,12 +86,16 @@ class FakeVectors:
             raise NotFound(f"index {index!r} not found in milvus at test")
         return index not in self.loading
 
-    def search(self, index: str, vec: np.ndarray, top_k: int, filter: str = "", ef: int | None = None) -> list[list[tuple[str, float]]]:
+    def search(self, index: str, vec: np.ndarray, top_k: int, filter: str = "", ef: int | None = None,
+               docs: dict[str, dict[str, Any]] | None = None) -> list[list[tuple[str, float]]]:
         self.calls.append((index, top_k, filter))
         self.efs.append(ef)
         if index == "missing":
             raise NotFound(f"index {index!r} not found in milvus at test")
-        return [self.hits[:top_k]]
+        hits = self.hits[:top_k]
+        if docs is not None:
+            docs.update({i: dict(self.stored[index][i]) for i, _ in hits if i in self.stored.get(index, {})})
+        return [hits]
 
 
 class FakeDocuments:
@@ -98,6 +103,7 @@ class FakeDocuments:
         self.docs = docs
         self.log: dict[str, dict[str, Any]] = {}
         self.ttl: dict[tuple[str, str], int] = {}
+        self.reads: list[tuple[str, list[str]]] = []
         self.collections: set[str] = set()
 
     def ensure_collection(self, collection: str) -> None:
@@ -113,6 +119,7 @@ class FakeDocuments:
         self.ttl[(collection, field)] = seconds
 
     def get_many(self, collection: str, ids: list[str]) -> list[dict[str, Any] | None]:
+        self.reads.append((collection, list(ids)))
         return [dict(self.docs[i], _id=i) if i in self.docs else None for i in ids]
 
     def insert_many(self, collection: str, docs: list[dict[str, Any]]) -> None:
@@ -537,11 +544,11 @@ def test_a_failing_source_fails_the_request_and_leaves_nothing_running(hf):
     hf.vec.hits = HITS
     orig = hf.vec.search
 
-    def search(index, vec, top_k, filter="", ef=None):
+    def search(index, vec, top_k, filter="", ef=None, docs=None):
         if index == "captions":
             raise Unavailable("milvus at test", "down")
         time.sleep(0.05)
-        return orig(index, vec, top_k, filter, ef)
+        return orig(index, vec, top_k, filter, ef, docs)
 
     hf.vec.search = search
     with pytest.raises(Unavailable, match="down"):
@@ -583,3 +590,36 @@ def test_each_dependency_call_gets_what_is_left_of_the_request_not_its_own_timeo
     from mmsearch.deadline import call_timeout
 
     assert call_timeout(30.0) == 30.0  # outside a request: the client's own timeout
+
+
+# ---------------------------------------------------------------- documents kept beside the vectors
+def test_documents_recall_brought_are_not_read_from_mongodb(h):
+    h.vec.stored["docs"] = {i: {"_id": i, "text": f"stored {i}"} for i in "abcdef"}
+    out = h.search(top_k=4)
+    assert [x.doc for x in out.hits] == [{"text": f"stored {i}"} for i in "abcd"]  # _id stripped, as from MongoDB
+    assert h.docs.reads == [] and out.timings_ms["summary"] == 0.0
+
+
+def test_only_the_documents_recall_did_not_bring_are_read(h):
+    h.vec.stored["docs"] = {"a": {"text": "stored a"}, "c": {"text": "stored c"}}  # b, d: too big to store, say
+    out = h.search(top_k=4)
+    assert h.docs.reads == [("docs", ["b", "d"])]
+    assert [x.doc for x in out.hits] == [{"text": "stored a"}, {"text": "xxxx"}, {"text": "stored c"}, {"text": "d"}]
+
+
+def test_rerank_reads_its_candidates_texts_from_recall_too(h):
+    h.vec.stored["docs"] = {i: dict(DOCS[i]) for i in "abcd"}
+    out = h.search(force={"rerank": "ce"})
+    assert [x.id for x in out.hits[:3]] == ["b", "c", "a"]  # longest text first (the fake cross-encoder)
+    assert h.docs.reads == []
+
+
+def test_a_fused_arm_takes_documents_only_from_its_own_index(hf):
+    hf.vec.hits = HITS
+    hf.vec.stored["captions"] = {i: {"text": f"caption of {i}"} for i, _ in HITS}  # another index's documents
+    hf.vec.stored["docs"] = {"a": {"text": "doc a"}}
+    out = hf.search(text="zebra", force={"recall": "hybrid"}, top_k=10)
+    by_id = {x.id: x.doc for x in out.hits}
+    assert by_id["a"] == {"text": "doc a"} and by_id["b"] == {"text": "xxxx"}  # b: read from MongoDB
+    assert all(not (d or {}).get("text", "").startswith("caption") for d in by_id.values())
+    assert len(hf.docs.reads) == 1 and "a" not in hf.docs.reads[0][1] and {"b", "f"} <= set(hf.docs.reads[0][1])

@@ -227,7 +227,8 @@ class _Pipeline:
                         self.lex.upsert([d.doc for d in item.docs])
                         self.lex.commit()
                     meta = [{k: d.doc[k] for k in self.o.fields} for d in item.docs] if self.o.fields else None
-                    self.vs.upsert(self.collection, [d.id for d in item.docs], item.vectors, meta)
+                    self.vs.upsert(self.collection, [d.id for d in item.docs], item.vectors, meta,
+                                   [d.doc for d in item.docs] if self.rec.get("stored_docs") else None)  # (older builds: none)
                 for r in item.rejects:
                     rejects_fh.write(r.as_json() + "\n")
                 if item.rejects:
@@ -394,10 +395,11 @@ def build_index(opts: BuildOptions) -> BuildSummary:
             record = {"_id": collection_name(opts.index, build), "index": opts.index, "build": build,
                       "model": opts.model, "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
                       "status": "building", "lines_done": 0, "started": _now(), "index_spec": opts.index_spec.to_json(),
-                      "fields": dict(opts.fields), "lexical": list(opts.lexical), "counts": {"read": 0, "indexed": 0, "skipped": {}}}
+                      "fields": dict(opts.fields), "lexical": list(opts.lexical), "counts": {"read": 0, "indexed": 0, "skipped": {}},
+                      "stored_docs": True}  # each document beside its vector: searches return them (clients/vectors.DOC_FIELD)
             if encoder.modality == "image":  # where the documents' image paths point (a flywheel round re-reads them)
                 record["image_root"] = str(opts.image_root.resolve())
-            vs.create(record["_id"], encoder.dim, opts.index_spec, opts.fields)
+            vs.create(record["_id"], encoder.dim, opts.index_spec, opts.fields, stored_docs=True)
             ds.save_build(record)
         rejects = opts.rejects or opts.docs.with_name(f"{opts.docs.stem}.{opts.index}.rejects.jsonl")
         lex = LexicalStore(opts.lexical_root or opts.data_dir / "lexical")
