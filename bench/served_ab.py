@@ -40,6 +40,7 @@ def start_b(cfg, overrides: dict[str, str], workdir: Path) -> tuple[subprocess.P
                              "--ports-file", str(ports)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=open(workdir / "b.log", "wb"))  # noqa: SIM115 - closed with the process
     if not wait_until(lambda: ports.exists() or proc.poll() is not None, 60, 0.2) or proc.poll() is not None:
+        stop(proc)
         raise SystemExit(f"service B did not start: {(workdir / 'b.log').read_text()[-2000:]}")
     url = f"http://127.0.0.1:{json.loads(ports.read_text())['http']}"
     if not wait_until(lambda: http_ok(url + "/readyz", 2), 60, 0.5):

@@ -98,6 +98,9 @@ class MilvusConfig(_Section):
     hnsw_ef_construction: int = Field(200, ge=8, le=4096)
     ivf_nlist: int = Field(1024, ge=1, le=65536)
     search_ef: int = Field(128, ge=1, le=32768)  # default search breadth; an experiment arm may set its own
+    # documents up to this many bytes (JSON) are kept beside their vectors, so searches return them without a
+    # MongoDB read; Milvus holds them in memory (at most this x the rows); larger ones are read from MongoDB; 0: none
+    stored_doc_max_bytes: int = Field(4096, ge=0, le=65535)
 
 
 class LexicalConfig(_Section):

@@ -22,7 +22,8 @@ from mmsearch.errors import BadInput
 FieldType = Literal["str", "int", "float", "bool"]
 FIELD_TYPES: tuple[str, ...] = ("str", "int", "float", "bool")
 FIELD_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-RESERVED_FIELDS = frozenset({"id", "embedding", "and", "or", "not"})
+DOC_FIELD = "mmsearch_doc"  # the whole document, kept beside the vector (clients/vectors.py): not a field to filter on
+RESERVED_FIELDS = frozenset({"id", "embedding", DOC_FIELD, "and", "or", "not"})
 OPERATORS = {"eq": "==", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 MAX_TERMS = 64
 MAX_DEPTH = 8

@@ -21,7 +21,7 @@ import numpy as np
 
 from mmsearch.deadline import call_timeout
 from mmsearch.errors import BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Overloaded, Unavailable, from_grpc_status
-from mmsearch.filters import MAX_STR, quote
+from mmsearch.filters import DOC_FIELD, MAX_STR, quote
 
 T = TypeVar("T")
 
@@ -94,6 +94,7 @@ class IndexSpec:
     hnsw_ef_construction: int = 200
     ivf_nlist: int = 1024
     search_ef: int = 128  # HNSW: candidates kept while searching (>= top_k); IVF: nprobe
+    stored_doc_max_bytes: int = 4096  # documents up to this size are kept beside the vectors (0: none; see DOC_FIELD)
 
     def index_params(self) -> dict[str, int]:
         if self.index_type == "HNSW":
@@ -116,7 +117,8 @@ class IndexSpec:
 
 def index_spec(milvus: Any) -> IndexSpec:
     """The IndexSpec a ``config.milvus`` section asks for."""
-    return IndexSpec(milvus.index_type, "COSINE", milvus.hnsw_m, milvus.hnsw_ef_construction, milvus.ivf_nlist, milvus.search_ef)
+    return IndexSpec(milvus.index_type, "COSINE", milvus.hnsw_m, milvus.hnsw_ef_construction, milvus.ivf_nlist, milvus.search_ef,
+                     milvus.stored_doc_max_bytes)
 
 
 class IndexLoading(Unavailable):
@@ -127,11 +129,11 @@ BRUTE_FORCE_OK_ROWS = 10_000  # below this, seal() does not wait for the indexed
 MILVUS_MIN_INDEXED_SEGMENT_ROWS = 1024  # Milvus 2.3 indexNode.minSegmentNumRowsToEnableIndex: smaller ones stay brute force
 STRONG = {"consistency_level": "Strong"}  # bookkeeping reads must see every write; searches stay Bounded
 FIELDS_TTL_S = 5.0
-# Each hit's document, stored beside its vector (JSON) by builds that record stored_docs: a search returns the
-# page's documents itself, so the read path needs no MongoDB round trip. A document over the field's limit is
-# stored empty and read from MongoDB.
-DOC_FIELD = "mmsearch_doc"
-DOC_MAX_BYTES = 65535
+# Each hit's document, stored beside its vector (JSON) by builds that record stored_docs (its byte limit,
+# IndexSpec.stored_doc_max_bytes): a search returns the page's documents itself, so the read path needs no
+# MongoDB round trip. A document over the limit is stored empty and read from MongoDB, as are all documents
+# of a search deeper than DOCS_MAX_HITS (its answer would carry them all).
+DOCS_MAX_HITS = 1024
 _MILVUS_TYPES = {"str": "VARCHAR", "int": "INT64", "float": "DOUBLE", "bool": "BOOL"}  # metadata field types
 
 
@@ -229,11 +231,19 @@ class VectorStore:
         """Whether the index's build keeps each document beside its vector (DOC_FIELD)."""
         return self._describe(index)[2]
 
+    def _stores_docs_now(self, index: str) -> bool:
+        """stores_docs asked afresh; True (keep the original error) when Milvus cannot tell."""
+        self._fields.pop(index, None)
+        try:
+            return self.stores_docs(index)
+        except MMSearchError:
+            return True
+
     def _describe(self, index: str) -> tuple[float, dict[str, str], bool]:
         hit = self._fields.get(index)
         if hit is not None and time.monotonic() - hit[0] < FIELDS_TTL_S:
             return hit
-        desc = self._call("describe", self.client.describe_collection, index)
+        desc = self._call("describe", self.client.describe_collection, index, timeout=call_timeout(self.timeout_s))
         back = {v: k for k, v in _MILVUS_TYPES.items()}
         out = {}
         for f in desc["fields"]:
@@ -252,10 +262,10 @@ class VectorStore:
         raise Internal(f"{self.dependency}: collection {collection} has no embedding field")
 
     def create(self, collection: str, dim: int, spec: IndexSpec | None = None, fields: dict[str, str] | None = None,
-               stored_docs: bool = False) -> None:
+               stored_docs: int = 0) -> None:
         """A collection for one build; ``fields`` (name -> str|int|float|bool) are stored beside the
         vectors so that searches can filter on them inside Milvus; ``stored_docs``: each whole document
-        too (DOC_FIELD), so that searches return them."""
+        too (DOC_FIELD), up to that many bytes, so that searches return them."""
         from pymilvus import DataType, MilvusClient
 
         if self._call("has_collection", self.client.has_collection, collection):
@@ -270,7 +280,7 @@ class VectorStore:
             kind = getattr(DataType, _MILVUS_TYPES[ftype])
             schema.add_field(name, kind, **({"max_length": MAX_STR * 4} if ftype == "str" else {}))  # (bytes: UTF-8)
         if stored_docs:
-            schema.add_field(DOC_FIELD, DataType.VARCHAR, max_length=DOC_MAX_BYTES)
+            schema.add_field(DOC_FIELD, DataType.VARCHAR, max_length=stored_docs)
         spec = spec or self.spec
         params = self.client.prepare_index_params()
         params.add_index("embedding", index_type=spec.index_type, metric_type=spec.metric, params=spec.index_params())
@@ -278,17 +288,17 @@ class VectorStore:
                    consistency_level="Bounded")
 
     def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray, meta: Sequence[dict[str, Any]] | None = None,
-               docs: Sequence[dict[str, Any]] | None = None) -> None:
+               docs: Sequence[dict[str, Any]] | None = None, doc_max_bytes: int = 0) -> None:
         """Upsert (not insert): Milvus does not enforce unique keys, and a resumed build may repeat a batch.
         ``meta``: each row's stored fields (the collection's ``fields``), already type-checked; ``docs``:
-        each row's document, for a collection created with ``stored_docs``."""
+        each row's document, for a collection created with ``stored_docs=doc_max_bytes``."""
         rows = [{"id": i, "embedding": v} for i, v in zip(ids, np.asarray(vectors, dtype=np.float32))]
         if meta is not None:
             for row, m in zip(rows, meta):
                 row.update(m)
         if docs is not None:
             for row, d in zip(rows, docs):
-                row[DOC_FIELD] = encode_doc(d)
+                row[DOC_FIELD] = encode_doc(d, doc_max_bytes)
         self._call("upsert", self.client.upsert, collection, rows)
 
     def existing(self, collection: str, ids: Sequence[str]) -> set[str]:
@@ -365,7 +375,7 @@ class VectorStore:
             self._ensure_loaded(name, wait=False)  # IndexLoading (503) while Milvus loads it
         except NotFound as e:
             raise NotFound(f"index {name!r} not found in {self.dependency}") from e
-        with_docs = docs is not None and self.stores_docs(name)
+        with_docs = docs is not None and top_k <= DOCS_MAX_HITS and self.stores_docs(name)
         try:
             res = self._call("search", self.client.search, name, data=[np.asarray(v, np.float32) for v in vectors],
                              limit=top_k, filter=filter, output_fields=["id", DOC_FIELD] if with_docs else ["id"],
@@ -374,11 +384,10 @@ class VectorStore:
         except NotFound as e:
             raise NotFound(f"index {name!r} not found in {self.dependency}") from e
         except (Internal, IndexLoading) as e:
-            if with_docs and isinstance(e, Internal):
-                # the alias may have moved, within the fields cache's seconds, to a build that keeps no documents
-                self._fields.pop(name, None)
-                if not self.stores_docs(name):
-                    return self.search(name, vectors, top_k, filter, ef, docs)
+            if with_docs and isinstance(e, Internal) and not self._stores_docs_now(name):
+                # the alias moved, within the fields cache's seconds, to a build that keeps no documents: once more
+                # without asking for them (stores_docs is False now, so this does not recurse again)
+                return self.search(name, vectors, top_k, filter, ef, docs)
             # Released behind our back (a restart, a rollback elsewhere): Milvus 2.3 says so with code
             # 101 or a generic code and a message only, so ask for the load state instead of reading
             # text. (A server that does not answer raises Unavailable: no probing then.)
@@ -430,10 +439,10 @@ class VectorStore:
             pass
 
 
-def encode_doc(doc: dict[str, Any]) -> str:
-    """A document as DOC_FIELD holds it: compact JSON, or "" when over the field's limit (read from MongoDB then)."""
+def encode_doc(doc: dict[str, Any], max_bytes: int) -> str:
+    """A document as DOC_FIELD holds it: compact JSON, or "" when over ``max_bytes`` (read from MongoDB then)."""
     raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str)
-    return raw if len(raw.encode("utf-8")) <= DOC_MAX_BYTES else ""
+    return raw if len(raw.encode("utf-8")) <= max_bytes else ""
 
 
 def require_build(store: VectorStore, index: str, build: str) -> None:

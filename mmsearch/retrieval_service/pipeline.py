@@ -207,6 +207,7 @@ class SearchService:
         missing = [i for i in ids if i not in docs]
         if not missing:
             ctx.add_time("summary", 0.0)
+            self.metrics.stage.labels(ctx.scene, ctx.arm_label, "summary").observe(0.0)
             return
         with self._stage("summary", self.deps.documents, ctx) as ds:
             docs.update({i: d for i, d in zip(missing, ds.get_many(index, missing)) if d is not None})

@@ -340,17 +340,18 @@ def test_documents_with_the_same_text_pass_the_build_check(env):
 
 def test_documents_are_kept_beside_the_vectors_and_returned_by_search(env, index_repo):
     """A search returns its hits' documents itself (no MongoDB read on the served path); a document over
-    the field's 64 KB is kept in MongoDB only; a build from before (no stored documents) searches as before."""
+    milvus.stored_doc_max_bytes is kept in MongoDB only; a build from before (no stored documents) searches
+    as before, also when the alias moves to it while the store still remembers the field."""
     from mmsearch.clients.vectors import DOC_FIELD
 
     o = env()
     rows = [{"id": f"d{i}", "text": f"document number {i} about topic {i % 7}", "n": i, "tags": ["a", i], "naïve": "é 東京"}
             for i in range(30)]
-    rows.append({"id": "big", "text": "document number 5 about topic 5 " + "x" * 70_000})
+    rows.append({"id": "big", "text": "document number 5 about topic 5 " + "x" * 5_000})
     o.docs.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
     s = build_index(o)
     vs, ds = stores(o)
-    assert ds.builds("texts")[-1]["stored_docs"] is True and DOC_FIELD not in vs.fields("texts")
+    assert ds.builds("texts")[-1]["stored_docs"] == 4096 and DOC_FIELD not in vs.fields("texts")
     q = LocalModel(index_repo / "tiny").encode_texts(["document number 5 about topic 5"])
     docs: dict = {}
     hits = vs.search("texts", q, 31, docs=docs)[0]
@@ -368,3 +369,8 @@ def test_documents_are_kept_beside_the_vectors_and_returned_by_search(env, index
     vs.seal(old, 1)
     got: dict = {}
     assert vs.search(old, q, 1, docs=got)[0][0][0] == "o1" and got == {}
+    vs._ensure_loaded(old)
+    assert vs.stores_docs("texts") is True  # remembered for a few seconds...
+    vs.switch_alias("texts", s.build + "x")  # ...while the alias moves (a rollback, say) to a build without documents
+    assert vs.search("texts", q, 1, docs=got)[0][0][0] == "o1" and got == {}
+    assert vs.stores_docs("texts") is False

@@ -623,3 +623,18 @@ def test_a_fused_arm_takes_documents_only_from_its_own_index(hf):
     assert by_id["a"] == {"text": "doc a"} and by_id["b"] == {"text": "xxxx"}  # b: read from MongoDB
     assert all(not (d or {}).get("text", "").startswith("caption") for d in by_id.values())
     assert len(hf.docs.reads) == 1 and "a" not in hf.docs.reads[0][1] and {"b", "f"} <= set(hf.docs.reads[0][1])
+
+
+def test_text_is_tokenized_where_the_config_says(tmp_path):
+    from mmsearch.retrieval_service.deps import connect_deps
+
+    cfg = Config().model_copy(update={"model_repository": tmp_path / "missing"})
+    local = connect_deps(cfg)  # retrieval.tokenize: local (the default)
+    assert local.tokenizers is not None and local.text is local.tokenizers and local.tokenizers in local.all
+    with pytest.raises(Unavailable, match=r"model repository not found.*retrieval\.tokenize"):
+        local.text.get()
+    assert not local.tokenizers.healthy()  # readiness says so
+    remote = connect_deps(cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(update={"tokenize": "service"})}))
+    assert remote.tokenizers is None and remote.text is remote.preprocess and len(remote.all) == 4
+    local.close()
+    remote.close()

@@ -227,8 +227,9 @@ class _Pipeline:
                         self.lex.upsert([d.doc for d in item.docs])
                         self.lex.commit()
                     meta = [{k: d.doc[k] for k in self.o.fields} for d in item.docs] if self.o.fields else None
+                    keep = int(self.rec.get("stored_docs") or 0)  # (older builds: none)
                     self.vs.upsert(self.collection, [d.id for d in item.docs], item.vectors, meta,
-                                   [d.doc for d in item.docs] if self.rec.get("stored_docs") else None)  # (older builds: none)
+                                   [d.doc for d in item.docs] if keep else None, keep)
                 for r in item.rejects:
                     rejects_fh.write(r.as_json() + "\n")
                 if item.rejects:
@@ -396,10 +397,10 @@ def build_index(opts: BuildOptions) -> BuildSummary:
                       "model": opts.model, "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
                       "status": "building", "lines_done": 0, "started": _now(), "index_spec": opts.index_spec.to_json(),
                       "fields": dict(opts.fields), "lexical": list(opts.lexical), "counts": {"read": 0, "indexed": 0, "skipped": {}},
-                      "stored_docs": True}  # each document beside its vector: searches return them (clients/vectors.DOC_FIELD)
+                      "stored_docs": opts.index_spec.stored_doc_max_bytes}  # documents up to this size kept beside the vectors
             if encoder.modality == "image":  # where the documents' image paths point (a flywheel round re-reads them)
                 record["image_root"] = str(opts.image_root.resolve())
-            vs.create(record["_id"], encoder.dim, opts.index_spec, opts.fields, stored_docs=True)
+            vs.create(record["_id"], encoder.dim, opts.index_spec, opts.fields, stored_docs=record["stored_docs"])
             ds.save_build(record)
         rejects = opts.rejects or opts.docs.with_name(f"{opts.docs.stem}.{opts.index}.rejects.jsonl")
         lex = LexicalStore(opts.lexical_root or opts.data_dir / "lexical")
