@@ -39,22 +39,42 @@ def export_bench_models(tmp: Path) -> Path:
     return repo
 
 
+def encode_and_search_once(encoder, store, index: str, query: str, top_k: int = 100) -> tuple[float, float]:
+    """Seconds to encode one text query in this process, and to send its search straight to Milvus."""
+    t0 = time.perf_counter()
+    v = encoder.encode_texts([query])
+    t1 = time.perf_counter()
+    store.search(index, v, top_k)
+    return t1 - t0, time.perf_counter() - t1
+
+
 def encode_and_search_ms(encoder, store, index: str, queries: list[str], top_k: int = 100) -> dict[str, float]:
     """p50 of what a text query cannot avoid, in one process: encode + the search sent straight to Milvus."""
     import numpy as np
 
     for q in queries[:10]:  # warm-up
-        store.search(index, encoder.encode_texts([q]), top_k)
+        encode_and_search_once(encoder, store, index, q, top_k)
     e, s = [], []
     for q in queries:
-        t0 = time.perf_counter()
-        v = encoder.encode_texts([q])
-        t1 = time.perf_counter()
-        store.search(index, v, top_k)
-        e.append(t1 - t0)
-        s.append(time.perf_counter() - t1)
+        a, b = encode_and_search_once(encoder, store, index, q, top_k)
+        e.append(a)
+        s.append(b)
     total = (np.asarray(e) + np.asarray(s)) * 1000
     return {"total": float(np.median(total)), "encode": float(np.median(e) * 1000), "search": float(np.median(s) * 1000)}
+
+
+def text_bodies(data_dir: Path, n: int, sample: bool = False) -> dict[str, list[dict]]:
+    """Search bodies from the demo data: text2text (WordNet lemmas) and text2image (stamp captions), each
+    query with its own user id; the first ``n`` of each file, or ``n`` drawn at random (seed 0) from all."""
+    import json
+    import random
+
+    out = {}
+    for scene, name, text in (("text2text", "texts.jsonl", lambda r: r["title"].split(",")[0]), ("text2image", "images.jsonl", lambda r: r["text"])):
+        rows = [json.loads(line) for line in (data_dir / "demo" / name).read_text().splitlines()]
+        rows = random.Random(0).sample(rows, min(n, len(rows))) if sample else rows[:n]
+        out[scene] = [{"scene": scene, "query": {"text": text(r)}, "user_id": f"u{i}"} for i, r in enumerate(rows)]
+    return out
 
 
 def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, backoff_s: float = 0.05) -> dict:

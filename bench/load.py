@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from bench.common import encode_and_search_ms, run_workers
+from bench.common import encode_and_search_ms, run_workers, text_bodies
 from mmsearch.client import SearchClient
 from mmsearch.config import load_config
 from mmsearch.endpoints import running_config, stack_pid
@@ -75,14 +75,10 @@ def rss_mb(pid: int) -> float:
 
 
 def bodies(data_dir: Path, image_root: Path, n: int = 300) -> dict[str, list[dict]]:
-    texts = [json.loads(line) for line in (data_dir / "demo" / "texts.jsonl").read_text().splitlines()[:n]]
-    images = [json.loads(line) for line in (data_dir / "demo" / "images.jsonl").read_text().splitlines()[:n]]
-    return {
-        "text2text": [{"scene": "text2text", "query": {"text": t["title"].split(",")[0]}, "user_id": f"u{i}"} for i, t in enumerate(texts)],
-        "text2image": [{"scene": "text2image", "query": {"text": im["text"]}, "user_id": f"u{i}"} for i, im in enumerate(images)],
-        "image2image": [{"scene": "image2image", "query": {"image_b64": base64.b64encode((image_root / im["image"]).read_bytes()).decode()},
-                         "user_id": f"u{i}"} for i, im in enumerate(images[:60])],
-    }
+    images = [json.loads(line) for line in (data_dir / "demo" / "images.jsonl").read_text().splitlines()[:60]]
+    return {**text_bodies(data_dir, n),
+            "image2image": [{"scene": "image2image", "query": {"image_b64": base64.b64encode((image_root / im["image"]).read_bytes()).decode()},
+                             "user_id": f"u{i}"} for i, im in enumerate(images)]}
 
 
 def irreducible_ms(cfg, queries: list[str], index: str = "texts") -> dict[str, float]:

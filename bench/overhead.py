@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
+from bench.common import encode_and_search_once, text_bodies
 from mmsearch.client import SearchClient
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.inference import InferenceClient
@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = running_config(load_config())
     if stack_pid(cfg) is None:
         raise SystemExit("no running stack: start one with `make demo`")
-    texts = [json.loads(line) for line in (Path(cfg.data_dir) / "demo" / "texts.jsonl").open()]
-    queries = [t["title"].split(",")[0] for t in random.Random(0).sample(texts, min(args.queries, len(texts)))]
+    queries = [b["query"]["text"] for b in text_bodies(Path(cfg.data_dir), args.queries, sample=True)["text2text"]]
 
     api = SearchClient(f"http://127.0.0.1:{cfg.retrieval.http_port}", 30)
     enc = LocalModel(Path(cfg.model_repository) / MODEL, threads=1)
@@ -64,11 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             return api.search("text2text", q, force={"recall": "dense"}, user_id="overhead-bench")
 
         def irreducible(q: str) -> tuple[float, float]:
-            t0 = time.perf_counter()
-            v = enc.encode_texts([q])
-            t1 = time.perf_counter()
-            vs.search(INDEX, v, RECALL)
-            return t1 - t0, time.perf_counter() - t1
+            return encode_and_search_once(enc, vs, INDEX, q, RECALL)
 
         for q in queries[:30]:  # warm-up: connections, caches
             served(q)

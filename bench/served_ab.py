@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
+from bench.common import text_bodies
 from mmsearch.client import SearchClient
 from mmsearch.config import config_to_env, load_config
 from mmsearch.endpoints import running_config, stack_pid
@@ -58,17 +58,6 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def queries(cfg, scene: str, n: int) -> list[dict]:
-    texts = [json.loads(line) for line in (Path(cfg.data_dir) / "demo" / "texts.jsonl").open()]
-    rng = random.Random(0)
-    if scene == "text2text":
-        picked = rng.sample(texts, min(n, len(texts)))
-        return [{"scene": scene, "query": {"text": t["title"].split(",")[0]}, "user_id": f"u{i}"} for i, t in enumerate(picked)]
-    captions = [json.loads(line) for line in (Path(cfg.data_dir) / "demo" / "images.jsonl").open()]
-    picked = [rng.choice(captions) for _ in range(n)]
-    return [{"scene": scene, "query": {"text": c["text"]}, "user_id": f"u{i}"} for i, c in enumerate(picked)]
-
-
 def summary(lat: list[float], stages: list[dict]) -> dict:
     a = np.asarray(lat) * 1000
     names = sorted({k for s in stages for k in s})
@@ -89,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = running_config(load_config())
     if stack_pid(cfg) is None:
         raise SystemExit("no running stack: start one with `make demo`")
-    bodies = queries(cfg, args.scene, args.queries)
+    bodies = text_bodies(Path(cfg.data_dir), args.queries, sample=True)[args.scene]
     with tempfile.TemporaryDirectory() as tmp:
         proc, url_b = start_b(cfg, overrides, Path(tmp))
         try:

@@ -83,9 +83,12 @@ class SearchService:
             dep.reset()
             raise
         finally:
-            dt = time.perf_counter() - t0
-            ctx.add_time(name, dt)
-            self.metrics.stage.labels(ctx.scene, ctx.arm_label, name).observe(dt)
+            self._timed(name, time.perf_counter() - t0, ctx)
+
+    def _timed(self, name: str, seconds: float, ctx: RequestContext) -> None:
+        """A stage's time, in the response's timings and the stage histogram."""
+        ctx.add_time(name, seconds)
+        self.metrics.stage.labels(ctx.scene, ctx.arm_label, name).observe(seconds)
 
     def ready(self) -> dict[str, bool]:
         """Readiness, probed afresh at most once per ``ready_cache_s``: probes hitting /readyz (an open
@@ -206,8 +209,7 @@ class SearchService:
         too big to store beside a vector), read from MongoDB in one round trip; none missing, no read."""
         missing = [i for i in ids if i not in docs]
         if not missing:
-            ctx.add_time("summary", 0.0)
-            self.metrics.stage.labels(ctx.scene, ctx.arm_label, "summary").observe(0.0)
+            self._timed("summary", 0.0, ctx)
             return
         with self._stage("summary", self.deps.documents, ctx) as ds:
             docs.update({i: d for i, d in zip(missing, ds.get_many(index, missing)) if d is not None})

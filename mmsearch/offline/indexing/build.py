@@ -126,6 +126,7 @@ class _Pipeline:
                  record: dict[str, Any], start_line: int, resume_check: bool, lexical: LexicalWriter | None = None):
         self.o, self.enc, self.vs, self.ds, self.rec, self.lex = opts, encoder, vectors, docs, record, lexical
         self.collection = collection_name(opts.index, record["build"])
+        self.keep_docs = int(record.get("stored_docs") or 0)  # documents up to this size beside the vectors (older builds: none)
         self.start_line = start_line
         self.resume_check = resume_check
         self._checked = 0  # batches checked against the collection after a resume
@@ -227,9 +228,8 @@ class _Pipeline:
                         self.lex.upsert([d.doc for d in item.docs])
                         self.lex.commit()
                     meta = [{k: d.doc[k] for k in self.o.fields} for d in item.docs] if self.o.fields else None
-                    keep = int(self.rec.get("stored_docs") or 0)  # (older builds: none)
                     self.vs.upsert(self.collection, [d.id for d in item.docs], item.vectors, meta,
-                                   [d.doc for d in item.docs] if keep else None, keep)
+                                   [d.doc for d in item.docs] if self.keep_docs else None, self.keep_docs)
                 for r in item.rejects:
                     rejects_fh.write(r.as_json() + "\n")
                 if item.rejects:
