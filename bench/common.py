@@ -39,24 +39,24 @@ def export_bench_models(tmp: Path) -> Path:
     return repo
 
 
-def encode_and_search_once(encoder, store, index: str, query: str, top_k: int = 100) -> tuple[float, float]:
+def encode_and_search_once(encoder, store, index: str, query: str, top_k: int = 100, breadth: int = 0) -> tuple[float, float]:
     """Seconds to encode one text query in this process, and to send its search straight to Milvus."""
     t0 = time.perf_counter()
     v = encoder.encode_texts([query])
     t1 = time.perf_counter()
-    store.search(index, v, top_k)
+    store.search(index, v, top_k, breadth=breadth)
     return t1 - t0, time.perf_counter() - t1
 
 
-def encode_and_search_ms(encoder, store, index: str, queries: list[str], top_k: int = 100) -> dict[str, float]:
+def encode_and_search_ms(encoder, store, index: str, queries: list[str], top_k: int = 100, breadth: int = 0) -> dict[str, float]:
     """p50 of what a text query cannot avoid, in one process: encode + the search sent straight to Milvus."""
     import numpy as np
 
     for q in queries[:10]:  # warm-up
-        encode_and_search_once(encoder, store, index, q, top_k)
+        encode_and_search_once(encoder, store, index, q, top_k, breadth)
     e, s = [], []
     for q in queries:
-        a, b = encode_and_search_once(encoder, store, index, q, top_k)
+        a, b = encode_and_search_once(encoder, store, index, q, top_k, breadth)
         e.append(a)
         s.append(b)
     total = (np.asarray(e) + np.asarray(s)) * 1000
@@ -118,3 +118,13 @@ def summarise(lat_s: list[float], refused_s: list[float], st: list[dict], errors
             "refused_429": int(ref.size), "refused_p99_ms": float(np.percentile(ref, 99)) if ref.size else None,
             "p50_ms": float(np.percentile(allv, 50)) if allv.size else None,
             "p99_ms": float(np.percentile(allv, 99)) if allv.size else None, "stage_mean_ms": mean, "stage_share": share}
+
+
+def served_search_shape(api, scene: str, force: dict[str, str], user_id: str) -> tuple[int, int]:
+    """(hits, search breadth) of the vector search the running service sends for this arm (its live
+    experiments config, retrieval_service.pipeline.dense_shape): an irreducible measurement sends the same."""
+    from mmsearch.experiments import Experiments, assign
+    from mmsearch.retrieval_service.pipeline import DEFAULT_TOP_K, dense_shape
+
+    _, arm, _ = assign(Experiments.model_validate(api.config()["experiments"]).scenes[scene], user_id, force)
+    return dense_shape(arm, (arm.top_k or DEFAULT_TOP_K) + 1)

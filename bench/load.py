@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from bench.common import encode_and_search_ms, run_workers, text_bodies
+from bench.common import encode_and_search_ms, run_workers, served_search_shape, text_bodies
 from mmsearch.client import SearchClient
 from mmsearch.config import load_config
 from mmsearch.endpoints import running_config, stack_pid
@@ -83,7 +83,7 @@ def bodies(data_dir: Path, image_root: Path, n: int = 300) -> dict[str, list[dic
 
 def irreducible_ms(cfg, queries: list[str], index: str = "texts") -> dict[str, float]:
     """p50 of the work a text2text query cannot avoid, in this one process: encode (the served model's
-    ONNX file, ONNX Runtime, 1 thread) + the same top-100 search sent straight to the stack's Milvus."""
+    ONNX file, ONNX Runtime, 1 thread) + the search the dense arm sends, straight to the stack's Milvus."""
     from mmsearch.clients.vectors import VectorStore, index_spec
     from mmsearch.embedded import running_store
     from mmsearch.local_model import LocalModel
@@ -93,9 +93,12 @@ def irreducible_ms(cfg, queries: list[str], index: str = "texts") -> dict[str, f
         raise SystemExit("no running Milvus found for the irreducible measurement")
     enc = LocalModel(Path(cfg.model_repository) / "minilm", threads=1)
     vs = VectorStore(uri, spec=index_spec(cfg.milvus))
+    api = SearchClient(f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}", 30)
     try:
-        return encode_and_search_ms(enc, vs, index, queries)
+        k, breadth = served_search_shape(api, "text2text", {"recall": "dense"}, "load-bench")
+        return encode_and_search_ms(enc, vs, index, queries, k, breadth)
     finally:
+        api.close()
         vs.close()
 
 

@@ -5,7 +5,7 @@
 Against the running demo (`make demo`), text2text with the dense arm forced, concurrency 1. For each
 WordNet query, in alternating order: the search through the HTTP API, and its irreducible work in this
 process (the served model's ONNX file on ONNX Runtime, 1 thread, unpadded + the same top-100 search sent
-straight to the stack's Milvus). Interleaving makes the ratio of the two stable on a noisy machine,
+straight to the stack's Milvus: the hits and search breadth the service asks for, ids only). Interleaving makes the ratio of the two stable on a noisy machine,
 where measuring them minutes apart does not. Then, on the same queries, each hop alone: tokenizing,
 Triton's embed of the bucketed tokens (gRPC) against ONNX Runtime on them, and MongoDB's read of the page.
 Writes a JSON result and prints one line.
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from bench.common import encode_and_search_once, text_bodies
+from bench.common import encode_and_search_once, served_search_shape, text_bodies
 from mmsearch.client import SearchClient
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.inference import InferenceClient
@@ -35,7 +35,7 @@ from mmsearch.endpoints import running_config, stack_pid
 from mmsearch.local_model import LocalModel
 from mmsearch.preprocess_registry import LocalTokenizer
 
-MODEL, INDEX, RECALL = "minilm", "texts", 100
+MODEL, INDEX, SCENE, FORCE = "minilm", "texts", "text2text", {"recall": "dense"}
 
 
 def p50(xs: list[float]) -> float:
@@ -59,11 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     triton = InferenceClient(f"127.0.0.1:{cfg.serving.grpc_port}", "grpc")
     docs = DocumentStore(cfg.mongo.uri or running_store("mongo", Path(cfg.data_dir)), cfg.mongo.database)
     try:
+        # the irreducible search is the one the service sends for this arm: as many hits, as broad a search
+        k, breadth = served_search_shape(api, SCENE, FORCE, "overhead-bench")
+
         def served(q: str) -> dict:
-            return api.search("text2text", q, force={"recall": "dense"}, user_id="overhead-bench")
+            return api.search(SCENE, q, force=FORCE, user_id="overhead-bench")
 
         def irreducible(q: str) -> tuple[float, float]:
-            return encode_and_search_once(enc, vs, INDEX, q, RECALL)
+            return encode_and_search_once(enc, vs, INDEX, q, k, breadth)
 
         for q in queries[:30]:  # warm-up: connections, caches
             served(q)
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [k for k in ("qp", "embed", "recall", "summary", "total") if any(k in s for s in stages)]
     irr = float(np.median(np.asarray(enc_s) + np.asarray(search_s))) * 1000
     res = {
-        "queries": len(queries), "arm": "recall=dense", "concurrency": 1,
+        "queries": len(queries), "arm": "recall=dense", "concurrency": 1, "search": {"top_k": k, "breadth": breadth},
         "served_p50_ms": p50(e2e), "served_p99_ms": float(np.percentile(e2e, 99)) * 1000,
         "stage_p50_ms": {k: float(np.median([s.get(k, 0.0) for s in stages])) for k in names},
         "edge_p50_ms": p50(edge),

@@ -17,14 +17,16 @@ from mmsearch.manifest import MODEL_FILE, Manifest, read_manifest
 from mmsearch.preprocessing import ImageInput, ImagePreprocessor, TextPreprocessor
 
 
-def make_session(onnx_path: str | Path, threads: int = 0, providers: Sequence[str] | None = None):
-    """An ORT session; threads=0 lets ONNX Runtime pick. CPU unless providers say otherwise."""
+def make_session(onnx_path: str | Path, threads: int = 0, providers: Sequence[str] | None = None, arena: bool = True):
+    """An ORT session; threads=0 lets ONNX Runtime pick. CPU unless providers say otherwise. ``arena=False``
+    for a long-lived server: the arena keeps the largest batch it ever saw resident (serving/triton_model.py)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = arena
     try:
         return ort.InferenceSession(str(onnx_path), opts, providers=list(providers or ["CPUExecutionProvider"]))
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
@@ -32,12 +34,12 @@ def make_session(onnx_path: str | Path, threads: int = 0, providers: Sequence[st
 
 
 class LocalModel:
-    def __init__(self, model_dir: str | Path, threads: int = 0, onnx_file: str | Path | None = None):
+    def __init__(self, model_dir: str | Path, threads: int = 0, onnx_file: str | Path | None = None, arena: bool = True):
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise NotFound(f"model folder not found: {self.model_dir}")
         self.manifest: Manifest = read_manifest(self.model_dir)
-        self.session = make_session(onnx_file or self.model_dir / "1" / MODEL_FILE, threads)
+        self.session = make_session(onnx_file or self.model_dir / "1" / MODEL_FILE, threads, arena=arena)
         self._text: TextPreprocessor | None = None
         self._image: ImagePreprocessor | None = None
 

@@ -133,6 +133,19 @@ class Manifest(_Strict):
         return [t.name for t in self.inputs]
 
 
+def model_versions(model_dir: Path) -> list[int]:
+    """The numbered versions of an exported model that hold a model file, oldest first."""
+    return sorted(int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit() and (p / MODEL_FILE).is_file())
+
+
+def latest_model_file(model_dir: Path) -> Path:
+    """The model file Triton serves by default (its version policy: the latest version)."""
+    versions = model_versions(model_dir)
+    if not versions:
+        raise NotFound(f"model {Path(model_dir).name!r} in {Path(model_dir).parent} has no <version>/{MODEL_FILE}")
+    return Path(model_dir) / str(versions[-1]) / MODEL_FILE
+
+
 def manifest_path(model_dir: str | Path) -> Path:
     return Path(model_dir) / MANIFEST_NAME
 

@@ -21,6 +21,7 @@ from mmsearch.embedded import running_store
 from mmsearch.errors import Unavailable
 from mmsearch.preprocess_registry import LocalTokenizer
 from mmsearch.preprocessing import Tokenizer
+from mmsearch.query_encoder import LocalQueryEncoder
 
 T_co = TypeVar("T_co", covariant=True)  # a Lazy of a LocalTokenizer serves where a Lazy of any Tokenizer is wanted
 PROBE_TIMEOUT_S = 1.0
@@ -28,8 +29,9 @@ PROBE_TIMEOUT_S = 1.0
 
 class Lazy(Generic[T_co]):
     def __init__(self, name: str, factory: Callable[[], T_co], close: Callable[[T_co], None] | None = None,
-                 check: Callable[[T_co], bool] | None = None):
+                 check: Callable[[T_co], bool] | None = None, in_process: bool = False):
         self.name = name
+        self.in_process = in_process  # nothing to reconnect: a failure is the model's, and reset() keeps it
         self._factory = factory
         self._close = close
         self._check = check
@@ -55,7 +57,10 @@ class Lazy(Generic[T_co]):
 
     def reset(self) -> None:
         """Forget the connection after a failure: the next get() reconnects. The old client is not
-        closed here — concurrent requests may still hold it; it is released when they drop it."""
+        closed here — concurrent requests may still hold it; it is released when they drop it. An
+        in-process dependency (local tokenizers and encoders) is kept: its watcher reloads what changes."""
+        if self.in_process:
+            return
         with self._lock:
             self._obj = None
 
@@ -72,18 +77,20 @@ class Lazy(Generic[T_co]):
 @dataclass
 class Deps:
     """The dependencies of a search, each lazily connected (tests pass fakes through Lazy). ``tokenizers``:
-    text queries tokenized in this process (config retrieval.tokenize local); None: by the preprocess service."""
+    text queries tokenized in this process (config retrieval.tokenize local); None: by the preprocess service.
+    ``encoders``: text queries encoded in this process (retrieval.encode local); None: by Triton."""
 
     inference: Lazy[InferenceClient]
     preprocess: Lazy[PreprocessClient]
     vectors: Lazy[VectorStore]
     documents: Lazy[DocumentStore]
     tokenizers: Lazy[LocalTokenizer] | None = None
+    encoders: Lazy[LocalQueryEncoder] | None = None
 
     @property
     def all(self) -> list[Lazy[Any]]:
         deps: list[Lazy[Any]] = [self.inference, self.preprocess, self.vectors, self.documents]
-        return deps + ([self.tokenizers] if self.tokenizers is not None else [])
+        return deps + [d for d in (self.tokenizers, self.encoders) if d is not None]
 
     @property
     def text(self) -> Lazy[Tokenizer]:
@@ -123,5 +130,7 @@ def connect_deps(config: Config) -> Deps:
         Lazy("milvus", milvus, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s))),
         Lazy("mongodb", mongo, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s))),
         Lazy("tokenizers", lambda: LocalTokenizer(config.model_repository, p, config.repository_poll_s),
-             lambda t: t.close(), lambda t: t.serving()) if r.tokenize == "local" else None,
+             lambda t: t.close(), lambda t: t.serving(), in_process=True) if r.tokenize == "local" else None,
+        Lazy("encoders", lambda: LocalQueryEncoder(config.model_repository, r.encode_threads, config.repository_poll_s),
+             lambda e: e.close(), lambda e: e.serving(), in_process=True) if r.encode == "local" else None,
     )

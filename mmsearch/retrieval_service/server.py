@@ -53,11 +53,12 @@ def create_server(config: Config, http_address: str | None = None, grpc_address:
     service = SearchService(config, store)
     host, _, port = (http_address or f"{r.host}:{r.http_port}").rpartition(":")
     try:
-        if service.deps.tokenizers is not None:  # the tokenizers load at start, not on the first query
-            try:
-                service.deps.tokenizers.get()
-            except Unavailable as e:
-                log.warning("text queries cannot be tokenized yet: %s", e)
+        for local in (service.deps.tokenizers, service.deps.encoders):  # load at start, not on the first query
+            if local is not None:
+                try:
+                    local.get()
+                except Unavailable as e:
+                    log.warning("text queries cannot be served yet: %s", e)
         # threads enough for every admitted, queued and refused request to reach admission control:
         # a request waiting for a server thread would queue where nothing bounds or refuses it
         http_server = WsgiServer(create_app(service), host, int(port), max(r.workers, r.max_inflight + r.max_queue + 32),

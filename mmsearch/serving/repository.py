@@ -15,14 +15,10 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from mmsearch.errors import BadInput, NotFound
-from mmsearch.manifest import CONFIG_FILE, MODEL_FILE
+from mmsearch.manifest import CONFIG_FILE, MODEL_FILE, model_versions
 from mmsearch.triton_config import read_model_config, write_model_config
 
 RUNNER = Path(__file__).with_name("triton_model.py")
-
-
-def model_versions(model_dir: Path) -> list[int]:
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and (p / MODEL_FILE).is_file())
 
 
 def discover(repo: Path) -> list[str]:

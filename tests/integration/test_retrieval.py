@@ -421,3 +421,85 @@ def test_mmsearch_eval_api_scores_a_served_arm(stack, tmp_path, capsys):
     assert r["by_tag"]["even"]["queries"] == 3
     assert "recall" in capsys.readouterr().out
     assert main(["--api", stack["url"], "--judged", str(judged), "--force", "recall=nope"]) == 2  # a 400, reported
+
+
+def test_text_queries_encoded_in_process_are_tritons_embeddings(stack):
+    """retrieval.encode local runs the file Triton serves on the query's own tokens: the same vector as
+    Triton's on the bucket-padded ones, for every text encoder of the repository and none of the others."""
+    import numpy as np
+
+    from mmsearch.clients.inference import InferenceClient
+    from mmsearch.errors import NotFound
+    from mmsearch.preprocess_registry import LocalTokenizer
+    from mmsearch.query_encoder import LocalQueryEncoder
+
+    cfg = stack["cfg"]
+    enc = LocalQueryEncoder(stack["repo"], 1, 0)
+    tok = LocalTokenizer(stack["repo"], cfg.preprocess, 0)
+    triton = InferenceClient(f"127.0.0.1:{cfg.serving.grpc_port}", "grpc")
+    try:
+        assert enc.models() == ["clip_text", "tiny"] and enc.serving()  # not the cross-encoder, not the image tower
+        for model in enc.models():
+            for q in ("a", "text document 7 about subject 7", "naïve café 東京 🚀", "word " * 300):
+                mine = enc.embed(model, tok.tokenize(model, [q]).tensors)
+                theirs = triton.infer(model, tok.tokenize(model, [q], bucket=True).tensors, "embedding")
+                assert mine.shape == theirs.shape == (1, theirs.shape[1])
+                np.testing.assert_allclose(mine, theirs, atol=2e-5, err_msg=f"{model}: {q[:20]!r}")
+        with pytest.raises(NotFound, match="text encoder 'rerank' not found"):
+            enc.embed("rerank", tok.tokenize("tiny", ["q"]).tensors)
+    finally:
+        triton.close()
+        tok.close()
+        enc.close()
+
+
+def test_a_search_encoded_in_process_answers_as_one_encoded_by_triton(stack):
+    cfg = stack["cfg"]
+    by_triton = create_retrieval(cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(update={"encode": "triton"})}),
+                                 "127.0.0.1:0", "127.0.0.1:0")
+    try:
+        assert stack["retrieval"].service.deps.encoders is not None and by_triton.service.deps.encoders is None
+        assert wait_until(lambda: by_triton.service.experiments.ready(), 10)
+        for q in ("text document 12", "subject 4", "hostile"):
+            body = {"scene": "text2text", "query": {"text": q}, "force": {"rerank": "none", "recall": "dense"}, "top_k": 8}
+            a = post(stack["url"] + "/v1/search", body)
+            b = post(f"http://127.0.0.1:{by_triton.http_port}/v1/search", body)
+            assert a[0] == b[0] == 200, (a, b)
+            assert [h["id"] for h in a[1]["results"]] == [h["id"] for h in b[1]["results"]], q
+            assert [h["score"] for h in a[1]["results"]] == pytest.approx([h["score"] for h in b[1]["results"]], abs=1e-4)
+    finally:
+        by_triton.stop()
+
+
+def test_local_query_encoders_follow_the_repository(stack, tmp_path):
+    """A new version is served once the watcher sees it (the latest, as Triton picks); a broken model
+    is reported (readiness) and refused by name while the others serve."""
+    import shutil
+
+    import numpy as np
+
+    from mmsearch.errors import Unavailable
+    from mmsearch.manifest import read_manifest
+    from mmsearch.query_encoder import LocalQueryEncoder
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copytree(stack["repo"] / "tiny", repo / "tiny")
+    enc = LocalQueryEncoder(repo, 1, 0.2)
+    try:
+        feeds = {"input_ids": np.array([[1, 5, 7, 2]], np.int64), "attention_mask": np.ones((1, 4), np.int64)}  # in both vocabularies
+        dim = enc.embed("tiny", feeds).shape[1]
+        clip_dim = read_manifest(stack["repo"] / "clip_text").embedding_dim
+        assert dim != clip_dim
+        # version 2: another graph with the same inputs (the CLIP text tower), so the switch shows in the width
+        shutil.copytree(stack["repo"] / "clip_text" / "1", repo / "tiny" / "2")
+        assert wait_until(lambda: enc.embed("tiny", feeds).shape[1] == clip_dim, 10, 0.1)
+        (repo / "broken").mkdir()
+        (repo / "broken" / "mmsearch.json").write_text("{nope")
+        assert wait_until(lambda: not enc.serving(), 10, 0.1)
+        (repo / "broken" / "1").mkdir()  # (a change the watcher sees again: still broken, still reported)
+        with pytest.raises(Unavailable, match="'broken' failed to load"):
+            enc.embed("broken", feeds)
+        assert enc.embed("tiny", feeds).shape[1] == clip_dim  # the others serve on
+    finally:
+        enc.close()

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from mmsearch.api_models import SearchResult
+from mmsearch.clients.vectors import HitDocs
 from mmsearch.config import Config
 from mmsearch.errors import BadInput, DeadlineExceeded, NotFound, Overloaded, Unavailable
 from mmsearch.preprocessing import TextBatch
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy
-from mmsearch.retrieval_service.pipeline import DEFAULT_RECALL, SearchService
+from mmsearch.retrieval_service.pipeline import DEFAULT_RECALL, DEFAULT_TOP_K, SearchService
 from mmsearch.retrieval_service.request import SearchRequest
 
 EXPERIMENTS = """
@@ -75,6 +76,7 @@ class FakeVectors:
         self.hits = hits
         self.calls: list[tuple[str, int, str]] = []
         self.efs: list[int | None] = []
+        self.breadths: list[int] = []
         self.loading: set[str] = set()
         self.stored: dict[str, dict[str, dict[str, Any]]] = {}  # index -> the documents its build keeps beside vectors
 
@@ -87,9 +89,10 @@ class FakeVectors:
         return index not in self.loading
 
     def search(self, index: str, vec: np.ndarray, top_k: int, filter: str = "", ef: int | None = None,
-               docs: dict[str, dict[str, Any]] | None = None) -> list[list[tuple[str, float]]]:
+               docs: HitDocs | None = None, breadth: int = 0) -> list[list[tuple[str, float]]]:
         self.calls.append((index, top_k, filter))
         self.efs.append(ef)
+        self.breadths.append(breadth)
         if index == "missing":
             raise NotFound(f"index {index!r} not found in milvus at test")
         hits = self.hits[:top_k]
@@ -196,14 +199,17 @@ def test_every_stage_is_timed(h):
 
 def test_request_top_k_wins_and_recall_depth_is_at_least_top_k(h):
     h.search(top_k=2)
-    assert h.vec.calls[-1] == ("docs", 10, 'id != "x"')  # recall_top_k and the scene's filter
+    # nothing reranks: the page and one beyond (has_more), searched as broadly as recall_top_k, with the scene's filter
+    assert (h.vec.calls[-1], h.vec.breadths[-1]) == (("docs", 3, 'id != "x"'), 10)
     h.search(top_k=50)
-    assert h.vec.calls[-1][1] == 51  # one beyond the page, to tell has_more
+    assert (h.vec.calls[-1][1], h.vec.breadths[-1]) == (51, 51)
+    h.search(top_k=2, force={"rerank": "ce"})  # a reranked arm recalls its candidates
+    assert (h.vec.calls[-1][1], h.vec.breadths[-1]) == (10, 0)
 
 
 def test_default_recall_depth_when_the_config_gives_none(h):
     out = h.search(scene="image2image", image=b"png", force={})
-    assert h.vec.calls[-1] == ("images", DEFAULT_RECALL, "")
+    assert (h.vec.calls[-1], h.vec.breadths[-1]) == (("images", DEFAULT_TOP_K + 1, ""), DEFAULT_RECALL)
     assert ("images", "img", 1) in h.pre.calls
     assert len(out.hits) == len(HITS)  # fewer than the default top_k exist
 
@@ -544,11 +550,11 @@ def test_a_failing_source_fails_the_request_and_leaves_nothing_running(hf):
     hf.vec.hits = HITS
     orig = hf.vec.search
 
-    def search(index, vec, top_k, filter="", ef=None, docs=None):
+    def search(index, vec, top_k, filter="", ef=None, docs=None, breadth=0):
         if index == "captions":
             raise Unavailable("milvus at test", "down")
         time.sleep(0.05)
-        return orig(index, vec, top_k, filter, ef, docs)
+        return orig(index, vec, top_k, filter, ef, docs, breadth)
 
     hf.vec.search = search
     with pytest.raises(Unavailable, match="down"):
@@ -625,16 +631,50 @@ def test_a_fused_arm_takes_documents_only_from_its_own_index(hf):
     assert len(hf.docs.reads) == 1 and "a" not in hf.docs.reads[0][1] and {"b", "f"} <= set(hf.docs.reads[0][1])
 
 
-def test_text_is_tokenized_where_the_config_says(tmp_path):
+def test_text_is_tokenized_and_encoded_where_the_config_says(tmp_path):
     from mmsearch.retrieval_service.deps import connect_deps
 
     cfg = Config().model_copy(update={"model_repository": tmp_path / "missing"})
-    local = connect_deps(cfg)  # retrieval.tokenize: local (the default)
+    local = connect_deps(cfg)  # retrieval.tokenize and retrieval.encode: local (the defaults)
     assert local.tokenizers is not None and local.text is local.tokenizers and local.tokenizers in local.all
+    assert local.encoders is not None and local.encoders in local.all and local.encoders.in_process
     with pytest.raises(Unavailable, match=r"model repository not found.*retrieval\.tokenize"):
         local.text.get()
-    assert not local.tokenizers.healthy()  # readiness says so
-    remote = connect_deps(cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(update={"tokenize": "service"})}))
-    assert remote.tokenizers is None and remote.text is remote.preprocess and len(remote.all) == 4
+    with pytest.raises(Unavailable, match=r"model repository not found.*retrieval\.encode"):
+        local.encoders.get()
+    assert not local.tokenizers.healthy() and not local.encoders.healthy()  # readiness says so
+    remote = connect_deps(cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(update={"tokenize": "service", "encode": "triton"})}))
+    assert remote.tokenizers is None and remote.encoders is None and remote.text is remote.preprocess and len(remote.all) == 4
     local.close()
     remote.close()
+
+
+class FakeEncoders:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, np.ndarray]]] = []
+
+    def embed(self, model: str, tensors: dict[str, np.ndarray]) -> np.ndarray:
+        self.calls.append((model, tensors))
+        return np.full((1, 8), 0.5, np.float32)
+
+
+def test_local_encoding_takes_text_queries_off_triton_and_leaves_images_and_rerank_there():
+    h = Harness()
+    enc = FakeEncoders()
+    h.service.deps.encoders = Lazy("encoders", lambda: enc, in_process=True)
+    try:
+        out = h.search(text="zebra", top_k=3)
+        assert [m for m, _ in enc.calls] == ["enc"] and h.inf.calls == []  # Triton not asked
+        assert h.pre.calls[-1] == ("tokenize", "enc", ["zebra"], [], False)  # the query's own tokens: no bucket padding
+        assert len(out.hits) == 3 and out.timings_ms["embed"] >= 0
+        h.search(scene="image2image", image=b"png", force={})
+        assert h.inf.calls == [("img", "embedding")] and len(enc.calls) == 1  # images: Triton
+        h.search(text="zebra", force={"rerank": "ce"})
+        assert ("ce", "score") in h.inf.calls and len(enc.calls) == 2  # the cross-encoder: Triton
+        # a failure of the in-process encoder is the request's, not a reason to drop the encoder
+        enc.embed = lambda model, tensors: (_ for _ in ()).throw(Unavailable("encoders", "model 'enc' failed to load"))
+        with pytest.raises(Unavailable, match="failed to load"):
+            h.search(text="zebra")
+        assert h.service.deps.encoders.get() is enc
+    finally:
+        h.close()

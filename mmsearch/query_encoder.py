@@ -1,0 +1,99 @@
+"""Text queries encoded in the retrieval service's own process (``retrieval.encode: local``).
+
+A text query sent to Triton pays a gRPC round trip and, on the python backend the bundled server
+has, the stub's IPC: about 1 ms over the 1.3-1.6 ms ONNX Runtime needs for the query itself
+(bench/overhead.py). Here the retrieval service runs the very file Triton serves (each model's latest
+version, as Triton's default version policy picks) on ONNX Runtime with the same session settings,
+on the query's own tokens (Triton trims the length-bucket padding before it runs, so the embeddings
+are the same). Triton keeps image queries, rerank, /v1/embed and every batch job, where its
+batching pays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsearch.errors import Internal, MMSearchError, NotFound, Unavailable
+from mmsearch.local_model import LocalModel
+from mmsearch.manifest import MANIFEST_NAME, latest_model_file, read_manifest
+from mmsearch.repo_watch import RepositoryWatcher
+
+log = logging.getLogger("mmsearch.retrieval")
+
+
+def _load(model_dir: Path, threads: int) -> LocalModel | None:
+    """The model's latest version on ONNX Runtime, or None when it is not a text encoder."""
+    if read_manifest(model_dir).kind != "text_encoder":
+        return None
+    onnx = latest_model_file(model_dir)
+    return LocalModel(model_dir, threads=threads, onnx_file=onnx, arena=False)
+
+
+class LocalQueryEncoder:
+    """Every text encoder of the repository, loaded at start and again when its files change (the
+    repository watcher, as Triton reloads; like Triton's, it loads and does not unload). A model whose
+    files are broken is reported and left out; the others serve."""
+
+    def __init__(self, repo: Path, threads: int, poll_s: float):
+        self.repo = Path(repo)
+        self.threads = threads
+        if not self.repo.is_dir():
+            raise Unavailable("encoders", f"model repository not found: {self.repo} (retrieval.encode is local: the "
+                              "retrieval service reads the model repository; set it to triton to encode there)")
+        self._models: dict[str, LocalModel] = {}
+        self.errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._reload([p.name for p in self.repo.iterdir() if p.is_dir() and not p.name.startswith(".")])
+        self._watcher = RepositoryWatcher(self.repo, self._reload, poll_s).start()
+
+    def _reload(self, names: list[str]) -> None:
+        loaded: dict[str, LocalModel | None] = {}
+        errors: dict[str, str] = {}
+        for name in names:
+            d = self.repo / name
+            if not (d / MANIFEST_NAME).is_file():
+                loaded[name] = None
+                continue
+            try:
+                loaded[name] = _load(d, self.threads)
+            except (MMSearchError, OSError, ValueError) as e:
+                errors[name] = str(e)
+                log.error("cannot load %s to encode queries locally: %s", name, e)
+        with self._lock:  # swapped whole: a request sees a model's old session or its new one
+            models = dict(self._models)
+            for name, model in loaded.items():
+                if model is None:
+                    models.pop(name, None)
+                else:
+                    models[name] = model
+            self._models = models
+            self.errors = {**{n: e for n, e in self.errors.items() if n not in names}, **errors}
+        log.info("query encoders ready: %s", ", ".join(sorted(self._models)) or "-")
+
+    def models(self) -> list[str]:
+        return sorted(self._models)
+
+    def embed(self, model: str, tensors: dict[str, np.ndarray]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """The model's output for ready tensors (a batch of one query, unpadded)."""
+        m = self._models.get(model)
+        if m is None:
+            why = self.errors.get(model)
+            if why is not None:
+                raise Unavailable("encoders", f"model {model!r} failed to load: {why}")
+            raise NotFound(f"text encoder {model!r} not found in {self.repo} (known: {', '.join(self.models()) or 'none'})")
+        try:
+            return m.run(tensors)
+        except Exception as e:
+            raise Internal(f"{model}: encoding the query failed: {e}") from e
+
+    def serving(self) -> bool:
+        """Every text encoder of the repository loaded."""
+        return not self.errors
+
+    def close(self) -> None:
+        self._watcher.stop()
