@@ -440,7 +440,9 @@ class VectorStore:
                     raw = h.get("entity", {}).get(DOC_FIELD)
                     if raw:
                         docs.put_raw(h["id"], raw)
-        return [[(h["id"], float(h["distance"])) for h in hits] for hits in res]
+        # equal scores (duplicate documents) in id order: Milvus orders ties differently for different limits,
+        # and a page must be the same hits, in the same order, as that stretch of a longer search
+        return [sorted(((h["id"], float(h["distance"])) for h in hits), key=lambda h: (-h[1], h[0])) for hits in res]
 
     def switch_alias(self, index: str, build: str) -> None:
         target = collection_name(index, build)

@@ -1,9 +1,13 @@
-"""HTTP front end (Flask): POST /v1/search, /v1/click, /v1/embed; GET /v1/config, /openapi.json, /healthz, /readyz, /metrics."""
+"""HTTP front end: POST /v1/search (plain WSGI, the hot path), and on Flask POST /v1/click, /v1/embed;
+GET /v1/config, /openapi.json, /healthz, /readyz, /metrics."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -17,6 +21,64 @@ from mmsearch.retrieval_service.request import decode_image, from_json
 log = logging.getLogger("mmsearch.retrieval")
 
 
+def _error_response(e: BaseException) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and JSON body of an error, the same from the Flask routes and the search path."""
+    headers = {"Content-Type": "application/json"}
+    if isinstance(e, Overloaded):
+        headers["Retry-After"] = "1"
+    if isinstance(e, Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="mmsearch"'
+    return http_status(e), headers, json.dumps(error_body(e)).encode()
+
+
+def parse_json_body(raw: bytes) -> object:
+    if not raw:
+        raise BadInput("body: empty (expected JSON)")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"body: not valid JSON ({e})") from e
+    except RecursionError as e:
+        raise BadInput("body: JSON nested too deeply") from e
+
+
+def search_endpoint(service: SearchService, max_bytes: int) -> Callable[[dict[str, Any], Any], list[bytes]]:
+    """POST /v1/search as a plain WSGI callable: the one hot path skips Flask's request machinery, which
+    cost 0.3 ms of a 5 ms search (measured: WSGI time 0.47 ms over the search, 0.16 ms of it parsing and
+    writing JSON). The same key check, admission, body limits, errors and response body as every route;
+    a search refused by admission control is answered before its body is read."""
+
+    def read_body(environ: dict[str, Any]) -> bytes:
+        length = environ.get("CONTENT_LENGTH") or ""
+        n = int(length) if length.isdigit() else -1
+        if n > max_bytes:
+            raise BadInput(f"body: {n:,} bytes, over the {max_bytes:,}-byte limit")
+        stream = environ["wsgi.input"]
+        raw = stream.read(n) if n >= 0 else stream.read(max_bytes + 1)  # no length given: read to the limit
+        if len(raw) > max_bytes:
+            raise BadInput(f"body: over the {max_bytes:,}-byte limit")
+        return raw
+
+    def handle(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        try:
+            service.auth.check(key_from({k[5:].replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}))
+            refused = service.shed()
+            if refused is not None:
+                raise refused
+            out = service.search(from_json(parse_json_body(read_body(environ))))
+            status, headers, body = 200, {"Content-Type": "application/json", "X-Request-Id": out.request_id}, \
+                json.dumps(out.to_json(), separators=(",", ":")).encode()  # X-Request-Id: the id on its log lines
+        except MMSearchError as e:
+            status, headers, body = _error_response(e)
+        except Exception as e:
+            log.exception("internal error")
+            status, headers, body = _error_response(e)
+        start_response(f"{status} {HTTPStatus(status).phrase}", [*headers.items(), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return handle
+
+
 def create_app(service: SearchService) -> Flask:
     app = Flask("mmsearch.retrieval")
     max_bytes = int(service.config.retrieval.max_body_mb * 1024 * 1024)
@@ -25,37 +87,17 @@ def create_app(service: SearchService) -> Flask:
     def _json_body() -> object:
         if request.content_length is not None and request.content_length > max_bytes:
             raise BadInput(f"body: {request.content_length:,} bytes, over the {max_bytes:,}-byte limit")
-        raw = request.get_data(cache=False)
-        if not raw:
-            raise BadInput("body: empty (expected JSON)")
-        try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BadInput(f"body: not valid JSON ({e})") from e
-        except RecursionError as e:
-            raise BadInput("body: JSON nested too deeply") from e
+        return parse_json_body(request.get_data(cache=False))
 
-    def _shed(inner):
-        """Refuse a search at the door while admission control is full: no body parsed, no routing,
-        so the 429 is fast and costs the admitted searches next to nothing. A request without a
-        valid key still gets its 401 from the app."""
-        def front(environ, start_response):
-            if environ.get("PATH_INFO") == "/v1/search" and environ.get("REQUEST_METHOD") == "POST":
-                headers = {k[5:].replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}
-                try:
-                    service.auth.check(key_from(headers))
-                except Unauthenticated:
-                    return inner(environ, start_response)
-                e = service.shed()
-                if e is not None:
-                    body = json.dumps(error_body(e)).encode()
-                    start_response("429 Too Many Requests", [("Content-Type", "application/json"),
-                                                             ("Content-Length", str(len(body))), ("Retry-After", "1")])
-                    return [body]
-            return inner(environ, start_response)
-        return front
+    search = search_endpoint(service, max_bytes)
+    flask_app = app.wsgi_app
 
-    app.wsgi_app = _shed(app.wsgi_app)  # type: ignore[method-assign]
+    def front(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/v1/search" and environ.get("REQUEST_METHOD") == "POST":
+            return search(environ, start_response)
+        return flask_app(environ, start_response)
+
+    app.wsgi_app = front  # type: ignore[method-assign]
 
     @app.before_request
     def _authenticate():
@@ -64,12 +106,8 @@ def create_app(service: SearchService) -> Flask:
 
     @app.errorhandler(MMSearchError)
     def _ours(e: MMSearchError):
-        resp = jsonify(error_body(e))
-        if isinstance(e, Overloaded):
-            resp.headers["Retry-After"] = "1"
-        if isinstance(e, Unauthenticated):
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="mmsearch"'
-        return resp, http_status(e)
+        status, headers, body = _error_response(e)
+        return Response(body, status=status, headers=headers)
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(e):
@@ -85,11 +123,10 @@ def create_app(service: SearchService) -> Flask:
         return jsonify(error_body(e)), 500
 
     @app.post("/v1/search")
-    def search():
-        out = service.search(from_json(_json_body()))
-        resp = jsonify(out.to_json())
-        resp.headers["X-Request-Id"] = out.request_id  # the id on the service's log lines for this request
-        return resp
+    def search_route():  # front() serves it before Flask; the route keeps it in the URL map (GET: 405)
+        started: list[tuple[str, list[tuple[str, str]]]] = []
+        body = search(request.environ, lambda status, headers: started.append((status, headers)))
+        return Response(body, status=started[0][0], headers=started[0][1])
 
     @app.post("/v1/click")
     def click():

@@ -342,7 +342,7 @@ def test_documents_are_kept_beside_the_vectors_and_returned_by_search(env, index
     """A search returns its hits' documents itself (no MongoDB read on the served path); a document over
     milvus.stored_doc_max_bytes is kept in MongoDB only; a build from before (no stored documents) searches
     as before, also when the alias moves to it while the store still remembers the field."""
-    from mmsearch.clients.vectors import DOC_FIELD
+    from mmsearch.clients.vectors import DOC_FIELD, HitDocs
 
     o = env()
     rows = [{"id": f"d{i}", "text": f"document number {i} about topic {i % 7}", "n": i, "tags": ["a", i], "naïve": "é 東京"}
@@ -353,7 +353,7 @@ def test_documents_are_kept_beside_the_vectors_and_returned_by_search(env, index
     vs, ds = stores(o)
     assert ds.builds("texts")[-1]["stored_docs"] == 4096 and DOC_FIELD not in vs.fields("texts")
     q = LocalModel(index_repo / "tiny").encode_texts(["document number 5 about topic 5"])
-    docs: dict = {}
+    docs = HitDocs()
     hits = vs.search("texts", q, 31, docs=docs)[0]
     assert {h[0] for h in hits} == {r["id"] for r in rows}
     assert set(docs) == {r["id"] for r in rows} - {"big"}  # over the limit: read from MongoDB instead
@@ -367,10 +367,10 @@ def test_documents_are_kept_beside_the_vectors_and_returned_by_search(env, index
     vs.create(old, q.shape[1])
     vs.upsert(old, ["o1"], q)
     vs.seal(old, 1)
-    got: dict = {}
-    assert vs.search(old, q, 1, docs=got)[0][0][0] == "o1" and got == {}
+    got = HitDocs()
+    assert vs.search(old, q, 1, docs=got)[0][0][0] == "o1" and len(got) == 0
     vs._ensure_loaded(old)
     assert vs.stores_docs("texts") is True  # remembered for a few seconds...
     vs.switch_alias("texts", s.build + "x")  # ...while the alias moves (a rollback, say) to a build without documents
-    assert vs.search("texts", q, 1, docs=got)[0][0][0] == "o1" and got == {}
+    assert vs.search("texts", q, 1, docs=got)[0][0][0] == "o1" and len(got) == 0
     assert vs.stores_docs("texts") is False

@@ -678,3 +678,35 @@ def test_local_encoding_takes_text_queries_off_triton_and_leaves_images_and_rera
         assert h.service.deps.encoders.get() is enc
     finally:
         h.close()
+
+
+def test_the_search_endpoint_answers_and_refuses_as_every_route_does(h):
+    import io
+    import json
+
+    from mmsearch.retrieval_service.http_app import create_app, search_endpoint
+
+    app = create_app(h.service).test_client()
+    ok = app.post("/v1/search", json={"scene": "text2text", "query": {"text": "zebra"}, "force": {"rerank": "none"}})
+    assert ok.status_code == 200 and ok.headers["Content-Type"] == "application/json"
+    assert ok.headers["X-Request-Id"] == ok.get_json()["request_id"] and ok.get_json()["results"]
+    assert int(ok.headers["Content-Length"]) == len(ok.data)
+    SearchResult.model_validate(ok.get_json())  # the published schema
+    for body, msg in ((b"", "body: empty"), (b"{nope", "body: not valid JSON"), (b"[" * 100_000, "nested too deeply"),
+                      (b'{"scene": "nowhere", "query": {"text": "x"}}', "scene")):
+        r = app.post("/v1/search", data=body, content_type="application/json")
+        assert r.status_code == 400 and msg in r.get_json()["message"], (body[:20], r.get_json())
+    assert app.get("/v1/search").status_code == 405  # the route stays in Flask's URL map
+
+    # the size limit, with a Content-Length and without one (a chunked body is read only up to the limit)
+    handle = search_endpoint(h.service, max_bytes=64)
+    started: list[str] = []
+    for environ in ({"CONTENT_LENGTH": "65", "wsgi.input": io.BytesIO(b"x" * 65)},
+                    {"wsgi.input": io.BytesIO(b"x" * 10_000)}):
+        out = json.loads(b"".join(handle({"REQUEST_METHOD": "POST", **environ}, lambda s, hdrs: started.append(s))))
+        assert started[-1] == "400 Bad Request" and "64-byte limit" in out["message"], out
+
+    # anything unexpected: 500 with the generic body, never the exception's text
+    h.service.search = lambda req: (_ for _ in ()).throw(RuntimeError("secret internals"))  # type: ignore[method-assign]
+    r = app.post("/v1/search", json={"scene": "text2text", "query": {"text": "zebra"}})
+    assert r.status_code == 500 and r.get_json() == {"error": "Internal", "message": "internal error"}
