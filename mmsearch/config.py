@@ -73,7 +73,7 @@ class RetrievalConfig(Endpoint):
     # preprocess service (service); images always go to the preprocess service
     tokenize: Literal["local", "service"] = "local"
     # text queries: encoded in this process with ONNX Runtime from model_repository, the file Triton serves
-    # (local: no round trip to Triton), or by Triton (triton); images, rerank and /v1/embed always go to Triton
+    # (local: no round trip to Triton; /v1/embed of a text too), or by Triton (triton); images and rerank always go to Triton
     encode: Literal["local", "triton"] = "local"
     encode_threads: int = Field(1, ge=1, le=64)  # ONNX Runtime threads per local query encoding
 

@@ -5,8 +5,8 @@ has, the stub's IPC: about 1 ms over the 1.3-1.6 ms ONNX Runtime needs for the q
 (bench/overhead.py). Here the retrieval service runs the very file Triton serves (each model's latest
 version, as Triton's default version policy picks) on ONNX Runtime with the same session settings,
 on the query's own tokens (Triton trims the length-bucket padding before it runs, so the embeddings
-are the same). Triton keeps image queries, rerank, /v1/embed and every batch job, where its
-batching pays.
+are the same). /v1/embed of a text goes the same way. Triton keeps image queries, rerank and every
+batch job, where its batching pays.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def _load(model_dir: Path, threads: int) -> LocalModel | None:
 class LocalQueryEncoder:
     """Every text encoder of the repository, loaded at start and again when its files change (the
     repository watcher, as Triton reloads; like Triton's, it loads and does not unload). A model whose
-    files are broken is reported and left out; the others serve."""
+    files are broken is reported (serving() is False): one that never loaded is refused by name, one
+    whose re-export broke keeps its previous session, as Triton keeps the previous version; the others serve."""
 
     def __init__(self, repo: Path, threads: int, poll_s: float):
         self.repo = Path(repo)
@@ -48,8 +49,10 @@ class LocalQueryEncoder:
         self._models: dict[str, LocalModel] = {}
         self.errors: dict[str, str] = {}
         self._lock = threading.Lock()
+        # the watcher's baseline is taken before loading: a model re-exported while the sessions load is seen as changed
+        self._watcher = RepositoryWatcher(self.repo, self._reload, poll_s)
         self._reload([p.name for p in self.repo.iterdir() if p.is_dir() and not p.name.startswith(".")])
-        self._watcher = RepositoryWatcher(self.repo, self._reload, poll_s).start()
+        self._watcher.start()
 
     def _reload(self, names: list[str]) -> None:
         loaded: dict[str, LocalModel | None] = {}
@@ -92,8 +95,8 @@ class LocalQueryEncoder:
             raise Internal(f"{model}: encoding the query failed: {e}") from e
 
     def serving(self) -> bool:
-        """Every text encoder of the repository loaded."""
-        return not self.errors
+        """Every text encoder of the repository loaded (a broken model whose folder was since removed no longer counts)."""
+        return not any((self.repo / name).is_dir() for name in self.errors)
 
     def close(self) -> None:
         self._watcher.stop()

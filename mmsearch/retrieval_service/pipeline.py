@@ -246,7 +246,12 @@ class SearchService:
         if not p.sources:
             vec = self._embed(req, p.embed_model, ctx)
             k, breadth = dense_shape(p, depth)
-            return [Hit(i, s) for i, s in self._dense(req, vec, p.index, k, p, ctx, docs, breadth=breadth)]
+            hits = self._dense(req, vec, p.index, k, p, ctx, docs, breadth=breadth)
+            if breadth > k and len(hits) == k >= 2 and hits[-1][1] == hits[-2][1]:
+                # equal scores across the page's end: which of them a limit of k keeps is Milvus's choice, so
+                # ask as deep as every page within recall_top_k does, and equal scores come back whole, in id order
+                hits = self._dense(req, vec, p.index, breadth, p, ctx, docs)
+            return [Hit(i, s) for i, s in hits]
         model, index = p.embed_model, p.index
         dense = [s for s in p.sources if s.kind == "dense"]
         lexical = [s for s in p.sources if s.kind == "bm25" and req.text is not None]  # an image query has no words
@@ -318,7 +323,7 @@ class SearchService:
         return reranked + [h for h in hits if h.id not in done]
 
     def embed(self, model: str, text: str | None = None, image: bytes | None = None) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """A model's vector for one text or image, through the same preprocessing and Triton model as search."""
+        """A model's vector for one text or image, through the same preprocessing and encoding as a search query."""
         ctx = RequestContext("embed", "embed", self.config.retrieval.request_timeout_s)
         with self.admission.slot():
             vec = self._embed(SearchRequest(scene="embed", text=text, image=image), model, ctx, where="")

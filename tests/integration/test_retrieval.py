@@ -502,5 +502,7 @@ def test_local_query_encoders_follow_the_repository(stack, tmp_path):
         with pytest.raises(Unavailable, match="'broken' failed to load"):
             enc.embed("broken", feeds)
         assert enc.embed("tiny", feeds).shape[1] == clip_dim  # the others serve on
+        shutil.rmtree(repo / "broken")  # removed: no longer holds readiness down (the watcher reports no removal)
+        assert enc.serving()
     finally:
         enc.close()

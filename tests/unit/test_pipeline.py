@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -96,8 +97,10 @@ class FakeVectors:
         if index == "missing":
             raise NotFound(f"index {index!r} not found in milvus at test")
         hits = self.hits[:top_k]
-        if docs is not None:
-            docs.update({i: dict(self.stored[index][i]) for i, _ in hits if i in self.stored.get(index, {})})
+        if docs is not None:  # as Milvus's field holds them: JSON text, parsed when read
+            for i, _ in hits:
+                if i in self.stored.get(index, {}):
+                    docs.put_raw(i, json.dumps(self.stored[index][i]))
         return [hits]
 
 
@@ -660,8 +663,9 @@ class FakeEncoders:
 
 def test_local_encoding_takes_text_queries_off_triton_and_leaves_images_and_rerank_there():
     h = Harness()
-    enc = FakeEncoders()
-    h.service.deps.encoders = Lazy("encoders", lambda: enc, in_process=True)
+    made: list[FakeEncoders] = []
+    h.service.deps.encoders = Lazy("encoders", lambda: made.append(FakeEncoders()) or made[-1], in_process=True)
+    enc = h.service.deps.encoders.get()
     try:
         out = h.search(text="zebra", top_k=3)
         assert [m for m, _ in enc.calls] == ["enc"] and h.inf.calls == []  # Triton not asked
@@ -675,14 +679,13 @@ def test_local_encoding_takes_text_queries_off_triton_and_leaves_images_and_rera
         enc.embed = lambda model, tensors: (_ for _ in ()).throw(Unavailable("encoders", "model 'enc' failed to load"))
         with pytest.raises(Unavailable, match="failed to load"):
             h.search(text="zebra")
-        assert h.service.deps.encoders.get() is enc
+        assert h.service.deps.encoders.get() is enc and len(made) == 1  # kept, not rebuilt
     finally:
         h.close()
 
 
 def test_the_search_endpoint_answers_and_refuses_as_every_route_does(h):
     import io
-    import json
 
     from mmsearch.retrieval_service.http_app import create_app, search_endpoint
 
@@ -710,3 +713,15 @@ def test_the_search_endpoint_answers_and_refuses_as_every_route_does(h):
     h.service.search = lambda req: (_ for _ in ()).throw(RuntimeError("secret internals"))  # type: ignore[method-assign]
     r = app.post("/v1/search", json={"scene": "text2text", "query": {"text": "zebra"}})
     assert r.status_code == 500 and r.get_json() == {"error": "Internal", "message": "internal error"}
+
+
+def test_equal_scores_across_the_pages_end_are_asked_again_recall_top_k_deep(h):
+    """A limit of page+1 may cut a group of equal scores anywhere: when the page's last hit ties with the
+    one beyond it, the search is asked again as deep as recall_top_k (10 here), where the group is whole."""
+    h.vec.hits = [("a", 0.9), ("b", 0.8), ("c", 0.8), ("d", 0.8), ("e", 0.7)]
+    out = h.search(top_k=2)
+    assert [c[1] for c in h.vec.calls] == [3, 10] and [x.id for x in out.hits] == ["a", "b"] and out.has_more
+    h.vec.calls.clear()
+    h.vec.hits = [("a", 0.9), ("b", 0.8), ("c", 0.7), ("d", 0.7)]
+    h.search(top_k=2)  # the tie is beyond the page's end: one search
+    assert [c[1] for c in h.vec.calls] == [3]
