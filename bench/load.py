@@ -81,7 +81,7 @@ def bodies(data_dir: Path, image_root: Path, n: int = 300) -> dict[str, list[dic
                              "user_id": f"u{i}"} for i, im in enumerate(images)]}
 
 
-def irreducible_ms(cfg, queries: list[str], index: str = "texts") -> dict[str, float]:
+def irreducible_ms(cfg, api: SearchClient, queries: list[str], index: str = "texts") -> dict[str, float]:
     """p50 of the work a text2text query cannot avoid, in this one process: encode (the served model's
     ONNX file, ONNX Runtime, 1 thread) + the search the dense arm sends, straight to the stack's Milvus."""
     from mmsearch.clients.vectors import VectorStore, index_spec
@@ -93,12 +93,10 @@ def irreducible_ms(cfg, queries: list[str], index: str = "texts") -> dict[str, f
         raise SystemExit("no running Milvus found for the irreducible measurement")
     enc = LocalModel(Path(cfg.model_repository) / "minilm", threads=1)
     vs = VectorStore(uri, spec=index_spec(cfg.milvus))
-    api = SearchClient(f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}", 30)
     try:
         k, breadth = served_search_shape(api, "text2text", {"recall": "dense"}, "load-bench")
         return encode_and_search_ms(enc, vs, index, queries, k, breadth)
     finally:
-        api.close()
         vs.close()
 
 
@@ -167,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
            "stage_p50_ms": {k: float(np.median([s.get(k, 0.0) for s in stages])) for k in ("qp", "embed", "recall", "rerank", "summary", "total")}
            if stages else {}}
     if args.irreducible and dense:
-        irr = irreducible_ms(cfg, [b["query"]["text"] for b in pool["text2text"][:200]])
+        irr = irreducible_ms(cfg, client, [b["query"]["text"] for b in pool["text2text"][:200]])
         t2t_p50 = float(np.percentile(np.asarray(dense) * 1000, 50))
         res["irreducible_p50_ms"] = irr
         res["text2text_dense_p50_ms"] = t2t_p50

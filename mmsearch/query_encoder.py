@@ -12,7 +12,6 @@ batch job, where its batching pays.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,6 @@ class LocalQueryEncoder:
                               "retrieval service reads the model repository; set it to triton to encode there)")
         self._models: dict[str, LocalModel] = {}
         self.errors: dict[str, str] = {}
-        self._lock = threading.Lock()
         # the watcher's baseline is taken before loading: a model re-exported while the sessions load is seen as changed
         self._watcher = RepositoryWatcher(self.repo, self._reload, poll_s)
         self._reload([p.name for p in self.repo.iterdir() if p.is_dir() and not p.name.startswith(".")])
@@ -67,15 +65,16 @@ class LocalQueryEncoder:
             except (MMSearchError, OSError, ValueError) as e:
                 errors[name] = str(e)
                 log.error("cannot load %s to encode queries locally: %s", name, e)
-        with self._lock:  # swapped whole: a request sees a model's old session or its new one
-            models = dict(self._models)
-            for name, model in loaded.items():
-                if model is None:
-                    models.pop(name, None)
-                else:
-                    models[name] = model
-            self._models = models
-            self.errors = {**{n: e for n, e in self.errors.items() if n not in names}, **errors}
+        # one writer (the constructor, then the watcher's thread); the table is swapped whole, so a request sees
+        # a model's old session or its new one
+        models = dict(self._models)
+        for name, model in loaded.items():
+            if model is None:
+                models.pop(name, None)
+            else:
+                models[name] = model
+        self._models = models
+        self.errors = {**{n: e for n, e in self.errors.items() if n not in names}, **errors}
         log.info("query encoders ready: %s", ", ".join(sorted(self._models)) or "-")
 
     def models(self) -> list[str]:

@@ -68,10 +68,9 @@ def search_endpoint(service: SearchService, max_bytes: int) -> Callable[[dict[st
             out = service.search(from_json(parse_json_body(read_body(environ))))
             status, headers, body = 200, {"Content-Type": "application/json", "X-Request-Id": out.request_id}, \
                 json.dumps(out.to_json(), separators=(",", ":")).encode()  # X-Request-Id: the id on its log lines
-        except MMSearchError as e:
-            status, headers, body = _error_response(e)
-        except Exception as e:
-            log.exception("internal error")
+        except Exception as e:  # the edge: ours map to their status, anything else is a logged 500
+            if not isinstance(e, MMSearchError):
+                log.exception("internal error")
             status, headers, body = _error_response(e)
         start_response(f"{status} {HTTPStatus(status).phrase}", [*headers.items(), ("Content-Length", str(len(body)))])
         return [body]
