@@ -14,9 +14,7 @@ The web page and the benches talk to the API through this client.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
-import select
 import threading
 import urllib.parse
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mmsearch.errors import BadInput, Unavailable, from_http_status
+from mmsearch.http11 import ClosedBeforeAnswer, Connection, ProtocolError
 from mmsearch.net import http_ok
 
 
@@ -41,49 +40,37 @@ class SearchClient:
         self._scheme, self._host, self._port, self._prefix = url.scheme, url.hostname, url.port, url.path.rstrip("/")
         self._local = threading.local()
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """This thread's open connection (and whether it was used before), or a new one. A kept
-        connection the server has closed meanwhile (readable: EOF) is replaced before it is used."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            if conn.sock is not None and not select.select([conn.sock], [], [], 0)[0]:
-                return conn, True
-            self._drop()
-        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        conn = cls(self._host, self._port, timeout=self.timeout_s)
-        self._local.conn = conn
-        return conn, False
-
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
+    def _connection(self) -> Connection:
+        """This thread's connection. One the server has closed since its last answer (readable: EOF) is
+        reopened before it is used."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = Connection(self._scheme, self._host, self._port, self.timeout_s)
+        elif conn.used and not conn.usable():
             conn.close()
+        return conn
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
-        self._drop()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
 
     def _exchange(self, method: str, path: str, data: bytes | None, retry: bool = True) -> tuple[int, str, bytes]:
         for attempt in (1, 2):
-            conn, reused = self._connection()
+            conn = self._connection()
+            reused = conn.used
             try:
-                conn.request(method, self._prefix + path, body=data, headers=self._headers)
-                r = conn.getresponse()
-                body = r.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
-                self._drop()
+                r = conn.exchange(method, self._prefix + path, self._headers, data)
+            except (ClosedBeforeAnswer, ConnectionResetError, BrokenPipeError) as e:
                 # a kept connection the server closed just as it was used: once more on a new one, for
                 # calls that may run twice (a search, an embedding), never for a click
                 if reused and retry and attempt == 1:
                     continue
                 raise Unavailable(self.dependency, str(e)) from e
-            except (OSError, http.client.HTTPException) as e:
-                self._drop()
+            except (OSError, ProtocolError) as e:
                 raise Unavailable(self.dependency, str(e) or type(e).__name__) from e
-            if r.will_close:
-                self._drop()
-            return r.status, r.reason, body
+            return r.status, r.reason, r.body
         raise AssertionError("unreachable")
 
     def _request(self, path: str, body: dict[str, Any] | None = None, retry: bool = True) -> Any:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -42,6 +43,16 @@ def parse_json_body(raw: bytes) -> object:
         raise BadInput("body: JSON nested too deeply") from e
 
 
+def response_json(body: dict[str, Any]) -> bytes:
+    """A search's JSON body, UTF-8. orjson writes it in a tenth of the standard library's time (0.08 ms of
+    a search's WSGI time, measured in-process); what orjson refuses (an integer over 64 bits in a document,
+    a key that is not a string) is written by the standard library."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def search_endpoint(service: SearchService, max_bytes: int) -> Callable[[dict[str, Any], Any], list[bytes]]:
     """POST /v1/search as a plain WSGI callable: the one hot path skips Flask's request machinery, which
     cost 0.3 ms of a 5 ms search (measured: WSGI time 0.47 ms over the search, 0.16 ms of it parsing and
@@ -67,7 +78,7 @@ def search_endpoint(service: SearchService, max_bytes: int) -> Callable[[dict[st
                 raise refused
             out = service.search(from_json(parse_json_body(read_body(environ))))
             status, headers, body = 200, {"Content-Type": "application/json", "X-Request-Id": out.request_id}, \
-                json.dumps(out.to_json(), separators=(",", ":")).encode()  # X-Request-Id: the id on its log lines
+                response_json(out.to_json())  # X-Request-Id: the id on its log lines
         except Exception as e:  # the edge: ours map to their status, anything else is a logged 500
             if not isinstance(e, MMSearchError):
                 log.exception("internal error")

@@ -25,7 +25,7 @@ from mmsearch.retrieval_service.deps import Lazy
 log = logging.getLogger("mmsearch.querylog")
 COLLECTION = QUERY_LOG
 _WAKE: dict[str, Any] = {}  # sentinel put on stop
-_FLUSH: dict[str, Any] = {}  # sentinel put by a click: write what is gathered now, its search's entry among it
+MAX_BATCH = 500  # entries per write
 
 
 class QueryLog:
@@ -44,6 +44,7 @@ class QueryLog:
         self._next_sweep = time.monotonic() + random.uniform(0.5, 1.0) * sweep_s
         self.q: queue.Queue = queue.Queue(maxsize=maxsize)
         self._stop = threading.Event()
+        self._flush_now = threading.Event()
         self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
         self._thread.start()
 
@@ -70,20 +71,22 @@ class QueryLog:
                 first = self.q.get(timeout=0.2)
             except queue.Empty:
                 continue
-            batch = [first] if first is not _WAKE and first is not _FLUSH else []
+            batch = [first] if first is not _WAKE else []
             # gather what comes within flush_s: one write per interval instead of one per search (each write
-            # holds up the document fetches of searches running beside it; measured in the issue 17 note)
-            now = first is _WAKE or first is _FLUSH or self._stop.is_set()
-            until = time.monotonic() + (0.0 if now else self.flush_s)
-            while len(batch) < 500:
+            # holds up the document fetches of searches running beside it; measured in the issue 17 note).
+            # The writer sleeps on an event, not on the queue, so the searches of the interval wake nothing:
+            # waking it per entry cost each search a thread switch in the middle of its answer
+            now = first is _WAKE or self._stop.is_set()
+            if not now and self.flush_s > 0 and self.q.qsize() < MAX_BATCH - 1:  # (a backlog is written at once)
+                self._flush_now.wait(self.flush_s)  # set by a click waiting for its entry, or by stop
+            self._flush_now.clear()  # (a click after this finds its entry in what is drained next)
+            while len(batch) < MAX_BATCH:
                 try:
-                    item = self.q.get(timeout=max(0.0, until - time.monotonic()))
+                    item = self.q.get_nowait()
                 except queue.Empty:
                     break
-                if item is _WAKE or item is _FLUSH:
-                    until = 0.0  # stopping, or a click waits for its entry: write what is here now
-                    continue
-                batch.append(item)
+                if item is not _WAKE:
+                    batch.append(item)
             if not batch:
                 continue
             try:
@@ -128,15 +131,13 @@ class QueryLog:
                 self.metrics.clicks.inc()
                 return
             if attempt == 0:
-                try:
-                    self.q.put_nowait(_FLUSH)  # don't wait out flush_s: write the gathered entries now
-                except queue.Full:
-                    pass
+                self._flush_now.set()  # don't wait out flush_s: write the gathered entries now
             time.sleep(0.05 * (attempt + 1))
         raise NotFound(f"request_id: unknown request {request_id!r}")
 
     def stop(self) -> None:
         self._stop.set()
+        self._flush_now.set()
         try:
             self.q.put_nowait(_WAKE)  # wake the writer now rather than at its next poll
         except queue.Full:

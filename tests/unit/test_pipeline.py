@@ -715,6 +715,17 @@ def test_the_search_endpoint_answers_and_refuses_as_every_route_does(h):
     assert r.status_code == 500 and r.get_json() == {"error": "Internal", "message": "internal error"}
 
 
+def test_the_search_body_keeps_what_the_fast_writer_refuses():
+    """orjson writes search bodies; a document it refuses (an integer over 64 bits) is written by the
+    standard library, not lost, and text outside ASCII comes back as it was sent."""
+    from mmsearch.retrieval_service.http_app import response_json
+
+    body = {"results": [{"id": "a", "score": 0.5, "doc": {"barcode": 2**70, "name": "Zürich 東京"}}], "has_more": False}
+    assert json.loads(response_json(body)) == body
+    plain = {"results": [{"id": "a", "score": 0.1 + 0.2, "doc": {"name": "Zürich"}}]}
+    assert json.loads(response_json(plain)) == plain and "Zürich".encode() in response_json(plain)
+
+
 def test_equal_scores_across_the_pages_end_are_asked_again_recall_top_k_deep(h):
     """A limit of page+1 may cut a group of equal scores anywhere: when the page's last hit ties with the
     one beyond it, the search is asked again as deep as recall_top_k (10 here), where the group is whole."""

@@ -1,0 +1,148 @@
+"""The API client's HTTP/1.1 connection against a raw socket server that answers with canned bytes: each
+way a body can be delimited, interim answers, connections the server ends, and answers that are not HTTP."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from mmsearch.client import SearchClient
+from mmsearch.errors import Unavailable
+from mmsearch.http11 import ClosedBeforeAnswer, Connection, ProtocolError
+
+
+class Canned:
+    """Accepts connections on 127.0.0.1; for each request read, sends the next canned answer (None: close
+    the connection without answering). Records each request as it arrived."""
+
+    def __init__(self, answers: list[bytes | None]) -> None:
+        self.answers = list(answers)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                while self.answers:
+                    req = self._request(conn)
+                    if req is None:
+                        break
+                    self.requests.append(req)
+                    answer = self.answers.pop(0)
+                    if answer is None:
+                        break
+                    conn.sendall(answer)
+                    if b"Connection: close" in answer or b"HTTP/1.0" in answer.split(b"\r\n", 1)[0]:
+                        break
+
+    @staticmethod
+    def _request(conn: socket.socket) -> bytes | None:
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            got = conn.recv(65536)
+            if not got:
+                return None
+            buf += got
+        head, _, body = buf.partition(b"\r\n\r\n")
+        length = next((int(v) for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")) if k.lower() == b"content-length"), 0)
+        while len(body) < length:
+            body += conn.recv(65536)
+        return buf
+
+    def close(self) -> None:
+        self.answers.clear()
+        self.sock.close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def canned():
+    servers: list[Canned] = []
+
+    def make(*answers: bytes | None) -> Canned:
+        servers.append(Canned(list(answers)))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def test_a_request_goes_out_whole_and_its_answer_is_read_by_length(canned):
+    s = canned(ok(b'{"a": 1}', b"X-Twice: 1\r\nX-Twice: 2\r\nX-Folded: one\r\n  two\r\n"))
+    c = Connection("http", "127.0.0.1", s.port, 5)
+    r = c.exchange("POST", "/v1/search", {"Content-Type": "application/json"}, b'{"q": 1}')
+    assert (r.status, r.reason, r.body, r.will_close) == (200, "OK", b'{"a": 1}', False)
+    assert r.headers["x-twice"] == "1, 2" and r.headers["x-folded"] == "one two"
+    req = s.requests[0]
+    assert req.startswith(b"POST /v1/search HTTP/1.1\r\n") and f"Host: 127.0.0.1:{s.port}\r\n".encode() in req
+    assert b"Content-Length: 8\r\n" in req and req.endswith(b'\r\n\r\n{"q": 1}')
+    c.close()
+
+
+def test_chunked_and_close_delimited_bodies_and_interim_answers(canned):
+    chunked = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"4;ext=1\r\nWiki\r\n6\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nX-Trailer: t\r\n\r\n")
+    s = canned(chunked, b"HTTP/1.1 204 No Content\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
+    c = Connection("http", "127.0.0.1", s.port, 5)
+    assert c.exchange("GET", "/", {}).body == b"Wikipedia in \r\n\r\nchunks."
+    assert c.exchange("GET", "/", {}).body == b""  # no body after a 204, and the connection stays
+    last = c.exchange("GET", "/", {})
+    assert last.body == b"until the end" and last.will_close and not c.usable()
+    assert s.connections == 1
+
+
+@pytest.mark.parametrize("answer, match", [
+    (b"SPDY/3 200 OK\r\n\r\n", "status line"),
+    (b"HTTP/1.1 2000 OK\r\n\r\n", "status line"),
+    (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "not a header line"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nshort", "5 of 10 body bytes"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n-5\r\n", "chunk size"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0x10\r\n", "chunk size"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 101 + b"\r\n", "over 100 headers"),
+    (b"HTTP/1.1 200 OK\r\nX-Huge: " + b"x" * 70_000 + b"\r\n\r\n", "a line of over"),
+])
+def test_an_answer_that_is_not_http_is_a_protocol_error_and_the_connection_is_dropped(canned, answer, match):
+    s = canned(answer)
+    c = Connection("http", "127.0.0.1", s.port, 5)
+    with pytest.raises(ProtocolError, match=match):
+        c.exchange("GET", "/", {})
+    assert not c.usable()
+
+
+def test_a_server_that_closes_without_answering(canned):
+    s = canned(None)
+    c = Connection("http", "127.0.0.1", s.port, 5)
+    with pytest.raises(ClosedBeforeAnswer):
+        c.exchange("POST", "/v1/click", {}, b"{}")
+
+
+def test_the_client_names_the_api_for_a_garbled_answer_and_reconnects_after(canned):
+    s = canned(b"garbage\r\n\r\n", ok(b'{"ok": true}'))
+    c = SearchClient(f"http://127.0.0.1:{s.port}", 5)
+    with pytest.raises(Unavailable, match=f"retrieval service at http://127.0.0.1:{s.port}.*status line"):
+        c.search_body({"scene": "s"})
+    assert c.search_body({"scene": "s"}) == {"ok": True} and s.connections == 2
+    c.close()
+
+
+def test_ipv6_hosts_are_bracketed_and_default_ports_left_out():
+    assert Connection("http", "::1", 8080, 1).host_header == "[::1]:8080"
+    assert Connection("https", "example.org", None, 1).host_header == "example.org"
+    assert Connection("https", "example.org", None, 1).port == 443
