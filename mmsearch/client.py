@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import urllib.parse
 from typing import Any
@@ -25,6 +26,8 @@ from mmsearch.errors import BadInput, Unavailable, from_http_status
 from mmsearch.http11 import ClosedBeforeAnswer, Connection, ProtocolError
 from mmsearch.net import http_ok
 
+_TOKEN = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what a header value or a request path may carry here
+
 
 class SearchClient:
     """Thread-safe; each thread keeps one HTTP/1.1 connection to the API open between requests."""
@@ -33,11 +36,18 @@ class SearchClient:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.dependency = f"retrieval service at {self.base_url}"
+        if api_key and not _TOKEN.fullmatch(api_key):  # (a CR or LF in it would write headers of its own)
+            raise BadInput("api_key: printable ASCII without spaces")
         self._headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
         url = urllib.parse.urlsplit(self.base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
+        try:
+            port = url.port
+        except ValueError:
+            port = -1
+        if url.scheme not in ("http", "https") or not _TOKEN.fullmatch(url.hostname or "") or port == -1 \
+                or not _TOKEN.fullmatch(url.path or "/"):
             raise BadInput(f"search API url: {base_url!r} is not an http(s) URL")
-        self._scheme, self._host, self._port, self._prefix = url.scheme, url.hostname, url.port, url.path.rstrip("/")
+        self._scheme, self._host, self._port, self._prefix = url.scheme, url.hostname or "", port, url.path.rstrip("/")
         self._local = threading.local()
 
     def _connection(self) -> Connection:

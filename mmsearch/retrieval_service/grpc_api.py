@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from mmsearch.grpc_edge import grpc_edge
@@ -12,6 +11,7 @@ from mmsearch.protos import search_pb2_grpc as pb_grpc
 from mmsearch.retrieval_service.auth import key_from
 from mmsearch.retrieval_service.pipeline import SearchService
 from mmsearch.retrieval_service.request import from_proto
+from mmsearch.retrieval_service.response import json_bytes
 
 log = logging.getLogger("mmsearch.retrieval")
 
@@ -33,7 +33,7 @@ class SearchServicer(pb_grpc.SearchServicer):
         out = self.service.search(from_proto(request))
         return pb.SearchResponse(
             request_id=out.request_id, user_id=out.user_id, experiment=out.experiment, timings_ms=out.timings_ms,
-            results=[pb.Result(id=h.id, score=h.score, doc_json=json.dumps(h.doc, ensure_ascii=False), score_type=h.score_type,
+            results=[pb.Result(id=h.id, score=h.score, doc_json=json_bytes(h.doc).decode(), score_type=h.score_type,
                                sources=list(h.sources)) for h in out.hits],
             has_more=out.has_more, offset=out.offset, config_version=out.config_version,
         )

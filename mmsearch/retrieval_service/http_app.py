@@ -9,7 +9,6 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-import orjson
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -18,6 +17,7 @@ from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unauthenticated
 from mmsearch.retrieval_service.auth import key_from
 from mmsearch.retrieval_service.pipeline import SearchService
 from mmsearch.retrieval_service.request import decode_image, from_json
+from mmsearch.retrieval_service.response import json_bytes
 
 log = logging.getLogger("mmsearch.retrieval")
 
@@ -41,16 +41,6 @@ def parse_json_body(raw: bytes) -> object:
         raise BadInput(f"body: not valid JSON ({e})") from e
     except RecursionError as e:
         raise BadInput("body: JSON nested too deeply") from e
-
-
-def response_json(body: dict[str, Any]) -> bytes:
-    """A search's JSON body, UTF-8. orjson writes it in a tenth of the standard library's time (0.08 ms of
-    a search's WSGI time, measured in-process); what orjson refuses (an integer over 64 bits in a document,
-    a key that is not a string) is written by the standard library."""
-    try:
-        return orjson.dumps(body)
-    except TypeError:
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def search_endpoint(service: SearchService, max_bytes: int) -> Callable[[dict[str, Any], Any], list[bytes]]:
@@ -78,7 +68,7 @@ def search_endpoint(service: SearchService, max_bytes: int) -> Callable[[dict[st
                 raise refused
             out = service.search(from_json(parse_json_body(read_body(environ))))
             status, headers, body = 200, {"Content-Type": "application/json", "X-Request-Id": out.request_id}, \
-                response_json(out.to_json())  # X-Request-Id: the id on its log lines
+                json_bytes(out.to_json())  # X-Request-Id: the id on its log lines
         except Exception as e:  # the edge: ours map to their status, anything else is a logged 500
             if not isinstance(e, MMSearchError):
                 log.exception("internal error")

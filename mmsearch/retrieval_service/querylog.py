@@ -54,6 +54,8 @@ class QueryLog:
             self.q.put_nowait(entry)
         except queue.Full:
             self.metrics.querylog_dropped.inc()
+        if self.q.qsize() >= MAX_BATCH:  # a batch is ready: write it now rather than at the interval's end
+            self._flush_now.set()
 
     def _run(self) -> None:
         while not self._stop.is_set() or not self.q.empty():
@@ -130,8 +132,8 @@ class QueryLog:
             if store.push(COLLECTION, request_id, "clicks", entry):
                 self.metrics.clicks.inc()
                 return
-            if attempt == 0:
-                self._flush_now.set()  # don't wait out flush_s: write the gathered entries now
+            self._flush_now.set()  # don't wait out flush_s: write the gathered entries now (each try: its entry may
+            # be behind a full batch)
             time.sleep(0.05 * (attempt + 1))
         raise NotFound(f"request_id: unknown request {request_id!r}")
 

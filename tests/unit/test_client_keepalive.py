@@ -84,6 +84,7 @@ def test_a_connection_the_server_closed_is_replaced_before_use(api):
     time.sleep(0.1)  # the server has most likely closed it by now (if not, the resend covers it)
     c.search_body({"scene": "s"})
     assert api.connections == 2 and len(api.requests) == 2  # no request was lost or sent twice
+    c.close()
 
 
 def test_a_search_cut_off_on_a_kept_connection_is_sent_again_but_a_click_is_not(api):
@@ -96,6 +97,7 @@ def test_a_search_cut_off_on_a_kept_connection_is_sent_again_but_a_click_is_not(
     with pytest.raises(Unavailable):
         c.click("r1", "d1")
     assert api.requests.count("/v1/click") == 1  # a click is never sent twice
+    c.close()
 
 
 def test_a_bad_url_is_named():

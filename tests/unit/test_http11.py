@@ -9,15 +9,15 @@ import threading
 import pytest
 
 from mmsearch.client import SearchClient
-from mmsearch.errors import Unavailable
+from mmsearch.errors import BadInput, Unavailable
 from mmsearch.http11 import ClosedBeforeAnswer, Connection, ProtocolError
 
 
 class Canned:
     """Accepts connections on 127.0.0.1; for each request read, sends the next canned answer (None: close
-    the connection without answering). Records each request as it arrived."""
+    the connection without answering; a tuple (answer, "close"): answer, then close). Records each request."""
 
-    def __init__(self, answers: list[bytes | None]) -> None:
+    def __init__(self, answers: list[bytes | tuple[bytes, str] | None]) -> None:
         self.answers = list(answers)
         self.requests: list[bytes] = []
         self.connections = 0
@@ -42,8 +42,10 @@ class Canned:
                     answer = self.answers.pop(0)
                     if answer is None:
                         break
+                    close = isinstance(answer, tuple)
+                    answer = answer[0] if isinstance(answer, tuple) else answer
                     conn.sendall(answer)
-                    if b"Connection: close" in answer or b"HTTP/1.0" in answer.split(b"\r\n", 1)[0]:
+                    if close or b"Connection: close" in answer or b"HTTP/1.0" in answer.split(b"\r\n", 1)[0]:
                         break
 
     @staticmethod
@@ -57,11 +59,18 @@ class Canned:
         head, _, body = buf.partition(b"\r\n\r\n")
         length = next((int(v) for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")) if k.lower() == b"content-length"), 0)
         while len(body) < length:
-            body += conn.recv(65536)
+            got = conn.recv(65536)
+            if not got:
+                return None
+            body += got
         return buf
 
     def close(self) -> None:
         self.answers.clear()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone does not
+        except OSError:
+            pass
         self.sock.close()
         self._thread.join(timeout=5)
 
@@ -70,7 +79,7 @@ class Canned:
 def canned():
     servers: list[Canned] = []
 
-    def make(*answers: bytes | None) -> Canned:
+    def make(*answers: bytes | tuple[bytes, str] | None) -> Canned:
         servers.append(Canned(list(answers)))
         return servers[-1]
 
@@ -103,7 +112,7 @@ def test_chunked_and_close_delimited_bodies_and_interim_answers(canned):
     assert c.exchange("GET", "/", {}).body == b"Wikipedia in \r\n\r\nchunks."
     assert c.exchange("GET", "/", {}).body == b""  # no body after a 204, and the connection stays
     last = c.exchange("GET", "/", {})
-    assert last.body == b"until the end" and last.will_close and not c.usable()
+    assert last.body == b"until the end" and last.will_close and not c.is_open
     assert s.connections == 1
 
 
@@ -112,6 +121,10 @@ def test_chunked_and_close_delimited_bodies_and_interim_answers(canned):
     (b"HTTP/1.1 2000 OK\r\n\r\n", "status line"),
     (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "not a header line"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n", "Content-Length"),
+    ("HTTP/1.1 200 OK\r\nContent-Length: \u00b2\r\n\r\n".encode("latin-1"), "Content-Length"),  # a digit to str.isdigit
+    ("HTTP/1.1 2\u00b20 OK\r\n\r\n".encode("latin-1"), "status line"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nabcde", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffff\r\nabc", "3 of 281474976710655 body bytes"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nshort", "5 of 10 body bytes"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n-5\r\n", "chunk size"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0x10\r\n", "chunk size"),
@@ -123,7 +136,7 @@ def test_an_answer_that_is_not_http_is_a_protocol_error_and_the_connection_is_dr
     c = Connection("http", "127.0.0.1", s.port, 5)
     with pytest.raises(ProtocolError, match=match):
         c.exchange("GET", "/", {})
-    assert not c.usable()
+    assert not c.is_open and not c.used
 
 
 def test_a_server_that_closes_without_answering(canned):
@@ -146,3 +159,38 @@ def test_ipv6_hosts_are_bracketed_and_default_ports_left_out():
     assert Connection("http", "::1", 8080, 1).host_header == "[::1]:8080"
     assert Connection("https", "example.org", None, 1).host_header == "example.org"
     assert Connection("https", "example.org", None, 1).port == 443
+
+
+def test_bytes_beyond_an_answer_end_the_connection_and_never_answer_the_next_request(canned):
+    s = canned(ok(b"{}") + b"STALE!!", ok(b'"fresh"'), ok(b"{}") + b"\r\n", ok(b'"fresh"'))
+    c = SearchClient(f"http://127.0.0.1:{s.port}", 5)
+    for _ in range(2):
+        assert c.search_body({"scene": "s"}) == {}
+        assert c.search_body({"scene": "s"}) == "fresh"
+    assert s.connections == 3  # each answer with bytes beyond it closed its connection (and "fresh" kept its)
+    c.close()
+
+
+def test_transfer_encoding_wins_over_content_length(canned):
+    s = canned(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+               (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\nabcdef", "close"),
+               b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc",
+               b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", ok(b"body"))
+    c = Connection("http", "127.0.0.1", s.port, 5)
+    r = c.exchange("GET", "/", {})
+    assert r.body == b"abc" and r.will_close  # both framings: chunked wins, and the connection is not kept
+    r = c.exchange("GET", "/", {})  # a coding this reader does not decode: the body runs to the close, as it came
+    assert r.body == b"abcdef" and r.will_close
+    assert c.exchange("GET", "/", {}).body == b"abc"  # the same length twice is one length
+    assert c.exchange("GET", "/", {}).body == b""  # 304: no body whatever the headers say
+    assert c.exchange("HEAD", "/", {}).body == b""
+    c.close()
+
+
+def test_the_client_refuses_what_would_write_headers_of_its_own():
+    for key in ("k\r\nX-Evil: 1", "k\n", "with space", "ключ"):
+        with pytest.raises(BadInput, match="api_key"):
+            SearchClient("http://127.0.0.1:1", api_key=key)
+    for url in ("http://127.0.0.1:1/a b", "http://127.0.0.1:port", "http://хост:80"):
+        with pytest.raises(BadInput, match="not an http"):
+            SearchClient(url)

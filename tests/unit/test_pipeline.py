@@ -716,14 +716,19 @@ def test_the_search_endpoint_answers_and_refuses_as_every_route_does(h):
 
 
 def test_the_search_body_keeps_what_the_fast_writer_refuses():
-    """orjson writes search bodies; a document it refuses (an integer over 64 bits) is written by the
-    standard library, not lost, and text outside ASCII comes back as it was sent."""
-    from mmsearch.retrieval_service.http_app import response_json
+    """orjson writes search bodies; a document it refuses (an integer over 64 bits, a lone surrogate) is
+    written by the standard library, not lost; text outside ASCII comes back as sent, NaN as null."""
+    import datetime as dt
 
-    body = {"results": [{"id": "a", "score": 0.5, "doc": {"barcode": 2**70, "name": "Zürich 東京"}}], "has_more": False}
-    assert json.loads(response_json(body)) == body
-    plain = {"results": [{"id": "a", "score": 0.1 + 0.2, "doc": {"name": "Zürich"}}]}
-    assert json.loads(response_json(plain)) == plain and "Zürich".encode() in response_json(plain)
+    from mmsearch.retrieval_service.response import json_bytes
+
+    body = {"results": [{"id": "a", "score": 0.5, "doc": {"barcode": 2**70, "name": "Zürich 東京", "bad": "\ud800"}}]}
+    assert json.loads(json_bytes(body)) == body
+    plain = {"results": [{"id": "a", "score": 0.1 + 0.2, "doc": {"name": "Zürich", "at": dt.datetime(2026, 1, 2, 3, 4, 5)}}]}
+    out = json_bytes(plain)
+    assert "Zürich".encode() in out and json.loads(out)["results"][0] == {
+        "id": "a", "score": 0.1 + 0.2, "doc": {"name": "Zürich", "at": "2026-01-02T03:04:05"}}
+    assert json.loads(json_bytes({"x": float("nan"), "y": float("inf")})) == {"x": None, "y": None}
 
 
 def test_equal_scores_across_the_pages_end_are_asked_again_recall_top_k_deep(h):

@@ -92,6 +92,21 @@ def test_a_click_on_an_entry_still_gathered_has_it_written_at_once():
         log.stop()
 
 
+def test_a_full_batch_is_written_without_waiting_out_the_interval_and_a_click_behind_it_still_lands():
+    store = PushStore()
+    log = QueryLog(Lazy("mongodb", lambda: store), Metrics(), flush_s=10.0)
+    try:
+        t0 = time.monotonic()
+        for i in range(700):
+            log.record({"_id": f"r{i}"})
+        log.click("r699", "d1", None)  # its entry is behind a full batch of 500: each try asks for a write now
+        assert time.monotonic() - t0 < 5.0  # not the 10 s interval, and within the click's 2.75 s of retries
+        assert len(store.writes[0][1]) == 500
+        assert sum(len(docs) for _, docs in store.writes) == 700
+    finally:
+        log.stop()
+
+
 class SlowStore(PushStore):
     """A MongoDB that takes its time to create the collection."""
 
