@@ -29,6 +29,25 @@ from mmsearch.net import http_ok
 _TOKEN = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what a header value or a request path may carry here
 
 
+def _parse_url(base_url: str) -> tuple[str, str, int | None, str]:
+    """(scheme, host as sent, port, path prefix) of the API's URL, or BadInput: whitespace or a control
+    character anywhere (an environment variable's newline; urlsplit would drop it silently), a scheme other
+    than http(s), a port out of range, a path that is not printable ASCII. A host outside ASCII is sent
+    as IDNA."""
+    bad = BadInput(f"search API url: {base_url!r} is not an http(s) URL")
+    if not base_url or any(c.isspace() or not c.isprintable() for c in base_url):
+        raise bad
+    try:
+        url = urllib.parse.urlsplit(base_url.rstrip("/"))
+        port = url.port
+        host = (url.hostname or "").encode("idna").decode("ascii")
+    except (ValueError, UnicodeError) as e:
+        raise bad from e
+    if url.scheme not in ("http", "https") or not _TOKEN.fullmatch(host) or port == 0 or not _TOKEN.fullmatch(url.path or "/"):
+        raise bad
+    return url.scheme, host, port, url.path.rstrip("/")
+
+
 class SearchClient:
     """Thread-safe; each thread keeps one HTTP/1.1 connection to the API open between requests."""
 
@@ -39,15 +58,7 @@ class SearchClient:
         if api_key and not _TOKEN.fullmatch(api_key):  # (a CR or LF in it would write headers of its own)
             raise BadInput("api_key: printable ASCII without spaces")
         self._headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
-        url = urllib.parse.urlsplit(self.base_url)
-        try:
-            port = url.port
-        except ValueError:
-            port = -1
-        if url.scheme not in ("http", "https") or not _TOKEN.fullmatch(url.hostname or "") or port == -1 \
-                or not _TOKEN.fullmatch(url.path or "/"):
-            raise BadInput(f"search API url: {base_url!r} is not an http(s) URL")
-        self._scheme, self._host, self._port, self._prefix = url.scheme, url.hostname or "", port, url.path.rstrip("/")
+        self._scheme, self._host, self._port, self._prefix = _parse_url(base_url)
         self._local = threading.local()
 
     def _connection(self) -> Connection:

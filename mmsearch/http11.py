@@ -161,9 +161,12 @@ class Connection:
         return data
 
     def _read(self, method: str) -> Response:
+        interim = False
         while True:  # interim 1xx answers come before the real one
             line = self._line()
             if not line:
+                if interim:  # (it had read the request: not a connection closed before it)
+                    raise ProtocolError("the connection closed after an interim answer")
                 raise ClosedBeforeAnswer("the server closed the connection without answering")
             version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
             code, _, reason = rest.partition(" ")
@@ -173,6 +176,7 @@ class Connection:
             headers = self._headers()
             if not 100 <= status < 200:
                 break
+            interim = True
         conn = headers.get("connection", "").lower()
         will_close = "close" in conn or (version == "HTTP/1.0" and "keep-alive" not in conn)
         if method == "HEAD" or status in NO_BODY:
@@ -212,8 +216,9 @@ class Connection:
     def _chunked(self) -> bytes:
         parts = []
         while True:
-            size = self._line().split(b";", 1)[0].strip()
-            if not size or size.strip(b"0123456789abcdefABCDEF"):
+            line = self._line()
+            size = line.split(b";", 1)[0].strip()
+            if not line.endswith(b"\n") or not size or size.strip(b"0123456789abcdefABCDEF"):
                 raise ProtocolError(f"not a chunk size: {size[:40]!r}")
             n = int(size, 16)
             if n == 0:

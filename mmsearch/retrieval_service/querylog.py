@@ -54,7 +54,7 @@ class QueryLog:
             self.q.put_nowait(entry)
         except queue.Full:
             self.metrics.querylog_dropped.inc()
-        if self.q.qsize() >= MAX_BATCH:  # a batch is ready: write it now rather than at the interval's end
+        if self.q.qsize() >= MAX_BATCH - 1:  # a batch is ready (the writer holds one more): write it now, not at the interval's end
             self._flush_now.set()
 
     def _run(self) -> None:

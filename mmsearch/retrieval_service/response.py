@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -75,8 +76,22 @@ def json_bytes(value: Any) -> bytes:
     orjson writes a search body in a tenth of json.dumps's time (0.08 ms of a search's WSGI time, measured
     in-process); it writes NaN and infinities as null (JSON has neither) and dates as RFC 3339 text. What
     it refuses (an integer over 64 bits, a key that is not a string, a lone surrogate) the standard library
-    writes, so nothing a document holds is lost."""
+    writes, with everything else as orjson writes it, so nothing a document holds is lost or written two
+    ways. A type neither knows (bytes, say) stays an error, as it was."""
     try:
         return orjson.dumps(value)
     except TypeError:  # (orjson.JSONEncodeError is one)
-        return json.dumps(value, separators=(",", ":"), default=str).encode()
+        return json.dumps(_as_orjson_writes(value), separators=(",", ":"), allow_nan=False).encode()
+
+
+def _as_orjson_writes(v: Any) -> Any:
+    """The value in the standard library's types, each part as orjson would write it."""
+    if isinstance(v, dict):
+        return {k: _as_orjson_writes(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_as_orjson_writes(x) for x in v]
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if v is None or isinstance(v, (str, int)):
+        return v
+    return orjson.loads(orjson.dumps(v))  # a date, UUID, enum, dataclass; TypeError for what orjson cannot write

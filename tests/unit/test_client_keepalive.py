@@ -87,6 +87,19 @@ def test_a_connection_the_server_closed_is_replaced_before_use(api):
     c.close()
 
 
+def test_a_click_after_the_server_closed_the_kept_connection_goes_out_on_a_new_one(api):
+    c = SearchClient(api.url)
+    api.close_after = True
+    c.search_body({"scene": "s"})
+    api.close_after = False
+    import time
+
+    time.sleep(0.1)  # the server has closed it: the client must see that before sending, since a click is never resent
+    c.click("r1", "d1")
+    assert api.connections == 2 and api.requests == ["/v1/search", "/v1/click"]
+    c.close()
+
+
 def test_a_search_cut_off_on_a_kept_connection_is_sent_again_but_a_click_is_not(api):
     c = SearchClient(api.url)
     c.search_body({"scene": "s"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -15,7 +16,8 @@ from mmsearch.http11 import ClosedBeforeAnswer, Connection, ProtocolError
 
 class Canned:
     """Accepts connections on 127.0.0.1; for each request read, sends the next canned answer (None: close
-    the connection without answering; a tuple (answer, "close"): answer, then close). Records each request."""
+    the connection without answering; a tuple (answer, how): "close" after it, "drip" it a few bytes at a time, "stray"
+    bytes a moment after it). Records each request."""
 
     def __init__(self, answers: list[bytes | tuple[bytes, str] | None]) -> None:
         self.answers = list(answers)
@@ -42,14 +44,29 @@ class Canned:
                     answer = self.answers.pop(0)
                     if answer is None:
                         break
-                    close = isinstance(answer, tuple)
+                    how = answer[1] if isinstance(answer, tuple) else ""
                     answer = answer[0] if isinstance(answer, tuple) else answer
-                    conn.sendall(answer)
-                    if close or b"Connection: close" in answer or b"HTTP/1.0" in answer.split(b"\r\n", 1)[0]:
+                    if how == "drip":  # a few bytes at a time: lines and bodies split across receives
+                        for i in range(0, len(answer), 7):
+                            conn.sendall(answer[i:i + 7])
+                            time.sleep(0.0005)
+                    else:
+                        conn.sendall(answer)
+                    if how.startswith("stray"):  # bytes nobody asked for, a moment after the answer
+                        time.sleep(0.05)
+                        conn.sendall(b"stray")
+                    if how == "close" or b"Connection: close" in answer or b"HTTP/1.0" in answer.split(b"\r\n", 1)[0]:
                         break
 
     @staticmethod
     def _request(conn: socket.socket) -> bytes | None:
+        try:
+            return Canned._read_request(conn)
+        except OSError:  # reset: the client closed with bytes of ours unread
+            return None
+
+    @staticmethod
+    def _read_request(conn: socket.socket) -> bytes | None:
         buf = b""
         while b"\r\n\r\n" not in buf:
             got = conn.recv(65536)
@@ -130,6 +147,8 @@ def test_chunked_and_close_delimited_bodies_and_interim_answers(canned):
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0x10\r\n", "chunk size"),
     (b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 101 + b"\r\n", "over 100 headers"),
     (b"HTTP/1.1 200 OK\r\nX-Huge: " + b"x" * 70_000 + b"\r\n\r\n", "a line of over"),
+    (b"HTTP/1.1 200 OK\r\nX: " + b"x" * (65536 - 4) + b"\r\n\r\n", "a line of over"),  # 65,537 bytes with its CRLF
+    (b"HTTP/1.1 100 Continue\r\n\r\n", "after an interim answer"),
 ])
 def test_an_answer_that_is_not_http_is_a_protocol_error_and_the_connection_is_dropped(canned, answer, match):
     s = canned(answer)
@@ -191,6 +210,35 @@ def test_the_client_refuses_what_would_write_headers_of_its_own():
     for key in ("k\r\nX-Evil: 1", "k\n", "with space", "ключ"):
         with pytest.raises(BadInput, match="api_key"):
             SearchClient("http://127.0.0.1:1", api_key=key)
-    for url in ("http://127.0.0.1:1/a b", "http://127.0.0.1:port", "http://хост:80"):
+    for url in ("http://127.0.0.1:1/a b", "http://127.0.0.1:port", "http://127.0.0.1:8080\n", "http://h/a\r\nX-Evil:1",
+                "http://127.0.0.1:0", "http://[::1", "http://h/ü", ""):
         with pytest.raises(BadInput, match="not an http"):
             SearchClient(url)
+    for url, host, port, prefix in (("http://localhost:8080", "localhost", 8080, ""), ("https://search.example.com/api/", "search.example.com", None, "/api"),
+                                    ("http://[::1]:8080", "::1", 8080, ""), ("http://h/a%20b", "h", None, "/a%20b"),
+                                    ("http://münchen.example", "xn--mnchen-3ya.example", None, "")):
+        c = SearchClient(url)
+        assert (c._host, c._port, c._prefix) == (host, port, prefix), url  # (an IDN host is sent as IDNA)
+
+
+def test_the_longest_line_allowed_and_answers_split_across_receives(canned):
+    longest = b"X: " + b"x" * (65536 - 5) + b"\r\n"  # 65,536 bytes with its CRLF
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    s = canned(b"HTTP/1.1 200 OK\r\n" + longest + b"Content-Length: 2\r\n\r\nok", ok(b"x" * 200_000), (ok(b"y" * 2000), "drip"),
+               (chunked, "drip"))
+    c = Connection("http", "127.0.0.1", s.port, 5)
+    assert c.exchange("GET", "/", {}).body == b"ok"
+    assert c.exchange("GET", "/", {}).body == b"x" * 200_000  # more than one receive holds
+    assert c.exchange("GET", "/", {}).body == b"y" * 2000
+    assert c.exchange("GET", "/", {}).body == b"hello world" and s.connections == 1
+    c.close()
+
+
+def test_bytes_that_arrive_after_an_answer_are_seen_before_the_next_request(canned):
+    s = canned((ok(b"{}"), "stray"), ok(b'"fresh"'))
+    c = SearchClient(f"http://127.0.0.1:{s.port}", 5)
+    assert c.search_body({"scene": "s"}) == {}
+    time.sleep(0.2)
+    assert c.click("r", "d") is None  # on a new connection: a click is sent once, and never read as "stray"
+    assert s.connections == 2 and len(s.requests) == 2
+    c.close()

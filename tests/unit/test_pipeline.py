@@ -729,6 +729,11 @@ def test_the_search_body_keeps_what_the_fast_writer_refuses():
     assert "Zürich".encode() in out and json.loads(out)["results"][0] == {
         "id": "a", "score": 0.1 + 0.2, "doc": {"name": "Zürich", "at": "2026-01-02T03:04:05"}}
     assert json.loads(json_bytes({"x": float("nan"), "y": float("inf")})) == {"x": None, "y": None}
+    # one document orjson refuses: the page is written by the standard library, every other part as orjson writes it
+    mixed = [{"doc": {"at": dt.datetime(2026, 1, 2, 3, 4, 5), "nan": float("nan")}}, {"doc": {"n": 2**64}}]
+    assert json.loads(json_bytes(mixed)) == [{"doc": {"at": "2026-01-02T03:04:05", "nan": None}}, {"doc": {"n": 2**64}}]
+    with pytest.raises(TypeError):  # a type neither writes stays an error (a logged 500), not its repr
+        json_bytes([{"doc": {"n": 2**64, "raw": b"\x00"}}])
 
 
 def test_equal_scores_across_the_pages_end_are_asked_again_recall_top_k_deep(h):
