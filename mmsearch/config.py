@@ -10,6 +10,7 @@ an error, so a typo never silently falls back to a default. This is the only mod
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,9 @@ from mmsearch.errors import BadInput, ConfigError
 ENV_PREFIX = "MMSEARCH_"
 CONFIG_FILE_ENV = "MMSEARCH_CONFIG"
 
+
+_KEY = re.compile(r"[!-~]+")
+KEY_CHARS = "an API key is printable ASCII without spaces (what an HTTP header carries as it is)"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -83,6 +87,8 @@ class RetrievalConfig(Endpoint):
         """A key list that is set must hold real keys: an empty or short one would silently weaken the guard."""
         if any(len(k) < 16 for k in keys):
             raise ValueError("every API key must be at least 16 characters (an empty list turns keys off)")
+        if any(not _KEY.fullmatch(k) for k in keys):
+            raise ValueError(KEY_CHARS)
         return keys
 
 
@@ -91,6 +97,13 @@ class WebConfig(Endpoint):
     retrieval_url: str = "http://127.0.0.1:8080"
     threads: int = Field(16, ge=1, le=512)  # the page's WSGI server threads
     api_key: str = Field("", repr=False)  # sent to the search API when it requires keys
+
+    @field_validator("api_key")
+    @classmethod
+    def _sendable_key(cls, key: str) -> str:
+        if key and not _KEY.fullmatch(key):
+            raise ValueError(KEY_CHARS)
+        return key
 
 
 class MilvusConfig(_Section):

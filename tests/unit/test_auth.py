@@ -79,10 +79,19 @@ def test_key_from_reads_bearer_or_x_api_key():
         ApiKeys(["a"]).check("b")
 
 
-@pytest.mark.parametrize("keys", ['[""]', '["short"]'])
+@pytest.mark.parametrize("keys", ['[""]', '["short"]', '["a key with spaces in it"]', '["ключ-длиной-больше-16"]'])
 def test_weak_or_empty_keys_are_a_config_error_not_an_open_api(keys):
     from mmsearch.config import load_config
     from mmsearch.errors import ConfigError
 
     with pytest.raises(ConfigError, match="retrieval.api_keys"):
         load_config(environ={"MMSEARCH_RETRIEVAL_API_KEYS": keys})
+
+
+def test_the_page_s_key_must_be_sendable():
+    from mmsearch.config import load_config
+    from mmsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="web.api_key.*printable ASCII"):
+        load_config(environ={"MMSEARCH_WEB_API_KEY": "a key with spaces"})
+    assert load_config(environ={"MMSEARCH_WEB_API_KEY": "k3y-0123456789abcdef"}).web.api_key == "k3y-0123456789abcdef"
