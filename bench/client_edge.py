@@ -26,10 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from bench.common import text_bodies
+from bench.common import running_stack_config, text_bodies
 from mmsearch.client import SearchClient
-from mmsearch.config import load_config
-from mmsearch.endpoints import running_config, stack_pid
 
 SCENE, FORCE = "text2text", {"recall": "dense"}
 
@@ -72,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "client_edge.json")
     args = ap.parse_args(argv)
-    cfg = running_config(load_config())
-    if stack_pid(cfg) is None:
-        raise SystemExit("no running stack: start one with `make demo`")
+    cfg = running_stack_config()
     port = cfg.retrieval.http_port
     queries = [b["query"]["text"] for b in text_bodies(Path(cfg.data_dir), args.queries + 30, sample=True)["text2text"]]
     api = SearchClient(f"http://127.0.0.1:{port}", 30)

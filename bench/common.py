@@ -13,6 +13,17 @@ from mmsearch.client import SearchClient
 from mmsearch.errors import MMSearchError, Overloaded
 
 
+def running_stack_config():
+    """The running demo's config (with the ports it recorded), or SystemExit saying how to start one."""
+    from mmsearch.config import load_config
+    from mmsearch.endpoints import running_config, stack_pid
+
+    cfg = running_config(load_config())
+    if stack_pid(cfg) is None:
+        raise SystemExit("no running stack: start one with `make demo`")
+    return cfg
+
+
 def run_workers(worker: Callable[[int], None], n: int, extra: list[Callable[[], None]] = ()) -> float:
     """Run worker(0..n-1) (plus any extra callables) in threads until all return; the wall time in seconds."""
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)] + [threading.Thread(target=f) for f in extra]

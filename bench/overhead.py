@@ -25,14 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from bench.common import encode_and_search_once, served_search_shape, text_bodies
+from bench.common import encode_and_search_once, running_stack_config, served_search_shape, text_bodies
 from mmsearch.client import SearchClient
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.inference import InferenceClient
 from mmsearch.clients.vectors import VectorStore, index_spec
-from mmsearch.config import load_config
 from mmsearch.embedded import running_store
-from mmsearch.endpoints import running_config, stack_pid
 from mmsearch.local_model import LocalModel
 from mmsearch.preprocess_registry import LocalTokenizer
 
@@ -48,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "overhead.json")
     args = ap.parse_args(argv)
-    cfg = running_config(load_config())
-    if stack_pid(cfg) is None:
-        raise SystemExit("no running stack: start one with `make demo`")
+    cfg = running_stack_config()
     queries = [b["query"]["text"] for b in text_bodies(Path(cfg.data_dir), args.queries, sample=True)["text2text"]]
 
     api = SearchClient(f"http://127.0.0.1:{cfg.retrieval.http_port}", 30)

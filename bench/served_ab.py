@@ -26,10 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from bench.common import text_bodies
+from bench.common import running_stack_config, text_bodies
 from mmsearch.client import SearchClient
-from mmsearch.config import config_to_env, load_config
-from mmsearch.endpoints import running_config, stack_pid
+from mmsearch.config import config_to_env
 from mmsearch.net import http_ok, wait_until
 
 
@@ -75,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(o.split("=", 1) for o in args.overrides)
     if bad := [k for k in overrides if not k.startswith("MMSEARCH_")]:
         raise SystemExit(f"overrides must be MMSEARCH_* settings, got {bad}")
-    cfg = running_config(load_config())
-    if stack_pid(cfg) is None:
-        raise SystemExit("no running stack: start one with `make demo`")
+    cfg = running_stack_config()
     bodies = text_bodies(Path(cfg.data_dir), args.queries, sample=True)[args.scene]
     with tempfile.TemporaryDirectory() as tmp:
         proc, url_b = start_b(cfg, overrides, Path(tmp))

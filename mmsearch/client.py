@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import threading
 import urllib.parse
 from typing import Any
@@ -24,9 +23,7 @@ import numpy as np
 
 from mmsearch.errors import BadInput, Unavailable, from_http_status
 from mmsearch.http11 import ClosedBeforeAnswer, Connection, ProtocolError
-from mmsearch.net import http_ok
-
-_TOKEN = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what a header value or a request path may carry here
+from mmsearch.net import HTTP_TOKEN, http_ok
 
 
 def _parse_url(base_url: str) -> tuple[str, str, int | None, str]:
@@ -43,7 +40,7 @@ def _parse_url(base_url: str) -> tuple[str, str, int | None, str]:
         host = (url.hostname or "").encode("idna").decode("ascii")
     except (ValueError, UnicodeError) as e:
         raise bad from e
-    if url.scheme not in ("http", "https") or not _TOKEN.fullmatch(host) or port == 0 or not _TOKEN.fullmatch(url.path or "/"):
+    if url.scheme not in ("http", "https") or not HTTP_TOKEN.fullmatch(host) or port == 0 or not HTTP_TOKEN.fullmatch(url.path or "/"):
         raise bad
     return url.scheme, host, port, url.path.rstrip("/")
 
@@ -55,7 +52,7 @@ class SearchClient:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.dependency = f"retrieval service at {self.base_url}"
-        if api_key and not _TOKEN.fullmatch(api_key):  # (a CR or LF in it would write headers of its own)
+        if api_key and not HTTP_TOKEN.fullmatch(api_key):  # (a CR or LF in it would write headers of its own)
             raise BadInput("api_key: printable ASCII without spaces")
         self._headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
         self._scheme, self._host, self._port, self._prefix = _parse_url(base_url)

@@ -10,7 +10,6 @@ an error, so a typo never silently falls back to a default. This is the only mod
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,13 +18,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mmsearch.errors import BadInput, ConfigError
+from mmsearch.net import HTTP_TOKEN
 
 ENV_PREFIX = "MMSEARCH_"
 CONFIG_FILE_ENV = "MMSEARCH_CONFIG"
 
-
-_KEY = re.compile(r"[!-~]+")
 KEY_CHARS = "an API key is printable ASCII without spaces (what an HTTP header carries as it is)"
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -87,7 +86,7 @@ class RetrievalConfig(Endpoint):
         """A key list that is set must hold real keys: an empty or short one would silently weaken the guard."""
         if any(len(k) < 16 for k in keys):
             raise ValueError("every API key must be at least 16 characters (an empty list turns keys off)")
-        if any(not _KEY.fullmatch(k) for k in keys):
+        if any(not HTTP_TOKEN.fullmatch(k) for k in keys):
             raise ValueError(KEY_CHARS)
         return keys
 
@@ -101,7 +100,7 @@ class WebConfig(Endpoint):
     @field_validator("api_key")
     @classmethod
     def _sendable_key(cls, key: str) -> str:
-        if key and not _KEY.fullmatch(key):
+        if key and not HTTP_TOKEN.fullmatch(key):
             raise ValueError(KEY_CHARS)
         return key
 
