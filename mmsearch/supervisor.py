@@ -128,6 +128,9 @@ class ChildProcess:
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait()
+        # a killed helper is gone only once the kernel has ended it: return after that, not while it still runs
+        # (a test that found one a moment after stop() showed it)
+        wait_until(lambda: not group_members(self.proc.pid), 5.0, 0.01)
         return self.proc.returncode
 
     def __enter__(self) -> "ChildProcess":
@@ -165,6 +168,19 @@ def descendants(pid: int) -> list[int]:
             continue
         for k in kids:
             out += [k] + descendants(k)
+    return out
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(pgrp) == pgid and state != "Z":
+            out.append(int(stat.parent.name))
     return out
 
 
