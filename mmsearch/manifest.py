@@ -77,7 +77,7 @@ class Parity(_Strict):
 
 
 class Quantization(_Strict):
-    method: Literal["dynamic-int8"]
+    method: Literal["dynamic-int8", "block-int8"]  # export --quantize int8 / int8-block (offline/quantize.py)
     weights: str = "QInt8 per-channel"
     fp32_parity: Parity
     int8_vs_fp32: dict[str, float]  # min/mean cosine, neighbour overlap@k ...

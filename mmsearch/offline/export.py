@@ -53,7 +53,7 @@ _VERSIONED = ("torch", "transformers", "sentence-transformers", "onnx", "onnxrun
 @dataclass
 class ExportOptions:
     towers: Sequence[str] | None = None  # roles to export (text, image, cross); None = all the model has
-    quantize: str | None = None  # "int8": dynamic int8 for text towers
+    quantize: str | None = None  # text towers: "int8" (dynamic) or "int8-block" (quantize.MODES)
     eval_pairs: Path | None = None  # labelled {"query", "positive"} JSONL for the int8 quality cost
     force: bool = False
     max_length: int | None = None
@@ -201,24 +201,25 @@ def export_tower(tower: Tower, name: str, folder: Path, partner: str | None, opt
     manifest.parity = par
     log.info("%s: parity ok (min cosine %s, max |diff| %.2e)", name, par.min_cosine, par.max_abs_diff)
 
-    if opts.quantize == "int8":
+    if opts.quantize is not None:
         if tower.role == "text":
-            manifest.quantization = _quantize(folder, manifest, opts)
+            manifest.quantization = _quantize(folder, manifest, opts.quantize, opts)
         else:
-            log.warning("%s: --quantize int8 applies to text towers; the %s tower stays fp32", name, tower.role)
+            log.warning("%s: --quantize %s applies to text towers; the %s tower stays fp32", name, opts.quantize, tower.role)
     write_manifest(folder, manifest)
     return validate_model_dir(folder)
 
 
-def _quantize(folder: Path, manifest: Manifest, opts: ExportOptions) -> Quantization:
+def _quantize(folder: Path, manifest: Manifest, mode: str, opts: ExportOptions) -> Quantization:
     fp32 = folder / "1" / MODEL_FILE
     int8 = folder / "model.int8.onnx.tmp"
-    log.info("%s: dynamic int8 quantisation; measuring speed and quality", manifest.name)
-    Q.quantize_onnx(fp32, int8)
+    method, weights = Q.MODES[mode]
+    log.info("%s: %s quantisation; measuring speed and quality", manifest.name, method)
+    Q.quantize_onnx(fp32, int8, mode)
     figures = Q.measure_int8(folder, fp32, int8, P.parity_texts(), opts.eval_pairs)
     Q.swap_in(int8, folder)
     assert manifest.parity is not None
-    return Quantization(method="dynamic-int8", fp32_parity=manifest.parity, **figures)
+    return Quantization(method=method, weights=weights, fp32_parity=manifest.parity, **figures)
 
 
 def _check_name(name: str) -> None:
@@ -235,8 +236,8 @@ def export_model(source: str | Path, repo: str | Path, name: str, family: str = 
                  options: ExportOptions | None = None) -> list[ExportResult]:
     opts = options or ExportOptions()
     _check_name(name)
-    if opts.quantize not in (None, "int8"):
-        raise BadInput(f"unknown --quantize {opts.quantize!r} (supported: int8)")
+    if opts.quantize is not None and opts.quantize not in Q.MODES:
+        raise BadInput(f"unknown --quantize {opts.quantize!r} (supported: {', '.join(Q.MODES)})")
     if opts.eval_pairs is not None and not Path(opts.eval_pairs).is_file():
         raise BadInput(f"--eval-pairs file not found: {opts.eval_pairs}")
     repo = Path(repo)
@@ -282,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name in the repository (two-tower models get _text/_image suffixes)")
     p.add_argument("--repo", help="model repository folder (default: config model_repository)")
     p.add_argument("--towers", help="comma-separated subset of text,image,cross (default: all)")
-    p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of text towers")
+    p.add_argument("--quantize", choices=list(Q.MODES), help="int8 text towers: int8 (dynamic, the fastest; MiniLM) or "
+                   "int8-block (blocks of 128; faithful where dynamic is not, e.g. mpnet)")
     p.add_argument("--eval-pairs", type=Path, help='JSONL {"query","positive"} to measure the int8 quality cost')
     p.add_argument("--max-length", type=int, help="token limit (default: the model's own)")
     p.add_argument("--max-batch-size", type=int, help="Triton max_batch_size (default: config)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from PIL import Image
 
@@ -135,18 +136,23 @@ def test_tiny_cross_encoder_scores(cross_export: Path, tiny_cross: Path):
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
-def test_int8_quantisation_recorded(tmp_path: Path, tiny_text: Path):
+@pytest.mark.parametrize("mode,method,ops", [
+    ("int8", "dynamic-int8", {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}),
+    ("int8-block", "block-int8", {"MatMulNBits"}),
+])
+def test_int8_quantisation_recorded(tmp_path: Path, tiny_text: Path, mode: str, method: str, ops: set[str]):
     from mmsearch.offline.export import ExportOptions, export_model
+    from mmsearch.offline.quantize import mode_of
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("\n".join(json.dumps({"query": q, "positive": d}) for q, d in zip(SENTENCES[:10], SENTENCES[10:20])))
-    (r,) = export_model(tiny_text, tmp_path / "repo", "tiny_int8", options=ExportOptions(quantize="int8", eval_pairs=pairs))
+    (r,) = export_model(tiny_text, tmp_path / "repo", "tiny_int8", options=ExportOptions(quantize=mode, eval_pairs=pairs))
     q = read_manifest(r.path).quantization
-    assert q is not None and q.method == "dynamic-int8"
+    assert q is not None and q.method == method and mode_of(q.method) == mode
     assert q.fp32_parity.min_cosine >= 0.9999
     assert 0 < q.int8_vs_fp32["mean_cosine"] <= 1.0 + 1e-6 and 0 <= q.int8_vs_fp32["neighbour_overlap@10"] <= 1
     assert q.speed["int8_texts_per_s_b1"] > 0 and q.speed["int8_speedup_b32"] > 0
     assert q.labelled_eval["n"] == 10 and set(q.labelled_eval["fp32"]) == set(q.labelled_eval["int8"])
-    ops = {n.op_type for n in onnx.load(str(r.path / "1" / "model.onnx")).graph.node}
-    assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}, ops
+    graph_ops = {n.op_type for n in onnx.load(str(r.path / "1" / "model.onnx")).graph.node}
+    assert graph_ops & ops, graph_ops
     assert not list(r.path.glob("*.tmp"))

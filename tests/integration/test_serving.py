@@ -51,6 +51,7 @@ def serving_repo(tmp_path_factory, minilm_export, clip_export, tiny_text) -> Pat
     shutil.copytree(minilm_export, repo / "minilm")
     shutil.copytree(clip_export["clip_image"], repo / "clip_image")
     export_model(tiny_text, repo, "tiny_int8", options=ExportOptions(quantize="int8"))
+    export_model(tiny_text, repo, "tiny_int8_block", options=ExportOptions(quantize="int8-block"))  # MatMulNBits
     return repo
 
 
@@ -87,7 +88,7 @@ def test_text_embeddings_equal_in_process_onnx(server, serving_repo, protocol):
         np.testing.assert_allclose(InferenceClient(url, protocol).infer("minilm", one)[0], local.run(one)[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("model", ["minilm", "tiny_int8"])
+@pytest.mark.parametrize("model", ["minilm", "tiny_int8", "tiny_int8_block"])
 def test_a_query_padded_to_a_long_bucket_gets_its_unpadded_embedding(server, serving_repo, model):
     """The model cuts the all-padding tail before running ORT (triton_model.trim_padding). In fp32 that
     is the same result; dynamic int8 scales activations over the whole tensor, so without the cut the

@@ -50,6 +50,7 @@ from mmsearch.offline.eval_served import load_judged
 from mmsearch.offline.flywheel.gate import GateResult, gate, heldout_evalset, load_corpus, with_distractors
 from mmsearch.offline.flywheel.pairs import PairOptions, pairs_from_log, write_pairs
 from mmsearch.offline.indexing.stores import open_stores
+from mmsearch.offline.quantize import mode_of
 
 log = logging.getLogger("mmsearch.flywheel")
 STATE = "state.json"
@@ -227,7 +228,7 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
     def stage() -> dict[str, Any]:
         for name in towers.values():
             shutil.rmtree(stage_repo / name, ignore_errors=True)
-        quantize = "int8" if manifest.quantization is not None else None
+        quantize = mode_of(manifest.quantization.method) if manifest.quantization is not None else None
         exported = export_model(model_dir, stage_repo, opts.name, options=ExportOptions(quantize=quantize, settings=cfg.export,
                                                                                         force=True))
         if sorted(r.name for r in exported) != sorted(towers.values()):
