@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=ROOT / ".mmsearch" / "data")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "text_base_cost.json")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)  # before ORT's quantizer module sets the root logger to INFO
     models = parse_models(args.model or DEFAULT_MODELS)
     if not 1 <= args.queries <= 1000 or args.index_texts < 32:
         raise SystemExit("--queries must be 1..1000 and --index-texts at least 32")

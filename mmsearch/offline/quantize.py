@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmsearch.errors import BadInput
+from mmsearch.errors import BadInput, Internal
 from mmsearch.local_model import LocalModel
 from mmsearch.manifest import MODEL_FILE
 from mmsearch.metrics import mrr_at_k, neighbour_overlap, rankings, recall_at_k
@@ -41,14 +41,28 @@ def mode_of(method: str) -> str:
     raise BadInput(f"unknown quantization method {method!r} (known: {', '.join(m for m, _ in MODES.values())})")
 
 
-def quantize_onnx(src: Path, dst: Path, mode: str = "int8") -> None:
+def quantize_onnx(src: Path, dst: Path, mode: str) -> None:
     if mode not in MODES:
         raise BadInput(f"unknown --quantize {mode!r} (supported: {', '.join(MODES)})")
-    if mode == "int8":  # per-channel weights: on MiniLM/WordNet mean cosine 0.993 to fp32 (per-tensor: 0.965)
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+    try:
+        (_dynamic if mode == "int8" else _blockwise)(src, dst)
+    except ImportError as e:  # an older ONNX Runtime (8-bit MatMulNBits came in 1.22), or onnx-ir not installed
+        need = "onnxruntime>=1.22 and onnx-ir" if mode == "int8-block" else "onnxruntime"
+        raise BadInput(f"--quantize {mode} needs {need} (pip install -c constraints.txt {need.replace('>=1.22 and', '')}): "
+                       f"{e}") from e
+    except (ValueError, RuntimeError, AssertionError) as e:  # the quantizers' own checks, onnx's 2 GB limit
+        raise Internal(f"--quantize {mode} of {src} failed: {e}") from e
 
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
-        return
+
+def _dynamic(src: Path, dst: Path) -> None:
+    """Per-channel weights: on MiniLM/WordNet mean cosine 0.993 to fp32 (per-tensor: 0.965)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def _blockwise(src: Path, dst: Path) -> None:
+    """Every MatMul with a constant 2-D weight becomes MatMulNBits (Gemm and the embedding Gather stay fp32)."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
