@@ -33,9 +33,9 @@ import numpy as np
 from mmsearch.config import PreprocessConfig
 from mmsearch.local_model import LocalModel
 from mmsearch.manifest import latest_model_file
-from mmsearch.metrics import retrieval_metrics
+from mmsearch.offline.evaluate import evaluate
 from mmsearch.offline.export import ExportOptions, export_model
-from mmsearch.offline.quantize import MODES
+from mmsearch.offline.quantize import MODES, texts_per_second
 from mmsearch.offline.training.datasets import dataset_sets
 from mmsearch.preprocess_registry import LocalTokenizer
 from mmsearch.query_encoder import LocalQueryEncoder
@@ -84,17 +84,6 @@ def served_query_cost(repo: Path, names: list[str], queries: list[str]) -> dict[
     return times
 
 
-def index_rate(model: LocalModel, glosses: list[str]) -> float:
-    """Glosses per second, best of two passes."""
-    model.encode_texts(glosses[:32])
-    best = float("inf")
-    for _ in range(2):
-        t0 = time.perf_counter()
-        model.encode_texts(glosses, batch_size=32)
-        best = min(best, time.perf_counter() - t0)
-    return len(glosses) / best
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", help="NAME=SOURCE[@int8|@int8-block] to compare (repeatable; default: "
@@ -128,10 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             for stage, xs in times[name].items():
                 m[f"{stage}_p50_ms"], m[f"{stage}_p99_ms"] = float(np.percentile(xs, 50)), float(np.percentile(xs, 99))
             local = LocalModel(repo / name)
-            m["index_glosses_per_s"] = index_rate(local, test.corpus[: args.index_texts])
+            m["index_glosses_per_s"] = texts_per_second(local, test.corpus[: args.index_texts], 32, repeats=2)
             m["demo_index_encode_min"] = DEMO_GLOSSES / m["index_glosses_per_s"] / 60
-            q, d = local.encode_texts(test.queries), local.encode_texts(test.corpus)
-            m["heldout"] = retrieval_metrics(q @ d.T, test.gains, (1, 10), test.relevance_level)
+            m["heldout"] = evaluate(test, local.encode_texts, local.encode_texts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     first = res["models"][names[0]]

@@ -203,22 +203,21 @@ def export_tower(tower: Tower, name: str, folder: Path, partner: str | None, opt
 
     if opts.quantize is not None:
         if tower.role == "text":
-            manifest.quantization = _quantize(folder, manifest, opts.quantize, opts)
+            manifest.quantization = _quantize(folder, manifest, opts)
         else:
             log.warning("%s: --quantize %s applies to text towers; the %s tower stays fp32", name, opts.quantize, tower.role)
     write_manifest(folder, manifest)
     return validate_model_dir(folder)
 
 
-def _quantize(folder: Path, manifest: Manifest, mode: str, opts: ExportOptions) -> Quantization:
-    fp32 = folder / "1" / MODEL_FILE
-    int8 = folder / "model.int8.onnx.tmp"
+def _quantize(folder: Path, manifest: Manifest, opts: ExportOptions) -> Quantization:
+    assert opts.quantize is not None and manifest.parity is not None
+    mode, fp32, int8 = opts.quantize, folder / "1" / MODEL_FILE, folder / "model.int8.onnx.tmp"
     method, weights = Q.MODES[mode]
     log.info("%s: %s quantisation; measuring speed and quality", manifest.name, method)
     Q.quantize_onnx(fp32, int8, mode)
     figures = Q.measure_int8(folder, fp32, int8, P.parity_texts(), opts.eval_pairs)
     Q.swap_in(int8, folder)
-    assert manifest.parity is not None
     return Quantization(method=method, weights=weights, fp32_parity=manifest.parity, **figures)
 
 
@@ -236,8 +235,8 @@ def export_model(source: str | Path, repo: str | Path, name: str, family: str = 
                  options: ExportOptions | None = None) -> list[ExportResult]:
     opts = options or ExportOptions()
     _check_name(name)
-    if opts.quantize is not None and opts.quantize not in Q.MODES:
-        raise BadInput(f"unknown --quantize {opts.quantize!r} (supported: {', '.join(Q.MODES)})")
+    if opts.quantize is not None:
+        Q.check_mode(opts.quantize)
     if opts.eval_pairs is not None and not Path(opts.eval_pairs).is_file():
         raise BadInput(f"--eval-pairs file not found: {opts.eval_pairs}")
     repo = Path(repo)

@@ -41,15 +41,18 @@ def mode_of(method: str) -> str:
     raise BadInput(f"unknown quantization method {method!r} (known: {', '.join(m for m, _ in MODES.values())})")
 
 
-def quantize_onnx(src: Path, dst: Path, mode: str) -> None:
+def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise BadInput(f"unknown --quantize {mode!r} (supported: {', '.join(MODES)})")
+
+
+def quantize_onnx(src: Path, dst: Path, mode: str) -> None:
+    check_mode(mode)
     try:
         (_dynamic if mode == "int8" else _blockwise)(src, dst)
     except ImportError as e:  # an older ONNX Runtime (8-bit MatMulNBits came in 1.22), or onnx-ir not installed
         need = "onnxruntime>=1.22 and onnx-ir" if mode == "int8-block" else "onnxruntime"
-        raise BadInput(f"--quantize {mode} needs {need} (pip install -c constraints.txt {need.replace('>=1.22 and', '')}): "
-                       f"{e}") from e
+        raise BadInput(f"--quantize {mode} needs {need} (`make install` installs the project's pinned versions): {e}") from e
     except (ValueError, RuntimeError, AssertionError) as e:  # the quantizers' own checks, onnx's 2 GB limit
         raise Internal(f"--quantize {mode} of {src} failed: {e}") from e
 
