@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import closed_loop
 from bench.load import bodies
 from mmsearch.config import load_config
-from mmsearch.endpoints import running_config
+from mmsearch.runtime.endpoints import running_config
 
 
 def admission_limits(url: str) -> dict[str, float]:

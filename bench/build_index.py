@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from bench.common import export_bench_models
-from mmsearch.local_model import LocalModel
+from mmsearch.modelrepo.local_model import LocalModel
 from mmsearch.offline.datasets import stamps as S
 from mmsearch.offline.datasets.wordnet import noun_synsets
 from mmsearch.offline.indexing.build import BuildOptions, build_index
-from mmsearch.supervisor import descendants, rss_kb
+from mmsearch.runtime.supervisor import descendants, rss_kb
 
 
 class PeakRSS:

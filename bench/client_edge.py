@@ -1,5 +1,5 @@
 """What the API client adds to a served search: mmsearch's SearchClient against the standard library's
-http.client (what SearchClient used before mmsearch/http11.py) and a raw socket (one send, the body cut
+http.client (what SearchClient used before mmsearch/client/http11.py) and a raw socket (one send, the body cut
 by Content-Length: the floor of any Python client).
 
     .venv/bin/python bench/client_edge.py [--queries 1000]
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from bench.common import running_stack_config, text_bodies
-from mmsearch.client import SearchClient
+from mmsearch.client.search_client import SearchClient
 
 SCENE, FORCE = "text2text", {"recall": "dense"}
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mmsearch.client import SearchClient
+from mmsearch.client.search_client import SearchClient
 from mmsearch.errors import MMSearchError, Overloaded
 
 
 def running_stack_config():
     """The running demo's config (with the ports it recorded), or SystemExit saying how to start one."""
     from mmsearch.config import load_config
-    from mmsearch.endpoints import running_config, stack_pid
+    from mmsearch.runtime.endpoints import running_config, stack_pid
 
     cfg = running_config(load_config())
     if stack_pid(cfg) is None:
@@ -89,7 +89,7 @@ def text_bodies(data_dir: Path, n: int, sample: bool = False) -> dict[str, list[
 
 
 def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, backoff_s: float = 0.05) -> dict:
-    """Closed-loop load through mmsearch.client: ``concurrency`` workers, each sending its next body on an answer."""
+    """Closed-loop load through mmsearch.client.search_client: ``concurrency`` workers, each sending its next body on an answer."""
     client = SearchClient(url, timeout_s=30)
     lat: list[list[float]] = [[] for _ in range(concurrency)]
     stages: list[list[dict]] = [[] for _ in range(concurrency)]
@@ -134,7 +134,7 @@ def summarise(lat_s: list[float], refused_s: list[float], st: list[dict], errors
 def served_search_shape(api, scene: str, force: dict[str, str], user_id: str) -> tuple[int, int]:
     """(hits, search breadth) of the vector search the running service sends for this arm (its live
     experiments config, retrieval_service.pipeline.dense_shape): an irreducible measurement sends the same."""
-    from mmsearch.experiments import Experiments, assign
+    from mmsearch.experiments.spec import Experiments, assign
     from mmsearch.retrieval_service.pipeline import DEFAULT_TOP_K, dense_shape
 
     _, arm, _ = assign(Experiments.model_validate(api.config()["experiments"]).scenes[scene], user_id, force)

@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 import torch
 
-from mmsearch.local_model import LocalModel
-from mmsearch.metrics import mrr_at_k, rankings, recall_at_k
+from mmsearch.modelrepo.local_model import LocalModel
 from mmsearch.offline.datasets.wordnet import labelled_pairs
 from mmsearch.offline.export import ExportOptions, export_model
+from mmsearch.ranking_metrics import mrr_at_k, rankings, recall_at_k
 
 
 def best_rate(fn, texts: list[str], batch: int, repeats: int = 3) -> float:

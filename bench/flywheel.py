@@ -32,10 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mmsearch.client import SearchClient
+from mmsearch.client.search_client import SearchClient
 from mmsearch.config import load_config
-from mmsearch.endpoints import running_config
-from mmsearch.experiments import parse_experiments
+from mmsearch.experiments.spec import parse_experiments
 from mmsearch.offline.datasets import stamps
 from mmsearch.offline.datasets.wordnet import noun_synsets
 from mmsearch.offline.eval_served import Judged, evaluate_served, load_judged
@@ -44,6 +43,7 @@ from mmsearch.offline.flywheel.pairs import PairOptions, heldout, normalise
 from mmsearch.offline.flywheel.simulate import ClickModel, simulate
 from mmsearch.offline.indexing.stores import open_stores
 from mmsearch.retrieval_service.ab_report import render, report
+from mmsearch.runtime.endpoints import running_config
 
 
 def monosemous_queries(cache: Path, n: int, seed: int) -> list[Judged]:

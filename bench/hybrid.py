@@ -37,11 +37,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mmsearch.client import SearchClient
+from mmsearch.client.search_client import SearchClient
 from mmsearch.config import load_config
-from mmsearch.endpoints import running_config
 from mmsearch.offline.datasets.judged import stamp_captions, stamps_everyday, wordnet_heldout, write_judged
 from mmsearch.offline.eval_served import evaluate_served
+from mmsearch.runtime.endpoints import running_config
 
 PICTURE = {"name": "picture", "kind": "dense", "recall_top_k": 100}
 CAPTION = {"name": "caption", "kind": "dense", "embed_model": "minilm", "index": "captions", "recall_top_k": 100}

@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from bench.common import encode_and_search_ms, run_workers, served_search_shape, text_bodies
-from mmsearch.client import SearchClient
+from mmsearch.client.search_client import SearchClient
 from mmsearch.config import load_config
-from mmsearch.endpoints import running_config, stack_pid
 from mmsearch.errors import MMSearchError
-from mmsearch.supervisor import descendants, rss_kb
+from mmsearch.runtime.endpoints import running_config, stack_pid
+from mmsearch.runtime.supervisor import descendants, rss_kb
 
 
 def _argv(pid: int) -> list[str]:
@@ -48,7 +48,7 @@ def process_name(pid: int) -> str:
         return f"stub {parts[-3]}" if len(parts) >= 3 else "stub"
     if exe == "tritonserver":
         return "tritonserver"
-    if any(a.endswith("secantusd-py") or a == "mmsearch.secantusd" for a in argv[:3]):
+    if any(a.endswith("secantusd-py") or a == "mmsearch.runtime.secantusd" for a in argv[:3]):
         return "secantusdb"
     if exe == "milvus":
         return "milvus"
@@ -85,8 +85,8 @@ def irreducible_ms(cfg, api: SearchClient, queries: list[str], index: str = "tex
     """p50 of the work a text2text query cannot avoid, in this one process: encode (the served model's
     ONNX file, ONNX Runtime, 1 thread) + the search the dense arm sends, straight to the stack's Milvus."""
     from mmsearch.clients.vectors import VectorStore, index_spec
-    from mmsearch.embedded import running_store
-    from mmsearch.local_model import LocalModel
+    from mmsearch.modelrepo.local_model import LocalModel
+    from mmsearch.runtime.embedded import running_store
 
     uri = cfg.milvus.uri or running_store("milvus", Path(cfg.data_dir))
     if not uri:

@@ -26,13 +26,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from bench.common import encode_and_search_once, running_stack_config, served_search_shape, text_bodies
-from mmsearch.client import SearchClient
+from mmsearch.client.search_client import SearchClient
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.inference import InferenceClient
 from mmsearch.clients.vectors import VectorStore, index_spec
-from mmsearch.embedded import running_store
-from mmsearch.local_model import LocalModel
-from mmsearch.preprocess_registry import LocalTokenizer
+from mmsearch.modelrepo.local_model import LocalModel
+from mmsearch.modelrepo.preprocess_registry import LocalTokenizer
+from mmsearch.runtime.embedded import running_store
 
 MODEL, INDEX, SCENE, FORCE = "minilm", "texts", "text2text", {"recall": "dense"}
 

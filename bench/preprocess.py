@@ -3,7 +3,7 @@
     .venv/bin/python bench/preprocess.py [--n 500] [--out bench/results/preprocess.json]
 
 The service runs in this process on a free port (the same create_server the CLI uses); the
-in-process figures call the same shared functions (mmsearch.preprocessing) directly, so the
+in-process figures call the same shared functions (mmsearch.modelrepo.preprocessing) directly, so the
 difference is the gRPC round trip plus (de)serialisation.
 """
 
@@ -26,11 +26,11 @@ from PIL import Image
 
 from mmsearch.clients.preprocess import PreprocessClient
 from mmsearch.config import load_config
-from mmsearch.manifest import read_manifest
+from mmsearch.modelrepo.manifest import read_manifest
+from mmsearch.modelrepo.preprocessing import ImagePreprocessor, TextPreprocessor
 from mmsearch.offline.export import export_model
 from mmsearch.offline.models.dual import DualEncoder
 from mmsearch.preprocess_service.server import create_server
-from mmsearch.preprocessing import ImagePreprocessor, TextPreprocessor
 
 QUERY = "red running shoes for trail races"
 

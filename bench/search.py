@@ -26,7 +26,7 @@ from bench.common import closed_loop, encode_and_search_ms, export_bench_models
 from mmsearch.clients.vectors import VectorStore, collection_name
 from mmsearch.config import load_config
 from mmsearch.launcher.stack import Stack, with_free_ports
-from mmsearch.local_model import LocalModel
+from mmsearch.modelrepo.local_model import LocalModel
 from mmsearch.offline.datasets import stamps as S
 from mmsearch.offline.datasets.wordnet import noun_synsets
 from mmsearch.offline.indexing.build import BuildOptions, build_index

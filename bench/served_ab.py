@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from bench.common import running_stack_config, text_bodies
-from mmsearch.client import SearchClient
+from mmsearch.client.search_client import SearchClient
 from mmsearch.config import config_to_env
-from mmsearch.net import http_ok, wait_until
+from mmsearch.runtime.net import http_ok, wait_until
 
 
 def start_b(cfg, overrides: dict[str, str], workdir: Path) -> tuple[subprocess.Popen, str]:

@@ -28,10 +28,10 @@ import numpy as np
 
 from bench.common import run_workers
 from mmsearch.clients.inference import InferenceClient
-from mmsearch.local_model import LocalModel
+from mmsearch.modelrepo.local_model import LocalModel
+from mmsearch.modelrepo.triton_config import read_model_config, write_model_config
 from mmsearch.offline.export import export_model
 from mmsearch.serving.triton import TritonOptions, start_triton
-from mmsearch.triton_config import read_model_config, write_model_config
 
 QUERIES = ["cheap flights to lisbon", "how to fix a flat bike tyre", "best pizza near me", "python list comprehension",
            "symptoms of the flu", "red running shoes", "weather tomorrow in berlin", "what is a vector database"]

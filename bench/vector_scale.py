@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/vector_scale.py [--sizes 10000,100000,1000000] [--real 82115] [--out bench/results/vector_scale.json]
 
-One run, one Milvus 2.3.5 standalone server (mmsearch.embedded.MilvusServer, a throwaway data dir),
+One run, one Milvus 2.3.5 standalone server (mmsearch.runtime.embedded.MilvusServer, a throwaway data dir),
 one collection per corpus size, indexed with the project's default IndexSpec (HNSW M=16,
 efConstruction=200, COSINE). Synthetic corpora: L2-normalised 384-d float32, clustered (random unit
 centres plus Gaussian noise with a decaying spectrum in a random rotation, so the data has a lower
@@ -44,9 +44,9 @@ import numpy as np
 from tqdm import tqdm
 
 from mmsearch.clients.vectors import IndexSpec, VectorStore, collection_name
-from mmsearch.embedded import MilvusServer
 from mmsearch.errors import MMSearchError
-from mmsearch.supervisor import descendants, rss_kb
+from mmsearch.runtime.embedded import MilvusServer
+from mmsearch.runtime.supervisor import descendants, rss_kb
 
 DIM = 384
 TIE_EPS = 1e-5
@@ -290,7 +290,7 @@ def real_vectors(n: int, cache: Path, data_cache: Path, budget_s: float, batch: 
         if meta.get("count", 0) >= n:
             log(f"real: vectors from the cache {cache} ({meta})")
             return np.load(cache, mmap_mode="r")[:n].astype(np.float32), {**meta, "from_cache": True}
-    from mmsearch.local_model import LocalModel
+    from mmsearch.modelrepo.local_model import LocalModel
     from mmsearch.offline.export import ExportOptions, export_model
 
     texts = [s.gloss for s in noun_synsets(data_cache)][:n]
@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"dim": DIM, "index_spec": spec.to_json(), "efs": efs, "top_ks": top_ks, "queries": args.queries,
                      "recall_queries": args.recall_queries, "big_from": args.big, "big_queries": args.big_queries,
                      "big_efs": big_efs, "upsert_batch": args.batch, "cpu_cores": os.cpu_count(),
-                     "engine": "Milvus 2.3.5 standalone (mmsearch.embedded.MilvusServer), one server, one collection per size",
+                     "engine": "Milvus 2.3.5 standalone (mmsearch.runtime.embedded.MilvusServer), one server, one collection per size",
                      "latency": "client-side wall time of one VectorStore.search call (1 vector, Bounded consistency), "
                                 "sequential, after 10 warm-up queries per cell",
                      "recall": "recall@k vs numpy brute force over the same vectors; ties with the exact k-th score count as hits",

@@ -12,9 +12,9 @@ from typing import TypeVar
 
 from mmsearch.config import Config
 from mmsearch.errors import MMSearchError
-from mmsearch.net import write_ports
-from mmsearch.observability import configure_logging
-from mmsearch.supervisor import stop_event
+from mmsearch.runtime.net import write_ports
+from mmsearch.runtime.observability import configure_logging
+from mmsearch.runtime.supervisor import stop_event
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-index": ("mmsearch.offline.build_index", "encode documents into Milvus + MongoDB (versioned, resumable)"),
     "index": ("mmsearch.offline.index_admin", "list, roll back or drop index builds"),
     "serve-retrieval": ("mmsearch.retrieval_service.cli", "serve the search API (HTTP 127.0.0.1:8080, gRPC :50051)"),
-    "search": ("mmsearch.search_cli", "query the running stack's search API (filters, paging, fields)"),
+    "search": ("mmsearch.client.search_cli", "query the running stack's search API (filters, paging, fields)"),
     "pairs": ("mmsearch.offline.flywheel.pairs", "turn the query log's clicks into training pairs and held-out queries"),
     "flywheel": ("mmsearch.offline.flywheel.loop", "clicks -> fine-tune -> gate -> a new model on a small A/B arm, resumable"),
     "ab-report": ("mmsearch.retrieval_service.ab_report", "per-arm traffic and click-through from the query log"),

@@ -10,6 +10,7 @@ an error, so a typo never silently falls back to a default. This is the only mod
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mmsearch.errors import BadInput, ConfigError
-from mmsearch.net import HTTP_TOKEN
+
+# printable ASCII without spaces: what an HTTP header value (an API key) or a request path carries as it is
+HTTP_TOKEN = re.compile(r"[!-~]+")
 
 ENV_PREFIX = "MMSEARCH_"
 CONFIG_FILE_ENV = "MMSEARCH_CONFIG"

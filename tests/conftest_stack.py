@@ -13,11 +13,11 @@ from consul_standin import ConsulStandIn
 from PIL import Image
 
 from mmsearch.config import load_config
-from mmsearch.embedded import MilvusServer, SecantusServer
-from mmsearch.net import wait_until
 from mmsearch.offline.indexing.build import BuildOptions, build_index
 from mmsearch.preprocess_service.server import create_server as create_preprocess
 from mmsearch.retrieval_service.server import create_server as create_retrieval
+from mmsearch.runtime.embedded import MilvusServer, SecantusServer
+from mmsearch.runtime.net import wait_until
 from mmsearch.serving.triton import TritonOptions, start_triton
 
 EXPERIMENTS = """

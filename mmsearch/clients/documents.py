@@ -11,8 +11,8 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from mmsearch.deadline import call_timeout
 from mmsearch.errors import Internal, MMSearchError, Unavailable
+from mmsearch.runtime.deadline import call_timeout
 
 BUILDS = "_builds"
 QUERY_LOG = "_query_log"  # one entry per search, clicks appended (retrieval_service.querylog); read by ab-report and the flywheel

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import grpc
 import numpy as np
 
-from mmsearch.deadline import call_timeout
 from mmsearch.errors import BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Unavailable, from_grpc_status, from_http_status
+from mmsearch.runtime.deadline import call_timeout
 
 _NP_TO_TRITON = {np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32",
                  np.dtype(np.float16): "FP16"}

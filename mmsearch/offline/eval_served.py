@@ -6,7 +6,7 @@ A judged query set is JSON Lines, one query per line:
 
 ``relevant`` maps document ids to grades (a list of ids means grade 1 each). Each query is sent to
 ``POST /v1/search`` with the arm forced (``--force layer=arm``: forced requests are flagged in the
-query log and left out of A/B reports), and the returned ids are scored with mmsearch.metrics
+query log and left out of A/B reports), and the returned ids are scored with mmsearch.ranking_metrics
 (trec_eval conventions). Metrics are reported overall and per tag, with client-side latency, so a
 fusion setting is judged on quality and speed in one run.
 """
@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mmsearch.client import SearchClient
+from mmsearch.client.search_client import SearchClient
 from mmsearch.errors import BadInput
-from mmsearch.metrics import ranked_metrics
+from mmsearch.ranking_metrics import ranked_metrics
 
 MAX_QUERIES = 100_000
 

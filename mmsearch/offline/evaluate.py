@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from mmsearch.errors import BadInput
-from mmsearch.local_model import LocalModel
-from mmsearch.manifest import MANIFEST_NAME, ImagePreprocessing
-from mmsearch.metrics import retrieval_metrics
+from mmsearch.modelrepo.local_model import LocalModel
+from mmsearch.modelrepo.manifest import MANIFEST_NAME, ImagePreprocessing
+from mmsearch.modelrepo.preprocessing import ImagePreprocessor, TextPreprocessor
 from mmsearch.offline.data import EvalSet, load_evalset
 from mmsearch.offline.models import Tower, load_model
-from mmsearch.preprocessing import ImagePreprocessor, TextPreprocessor
+from mmsearch.ranking_metrics import retrieval_metrics
 
 Encode = Callable[[Sequence[str]], np.ndarray]
 
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.api:
             if not args.judged:
                 raise BadInput("--api needs --judged (the judged query set)")
-            from mmsearch.client import SearchClient
+            from mmsearch.client.search_client import SearchClient
             from mmsearch.offline.eval_served import evaluate_served, load_judged, parse_force
 
             r = evaluate_served(SearchClient(args.api, api_key=args.api_key), args.scene, load_judged(args.judged),

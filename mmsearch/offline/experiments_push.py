@@ -15,7 +15,7 @@ from mmsearch.cli import run_cli
 from mmsearch.clients.consul_kv import acl_denied, consul_client
 from mmsearch.config import flag_overrides, load_config
 from mmsearch.errors import BadInput, Unauthenticated, Unavailable
-from mmsearch.experiments import parse_experiments
+from mmsearch.experiments.spec import parse_experiments
 
 
 def push(path: Path, addr: str, key: str, token: str = "") -> int:

@@ -28,22 +28,22 @@ import torch
 
 from mmsearch.config import ExportConfig, flag_overrides, load_config
 from mmsearch.errors import AlreadyExists, BadInput, ParityError
-from mmsearch.local_model import LocalModel
-from mmsearch.manifest import (
+from mmsearch.modelrepo.local_model import LocalModel
+from mmsearch.modelrepo.manifest import (
     MODEL_FILE,
     PREPROCESS_DIR,
     ImagePreprocessing,
     Manifest,
     Quantization,
     TensorSpec,
-    validate_model_dir,
     write_manifest,
 )
+from mmsearch.modelrepo.preprocessing import TextPreprocessor
+from mmsearch.modelrepo.triton_config import build_model_config, write_model_config
+from mmsearch.modelrepo.validate import validate_model_dir
 from mmsearch.offline import parity as P
 from mmsearch.offline import quantize as Q
 from mmsearch.offline.models import LoadedModel, Tower, load_model
-from mmsearch.preprocessing import TextPreprocessor
-from mmsearch.triton_config import build_model_config, write_model_config
 
 log = logging.getLogger("mmsearch.export")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mmsearch.manifest import Parity
+from mmsearch.modelrepo.manifest import Parity
 
 _BASE = [
     "dog",

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from mmsearch.errors import BadInput, Internal
-from mmsearch.local_model import LocalModel
-from mmsearch.manifest import MODEL_FILE
-from mmsearch.metrics import mrr_at_k, neighbour_overlap, rankings, recall_at_k
+from mmsearch.modelrepo.local_model import LocalModel
+from mmsearch.modelrepo.manifest import MODEL_FILE
+from mmsearch.ranking_metrics import mrr_at_k, neighbour_overlap, rankings, recall_at_k
 
 BLOCK = 128
 # --quantize mode -> (the manifest's method, how the weights are stored)

@@ -11,11 +11,11 @@ from grpc_reflection.v1alpha import reflection
 
 from mmsearch.config import Config
 from mmsearch.errors import Unavailable
-from mmsearch.observability import MetricsServer, RpcMetrics, new_registry
-from mmsearch.preprocess_registry import Registry
+from mmsearch.modelrepo.preprocess_registry import Registry
+from mmsearch.modelrepo.repo_watch import RepositoryWatcher
 from mmsearch.preprocess_service.servicer import PreprocessServicer
 from mmsearch.protos import preprocess_pb2, preprocess_pb2_grpc
-from mmsearch.repo_watch import RepositoryWatcher
+from mmsearch.runtime.observability import MetricsServer, RpcMetrics, new_registry
 
 SERVICE_NAME = preprocess_pb2.DESCRIPTOR.services_by_name["Preprocess"].full_name
 

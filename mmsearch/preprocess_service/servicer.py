@@ -9,13 +9,13 @@ import grpc
 
 from mmsearch.config import PreprocessConfig
 from mmsearch.errors import BadInput, DeadlineExceeded
-from mmsearch.grpc_edge import grpc_edge
-from mmsearch.manifest import ImagePreprocessing
-from mmsearch.observability import RpcMetrics
-from mmsearch.preprocess_registry import Registry, check_batch, tokenize
+from mmsearch.modelrepo.manifest import ImagePreprocessing
+from mmsearch.modelrepo.preprocess_registry import Registry, check_batch, tokenize
+from mmsearch.modelrepo.tensors import to_proto
 from mmsearch.protos import preprocess_pb2 as pb
 from mmsearch.protos import preprocess_pb2_grpc as pb_grpc
-from mmsearch.tensors import to_proto
+from mmsearch.runtime.grpc_edge import grpc_edge
+from mmsearch.runtime.observability import RpcMetrics
 
 log = logging.getLogger("mmsearch.preprocess")
 

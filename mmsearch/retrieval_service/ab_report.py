@@ -17,10 +17,10 @@ import numpy as np
 from mmsearch.cli import parse_since, run_cli
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.config import Config, flag_overrides, load_config
-from mmsearch.embedded import embedded_store
-from mmsearch.experiments import Experiments, parse_experiments
+from mmsearch.experiments.spec import Experiments, parse_experiments
 from mmsearch.retrieval_service.ab_stats import ArmSample, ctr_interval, difference, sample_ratio_mismatch, users_needed
 from mmsearch.retrieval_service.querylog import COLLECTION
+from mmsearch.runtime.embedded import embedded_store
 
 LIFT = 0.10  # the relative lift the sample-size line is for
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from mmsearch.clients.consul_kv import acl_denied, consul_client
 from mmsearch.errors import MMSearchError, Unavailable
-from mmsearch.experiments import Experiments, parse_experiments
+from mmsearch.experiments.spec import Experiments, parse_experiments
 
-log = logging.getLogger("mmsearch.experiments")
+log = logging.getLogger("mmsearch.experiments.spec")
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from mmsearch.clients.inference import InferenceClient
 from mmsearch.clients.preprocess import PreprocessClient
 from mmsearch.clients.vectors import VectorStore, index_spec
 from mmsearch.config import Config
-from mmsearch.embedded import running_store
+from mmsearch.encoders.query_encoder import LocalQueryEncoder
 from mmsearch.errors import Unavailable
-from mmsearch.preprocess_registry import LocalTokenizer
-from mmsearch.preprocessing import Tokenizer
-from mmsearch.query_encoder import LocalQueryEncoder
+from mmsearch.modelrepo.preprocess_registry import LocalTokenizer
+from mmsearch.modelrepo.preprocessing import Tokenizer
+from mmsearch.runtime.embedded import running_store
 
 T_co = TypeVar("T_co", covariant=True)  # a Lazy of a LocalTokenizer serves where a Lazy of any Tokenizer is wanted
 PROBE_TIMEOUT_S = 1.0

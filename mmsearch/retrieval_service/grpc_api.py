@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from mmsearch.grpc_edge import grpc_edge
-from mmsearch.observability import RpcMetrics
 from mmsearch.protos import search_pb2 as pb
 from mmsearch.protos import search_pb2_grpc as pb_grpc
 from mmsearch.retrieval_service.auth import key_from
 from mmsearch.retrieval_service.pipeline import SearchService
 from mmsearch.retrieval_service.request import from_proto
 from mmsearch.retrieval_service.response import json_bytes
+from mmsearch.runtime.grpc_edge import grpc_edge
+from mmsearch.runtime.observability import RpcMetrics
 
 log = logging.getLogger("mmsearch.retrieval")
 

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from mmsearch.api_models import ClickBody, EmbedBody, openapi, parse
+from mmsearch.api.models import ClickBody, EmbedBody, openapi, parse
 from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unauthenticated, error_body, http_status
 from mmsearch.retrieval_service.auth import key_from
 from mmsearch.retrieval_service.pipeline import SearchService

@@ -22,23 +22,23 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from mmsearch.api.filters import combine, compile_filter
 from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import HitDocs, VectorStore
 from mmsearch.config import Config, lexical_root
-from mmsearch.deadline import within
 from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Overloaded, Unavailable
-from mmsearch.experiments import Params, assign
-from mmsearch.filters import combine, compile_filter
-from mmsearch.observability import request_context
+from mmsearch.experiments.spec import Params, assign
 from mmsearch.retrieval_service.admission import Admission
 from mmsearch.retrieval_service.auth import ApiKeys
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy, connect_deps
 from mmsearch.retrieval_service.fusion import DEFAULT_RRF_K, fuse
-from mmsearch.retrieval_service.metrics import Metrics
+from mmsearch.retrieval_service.prometheus_metrics import Metrics
 from mmsearch.retrieval_service.querylog import QueryLog
 from mmsearch.retrieval_service.request import SearchRequest
 from mmsearch.retrieval_service.response import Hit, RequestContext, SearchResponse
+from mmsearch.runtime.deadline import within
+from mmsearch.runtime.observability import request_context
 
 DEFAULT_TOP_K = 20
 READY_CACHE_S = 1.0  # /readyz probes each dependency at most once a second

@@ -22,8 +22,8 @@ from typing import Any
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.config import Config
 from mmsearch.errors import BadInput
-from mmsearch.experiments import parse_experiments
-from mmsearch.experiments_edit import CONTROL, edit_consul, edit_file, promote_arm
+from mmsearch.experiments.edit import CONTROL, edit_consul, edit_file, promote_arm
+from mmsearch.experiments.spec import parse_experiments
 from mmsearch.retrieval_service.ab_report import open_query_log, report
 from mmsearch.retrieval_service.querylog import COLLECTION
 

@@ -1,6 +1,6 @@
 """The search request, validated once at the edge (HTTP JSON or gRPC) into one typed object.
 
-Both front ends go through the same pydantic model (mmsearch.api_models.SearchBody), so HTTP and
+Both front ends go through the same pydantic model (mmsearch.api.models.SearchBody), so HTTP and
 gRPC refuse the same things with the same messages; the checks across fields follow here.
 """
 
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmsearch.api_models import MAX_OFFSET, MAX_TEXT_CHARS, MAX_TOP_K, USER_ID_PATTERN, SearchBody, parse
+from mmsearch.api.models import MAX_OFFSET, MAX_TEXT_CHARS, MAX_TOP_K, USER_ID_PATTERN, SearchBody, parse
 from mmsearch.errors import BadInput
 from mmsearch.protos import search_pb2
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from mmsearch.api_models import ScoreType
+from mmsearch.api.models import ScoreType
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from mmsearch.config import Config
 from mmsearch.errors import Unavailable
-from mmsearch.observability import RpcMetrics
 from mmsearch.protos import search_pb2, search_pb2_grpc
 from mmsearch.retrieval_service.config_source import ConsulWatcher, ExperimentStore, FileWatcher
 from mmsearch.retrieval_service.grpc_api import SearchServicer
 from mmsearch.retrieval_service.http_app import create_app
 from mmsearch.retrieval_service.pipeline import SearchService
-from mmsearch.wsgi import WsgiServer
+from mmsearch.runtime.observability import RpcMetrics
+from mmsearch.runtime.wsgi import WsgiServer
 
 log = logging.getLogger("mmsearch.retrieval")
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["Search"].full_name

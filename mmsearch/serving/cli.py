@@ -16,10 +16,10 @@ from pathlib import Path
 from mmsearch.cli import add_ports_file, run_cli
 from mmsearch.config import flag_overrides, load_config
 from mmsearch.errors import BadInput, MMSearchError
-from mmsearch.net import write_ports
+from mmsearch.runtime.net import write_ports
+from mmsearch.runtime.supervisor import stop_event
 from mmsearch.serving.repository import discover
 from mmsearch.serving.triton import TritonOptions, start_triton
-from mmsearch.supervisor import stop_event
 
 log = logging.getLogger("mmsearch.serving")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from mmsearch.errors import BadInput, NotFound
-from mmsearch.manifest import CONFIG_FILE, MODEL_FILE, model_versions
-from mmsearch.triton_config import read_model_config, write_model_config
+from mmsearch.modelrepo.manifest import CONFIG_FILE, MODEL_FILE, model_versions
+from mmsearch.modelrepo.triton_config import read_model_config, write_model_config
 
 RUNNER = Path(__file__).with_name("triton_model.py")
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmsearch.errors import BadInput, MMSearchError, Unavailable
-from mmsearch.net import free_port, http_ok
-from mmsearch.repo_watch import RepositoryWatcher
+from mmsearch.modelrepo.repo_watch import RepositoryWatcher
+from mmsearch.runtime.net import free_port, http_ok
+from mmsearch.runtime.supervisor import ChildProcess, retry_port_clash
 from mmsearch.serving.repository import discover, sync_all, sync_model
-from mmsearch.supervisor import ChildProcess, retry_port_clash
 
 log = logging.getLogger("mmsearch.serving")
 

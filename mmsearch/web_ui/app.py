@@ -20,12 +20,12 @@ from prometheus_client import Counter, Histogram
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.security import safe_join
 
-from mmsearch.client import SearchClient
+from mmsearch.client.search_client import SearchClient
 from mmsearch.config import Config
 from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unavailable, http_status
-from mmsearch.experiments import SCENES as EXPERIMENT_SCENES
-from mmsearch.observability import exposition, new_registry
-from mmsearch.svg import rasterise
+from mmsearch.experiments.spec import SCENES as EXPERIMENT_SCENES
+from mmsearch.modelrepo.svg import rasterise
+from mmsearch.runtime.observability import exposition, new_registry
 
 log = logging.getLogger("mmsearch.web")
 SCENE_LABELS = {"text2text": "Text → text", "text2image": "Text → image", "image2image": "Image → image"}

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from mmsearch.cli import add_ports_file, run_cli, serve_until_stopped
 from mmsearch.config import flag_overrides, load_config, split_address
+from mmsearch.runtime.wsgi import WsgiServer
 from mmsearch.web_ui.app import create_app
-from mmsearch.wsgi import WsgiServer
 
 
 def main(argv: Sequence[str] | None = None) -> int:

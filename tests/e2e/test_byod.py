@@ -22,7 +22,7 @@ import yaml
 
 from mmsearch.config import config_to_env, load_config
 from mmsearch.launcher.stack import with_free_ports
-from mmsearch.supervisor import descendants
+from mmsearch.runtime.supervisor import descendants
 
 pytestmark = [pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]

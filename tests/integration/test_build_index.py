@@ -21,11 +21,11 @@ from PIL import Image
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import VectorStore, collection_name
-from mmsearch.embedded import MilvusServer, SecantusServer
 from mmsearch.errors import BadInput, NotFound, Unavailable
-from mmsearch.local_model import LocalModel
-from mmsearch.net import free_port, wait_until
+from mmsearch.modelrepo.local_model import LocalModel
 from mmsearch.offline.indexing.build import BuildOptions, build_index
+from mmsearch.runtime.embedded import MilvusServer, SecantusServer
+from mmsearch.runtime.net import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -316,7 +316,7 @@ def test_stored_fields_are_type_checked_written_beside_the_vectors_and_filterabl
     assert len(lex_hits) == 40 and "bad-title" not in lex_hits
     vs, ds = stores(o)
     assert vs.fields("texts") == {"category": "str", "price": "float"} and ds.builds("texts")[-1]["fields"] == o.fields
-    from mmsearch.filters import compile_filter
+    from mmsearch.api.filters import compile_filter
 
     q = vs.vector(collection_name("texts", s.build), "p4")[None, :]
     hits = vs.search("texts", q, 50, compile_filter({"category": "boots", "price": {"lt": 10}}, vs.fields("texts")))[0]

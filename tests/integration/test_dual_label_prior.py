@@ -104,7 +104,7 @@ def test_the_caption_memory_lends_an_image_the_texts_of_the_training_images_it_r
 def test_a_dual_trained_with_the_memory_exports_with_parity_and_refuses_a_bad_memory_record(tmp_path, tiny_text):
     from finetune_data import shape_image_pairs
 
-    from mmsearch.manifest import read_manifest
+    from mmsearch.modelrepo.manifest import read_manifest
     from mmsearch.offline.export import export_model
     from mmsearch.offline.finetune import FinetuneConfig, finetune, split_pairs
 

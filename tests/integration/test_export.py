@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mmsearch.local_model import LocalModel
-from mmsearch.manifest import read_manifest, validate_model_dir
-from mmsearch.triton_config import read_model_config
+from mmsearch.modelrepo.local_model import LocalModel
+from mmsearch.modelrepo.manifest import read_manifest
+from mmsearch.modelrepo.triton_config import read_model_config
+from mmsearch.modelrepo.validate import validate_model_dir
 
 # Not the export's own parity set: an independent, varied set of 60 sentences.
 SENTENCES = [
@@ -108,8 +109,8 @@ def test_tiny_clip_both_towers(clip_export: dict[str, Path], tiny_clip: Path):
 
 
 def test_tiny_dual_encoder_roundtrip_and_parity(dual_export: dict[str, Path], tiny_dual: Path):
+    from mmsearch.modelrepo.preprocessing import ImagePreprocessor
     from mmsearch.offline.models.dual import DualEncoder
-    from mmsearch.preprocessing import ImagePreprocessor
 
     model = DualEncoder.load(tiny_dual)
     assert model.dim == 24 and not any(p.requires_grad for p in model.image.parameters())  # LiT: image tower locked

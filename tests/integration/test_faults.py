@@ -18,9 +18,9 @@ import urllib.request
 
 import pytest
 
-from mmsearch.embedded import MilvusServer, SecantusServer
-from mmsearch.net import http_ok, wait_until
 from mmsearch.preprocess_service.server import create_server as create_preprocess
+from mmsearch.runtime.embedded import MilvusServer, SecantusServer
+from mmsearch.runtime.net import http_ok, wait_until
 from mmsearch.serving.triton import TritonOptions, start_triton
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

@@ -16,17 +16,17 @@ from conftest_stack import EXPERIMENTS
 from finetune_data import ANIMALS, COLOURS
 
 from mmsearch.cli import main as cli
-from mmsearch.client import SearchClient
+from mmsearch.client.search_client import SearchClient
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.errors import BadInput
-from mmsearch.experiments import parse_experiments
-from mmsearch.net import http_ok, wait_until
+from mmsearch.experiments.spec import parse_experiments
 from mmsearch.offline.eval_served import Judged
 from mmsearch.offline.flywheel.loop import FlywheelOptions, GateRefused, run_flywheel
 from mmsearch.offline.flywheel.simulate import ClickModel, simulate
 from mmsearch.offline.indexing.build import BuildOptions, build_index
 from mmsearch.retrieval_service.ab_report import report
 from mmsearch.retrieval_service.promote import promote
+from mmsearch.runtime.net import http_ok, wait_until
 
 KEY = "mmsearch/experiments"
 CLICKS = ClickModel(patience=0.97, p_relevant=0.9, p_noise=0.01)  # patient readers: a page of 60 is mostly read

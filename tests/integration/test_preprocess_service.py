@@ -104,7 +104,7 @@ def test_bucket_padding(client):
 def test_cross_encoder_pairs_equal_hugging_face(client, tiny_cross, pre_repo):
     from transformers import AutoTokenizer
 
-    from mmsearch.manifest import read_manifest
+    from mmsearch.modelrepo.manifest import read_manifest
 
     tok = AutoTokenizer.from_pretrained(str(tiny_cross))
     max_len = read_manifest(pre_repo / "rerank").preprocessing.max_length
@@ -253,7 +253,7 @@ def test_metrics_endpoint_counts_rpcs_by_method_and_status(server, client):
 # ---------------------------------------------------------------- the same preprocessing in-process
 @pytest.fixture(scope="module")
 def local(pre_repo):
-    from mmsearch.preprocess_registry import LocalTokenizer
+    from mmsearch.modelrepo.preprocess_registry import LocalTokenizer
 
     t = LocalTokenizer(pre_repo, load_config(environ={}).preprocess, 0)
     yield t
@@ -301,7 +301,7 @@ def test_local_tokenizer_refuses_what_the_service_refuses(local, client, call, f
 
 
 def test_local_tokenizer_unknown_model_and_reload(tmp_path, pre_repo):
-    from mmsearch.preprocess_registry import LocalTokenizer
+    from mmsearch.modelrepo.preprocess_registry import LocalTokenizer
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -312,7 +312,7 @@ def test_local_tokenizer_unknown_model_and_reload(tmp_path, pre_repo):
             t.tokenize("rerank", ["q"], ["d"])
         assert t.serving()
         shutil.copytree(pre_repo / "rerank", repo / "rerank")  # exported after start: loaded by the watcher
-        from mmsearch.net import wait_until
+        from mmsearch.runtime.net import wait_until
 
         assert wait_until(lambda: "rerank" in t.registry.entries(), 10, 0.1)
         assert t.tokenize("rerank", ["q"], ["d"]).tensors["input_ids"].shape[0] == 1

@@ -13,10 +13,10 @@ import grpc
 import pytest
 from conftest_stack import EXPERIMENTS
 
-from mmsearch.net import free_port, wait_until
 from mmsearch.preprocess_service.server import create_server as create_preprocess
 from mmsearch.protos import search_pb2, search_pb2_grpc
 from mmsearch.retrieval_service.server import create_server as create_retrieval
+from mmsearch.runtime.net import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -152,7 +152,7 @@ def test_grpc_filters_and_pages_like_http(stack):
 
 
 def test_embed_text_and_image(stack):
-    from mmsearch.client import SearchClient
+    from mmsearch.client.search_client import SearchClient
     from mmsearch.errors import BadInput, NotFound
 
     c = SearchClient(stack["url"])
@@ -240,10 +240,10 @@ def test_expired_query_log_entries_are_swept_by_the_writer_not_by_secantusdb(sta
 
     from mmsearch.clients.documents import DocumentStore
     from mmsearch.retrieval_service.deps import Lazy
-    from mmsearch.retrieval_service.metrics import Metrics
+    from mmsearch.retrieval_service.prometheus_metrics import Metrics
     from mmsearch.retrieval_service.querylog import COLLECTION, QueryLog
 
-    assert "mmsearch.secantusd" in stack["mongo"].proc.args
+    assert "mmsearch.runtime.secantusd" in stack["mongo"].proc.args
     store = DocumentStore(stack["mongo"].uri, "sweep_test")
     now = dt.datetime.now(dt.UTC)
     store.ensure_collection(COLLECTION)
@@ -289,7 +289,7 @@ def test_clicks_query_log_and_ab_report(stack):
             assert post(url + "/v1/click", {"request_id": res["request_id"], "doc_id": res["results"][0]["id"]})[0] == 200
     from conftest_stack import EXPERIMENTS as EXP
 
-    from mmsearch.experiments import parse_experiments
+    from mmsearch.experiments.spec import parse_experiments
     from mmsearch.retrieval_service.ab_report import render
 
     rows = {(r["scene"], r["arm"]): r for r in report(store, "text2text", parse_experiments(EXP))}
@@ -429,9 +429,9 @@ def test_text_queries_encoded_in_process_are_tritons_embeddings(stack):
     import numpy as np
 
     from mmsearch.clients.inference import InferenceClient
+    from mmsearch.encoders.query_encoder import LocalQueryEncoder
     from mmsearch.errors import NotFound
-    from mmsearch.preprocess_registry import LocalTokenizer
-    from mmsearch.query_encoder import LocalQueryEncoder
+    from mmsearch.modelrepo.preprocess_registry import LocalTokenizer
 
     cfg = stack["cfg"]
     enc = LocalQueryEncoder(stack["repo"], 1, 0)
@@ -479,9 +479,9 @@ def test_local_query_encoders_follow_the_repository(stack, tmp_path):
 
     import numpy as np
 
+    from mmsearch.encoders.query_encoder import LocalQueryEncoder
     from mmsearch.errors import Unavailable
-    from mmsearch.manifest import read_manifest
-    from mmsearch.query_encoder import LocalQueryEncoder
+    from mmsearch.modelrepo.manifest import read_manifest
 
     repo = tmp_path / "repo"
     repo.mkdir()

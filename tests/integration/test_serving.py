@@ -21,8 +21,8 @@ from tritonclient.utils import InferenceServerException
 
 from mmsearch.clients.inference import InferenceClient
 from mmsearch.errors import BadInput, NotFound, Unavailable
-from mmsearch.local_model import LocalModel
-from mmsearch.net import free_port, http_ok, read_ports, wait_until
+from mmsearch.modelrepo.local_model import LocalModel
+from mmsearch.runtime.net import free_port, http_ok, read_ports, wait_until
 from mmsearch.serving.triton import TritonOptions, start_triton
 
 pytestmark = pytest.mark.integration

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from mmsearch.config import config_to_env, load_config
-from mmsearch.embedded import MilvusServer, SecantusServer
-from mmsearch.endpoints import running_config
 from mmsearch.launcher.stack import with_free_ports
-from mmsearch.net import http_ok, wait_until
 from mmsearch.offline.indexing.build import BuildOptions, build_index
-from mmsearch.supervisor import descendants
+from mmsearch.runtime.embedded import MilvusServer, SecantusServer
+from mmsearch.runtime.endpoints import running_config
+from mmsearch.runtime.net import http_ok, wait_until
+from mmsearch.runtime.supervisor import descendants
 
 pytestmark = pytest.mark.integration
 

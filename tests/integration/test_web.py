@@ -8,7 +8,7 @@ import re
 import pytest
 
 from mmsearch.clients.documents import DocumentStore
-from mmsearch.net import free_port, wait_until
+from mmsearch.runtime.net import free_port, wait_until
 from mmsearch.web_ui.app import COOKIE, PAGE_SIZE, create_app
 
 pytestmark = pytest.mark.integration

@@ -74,7 +74,7 @@ class _Log:
 
 
 def test_report_flags_an_arm_that_got_no_users_and_leaves_forced_requests_out():
-    from mmsearch.experiments import parse_experiments
+    from mmsearch.experiments.spec import parse_experiments
     from mmsearch.retrieval_service.ab_report import render, report
 
     exp = parse_experiments("scenes:\n  text2text:\n    defaults: {embed_model: m, index: i}\n    layers:\n"

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from mmsearch.errors import Overloaded
-from mmsearch.net import wait_until
 from mmsearch.retrieval_service.admission import Admission
+from mmsearch.runtime.net import wait_until
 
 
 def hold(adm: Admission, entered: threading.Event, release: threading.Event, out: list[str]) -> None:

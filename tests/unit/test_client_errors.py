@@ -12,7 +12,7 @@ from pymilvus.exceptions import ConnectError, MilvusException, ParamError
 from tritonclient.utils import InferenceServerException
 
 from mmsearch import errors as E
-from mmsearch.client import SearchClient as RetrievalClient
+from mmsearch.client.search_client import SearchClient as RetrievalClient
 from mmsearch.clients.grpc_errors import translate as grpc_translate
 from mmsearch.clients.inference import _translate as triton_translate
 from mmsearch.clients.vectors import _translate as milvus_translate

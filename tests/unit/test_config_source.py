@@ -10,8 +10,8 @@ import pytest
 from consul_standin import ConsulStandIn
 
 from mmsearch.errors import Unavailable
-from mmsearch.net import free_port, wait_until
 from mmsearch.retrieval_service.config_source import ConsulWatcher, ExperimentStore, FileWatcher
+from mmsearch.runtime.net import free_port, wait_until
 
 GOOD_A = "scenes:\n  text2text:\n    defaults: {embed_model: model_a, index: docs}\n"
 GOOD_B = "scenes:\n  text2text:\n    defaults: {embed_model: model_b, index: docs}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from mmsearch.deadline import MIN_CALL_S, call_timeout, within
+from mmsearch.runtime.deadline import MIN_CALL_S, call_timeout, within
 
 
 def test_own_timeout_outside_a_request_and_the_rest_of_the_request_inside():

@@ -554,7 +554,7 @@ def test_probe_endpoints_exist_in_the_apps():
 
 
 def test_default_experiments_file_is_valid():
-    from mmsearch.experiments import parse_experiments
+    from mmsearch.experiments.spec import parse_experiments
 
     exp = parse_experiments((ROOT / load_config(environ={}).experiments_file).read_text())
     arms = [a.name for a in exp.scenes["text2image"].layers[0].arms]

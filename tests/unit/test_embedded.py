@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from mmsearch import embedded as E
+from mmsearch.runtime import embedded as E
 
 
 def _ports() -> dict[str, int]:

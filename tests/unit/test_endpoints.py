@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from mmsearch.config import load_config
-from mmsearch.endpoints import bound, clear_stack, record_stack, running_config, stack_file
+from mmsearch.runtime.endpoints import bound, clear_stack, record_stack, running_config, stack_file
 
 
 def _cfg(tmp_path):

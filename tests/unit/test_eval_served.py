@@ -7,8 +7,8 @@ import json
 import pytest
 
 from mmsearch.errors import BadInput
-from mmsearch.metrics import ranked_metrics
 from mmsearch.offline.eval_served import evaluate_served, load_judged, parse_force
+from mmsearch.ranking_metrics import ranked_metrics
 
 
 def test_load_judged_accepts_lists_and_grades(tmp_path):

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from mmsearch.errors import BadInput
-from mmsearch.experiments import BUCKETS, SCENES, Layer, assign, bucket, parse_experiments
+from mmsearch.experiments.spec import BUCKETS, SCENES, Layer, assign, bucket, parse_experiments
 
 CONFIG = """
 scenes:

@@ -7,8 +7,8 @@ import pytest
 from consul_standin import ConsulStandIn
 
 from mmsearch.errors import AlreadyExists, BadInput, NotFound
-from mmsearch.experiments import parse_experiments
-from mmsearch.experiments_edit import add_arm, add_arm_to_consul, add_arm_to_file, promote_arm
+from mmsearch.experiments.edit import add_arm, add_arm_to_consul, add_arm_to_file, promote_arm
+from mmsearch.experiments.spec import parse_experiments
 
 BASE = """# the team's notes survive
 scenes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mmsearch.api.filters import MAX_TERMS, combine, compile_filter, parse_field_spec, quote
 from mmsearch.errors import BadInput
-from mmsearch.filters import MAX_TERMS, combine, compile_filter, parse_field_spec, quote
 
 FIELDS = {"category": "str", "price": "float", "stock": "int", "active": "bool"}
 

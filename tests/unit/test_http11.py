@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from mmsearch.client import SearchClient
+from mmsearch.client.http11 import ClosedBeforeAnswer, Connection, ProtocolError
+from mmsearch.client.search_client import SearchClient
 from mmsearch.errors import BadInput, Unavailable
-from mmsearch.http11 import ClosedBeforeAnswer, Connection, ProtocolError
 
 
 class Canned:

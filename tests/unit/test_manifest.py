@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from mmsearch.errors import BadInput, NotFound
-from mmsearch.manifest import (
+from mmsearch.modelrepo.manifest import (
     ImagePreprocessing,
     Manifest,
     TensorSpec,

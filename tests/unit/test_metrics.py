@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmsearch.metrics import mrr_at_k, neighbour_overlap, rankings, recall_at_k
+from mmsearch.ranking_metrics import mrr_at_k, neighbour_overlap, rankings, recall_at_k
 
 
 def test_hand_computed_recall_and_mrr():
@@ -26,7 +26,7 @@ def test_neighbour_overlap_identical_and_different():
 def test_hand_computed_precision_map_ndcg():
     import math
 
-    from mmsearch.metrics import map_at_k, ndcg_at_k, precision_at_k, retrieval_metrics
+    from mmsearch.ranking_metrics import map_at_k, ndcg_at_k, precision_at_k, retrieval_metrics
 
     ranked = np.array([[0, 2, 1, 3], [0, 1, 2, 3]])
     rel = [{2}, {0, 3}]
@@ -51,7 +51,7 @@ def test_rankings_break_ties_by_index_and_clip_k():
 
 
 def test_unjudged_queries_are_skipped_and_judged_ones_without_relevant_documents_score_zero():
-    from mmsearch.metrics import map_at_k, ndcg_at_k, precision_at_k, retrieval_metrics
+    from mmsearch.ranking_metrics import map_at_k, ndcg_at_k, precision_at_k, retrieval_metrics
 
     ranked = np.array([[0, 1], [1, 0]])
     rel = [{0}, set()]  # the second query has nothing relevant (at this level): trec_eval scores it 0
@@ -66,7 +66,7 @@ def test_unjudged_queries_are_skipped_and_judged_ones_without_relevant_documents
 
 
 def test_ndcg_is_one_for_the_ideal_order_and_zero_for_no_hits():
-    from mmsearch.metrics import ndcg_at_k
+    from mmsearch.ranking_metrics import ndcg_at_k
 
     gains = [{2: 3.0, 0: 2.0, 1: 1.0}]
     assert abs(ndcg_at_k(np.array([[2, 0, 1, 3]]), gains, 4) - 1.0) < 1e-12
@@ -76,14 +76,14 @@ def test_ndcg_is_one_for_the_ideal_order_and_zero_for_no_hits():
 
 
 def test_map_divides_by_all_relevant_documents_as_trec_eval_does():
-    from mmsearch.metrics import map_at_k
+    from mmsearch.ranking_metrics import map_at_k
 
     # 3 relevant, k=2, both top-2 relevant: trec_eval's map_cut_2 is (1 + 1) / 3
     assert map_at_k(np.array([[0, 1, 2]]), [{0, 1, 2}], 2) == pytest.approx(2 / 3)
 
 
 def test_binary_relevance_is_grade_at_least_the_relevance_level_and_keys_per_k():
-    from mmsearch.metrics import retrieval_metrics
+    from mmsearch.ranking_metrics import retrieval_metrics
 
     m = retrieval_metrics(np.array([[0.9, 0.8, 0.7]]), [{0: 2.0, 1: 2.0, 2: 1.0}], ks=(1, 2))
     assert set(m) == {f"{name}@{k}" for name in ("recall", "precision", "mrr", "map", "ndcg") for k in (1, 2)}
@@ -97,7 +97,7 @@ def test_metrics_match_trec_eval_on_random_runs(level):
     """pytrec-eval (trec_eval's own code) on random graded runs: every metric equal to 1e-9."""
     import pytrec_eval
 
-    from mmsearch.metrics import retrieval_metrics
+    from mmsearch.ranking_metrics import retrieval_metrics
 
     rng = np.random.default_rng(level)
     n_q, n_d, k = 40, 60, 10

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mmsearch.net import free_port, http_ok, wait_until
+from mmsearch.runtime.net import free_port, http_ok, wait_until
 
 
 def test_free_port_can_be_bound_right_away():
@@ -159,7 +159,7 @@ def test_wait_until_returns_the_truthiness_as_a_bool_like_value():
 
 
 def test_free_ports_stay_below_the_ephemeral_range_and_never_repeat():
-    from mmsearch.net import _ephemeral_range
+    from mmsearch.runtime.net import _ephemeral_range
 
     lo, _ = _ephemeral_range()
     ports = [free_port() for _ in range(200)]
@@ -170,7 +170,7 @@ def test_free_ports_stay_below_the_ephemeral_range_and_never_repeat():
 
 
 def test_reported_ports_round_trip_and_garbage_is_none(tmp_path):
-    from mmsearch.net import read_ports, write_ports
+    from mmsearch.runtime.net import read_ports, write_ports
 
     f = tmp_path / "run" / "svc.ports.json"
     assert read_ports(f) is None  # not written yet: the launcher keeps waiting

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mmsearch.errors import BadInput
-from mmsearch.grpc_edge import grpc_edge
-from mmsearch.observability import RpcMetrics, configure_logging, exposition, new_registry, request_context
+from mmsearch.runtime.grpc_edge import grpc_edge
+from mmsearch.runtime.observability import RpcMetrics, configure_logging, exposition, new_registry, request_context
 
 
 @pytest.fixture
@@ -84,13 +84,13 @@ def test_wsgi_server_stop_ends_its_threads_and_connections():
     import threading
     import urllib.request
 
-    from mmsearch.wsgi import WsgiServer
+    from mmsearch.runtime.wsgi import WsgiServer
 
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
-    from mmsearch.net import wait_until
+    from mmsearch.runtime.net import wait_until
 
     before = threading.active_count()
     server = WsgiServer(app, "127.0.0.1", 0, 4, "test")

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mmsearch.api_models import SearchResult
+from mmsearch.api.models import SearchResult
 from mmsearch.clients.vectors import HitDocs
 from mmsearch.config import Config
 from mmsearch.errors import BadInput, DeadlineExceeded, NotFound, Overloaded, Unavailable
-from mmsearch.preprocessing import TextBatch
+from mmsearch.modelrepo.preprocessing import TextBatch
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy
 from mmsearch.retrieval_service.pipeline import DEFAULT_RECALL, DEFAULT_TOP_K, SearchService
@@ -61,7 +61,7 @@ class FakeInference:
         self.sleep_s = 0.0
 
     def infer(self, model: str, tensors: dict[str, np.ndarray], output: str) -> np.ndarray:
-        from mmsearch.deadline import call_timeout
+        from mmsearch.runtime.deadline import call_timeout
 
         self.calls.append((model, output))
         self.timeouts.append(call_timeout(30.0))  # what a real client would give this call
@@ -532,7 +532,7 @@ def test_a_bm25_source_on_an_index_without_terms_is_a_named_404(hf):
     ("fusion: max", "fusion"),
 ])
 def test_bad_source_configs_are_refused_naming_the_problem(bad, match):
-    from mmsearch.experiments import parse_experiments
+    from mmsearch.experiments.spec import parse_experiments
 
     text = f"scenes:\n  text2text:\n    defaults: {{embed_model: e, index: i, {bad.replace(': ', ': ', 1)}}}\n"
     with pytest.raises(BadInput, match=match):
@@ -596,7 +596,7 @@ def test_each_dependency_call_gets_what_is_left_of_the_request_not_its_own_timeo
         assert h.inf.timeouts and all(0 < t <= 0.5 for t in h.inf.timeouts)  # 30 s of its own, 0.5 s of request
     finally:
         h.close()
-    from mmsearch.deadline import call_timeout
+    from mmsearch.runtime.deadline import call_timeout
 
     assert call_timeout(30.0) == 30.0  # outside a request: the client's own timeout
 

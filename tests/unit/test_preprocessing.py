@@ -6,9 +6,9 @@ from PIL import Image
 from tiny_models import minilm_dir
 
 from mmsearch.errors import BadInput
-from mmsearch.manifest import ImagePreprocessing
+from mmsearch.modelrepo.manifest import ImagePreprocessing
+from mmsearch.modelrepo.preprocessing import MAX_IMAGE_PIXELS, ImagePreprocessor, TextPreprocessor, load_image
 from mmsearch.offline.parity import parity_images
-from mmsearch.preprocessing import MAX_IMAGE_PIXELS, ImagePreprocessor, TextPreprocessor, load_image
 
 CLIP_SPEC = ImagePreprocessing(
     resize_shortest_edge=224, crop_size=(224, 224), resample="bicubic",

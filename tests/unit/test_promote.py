@@ -7,8 +7,8 @@ import pytest
 
 from mmsearch.config import load_config
 from mmsearch.errors import BadInput
-from mmsearch.experiments import parse_experiments
-from mmsearch.experiments_edit import add_arm
+from mmsearch.experiments.edit import add_arm
+from mmsearch.experiments.spec import parse_experiments
 from mmsearch.retrieval_service.promote import promote
 
 BASE = """scenes:

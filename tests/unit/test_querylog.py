@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mmsearch.retrieval_service.deps import Lazy
-from mmsearch.retrieval_service.metrics import Metrics
+from mmsearch.retrieval_service.prometheus_metrics import Metrics
 from mmsearch.retrieval_service.querylog import COLLECTION, QueryLog
 
 

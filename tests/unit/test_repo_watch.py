@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from mmsearch.net import wait_until
-from mmsearch.repo_watch import RepositoryWatcher
+from mmsearch.modelrepo.repo_watch import RepositoryWatcher
+from mmsearch.runtime.net import wait_until
 
 
 def model(repo, name: str, version: int = 1, content: bytes = b"onnx") -> None:

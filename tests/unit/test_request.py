@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mmsearch.errors import BadInput
-from mmsearch.experiments import SCENES
+from mmsearch.experiments.spec import SCENES
 from mmsearch.protos import search_pb2 as pb
 from mmsearch.retrieval_service.request import MAX_OFFSET, MAX_TEXT_CHARS, MAX_TOP_K, SearchRequest, from_json, from_proto
 

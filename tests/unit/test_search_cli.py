@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmsearch.search_cli import main, render
+from mmsearch.client.search_cli import main, render
 
 
 def test_render_numbers_hits_from_the_offset_and_says_how_to_page_on():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mmsearch.errors import ProcessDied, Unavailable
-from mmsearch.supervisor import ChildProcess, _setpriv, descendants, rss_kb
+from mmsearch.runtime.supervisor import ChildProcess, _setpriv, descendants, rss_kb
 
 PY = sys.executable
 
@@ -93,8 +93,8 @@ def _listening(port: int) -> bool:
 def test_a_port_taken_meanwhile_is_retried_on_fresh_ports(tmp_path):
     import socket
 
-    from mmsearch.net import free_port
-    from mmsearch.supervisor import retry_port_clash
+    from mmsearch.runtime.net import free_port
+    from mmsearch.runtime.supervisor import retry_port_clash
 
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))  # bound, not listening: the child's bind fails, and nothing answers its probe
@@ -122,7 +122,7 @@ def test_a_port_taken_meanwhile_is_retried_on_fresh_ports(tmp_path):
 
 
 def test_other_failures_are_not_retried(tmp_path):
-    from mmsearch.supervisor import retry_port_clash
+    from mmsearch.runtime.supervisor import retry_port_clash
 
     calls = []
 
@@ -148,11 +148,11 @@ def test_a_child_gets_sigterm_when_its_launcher_is_killed(tmp_path):
     """PR_SET_PDEATHSIG (set by ``setpriv`` before exec, not by a preexec_fn: see die_with_parent)."""
     import subprocess
 
-    from mmsearch.net import wait_until
+    from mmsearch.runtime.net import wait_until
 
     pid_file = tmp_path / "child.pid"
     launcher = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
-                "from pathlib import Path\nfrom mmsearch.supervisor import ChildProcess\n"
+                "from pathlib import Path\nfrom mmsearch.runtime.supervisor import ChildProcess\n"
                 f"c = ChildProcess('sleeper', [sys.executable, '-c', 'import time; time.sleep(60)'], Path({str(tmp_path / 'log.txt')!r}), lambda: True)\n"
                 f"Path({str(pid_file)!r}).write_text(str(c.pid))\ntime.sleep(60)\n")
     proc = subprocess.Popen([PY, "-c", launcher])

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from mmsearch.errors import BadInput
-from mmsearch.preprocessing import load_image
-from mmsearch.svg import MAX_ELEMENTS, is_svg, rasterise
+from mmsearch.modelrepo.preprocessing import load_image
+from mmsearch.modelrepo.svg import MAX_ELEMENTS, is_svg, rasterise
 
 NS = 'xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
 RED = f'<svg {NS} width="40" height="20"><rect width="40" height="20" fill="red"/></svg>'.encode()
@@ -110,7 +110,7 @@ def test_a_costly_render_is_stopped_and_refused_without_stalling_the_process(mon
     """A few hundred bytes of filters can cost minutes of CPU: the renderer process is killed at the limit."""
     import threading
 
-    import mmsearch.svg as S
+    import mmsearch.modelrepo.svg as S
 
     monkeypatch.setattr(S, "RENDER_TIMEOUT_S", 2.0)
     monkeypatch.setattr(S, "RENDER_CPU_S", 2)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mmsearch.errors import BadInput
+from mmsearch.modelrepo.tensors import ALLOWED_DTYPES, from_proto, to_proto
 from mmsearch.protos import tensor_pb2
-from mmsearch.tensors import ALLOWED_DTYPES, from_proto, to_proto
 
 
 def _sample(dtype: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -5,7 +5,7 @@ from test_manifest import text_manifest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from mmsearch.errors import BadInput
-from mmsearch.triton_config import build_model_config, read_model_config, write_model_config
+from mmsearch.modelrepo.triton_config import build_model_config, read_model_config, write_model_config
 
 
 def test_written_config_parses_as_triton_model_config(tmp_path: Path):

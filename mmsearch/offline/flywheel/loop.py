@@ -40,17 +40,17 @@ from typing import Any
 
 from mmsearch.clients.vectors import check_index_name, collection_name, index_spec
 from mmsearch.config import Config, flag_overrides, lexical_root, load_config
-from mmsearch.endpoints import running_config
 from mmsearch.errors import AlreadyExists, BadInput, DeadlineExceeded, MMSearchError, NotFound
-from mmsearch.experiments_edit import add_arm_to_consul, add_arm_to_file
-from mmsearch.manifest import MANIFEST_NAME, read_manifest
-from mmsearch.net import wait_until
+from mmsearch.experiments.edit import add_arm_to_consul, add_arm_to_file
+from mmsearch.modelrepo.manifest import MANIFEST_NAME, read_manifest
 from mmsearch.offline.data import load_pairs
 from mmsearch.offline.eval_served import load_judged
 from mmsearch.offline.flywheel.gate import GateResult, gate, heldout_evalset, load_corpus, with_distractors
 from mmsearch.offline.flywheel.pairs import PairOptions, pairs_from_log, write_pairs
 from mmsearch.offline.indexing.stores import open_stores
 from mmsearch.offline.quantize import mode_of
+from mmsearch.runtime.endpoints import running_config
+from mmsearch.runtime.net import wait_until
 
 log = logging.getLogger("mmsearch.flywheel")
 STATE = "state.json"
@@ -136,7 +136,7 @@ def _wait(what: str, check: Callable[[], bool], timeout_s: float) -> None:
 
 def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) every step; returns the state. Raises GateRefused when the gate says no."""
-    from mmsearch.client import SearchClient
+    from mmsearch.client.search_client import SearchClient
     from mmsearch.offline.export import ExportOptions, export_model
     from mmsearch.offline.finetune import FinetuneConfig, finetune, split_pairs
     from mmsearch.offline.indexing.build import BuildOptions, build_index

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mmsearch.client import SearchClient
+from mmsearch.client.search_client import SearchClient
 from mmsearch.errors import MMSearchError
 from mmsearch.offline.eval_served import Judged
 

@@ -30,11 +30,11 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
+from mmsearch.api.filters import check_value, parse_field_spec
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.lexical import LexicalStore, LexicalWriter, check_lexical_fields
 from mmsearch.clients.vectors import IndexSpec, VectorStore, check_index_name, collection_name
 from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound
-from mmsearch.filters import check_value, parse_field_spec
 from mmsearch.offline.indexing.encoders import Encoder
 from mmsearch.offline.indexing.reader import Doc, ReaderState, Reject, count_lines, iter_lines, parse_line, read_image_bytes
 from mmsearch.offline.indexing.stores import open_stores

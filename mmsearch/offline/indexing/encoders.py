@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mmsearch.errors import BadInput
-from mmsearch.local_model import LocalModel
+from mmsearch.modelrepo.local_model import LocalModel
 
 
 class Encoder:

@@ -126,7 +126,7 @@ def read_image_bytes(ref: str, image_root: Path) -> bytes:
             raise BadInput(f"image {ref} is {size:,} bytes, over the {MAX_IMAGE_BYTES:,}-byte limit")
         data = path.read_bytes()
         if path.suffix.lower() == ".svg":  # rendered here, where the folder it may reference is known and trusted
-            from mmsearch.svg import rasterise
+            from mmsearch.modelrepo.svg import rasterise
 
             return rasterise(data, f"image {ref}", resources_dir=path.parent)
         return data

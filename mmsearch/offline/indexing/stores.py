@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.vectors import IndexSpec, VectorStore
-from mmsearch.embedded import embedded_store
+from mmsearch.runtime.embedded import embedded_store
 
 log = logging.getLogger("mmsearch.index")
 

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from mmsearch.errors import BadInput
-from mmsearch.manifest import ImagePreprocessing, TextPreprocessing
+from mmsearch.modelrepo.manifest import ImagePreprocessing, TextPreprocessing
+from mmsearch.modelrepo.preprocessing import load_image
 from mmsearch.offline.models.tower import FnModule, LoadedModel, Tower, features, l2
-from mmsearch.preprocessing import load_image
 
 _PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
 

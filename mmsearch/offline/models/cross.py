@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmsearch.manifest import TextPreprocessing
+from mmsearch.modelrepo.manifest import TextPreprocessing
 from mmsearch.offline.models.tower import FnModule, LoadedModel, Tower
 
 DEFAULT_MAX_LENGTH = 512

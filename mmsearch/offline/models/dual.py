@@ -38,11 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmsearch.errors import BadInput
-from mmsearch.manifest import ImagePreprocessing, TextPreprocessing
+from mmsearch.modelrepo.manifest import ImagePreprocessing, TextPreprocessing
+from mmsearch.modelrepo.preprocessing import ImagePreprocessor
 from mmsearch.offline.models.imagenet_labels import N_CLASSES, label_embeddings
 from mmsearch.offline.models.text import load_sentence_transformer, st_forward, st_max_length
 from mmsearch.offline.models.tower import FnModule, LoadedModel, Tower, l2
-from mmsearch.preprocessing import ImagePreprocessor
 
 DUAL_MARKER = "mmsearch_dual.json"
 FORMAT = "mmsearch-dual-encoder"

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmsearch.manifest import ImagePreprocessing, Kind, TextPreprocessing
+from mmsearch.modelrepo.manifest import ImagePreprocessing, Kind, TextPreprocessing
 
 Role = Literal["text", "image", "cross"]
 ROLE_KIND: dict[str, Kind] = {"text": "text_encoder", "image": "image_encoder", "cross": "cross_encoder"}

@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mmsearch.modelrepo.preprocessing import ImagePreprocessor
 from mmsearch.offline.data import EvalSet, Pair
 from mmsearch.offline.models import resolve_source
 from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, score
 from mmsearch.offline.training.contrastive import contrastive_epoch
-from mmsearch.preprocessing import ImagePreprocessor
 
 
 def finetune_clip(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> FinetuneResult:

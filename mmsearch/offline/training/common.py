@@ -16,8 +16,8 @@ import torch
 from tqdm import tqdm
 
 from mmsearch.errors import BadInput
-from mmsearch.metrics import retrieval_metrics
 from mmsearch.offline.data import EvalSet, Modality, Pair
+from mmsearch.ranking_metrics import retrieval_metrics
 
 log = logging.getLogger("mmsearch.finetune")
 RECORD = "mmsearch_finetune.json"  # written beside the best model; read by `mmsearch export --gate`

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmsearch.metrics import retrieval_metrics
 from mmsearch.offline.data import EvalSet, Pair
 from mmsearch.offline.models import resolve_source
 from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, progress_bar
+from mmsearch.ranking_metrics import retrieval_metrics
 
 
 def finetune_cross(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> FinetuneResult:

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from mmsearch.modelrepo.preprocessing import ImagePreprocessor
 from mmsearch.offline.data import EvalSet, Pair
 from mmsearch.offline.models import resolve_source
 from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, log, score
 from mmsearch.offline.training.contrastive import contrastive_epoch
-from mmsearch.preprocessing import ImagePreprocessor
 
 
 def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> FinetuneResult:

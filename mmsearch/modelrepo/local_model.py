@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from mmsearch.errors import BadInput, NotFound
-from mmsearch.manifest import MODEL_FILE, Manifest, read_manifest
-from mmsearch.preprocessing import ImageInput, ImagePreprocessor, TextPreprocessor
+from mmsearch.modelrepo.manifest import MODEL_FILE, Manifest, read_manifest
+from mmsearch.modelrepo.preprocessing import ImageInput, ImagePreprocessor, TextPreprocessor
 
 
 def make_session(onnx_path: str | Path, threads: int = 0, providers: Sequence[str] | None = None, arena: bool = True):

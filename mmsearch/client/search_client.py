@@ -1,6 +1,6 @@
-"""mmsearch.client: the Python client of the search API (POST /v1/search, /v1/click, /v1/embed).
+"""mmsearch.client.search_client: the Python client of the search API (POST /v1/search, /v1/click, /v1/embed).
 
-    from mmsearch.client import SearchClient
+    from mmsearch.client.search_client import SearchClient
     c = SearchClient("http://127.0.0.1:8081")
     page = c.search("text2text", text="red running shoes", top_k=10, filter={"category": "shoes"})
     for hit in page["results"]: ...
@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from mmsearch.client.http11 import ClosedBeforeAnswer, Connection, ProtocolError
+from mmsearch.config import HTTP_TOKEN
 from mmsearch.errors import BadInput, Unavailable, from_http_status
-from mmsearch.http11 import ClosedBeforeAnswer, Connection, ProtocolError
-from mmsearch.net import HTTP_TOKEN, http_ok
+from mmsearch.runtime.net import http_ok
 
 
 def _parse_url(base_url: str) -> tuple[str, str, int | None, str]:

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from mmsearch.errors import Internal, MMSearchError, NotFound, Unavailable
-from mmsearch.local_model import LocalModel
-from mmsearch.manifest import MANIFEST_NAME, latest_model_file, read_manifest
-from mmsearch.repo_watch import RepositoryWatcher
+from mmsearch.modelrepo.local_model import LocalModel
+from mmsearch.modelrepo.manifest import MANIFEST_NAME, latest_model_file, read_manifest
+from mmsearch.modelrepo.repo_watch import RepositoryWatcher
 
 log = logging.getLogger("mmsearch.retrieval")
 

@@ -119,7 +119,7 @@ RENDER_EXTRA_MEMORY = 1024 * 1024 * 1024  # address space the renderer may add t
 
 def _render_in_child(text: str, box: int, resources_dir: Path | None) -> tuple[bytes, bytes]:
     """(b"ok", png) | (b"error" | b"limit", message). The renderer is a new process
-    (mmsearch/svg_renderer.py), started by subprocess's vfork+exec: a bare os.fork() of a gRPC server
+    (mmsearch/modelrepo/svg_renderer.py), started by subprocess's vfork+exec: a bare os.fork() of a gRPC server
     ran gRPC's fork handlers, and about one SVG query in six died in the child (SIGSEGV) under load in
     the served stack. The child sets its own limits."""
     import subprocess

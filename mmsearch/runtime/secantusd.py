@@ -1,4 +1,4 @@
-"""The embedded secantusdb server, run as ``python -m mmsearch.secantusd`` with ``secantusd-py``'s own
+"""The embedded secantusdb server, run as ``python -m mmsearch.runtime.secantusd`` with ``secantusd-py``'s own
 arguments, its TTL sweeper off.
 
 Why: each minute that sweeper scans every document of a collection with a TTL index, in Python, holding
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     def without_sweeper(*args: Any, **kwargs: Any) -> Any:
         made = server.SecantusDBServer(*args, **{**kwargs, "ttl_sweep_seconds": 0})
         if getattr(getattr(made, "storage", None), "_ttl_thread", None) is not None:  # another secantusdb version
-            logging.getLogger("mmsearch.secantusd").warning("secantusdb's TTL sweeper is running despite ttl_sweep_seconds=0")
+            logging.getLogger("mmsearch.runtime.secantusd").warning("secantusdb's TTL sweeper is running despite ttl_sweep_seconds=0")
         return made
 
     cli.SecantusDBServer = without_sweeper

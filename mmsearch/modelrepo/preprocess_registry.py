@@ -17,9 +17,9 @@ from pathlib import Path
 
 from mmsearch.config import PreprocessConfig
 from mmsearch.errors import BadInput, MMSearchError, NotFound, Unavailable
-from mmsearch.manifest import MANIFEST_NAME, ImagePreprocessing, Manifest, TextPreprocessing, read_manifest
-from mmsearch.preprocessing import ImagePreprocessor, TextBatch, TextPreprocessor
-from mmsearch.repo_watch import RepositoryWatcher
+from mmsearch.modelrepo.manifest import MANIFEST_NAME, ImagePreprocessing, Manifest, TextPreprocessing, read_manifest
+from mmsearch.modelrepo.preprocessing import ImagePreprocessor, TextBatch, TextPreprocessor
+from mmsearch.modelrepo.repo_watch import RepositoryWatcher
 
 log = logging.getLogger("mmsearch.preprocess")
 

@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from mmsearch.errors import BadInput
-from mmsearch.manifest import ImagePreprocessing, Manifest, TextPreprocessing
-from mmsearch.svg import MAX_SVG_BYTES, is_svg, rasterise
+from mmsearch.modelrepo.manifest import ImagePreprocessing, Manifest, TextPreprocessing
+from mmsearch.modelrepo.svg import MAX_SVG_BYTES, is_svg, rasterise
 
 #: Largest image (in pixels) we agree to decode: bigger is treated as a decompression bomb.
 MAX_IMAGE_PIXELS = 64_000_000

@@ -1,6 +1,6 @@
 """Embedded defaults: local server processes started when no URI is configured.
 
-- secantusdb: a MongoDB wire-protocol server on WiredTiger (`secantusd-py`, run by mmsearch.secantusd
+- secantusdb: a MongoDB wire-protocol server on WiredTiger (`secantusd-py`, run by mmsearch.runtime.secantusd
   with its TTL sweeper off: the query log expires its own entries), on 127.0.0.1, its cache bounded
   (SECANTUS_CACHE).
 - Milvus standalone (the real Milvus 2.3 server from the PyPI package `milvus`: embedded etcd, local
@@ -9,7 +9,7 @@
 Neither binary can bind port 0 and report it, so their ports are picked free and a start that finds
 one taken meanwhile is retried on fresh ones (supervisor.retry_port_clash).
 
-Each is a ``ChildProcess`` (mmsearch.supervisor): own process group, ``stop()`` leaves nothing behind.
+Each is a ``ChildProcess`` (mmsearch.runtime.supervisor): own process group, ``stop()`` leaves nothing behind.
 A server records its address in ``<its data dir>/endpoint.json`` while it runs, so another process
 of the same data dir (``build-index`` beside a running ``mmsearch up``) uses it instead of starting
 a second server over the same files (``attach_or_start``).
@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mmsearch.errors import Unavailable
-from mmsearch.net import free_port, http_ok
-from mmsearch.supervisor import ChildProcess, retry_port_clash
+from mmsearch.runtime.net import free_port, http_ok
+from mmsearch.runtime.supervisor import ChildProcess, retry_port_clash
 
 
 def _bin(name: str) -> str:
@@ -55,9 +55,9 @@ class SecantusServer(ChildProcess):
 
         def start() -> None:
             self.port = port or free_port(host)
-            # mmsearch.secantusd: secantusd-py with its TTL sweeper off (it stalled every search once a minute)
+            # mmsearch.runtime.secantusd: secantusd-py with its TTL sweeper off (it stalled every search once a minute)
             _bin("secantusd-py")  # installed, or a clear error naming it
-            cmd = [sys.executable, "-m", "mmsearch.secantusd", "--host", host, "--port", str(self.port),
+            cmd = [sys.executable, "-m", "mmsearch.runtime.secantusd", "--host", host, "--port", str(self.port),
                    "--storage-path", str(storage), "--log-level", "WARNING", "--cache-size", cache_size]
             ChildProcess.__init__(self, "secantusdb", cmd, log_file or storage.parent / "secantusdb.log", self._ping)
 

@@ -12,7 +12,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from mmsearch.errors import BadInput
-from mmsearch.manifest import Manifest, TensorSpec
+from mmsearch.modelrepo.manifest import Manifest, TensorSpec
 
 _TRITON_DTYPES = {
     "int64": mc.TYPE_INT64,

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from mmsearch.errors import ProcessDied, Unavailable
-from mmsearch.net import PORT_CLASH, wait_until
+from mmsearch.runtime.net import PORT_CLASH, wait_until
 
-log = logging.getLogger("mmsearch.supervisor")
+log = logging.getLogger("mmsearch.runtime.supervisor")
 C = TypeVar("C")
 
 

@@ -24,8 +24,6 @@ _RNG = random.Random()  # its own generator: tests that seed `random` must not m
 _HANDED_OUT: set[int] = set()
 _LOCK = threading.Lock()
 LOWEST_PORT = 10000
-# printable ASCII without spaces: what an HTTP header value (an API key) or a request path carries as it is
-HTTP_TOKEN = re.compile(r"[!-~]+")
 
 
 def _ephemeral_range() -> tuple[int, int]:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-log = logging.getLogger("mmsearch.repo_watch")
+log = logging.getLogger("mmsearch.modelrepo.repo_watch")
 Signature = tuple[tuple[str, int, int], ...]
 
 

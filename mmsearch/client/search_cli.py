@@ -1,4 +1,4 @@
-"""mmsearch search: query the running stack's search API from the shell (through mmsearch.client).
+"""mmsearch search: query the running stack's search API from the shell (through mmsearch.client.search_client).
 
   mmsearch search "red running shoes"
   mmsearch search "red running shoes" --filter '{"category": "shoes", "price": {"lt": 50}}' --top-k 5
@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from mmsearch.cli import run_cli
-from mmsearch.client import SearchClient
+from mmsearch.client.search_client import SearchClient
 from mmsearch.config import load_config
-from mmsearch.endpoints import running_config
 from mmsearch.errors import BadInput, NotFound
-from mmsearch.experiments import SCENES
+from mmsearch.experiments.spec import SCENES
+from mmsearch.runtime.endpoints import running_config
 
 
 def build_parser() -> argparse.ArgumentParser:

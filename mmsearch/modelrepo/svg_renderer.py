@@ -1,4 +1,4 @@
-"""The SVG renderer process (run by mmsearch.svg, never imported): SVG text on stdin, ``status\\n`` +
+"""The SVG renderer process (run by mmsearch.modelrepo.svg, never imported): SVG text on stdin, ``status\\n`` +
 payload on stdout, with CPU and memory limits it sets on itself.
 
 Started as ``python -I -S svg_renderer.py SITE_DIR BOX CPU_S EXTRA_BYTES RESOURCES_DIR``: isolated,

@@ -21,7 +21,7 @@ from typing import Any
 
 from mmsearch.clients.consul_kv import acl_denied, consul_client
 from mmsearch.errors import AlreadyExists, BadInput, NotFound, Unauthenticated, Unavailable
-from mmsearch.experiments import parse_experiments
+from mmsearch.experiments.spec import parse_experiments
 
 CONTROL = "control"
 
