@@ -6,7 +6,7 @@
 The choice issue 16 leaves to the team (serve a bigger text base, or keep MiniLM's ceiling) turns on
 three figures per base, measured here in one run so that they compare:
 - the query's cost as the retrieval service pays it: its own tokenizer and encoder stages
-  (``LocalTokenizer`` + ``LocalQueryEncoder``, one ONNX Runtime thread, the defaults), on held-out
+  (``LocalTokenizer`` + ``RepositoryBackend``, one ONNX Runtime thread, the defaults), on held-out
   WordNet lemmas one at a time, the models interleaved query by query (this machine is noisy);
 - the index build's encode rate on WordNet glosses (batch 32, all cores, as build_index encodes) and
   what it means for the demo's 82,115 glosses;
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from mmsearch.config import PreprocessConfig
-from mmsearch.encoders.query_encoder import LocalQueryEncoder
+from mmsearch.encoders.local import RepositoryBackend
 from mmsearch.modelrepo.local_model import LocalModel
 from mmsearch.modelrepo.manifest import latest_model_file
 from mmsearch.modelrepo.preprocess_registry import LocalTokenizer
@@ -63,18 +63,18 @@ def parse_models(specs: list[str]) -> dict[str, tuple[str, str | None]]:
 def served_query_cost(repo: Path, names: list[str], queries: list[str]) -> dict[str, dict[str, list[float]]]:
     """Milliseconds of each query's two stages per model, with the retrieval service's own classes."""
     tok = LocalTokenizer(repo, PreprocessConfig(), poll_s=0)
-    enc = LocalQueryEncoder(repo, threads=1, poll_s=0)  # retrieval.encode_threads' default
+    enc = RepositoryBackend(repo, threads=1, poll_s=0)  # retrieval.encode_threads' default
     times = {n: {"qp": [], "embed": []} for n in names}
     try:
         for n in names:  # warm-up: the first runs allocate
             for q in queries[:20]:
-                enc.embed(n, tok.tokenize(n, [q]).tensors)
+                enc.infer(n, tok.tokenize(n, [q]).tensors)
         for i, q in enumerate(queries):
             for n in names[i % len(names):] + names[: i % len(names)]:  # each model first in turn
                 t0 = time.perf_counter()
                 tensors = tok.tokenize(n, [q]).tensors
                 t1 = time.perf_counter()
-                enc.embed(n, tensors)
+                enc.infer(n, tensors)
                 t2 = time.perf_counter()
                 times[n]["qp"].append((t1 - t0) * 1e3)
                 times[n]["embed"].append((t2 - t1) * 1e3)

@@ -12,10 +12,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -137,41 +137,11 @@ DOCS_MAX_HITS = 1024
 _MILVUS_TYPES = {"str": "VARCHAR", "int": "INT64", "float": "DOUBLE", "bool": "BOOL"}  # metadata field types
 
 
-class HitDocs:
-    """Documents that came back beside a search's hits, by id. Each is kept as its stored JSON text and
-    parsed when read: a page shows 20 of the 100 hits a recall may bring, and parsing all of them cost a
-    query about 0.15 ms. Documents read from MongoDB join with update()."""
+class RawDocSink(Protocol):
+    """Where a search puts the documents stored beside its hits (the retrieval service's per-request
+    ``HitDocs``): each as its stored JSON text, by id."""
 
-    def __init__(self) -> None:
-        self._raw: dict[str, str] = {}
-        self._docs: dict[str, dict[str, Any]] = {}
-
-    def put_raw(self, doc_id: str, raw: str) -> None:
-        self._raw[doc_id] = raw
-
-    def update(self, docs: Mapping[str, dict[str, Any]]) -> None:
-        self._docs.update(docs)
-
-    def get(self, doc_id: str) -> dict[str, Any] | None:
-        doc = self._docs.get(doc_id)
-        if doc is None and doc_id in self._raw:
-            doc = self._docs[doc_id] = json.loads(self._raw.pop(doc_id))
-        return doc
-
-    def __getitem__(self, doc_id: str) -> dict[str, Any]:
-        doc = self.get(doc_id)
-        if doc is None:
-            raise KeyError(doc_id)
-        return doc
-
-    def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._docs or doc_id in self._raw
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([*self._docs, *self._raw])
-
-    def __len__(self) -> int:
-        return len(self._docs) + len(self._raw)
+    def put_raw(self, doc_id: str, raw: str) -> None: ...
 
 
 class VectorStore:
@@ -404,7 +374,7 @@ class VectorStore:
         return sum(int(s.num_rows) for s in segments if s.index_id or int(s.num_rows) < MILVUS_MIN_INDEXED_SEGMENT_ROWS)
 
     def search(self, name: str, vectors: np.ndarray, top_k: int, filter: str = "",
-               ef: int | None = None, docs: HitDocs | None = None, breadth: int = 0) -> list[list[tuple[str, float]]]:
+               ef: int | None = None, docs: RawDocSink | None = None, breadth: int = 0) -> list[list[tuple[str, float]]]:
         """Top-k (id, score) per query vector from an index (alias) or collection; NotFound names a missing one.
         ``ef``: HNSW search breadth for this call (the recall/latency knob an experiment arm may set).
         ``breadth``: search as broadly as for this many hits (HNSW ef at least this), so the first

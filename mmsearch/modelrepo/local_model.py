@@ -7,14 +7,14 @@ same preprocessing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from mmsearch.errors import BadInput, NotFound
 from mmsearch.modelrepo.manifest import MODEL_FILE, Manifest, read_manifest
-from mmsearch.modelrepo.preprocessing import ImageInput, ImagePreprocessor, TextPreprocessor
+from mmsearch.modelrepo.preprocessing import ImageInput, ImagePreprocessor, TextPreprocessor, encode_by_length
 
 
 def make_session(onnx_path: str | Path, threads: int = 0, providers: Sequence[str] | None = None, arena: bool = True):
@@ -59,11 +59,15 @@ class LocalModel:
             self._image = ImagePreprocessor.for_model(self.manifest)
         return self._image
 
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Run the graph on ready tensors, in chunks of max_batch_size (the serving limit)."""
+    def run(self, feeds: Mapping[str, np.ndarray], output: str | None = None) -> np.ndarray:
+        """Run the graph on ready tensors, in chunks of max_batch_size (the serving limit); its first
+        output, or the one named."""
         n = len(next(iter(feeds.values())))
         step = self.manifest.max_batch_size
-        out_name = self.manifest.outputs[0].name
+        names = [o.name for o in self.manifest.outputs]
+        if output is not None and output not in names:
+            raise BadInput(f"model {self.manifest.name} has no output {output!r} (has {names})")
+        out_name = output or names[0]
         parts = [
             self.session.run([out_name], {k: v[i : i + step] for k, v in feeds.items()})[0] for i in range(0, n, step)
         ]
@@ -72,17 +76,7 @@ class LocalModel:
     def encode_texts(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         if self.manifest.kind != "text_encoder":
             raise BadInput(f"model {self.manifest.name} is a {self.manifest.kind}, not a text encoder")
-        if not len(texts):
-            raise BadInput("empty batch: no texts given")
-        # Batch texts of similar length together (as sentence-transformers does) so little compute
-        # goes to padding; results come back in the caller's order.
-        order = np.argsort([-len(t) if isinstance(t, str) else 0 for t in texts], kind="stable")
-        ordered = [texts[i] for i in order]
-        out = np.concatenate([self.run(self.text(ordered[i : i + batch_size]).tensors)
-                              for i in range(0, len(ordered), batch_size)])
-        result = np.empty_like(out)
-        result[order] = out
-        return result
+        return encode_by_length(texts, batch_size, lambda batch: self.run(self.text(batch).tensors))
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
         out = [self.run({"pixel_values": self.image(images[i : i + batch_size])}) for i in range(0, len(images), batch_size)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -235,3 +235,17 @@ class ImagePreprocessor:
         if len(images) == 0:
             raise BadInput("empty batch: no images given")
         return np.stack([self.one(im, f"image #{i}") for i, im in enumerate(images)])
+
+
+def encode_by_length(texts: Sequence[str], batch_size: int, encode_batch: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """``encode_batch`` over batches of texts of similar length (as sentence-transformers does), so little
+    compute goes to padding; the rows come back in the caller's order. Every text encoder runs through
+    this, in-process or served."""
+    if not len(texts):
+        raise BadInput("empty batch: no texts given")
+    order = np.argsort([-len(t) if isinstance(t, str) else 0 for t in texts], kind="stable")
+    ordered = [texts[i] for i in order]
+    out = np.concatenate([encode_batch(ordered[i : i + batch_size]) for i in range(0, len(ordered), batch_size)])
+    result = np.empty_like(out)
+    result[order] = out
+    return result

@@ -7,7 +7,7 @@
 With ``--api`` a served arm is evaluated end to end through the search API (offline/eval_served.py).
 
 A model is a fine-tuned / source folder (any family offline/models loads; evaluated in PyTorch) or an
-exported repository model (evaluated with ONNX Runtime through LocalModel, as served). For
+exported repository model (evaluated with ONNX Runtime through the encoders' local backend, as served). For
 two-tower models the query and corpus towers are picked by the modalities (text or image) of the
 two files.
 """
@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmsearch.encoders.encoder import Encoder
+from mmsearch.encoders.local import LocalBackend
 from mmsearch.errors import BadInput
-from mmsearch.modelrepo.local_model import LocalModel
 from mmsearch.modelrepo.manifest import MANIFEST_NAME, ImagePreprocessing
 from mmsearch.modelrepo.preprocessing import ImagePreprocessor, TextPreprocessor
 from mmsearch.offline.data import EvalSet, load_evalset
@@ -63,8 +64,9 @@ def tower_encoder(tower: Tower, batch_size: int = 64) -> Encode:
 
 
 def repo_encoder(model_dir: Path) -> Encode:
-    m = LocalModel(model_dir)
-    if m.manifest.kind == "image_encoder":
+    """A repository model run as the build runs it (``Encoder`` on the local backend)."""
+    m = Encoder(model_dir, LocalBackend.for_model(model_dir))
+    if m.modality == "image":
         return lambda items: m.encode_images([Path(p) for p in items])
     return lambda items: m.encode_texts(list(items))
 

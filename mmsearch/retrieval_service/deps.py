@@ -17,7 +17,8 @@ from mmsearch.clients.inference import InferenceClient
 from mmsearch.clients.preprocess import PreprocessClient
 from mmsearch.clients.vectors import VectorStore, index_spec
 from mmsearch.config import Config
-from mmsearch.encoders.query_encoder import LocalQueryEncoder
+from mmsearch.encoders.backend import Backend
+from mmsearch.encoders.local import RepositoryBackend
 from mmsearch.errors import Unavailable
 from mmsearch.modelrepo.preprocess_registry import LocalTokenizer
 from mmsearch.modelrepo.preprocessing import Tokenizer
@@ -85,12 +86,19 @@ class Deps:
     vectors: Lazy[VectorStore]
     documents: Lazy[DocumentStore]
     tokenizers: Lazy[LocalTokenizer] | None = None
-    encoders: Lazy[LocalQueryEncoder] | None = None
+    encoders: Lazy[RepositoryBackend] | None = None
 
     @property
     def all(self) -> list[Lazy[Any]]:
         deps: list[Lazy[Any]] = [self.inference, self.preprocess, self.vectors, self.documents]
         return deps + [d for d in (self.tokenizers, self.encoders) if d is not None]
+
+    def backend(self, modality: str) -> Lazy[Backend]:
+        """Where a query of this modality is embedded: text in this process when retrieval.encode is
+        local, everything else by Triton (one ``Backend`` interface either way)."""
+        if modality == "text" and self.encoders is not None:
+            return self.encoders
+        return self.inference
 
     @property
     def text(self) -> Lazy[Tokenizer]:
@@ -131,6 +139,6 @@ def connect_deps(config: Config) -> Deps:
         Lazy("mongodb", mongo, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s))),
         Lazy("tokenizers", lambda: LocalTokenizer(config.model_repository, p, config.repository_poll_s),
              lambda t: t.close(), lambda t: t.serving(), in_process=True) if r.tokenize == "local" else None,
-        Lazy("encoders", lambda: LocalQueryEncoder(config.model_repository, r.encode_threads, config.repository_poll_s),
+        Lazy("encoders", lambda: RepositoryBackend(config.model_repository, r.encode_threads, config.repository_poll_s),
              lambda e: e.close(), lambda e: e.serving(), in_process=True) if r.encode == "local" else None,
     )

@@ -1,5 +1,6 @@
-"""HTTP front end: POST /v1/search (plain WSGI, the hot path), and on Flask POST /v1/click, /v1/embed;
-GET /v1/config, /openapi.json, /healthz, /readyz, /metrics."""
+"""HTTP front end: /v1/search (plain WSGI, the hot path: its one code path), and on Flask POST /v1/click,
+/v1/embed; GET /v1/config, /openapi.json, /healthz, /readyz, /metrics. Every JSON body, answers and
+errors alike, is written by ``response.json_bytes``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mmsearch.api.models import ClickBody, EmbedBody, openapi, parse
@@ -29,7 +30,12 @@ def _error_response(e: BaseException) -> tuple[int, dict[str, str], bytes]:
         headers["Retry-After"] = "1"
     if isinstance(e, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="mmsearch"'
-    return http_status(e), headers, json.dumps(error_body(e)).encode()
+    return http_status(e), headers, json_bytes(error_body(e))
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    """A Flask route's JSON answer, written as the search body is (one writer for the whole API)."""
+    return Response(json_bytes(value), status=status, content_type="application/json")
 
 
 def parse_json_body(raw: bytes) -> object:
@@ -61,6 +67,11 @@ def search_endpoint(service: SearchService, max_bytes: int) -> Callable[[dict[st
         return raw
 
     def handle(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ.get("REQUEST_METHOD") != "POST":
+            body = json_bytes({"error": "Method Not Allowed", "message": "/v1/search takes POST"})
+            start_response("405 Method Not Allowed", [("Content-Type", "application/json"), ("Allow", "POST"),
+                                                      ("Content-Length", str(len(body)))])
+            return [body]
         try:
             service.auth.check(key_from({k[5:].replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}))
             refused = service.shed()
@@ -93,7 +104,7 @@ def create_app(service: SearchService) -> Flask:
     flask_app = app.wsgi_app
 
     def front(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") == "/v1/search" and environ.get("REQUEST_METHOD") == "POST":
+        if environ.get("PATH_INFO") == "/v1/search":  # every method: the search handler answers 405 itself
             return search(environ, start_response)
         return flask_app(environ, start_response)
 
@@ -111,28 +122,22 @@ def create_app(service: SearchService) -> Flask:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(e):
-        return jsonify(error_body(BadInput(f"body: over the {max_bytes:,}-byte limit"))), 400
+        return json_response(error_body(BadInput(f"body: over the {max_bytes:,}-byte limit")), 400)
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException):
-        return jsonify({"error": e.name, "message": e.description}), e.code
+        return json_response({"error": e.name, "message": e.description}, e.code or 500)
 
     @app.errorhandler(Exception)
     def _internal(e: Exception):
         log.exception("internal error")
-        return jsonify(error_body(e)), 500
-
-    @app.post("/v1/search")
-    def search_route():  # front() serves it before Flask; the route keeps it in the URL map (GET: 405)
-        started: list[tuple[str, list[tuple[str, str]]]] = []
-        body = search(request.environ, lambda status, headers: started.append((status, headers)))
-        return Response(body, status=started[0][0], headers=started[0][1])
+        return json_response(error_body(e), 500)
 
     @app.post("/v1/click")
     def click():
         body = parse(ClickBody, _json_body())
         service.click(body.request_id, body.doc_id, body.user_id)
-        return jsonify({"ok": True})
+        return json_response({"ok": True})
 
     @app.post("/v1/embed")
     def embed():
@@ -141,21 +146,21 @@ def create_app(service: SearchService) -> Flask:
             raise BadInput("text: give text or image_b64 (one of them)")
         image = decode_image(body.image_b64, "image_b64") if body.image_b64 is not None else None
         vec = service.embed(body.model, text=body.text, image=image)
-        return jsonify({"model": body.model, "dim": int(vec.shape[0]), "embedding": [float(x) for x in vec]})
+        return json_response({"model": body.model, "dim": int(vec.shape[0]), "embedding": [float(x) for x in vec]})
 
     @app.get("/v1/models")
     def models():
-        return jsonify({"models": service.models()})
+        return json_response({"models": service.models()})
 
     @app.get("/openapi.json")
     def openapi_json():
-        return jsonify(openapi())
+        return json_response(openapi())
 
     @app.get("/v1/config")
     def config():
         store = service.experiments
         live = store.current
-        return jsonify({
+        return json_response({
             "version": live.version if live else None, "source": live.source if live else None,
             "loaded_at": live.loaded_at if live else None, "last_error": store.last_error, "rejected": store.rejected,
             "experiments": live.experiments.model_dump(exclude_none=True) if live else None,
@@ -163,12 +168,12 @@ def create_app(service: SearchService) -> Flask:
 
     @app.get("/healthz")
     def healthz():
-        return jsonify({"status": "ok"})
+        return json_response({"status": "ok"})
 
     @app.get("/readyz")
     def readyz():
         parts = service.ready()
-        return jsonify({"ready": all(parts.values()), "dependencies": parts}), 200 if all(parts.values()) else 503
+        return json_response({"ready": all(parts.values()), "dependencies": parts}, 200 if all(parts.values()) else 503)
 
     @app.get("/metrics")
     def metrics():

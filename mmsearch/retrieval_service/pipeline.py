@@ -24,7 +24,7 @@ import numpy as np
 
 from mmsearch.api.filters import combine, compile_filter
 from mmsearch.clients.lexical import LexicalStore
-from mmsearch.clients.vectors import HitDocs, VectorStore
+from mmsearch.clients.vectors import VectorStore
 from mmsearch.config import Config, lexical_root
 from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Overloaded, Unavailable
 from mmsearch.experiments.spec import Params, assign
@@ -36,7 +36,7 @@ from mmsearch.retrieval_service.fusion import DEFAULT_RRF_K, fuse
 from mmsearch.retrieval_service.prometheus_metrics import Metrics
 from mmsearch.retrieval_service.querylog import QueryLog
 from mmsearch.retrieval_service.request import SearchRequest
-from mmsearch.retrieval_service.response import Hit, RequestContext, SearchResponse
+from mmsearch.retrieval_service.response import Hit, HitDocs, RequestContext, SearchResponse
 from mmsearch.runtime.deadline import within
 from mmsearch.runtime.observability import request_context
 
@@ -225,11 +225,8 @@ class SearchService:
                     tensors = tok.tokenize(model, [req.text or ""], bucket=self.deps.encoders is None).tensors
         except BadInput as e:  # the preprocessor names images[0] / texts[0]; the caller sent query.*
             raise BadInput(f"{where}{'image_b64' if req.image is not None else 'text'}: {e.message}") from e
-        if req.image is None and self.deps.encoders is not None:  # retrieval.encode local
-            with self._stage("embed", self.deps.encoders, ctx) as enc:
-                return enc.embed(model, tensors)
-        with self._stage("embed", self.deps.inference, ctx) as inf:
-            return inf.infer(model, tensors, "embedding")
+        with self._stage("embed", self.deps.backend("text" if req.image is None else "image"), ctx) as backend:
+            return backend.infer(model, tensors, "embedding")
 
     def _dense(self, req: SearchRequest, vec: np.ndarray[Any, Any], index: str, k: int, p: Params,
                ctx: RequestContext, docs: HitDocs, breadth: int = 0) -> list[tuple[str, float]]:

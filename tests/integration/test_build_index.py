@@ -342,7 +342,8 @@ def test_documents_are_kept_beside_the_vectors_and_returned_by_search(env, index
     """A search returns its hits' documents itself (no MongoDB read on the served path); a document over
     milvus.stored_doc_max_bytes is kept in MongoDB only; a build from before (no stored documents) searches
     as before, also when the alias moves to it while the store still remembers the field."""
-    from mmsearch.clients.vectors import DOC_FIELD, HitDocs
+    from mmsearch.clients.vectors import DOC_FIELD
+    from mmsearch.retrieval_service.response import HitDocs
 
     o = env()
     rows = [{"id": f"d{i}", "text": f"document number {i} about topic {i % 7}", "n": i, "tags": ["a", i], "naïve": "é 東京"}

@@ -429,12 +429,12 @@ def test_text_queries_encoded_in_process_are_tritons_embeddings(stack):
     import numpy as np
 
     from mmsearch.clients.inference import InferenceClient
-    from mmsearch.encoders.query_encoder import LocalQueryEncoder
+    from mmsearch.encoders.local import RepositoryBackend
     from mmsearch.errors import NotFound
     from mmsearch.modelrepo.preprocess_registry import LocalTokenizer
 
     cfg = stack["cfg"]
-    enc = LocalQueryEncoder(stack["repo"], 1, 0)
+    enc = RepositoryBackend(stack["repo"], 1, 0)
     tok = LocalTokenizer(stack["repo"], cfg.preprocess, 0)
     triton = InferenceClient(f"127.0.0.1:{cfg.serving.grpc_port}", "grpc")
     try:
@@ -442,12 +442,12 @@ def test_text_queries_encoded_in_process_are_tritons_embeddings(stack):
         assert not {"rerank", "clip_image"} & set(enc.models())  # not the cross-encoder, not the image tower
         for model in enc.models():
             for q in ("a", "text document 7 about subject 7", "naïve café 東京 🚀", "word " * 300):
-                mine = enc.embed(model, tok.tokenize(model, [q]).tensors)
+                mine = enc.infer(model, tok.tokenize(model, [q]).tensors)
                 theirs = triton.infer(model, tok.tokenize(model, [q], bucket=True).tensors, "embedding")
                 assert mine.shape == theirs.shape == (1, theirs.shape[1])
                 np.testing.assert_allclose(mine, theirs, atol=2e-5, err_msg=f"{model}: {q[:20]!r}")
         with pytest.raises(NotFound, match="text encoder 'rerank' not found"):
-            enc.embed("rerank", tok.tokenize("tiny", ["q"]).tensors)
+            enc.infer("rerank", tok.tokenize("tiny", ["q"]).tensors)
     finally:
         triton.close()
         tok.close()
@@ -479,29 +479,29 @@ def test_local_query_encoders_follow_the_repository(stack, tmp_path):
 
     import numpy as np
 
-    from mmsearch.encoders.query_encoder import LocalQueryEncoder
+    from mmsearch.encoders.local import RepositoryBackend
     from mmsearch.errors import Unavailable
     from mmsearch.modelrepo.manifest import read_manifest
 
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copytree(stack["repo"] / "tiny", repo / "tiny")
-    enc = LocalQueryEncoder(repo, 1, 0.2)
+    enc = RepositoryBackend(repo, 1, 0.2)
     try:
         feeds = {"input_ids": np.array([[1, 5, 7, 2]], np.int64), "attention_mask": np.ones((1, 4), np.int64)}  # in both vocabularies
-        dim = enc.embed("tiny", feeds).shape[1]
+        dim = enc.infer("tiny", feeds).shape[1]
         clip_dim = read_manifest(stack["repo"] / "clip_text").embedding_dim
         assert dim != clip_dim
         # version 2: another graph with the same inputs (the CLIP text tower), so the switch shows in the width
         shutil.copytree(stack["repo"] / "clip_text" / "1", repo / "tiny" / "2")
-        assert wait_until(lambda: enc.embed("tiny", feeds).shape[1] == clip_dim, 10, 0.1)
+        assert wait_until(lambda: enc.infer("tiny", feeds).shape[1] == clip_dim, 10, 0.1)
         (repo / "broken").mkdir()
         (repo / "broken" / "mmsearch.json").write_text("{nope")
         assert wait_until(lambda: not enc.serving(), 10, 0.1)
         (repo / "broken" / "1").mkdir()  # (a change the watcher sees again: still broken, still reported)
         with pytest.raises(Unavailable, match="'broken' failed to load"):
-            enc.embed("broken", feeds)
-        assert enc.embed("tiny", feeds).shape[1] == clip_dim  # the others serve on
+            enc.infer("broken", feeds)
+        assert enc.infer("tiny", feeds).shape[1] == clip_dim  # the others serve on
         shutil.rmtree(repo / "broken")  # removed: no longer holds readiness down (the watcher reports no removal)
         assert enc.serving()
     finally:

@@ -548,8 +548,10 @@ def test_probe_endpoints_exist_in_the_apps():
     class _Svc:  # only the url map is inspected
         config = lc(environ={})
 
-    rules = {r.rule for r in retrieval_app(_Svc()).url_map.iter_rules()}
-    assert {"/healthz", "/readyz", "/metrics", "/v1/search", "/v1/config", "/v1/click"} <= rules
+    app = retrieval_app(_Svc())
+    rules = {r.rule for r in app.url_map.iter_rules()}
+    assert {"/healthz", "/readyz", "/metrics", "/v1/config", "/v1/click"} <= rules
+    assert app.test_client().get("/v1/search").status_code == 405  # served before Flask's URL map: there, not 404
     assert {"/healthz", "/readyz", "/metrics"} <= {r.rule for r in web_app(lc(environ={})).url_map.iter_rules()}
 
 

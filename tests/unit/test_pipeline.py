@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from mmsearch.api.models import SearchResult
-from mmsearch.clients.vectors import HitDocs
 from mmsearch.config import Config
 from mmsearch.errors import BadInput, DeadlineExceeded, NotFound, Overloaded, Unavailable
 from mmsearch.modelrepo.preprocessing import TextBatch
@@ -19,6 +18,7 @@ from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy
 from mmsearch.retrieval_service.pipeline import DEFAULT_RECALL, DEFAULT_TOP_K, SearchService
 from mmsearch.retrieval_service.request import SearchRequest
+from mmsearch.retrieval_service.response import HitDocs
 
 EXPERIMENTS = """
 scenes:
@@ -656,7 +656,7 @@ class FakeEncoders:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, np.ndarray]]] = []
 
-    def embed(self, model: str, tensors: dict[str, np.ndarray]) -> np.ndarray:
+    def infer(self, model: str, tensors: dict[str, np.ndarray], output: str | None = None) -> np.ndarray:
         self.calls.append((model, tensors))
         return np.full((1, 8), 0.5, np.float32)
 
@@ -676,7 +676,7 @@ def test_local_encoding_takes_text_queries_off_triton_and_leaves_images_and_rera
         h.search(text="zebra", force={"rerank": "ce"})
         assert ("ce", "score") in h.inf.calls and len(enc.calls) == 2  # the cross-encoder: Triton
         # a failure of the in-process encoder is the request's, not a reason to drop the encoder
-        enc.embed = lambda model, tensors: (_ for _ in ()).throw(Unavailable("encoders", "model 'enc' failed to load"))
+        enc.infer = lambda model, tensors, output=None: (_ for _ in ()).throw(Unavailable("encoders", "model 'enc' failed to load"))
         with pytest.raises(Unavailable, match="failed to load"):
             h.search(text="zebra")
         assert h.service.deps.encoders.get() is enc and len(made) == 1  # kept, not rebuilt
@@ -699,7 +699,8 @@ def test_the_search_endpoint_answers_and_refuses_as_every_route_does(h):
                       (b'{"scene": "nowhere", "query": {"text": "x"}}', "scene")):
         r = app.post("/v1/search", data=body, content_type="application/json")
         assert r.status_code == 400 and msg in r.get_json()["message"], (body[:20], r.get_json())
-    assert app.get("/v1/search").status_code == 405  # the route stays in Flask's URL map
+    got = app.get("/v1/search")  # the one search path answers every method
+    assert got.status_code == 405 and got.headers["Allow"] == "POST" and got.get_json()["error"] == "Method Not Allowed"
 
     # the size limit, with a Content-Length and without one (a chunked body is read only up to the limit)
     handle = search_endpoint(h.service, max_bytes=64)

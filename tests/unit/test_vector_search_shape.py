@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from mmsearch.clients.vectors import HitDocs, IndexSpec
+from mmsearch.clients.vectors import IndexSpec
+from mmsearch.retrieval_service.response import HitDocs
 
 
 def test_breadth_makes_a_short_search_as_broad_as_a_deep_one():

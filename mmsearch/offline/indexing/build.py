@@ -34,8 +34,8 @@ from mmsearch.api.filters import check_value, parse_field_spec
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.lexical import LexicalStore, LexicalWriter, check_lexical_fields
 from mmsearch.clients.vectors import IndexSpec, VectorStore, check_index_name, collection_name
+from mmsearch.encoders.encoder import Encoder, open_encoder
 from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound
-from mmsearch.offline.indexing.encoders import Encoder
 from mmsearch.offline.indexing.reader import Doc, ReaderState, Reject, count_lines, iter_lines, parse_line, read_image_bytes
 from mmsearch.offline.indexing.stores import open_stores
 
@@ -368,7 +368,7 @@ def build_index(opts: BuildOptions) -> BuildSummary:
         raise BadInput(f"--image-root {opts.image_root} is not a folder")
     t0 = time.perf_counter()
     with open_stores(opts.milvus_uri, opts.mongo_uri, opts.data_dir, opts.database, opts.index_spec) as (vs, ds):
-        encoder = Encoder(model_dir, opts.serving_url, opts.threads)  # stores are checked before any model work
+        encoder = open_encoder(model_dir, opts.serving_url, opts.threads)  # stores are checked before any model work
         live = vs.live_build(opts.index)
         if live is not None:
             live_dim = vs.dim(collection_name(opts.index, live))

@@ -1,4 +1,7 @@
-"""Text queries encoded in the retrieval service's own process (``retrieval.encode: local``).
+"""Repository models run in the caller's process on ONNX Runtime: the local ``Backend``.
+
+``LocalBackend.for_model`` runs one model folder (index builds, evaluation). ``RepositoryBackend`` is
+how the retrieval service encodes text queries itself (``retrieval.encode: local``).
 
 A text query sent to Triton pays a gRPC round trip and, on the python backend the bundled server
 has, the stub's IPC: about 1 ms over the 1.3-1.6 ms ONNX Runtime needs for the query itself
@@ -12,6 +15,7 @@ batch job, where its batching pays.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,46 @@ def _load(model_dir: Path, threads: int) -> LocalModel | None:
     return LocalModel(model_dir, threads=threads, onnx_file=onnx, arena=False)
 
 
-class LocalQueryEncoder:
+class LocalBackend:
+    """Models on ONNX Runtime in this process, by name."""
+
+    def __init__(self, models: dict[str, LocalModel] | None = None):
+        self._models: dict[str, LocalModel] = dict(models or {})
+        self.errors: dict[str, str] = {}
+        self.where = "this process"
+        self.what = "model"  # what a name not found is called in the error
+
+    @classmethod
+    def for_model(cls, model_dir: str | Path, threads: int = 0) -> LocalBackend:
+        """One model folder, any kind (what a build or an evaluation runs)."""
+        m = LocalModel(model_dir, threads=threads)
+        return cls({m.manifest.name: m})
+
+    def models(self) -> list[str]:
+        return sorted(self._models)
+
+    def model_ready(self, model: str) -> bool:
+        return model in self._models
+
+    def infer(self, model: str, inputs: Mapping[str, np.ndarray], output: str | None = None) -> np.ndarray[Any, np.dtype[np.float32]]:
+        m = self._models.get(model)
+        if m is None:
+            why = self.errors.get(model)
+            if why is not None:
+                raise Unavailable("encoders", f"model {model!r} failed to load: {why}")
+            raise NotFound(f"{self.what} {model!r} not found in {self.where} (known: {', '.join(self.models()) or 'none'})")
+        try:
+            return m.run(inputs, output)
+        except MMSearchError:
+            raise
+        except Exception as e:
+            raise Internal(f"{model}: inference failed: {e}") from e
+
+    def close(self) -> None:
+        pass
+
+
+class RepositoryBackend(LocalBackend):
     """Every text encoder of the repository, loaded at start and again when its files change (the
     repository watcher, as Triton reloads; like Triton's, it loads and does not unload). A model whose
     files are broken is reported (serving() is False): one that never loaded is refused by name, one
@@ -45,8 +88,8 @@ class LocalQueryEncoder:
         if not self.repo.is_dir():
             raise Unavailable("encoders", f"model repository not found: {self.repo} (retrieval.encode is local: the "
                               "retrieval service reads the model repository; set it to triton to encode there)")
-        self._models: dict[str, LocalModel] = {}
-        self.errors: dict[str, str] = {}
+        super().__init__()
+        self.where, self.what = str(self.repo), "text encoder"
         # the watcher's baseline is taken before loading: a model re-exported while the sessions load is seen as changed
         self._watcher = RepositoryWatcher(self.repo, self._reload, poll_s)
         self._reload([p.name for p in self.repo.iterdir() if p.is_dir() and not p.name.startswith(".")])
@@ -76,22 +119,6 @@ class LocalQueryEncoder:
         self._models = models
         self.errors = {**{n: e for n, e in self.errors.items() if n not in names}, **errors}
         log.info("query encoders ready: %s", ", ".join(sorted(self._models)) or "-")
-
-    def models(self) -> list[str]:
-        return sorted(self._models)
-
-    def embed(self, model: str, tensors: dict[str, np.ndarray]) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """The model's output for ready tensors (a batch of one query, unpadded)."""
-        m = self._models.get(model)
-        if m is None:
-            why = self.errors.get(model)
-            if why is not None:
-                raise Unavailable("encoders", f"model {model!r} failed to load: {why}")
-            raise NotFound(f"text encoder {model!r} not found in {self.repo} (known: {', '.join(self.models()) or 'none'})")
-        try:
-            return m.run(tensors)
-        except Exception as e:
-            raise Internal(f"{model}: encoding the query failed: {e}") from e
 
     def serving(self) -> bool:
         """Every text encoder of the repository loaded (a broken model whose folder was since removed no longer counts)."""
