@@ -30,11 +30,12 @@ test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not faults" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not faults" $(PYTEST_ARGS)
 
 test-faults: $(STAMP)
 	$(PY) -m pytest -m faults -s $(PYTEST_ARGS)
 
+# everything, the fault tests included
 test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -47,6 +47,7 @@ from mmsearch.offline.models import LoadedModel, Tower, load_model
 
 log = logging.getLogger("mmsearch.export")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+DEFAULT_GATE_MARGIN = 0.02  # `--gate`: the relative gain on the gate split the candidate must exceed
 _VERSIONED = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime", "numpy", "mmsearch")
 
 
@@ -136,7 +137,7 @@ def read_record(source: str | Path) -> dict | None:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise BadInput(f"{path}: unreadable fine-tuning record ({e})") from e
-    out = {k: rec.get(k) for k in ("metric", "base_metric", "best_metric", "best_epoch", "train_pairs", "base")}
+    out = {k: rec.get(k) for k in ("metric", "base_metric", "best_metric", "best_epoch", "train_pairs", "base", "gate")}
     trainer = (rec.get("config") or {}).get("trainer")
     # records written before base_kind: dual and cross measured untrained heads, text with --dim a random projection
     legacy = "untrained heads" if trainer in ("dual", "cross") or (trainer == "text" and (rec.get("config") or {}).get("dim")) else "model"
@@ -145,7 +146,12 @@ def read_record(source: str | Path) -> dict | None:
 
 
 def check_gate(source: str | Path, margin: float) -> dict:
-    """The promotion gate: the fine-tuned model must beat its base on the validation metric by ``margin``."""
+    """The promotion gate: the fine-tuned model must beat its base by more than ``margin`` (relative) on
+    the record's gate split, validation queries that early stopping never saw. On the selection half
+    the chosen epoch is at least the base by construction (the base is the fallback), so only an
+    unseen split can refuse; the strict ``>`` refuses a copy of the base even at margin 0."""
+    if not 0 <= margin < 10:
+        raise BadInput(f"--gate-margin must be 0..10, got {margin}")
     rec = read_record(source)
     if rec is None:
         raise BadInput(f"--gate: {source} has no fine-tuning record; only models written by `mmsearch finetune` can be gated")
@@ -153,12 +159,17 @@ def check_gate(source: str | Path, margin: float) -> dict:
         raise BadInput(f"--gate: {source}'s base figure measured {rec['base_kind']}, which any training beats; gate it against "
                        "the model serving now instead (`mmsearch flywheel` for text encoders, or `mmsearch eval` of both "
                        "on held-out data)")
-    base, best = float(rec["base_metric"]), float(rec["best_metric"])
+    gate = rec.get("gate")
+    if not isinstance(gate, dict) or not {"base", "candidate", "metric"} <= set(gate):
+        raise BadInput(f"--gate: {source}'s fine-tuning record has no held-out gate figures (written before the gate split); "
+                       "fine-tune again with this version")
+    base, cand = float(gate["base"]), float(gate["candidate"])
     needed = base * (1 + margin)
-    if best < needed:
-        raise BadInput(f"--gate: validation {rec['metric']} {best:.4f} does not beat the base {base:.4f} by "
-                       f"{margin:.0%} (needs >= {needed:.4f}); not exported")
-    log.info("gate passed: validation %s %.4f vs base %.4f (+%.1f%%)", rec["metric"], best, base, 100 * (best / base - 1) if base else 0)
+    if not cand > needed:
+        raise BadInput(f"--gate: held-out {gate['metric']} {cand:.4f} does not beat the base {base:.4f} by more than "
+                       f"{margin:.0%} (needs > {needed:.4f}, over {gate.get('queries', '?')} queries early stopping never saw); "
+                       "not exported")
+    log.info("gate passed: held-out %s %.4f vs base %.4f (+%.1f%%)", gate["metric"], cand, base, 100 * (cand / base - 1) if base else 0)
     return rec
 
 
@@ -288,8 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="token limit (default: the model's own)")
     p.add_argument("--max-batch-size", type=int, help="Triton max_batch_size (default: config)")
     p.add_argument("--force", action="store_true", help="replace models that already exist")
-    p.add_argument("--gate", action="store_true", help="export only if the fine-tuned model beats its base (see --gate-margin)")
-    p.add_argument("--gate-margin", type=float, default=0.02, help="relative validation gain the gate requires (default 0.02)")
+    p.add_argument("--gate", action="store_true", help="export only if the fine-tuned model beats its base on the held-out "
+                   "gate split of validation (see --gate-margin)")
+    p.add_argument("--gate-margin", type=float, default=DEFAULT_GATE_MARGIN,
+                   help=f"relative gain over the base the gate requires, strictly more than (default {DEFAULT_GATE_MARGIN})")
     p.add_argument("--config", help="YAML config file")
     return p
 
@@ -303,8 +316,6 @@ def run(argv: Sequence[str] | None = None) -> list[ExportResult]:
     if args.max_length is not None and args.max_length < 2:
         raise BadInput(f"--max-length must be at least 2, got {args.max_length}")
     towers = [t.strip() for t in args.towers.split(",")] if args.towers else None
-    if args.gate and not 0 <= args.gate_margin < 10:
-        raise BadInput(f"--gate-margin must be 0..10, got {args.gate_margin}")
     opts = ExportOptions(towers=towers, quantize=args.quantize, eval_pairs=args.eval_pairs, force=args.force,
                          max_length=args.max_length, gate_margin=args.gate_margin if args.gate else None, settings=cfg.export)
     return export_model(args.model, cfg.model_repository, args.name if args.name is not None else default_name(args.model),

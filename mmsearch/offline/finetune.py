@@ -14,9 +14,10 @@
   keeps its image tower locked (LiT) and caches image features (and, unless --unfreeze-text, text
   features), so an epoch costs two matrix products;
 - cross: a reranker from a text model, binary cross-entropy on positives and sampled negatives.
-Validation is split by group (the same document never on both sides); the best epoch on the
-validation metric is kept (early stopping, --patience), with ``mmsearch_finetune.json`` recording
-the base model's and the best validation figures for ``mmsearch export --gate``.
+Validation is split by group (the same document never on both sides); the best epoch on half of the
+validation queries is kept (early stopping, --patience); the other half (the gate split) is never used
+to choose, and ``mmsearch_finetune.json`` records the base's and the chosen model's figures on it for
+``mmsearch export --gate``.
 
 The trainers live in ``mmsearch.offline.training``; this module is the command line, and keeps the
 names other code imports from it.
@@ -105,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             train = train[: args.max_train] if args.max_train else train
         r = finetune(cfg, train, val)
         print(f"fine-tuned {cfg.trainer} on {r.train_pairs} pairs in {r.seconds:.0f} s: validation {r.metric} "
-              f"{r.base_metric:.4f} -> {r.best_metric:.4f} ({r.gain:+.1%}), best epoch {r.best_epoch} -> {r.out}")
+              f"{r.base_metric:.4f} -> {r.best_metric:.4f} ({r.gain:+.1%}), best epoch {r.best_epoch}; held-out gate split "
+              f"{r.gate['base']:.4f} -> {r.gate['candidate']:.4f} -> {r.out}")
 
     return run_cli(_go)
 

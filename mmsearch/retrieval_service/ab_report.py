@@ -18,7 +18,14 @@ from mmsearch.cli import parse_since, run_cli
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.config import Config, flag_overrides, load_config
 from mmsearch.experiments.spec import Experiments, parse_experiments
-from mmsearch.retrieval_service.ab_stats import ArmSample, ctr_interval, difference, sample_ratio_mismatch, users_needed
+from mmsearch.retrieval_service.ab_stats import (
+    ArmSample,
+    ctr_interval,
+    difference,
+    intra_user_correlation,
+    sample_ratio_mismatch,
+    users_needed,
+)
 from mmsearch.retrieval_service.querylog import COLLECTION
 from mmsearch.runtime.embedded import embedded_store
 
@@ -67,7 +74,8 @@ def report(store: DocumentStore, scene: str | None = None, experiments: Experime
         group = [r for r in rows if (r["scene"], r["layer"]) == (sc, layer)]
         ctrl = next((r for r in group if r["arm"] == control), None) or max(group, key=lambda r: r["users"])
         rpu = ctrl["requests"] / ctrl["users"] if ctrl["users"] else 1.0
-        need = users_needed(ctrl["ctr"], LIFT, requests_per_user=rpu) if ctrl["ctr"] > 0 else None
+        icc = intra_user_correlation(ctrl["_sample"])  # the control arm's users: how alike one user's requests are
+        need = users_needed(ctrl["ctr"], LIFT, requests_per_user=rpu, icc=icc) if ctrl["ctr"] > 0 else None
         layer_shares = shares.get((sc, layer))
         srm = None
         if layer_shares:  # over the configured arms: one that got no users at all is the plainest mismatch
@@ -79,6 +87,7 @@ def report(store: DocumentStore, scene: str | None = None, experiments: Experime
             r["control"] = ctrl["arm"]
             r["vs_control"] = None if r is ctrl else difference(r["_sample"], ctrl["_sample"])
             r["users_needed_10pct"] = need
+            r["intra_user_icc"] = icc
             r["srm_p"] = srm["p_value"] if srm else None
     for r in rows:
         del r["_sample"]
@@ -99,7 +108,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         srm = "no traffic shares known" if r["srm_p"] is None else (
             f"SAMPLE RATIO MISMATCH (p={r['srm_p']:.2g}): the split is broken, do not trust this layer" if r["srm_p"] < 0.001
             else f"split matches the traffic shares (p={r['srm_p']:.2g})")
-        need = f"{r['users_needed_10pct']:,} users per arm to detect a 10% lift" if r["users_needed_10pct"] else "no clicks yet"
+        need = (f"{r['users_needed_10pct']:,} users per arm to detect a 10% lift (intra-user correlation "
+                f"{r['intra_user_icc']:.2f})" if r["users_needed_10pct"] else "no clicks yet")
         notes.append(f"{sc}/{layer}: control {r['control']}; {srm}; {need}")
     return "\n".join(lines + [""] + notes) if rows else "(no queries logged)"
 

@@ -1,7 +1,8 @@
 """A/B statistics over users (the unit of assignment), not requests: click-through per arm with a
 bootstrap 95% interval, the difference to the control arm with its interval and a p-value, a
 sample-ratio-mismatch check against the configured traffic shares, and the users needed to detect a
-given lift. Requests are correlated within a user, so resampling users keeps the intervals honest.
+given lift. Requests are correlated within a user, so resampling users keeps the intervals honest,
+and the sample size carries the design effect of that correlation (estimated from the log).
 """
 
 from __future__ import annotations
@@ -85,16 +86,46 @@ def sample_ratio_mismatch(users: Sequence[int], shares: Sequence[float]) -> dict
     return {"p_value": p, "mismatch": float(p < SRM_ALPHA)}
 
 
+def intra_user_correlation(s: ArmSample) -> float:
+    """The intra-user correlation (ICC) of clicked-or-not over requests: how much more alike two
+    requests of one user are than two requests of different users. The one-way ANOVA estimator for
+    clusters of unequal size (Donner 1986), clipped to [0, 1]; 0 when it cannot be estimated (fewer
+    than two users, no user with two requests, or no variation at all)."""
+    n, y = s.requests.astype(float), s.clicked.astype(float)
+    keep = n > 0
+    n, y = n[keep], y[keep]
+    k, total = len(n), float(n.sum())
+    if k < 2 or total <= k:
+        return 0.0
+    between = float((y * y / n).sum() - y.sum() ** 2 / total)
+    msb = between / (k - 1)
+    msw = (float(y.sum()) - float((y * y / n).sum())) / (total - k)  # clicked is 0/1 per request: sum of squares = sum
+    n0 = (total - float((n * n).sum()) / total) / (k - 1)
+    denom = msb + (n0 - 1) * msw
+    if denom <= 0:
+        return 0.0
+    return float(min(1.0, max(0.0, (msb - msw) / denom)))
+
+
 def users_needed(baseline_ctr: float, relative_lift: float = 0.1, alpha: float = 0.05, power: float = 0.8,
-                 requests_per_user: float = 1.0) -> int:
-    """Users per arm to detect ``relative_lift`` on ``baseline_ctr`` (two-proportion normal approximation,
-    counted in requests, divided by requests per user)."""
+                 requests_per_user: float = 1.0, icc: float = 0.0) -> int:
+    """Users per arm to detect ``relative_lift`` on ``baseline_ctr`` (two-proportion normal approximation).
+
+    A user's requests are not independent (the same person clicks alike), so m requests of one user
+    carry less than m users' worth: the request count of the independent formula is inflated by the
+    design effect 1 + (m - 1) * ICC before dividing by m requests per user (``icc`` from
+    intra_user_correlation over the log). With ICC 0 that is the independent count / m; with ICC 1 a
+    user is worth one request, whatever m."""
     from scipy.stats import norm
 
+    if not 0 <= icc <= 1:
+        raise ValueError(f"icc must be in [0, 1], got {icc}")
     p1 = min(max(baseline_ctr, 1e-6), 1 - 1e-6)
     p2 = min(p1 * (1 + relative_lift), 1 - 1e-6)
     if p2 == p1:
         return 0
     z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
     n_requests = z * z * (p1 * (1 - p1) + p2 * (1 - p2)) / (p2 - p1) ** 2
-    return math.ceil(n_requests / max(requests_per_user, 1.0))
+    m = max(requests_per_user, 1.0)
+    design_effect = 1 + (m - 1) * icc
+    return math.ceil(n_requests * design_effect / m)

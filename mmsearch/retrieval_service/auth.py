@@ -32,7 +32,11 @@ class ApiKeys:
         if not presented:
             raise Unauthenticated(f"this API requires a key: {HOW}")
         d = _digest(presented)
-        if not any(hmac.compare_digest(d, k) for k in self._digests):  # (no early exit on the first match either)
+        # every key is compared, even after a match: the time taken does not tell which key (or how many) matched
+        matched = False
+        for k in self._digests:
+            matched |= hmac.compare_digest(d, k)
+        if not matched:
             raise Unauthenticated("the API key is not valid")
 
 

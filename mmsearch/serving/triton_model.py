@@ -7,7 +7,10 @@ those a full Triton with the onnxruntime backend would use on the same repositor
 
 Runs inside the python backend stub process: it imports only numpy, onnxruntime and
 triton_python_backend_utils (no mmsearch), and turns every bad request into a TritonError
-with INVALID_ARG so the server keeps serving everyone else.
+with INVALID_ARG so the server keeps serving everyone else. Failures inside ONNX Runtime are ours,
+not the caller's: out of memory and device errors answer UNAVAILABLE (try again, or elsewhere),
+anything else INTERNAL; only ORT's own InvalidArgument (the input does not fit the graph) stays
+INVALID_ARG. Clients map these to Unavailable, Internal and BadInput (mmsearch/errors.py).
 """
 
 import json
@@ -18,6 +21,23 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 _DTYPES = {"TYPE_INT64": np.int64, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32, "TYPE_FP16": np.float16}
+# ORT's exception classes (onnxruntime.capi.onnxruntime_pybind11_state) and messages that mean the
+# server ran short of memory or lost its device: transient, not the request's fault.
+_RESOURCE_CLASSES = {"DeviceReset", "EPFail", "MemoryError"}
+_RESOURCE_WORDS = ("out of memory", "bad_alloc", "bad allocation", "failed to allocate", "cuda failure", "cudnn",
+                   "cublas", "device")
+
+
+def run_error_code(e):
+    """The TritonError code for an exception from ``session.run``: the inputs were already checked
+    (dtype, batch, finite, shapes), so what ORT raises is a server-side failure unless ORT itself
+    says the argument is invalid."""
+    kind, text = type(e).__name__, str(e).lower()
+    if kind == "InvalidArgument":
+        return pb_utils.TritonError.INVALID_ARG
+    if kind in _RESOURCE_CLASSES or any(w in text for w in _RESOURCE_WORDS):
+        return getattr(pb_utils.TritonError, "UNAVAILABLE", pb_utils.TritonError.INTERNAL)
+    return pb_utils.TritonError.INTERNAL
 
 
 def _param(cfg, key, default=""):
@@ -125,10 +145,10 @@ class TritonPythonModel:
             batch = trim_padding(batch, self.seq_inputs)
             try:
                 out = self.session.run(self.outputs, batch)
-            except Exception as e:  # noqa: BLE001 - ORT rejects shapes/values it cannot run: the caller's fault
+            except Exception as e:  # noqa: BLE001 - every request of the group gets the error, the server goes on
+                code = run_error_code(e)
                 for i, _ in members:
-                    responses[i] = pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(f"{self.name}: {e}", pb_utils.TritonError.INVALID_ARG))
+                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: {e}", code))
                 continue
             start = 0
             for i, f in members:

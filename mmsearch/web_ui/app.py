@@ -2,7 +2,10 @@
 
 Server-rendered (plain search, paging, uploads and clicks work without JavaScript; the small
 script only adds drag-and-drop and click beacons). Everything from documents is escaped by Jinja;
-images are served only from the configured image root.
+images are served only from the configured image root. Errors the user can fix (bad input, an
+unknown page) are shown as they are; anything on our side shows a plain message and the request's
+id (also the X-Request-Id header), and the detail (dependency names, addresses, paths) goes to the
+log under that id, for operators only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from werkzeug.security import safe_join
 
 from mmsearch.client.search_client import SearchClient
 from mmsearch.config import Config
-from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unavailable, http_status
+from mmsearch.errors import BadInput, MMSearchError, NotFound, Overloaded, Unavailable, http_status
 from mmsearch.experiments.spec import SCENES as EXPERIMENT_SCENES
 from mmsearch.modelrepo.svg import rasterise
 from mmsearch.runtime.observability import exposition, new_registry
@@ -39,6 +42,20 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".svg"}
 TILE_BOX = 256  # SVG images are served rasterised at this size: an SVG opened from our origin could run script
 UID_RE = re.compile(r"^[a-f0-9]{32}$")
 FORCE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,64}$")
+UNAVAILABLE_MSG = "Search is unavailable right now — a part of the service is down. Please try again shortly."
+OUR_SIDE_MSG = "Something went wrong on our side. Please try again."
+
+
+def request_id() -> str:
+    """This page request's id: shown to the user with an error, logged with its detail."""
+    if "request_id" not in g:
+        g.request_id = secrets.token_hex(8)
+    return str(g.request_id)
+
+
+def _users_fault(e: MMSearchError) -> bool:
+    """Errors whose message is about the user's own request (and says nothing of our internals)."""
+    return isinstance(e, (BadInput, NotFound))
 
 
 def _parse_force(raw: str) -> dict[str, str]:
@@ -80,16 +97,20 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
             out = retrieval.search(scene, text=text, image=image, user_id=uid[0], top_k=PAGE_SIZE, offset=PAGE_SIZE * (page - 1),
                                    force=force or None)
         except Unavailable as e:
-            log.warning("search failed: %s", e.message)
-            return render(503, error="Search is unavailable right now — a part of the service is down. Please try again shortly.",
-                          error_detail=e.message, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
+            log.warning("search failed [request %s]: %s", request_id(), e.message)
+            return render(503, error=UNAVAILABLE_MSG, error_ref=request_id(), **{k: v for k, v in ctx.items() if k != "_uid"},
+                          _uid=uid)
         except Overloaded:
             resp = render(429, error="Search is busy right now. Please try again in a moment.",
                           **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
             resp.headers["Retry-After"] = "1"
             return resp
         except MMSearchError as e:
-            return render(http_status(e), error=e.message, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
+            if _users_fault(e):
+                return render(http_status(e), error=e.message, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
+            log.error("search failed [request %s]: %s: %s", request_id(), type(e).__name__, e.message)
+            return render(http_status(e), error=OUR_SIDE_MSG, error_ref=request_id(),
+                          **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
         results = out["results"]
         more = bool(out.get("has_more")) and page < MAX_PAGES
         return render(results=results, response=out, more=more, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
@@ -115,8 +136,8 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
 
     @app.errorhandler(Exception)
     def _internal(e: Exception):
-        log.exception("internal error")
-        return render(500, error="Something went wrong on our side.", _uid=user_id())
+        log.exception("internal error [request %s]", request_id())
+        return render(500, error=OUR_SIDE_MSG, error_ref=request_id(), _uid=user_id())
 
     @app.get("/")
     def index():
@@ -230,6 +251,7 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
 
     @app.after_request
     def _headers(resp):
+        resp.headers["X-Request-Id"] = request_id()
         resp.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'")
         resp.headers.setdefault("X-Frame-Options", "DENY")
         return resp

@@ -35,7 +35,8 @@ def test_text_finetune_beats_untrained_and_passes_the_gate(tmp_path, tiny_text, 
     m = json.loads((tmp_path / "repo" / "ft" / "mmsearch.json").read_text())
     assert m["evaluation"]["best_metric"] == r.best_metric
     # the gate refuses a model that does not beat its base, and one without a record
-    rec["best_metric"] = rec["base_metric"]
+    assert rec["gate"]["candidate"] > rec["gate"]["base"] and rec["gate"]["queries"] >= 1  # held out from epoch selection
+    rec["gate"]["candidate"] = rec["gate"]["base"]  # no better than the base where early stopping did not look
     (tmp_path / "ft" / RECORD).write_text(json.dumps(rec))
     assert cli(["export", "--model", str(tmp_path / "ft"), "--name", "ft2", "--repo", str(tmp_path / "repo"), "--gate"]) == 2
     assert "does not beat the base" in capsys.readouterr().err

@@ -80,7 +80,8 @@ def test_a_no_better_candidate_is_refused_and_gets_no_arm(stack, creatures, tmp_
     lines: list[str] = []
     with pytest.raises(GateRefused):  # a rerun never gets past a refusal, and trains nothing again
         run_flywheel(opts, creatures["cfg"], say=lines.append)
-    assert lines[:4] and all("done before" in line for line in lines[:4])
+    assert [line.split(":")[0] for line in lines] == ["pairs", "finetune", "stage", "gate"], lines
+    assert all("done before" in line for line in lines)
 
 
 def test_the_flywheel_turns_clicks_into_an_arm_that_wins(stack, creatures, tmp_path, capsys):
@@ -103,6 +104,8 @@ def test_the_flywheel_turns_clicks_into_an_arm_that_wins(stack, creatures, tmp_p
     version = client.config()["version"]
     again: list[str] = []
     run_flywheel(opts, cfg, say=again.append)  # rerunning a finished run does no harm
+    steps_again = [line.split(":")[0] for line in again[:-1]]
+    assert steps_again == ["pairs", "finetune", "stage", "gate", "publish", "index", "arm"], again  # every step reported
     assert all("done before" in line for line in again[:-1]) and client.config()["version"] == version
 
     store = DocumentStore(cfg.mongo.uri)

@@ -6,8 +6,11 @@ import io
 import re
 
 import pytest
+from markupsafe import escape
 
+from mmsearch.client.search_client import SearchClient
 from mmsearch.clients.documents import DocumentStore
+from mmsearch.errors import BadInput
 from mmsearch.runtime.net import free_port, wait_until
 from mmsearch.web_ui.app import COOKIE, PAGE_SIZE, create_app
 
@@ -47,6 +50,17 @@ def first_card(html: str) -> str:
     return m.group(1)
 
 
+def tiles(html: str) -> list[str]:
+    """The images of the result tiles, in page order (not the "Images like" context above the list)."""
+    return re.findall(r'<li class="tile">.*?<img src="/images/([^"]+)"', results_markup(html), re.S)
+
+
+def api_images(stack, scene: str, **query) -> list[str]:
+    """What the search API itself returns for the same query, first page: the images, in rank order."""
+    out = SearchClient(stack["url"]).search(scene, top_k=PAGE_SIZE, **query)
+    return [r["doc"]["image"] for r in out["results"]]
+
+
 def test_text2text_results_debug_panel_and_escaping(web):
     r = web.get("/?scene=text2text&q=text+document+42+about+subject+6&force=rerank:none")
     html = r.data.decode()
@@ -65,13 +79,19 @@ def test_text2text_results_debug_panel_and_escaping(web):
     assert "<script>alert(1)</script>" not in html and "<b>bold</b>" not in html
 
 
-def test_text2image_grid_and_more_like_this(web):
+def test_text2image_grid_and_more_like_this(web, stack):
     r = web.get("/?scene=text2image&q=a+picture")
     html = r.data.decode()
-    assert r.status_code == 200 and 'class="grid"' in html and 'src="/images/' in html
-    like = re.search(r'href="/\?scene=image2image&amp;like=([0-9]+\.png)"', html).group(1)
-    r = web.get(f"/?scene=image2image&like={like}")
-    assert r.status_code == 200 and f'src="/images/{like}"' in r.data.decode()
+    assert r.status_code == 200 and 'class="grid"' in html
+    shown = tiles(html)
+    assert shown and shown == api_images(stack, "text2image", text="a picture")  # the API's ranking, in its order
+    # "more like this" on a tile that is not the first (an echo of the first tile would not do)
+    pick = next(t for t in shown[1:] if t.endswith(".png"))
+    assert re.search(rf'href="/\?scene=image2image&amp;like={re.escape(pick)}"', results_markup(html)), pick
+    r = web.get(f"/?scene=image2image&like={pick}")
+    similar = tiles(r.data.decode())
+    assert r.status_code == 200 and similar[0] == pick  # the image itself is its own nearest neighbour
+    assert similar == api_images(stack, "image2image", image=(stack["images"] / pick).read_bytes())
 
 
 def test_upload_image(web, stack):
@@ -79,7 +99,9 @@ def test_upload_image(web, stack):
     r = web.post("/upload", data={"image": (io.BytesIO(data), "query.png")}, content_type="multipart/form-data")
     html = r.data.decode()
     assert r.status_code == 200 and "Images like <strong>query.png</strong>" in html
-    assert html.index('src="/images/17.png"') < html.index("</ul>")  # the same image found first
+    shown = tiles(html)
+    assert shown[0] == "17.png"  # the same image found first
+    assert shown == api_images(stack, "image2image", image=data)
 
 
 @pytest.mark.parametrize(
@@ -98,12 +120,24 @@ def test_bad_uploads(web, payload, status, fragment):
     assert "Traceback" not in r.data.decode()
 
 
-def test_images_served_safely_with_cache_headers(web):
+@pytest.fixture()
+def secret_png(stack):
+    """An allowed file type just outside the image root: only the root guard stands between it and the page."""
+    path = stack["images"].parent / "secret-web.png"
+    data = b"\x89PNG\r\n\x1a\n" + b"OUTSIDE THE IMAGE ROOT"
+    path.write_bytes(data)
+    yield path, data
+    path.unlink()
+
+
+def test_images_served_safely_with_cache_headers(web, secret_png):
     r = web.get("/images/3.png")
     assert r.status_code == 200 and r.mimetype == "image/png" and "max-age=86400" in r.headers["Cache-Control"]
-    for bad in ("/images/../conftest.py", "/images/%2e%2e/%2e%2e/etc/passwd", "/images//etc/passwd", "/images/none.png",
-                "/images/..%2fimages.jsonl"):
-        assert web.get(bad, follow_redirects=True).status_code == 404, bad
+    path, data = secret_png
+    for bad in ("/images/../secret-web.png", "/images/%2e%2e/secret-web.png", "/images/..%2fsecret-web.png",
+                "/images/" + str(path), "/images//" + str(path).lstrip("/"), "/images/none.png"):
+        r = web.get(bad, follow_redirects=True)
+        assert r.status_code == 404 and data not in r.data, (bad, r.status_code)
 
 
 def test_click_recorded_and_redirect_is_local(web, stack):
@@ -142,10 +176,16 @@ def test_error_states_are_plain_messages(web, stack):
     assert web.get("/?scene=text2video&q=x").status_code == 400
     assert "unknown" in web.get("/?scene=text2video&q=x").data.decode()
     r = web.get("/?scene=text2text&q=x&force=rerank:mystery")
-    assert r.status_code == 400 and "mystery" in r.data.decode()
+    error = re.search(r'<div class="error" role="alert" id="error">(.*?)</div>', r.data.decode(), re.S)
+    assert r.status_code == 400 and error is not None, r.status_code
+    with pytest.raises(BadInput) as api:  # the API's own answer to the same request, shown in the error (not the echo)
+        SearchClient(stack["url"]).search("text2text", text="x", force={"rerank": "mystery"})
+    assert "mystery" in api.value.message and escape(api.value.message) in error.group(1)
     cfg = stack["cfg"].model_copy(update={"web": stack["cfg"].web.model_copy(update={"retrieval_url": f"http://127.0.0.1:{free_port()}"})})
     down = create_app(cfg).test_client()
     r = down.get("/?scene=text2text&q=anything")
     html = r.data.decode()
     assert r.status_code == 503 and "Search is unavailable right now" in html and "Traceback" not in html
+    assert "127.0.0.1" not in html and "retrieval service" not in html  # the detail is in the log, under the request id
+    assert re.search(r'<code id="error-ref">[0-9a-f]{16}</code>', html) and r.headers["X-Request-Id"] in html
     assert down.get("/healthz").json == {"status": "ok", "retrieval": False}

@@ -95,3 +95,24 @@ def test_the_page_s_key_must_be_sendable():
     with pytest.raises(ConfigError, match="web.api_key.*printable ASCII"):
         load_config(environ={"MMSEARCH_WEB_API_KEY": "a key with spaces"})
     assert load_config(environ={"MMSEARCH_WEB_API_KEY": "k3y-0123456789abcdef"}).web.api_key == "k3y-0123456789abcdef"
+
+
+def test_every_key_is_compared_even_after_a_match(monkeypatch):
+    """No early exit: the time a check takes does not depend on which key matched."""
+    from mmsearch.retrieval_service import auth
+
+    calls: list[bytes] = []
+    real = auth.hmac.compare_digest
+
+    def counting(a, b):
+        calls.append(b)
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    keys = ApiKeys([KEY, "second-key-000000000000", "third-key-0000000000000"])
+    keys.check(KEY)  # the first key matches
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(Unauthenticated):
+        keys.check("not-a-key")
+    assert len(calls) == 3

@@ -25,7 +25,9 @@ class _Response:
 
 
 class _Error:
+    INTERNAL = 1
     INVALID_ARG = 3
+    UNAVAILABLE = 4
 
     def __init__(self, message, code=0):
         self.message, self.code = message, code
@@ -104,3 +106,41 @@ def test_a_model_with_a_sequence_axis_in_its_output_is_not_trimmed(tm):
     model = _model(tm, [-1, 4])
     model.execute([_request([5, 6], 16)])
     assert model.session.fed[0]["input_ids"].shape == (1, 16)
+
+
+class _Failing(_Session):
+    def __init__(self, exc):
+        super().__init__()
+        self.exc = exc
+
+    def run(self, outputs, batch):
+        raise self.exc
+
+
+def _ort_error(kind: str, message: str) -> Exception:
+    return type(kind, (RuntimeError,), {})(message)  # ORT raises its own classes (onnxruntime_pybind11_state)
+
+
+@pytest.mark.parametrize("exc, code", [
+    (_ort_error("RuntimeException", "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad allocation"), _Error.UNAVAILABLE),
+    (_ort_error("Fail", "CUDA failure 2: out of memory ; GPU=0"), _Error.UNAVAILABLE),
+    (_ort_error("EPFail", "execution provider failed"), _Error.UNAVAILABLE),
+    (MemoryError(), _Error.UNAVAILABLE),
+    (_ort_error("Fail", "Non-zero status code returned while running Gather node"), _Error.INTERNAL),
+    (RuntimeError("anything else"), _Error.INTERNAL),
+    (_ort_error("InvalidArgument", "Got invalid dimensions for input: input_ids"), _Error.INVALID_ARG),
+])
+def test_inference_failures_on_the_server_are_not_blamed_on_the_input(tm, exc, code):
+    model = _model(tm, [4])
+    model.session = _Failing(exc)
+    responses = model.execute([_request([5, 6], 16), _request([7], 16)])
+    assert [r.error.code for r in responses] == [code, code]  # each request of the failed batch is answered
+    assert all(r.error.message.startswith("m: ") for r in responses)
+
+
+def test_a_malformed_request_is_still_invalid_argument(tm):
+    model = _model(tm, [4])
+    bad = {"input_ids": _Tensor("input_ids", np.zeros((1, 4), np.int32)), "attention_mask": _Tensor("attention_mask", np.ones((1, 4), np.int64))}
+    responses = model.execute([bad, _request([5, 6], 16)])
+    assert responses[0].error.code == _Error.INVALID_ARG and "dtype" in responses[0].error.message
+    assert responses[1].error is None and responses[1].output_tensors  # the good request is served

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mmsearch.config import load_config
-from mmsearch.errors import BadInput, Unavailable
+from mmsearch.errors import BadInput, Internal, Unauthenticated, Unavailable
 from mmsearch.web_ui.app import MAX_PAGES, PAGE_SIZE, _parse_force, create_app
 
 
@@ -109,11 +111,49 @@ def test_bad_page_is_a_400(site, page):
     assert r.status_code == 400 and "page: must be" in r.data.decode() and fake.calls == []
 
 
-def test_unavailable_retrieval_is_a_503_with_an_explanation(site):
+def _ref(html: str) -> str:
+    m = re.search(r'<code id="error-ref">([0-9a-f]{16})</code>', html)
+    assert m is not None, "no request id on the error page"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("error, status, plain", [
+    (Unavailable("milvus at /var/lib/mmsearch/milvus.sock", "connection refused"), 503, "Search is unavailable right now"),
+    (Internal("triton at 10.0.0.7:8001: model tiny: onnxruntime bad allocation"), 500, "Something went wrong on our side"),
+    (Unauthenticated("this API requires a key: send 'Authorization: Bearer <key>'"), 401, "Something went wrong on our side"),
+])
+def test_errors_on_our_side_show_a_plain_message_and_a_request_id_the_log_explains(site, caplog, error, status, plain):
     web, fake = site
-    fake.error = Unavailable("milvus", "connection refused")
+    fake.error = error
+    with caplog.at_level(logging.WARNING, logger="mmsearch.web"):
+        r = web.get("/?scene=text2text&q=x")
+    html = r.data.decode()
+    assert r.status_code == status and plain in html
+    for internal in ("milvus", "/var/lib", "triton", "10.0.0.7", "onnxruntime", "Authorization", "Bearer"):
+        assert internal not in html, internal
+    rid = _ref(html)
+    assert r.headers["X-Request-Id"] == rid
+    logged = [rec.getMessage() for rec in caplog.records if rid in rec.getMessage()]
+    assert logged and error.message in logged[0]  # the operator finds the detail under the id the user reports
+
+
+def test_a_users_own_mistake_is_shown_as_it_is(site):
+    web, fake = site
+    fake.error = BadInput("force: layer rerank has no arm 'mystery'")
     r = web.get("/?scene=text2text&q=x")
-    assert r.status_code == 503 and "milvus unavailable: connection refused" in r.data.decode()
+    assert r.status_code == 400 and "force: layer rerank has no arm &#39;mystery&#39;" in r.data.decode()
+    assert 'id="error-ref"' not in r.data.decode()
+
+
+def test_an_unexpected_exception_is_a_500_with_a_request_id(site, caplog):
+    web, fake = site
+    fake.error = KeyError("/srv/secret/path")
+    with caplog.at_level(logging.ERROR, logger="mmsearch.web"):
+        r = web.get("/?scene=text2text&q=x")
+    html = r.data.decode()
+    assert r.status_code == 500 and "/srv/secret/path" not in html and "Traceback" not in html
+    rid = _ref(html)
+    assert any(rid in rec.getMessage() and rec.exc_info for rec in caplog.records)
 
 
 def test_images_are_served_only_from_the_root(site):

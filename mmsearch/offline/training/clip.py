@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mmsearch.modelrepo.preprocessing import ImagePreprocessor
 from mmsearch.offline.data import EvalSet, Pair
 from mmsearch.offline.models import resolve_source
-from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, score
+from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, similarities
 from mmsearch.offline.training.contrastive import contrastive_epoch
 
 
@@ -38,12 +39,12 @@ def finetune_clip(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         return features(model.get_image_features(pixel_values=torch.from_numpy(pre([Path(p) for p in ps])).to(cfg.device)))
 
     @torch.no_grad()
-    def evaluate() -> dict[str, float]:
+    def evaluate() -> np.ndarray:
         model.eval()
         q = F.normalize(torch.cat([text_fn(list(val.queries[i : i + 64])) for i in range(0, len(val.queries), 64)]), dim=-1)
         d = F.normalize(torch.cat([image_fn(list(val.corpus[i : i + 64])) for i in range(0, len(val.corpus), 64)]), dim=-1)
         model.train()
-        return score(val, q.cpu().numpy(), d.cpu().numpy())
+        return similarities(val, q.cpu().numpy(), d.cpu().numpy())
 
     def save() -> None:
         model.save_pretrained(str(cfg.out))
@@ -53,5 +54,5 @@ def finetune_clip(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     rng = random.Random(cfg.seed)
     model.train()
-    return Trainer(cfg, evaluate, save).run(
+    return Trainer(cfg, val, evaluate, save).run(
         lambda e: contrastive_epoch(cfg, train, rng, text_fn, image_fn, model.logit_scale, opt, e), len(train))

@@ -1,5 +1,10 @@
 """What every trainer shares: the run's config and result, seeding, batching, the validation split,
-scoring, the progress bar, and the epoch loop with early stopping that writes the fine-tuning record."""
+scoring, the progress bar, and the epoch loop with early stopping that writes the fine-tuning record.
+
+The loop splits the validation queries in two: early stopping picks the epoch on one half; the other
+half (the gate split) is never looked at when choosing, so the record's gate figures (base and chosen
+model on it) are an unbiased comparison for `mmsearch export --gate`. Comparing the chosen epoch with
+the base on the set that chose it would favour the candidate (selection bias)."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from mmsearch.offline.data import EvalSet, Modality, Pair
 from mmsearch.ranking_metrics import retrieval_metrics
 
 log = logging.getLogger("mmsearch.finetune")
+GATE_FRACTION = 0.5  # of the judged validation queries, held out from epoch selection for `export --gate`
 RECORD = "mmsearch_finetune.json"  # written beside the best model; read by `mmsearch export --gate`
 TRAINERS = ("text", "dual", "clip", "cross")
 
@@ -63,6 +69,7 @@ class FinetuneResult:
     seconds: float = 0.0
     train_pairs: int = 0
     base_kind: str = "model"  # what base_metric measured: "model" (the base as it is) or "untrained heads"
+    gate: dict = field(default_factory=dict)  # base and chosen model on the gate split (see gate_split)
 
     @property
     def gain(self) -> float:
@@ -119,12 +126,33 @@ def split_pairs(pairs: Sequence[Pair], val_fraction: float = 0.1, seed: int = 0)
     return train, es, modality
 
 
-def score(es: EvalSet, q: np.ndarray, d: np.ndarray) -> dict[str, float]:
-    """Retrieval metrics @1 and @10 of normalised query embeddings against corpus embeddings."""
+def similarities(es: EvalSet, q: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Query x corpus scores of normalised embeddings; image->image queries never find themselves."""
     s = q @ d.T
     if es.exclude_self:
         s[np.arange(len(q)), es.exclude_self] = -np.inf
-    return retrieval_metrics(s, es.gains, (1, 10), es.relevance_level)
+    return s
+
+
+def score(es: EvalSet, q: np.ndarray, d: np.ndarray) -> dict[str, float]:
+    """Retrieval metrics @1 and @10 of normalised query embeddings against corpus embeddings."""
+    return retrieval_metrics(similarities(es, q, d), es.gains, (1, 10), es.relevance_level)
+
+
+def gate_split(es: EvalSet, seed: int = 0, fraction: float = GATE_FRACTION) -> tuple[list[dict[int, float]], list[dict[int, float]]]:
+    """(selection gains, gate gains) over the same queries: each judged query is judged in exactly one
+    of them (the other has it unjudged, which the metrics leave out). Early stopping reads only the
+    selection half, so the gate half measures the chosen epoch without selection bias."""
+    judged = [i for i, g in enumerate(es.gains) if g]
+    if len(judged) < 2:
+        raise BadInput(f"validation has {len(judged)} judged queries: at least 2 are needed, one for choosing the epoch "
+                       "and one for the gate")
+    random.Random(f"gate:{seed}").shuffle(judged)
+    n_gate = min(len(judged) - 1, max(1, round(fraction * len(judged))))
+    held = set(judged[:n_gate])
+    select = [{} if i in held else g for i, g in enumerate(es.gains)]
+    gate = [g if i in held else {} for i, g in enumerate(es.gains)]
+    return select, gate
 
 
 def progress_bar(cfg: FinetuneConfig, total: int, epoch: int) -> tqdm:
@@ -136,47 +164,61 @@ def write_record(cfg: FinetuneConfig, res: FinetuneResult) -> None:
     rec = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
            "base": str(cfg.base), "metric": res.metric, "base_metric": res.base_metric,
            "best_metric": res.best_metric, "best_epoch": res.best_epoch, "history": res.history,
-           "seconds": res.seconds, "train_pairs": res.train_pairs, "base_kind": res.base_kind}
+           "seconds": res.seconds, "train_pairs": res.train_pairs, "base_kind": res.base_kind, "gate": res.gate}
     (cfg.out / RECORD).write_text(json.dumps(rec, indent=2) + "\n")
 
 
 class Trainer:
     """Epoch loop with validation before training, early stopping and best-only saving.
 
-    The base figure is the model before training, unless ``base`` gives the base model's own figures
-    (text with --dim: measured before the projection was added, never with a random projection);
-    ``base_kind`` says whether it measures a real model or untrained heads (dual, cross), which
-    `export --gate` will not take as proof."""
+    ``scores`` gives the current model's query x corpus scores on ``val``; the loop reads them on the
+    selection half of the queries to choose the epoch and on the gate half (gate_split) only to
+    record the base's and the chosen model's figures. The base figure is the model before training,
+    unless ``base_scores`` gives the base model's own scores (text with --dim: measured before the
+    projection was added, never with a random projection); ``base_kind`` says whether it measures a
+    real model or untrained heads (dual, cross), which `export --gate` will not take as proof."""
 
-    def __init__(self, cfg: FinetuneConfig, evaluate: Callable[[], dict[str, float]], save: Callable[[], object],
-                 base: dict[str, float] | None = None, base_kind: str = "model"):
-        self.cfg, self.evaluate, self.save = cfg, evaluate, save
-        self.base, self.base_kind = base, base_kind
+    def __init__(self, cfg: FinetuneConfig, val: EvalSet, scores: Callable[[], np.ndarray], save: Callable[[], object],
+                 base_scores: np.ndarray | None = None, base_kind: str = "model"):
+        self.cfg, self.val, self.scores, self.save = cfg, val, scores, save
+        self.base_scores, self.base_kind = base_scores, base_kind
+        self.select, self.gate = gate_split(val, cfg.seed)
+
+    def _metrics(self, s: np.ndarray, gains: list[dict[int, float]]) -> dict[str, float]:
+        return retrieval_metrics(s, gains, (1, 10), self.val.relevance_level)
 
     def run(self, epoch_fn: Callable[[int], float], n_pairs: int) -> FinetuneResult:
         t0 = time.perf_counter()
-        start = self.evaluate()
+        s = self.scores()
+        start = self._metrics(s, self.select)
         if self.cfg.metric not in start:
             raise BadInput(f"--metric {self.cfg.metric!r} unknown (choose from {', '.join(sorted(start))})")
-        base = self.base or start
-        best, best_epoch, bad = start[self.cfg.metric], 0, 0
+        metric = self.cfg.metric
+        base_s = s if self.base_scores is None else self.base_scores
+        base = start if self.base_scores is None else self._metrics(base_s, self.select)
+        gate_base, gate_best = self._metrics(base_s, self.gate)[metric], self._metrics(s, self.gate)[metric]
+        best, best_epoch, bad = start[metric], 0, 0
         history = [{"epoch": 0, **start}]
-        log.info("base %s = %.4f", self.cfg.metric, best)
+        log.info("base %s = %.4f", metric, best)
         self.save()  # the base model is the fallback if no epoch beats it
         for epoch in range(1, self.cfg.epochs + 1):
             loss = epoch_fn(epoch)
-            m = self.evaluate()
+            s = self.scores()
+            m = self._metrics(s, self.select)
             history.append({"epoch": epoch, "loss": loss, **m})
-            log.info("epoch %d: loss %.4f, %s = %.4f", epoch, loss, self.cfg.metric, m[self.cfg.metric])
-            if m[self.cfg.metric] > best:
-                best, best_epoch, bad = m[self.cfg.metric], epoch, 0
+            log.info("epoch %d: loss %.4f, %s = %.4f", epoch, loss, metric, m[metric])
+            if m[metric] > best:
+                best, best_epoch, bad = m[metric], epoch, 0
+                gate_best = self._metrics(s, self.gate)[metric]  # recorded, never compared here
                 self.save()
             else:
                 bad += 1
                 if bad >= self.cfg.patience:
                     log.info("early stop: no gain for %d epochs", bad)
                     break
-        res = FinetuneResult(self.cfg.out, self.cfg.metric, base[self.cfg.metric], best, best_epoch, history,
-                             time.perf_counter() - t0, n_pairs, self.base_kind)
+        gate = {"metric": metric, "base": gate_base, "candidate": gate_best, "queries": sum(1 for g in self.gate if g),
+                "split": f"{GATE_FRACTION:.0%} of the validation queries, held out from epoch selection"}
+        res = FinetuneResult(self.cfg.out, metric, base[metric], best, best_epoch, history,
+                             time.perf_counter() - t0, n_pairs, self.base_kind, gate)
         write_record(self.cfg, res)
         return res

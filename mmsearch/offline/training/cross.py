@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from mmsearch.offline.data import EvalSet, Pair
 from mmsearch.offline.models import resolve_source
 from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, progress_bar
-from mmsearch.ranking_metrics import retrieval_metrics
 
 
 def finetune_cross(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> FinetuneResult:
@@ -44,13 +43,13 @@ def finetune_cross(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Fine
         return ce({k: v.to(cfg.device) for k, v in enc.items()})["scores"].reshape(-1)
 
     @torch.no_grad()
-    def evaluate() -> dict[str, float]:
+    def evaluate() -> np.ndarray:
         ce.eval()
         scores = np.full((len(val.queries), len(val.corpus)), -np.inf, dtype=np.float32)
         for qi, c in enumerate(cands):
             scores[qi, c] = logits([val.queries[qi]] * len(c), [val.corpus[j] for j in c]).float().cpu().numpy()
         ce.train()
-        return retrieval_metrics(scores, val.gains, (1, 10), val.relevance_level)
+        return scores
 
     opt = torch.optim.AdamW(ce.parameters(), lr=cfg.lr)
 
@@ -78,7 +77,7 @@ def finetune_cross(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Fine
         ce.save(str(cfg.out))
         tok.save_pretrained(str(cfg.out))
 
-    return Trainer(cfg, evaluate, save, base_kind="model" if trained_head else "untrained heads").run(epoch_fn, len(train))
+    return Trainer(cfg, val, evaluate, save, base_kind="model" if trained_head else "untrained heads").run(epoch_fn, len(train))
 
 
 def _random_negative(p: Pair, docs: list[str], rng: random.Random) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -14,7 +15,7 @@ from tqdm import tqdm
 from mmsearch.modelrepo.preprocessing import ImagePreprocessor
 from mmsearch.offline.data import EvalSet, Pair
 from mmsearch.offline.models import resolve_source
-from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, log, score
+from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, log, similarities
 from mmsearch.offline.training.contrastive import contrastive_epoch
 
 
@@ -68,11 +69,11 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         return model.project_image(f, mask)
 
     @torch.no_grad()
-    def evaluate() -> dict[str, float]:
+    def evaluate() -> np.ndarray:
         q = F.normalize(model.text_proj(torch.stack([text_cache[t] for t in val.queries]) if text_cache
                                         else text_raw(list(val.queries))), dim=-1).cpu().numpy()
         d = F.normalize(image_fn(list(val.corpus)), dim=-1).cpu().numpy()
-        return score(val, q, d)
+        return similarities(val, q, d)
 
     heads = ([model.text_proj.weight, model.image_proj.weight, model.logit_scale] + ([model.label_gate] if model.label_prior else [])
              + ([model.memory_gate] if model.memory_size else []))
@@ -81,7 +82,7 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
         groups.append({"params": [p for p in model.text.parameters() if p.requires_grad], "lr": cfg.text_lr or cfg.lr / 100})
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     rng = random.Random(cfg.seed)
-    return Trainer(cfg, evaluate, lambda: model.save(cfg.out), base_kind="model" if resumed else "untrained heads").run(
+    return Trainer(cfg, val, evaluate, lambda: model.save(cfg.out), base_kind="model" if resumed else "untrained heads").run(
         lambda e: contrastive_epoch(cfg, train, rng, text_fn, train_image_fn, model.logit_scale, opt, e), len(train))
 
 

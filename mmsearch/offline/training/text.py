@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from mmsearch.offline.data import EvalSet, Pair
 from mmsearch.offline.models import resolve_source
-from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, progress_bar, score, unique_batches
+from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, progress_bar, similarities, unique_batches
 from mmsearch.offline.training.mining import mine_negatives
 
 
@@ -49,7 +49,7 @@ def finetune_text(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
 
     base = None
     if cfg.dim:  # the base's figure is the base as it is, measured before the (random) projection is added
-        base = score(val, encode(val.queries), encode(val.corpus))
+        base = similarities(val, encode(val.queries), encode(val.corpus))
     if cfg.mine_negatives:
         train, _ = mine_negatives(train, encode, progress=cfg.progress)
     if cfg.dim:
@@ -91,7 +91,8 @@ def finetune_text(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
     def save() -> None:
         st.save(str(cfg.out))
 
-    return Trainer(cfg, lambda: score(val, encode(val.queries), encode(val.corpus)), save, base=base).run(epoch_fn, len(train))
+    return Trainer(cfg, val, lambda: similarities(val, encode(val.queries), encode(val.corpus)), save, base_scores=base).run(
+        epoch_fn, len(train))
 
 
 def _filler(p: Pair, batch: list[Pair], train: list[Pair], rng: random.Random) -> str:
