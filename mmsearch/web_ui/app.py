@@ -22,7 +22,7 @@ from werkzeug.security import safe_join
 
 from mmsearch.client.search_client import SearchClient
 from mmsearch.config import Config
-from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unavailable, http_status
+from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unavailable, http_status, retry_after_headers
 from mmsearch.experiments.spec import SCENES as EXPERIMENT_SCENES
 from mmsearch.modelrepo.svg import rasterise
 from mmsearch.runtime.observability import exposition, new_registry
@@ -83,10 +83,10 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
             log.warning("search failed: %s", e.message)
             return render(503, error="Search is unavailable right now — a part of the service is down. Please try again shortly.",
                           error_detail=e.message, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
-        except Overloaded:
+        except Overloaded as e:
             resp = render(429, error="Search is busy right now. Please try again in a moment.",
                           **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
-            resp.headers["Retry-After"] = "1"
+            resp.headers.update(retry_after_headers(e))  # the API's own estimate, passed on
             return resp
         except MMSearchError as e:
             return render(http_status(e), error=e.message, **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
