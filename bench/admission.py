@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"admission: {args.scene}, saturating c={saturating} ({best:.0f} qps); c=1 p99 {base['p99_ms']:.1f} ms; "
           f"c={over}: {loaded['qps']:.0f} qps admitted, p99 {loaded['p99_ms']:.1f} ms = {ratio:.2f}x c=1 (target <= 2), "
           f"{refused} (target <= 10 ms), other errors {errors} | max_inflight {limits['max_inflight']:.0f} "
-          f"max_queue {limits['max_queue']:.0f} queue_timeout {limits['queue_timeout_seconds'] * 1000:.0f} ms -> "
+          f"max_queue {limits['max_queue']:.0f} service {limits.get('service_seconds', 0) * 1000:.1f} ms -> "
           f"{'MET' if met else 'not met'} -> {args.out}")
     return 0
 

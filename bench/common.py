@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmsearch.client.search_client import SearchClient
+from mmsearch.client.search_client import SearchClient, overload_delay
 from mmsearch.errors import MMSearchError, Overloaded
 
 
@@ -88,8 +88,10 @@ def text_bodies(data_dir: Path, n: int, sample: bool = False) -> dict[str, list[
     return out
 
 
-def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, backoff_s: float = 0.05) -> dict:
-    """Closed-loop load through mmsearch.client.search_client: ``concurrency`` workers, each sending its next body on an answer."""
+def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, backoff_s: float | None = 0.05) -> dict:
+    """Closed-loop load through mmsearch.client.search_client: ``concurrency`` workers, each sending its next body on an answer.
+    A worker refused with 429 pauses ``backoff_s`` (a harsh client), or with None as the refusal's Retry-After asks
+    (search_client.overload_delay: longer after each refusal in a row, with jitter)."""
     client = SearchClient(url, timeout_s=30)
     lat: list[list[float]] = [[] for _ in range(concurrency)]
     stages: list[list[dict]] = [[] for _ in range(concurrency)]
@@ -99,7 +101,7 @@ def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, 
     lock = threading.Lock()
 
     def worker(i: int) -> None:
-        k = i
+        k, in_a_row = i, 0
         while time.perf_counter() < stop_at:
             body = bodies[k % len(bodies)]
             k += 1
@@ -108,9 +110,11 @@ def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, 
                 out = client.search_body(body)
                 lat[i].append(time.perf_counter() - t0)
                 stages[i].append(out["timings_ms"])
-            except Overloaded:  # admission control said 429: how fast, and back off as Retry-After asks (briefly)
+                in_a_row = 0
+            except Overloaded as e:  # admission control said 429: how fast, and back off
                 refused[i].append(time.perf_counter() - t0)
-                time.sleep(backoff_s)
+                time.sleep(overload_delay(e, in_a_row) if backoff_s is None else backoff_s)
+                in_a_row += 1
             except MMSearchError as e:
                 with lock:
                     errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
@@ -127,6 +131,7 @@ def summarise(lat_s: list[float], refused_s: list[float], st: list[dict], errors
     ref = np.asarray(refused_s) * 1000
     return {"requests": int(allv.size), "errors": errors, "qps": allv.size / wall, "wall_s": wall,
             "refused_429": int(ref.size), "refused_p99_ms": float(np.percentile(ref, 99)) if ref.size else None,
+            "refused_max_ms": float(ref.max()) if ref.size else None,
             "p50_ms": float(np.percentile(allv, 50)) if allv.size else None,
             "p99_ms": float(np.percentile(allv, 99)) if allv.size else None, "stage_mean_ms": mean, "stage_share": share}
 

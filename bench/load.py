@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from bench.common import encode_and_search_ms, run_workers, served_search_shape, text_bodies
-from mmsearch.client.search_client import SearchClient
+from mmsearch.client.search_client import SearchClient, overload_delay
 from mmsearch.config import load_config
-from mmsearch.errors import MMSearchError
+from mmsearch.errors import MMSearchError, Overloaded
 from mmsearch.runtime.endpoints import running_config, stack_pid
 from mmsearch.runtime.supervisor import descendants, rss_kb
 
@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def worker(seed: int) -> None:
         rng = random.Random(seed)
-        while time.monotonic() < stop_at:
+        in_a_row = 0  # 429s in a row: each waits as Retry-After asks, longer each time (a refused client that
+        while time.monotonic() < stop_at:  # comes straight back burns the CPU the admitted searches need)
             scene = rng.choices(scenes, weights)[0]
             body = rng.choice(pool[scene])
             t0 = time.perf_counter()
@@ -144,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
                     stages.append(out.get("timings_ms", {}))
                     if scene == "text2text" and out.get("experiment", {}).get("recall") == "dense":
                         dense.append(dt)
+                in_a_row = 0
+            except Overloaded as e:
+                with lock:
+                    errors["Overloaded"] = errors.get("Overloaded", 0) + 1
+                time.sleep(overload_delay(e, in_a_row, rng))
+                in_a_row += 1
             except MMSearchError as e:
                 with lock:
                     errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1

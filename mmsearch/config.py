@@ -71,9 +71,16 @@ class RetrievalConfig(Endpoint):
     query_log_flush_s: float = Field(0.5, ge=0, le=10)  # entries are written together at most this often (0: at once)
     query_log_sweep_s: float = Field(600.0, ge=1, le=86400)  # how often expired entries are deleted (with a TTL)
     workers: int = Field(16, ge=1, le=512)  # gRPC server threads, and the HTTP server's
-    max_inflight: int = Field(8, ge=1, le=1024)  # searches served at once per process (admission control)
-    max_queue: int = Field(8, ge=0, le=4096)  # searches waiting for a slot; more are refused with 429
-    queue_timeout_s: float = Field(0.1, ge=0, le=60)  # longest wait for a slot before 429
+    # Admission control (retrieval_service/admission.py): at most max_inflight searches (and embeddings,
+    # model listings) at once per process; behind them a FIFO queue of at most max_queue, each waiting only
+    # as long as its request deadline (request_timeout_s from arrival, or a shorter gRPC deadline) allows.
+    # A request is refused at once (429 + Retry-After / RESOURCE_EXHAUSTED + retry-after metadata) when the
+    # queue is full or its estimated wait ((queued ahead + 1) x recent service time / max_inflight) plus its
+    # service time would pass its deadline. These defaults suit a process whose models run elsewhere
+    # (mostly waiting on Triton and Milvus); `mmsearch up`, everything on one host, sizes both to the cores
+    # unless set (launcher/up.sized_for_one_host). MMSEARCH_RETRIEVAL_MAX_INFLIGHT, MMSEARCH_RETRIEVAL_MAX_QUEUE.
+    max_inflight: int = Field(8, ge=1, le=1024)  # searches served at once per process
+    max_queue: int = Field(16, ge=0, le=4096)  # searches waiting for a slot (two service times deep); more get 429
     api_keys: list[str] = Field(default_factory=list, repr=False)  # empty: no key needed (demo); production sets them
     # text queries: tokenized in this process from model_repository (local: no network hop), or by the
     # preprocess service (service); images always go to the preprocess service

@@ -7,6 +7,8 @@ them (``raise Unavailable(...) from e``) so callers never catch library-specific
 
 from __future__ import annotations
 
+import math
+
 import grpc
 
 
@@ -54,7 +56,35 @@ class DeadlineExceeded(MMSearchError):
 
 
 class Overloaded(MMSearchError):
-    """Too much work queued; retry later."""
+    """Too much work queued; retry later: after ``retry_after_s`` seconds when the refusal said
+    (admission control's estimate of its queue's drain time; a client reads it back from the
+    Retry-After-Ms / Retry-After headers), else the caller's own pause."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_headers(e: Overloaded) -> dict[str, str]:
+    """The HTTP headers (and gRPC trailing metadata, lower-cased) that tell a refused caller when to
+    come back: ``Retry-After`` in whole seconds as RFC 9110 has it (at least 1: 0 would invite an
+    immediate retry), and ``Retry-After-Ms``, the estimate itself, for clients that read it."""
+    s = e.retry_after_s if e.retry_after_s is not None and e.retry_after_s > 0 else 1.0
+    return {"Retry-After": str(max(1, math.ceil(s))), "Retry-After-Ms": str(max(1, math.ceil(s * 1000)))}
+
+
+def retry_after_from(headers: dict[str, str]) -> float | None:
+    """Seconds a refusal asked the caller to wait, from its headers or trailing metadata (names in any
+    case): Retry-After-Ms when given, else Retry-After in seconds (an HTTP date is not honoured: None)."""
+    low = {k.lower(): v for k, v in headers.items()}
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            value = float(low[name].strip()) / scale
+        except (KeyError, ValueError):
+            continue
+        if math.isfinite(value) and value >= 0:
+            return value
+    return None
 
 
 class Unauthenticated(MMSearchError):

@@ -8,14 +8,19 @@
 
 Errors come back as the server raised them (mmsearch.errors: BadInput, NotFound, Unavailable,
 DeadlineExceeded, Overloaded, ...), mapped from the HTTP status by the same table the server uses.
-The web page and the benches talk to the API through this client.
+A 429 comes back as Overloaded with ``retry_after_s``, the server's estimate of when to come back
+(its Retry-After-Ms header, else Retry-After). The client retries a refused search or embedding only
+when asked (``overload_retries``, default 0), each time after ``overload_delay``: never sooner than
+Retry-After. The web page and the benches talk to the API through this client.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import random
 import threading
+import time
 import urllib.parse
 from typing import Any
 
@@ -23,8 +28,22 @@ import numpy as np
 
 from mmsearch.client.http11 import ClosedBeforeAnswer, Connection, ProtocolError
 from mmsearch.config import HTTP_TOKEN
-from mmsearch.errors import BadInput, Unavailable, from_http_status
+from mmsearch.errors import BadInput, Overloaded, Unavailable, from_http_status, retry_after_from
 from mmsearch.runtime.net import http_ok
+
+NO_RETRY_AFTER_S = 0.05  # the pause after a refusal that did not say how long to wait
+MAX_OVERLOAD_DELAY_S = 2.0
+
+
+def overload_delay(e: Overloaded, attempt: int = 0, rng: random.Random | None = None) -> float:
+    """Seconds to wait before sending again a call refused ``attempt + 1`` times in a row: the server's
+    Retry-After (or NO_RETRY_AFTER_S when it gave none), doubled with each further refusal up to 2 s,
+    and up to half as much again at random so refused clients do not all come back at once. Never less
+    than the Retry-After asked for."""
+    base = e.retry_after_s if e.retry_after_s else NO_RETRY_AFTER_S
+    grown = min(base * 2 ** min(attempt, 16), max(base, MAX_OVERLOAD_DELAY_S))
+    return grown * (1 + 0.5 * (rng or random).random())
+
 
 
 def _parse_url(base_url: str) -> tuple[str, str, int | None, str]:
@@ -49,9 +68,15 @@ def _parse_url(base_url: str) -> tuple[str, str, int | None, str]:
 class SearchClient:
     """Thread-safe; each thread keeps one HTTP/1.1 connection to the API open between requests."""
 
-    def __init__(self, base_url: str, timeout_s: float = 10.0, api_key: str | None = None):
+    def __init__(self, base_url: str, timeout_s: float = 10.0, api_key: str | None = None, overload_retries: int = 0):
+        """``overload_retries``: how many times a search or embedding refused with 429 is sent again
+        (after ``overload_delay``, and only while that stays within ``timeout_s`` of the first try);
+        0, the default, raises the first Overloaded to the caller."""
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        if overload_retries < 0:
+            raise BadInput("overload_retries: 0 or more")
+        self.overload_retries = overload_retries
         self.dependency = f"retrieval service at {self.base_url}"
         if api_key and not HTTP_TOKEN.fullmatch(api_key):  # (a CR or LF in it would write headers of its own)
             raise BadInput("api_key: printable ASCII without spaces")
@@ -75,7 +100,7 @@ class SearchClient:
         if conn is not None:
             conn.close()
 
-    def _exchange(self, method: str, path: str, data: bytes | None, retry: bool = True) -> tuple[int, str, bytes]:
+    def _exchange(self, method: str, path: str, data: bytes | None, retry: bool = True) -> tuple[int, str, dict[str, str], bytes]:
         for attempt in (1, 2):
             conn = self._connection()
             reused = conn.used
@@ -89,12 +114,27 @@ class SearchClient:
                 raise Unavailable(self.dependency, str(e)) from e
             except (OSError, ProtocolError) as e:
                 raise Unavailable(self.dependency, str(e) or type(e).__name__) from e
-            return r.status, r.reason, r.body
+            return r.status, r.reason, r.headers, r.body
         raise AssertionError("unreachable")
 
     def _request(self, path: str, body: dict[str, Any] | None = None, retry: bool = True) -> Any:
+        """One call; a 429 is sent again up to ``overload_retries`` times (``retry`` calls only), each
+        after overload_delay, while that ends within ``timeout_s`` of the first try."""
         data = json.dumps(body).encode() if body is not None else None
-        status, reason, raw = self._exchange("POST" if body is not None else "GET", path, data, retry)
+        give_up = time.monotonic() + self.timeout_s
+        attempt = 0
+        while True:
+            try:
+                return self._once(path, data, retry)
+            except Overloaded as e:
+                pause = overload_delay(e, attempt)
+                if not retry or attempt >= self.overload_retries or time.monotonic() + pause >= give_up:
+                    raise
+                attempt += 1
+                time.sleep(pause)
+
+    def _once(self, path: str, data: bytes | None, retry: bool) -> Any:
+        status, reason, headers, raw = self._exchange("POST" if data is not None else "GET", path, data, retry)
         if status >= 400:
             try:
                 err = json.loads(raw)
@@ -103,7 +143,10 @@ class SearchClient:
             if not isinstance(err, dict):
                 err = {"message": str(err)}
             msg = err.get("message", str(reason))
-            raise from_http_status(status, msg, err.get("dependency") or self.dependency)
+            e = from_http_status(status, msg, err.get("dependency") or self.dependency)
+            if isinstance(e, Overloaded):
+                e.retry_after_s = retry_after_from(headers)
+            raise e
         try:
             return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

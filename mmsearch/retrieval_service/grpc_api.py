@@ -30,7 +30,8 @@ class SearchServicer(pb_grpc.SearchServicer):
     @_edge
     def Search(self, request, context):
         self._authenticate(context)
-        out = self.service.search(from_proto(request))
+        # the caller's gRPC deadline, when it set one shorter than the service's own, bounds the queue wait too
+        out = self.service.search(from_proto(request), self.service.deadline(context.time_remaining()))
         return pb.SearchResponse(
             request_id=out.request_id, user_id=out.user_id, experiment=out.experiment, timings_ms=out.timings_ms,
             results=[pb.Result(id=h.id, score=h.score, doc_json=json_bytes(h.doc).decode(), score_type=h.score_type,

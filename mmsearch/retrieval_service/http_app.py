@@ -14,7 +14,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mmsearch.api.models import ClickBody, EmbedBody, openapi, parse
-from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unauthenticated, error_body, http_status
+from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unauthenticated, error_body, http_status, retry_after_headers
 from mmsearch.retrieval_service.auth import key_from
 from mmsearch.retrieval_service.pipeline import SearchService
 from mmsearch.retrieval_service.request import decode_image, from_json
@@ -26,8 +26,8 @@ log = logging.getLogger("mmsearch.retrieval")
 def _error_response(e: BaseException) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and JSON body of an error, the same from the Flask routes and the search path."""
     headers = {"Content-Type": "application/json"}
-    if isinstance(e, Overloaded):
-        headers["Retry-After"] = "1"
+    if isinstance(e, Overloaded):  # when to come back: admission control's estimate of its queue's drain time
+        headers.update(retry_after_headers(e))
     if isinstance(e, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="mmsearch"'
     return http_status(e), headers, json_bytes(error_body(e))
@@ -74,10 +74,11 @@ def search_endpoint(service: SearchService, max_bytes: int) -> Callable[[dict[st
             return [body]
         try:
             service.auth.check(key_from({k[5:].replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}))
-            refused = service.shed()
+            deadline = service.deadline()  # from arrival: a wait in the admission queue spends it
+            refused = service.shed(deadline)
             if refused is not None:
                 raise refused
-            out = service.search(from_json(parse_json_body(read_body(environ))))
+            out = service.search(from_json(parse_json_body(read_body(environ))), deadline)
             status, headers, body = 200, {"Content-Type": "application/json", "X-Request-Id": out.request_id}, \
                 json_bytes(out.to_json())  # X-Request-Id: the id on its log lines
         except Exception as e:  # the edge: ours map to their status, anything else is a logged 500

@@ -56,13 +56,13 @@ class SearchService:
         self.deps = deps or connect_deps(config)
         self.metrics = Metrics()
         r = config.retrieval
-        self.admission = Admission(r.max_inflight, r.max_queue, r.queue_timeout_s)
+        self.admission = Admission(r.max_inflight, r.max_queue)
         self._ready_lock = threading.Lock()
         self.ready_cache_s = READY_CACHE_S
         self._ready_cache: tuple[float, dict[str, bool]] = (float("-inf"), {})
         for what, read in (("inflight", lambda: self.admission.inflight), ("waiting", lambda: self.admission.waiting),
                            ("max_inflight", lambda: self.admission.max_inflight), ("max_queue", lambda: self.admission.max_queue),
-                           ("queue_timeout_seconds", lambda: self.admission.queue_timeout_s)):
+                           ("service_seconds", lambda: self.admission.service_s)):
             self.metrics.admission.labels(what).set_function(read)
         self.auth = ApiKeys(r.api_keys)
         self.lexical = Lazy("lexical", lambda: LexicalStore(lexical_root(config)))
@@ -134,27 +134,36 @@ class SearchService:
         return out
 
     # ------------------------------------------------------------------ search
-    def search(self, req: SearchRequest) -> SearchResponse:
-        """Serve one request; its log lines carry its request id (returned in the response)."""
+    def deadline(self, caller_s: float | None = None) -> float:
+        """A request's deadline (time.monotonic()), counted from its arrival so a wait in the admission
+        queue spends it: ``retrieval.request_timeout_s``, or the caller's own time left (a gRPC
+        deadline) when that is shorter."""
+        own = self.config.retrieval.request_timeout_s
+        return time.monotonic() + (own if caller_s is None else max(0.0, min(own, caller_s)))
+
+    def search(self, req: SearchRequest, deadline: float | None = None) -> SearchResponse:
+        """Serve one request by ``deadline`` (default: ``self.deadline()`` from now); its log lines
+        carry its request id (returned in the response)."""
         request_id = uuid.uuid4().hex
+        deadline = self.deadline() if deadline is None else deadline
         with request_context(request_id):
             try:
-                with self.admission.slot():
-                    return self._search(req, request_id)
+                with self.admission.slot(deadline):
+                    return self._search(req, request_id, deadline)
             except Overloaded as e:
                 if getattr(e, "admission", False):  # (a dependency's Overloaded was counted with its arm in _search)
                     self.metrics.requests.labels(req.scene, "-", "Overloaded").inc()
                 raise
 
-    def shed(self) -> Overloaded | None:
+    def shed(self, deadline: float | None = None) -> Overloaded | None:
         """Admission control's refusal for a search not yet parsed (its scene unknown: counted as '-'),
         or None when it may go on to search()."""
-        e = self.admission.refuse_at_once()
+        e = self.admission.refuse_at_once(self.deadline() if deadline is None else deadline)
         if e is not None:
             self.metrics.requests.labels("-", "-", "Overloaded").inc()
         return e
 
-    def _search(self, req: SearchRequest, request_id: str) -> SearchResponse:
+    def _search(self, req: SearchRequest, request_id: str, deadline: float) -> SearchResponse:
         t_start = time.perf_counter()
         live = self.experiments.live
         scene = live.experiments.scenes.get(req.scene)
@@ -165,7 +174,7 @@ class SearchService:
         arms, params, buckets = assign(scene, user_id, req.force)
         split_s = time.perf_counter() - t0
         ctx = RequestContext(req.scene, ",".join(f"{k}={v}" for k, v in arms.items()) or "default",
-                             self.config.retrieval.request_timeout_s)
+                             self.config.retrieval.request_timeout_s, deadline)
         ctx.add_time("split", split_s)
         try:
             hits, has_more = self._run(req, params, ctx)
@@ -321,16 +330,16 @@ class SearchService:
 
     def embed(self, model: str, text: str | None = None, image: bytes | None = None) -> np.ndarray[Any, np.dtype[np.float32]]:
         """A model's vector for one text or image, through the same preprocessing and encoding as a search query."""
-        ctx = RequestContext("embed", "embed", self.config.retrieval.request_timeout_s)
-        with self.admission.slot():
+        ctx = RequestContext("embed", "embed", self.config.retrieval.request_timeout_s, self.deadline())
+        with self.admission.slot(ctx.deadline):
             vec = self._embed(SearchRequest(scene="embed", text=text, image=image), model, ctx, where="")
         out: np.ndarray[Any, np.dtype[np.float32]] = np.asarray(vec, np.float32)[0]
         return out
 
     def models(self) -> list[dict[str, Any]]:
         """The models Triton serves, with their state and execution provider (GET /v1/models)."""
-        ctx = RequestContext("models", "models", self.config.retrieval.request_timeout_s)
-        with self.admission.slot(), self._stage("models", self.deps.inference, ctx) as inf:
+        ctx = RequestContext("models", "models", self.config.retrieval.request_timeout_s, self.deadline())
+        with self.admission.slot(ctx.deadline), self._stage("models", self.deps.inference, ctx) as inf:
             return inf.models()
 
     def click(self, request_id: object, doc_id: object, user_id: str | None = None) -> None:

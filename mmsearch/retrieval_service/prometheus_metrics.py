@@ -20,7 +20,7 @@ class Metrics:
                               registry=self.registry)
         self.clicks = Counter("mmsearch_clicks_total", "Clicks recorded", registry=self.registry)
         self.admission = Gauge("mmsearch_admission", "Admission control now (inflight, waiting) and its limits "
-                               "(max_inflight, max_queue, queue_timeout_seconds)", ["what"], registry=self.registry)
+                               "(max_inflight, max_queue) and the service-time estimate it queues by (service_seconds)", ["what"], registry=self.registry)
         self.querylog_dropped = Counter("mmsearch_querylog_dropped_total", "Query-log entries dropped (queue full)",
                                         registry=self.registry)
 

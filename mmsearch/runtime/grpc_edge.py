@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import grpc
 
-from mmsearch.errors import MMSearchError, grpc_status
+from mmsearch.errors import MMSearchError, Overloaded, grpc_status, retry_after_headers
 
 
 def grpc_edge(log: logging.Logger) -> Callable:
@@ -25,6 +25,8 @@ def grpc_edge(log: logging.Logger) -> Callable:
                 return method(self, request, context)
             except MMSearchError as e:
                 code = grpc_status(e)
+                if isinstance(e, Overloaded):  # when to come back, as the HTTP edge's Retry-After headers say it
+                    context.set_trailing_metadata(tuple((k.lower(), v) for k, v in retry_after_headers(e).items()))
                 context.abort(code, e.message)
             except Exception:
                 code = grpc.StatusCode.INTERNAL

@@ -25,7 +25,7 @@ from werkzeug.security import safe_join
 
 from mmsearch.client.search_client import SearchClient
 from mmsearch.config import Config
-from mmsearch.errors import BadInput, MMSearchError, NotFound, Overloaded, Unavailable, http_status
+from mmsearch.errors import BadInput, MMSearchError, NotFound, Overloaded, Unavailable, http_status, retry_after_headers
 from mmsearch.experiments.spec import SCENES as EXPERIMENT_SCENES
 from mmsearch.modelrepo.svg import rasterise
 from mmsearch.runtime.observability import exposition, new_registry
@@ -100,10 +100,10 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
             log.warning("search failed [request %s]: %s", request_id(), e.message)
             return render(503, error=UNAVAILABLE_MSG, error_ref=request_id(), **{k: v for k, v in ctx.items() if k != "_uid"},
                           _uid=uid)
-        except Overloaded:
+        except Overloaded as e:
             resp = render(429, error="Search is busy right now. Please try again in a moment.",
                           **{k: v for k, v in ctx.items() if k != "_uid"}, _uid=uid)
-            resp.headers["Retry-After"] = "1"
+            resp.headers.update(retry_after_headers(e))  # the API's own estimate, passed on
             return resp
         except MMSearchError as e:
             if _users_fault(e):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -35,6 +36,15 @@ class _RpcError(grpc.RpcError):
                                        (grpc.StatusCode.DEADLINE_EXCEEDED, E.DeadlineExceeded)])
 def test_grpc_client_errors_by_code(code, cls):
     assert type(grpc_translate(_RpcError(code, "x"), "preprocess")) is cls
+
+
+def test_a_grpc_refusal_s_retry_after_metadata_comes_back_on_the_error():
+    class Refused(_RpcError):
+        def trailing_metadata(self):
+            return (("retry-after", "1"), ("retry-after-ms", "35"))
+
+    err = grpc_translate(Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "busy"), "search")
+    assert isinstance(err, E.Overloaded) and err.retry_after_s == pytest.approx(0.035)
 
 
 def test_grpc_message_text_does_not_decide():
@@ -99,16 +109,28 @@ def test_a_milvus_call_that_fails_once_its_time_is_spent_is_a_deadline(exc, slow
         store._call("search", call, timeout=0.01)
 
 
+class Answers(list):
+    sent: list[float]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = []
+
+
 @pytest.fixture
 def retrieval_stub():
-    """A local HTTP server answering every POST with the status and body queued for it."""
-    answers: list[tuple[int, dict]] = []
+    """A local HTTP server answering every POST with the status and body (and any headers) queued for
+    it; ``answers.sent`` holds when each request arrived (time.monotonic())."""
+    answers = Answers()
 
     class H(BaseHTTPRequestHandler):
         def do_POST(self):
-            status, body = answers.pop(0)
+            answers.sent.append(time.monotonic())
+            status, body, *extra = answers.pop(0)
             data = json.dumps(body).encode()
             self.send_response(status)
+            for k, v in (extra[0] if extra else {}).items():
+                self.send_header(k, v)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -146,3 +168,58 @@ def test_retrieval_client_maps_statuses_through_the_one_table(retrieval_stub, st
 def test_retrieval_client_unreachable_is_unavailable():
     with pytest.raises(E.Unavailable, match="retrieval service at http://127.0.0.1:1"):
         RetrievalClient("http://127.0.0.1:1", timeout_s=2).click("r", "d", "u")
+
+
+BUSY = {"error": "Overloaded", "message": "busy: 1 searches in flight and 2 queued; retry shortly"}
+OK = {"results": [], "has_more": False}
+
+
+def test_a_429_carries_the_server_s_retry_after_and_is_not_retried_unless_asked(retrieval_stub):
+    client, answers = retrieval_stub
+    answers.append((429, BUSY, {"Retry-After": "1", "Retry-After-Ms": "40"}))
+    with pytest.raises(E.Overloaded) as info:
+        client.search("text2text", text="q")
+    assert info.value.retry_after_s == pytest.approx(0.04) and len(answers.sent) == 1
+    answers.append((429, BUSY, {"Retry-After": "2"}))  # only the standard header: seconds
+    with pytest.raises(E.Overloaded) as info:
+        client.search("text2text", text="q")
+    assert info.value.retry_after_s == 2.0
+
+
+def test_a_client_that_retries_a_429_waits_as_long_as_retry_after_asks(retrieval_stub):
+    stub, answers = retrieval_stub
+    client = RetrievalClient(stub.base_url, timeout_s=5, overload_retries=2)
+    answers.extend([(429, BUSY, {"Retry-After": "1", "Retry-After-Ms": "150"}),
+                    (429, BUSY, {"Retry-After": "1", "Retry-After-Ms": "100"}), (200, OK)])
+    assert client.search("text2text", text="q") == OK
+    gaps = [b - a for a, b in zip(answers.sent, answers.sent[1:], strict=False)]
+    assert len(gaps) == 2 and gaps[0] >= 0.15 and gaps[1] >= 0.2  # never sooner; the second refusal in a row waits longer
+    assert gaps[0] < 0.5 and gaps[1] < 0.6  # (and not much longer: at most 1.5x the doubled pause)
+    answers.extend([(429, BUSY, {"Retry-After-Ms": "10"})] * 3)
+    with pytest.raises(E.Overloaded):  # out of retries: the refusal comes back to the caller
+        client.search("text2text", text="q")
+    assert not answers
+    answers.append((429, BUSY, {"Retry-After": "30"}))  # a wait beyond the client's own timeout is not waited
+    t0 = time.monotonic()
+    with pytest.raises(E.Overloaded):
+        client.search("text2text", text="q")
+    assert time.monotonic() - t0 < 1.0
+    answers.append((429, BUSY, {"Retry-After-Ms": "10"}))
+    with pytest.raises(E.Overloaded):  # a click is never sent twice
+        client.click("r", "d")
+    assert not answers
+
+
+def test_overload_delay_never_undercuts_retry_after_and_grows_with_refusals_in_a_row():
+    import random
+
+    from mmsearch.client.search_client import MAX_OVERLOAD_DELAY_S, NO_RETRY_AFTER_S, overload_delay
+
+    rng = random.Random(0)
+    e = E.Overloaded("busy", retry_after_s=0.03)
+    first = [overload_delay(e, 0, rng) for _ in range(200)]
+    assert min(first) >= 0.03 and max(first) <= 0.045
+    assert min(overload_delay(e, 3, rng) for _ in range(200)) >= 0.24
+    assert max(overload_delay(e, 30, rng) for _ in range(200)) <= MAX_OVERLOAD_DELAY_S * 1.5
+    assert overload_delay(E.Overloaded("busy"), 0, rng) >= NO_RETRY_AFTER_S
+    assert overload_delay(E.Overloaded("busy", retry_after_s=5.0), 0, rng) >= 5.0  # a long Retry-After is honoured as it is

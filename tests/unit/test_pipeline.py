@@ -396,7 +396,7 @@ def test_beyond_the_admission_limit_a_search_is_429_with_retry_after(h):
     from mmsearch.retrieval_service.admission import Admission
     from mmsearch.retrieval_service.http_app import create_app
 
-    h.service.admission = Admission(max_inflight=1, max_queue=0, queue_timeout_s=0)
+    h.service.admission = Admission(max_inflight=1, max_queue=0, service_s=0.25)
     h.inf.sleep_s = 0.5
     started = threading.Event()
 
@@ -418,7 +418,9 @@ def test_beyond_the_admission_limit_a_search_is_429_with_retry_after(h):
     keyless = app.post("/v1/search", json={"scene": "text2text", "query": {"text": "x"}})
     keyed = app.post("/v1/search", json={"scene": "text2text", "query": {"text": "x"}}, headers={"X-API-Key": "k1"})
     t.join(5)
-    assert r.status_code == 429 and r.headers["Retry-After"] == "1" and r.get_json()["error"] == "Overloaded"
+    assert r.status_code == 429 and r.get_json()["error"] == "Overloaded"
+    # when to come back: the queue's drain time, (0 queued + 1) x 250 ms / 1 slot, and in whole seconds
+    assert r.headers["Retry-After-Ms"] == "250" and r.headers["Retry-After"] == "1"
     assert junk.status_code == 429 and keyed.status_code == 429
     assert keyless.status_code == 401  # without a valid key: the 401, never a hint about load
     # (the scene is not parsed at the door: counted under scene "-")
@@ -431,15 +433,76 @@ def test_beyond_the_admission_limit_a_search_is_429_with_retry_after(h):
 def test_a_search_that_waited_in_the_queue_too_long_is_429_with_its_scene(h):
     from mmsearch.retrieval_service.admission import Admission
 
-    h.service.admission = Admission(max_inflight=1, max_queue=1, queue_timeout_s=0.05)
+    h.service.admission = Admission(max_inflight=1, max_queue=1)
     h.inf.sleep_s = 0.5
     t = threading.Thread(target=h.search)
     t.start()
     time.sleep(0.1)
-    with pytest.raises(Overloaded, match="within 50 ms"):
-        h.search()
+    t0 = time.perf_counter()
+    with pytest.raises(Overloaded, match="no search slot freed within the request's deadline"):
+        h.service.search(SearchRequest(scene="text2text", text="q", force={"rerank": "none"}), time.monotonic() + 0.1)
+    assert 0.08 < time.perf_counter() - t0 < 0.3  # it waited as long as its deadline allowed, no longer
     t.join(5)
     assert 'mmsearch_requests_total{arm="-",scene="text2text",status="Overloaded"} 1.0' in h.service.metrics.render()[0].decode()
+
+
+def test_the_time_queued_counts_against_the_request_deadline(h):
+    from mmsearch.retrieval_service.admission import Admission
+
+    h.service.admission = Admission(max_inflight=1, max_queue=4)
+    h.inf.sleep_s = 0.3
+    t = threading.Thread(target=h.search)
+    t.start()
+    time.sleep(0.05)
+    deadline = time.monotonic() + 1.0
+    h.inf.sleep_s = 0.0
+    h.service.search(SearchRequest(scene="text2text", text="q", force={"rerank": "none"}), deadline)
+    t.join(5)
+    # the queued search's encode call was sized by the deadline set on arrival, less the ~250 ms it queued
+    assert h.inf.timeouts[-1] < 0.8
+
+
+def test_a_grpc_caller_s_shorter_deadline_bounds_the_wait_and_a_refusal_carries_retry_after(h):
+    import grpc
+
+    from mmsearch.protos import search_pb2 as pb
+    from mmsearch.retrieval_service.admission import Admission
+    from mmsearch.retrieval_service.grpc_api import SearchServicer
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        def __init__(self, remaining: float | None) -> None:
+            self.remaining, self.trailing, self.code = remaining, (), None
+
+        def invocation_metadata(self):
+            return ()
+
+        def time_remaining(self):
+            return self.remaining
+
+        def set_trailing_metadata(self, md):
+            self.trailing = md
+
+        def abort(self, code, details):
+            self.code = code
+            raise Aborted(details)
+
+    h.service.admission = Admission(max_inflight=1, max_queue=4, service_s=0.1)
+    h.inf.sleep_s = 0.3
+    t = threading.Thread(target=h.search)
+    t.start()
+    time.sleep(0.05)
+    servicer = SearchServicer(h.service)
+    ctx = Context(0.15)  # the caller gives 150 ms: a slot ~100 ms away + 100 ms to serve do not fit
+    t0 = time.perf_counter()
+    with pytest.raises(Aborted, match="deadline"):
+        servicer.Search(pb.SearchRequest(scene="text2text", query=pb.Query(text="q"), force={"rerank": "none"}), ctx)
+    assert time.perf_counter() - t0 < 0.05  # refused at once
+    assert ctx.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert dict(ctx.trailing) == {"retry-after": "1", "retry-after-ms": "100"}
+    t.join(5)
 
 
 # ---------------------------------------------------------------- fused recall (sources per arm)
