@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
            "server": ("fixed-answer WSGI app (20 hits, gloss-sized docs, timings_ms.total = the app's own time) on "
                       "mmsearch.runtime.wsgi.WsgiServer (waitress) in this process: the client's edge alone (plus waitress's)")
            if args.local else "the running demo's retrieval service (text2text, recall=dense)",
-           "queries": len(queries) - 30, "arm": "recall=dense", "concurrency": 1, "order": "all permutations, rotating per query",
+           "queries": len(queries) - 30, "arm": "none: a fixed answer" if args.local else "recall=dense", "concurrency": 1,
+           "order": "all permutations, rotating per query",
            "p50_ms": {k: float(np.median(v)) * 1000 for k, v in e2e.items()},
            "edge_p50_ms": {k: float(np.median(v)) for k, v in ms.items()},
            "edge_p90_ms": {k: float(np.percentile(v, 90)) for k, v in ms.items()},
