@@ -5,7 +5,7 @@ Why not http.client: it writes a request's headers and body in two sends, and pa
 headers with the email package. Code a client runs between two searches runs with cold caches, so every
 line costs: through the served API (`bench/client_edge.py`, 1,000 WordNet searches, the clients interleaved)
 the edge over the service's own time was 0.80 ms with http.client, 0.63 ms with this, 0.56 ms with a raw
-socket.
+socket. Nor urllib3: +0.21 ms over this (issue 31 item 6; the numbers are in search_client's docstring).
 
 Through a proxy (``Proxy``: an http:// one, as the environment names it; SearchClient reads it): a plain
 http request goes to the proxy with its absolute URL, an https connection is tunnelled with CONNECT and

@@ -12,14 +12,14 @@ The web page and the benches talk to the API through this client.
 
 Its HTTP is mmsearch/client/http11.py, not urllib3 or httpx (issue 31 item 6, measured): the rule was that a
 kept library replaces it if its edge (round trip less the server's timings_ms.total) is within +0.15 ms of
-http11's. `.venv/bin/python bench/client_edge.py --local` (2,000 searches, a fixed 20-hit answer on the
-real waitress edge, the four clients interleaved; 2 cores, 32f2c1b) measured the edge p50 at 0.33 ms with
-http11, 0.59 ms with urllib3 2.8 (a pool, urllib3.util.Retry, proxies: bench/client_edge.Urllib3SearchClient),
-0.42 ms with http.client and 0.29 ms with a raw socket: urllib3 is +0.26 ms (paired per query +0.23; three
-runs +0.21 to +0.27), over the line. Bare urllib3 (one HTTPConnectionPool, no Retry) measured +0.19 ms on
-its own: the cost is its request and response path (http.client underneath, then its own wrappers), not
-how it was set up. httpx was not tried: it runs on httpcore, more layers than urllib3's.
-(bench/results/client_edge.json holds the run.)
+http11's. `python bench/client_edge.py --local` (2,000 searches answered with a fixed 20-hit body by a WSGI
+app on the real waitress edge, the four clients interleaved; 2 cores, load ~6, fb78d5d) measured the edge
+p50 at 0.34 ms with http11, 0.55 ms with urllib3 2.8 (a pool, urllib3.util.Retry, environment proxies:
+bench/client_edge.Urllib3SearchClient), 0.42 ms with http.client and 0.31 ms with a raw socket: urllib3
++0.21 ms (paired per query +0.20; five runs +0.21 to +0.27), over the line. Bare urllib3 (one
+HTTPConnectionPool, retries=False) measured +0.19 ms on its own: the cost is its request and response path
+(http.client underneath, then its own wrappers), not how it was set up. httpx was not tried: it runs on
+httpcore, more layers than urllib3's. The run is bench/results/client_edge.json.
 
 What urllib3 would have brought, done here instead: the proxy the environment names (HTTP_PROXY,
 HTTPS_PROXY, NO_PROXY, as urllib reads them) is used (plain http forwarded, https tunnelled with
