@@ -12,6 +12,22 @@ A 429 comes back as Overloaded with ``retry_after_s``, the server's estimate of 
 (its Retry-After-Ms header, else Retry-After). The client retries a refused search or embedding only
 when asked (``overload_retries``, default 0), each time after ``overload_delay``: never sooner than
 Retry-After. The web page and the benches talk to the API through this client.
+
+Its HTTP is mmsearch/client/http11.py, not urllib3 or httpx (issue 31 item 6, measured): the rule was that a
+kept library replaces it if its edge (round trip less the server's timings_ms.total) is within +0.15 ms of
+http11's. `python bench/client_edge.py --local` (2,000 searches answered with a fixed 20-hit body by a WSGI
+app on the real waitress edge, the four clients interleaved; 2 cores, load ~6, fb78d5d) measured the edge
+p50 at 0.34 ms with http11, 0.55 ms with urllib3 2.8 (a pool, urllib3.util.Retry, environment proxies:
+bench/client_edge.Urllib3SearchClient), 0.42 ms with http.client and 0.31 ms with a raw socket: urllib3
++0.21 ms (paired per query +0.20; five runs +0.21 to +0.27), over the line. Bare urllib3 (one
+HTTPConnectionPool, retries=False) measured +0.19 ms on its own: the cost is its request and response path
+(http.client underneath, then its own wrappers), not how it was set up. httpx was not tried: it runs on
+httpcore, more layers than urllib3's. The run is bench/results/client_edge.json.
+
+What urllib3 would have brought, done here instead: the proxy the environment names (HTTP_PROXY,
+HTTPS_PROXY, NO_PROXY, as urllib reads them) is used (plain http forwarded, https tunnelled with
+CONNECT). A search or an embedding is sent once more on a new connection when a kept one was closed under
+it (never a click); a 429 is retried only when the caller asks (above), after the server's Retry-After.
 """
 
 from __future__ import annotations
@@ -22,11 +38,12 @@ import random
 import threading
 import time
 import urllib.parse
+import urllib.request
 from typing import Any
 
 import numpy as np
 
-from mmsearch.client.http11 import ClosedBeforeAnswer, Connection, ProtocolError
+from mmsearch.client.http11 import ClosedBeforeAnswer, Connection, ProtocolError, Proxy
 from mmsearch.config import HTTP_TOKEN
 from mmsearch.errors import BadInput, Overloaded, Unavailable, from_http_status, retry_after_from
 from mmsearch.runtime.net import http_ok
@@ -65,6 +82,31 @@ def _parse_url(base_url: str) -> tuple[str, str, int | None, str]:
     return url.scheme, host, port, url.path.rstrip("/")
 
 
+def _proxy(scheme: str, host: str) -> Proxy | None:
+    """The proxy the environment names for the API (http_proxy / https_proxy, none for a host NO_PROXY
+    lists), read as urllib reads them; BadInput for one that is not http://[user:password@]host[:port]
+    (the message names the variable, never its value: it may hold a password)."""
+    url = urllib.request.getproxies().get(scheme)
+    if not url or urllib.request.proxy_bypass(host):
+        return None
+    bad = BadInput(f"{scheme}_proxy: not an http://[user:password@]host[:port] proxy URL")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise bad
+    try:
+        parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)  # "host:port" alone: http, as curl reads it
+        port = parts.port or 80
+        proxy_host = (parts.hostname or "").encode("idna").decode("ascii")
+    except (ValueError, UnicodeError) as e:
+        raise bad from e
+    if parts.scheme != "http" or not HTTP_TOKEN.fullmatch(proxy_host) or parts.path not in ("", "/"):
+        raise bad
+    auth = None
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username) + ":" + urllib.parse.unquote(parts.password or "")
+        auth = "Basic " + base64.b64encode(user.encode()).decode("ascii")
+    return Proxy(proxy_host, port, auth)
+
+
 class SearchClient:
     """Thread-safe; each thread keeps one HTTP/1.1 connection to the API open between requests."""
 
@@ -82,6 +124,7 @@ class SearchClient:
             raise BadInput("api_key: printable ASCII without spaces")
         self._headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
         self._scheme, self._host, self._port, self._prefix = _parse_url(base_url)
+        self._proxy = _proxy(self._scheme, self._host)
         self._local = threading.local()
 
     def _connection(self) -> Connection:
@@ -89,7 +132,7 @@ class SearchClient:
         reopened before it is used."""
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = Connection(self._scheme, self._host, self._port, self.timeout_s)
+            conn = self._local.conn = Connection(self._scheme, self._host, self._port, self.timeout_s, self._proxy)
         elif conn.used and not conn.usable():
             conn.close()
         return conn

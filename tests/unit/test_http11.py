@@ -242,3 +242,67 @@ def test_bytes_that_arrive_after_an_answer_are_seen_before_the_next_request(cann
     assert c.click("r", "d") is None  # on a new connection: a click is sent once, and never read as "stray"
     assert s.connections == 2 and len(s.requests) == 2
     c.close()
+
+
+@pytest.fixture
+def proxy_env(monkeypatch):
+    """Set proxy variables for the test alone (urllib prefers the lower-case ones; every spelling is cleared first)."""
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+    def set_(**values: str) -> None:
+        for k, v in values.items():
+            monkeypatch.setenv(k, v)
+
+    return set_
+
+
+def test_plain_http_goes_through_the_environments_proxy_with_its_credentials(canned, proxy_env):
+    proxy = canned(ok(b'{"n": 1}'), ok(b'{"n": 2}'))
+    proxy_env(http_proxy=f"http://us%40er:p%3Ass@127.0.0.1:{proxy.port}")
+    c = SearchClient("http://search.example:8081/api", 5)
+    assert "p:ss" not in repr(c._proxy)
+    assert c.search_body({"scene": "s"}) == {"n": 1} and c.search_body({"scene": "s"}) == {"n": 2}
+    req = proxy.requests[0]
+    assert req.startswith(b"POST http://search.example:8081/api/v1/search HTTP/1.1\r\n") and b"Host: search.example:8081\r\n" in req
+    assert b"Proxy-Authorization: Basic dXNAZXI6cDpzcw==\r\n" in req  # base64 of "us@er:p:ss"
+    assert proxy.connections == 1  # the connection to the proxy is kept like any other
+    c.close()
+
+
+def test_no_proxy_sends_straight_to_the_api(canned, proxy_env):
+    proxy, api = canned(ok(b'"via proxy"')), canned(ok(b'"direct"'))
+    proxy_env(HTTP_PROXY=f"http://127.0.0.1:{proxy.port}", NO_PROXY="localhost,127.0.0.1")
+    c = SearchClient(f"http://127.0.0.1:{api.port}", 5)
+    assert c.search_body({"scene": "s"}) == "direct" and not proxy.requests
+    assert api.requests[0].startswith(b"POST /v1/search HTTP/1.1\r\n")
+    c.close()
+
+
+def test_https_is_tunnelled_with_connect_and_a_refusal_names_the_proxy(canned, proxy_env):
+    proxy = canned(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+    proxy_env(HTTPS_PROXY=f"127.0.0.1:{proxy.port}")  # no scheme: an http proxy, as curl reads it
+    c = SearchClient("https://search.example/api", 5)
+    with pytest.raises(Unavailable, match=f"retrieval service at https://search.example/api.*proxy 127.0.0.1:{proxy.port} "
+                                          "answered CONNECT with 407"):
+        c.search_body({"scene": "s"})
+    assert proxy.requests == [b"CONNECT search.example:443 HTTP/1.1\r\nHost: search.example:443\r\n\r\n"]
+
+
+def test_after_the_tunnel_opens_tls_runs_through_it(canned, proxy_env):
+    proxy = canned((b"HTTP/1.1 200 Connection established\r\n\r\n", "close"))  # then gone: the TLS handshake fails
+    proxy_env(https_proxy=f"http://u:pw@127.0.0.1:{proxy.port}")
+    c = SearchClient("https://[::1]:8443", 5)
+    with pytest.raises(Unavailable, match="retrieval service at https://"):
+        c.search_body({"scene": "s"})
+    assert proxy.requests == [b"CONNECT [::1]:8443 HTTP/1.1\r\nHost: [::1]:8443\r\nProxy-Authorization: Basic dTpwdw==\r\n\r\n"]
+
+
+@pytest.mark.parametrize("value", ["socks5://u:secret@127.0.0.1:1080", "https://u:secret@proxy:3128", "http://u:secret@proxy:port",
+                                   "http://u:secret@proxy:3128/path", "http://u:secret@proxy:3128\n"])
+def test_a_proxy_setting_that_is_not_an_http_proxy_is_named_without_its_value(proxy_env, value):
+    proxy_env(HTTP_PROXY=value)
+    with pytest.raises(BadInput, match="http_proxy: not an http://") as info:
+        SearchClient("http://search.example:8081")
+    assert "secret" not in str(info.value)
