@@ -21,7 +21,6 @@ Writes a JSON result (command, commit, machine, date, data) and prints one line.
 from __future__ import annotations
 
 import argparse
-import datetime
 import http.client
 import itertools
 import json
@@ -29,7 +28,6 @@ import os
 import platform
 import random
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -44,6 +42,7 @@ import numpy as np
 import urllib3
 
 from bench.common import running_stack_config, text_bodies
+from bench.results_io import write_result
 from mmsearch.client.search_client import SearchClient
 from mmsearch.errors import Unavailable
 
@@ -170,15 +169,6 @@ def machine() -> dict[str, Any]:
             "urllib3": urllib3.__version__, "loadavg_at_start": list(os.getloadavg())}
 
 
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--local", action="store_true", help="no demo: a fixed-answer WSGI app on the real edge (waitress) in this process")
@@ -241,17 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     res["decision"] = {"rule": f"urllib3 replaces http11 if its edge p50 <= http11's + {THRESHOLD_MS} ms",
                        "urllib3_over_http11_ms": over, "urllib3_within": bool(over <= THRESHOLD_MS)}
     info["loadavg_at_end"] = list(os.getloadavg())
-    out = {"command": " ".join([Path(sys.executable).name, "bench/client_edge.py", *(sys.argv[1:] if argv is None else argv)]),
-           "commit": commit(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-           "machine": info, "data": res}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    res["loadavg"] = {"start": info["loadavg_at_start"], "end": info["loadavg_at_end"]}
     parts = " | ".join(f"{k} p50 {res['p50_ms'][k]:.2f} ms, edge {res['edge_p50_ms'][k]:.2f}" for k in clients)
     where = "local fixed-answer app on waitress (the client's edge alone)" if args.local else "text2text dense"
-    print(f"client_edge: {where}, c=1, {res['queries']} queries, clients interleaved: {parts} -> urllib3 over http11 "
-          f"{over:+.2f} ms (paired {res['urllib3_minus_http11_paired_p50_ms']:+.2f}; rule <= +{THRESHOLD_MS:.2f}: "
-          f"{'within' if res['decision']['urllib3_within'] else 'over'}), SearchClient over the raw socket "
-          f"{res['edge_p50_ms']['search_client'] - res['edge_p50_ms']['raw_socket']:+.2f} ms -> {args.out}")
+    summary = (f"client_edge: {where}, c=1, {res['queries']} queries, clients interleaved: {parts} -> urllib3 over http11 "
+               f"{over:+.2f} ms (paired {res['urllib3_minus_http11_paired_p50_ms']:+.2f}; rule <= +{THRESHOLD_MS:.2f}: "
+               f"{'within' if res['decision']['urllib3_within'] else 'over'}), SearchClient over the raw socket "
+               f"{res['edge_p50_ms']['search_client'] - res['edge_p50_ms']['raw_socket']:+.2f} ms")
+    data = {"description": res["server"] if args.local else "WordNet gloss queries against the running demo (text2text, dense)",
+            "synthetic": bool(args.local), "queries": res["queries"]}
+    write_result("client_edge" if args.local else "client_edge_demo", "API client edge", summary, data, res,
+                 argv=["bench/client_edge.py", *(sys.argv[1:] if argv is None else argv)], out=args.out)
     return 0
 
 
