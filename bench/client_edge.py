@@ -65,7 +65,7 @@ class Urllib3SearchClient(SearchClient):
                                     allowed_methods=frozenset({"GET", "POST"}), status_forcelist=(429, 503),
                                     backoff_factor=0.05, raise_on_status=False, respect_retry_after_header=True,
                                     retry_after_max=max(1, int(timeout_s)))
-        self._once = urllib3.Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0, raise_on_status=False)
+        self._retry_once = urllib3.Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0, raise_on_status=False)
         proxy = urllib.request.getproxies().get(self._scheme)
         pool_args: dict[str, Any] = {"num_pools": 1, "maxsize": 32, "block": False, "timeout": timeout, "retries": self._retry}
         if proxy and not urllib.request.proxy_bypass(self._host):  # through the proxy: the manager, with absolute URLs
@@ -78,13 +78,13 @@ class Urllib3SearchClient(SearchClient):
     def close(self) -> None:
         self._manager.clear()
 
-    def _exchange(self, method: str, path: str, data: bytes | None, retry: bool = True) -> tuple[int, str, bytes]:
+    def _exchange(self, method: str, path: str, data: bytes | None, retry: bool = True) -> tuple[int, str, dict[str, str], bytes]:
         try:
             r = self._urlopen(method, self._target + path, body=data, headers=self._headers, redirect=False,
-                              retries=self._retry if retry else self._once, preload_content=True)
+                              retries=self._retry if retry else self._retry_once, preload_content=True)
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise Unavailable(self.dependency, str(e) or type(e).__name__) from e
-        return r.status, r.reason or "", r.data
+        return r.status, r.reason or "", {k.lower(): v for k, v in r.headers.items()}, r.data
 
 
 def body_of(q: str) -> bytes:
