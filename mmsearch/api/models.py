@@ -50,6 +50,9 @@ class SearchBody(_Model):
         'metadata filter over the fields the index stores, applied inside the vector search: {"category": "shoes"}, '
         '{"price": {"gte": 10, "lt": 50}}, {"tag": {"in": ["a", "b"]}}, {"and": [...]}, {"or": [...]}, {"not": {...}}'))
     force: dict[str, str] | None = Field(None, description='debug: {"layer": "arm"} pins experiment arms')
+    consistency: Literal["strong", "bounded"] | None = Field(None, description=(
+        "strong: the search sees every acknowledged write of the documents API (Milvus consistency level Strong); "
+        "bounded (default): a write is seen within about a second"))
 
 
 class ClickBody(_Model):

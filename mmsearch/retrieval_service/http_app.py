@@ -1,5 +1,6 @@
 """HTTP front end: POST /v1/search (plain WSGI, the hot path), and on Flask POST /v1/click, /v1/embed;
-GET /v1/config, /openapi.json, /healthz, /readyz, /metrics."""
+GET /v1/config, /openapi.json, /healthz, /readyz, /metrics; the documents API: GET /v1/indexes[/{index}],
+PUT and DELETE /v1/indexes/{index}/documents, GET /v1/indexes/{index}/documents/{id}."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mmsearch.api.models import ClickBody, EmbedBody, openapi, parse
-from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unauthenticated, error_body, http_status
+from mmsearch.errors import BadInput, MMSearchError, Overloaded, TooLarge, Unauthenticated, error_body, http_status
 from mmsearch.retrieval_service.auth import key_from
 from mmsearch.retrieval_service.pipeline import SearchService
 from mmsearch.retrieval_service.request import decode_image, from_json
@@ -111,6 +112,8 @@ def create_app(service: SearchService) -> Flask:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(e):
+        if request.path.startswith("/v1/indexes/"):  # the documents API answers a size refusal with 413
+            return jsonify(error_body(TooLarge(f"body: over the {max_bytes:,}-byte limit (send smaller batches)"))), 413
         return jsonify(error_body(BadInput(f"body: over the {max_bytes:,}-byte limit"))), 400
 
     @app.errorhandler(HTTPException)
@@ -142,6 +145,41 @@ def create_app(service: SearchService) -> Flask:
         image = decode_image(body.image_b64, "image_b64") if body.image_b64 is not None else None
         vec = service.embed(body.model, text=body.text, image=image)
         return jsonify({"model": body.model, "dim": int(vec.shape[0]), "embedding": [float(x) for x in vec]})
+
+    # ---------------------------------------------------------------- the documents API (issue 33)
+    def _documents_body() -> object:
+        if request.content_length is not None and request.content_length > max_bytes:
+            raise TooLarge(f"body: {request.content_length:,} bytes, over the {max_bytes:,}-byte limit (send smaller batches)")
+        return parse_json_body(request.get_data(cache=False))
+
+    docs = service.documents
+
+    @app.get("/v1/indexes")
+    def list_indexes():
+        with docs.reconnecting():
+            return jsonify({"indexes": docs.indexes()})
+
+    @app.get("/v1/indexes/<index>")
+    def index_info(index: str):
+        with docs.reconnecting():
+            return jsonify(docs.index_info(index))
+
+    @app.put("/v1/indexes/<index>/documents")
+    def put_documents(index: str):
+        service.auth.check_write(key_from(dict(request.headers)))
+        with docs.reconnecting():
+            return jsonify(docs.put(index, _documents_body()).model_dump())
+
+    @app.delete("/v1/indexes/<index>/documents")
+    def delete_documents(index: str):
+        service.auth.check_write(key_from(dict(request.headers)))
+        with docs.reconnecting():
+            return jsonify(docs.delete(index, _documents_body()).model_dump())
+
+    @app.get("/v1/indexes/<index>/documents/<path:doc_id>")
+    def get_document(index: str, doc_id: str):
+        with docs.reconnecting():
+            return jsonify({"index": index, "id": doc_id, "document": docs.get(index, doc_id)})
 
     @app.get("/v1/models")
     def models():

@@ -31,6 +31,7 @@ class SearchRequest:
     offset: int = 0
     fields: list[str] | None = None
     filter: dict[str, Any] | None = None
+    consistency: str | None = None  # "strong": every acknowledged write seen
 
 
 def decode_image(raw: str, where: str) -> bytes:
@@ -66,7 +67,7 @@ def _finish(body: SearchBody, image: bytes | None) -> SearchRequest:
         if bad:
             raise BadInput(f"fields: names are 1-128 characters, got {bad[0]!r}")
     return SearchRequest(scene, text, image, body.user_id or None, body.top_k, dict(body.force or {}),
-                         body.offset, list(body.fields) if body.fields is not None else None, body.filter)
+                         body.offset, list(body.fields) if body.fields is not None else None, body.filter, body.consistency)
 
 
 def from_json(body: Any) -> SearchRequest:
