@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from mmsearch.api.filters import check_value
-from mmsearch.api.models import _Model
+from mmsearch.api.models import DocumentReject, _Model
 from mmsearch.errors import BadInput, TooLarge
 
 ID_MAX = 512  # bytes of a document id (Milvus VARCHAR primary key)
@@ -45,13 +45,6 @@ class DeleteDocumentsBody(_Model):
     ids: list[str] | None = Field(None, description="document ids; ids not in the index are counted as not_found")
     filter: dict[str, Any] | None = Field(None, description="the search filter language (docs/architecture.md, Search API)")
     op_id: str | None = Field(None, pattern=OP_ID_PATTERN)
-
-
-class DocumentReject(_Model):
-    position: int = Field(description="the document's position in the batch, from 0")
-    id: str | None = None
-    field: str | None = Field(None, description="the field at fault")
-    reason: str
 
 
 class WriteResult(_Model):
@@ -122,13 +115,17 @@ def _where(r: dict[str, Any]) -> str:
     return f"documents[{r['position']}]{ident}" + (f".{r['field']}" if r.get("field") else "") + f": {r['reason']}"
 
 
+def _bad(rejects: list[dict[str, Any]]) -> int:
+    return len({r["position"] for r in rejects})  # (a document may have several reasons)
+
+
 class DocumentsRejected(BadInput):
     """A batch refused whole (400); ``rejects``: every bad document."""
 
     def __init__(self, rejects: list[dict[str, Any]], total: int) -> None:
         listed = "; ".join(_where(r) for r in rejects[:MAX_LISTED])
         more = f"; and {len(rejects) - MAX_LISTED} more" if len(rejects) > MAX_LISTED else ""
-        super().__init__(f"{len(rejects)} of {total} documents rejected, nothing written: {listed}{more}")
+        super().__init__(f"{_bad(rejects)} of {total} documents rejected, nothing written: {listed}{more}")
         self.rejects = rejects
 
 
@@ -137,7 +134,7 @@ class DocumentsTooLarge(TooLarge):
 
     def __init__(self, rejects: list[dict[str, Any]], total: int) -> None:
         listed = "; ".join(_where(r) for r in rejects[:MAX_LISTED])
-        super().__init__(f"{len(rejects)} of {total} documents rejected, nothing written: {listed}")
+        super().__init__(f"{_bad(rejects)} of {total} documents rejected, nothing written: {listed}")
         self.rejects = rejects
 
 
@@ -257,7 +254,7 @@ def validate_documents(items: Any, schema: IndexSchema, max_docs: int, max_doc_b
             if bad:
                 problems.append((name, bad.removeprefix(f"field {name}: ")))  # (the field is named in the reject's path)
         for name in schema.lexical:
-            bad = lexical_problem(doc, name)
+            bad = None if any(f == name for f, _ in problems) else lexical_problem(doc, name)  # (one reason per field)
             if bad:
                 problems.append((name, bad))
         doc["_id"] = doc_id

@@ -176,10 +176,10 @@ def create_app(service: SearchService) -> Flask:
         with docs.reconnecting():
             return jsonify(docs.delete(index, _documents_body()).model_dump())
 
-    @app.get("/v1/indexes/<index>/documents/<path:doc_id>")
-    def get_document(index: str, doc_id: str):
+    @app.get("/v1/indexes/<index>/documents/<path:id>")
+    def get_document(index: str, id: str):  # (named as the OpenAPI document's {id})
         with docs.reconnecting():
-            return jsonify({"index": index, "id": doc_id, "document": docs.get(index, doc_id)})
+            return jsonify({"index": index, "id": id, "document": docs.get(index, id)})
 
     @app.get("/v1/models")
     def models():

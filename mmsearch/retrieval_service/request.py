@@ -97,5 +97,5 @@ def from_proto(req: search_pb2.SearchRequest) -> SearchRequest:
             raise BadInput("filter: nested too deeply") from e
     body = {"scene": req.scene, "query": {"text": req.query.text} if which == "text" else {},
             "user_id": req.user_id or None, "top_k": req.top_k or None, "force": dict(req.force),
-            "offset": req.offset, "fields": list(req.fields) or None, "filter": filt}
+            "offset": req.offset, "fields": list(req.fields) or None, "filter": filt, "consistency": req.consistency or None}
     return _finish(parse(SearchBody, body), image)

@@ -188,3 +188,52 @@ def test_bad_batches_are_refused_whole_naming_each_document(docs_stack):
     assert code == 400 and out["error"] == "BadInput" and "not valid JSON" in out["message"]
     code, out = _raw(docs_stack["url"] + "/v1/indexes/docs/documents", "PUT", json.dumps({"documents": [doc(1)], "extra": 1}).encode())
     assert code == 400 and "extra" in out["message"]
+
+
+def test_grpc_mirrors_the_documents_api(docs_stack):
+    import grpc
+
+    from mmsearch.protos import search_pb2 as pb
+    from mmsearch.protos import search_pb2_grpc as pb_grpc
+
+    stub = pb_grpc.SearchStub(grpc.insecure_channel(f"127.0.0.1:{docs_stack['server'].grpc_port}"))
+    out = json.loads(stub.PutDocuments(pb.PutDocumentsRequest(index="docs", documents_json=[json.dumps(doc(8000, text="a grpc written okapi"))],
+                                                              op_id="grpc-1"), timeout=30).result_json)
+    assert out["written"] == 1 and out["encoded"] == 1
+    assert json.loads(stub.GetDocument(pb.GetDocumentRequest(index="docs", id="d8000"), timeout=10).doc_json)["text"] == "a grpc written okapi"
+    req = pb.SearchRequest(scene="text2text", query=pb.Query(text="a grpc written okapi"), top_k=1, force={"recall": "dense"},
+                           consistency="strong")
+    assert stub.Search(req, timeout=30).results[0].id == "d8000"
+    out = json.loads(stub.DeleteDocuments(pb.DeleteDocumentsRequest(index="docs", filter=json.dumps({"n": 8000})), timeout=30).result_json)
+    assert out["deleted"] == 1
+    with pytest.raises(grpc.RpcError) as e:
+        stub.GetDocument(pb.GetDocumentRequest(index="docs", id="d8000"), timeout=10)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as e:
+        stub.PutDocuments(pb.PutDocumentsRequest(index="docs", documents_json=['{"id": "x"}']), timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "documents[0] (id 'x').text: missing text" in e.value.details()
+    infos = [json.loads(i) for i in stub.ListIndexes(pb.ListIndexesRequest(), timeout=10).index_json]
+    assert [i["index"] for i in infos] == ["docs"] and infos[0]["dim"] > 0
+
+
+def test_cli_puts_a_file_in_batches_and_writes_the_rejects(docs_stack, capsys):
+    from mmsearch.client import docs_cli
+
+    path = docs_stack["base"] / "more.jsonl"
+    lines = [json.dumps(doc(i)) for i in range(9000, 9030)]
+    lines[4] = "{not json"
+    lines[10] = json.dumps(doc(9010, subject="ten"))
+    lines[20] = json.dumps({"id": "d9020", "title": "no text", "subject": 1, "lang": "en", "n": 1})
+    path.write_text("\n".join(lines) + "\n")
+    common = ["--url", docs_stack["url"]]
+    out = docs_cli.run([*common, "put", "--index", "docs", "--file", str(path), "--batch-size", "8", "--no-progress"])
+    assert out[0].startswith("index docs: written 27 (encoded 27, unchanged 0), already applied 0, rejected 3"), out
+    rejects = [json.loads(x) for x in (docs_stack["base"] / "more.docs.rejects.jsonl").read_text().splitlines()]
+    assert sorted((r["line"], r["field"]) for r in rejects) == [(5, None), (11, "subject"), (21, "text")]
+    again = docs_cli.run([*common, "put", "--index", "docs", "--file", str(path), "--batch-size", "8", "--no-progress"])
+    assert "written 0 (encoded 0, unchanged 0), already applied 27, rejected 3" in again[0], again  # a re-run applies nothing twice
+    assert json.loads(docs_cli.run([*common, "get", "--index", "docs", "d9000"])[0]) == doc(9000)
+    assert docs_cli.run([*common, "delete", "--index", "docs", "--ids", "d9000,d9001,zz"]) == ["index docs: deleted 2, not found 1"]
+    assert docs_cli.run([*common, "delete", "--index", "docs", "--filter", '{"n": {"gte": 9002, "lt": 9030}}'])[0].startswith(
+        "index docs: deleted 25")
+    assert docs_cli.run([*common, "indexes"])[0].startswith("docs\tlive b")
