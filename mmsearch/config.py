@@ -82,6 +82,12 @@ class RetrievalConfig(Endpoint):
     max_inflight: int = Field(8, ge=1, le=1024)  # searches served at once per process
     max_queue: int = Field(16, ge=0, le=4096)  # searches waiting for a slot (two service times deep); more get 429
     api_keys: list[str] = Field(default_factory=list, repr=False)  # empty: no key needed (demo); production sets them
+    # keys that may also write (the documents API: PUT/DELETE /v1/indexes/{index}/documents); a key of api_keys only reads
+    # (403 on a write). Keys are on when either list is set; both empty: open (the demo)
+    write_api_keys: list[str] = Field(default_factory=list, repr=False)
+    documents_max_batch: int = Field(1000, ge=1, le=100_000)  # documents (or ids) per write; more: 413
+    documents_max_bytes: int = Field(1024 * 1024, ge=1024, le=16 * 1024 * 1024)  # one document's JSON; more: 413
+    documents_max_image_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)  # one inline image (image_b64), decoded
     # text queries: tokenized in this process from model_repository (local: no network hop), or by the
     # preprocess service (service); images always go to the preprocess service
     tokenize: Literal["local", "service"] = "local"
@@ -90,7 +96,7 @@ class RetrievalConfig(Endpoint):
     encode: Literal["local", "triton"] = "local"
     encode_threads: int = Field(1, ge=1, le=64)  # ONNX Runtime threads per local query encoding
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "write_api_keys")
     @classmethod
     def _strong_keys(cls, keys: list[str]) -> list[str]:
         """A key list that is set must hold real keys: an empty or short one would silently weaken the guard."""

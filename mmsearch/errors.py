@@ -8,6 +8,7 @@ them (``raise Unavailable(...) from e``) so callers never catch library-specific
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import grpc
 
@@ -37,6 +38,10 @@ class NotFound(MMSearchError):
     """A named thing (model, index, document) does not exist."""
 
     exit_code = 2
+
+
+class TooLarge(BadInput):
+    """A request, batch or item over its size limit (HTTP 413; gRPC INVALID_ARGUMENT, as any bad input)."""
 
 
 class AlreadyExists(BadInput):
@@ -93,6 +98,10 @@ class Unauthenticated(MMSearchError):
     exit_code = 3
 
 
+class PermissionDenied(Unauthenticated):
+    """A valid key without the scope the call needs (a read key on a write): HTTP 403, gRPC PERMISSION_DENIED."""
+
+
 class Internal(MMSearchError):
     """A bug or broken invariant on our side."""
 
@@ -108,12 +117,14 @@ class ProcessDied(Unavailable):
 # The one mapping to wire statuses, used in both directions. Order matters: to a status, the
 # first isinstance match wins (subclasses first); from a status, the first row with that status wins.
 _STATUS_TABLE: tuple[tuple[type[MMSearchError], grpc.StatusCode, int], ...] = (
+    (TooLarge, grpc.StatusCode.INVALID_ARGUMENT, 413),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS, 409),
     (BadInput, grpc.StatusCode.INVALID_ARGUMENT, 400),
     (NotFound, grpc.StatusCode.NOT_FOUND, 404),
     (Unavailable, grpc.StatusCode.UNAVAILABLE, 503),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, 403),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, 401),
     (Internal, grpc.StatusCode.INTERNAL, 500),
 )
@@ -122,11 +133,8 @@ _GRPC_ALIASES: dict[grpc.StatusCode, type[MMSearchError]] = {
     grpc.StatusCode.CANCELLED: Unavailable,  # the server went away mid-call (shutdown)
     grpc.StatusCode.FAILED_PRECONDITION: BadInput,
     grpc.StatusCode.OUT_OF_RANGE: BadInput,
-    grpc.StatusCode.PERMISSION_DENIED: Unauthenticated,
 }
 _HTTP_ALIASES: dict[int, type[MMSearchError]] = {
-    403: Unauthenticated,
-    413: BadInput,  # body too large
     422: BadInput,
     502: Unavailable,  # a proxy could not reach the service
 }
@@ -154,6 +162,7 @@ _FROM_HTTP: dict[int, type[MMSearchError]] = {**_HTTP_ALIASES}
 for _cls, _code, _http in reversed(_STATUS_TABLE):  # reversed: the first row of a status wins
     _FROM_GRPC[_code] = _cls
     _FROM_HTTP[_http] = _cls
+_FROM_GRPC[grpc.StatusCode.INVALID_ARGUMENT] = BadInput  # (TooLarge shares it: over gRPC a size refusal is bad input)
 
 
 def _make(cls: type[MMSearchError], message: str, dependency: str) -> MMSearchError:
@@ -180,11 +189,15 @@ def from_http_status(status: int, message: str, dependency: str) -> MMSearchErro
     return _make(cls, message, dependency)
 
 
-def error_body(err: BaseException) -> dict[str, str]:
-    """The JSON body every HTTP edge returns for an error (never a stack trace)."""
+def error_body(err: BaseException) -> dict[str, Any]:
+    """The JSON body every HTTP edge returns for an error (never a stack trace). A refused batch of
+    documents adds ``rejects``: each bad document's position, id, field and reason."""
     if isinstance(err, MMSearchError):
-        body = {"error": type(err).__name__, "message": err.message}
+        body: dict[str, Any] = {"error": type(err).__name__, "message": err.message}
         if isinstance(err, Unavailable):
             body["dependency"] = err.dependency
+        rejects = getattr(err, "rejects", None)
+        if rejects:
+            body["rejects"] = rejects
         return body
     return {"error": "Internal", "message": "internal error"}

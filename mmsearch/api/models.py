@@ -50,6 +50,9 @@ class SearchBody(_Model):
         'metadata filter over the fields the index stores, applied inside the vector search: {"category": "shoes"}, '
         '{"price": {"gte": 10, "lt": 50}}, {"tag": {"in": ["a", "b"]}}, {"and": [...]}, {"or": [...]}, {"not": {...}}'))
     force: dict[str, str] | None = Field(None, description='debug: {"layer": "arm"} pins experiment arms')
+    consistency: Literal["strong", "bounded"] | None = Field(None, description=(
+        "strong: the search sees every acknowledged write of the documents API (Milvus consistency level Strong); "
+        "bounded (default): a write is seen within about a second"))
 
 
 class ClickBody(_Model):
@@ -93,10 +96,21 @@ class EmbedResult(_Model):
     embedding: list[float]
 
 
+class DocumentReject(_Model):
+    """One reason a document of a batch was refused (the documents API)."""
+
+    position: int = Field(description="the document's position in the batch, from 0")
+    id: str | None = None
+    field: str | None = Field(None, description="the field at fault")
+    reason: str
+
+
 class ErrorBody(_Model):
-    error: str = Field(description="BadInput, NotFound, Unavailable, DeadlineExceeded, Overloaded, AlreadyExists, Unauthenticated or Internal")
+    error: str = Field(description="BadInput, TooLarge, NotFound, Unavailable, DeadlineExceeded, Overloaded, AlreadyExists, "
+                                   "Unauthenticated, PermissionDenied or Internal")
     message: str
     dependency: str | None = None
+    rejects: list[DocumentReject] | None = Field(None, description="a refused batch of documents: every bad one")
 
 
 def validation_message(e: ValidationError, root: str = "body") -> str:
@@ -126,7 +140,10 @@ def openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the retrieval service's HTTP API, generated from the models."""
     from pydantic.json_schema import models_json_schema
 
-    models: list[type[BaseModel]] = [SearchBody, SearchResult, ClickBody, EmbedBody, EmbedResult, ErrorBody]
+    from mmsearch.api.documents import DeleteDocumentsBody, IndexInfo, PutDocumentsBody, WriteResult
+
+    models: list[type[BaseModel]] = [SearchBody, SearchResult, ClickBody, EmbedBody, EmbedResult, ErrorBody,
+                                     PutDocumentsBody, DeleteDocumentsBody, WriteResult, IndexInfo]
     modes: list[Literal["validation", "serialization"]] = ["validation" if m.__name__.endswith("Body") else "serialization" for m in models]
     _, top = models_json_schema(list(zip(models, modes)),
                                 ref_template="#/components/schemas/{model}")
@@ -151,10 +168,44 @@ def openapi() -> dict[str, Any]:
                         "responses": {"200": {"description": "ok", "content": {content_type: {"schema": {}}}},
                                       "503": {"description": "not ready"}}}}
 
+    def path_param(name: str, what: str) -> dict[str, Any]:
+        return {"name": name, "in": "path", "required": True, "description": what, "schema": {"type": "string"}}
+
+    index_param = path_param("index", "the index (its alias): build-index made it")
+    error_content = {"application/json": {"schema": ref("ErrorBody")}}
+    write_errors = {**errors, **{str(code): {"description": why, "content": error_content} for code, why in [
+        (403, "the key may only read: writes need a key of retrieval.write_api_keys"),
+        (409, "op_id used before for a different request"), (413, "a batch, document or body over its limit")]}}
+
+    def write(summary: str, body: str) -> dict[str, Any]:
+        return {"summary": summary, "operationId": summary.partition(":")[0], "parameters": [index_param],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ref(body)}}},
+                "responses": {"200": {"description": "written: acknowledged once vectors, terms and documents are durable",
+                                      "content": {"application/json": {"schema": ref("WriteResult")}}}, **write_errors}}
+
+    def read(summary: str, schema: dict[str, Any], params: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"get": {"summary": summary, "operationId": summary.partition(":")[0], "parameters": params,
+                        "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": schema}}}, **errors}}}
+
+    documents_paths = {
+        "/v1/indexes": read("indexes: every index with its model, dims, count, fields and builds",
+                            {"type": "object", "properties": {"indexes": {"type": "array", "items": ref("IndexInfo")}}}, []),
+        "/v1/indexes/{index}": read("index: one index's model, dims, count, fields and builds", ref("IndexInfo"), [index_param]),
+        "/v1/indexes/{index}/documents": {
+            "put": write("put_documents: upsert documents by id into the live build (all-or-nothing)", "PutDocumentsBody"),
+            "delete": write("delete_documents: delete documents by ids or by a filter", "DeleteDocumentsBody"),
+        },
+        "/v1/indexes/{index}/documents/{id}": read(
+            "get_document: a document of the live build, as stored",
+            {"type": "object", "properties": {"index": {"type": "string"}, "id": {"type": "string"}, "document": {"type": "object"}}},
+            [index_param, path_param("id", "the document id (percent-encoded)")]),
+    }
+
     return {
         "openapi": "3.1.0",
         "info": {"title": "mmsearch retrieval API", "version": "1",
-                 "description": "Multimodal search: text->text, text->image, image->image, with A/B experiments."},
+                 "description": "Multimodal search: text->text, text->image, image->image, with A/B experiments; "
+                                "the documents API adds, changes and deletes documents of an index's live build."},
         "paths": {
             "/v1/search": post("search: ranked hits for a text or image query", "SearchBody", "SearchResult"),
             "/v1/click": post("click: record that a user opened a hit", "ClickBody",
@@ -166,6 +217,7 @@ def openapi() -> dict[str, Any]:
             "/readyz": get("readyz: every dependency and served index is ready"),
             "/metrics": get("metrics: Prometheus exposition", "text/plain"),
             "/openapi.json": get("openapi: this document"),
+            **documents_paths,
         },
         "components": {"schemas": schemas},
     }

@@ -160,7 +160,7 @@ class SearchClient:
             return r.status, r.reason, r.headers, r.body
         raise AssertionError("unreachable")
 
-    def _request(self, path: str, body: dict[str, Any] | None = None, retry: bool = True) -> Any:
+    def _request(self, path: str, body: dict[str, Any] | None = None, retry: bool = True, method: str | None = None) -> Any:
         """One call; a 429 is sent again up to ``overload_retries`` times (``retry`` calls only), each
         after overload_delay, while that ends within ``timeout_s`` of the first try."""
         data = json.dumps(body).encode() if body is not None else None
@@ -168,7 +168,7 @@ class SearchClient:
         attempt = 0
         while True:
             try:
-                return self._once(path, data, retry)
+                return self._once(path, data, retry, method or ("POST" if body is not None else "GET"))
             except Overloaded as e:
                 pause = overload_delay(e, attempt)
                 if not retry or attempt >= self.overload_retries or time.monotonic() + pause >= give_up:
@@ -176,8 +176,8 @@ class SearchClient:
                 attempt += 1
                 time.sleep(pause)
 
-    def _once(self, path: str, data: bytes | None, retry: bool) -> Any:
-        status, reason, headers, raw = self._exchange("POST" if data is not None else "GET", path, data, retry)
+    def _once(self, path: str, data: bytes | None, retry: bool, method: str) -> Any:
+        status, reason, headers, raw = self._exchange(method, path, data, retry)
         if status >= 400:
             try:
                 err = json.loads(raw)
@@ -186,10 +186,12 @@ class SearchClient:
             if not isinstance(err, dict):
                 err = {"message": str(err)}
             msg = err.get("message", str(reason))
-            e = from_http_status(status, msg, err.get("dependency") or self.dependency)
-            if isinstance(e, Overloaded):
-                e.retry_after_s = retry_after_from(headers)
-            raise e
+            exc = from_http_status(status, msg, err.get("dependency") or self.dependency)
+            if isinstance(exc, Overloaded):
+                exc.retry_after_s = retry_after_from(headers)
+            if isinstance(err.get("rejects"), list):  # a refused batch of documents: each bad one, by position
+                exc.rejects = err["rejects"]  # type: ignore[attr-defined]
+            raise exc
         try:
             return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -224,6 +226,31 @@ class SearchClient:
             body["image_b64"] = base64.b64encode(image or b"").decode()
         return np.asarray(self._request("/v1/embed", body)["embedding"], np.float32)
 
+    # ------------------------------------------------------------------ the documents API
+    def put_documents(self, index: str, documents: list[dict[str, Any]], op_id: str | None = None) -> dict[str, Any]:
+        """Upsert documents by id (all-or-nothing: a bad one refuses the batch, BadInput with ``.rejects``).
+        ``op_id``: an idempotency key; a retry with the same one is not applied twice (safe to retry)."""
+        body: dict[str, Any] = {"documents": documents, **({"op_id": op_id} if op_id else {})}
+        return dict(self._request(f"/v1/indexes/{_segment(index)}/documents", body, retry=op_id is not None, method="PUT"))
+
+    def delete_documents(self, index: str, ids: list[str] | None = None, filter: dict[str, Any] | None = None,
+                         op_id: str | None = None) -> dict[str, Any]:
+        """Delete by ids or by a filter over the stored fields (the search filter language)."""
+        body: dict[str, Any] = {"ids": ids} if ids is not None else {"filter": filter}
+        if op_id:
+            body["op_id"] = op_id
+        return dict(self._request(f"/v1/indexes/{_segment(index)}/documents", body, retry=True, method="DELETE"))
+
+    def get_document(self, index: str, doc_id: str) -> dict[str, Any]:
+        """The stored document (NotFound when the live build does not hold it)."""
+        return dict(self._request(f"/v1/indexes/{_segment(index)}/documents/{_segment(doc_id)}")["document"])
+
+    def list_indexes(self) -> list[dict[str, Any]]:
+        return list(self._request("/v1/indexes")["indexes"])
+
+    def get_index(self, index: str) -> dict[str, Any]:
+        return dict(self._request(f"/v1/indexes/{_segment(index)}"))
+
     def models(self) -> list[dict[str, Any]]:
         """The served models (name, state, provider, ...), as /v1/models lists them."""
         return list(self._request("/v1/models")["models"])
@@ -241,3 +268,8 @@ class SearchClient:
 
     def healthy(self) -> bool:
         return http_ok(self.base_url + "/healthz", timeout=2)
+
+
+def _segment(text: str) -> str:
+    """One path segment: every reserved character (a / in a document id, too) percent-encoded."""
+    return urllib.parse.quote(text, safe="")

@@ -52,12 +52,33 @@ class DocumentStore:
                 raise Unavailable(self.dependency, f"{what}: no answer within {self.timeout_s:.1f} s") from e
             raise Internal(f"{self.dependency}: {what} failed: {e}") from e
 
-    def upsert_many(self, collection: str, docs: Sequence[dict[str, Any]]) -> None:
+    def _coll(self, collection: str, durable: bool) -> Any:
+        """The collection; ``durable``: writes acknowledged once in the journal (write concern j)."""
+        from pymongo import WriteConcern
+
+        coll = self.db[collection]
+        return coll.with_options(write_concern=WriteConcern(w=1, j=True)) if durable else coll
+
+    def upsert_many(self, collection: str, docs: Sequence[dict[str, Any]], durable: bool = False) -> None:
         from pymongo import ReplaceOne
 
         if docs:
             ops = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs]
-            self._call("bulk upsert", self.db[collection].bulk_write, ops, ordered=False)
+            self._call("bulk upsert", self._coll(collection, durable).bulk_write, ops, ordered=False)
+
+    def delete_ids(self, collection: str, ids: Sequence[str], durable: bool = False) -> int:
+        """Delete documents by id; how many there were."""
+        if not ids:
+            return 0
+        res = self._call("delete", self._coll(collection, durable).delete_many, {"_id": {"$in": list(ids)}})
+        return int(res.deleted_count)
+
+    def get_one(self, collection: str, doc_id: str) -> dict[str, Any] | None:
+        return self._call("find", self.db[collection].find_one, {"_id": doc_id}, bounded=True)
+
+    def save(self, collection: str, doc: dict[str, Any], durable: bool = False) -> None:
+        """Insert or replace one document by its _id."""
+        self._call("save", self._coll(collection, durable).replace_one, {"_id": doc["_id"]}, doc, upsert=True)
 
     def get_many(self, collection: str, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Documents in the order of ``ids`` (None where missing), in one round trip."""

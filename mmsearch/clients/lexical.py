@@ -78,6 +78,10 @@ class LexicalWriter:
             values = {f: d[f] for f in self.fields if isinstance(d.get(f), str) and d[f]}
             self._writer.add_document(self._tv.Document(**{ID_FIELD: doc_id}, **values))
 
+    def delete(self, ids: Sequence[str]) -> None:
+        for doc_id in ids:
+            self._writer.delete_documents_by_term(ID_FIELD, str(doc_id))
+
     def commit(self) -> None:
         self._writer.commit()
 
@@ -132,6 +136,29 @@ class LexicalStore:
     # ---------------------------------------------------------------- builds
     def writer(self, collection: str, fields: list[str]) -> LexicalWriter:
         return LexicalWriter(self.root / collection, check_lexical_fields(fields))
+
+    def build_fields(self, collection: str) -> list[str]:
+        """The text fields a build's term index holds ([] without one)."""
+        return self._fields_of(collection)
+
+    def open_writer(self, collection: str, wait_s: float = 5.0) -> LexicalWriter:
+        """A writer of an existing build (the documents API). tantivy allows one writer per index (a lock
+        file): while another holds it (a second replica writing), wait up to ``wait_s``, then Unavailable."""
+        import time
+
+        from mmsearch.errors import Unavailable
+
+        fields = self.build_fields(collection)
+        if not fields:
+            raise NotFound(f"lexical build {collection} not found under {self.root}")
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return LexicalWriter(self.root / collection, fields, heap_mb=16)
+            except ValueError as e:  # tantivy: "Failed to acquire Lockfile: LockBusy"
+                if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                    raise Unavailable(f"lexical index {collection}", str(e)) from e
+                time.sleep(0.05)
 
     def has_build(self, collection: str) -> bool:
         return (self.root / collection / META).is_file()

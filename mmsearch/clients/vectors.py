@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
+from mmsearch.api.documents import ID_MAX
 from mmsearch.api.filters import DOC_FIELD, MAX_STR, quote
 from mmsearch.errors import BadInput, DeadlineExceeded, Internal, MMSearchError, NotFound, Overloaded, Unavailable, from_grpc_status
 from mmsearch.runtime.deadline import call_timeout
@@ -27,7 +28,6 @@ T = TypeVar("T")
 
 BUILD_SEP = "__"
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
-ID_MAX = 512
 
 
 def check_index_name(name: str) -> str:
@@ -316,15 +316,37 @@ class VectorStore:
         rows = self._call("query", self.client.query, collection, filter=f"id in [{quoted}]", output_fields=["id"], **STRONG)
         return {r["id"] for r in rows}
 
-    def matching(self, name: str, ids: Sequence[str], expr: str) -> set[str]:
+    def matching(self, name: str, ids: Sequence[str], expr: str, consistency: str | None = None) -> set[str]:
         """Which of ``ids`` pass a filter expression (recall paths without metadata, like BM25, filter here)."""
         if not ids:
             return set()
         quoted = ",".join(quote(i) for i in ids)
         flt = f"(id in [{quoted}])" + (f" and ({expr})" if expr else "")
         self._ensure_loaded(name, wait=False)
-        rows = self._call("query", self.client.query, name, filter=flt, output_fields=["id"], limit=len(ids))
+        rows = self._call("query", self.client.query, name, filter=flt, output_fields=["id"], limit=len(ids),
+                          **({"consistency_level": consistency} if consistency else {}))
         return {r["id"] for r in rows}
+
+    # ---------------------------------------------------------------- single-document writes (the documents API)
+    def vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of those ``ids`` the collection holds (Strong: every acknowledged write seen)."""
+        if not ids:
+            return {}
+        self._ensure_loaded(collection)
+        rows = self._call("query", self.client.query, collection, filter=f"id in [{','.join(quote(i) for i in ids)}]",
+                          output_fields=["id", "embedding"], limit=len(ids), **STRONG)
+        return {r["id"]: np.asarray(r["embedding"], np.float32) for r in rows}
+
+    def ids_where(self, collection: str, expr: str, limit: int) -> list[str]:
+        """Ids of rows matching a filter expression, at most ``limit`` (Strong)."""
+        self._ensure_loaded(collection)
+        rows = self._call("query", self.client.query, collection, filter=expr, output_fields=["id"], limit=limit, **STRONG)
+        return [r["id"] for r in rows]
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        """Delete rows by id (acknowledged once in Milvus's write-ahead log, as upserts are)."""
+        if ids:
+            self._call("delete", self.client.delete, collection, filter=f"id in [{','.join(quote(i) for i in ids)}]")
 
     def vector(self, collection: str, doc_id: str) -> np.ndarray | None:
         self._ensure_loaded(collection)
@@ -374,12 +396,15 @@ class VectorStore:
         return sum(int(s.num_rows) for s in segments if s.index_id or int(s.num_rows) < MILVUS_MIN_INDEXED_SEGMENT_ROWS)
 
     def search(self, name: str, vectors: np.ndarray, top_k: int, filter: str = "",
-               ef: int | None = None, docs: RawDocSink | None = None, breadth: int = 0) -> list[list[tuple[str, float]]]:
+               ef: int | None = None, docs: RawDocSink | None = None, breadth: int = 0,
+               consistency: str | None = None) -> list[list[tuple[str, float]]]:
         """Top-k (id, score) per query vector from an index (alias) or collection; NotFound names a missing one.
         ``ef``: HNSW search breadth for this call (the recall/latency knob an experiment arm may set).
         ``breadth``: search as broadly as for this many hits (HNSW ef at least this), so the first
         ``top_k`` are the ones a search for ``breadth`` would return first.
-        ``docs``: filled with the hits' documents where the build stores them."""
+        ``docs``: filled with the hits' documents where the build stores them.
+        ``consistency``: a Milvus consistency level for this search ("Strong": every acknowledged write is seen);
+        None: the collection's (Bounded)."""
         try:
             self._ensure_loaded(name, wait=False)  # IndexLoading (503) while Milvus loads it
         except NotFound as e:
@@ -389,14 +414,15 @@ class VectorStore:
             res = self._call("search", self.client.search, name, data=[np.asarray(v, np.float32) for v in vectors],
                              limit=top_k, filter=filter, output_fields=["id", DOC_FIELD] if with_docs else ["id"],
                              timeout=call_timeout(self.timeout_s),
-                             search_params={"metric_type": self.spec.metric, "params": self.spec.search_params(top_k, ef, breadth)})
+                             search_params={"metric_type": self.spec.metric, "params": self.spec.search_params(top_k, ef, breadth)},
+                             **({"consistency_level": consistency} if consistency else {}))
         except NotFound as e:
             raise NotFound(f"index {name!r} not found in {self.dependency}") from e
         except (Internal, IndexLoading) as e:
             if with_docs and isinstance(e, Internal) and not self._stores_docs_now(name):
                 # the alias moved, within the fields cache's seconds, to a build that keeps no documents: once more
                 # without asking for them (stores_docs is False now, so this does not recurse again)
-                return self.search(name, vectors, top_k, filter, ef, docs, breadth)
+                return self.search(name, vectors, top_k, filter, ef, docs, breadth, consistency)
             # Released behind our back (a restart, a rollback elsewhere): Milvus 2.3 says so with code
             # 101 or a generic code and a message only, so ask for the load state instead of reading
             # text. (A server that does not answer raises Unavailable: no probing then.)

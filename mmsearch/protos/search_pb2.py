@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmmsearch/protos/search.proto\x12\x0bmmsearch.v1\"-\n\x05Query\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x42\x03\n\x01q\"\xf5\x01\n\rSearchRequest\x12\r\n\x05scene\x18\x01 \x01(\t\x12!\n\x05query\x18\x02 \x01(\x0b\x32\x12.mmsearch.v1.Query\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x34\n\x05\x66orce\x18\x05 \x03(\x0b\x32%.mmsearch.v1.SearchRequest.ForceEntry\x12\x0e\n\x06\x66ilter\x18\x06 \x01(\t\x12\x0e\n\x06offset\x18\x07 \x01(\x05\x12\x0e\n\x06\x66ields\x18\x08 \x03(\t\x1a,\n\nForceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x64oc_json\x18\x03 \x01(\t\x12\x12\n\nscore_type\x18\x04 \x01(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\"\xfb\x02\n\x0eSearchResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\x07results\x18\x02 \x03(\x0b\x32\x13.mmsearch.v1.Result\x12?\n\nexperiment\x18\x03 \x03(\x0b\x32+.mmsearch.v1.SearchResponse.ExperimentEntry\x12>\n\ntimings_ms\x18\x04 \x03(\x0b\x32*.mmsearch.v1.SearchResponse.TimingsMsEntry\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x10\n\x08has_more\x18\x06 \x01(\x08\x12\x0e\n\x06offset\x18\x07 \x01(\x05\x12\x16\n\x0e\x63onfig_version\x18\x08 \x01(\t\x1a\x31\n\x0f\x45xperimentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"C\n\x0c\x43lickRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"\x0f\n\rClickResponse2\x8b\x01\n\x06Search\x12\x41\n\x06Search\x12\x1a.mmsearch.v1.SearchRequest\x1a\x1b.mmsearch.v1.SearchResponse\x12>\n\x05\x43lick\x12\x19.mmsearch.v1.ClickRequest\x1a\x1a.mmsearch.v1.ClickResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmmsearch/protos/search.proto\x12\x0bmmsearch.v1\"-\n\x05Query\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x42\x03\n\x01q\"\x8a\x02\n\rSearchRequest\x12\r\n\x05scene\x18\x01 \x01(\t\x12!\n\x05query\x18\x02 \x01(\x0b\x32\x12.mmsearch.v1.Query\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x34\n\x05\x66orce\x18\x05 \x03(\x0b\x32%.mmsearch.v1.SearchRequest.ForceEntry\x12\x0e\n\x06\x66ilter\x18\x06 \x01(\t\x12\x0e\n\x06offset\x18\x07 \x01(\x05\x12\x0e\n\x06\x66ields\x18\x08 \x03(\t\x12\x13\n\x0b\x63onsistency\x18\t \x01(\t\x1a,\n\nForceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x64oc_json\x18\x03 \x01(\t\x12\x12\n\nscore_type\x18\x04 \x01(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\"\xfb\x02\n\x0eSearchResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\x07results\x18\x02 \x03(\x0b\x32\x13.mmsearch.v1.Result\x12?\n\nexperiment\x18\x03 \x03(\x0b\x32+.mmsearch.v1.SearchResponse.ExperimentEntry\x12>\n\ntimings_ms\x18\x04 \x03(\x0b\x32*.mmsearch.v1.SearchResponse.TimingsMsEntry\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x10\n\x08has_more\x18\x06 \x01(\x08\x12\x0e\n\x06offset\x18\x07 \x01(\x05\x12\x16\n\x0e\x63onfig_version\x18\x08 \x01(\t\x1a\x31\n\x0f\x45xperimentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"C\n\x0c\x43lickRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"\x0f\n\rClickResponse\"K\n\x13PutDocumentsRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\x16\n\x0e\x64ocuments_json\x18\x02 \x03(\t\x12\r\n\x05op_id\x18\x03 \x01(\t\"S\n\x16\x44\x65leteDocumentsRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\r\n\x05op_id\x18\x04 \x01(\t\"$\n\rWriteResponse\x12\x13\n\x0bresult_json\x18\x01 \x01(\t\"/\n\x12GetDocumentRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\'\n\x13GetDocumentResponse\x12\x10\n\x08\x64oc_json\x18\x01 \x01(\t\"#\n\x12ListIndexesRequest\x12\r\n\x05index\x18\x01 \x01(\t\")\n\x13ListIndexesResponse\x12\x12\n\nindex_json\x18\x01 \x03(\t2\xd1\x03\n\x06Search\x12\x41\n\x06Search\x12\x1a.mmsearch.v1.SearchRequest\x1a\x1b.mmsearch.v1.SearchResponse\x12>\n\x05\x43lick\x12\x19.mmsearch.v1.ClickRequest\x1a\x1a.mmsearch.v1.ClickResponse\x12L\n\x0cPutDocuments\x12 .mmsearch.v1.PutDocumentsRequest\x1a\x1a.mmsearch.v1.WriteResponse\x12R\n\x0f\x44\x65leteDocuments\x12#.mmsearch.v1.DeleteDocumentsRequest\x1a\x1a.mmsearch.v1.WriteResponse\x12P\n\x0bGetDocument\x12\x1f.mmsearch.v1.GetDocumentRequest\x1a .mmsearch.v1.GetDocumentResponse\x12P\n\x0bListIndexes\x12\x1f.mmsearch.v1.ListIndexesRequest\x1a .mmsearch.v1.ListIndexesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,21 +40,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERY']._serialized_start=45
   _globals['_QUERY']._serialized_end=90
   _globals['_SEARCHREQUEST']._serialized_start=93
-  _globals['_SEARCHREQUEST']._serialized_end=338
-  _globals['_SEARCHREQUEST_FORCEENTRY']._serialized_start=294
-  _globals['_SEARCHREQUEST_FORCEENTRY']._serialized_end=338
-  _globals['_RESULT']._serialized_start=340
-  _globals['_RESULT']._serialized_end=430
-  _globals['_SEARCHRESPONSE']._serialized_start=433
-  _globals['_SEARCHRESPONSE']._serialized_end=812
-  _globals['_SEARCHRESPONSE_EXPERIMENTENTRY']._serialized_start=713
-  _globals['_SEARCHRESPONSE_EXPERIMENTENTRY']._serialized_end=762
-  _globals['_SEARCHRESPONSE_TIMINGSMSENTRY']._serialized_start=764
-  _globals['_SEARCHRESPONSE_TIMINGSMSENTRY']._serialized_end=812
-  _globals['_CLICKREQUEST']._serialized_start=814
-  _globals['_CLICKREQUEST']._serialized_end=881
-  _globals['_CLICKRESPONSE']._serialized_start=883
-  _globals['_CLICKRESPONSE']._serialized_end=898
-  _globals['_SEARCH']._serialized_start=901
-  _globals['_SEARCH']._serialized_end=1040
+  _globals['_SEARCHREQUEST']._serialized_end=359
+  _globals['_SEARCHREQUEST_FORCEENTRY']._serialized_start=315
+  _globals['_SEARCHREQUEST_FORCEENTRY']._serialized_end=359
+  _globals['_RESULT']._serialized_start=361
+  _globals['_RESULT']._serialized_end=451
+  _globals['_SEARCHRESPONSE']._serialized_start=454
+  _globals['_SEARCHRESPONSE']._serialized_end=833
+  _globals['_SEARCHRESPONSE_EXPERIMENTENTRY']._serialized_start=734
+  _globals['_SEARCHRESPONSE_EXPERIMENTENTRY']._serialized_end=783
+  _globals['_SEARCHRESPONSE_TIMINGSMSENTRY']._serialized_start=785
+  _globals['_SEARCHRESPONSE_TIMINGSMSENTRY']._serialized_end=833
+  _globals['_CLICKREQUEST']._serialized_start=835
+  _globals['_CLICKREQUEST']._serialized_end=902
+  _globals['_CLICKRESPONSE']._serialized_start=904
+  _globals['_CLICKRESPONSE']._serialized_end=919
+  _globals['_PUTDOCUMENTSREQUEST']._serialized_start=921
+  _globals['_PUTDOCUMENTSREQUEST']._serialized_end=996
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=998
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=1081
+  _globals['_WRITERESPONSE']._serialized_start=1083
+  _globals['_WRITERESPONSE']._serialized_end=1119
+  _globals['_GETDOCUMENTREQUEST']._serialized_start=1121
+  _globals['_GETDOCUMENTREQUEST']._serialized_end=1168
+  _globals['_GETDOCUMENTRESPONSE']._serialized_start=1170
+  _globals['_GETDOCUMENTRESPONSE']._serialized_end=1209
+  _globals['_LISTINDEXESREQUEST']._serialized_start=1211
+  _globals['_LISTINDEXESREQUEST']._serialized_end=1246
+  _globals['_LISTINDEXESRESPONSE']._serialized_start=1248
+  _globals['_LISTINDEXESRESPONSE']._serialized_end=1289
+  _globals['_SEARCH']._serialized_start=1292
+  _globals['_SEARCH']._serialized_end=1757
 # @@protoc_insertion_point(module_scope)

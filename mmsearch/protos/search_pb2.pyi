@@ -15,7 +15,7 @@ class Query(_message.Message):
     def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("scene", "query", "user_id", "top_k", "force", "filter", "offset", "fields")
+    __slots__ = ("scene", "query", "user_id", "top_k", "force", "filter", "offset", "fields", "consistency")
     class ForceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class SearchRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     scene: str
     query: Query
     user_id: str
@@ -39,7 +40,8 @@ class SearchRequest(_message.Message):
     filter: str
     offset: int
     fields: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, scene: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., user_id: _Optional[str] = ..., top_k: _Optional[int] = ..., force: _Optional[_Mapping[str, str]] = ..., filter: _Optional[str] = ..., offset: _Optional[int] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...
+    consistency: str
+    def __init__(self, scene: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., user_id: _Optional[str] = ..., top_k: _Optional[int] = ..., force: _Optional[_Mapping[str, str]] = ..., filter: _Optional[str] = ..., offset: _Optional[int] = ..., fields: _Optional[_Iterable[str]] = ..., consistency: _Optional[str] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("id", "score", "doc_json", "score_type", "sources")
@@ -102,3 +104,57 @@ class ClickRequest(_message.Message):
 class ClickResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class PutDocumentsRequest(_message.Message):
+    __slots__ = ("index", "documents_json", "op_id")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    OP_ID_FIELD_NUMBER: _ClassVar[int]
+    index: str
+    documents_json: _containers.RepeatedScalarFieldContainer[str]
+    op_id: str
+    def __init__(self, index: _Optional[str] = ..., documents_json: _Optional[_Iterable[str]] = ..., op_id: _Optional[str] = ...) -> None: ...
+
+class DeleteDocumentsRequest(_message.Message):
+    __slots__ = ("index", "ids", "filter", "op_id")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    OP_ID_FIELD_NUMBER: _ClassVar[int]
+    index: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    filter: str
+    op_id: str
+    def __init__(self, index: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., filter: _Optional[str] = ..., op_id: _Optional[str] = ...) -> None: ...
+
+class WriteResponse(_message.Message):
+    __slots__ = ("result_json",)
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    result_json: str
+    def __init__(self, result_json: _Optional[str] = ...) -> None: ...
+
+class GetDocumentRequest(_message.Message):
+    __slots__ = ("index", "id")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    index: str
+    id: str
+    def __init__(self, index: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class GetDocumentResponse(_message.Message):
+    __slots__ = ("doc_json",)
+    DOC_JSON_FIELD_NUMBER: _ClassVar[int]
+    doc_json: str
+    def __init__(self, doc_json: _Optional[str] = ...) -> None: ...
+
+class ListIndexesRequest(_message.Message):
+    __slots__ = ("index",)
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    index: str
+    def __init__(self, index: _Optional[str] = ...) -> None: ...
+
+class ListIndexesResponse(_message.Message):
+    __slots__ = ("index_json",)
+    INDEX_JSON_FIELD_NUMBER: _ClassVar[int]
+    index_json: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, index_json: _Optional[_Iterable[str]] = ...) -> None: ...

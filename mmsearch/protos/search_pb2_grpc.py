@@ -44,6 +44,26 @@ class SearchStub:
                 request_serializer=mmsearch_dot_protos_dot_search__pb2.ClickRequest.SerializeToString,
                 response_deserializer=mmsearch_dot_protos_dot_search__pb2.ClickResponse.FromString,
                 _registered_method=True)
+        self.PutDocuments = channel.unary_unary(
+                '/mmsearch.v1.Search/PutDocuments',
+                request_serializer=mmsearch_dot_protos_dot_search__pb2.PutDocumentsRequest.SerializeToString,
+                response_deserializer=mmsearch_dot_protos_dot_search__pb2.WriteResponse.FromString,
+                _registered_method=True)
+        self.DeleteDocuments = channel.unary_unary(
+                '/mmsearch.v1.Search/DeleteDocuments',
+                request_serializer=mmsearch_dot_protos_dot_search__pb2.DeleteDocumentsRequest.SerializeToString,
+                response_deserializer=mmsearch_dot_protos_dot_search__pb2.WriteResponse.FromString,
+                _registered_method=True)
+        self.GetDocument = channel.unary_unary(
+                '/mmsearch.v1.Search/GetDocument',
+                request_serializer=mmsearch_dot_protos_dot_search__pb2.GetDocumentRequest.SerializeToString,
+                response_deserializer=mmsearch_dot_protos_dot_search__pb2.GetDocumentResponse.FromString,
+                _registered_method=True)
+        self.ListIndexes = channel.unary_unary(
+                '/mmsearch.v1.Search/ListIndexes',
+                request_serializer=mmsearch_dot_protos_dot_search__pb2.ListIndexesRequest.SerializeToString,
+                response_deserializer=mmsearch_dot_protos_dot_search__pb2.ListIndexesResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -61,6 +81,31 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutDocuments(self, request, context):
+        """the documents API (mirrors HTTP /v1/indexes...; bodies and answers as the HTTP API's JSON)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDocuments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDocument(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIndexes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +118,26 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.Click,
                     request_deserializer=mmsearch_dot_protos_dot_search__pb2.ClickRequest.FromString,
                     response_serializer=mmsearch_dot_protos_dot_search__pb2.ClickResponse.SerializeToString,
+            ),
+            'PutDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutDocuments,
+                    request_deserializer=mmsearch_dot_protos_dot_search__pb2.PutDocumentsRequest.FromString,
+                    response_serializer=mmsearch_dot_protos_dot_search__pb2.WriteResponse.SerializeToString,
+            ),
+            'DeleteDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDocuments,
+                    request_deserializer=mmsearch_dot_protos_dot_search__pb2.DeleteDocumentsRequest.FromString,
+                    response_serializer=mmsearch_dot_protos_dot_search__pb2.WriteResponse.SerializeToString,
+            ),
+            'GetDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDocument,
+                    request_deserializer=mmsearch_dot_protos_dot_search__pb2.GetDocumentRequest.FromString,
+                    response_serializer=mmsearch_dot_protos_dot_search__pb2.GetDocumentResponse.SerializeToString,
+            ),
+            'ListIndexes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIndexes,
+                    request_deserializer=mmsearch_dot_protos_dot_search__pb2.ListIndexesRequest.FromString,
+                    response_serializer=mmsearch_dot_protos_dot_search__pb2.ListIndexesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +194,114 @@ class Search:
             '/mmsearch.v1.Search/Click',
             mmsearch_dot_protos_dot_search__pb2.ClickRequest.SerializeToString,
             mmsearch_dot_protos_dot_search__pb2.ClickResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mmsearch.v1.Search/PutDocuments',
+            mmsearch_dot_protos_dot_search__pb2.PutDocumentsRequest.SerializeToString,
+            mmsearch_dot_protos_dot_search__pb2.WriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mmsearch.v1.Search/DeleteDocuments',
+            mmsearch_dot_protos_dot_search__pb2.DeleteDocumentsRequest.SerializeToString,
+            mmsearch_dot_protos_dot_search__pb2.WriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mmsearch.v1.Search/GetDocument',
+            mmsearch_dot_protos_dot_search__pb2.GetDocumentRequest.SerializeToString,
+            mmsearch_dot_protos_dot_search__pb2.GetDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIndexes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mmsearch.v1.Search/ListIndexes',
+            mmsearch_dot_protos_dot_search__pb2.ListIndexesRequest.SerializeToString,
+            mmsearch_dot_protos_dot_search__pb2.ListIndexesResponse.FromString,
             options,
             channel_credentials,
             insecure,

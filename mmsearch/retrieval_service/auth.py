@@ -8,7 +8,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 
-from mmsearch.errors import Unauthenticated
+from mmsearch.errors import PermissionDenied, Unauthenticated
 
 HOW = "send 'Authorization: Bearer <key>' (HTTP, or gRPC metadata 'authorization') or 'X-API-Key: <key>'"
 
@@ -18,12 +18,21 @@ def _digest(key: str) -> bytes:
 
 
 class ApiKeys:
-    def __init__(self, keys: Iterable[str]):
-        self._digests = [_digest(k) for k in keys if k]
+    """``keys`` read (search, click, embed, GET); ``write_keys`` read and write (the documents API's PUT and
+    DELETE). Keys are on when either list has any; a read key on a write is PermissionDenied (403)."""
+
+    def __init__(self, keys: Iterable[str], write_keys: Iterable[str] = ()):
+        self._write = [_digest(k) for k in write_keys if k]
+        self._digests = [_digest(k) for k in keys if k] + self._write
 
     @property
     def enabled(self) -> bool:
         return bool(self._digests)
+
+    @staticmethod
+    def _match(d: bytes, digests: list[bytes]) -> bool:
+        matches = [hmac.compare_digest(d, k) for k in digests]  # every key compared: no early exit on the first match
+        return any(matches)
 
     def check(self, presented: str | None) -> None:
         """Nothing when keys are off or ``presented`` is one of them; Unauthenticated otherwise."""
@@ -31,13 +40,14 @@ class ApiKeys:
             return
         if not presented:
             raise Unauthenticated(f"this API requires a key: {HOW}")
-        d = _digest(presented)
-        # every key is compared, even after a match: the time taken does not tell which key (or how many) matched
-        matched = False
-        for k in self._digests:
-            matched |= hmac.compare_digest(d, k)
-        if not matched:
+        if not self._match(_digest(presented), self._digests):
             raise Unauthenticated("the API key is not valid")
+
+    def check_write(self, presented: str | None) -> None:
+        """As check, and the key must be a write key: PermissionDenied (403) for a valid read-only key."""
+        self.check(presented)
+        if self._digests and not self._match(_digest(presented or ""), self._write):
+            raise PermissionDenied("this key may only read: writes need a key of retrieval.write_api_keys")
 
 
 def key_from(headers: Mapping[str, str]) -> str | None:

@@ -1,6 +1,7 @@
 """HTTP front end: /v1/search (plain WSGI, the hot path: its one code path), and on Flask POST /v1/click,
-/v1/embed; GET /v1/config, /openapi.json, /healthz, /readyz, /metrics. Every JSON body, answers and
-errors alike, is written by ``response.json_bytes``."""
+/v1/embed; GET /v1/config, /openapi.json, /healthz, /readyz, /metrics; the documents API: GET
+/v1/indexes[/{index}], PUT and DELETE /v1/indexes/{index}/documents, GET /v1/indexes/{index}/documents/{id}.
+Every JSON body, answers and errors alike, is written by ``response.json_bytes``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mmsearch.api.models import ClickBody, EmbedBody, openapi, parse
-from mmsearch.errors import BadInput, MMSearchError, Overloaded, Unauthenticated, error_body, http_status, retry_after_headers
+from mmsearch.errors import BadInput, MMSearchError, Overloaded, TooLarge, Unauthenticated, error_body, http_status, retry_after_headers
 from mmsearch.retrieval_service.auth import key_from
 from mmsearch.retrieval_service.pipeline import SearchService
 from mmsearch.retrieval_service.request import decode_image, from_json
@@ -123,6 +124,8 @@ def create_app(service: SearchService) -> Flask:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(e):
+        if request.path.startswith("/v1/indexes/"):  # the documents API answers a size refusal with 413
+            return json_response(error_body(TooLarge(f"body: over the {max_bytes:,}-byte limit (send smaller batches)")), 413)
         return json_response(error_body(BadInput(f"body: over the {max_bytes:,}-byte limit")), 400)
 
     @app.errorhandler(HTTPException)
@@ -148,6 +151,41 @@ def create_app(service: SearchService) -> Flask:
         image = decode_image(body.image_b64, "image_b64") if body.image_b64 is not None else None
         vec = service.embed(body.model, text=body.text, image=image)
         return json_response({"model": body.model, "dim": int(vec.shape[0]), "embedding": [float(x) for x in vec]})
+
+    # ---------------------------------------------------------------- the documents API (issue 33)
+    def _documents_body() -> object:
+        if request.content_length is not None and request.content_length > max_bytes:
+            raise TooLarge(f"body: {request.content_length:,} bytes, over the {max_bytes:,}-byte limit (send smaller batches)")
+        return parse_json_body(request.get_data(cache=False))
+
+    docs = service.documents
+
+    @app.get("/v1/indexes")
+    def list_indexes():
+        with docs.reconnecting():
+            return json_response({"indexes": docs.indexes()})
+
+    @app.get("/v1/indexes/<index>")
+    def index_info(index: str):
+        with docs.reconnecting():
+            return json_response(docs.index_info(index))
+
+    @app.put("/v1/indexes/<index>/documents")
+    def put_documents(index: str):
+        service.auth.check_write(key_from(dict(request.headers)))
+        with docs.reconnecting():
+            return json_response(docs.put(index, _documents_body()).model_dump())
+
+    @app.delete("/v1/indexes/<index>/documents")
+    def delete_documents(index: str):
+        service.auth.check_write(key_from(dict(request.headers)))
+        with docs.reconnecting():
+            return json_response(docs.delete(index, _documents_body()).model_dump())
+
+    @app.get("/v1/indexes/<index>/documents/<path:id>")
+    def get_document(index: str, id: str):  # (named as the OpenAPI document's {id})
+        with docs.reconnecting():
+            return json_response({"index": index, "id": id, "document": docs.get(index, id)})
 
     @app.get("/v1/models")
     def models():

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from mmsearch.api.documents import RESERVED_KEYS
 from mmsearch.api.filters import combine, compile_filter
 from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import VectorStore
@@ -32,6 +33,7 @@ from mmsearch.retrieval_service.admission import Admission
 from mmsearch.retrieval_service.auth import ApiKeys
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy, connect_deps
+from mmsearch.retrieval_service.documents import DocumentsService
 from mmsearch.retrieval_service.fusion import DEFAULT_RRF_K, fuse
 from mmsearch.retrieval_service.prometheus_metrics import Metrics
 from mmsearch.retrieval_service.querylog import QueryLog
@@ -64,8 +66,9 @@ class SearchService:
                            ("max_inflight", lambda: self.admission.max_inflight), ("max_queue", lambda: self.admission.max_queue),
                            ("service_seconds", lambda: self.admission.service_s)):
             self.metrics.admission.labels(what).set_function(read)
-        self.auth = ApiKeys(r.api_keys)
+        self.auth = ApiKeys(r.api_keys, r.write_api_keys)
         self.lexical = Lazy("lexical", lambda: LexicalStore(lexical_root(config)))
+        self.documents = DocumentsService(config, self.metrics, self.deps.vectors, self.deps.documents, self.lexical)
         self._pool = ThreadPoolExecutor(max_workers=4 * (r.max_inflight + r.max_queue), thread_name_prefix="source")
         self.querylog = QueryLog(self.deps.documents, self.metrics, ttl_days=r.query_log_ttl_days,
                                  flush_s=r.query_log_flush_s, sweep_s=r.query_log_sweep_s) if config.retrieval.query_log else None
@@ -243,7 +246,7 @@ class SearchService:
         (another index's documents, a caption index's say, are not the ones the page shows)."""
         with self._stage("recall", self.deps.vectors, ctx) as vs:
             return vs.search(index, vec, k, _filter_expr(vs, index, req, p), ef=p.search_ef,  # NotFound names the index
-                             docs=docs if index == p.index else None, breadth=breadth)[0]
+                             docs=docs if index == p.index else None, breadth=breadth, **_consistency(req))[0]
 
     def _recall(self, req: SearchRequest, p: Params, ctx: RequestContext, depth: int, docs: HitDocs) -> list[Hit]:
         """Dense recall of the arm's index, or every configured source fused (sources and fusion per arm).
@@ -301,7 +304,7 @@ class SearchService:
         if hits and filtered:
             # BM25 holds no metadata: the filter is applied by asking Milvus which of these ids pass it
             with self._stage("recall", self.deps.vectors, ctx) as vs:
-                keep = vs.matching(index, [i for i, _ in hits], _filter_expr(vs, index, req, p))
+                keep = vs.matching(index, [i for i, _ in hits], _filter_expr(vs, index, req, p), **_consistency(req))
             hits = [h for h in hits if h[0] in keep][:k]
         return hits
 
@@ -368,6 +371,12 @@ def dense_shape(p: Params, depth: int) -> tuple[int, int]:
     return (k, 0) if p.rerank == "cross_encoder" else (depth, k)
 
 
+def _consistency(req: SearchRequest) -> dict[str, str]:
+    """A strong search asks Milvus for consistency level Strong (it sees every acknowledged write; BM25 and
+    MongoDB always do); otherwise the collection's Bounded staleness (about a second) applies."""
+    return {"consistency": "Strong"} if req.consistency == "strong" else {}
+
+
 def _filter_expr(vs: VectorStore, index: str, req: SearchRequest, p: Params) -> str:
     """The arm's filter and the request's, as one Milvus expression over the index's stored fields."""
     return combine(p.filter or "", compile_filter(req.filter, vs.fields(index)) if req.filter is not None else "")
@@ -378,5 +387,5 @@ def _public(doc: dict[str, Any] | None, fields: list[str] | None = None) -> dict
     if doc is None:
         return None
     if fields is not None:
-        return {k: doc[k] for k in fields if k in doc and k != "_id"}
-    return {k: v for k, v in doc.items() if k != "_id"}
+        return {k: doc[k] for k in fields if k in doc and k not in RESERVED_KEYS}
+    return {k: v for k, v in doc.items() if k not in RESERVED_KEYS}

@@ -24,5 +24,10 @@ class Metrics:
         self.querylog_dropped = Counter("mmsearch_querylog_dropped_total", "Query-log entries dropped (queue full)",
                                         registry=self.registry)
 
+        self.documents_encoded = Counter("mmsearch_documents_encoded_total", "Documents encoded by the documents API "
+                                         "(new or changed embedded content; unchanged ones are not)", ["index"], registry=self.registry)
+        self.document_writes = Counter("mmsearch_document_writes_total", "Documents written by the documents API",
+                                       ["index", "op"], registry=self.registry)
+
     def render(self) -> tuple[bytes, str]:
         return exposition(self.registry)

@@ -31,6 +31,7 @@ class SearchRequest:
     offset: int = 0
     fields: list[str] | None = None
     filter: dict[str, Any] | None = None
+    consistency: str | None = None  # "strong": every acknowledged write seen
 
 
 def decode_image(raw: str, where: str) -> bytes:
@@ -66,7 +67,7 @@ def _finish(body: SearchBody, image: bytes | None) -> SearchRequest:
         if bad:
             raise BadInput(f"fields: names are 1-128 characters, got {bad[0]!r}")
     return SearchRequest(scene, text, image, body.user_id or None, body.top_k, dict(body.force or {}),
-                         body.offset, list(body.fields) if body.fields is not None else None, body.filter)
+                         body.offset, list(body.fields) if body.fields is not None else None, body.filter, body.consistency)
 
 
 def from_json(body: Any) -> SearchRequest:
@@ -96,5 +97,5 @@ def from_proto(req: search_pb2.SearchRequest) -> SearchRequest:
             raise BadInput("filter: nested too deeply") from e
     body = {"scene": req.scene, "query": {"text": req.query.text} if which == "text" else {},
             "user_id": req.user_id or None, "top_k": req.top_k or None, "force": dict(req.force),
-            "offset": req.offset, "fields": list(req.fields) or None, "filter": filt}
+            "offset": req.offset, "fields": list(req.fields) or None, "filter": filt, "consistency": req.consistency or None}
     return _finish(parse(SearchBody, body), image)

@@ -30,7 +30,8 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from mmsearch.api.filters import check_value, parse_field_spec
+from mmsearch.api.documents import lexical_problem, stored_field_problem
+from mmsearch.api.filters import parse_field_spec
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.lexical import LexicalStore, LexicalWriter, check_lexical_fields
 from mmsearch.clients.vectors import IndexSpec, VectorStore, check_index_name, collection_name
@@ -286,23 +287,20 @@ class _Pipeline:
 
 
 def _check_fields(d: Doc, fields: dict[str, str]) -> Doc | Reject:
-    """A document must carry each stored field with a value of its type (a filter on it must mean what it says)."""
+    """A document must carry each stored field with a value of its type (the documents API checks the same)."""
     for name, ftype in fields.items():
-        if name not in d.doc or d.doc[name] is None:
-            return Reject(d.line, f"missing field {name} (stored for filters, type {ftype})")
-        try:
-            d.doc[name] = check_value(name, ftype, d.doc[name], f"field {name}")
-        except BadInput as e:
-            return Reject(d.line, e.message)
+        bad = stored_field_problem(d.doc, name, ftype)
+        if bad:
+            return Reject(d.line, bad)
     return d
 
 
 def _check_lexical(d: Doc, fields: list[str]) -> Doc | Reject:
     """A lexical field may be absent (an image without a caption) but, when present, must be text."""
     for name in fields:
-        v = d.doc.get(name)
-        if v is not None and not isinstance(v, str):
-            return Reject(d.line, f"lexical field {name}: must be a string, got {type(v).__name__}")
+        bad = lexical_problem(d.doc, name)
+        if bad:
+            return Reject(d.line, bad)
     return d
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmsearch.clients.vectors import ID_MAX
+from mmsearch.api.documents import ID_MAX
 
 MAX_LINE_BYTES = 8 * 1024 * 1024
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -116,23 +116,9 @@ def read_image_bytes(ref: str, image_root: Path) -> bytes:
         return data
     if "://" in ref:
         raise BadInput(f"image {ref!r}: only relative paths and http(s) URLs are accepted")
-    root = image_root.resolve()
-    path = (root / ref).resolve()
-    if not path.is_relative_to(root):
-        raise BadInput(f"image path {ref!r} escapes --image-root {image_root}")
-    try:
-        size = path.stat().st_size
-        if size > MAX_IMAGE_BYTES:
-            raise BadInput(f"image {ref} is {size:,} bytes, over the {MAX_IMAGE_BYTES:,}-byte limit")
-        data = path.read_bytes()
-        if path.suffix.lower() == ".svg":  # rendered here, where the folder it may reference is known and trusted
-            from mmsearch.modelrepo.svg import rasterise
+    from mmsearch.encoders.image_files import read_local_image
 
-            return rasterise(data, f"image {ref}", resources_dir=path.parent)
-        return data
-    except FileNotFoundError as e:
-        raise BadInput(f"image not found: {ref}") from e
-    except IsADirectoryError as e:
-        raise BadInput(f"image {ref} is a folder") from e
-    except OSError as e:
-        raise BadInput(f"cannot read image {ref}: {e.strerror}") from e
+    try:
+        return read_local_image(ref, image_root, MAX_IMAGE_BYTES)
+    except BadInput as e:
+        raise BadInput(e.message.replace("the image root", "--image-root")) from e
