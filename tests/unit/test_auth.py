@@ -59,6 +59,9 @@ class _Ctx:
     def invocation_metadata(self):
         return self.md
 
+    def time_remaining(self):  # no deadline set by the caller
+        return None
+
     def abort(self, code, details):
         raise RuntimeError(code, details)
 

@@ -547,6 +547,7 @@ def test_probe_endpoints_exist_in_the_apps():
 
     class _Svc:  # only the url map is inspected
         config = lc(environ={})
+        documents = None
 
     app = retrieval_app(_Svc())
     rules = {r.rule for r in app.url_map.iter_rules()}
