@@ -16,6 +16,11 @@ from mmsearch.errors import BadInput, NotFound, Unavailable
 from mmsearch.modelrepo.manifest import MANIFEST_NAME, Manifest, read_manifest
 from mmsearch.modelrepo.preprocessing import ImageInput, ImagePreprocessor, TextPreprocessor, encode_by_length
 
+# Texts are run in length-sorted chunks of this many: a build's batch of 256 glosses run as one chunk is
+# padded to its longest text, and encoded at 289-330 texts/s here; the same batch in sorted chunks of 32
+# at 655-800/s (2 cores, under load; /tmp harness, figures in docs/benchmarks.md's build entry).
+TEXT_CHUNK = 32
+
 
 class Encoder:
     """One text or image encoder of the repository. ``encode`` takes strings (text) or preprocessed
@@ -49,7 +54,7 @@ class Encoder:
         if not len(payloads):
             raise BadInput("empty batch: nothing to encode")
         if self.modality == "text":
-            return self.encode_texts(list(payloads), batch_size=len(payloads))
+            return self.encode_texts(list(payloads), batch_size=TEXT_CHUNK)
         return self.backend.infer(self.name, {"pixel_values": np.stack(payloads)}, "embedding")
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray[Any, Any]:

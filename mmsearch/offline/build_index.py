@@ -20,7 +20,7 @@ from mmsearch.cli import run_cli
 from mmsearch.clients.vectors import index_spec
 from mmsearch.config import Config, flag_overrides, lexical_root, load_config
 from mmsearch.errors import BadInput
-from mmsearch.offline.indexing.build import BuildOptions, BuildSummary, build_index
+from mmsearch.offline.indexing.build import LEXICAL_COMMIT_S, BuildOptions, BuildSummary, build_index
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rejects", type=Path, help="rejects file (default: <docs>.<index>.rejects.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted build of this index")
     p.add_argument("--keep", type=int, default=2, help="old complete builds kept for rollback besides the live one (default 2)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None, help="documents per batch (default 256 texts, 32 images)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
+    p.add_argument("--checkpoint-s", type=float, default=LEXICAL_COMMIT_S,
+                   help="seconds between checkpoints (BM25 terms committed; what an interrupted build redoes; default 10)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--config", help="YAML config file")
     return p
@@ -72,7 +74,7 @@ def options_from(args: argparse.Namespace, cfg: Config) -> BuildOptions:
         index=args.index, docs=args.docs, model=args.model, repo=cfg.model_repository,
         data_dir=cfg.data_dir, image_root=cfg.image_root, serving_url=args.serving_url,
         milvus_uri=cfg.milvus.uri, index_spec=index_spec(cfg.milvus), mongo_uri=cfg.mongo.uri, database=cfg.mongo.database,
-        on_error=args.on_error, rejects=args.rejects, resume=args.resume, keep=args.keep, batch_size=args.batch_size,
+        on_error=args.on_error, rejects=args.rejects, resume=args.resume, keep=args.keep, batch_size=args.batch_size, checkpoint_s=args.checkpoint_s,
         threads=args.threads, progress=not args.no_progress, fields=stored_fields(args.field),
         lexical=[f.strip() for f in args.lexical.split(",") if f.strip()], lexical_root=lexical_root(cfg),
     )

@@ -227,7 +227,7 @@ def test_sigkill_halfway_then_resume(env, tmp_path, monkeypatch):
     n = write_docs(o.docs, 3000)
     cmd = [sys.executable, str(ROOT / "mmsearch" / "offline" / "build_index.py"), "--index", "texts", "--docs", str(o.docs),
            "--model", "tiny", "--repo", str(o.repo), "--milvus-uri", o.milvus_uri, "--mongo-uri", o.mongo_uri,
-           "--batch-size", "8", "--no-progress", "--threads", "1", "--lexical", "text"]
+           "--batch-size", "8", "--no-progress", "--threads", "1", "--lexical", "text", "--checkpoint-s", "0.05"]
     env_vars = {**os.environ, "MMSEARCH_MONGO_DATABASE": o.database, "MMSEARCH_DATA_DIR": str(o.data_dir)}
     proc = subprocess.Popen(cmd, env=env_vars, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     ds = DocumentStore(o.mongo_uri, o.database)
@@ -250,11 +250,11 @@ def test_sigkill_halfway_then_resume(env, tmp_path, monkeypatch):
     written = vs.count(record["_id"])
     assert 0 < written < n
 
-    from mmsearch.offline.indexing import encoders
+    from mmsearch.encoders.encoder import Encoder
 
     encoded = []
-    real = encoders.Encoder.encode
-    monkeypatch.setattr(encoders.Encoder, "encode", lambda self, p: encoded.append(len(p)) or real(self, p))
+    real = Encoder.encode
+    monkeypatch.setattr(Encoder, "encode", lambda self, p: encoded.append(len(p)) or real(self, p))
     s = build_index(env(batch_size=8, resume=True, lexical=["text"]))
     assert s.build == record["build"] and s.indexed == n and s.read == n + 5
     assert sum(encoded) == n - written  # nothing already written was encoded again

@@ -2,14 +2,19 @@
 
 Three stages overlap: a reader thread (parse, validate, load and preprocess images with a small
 thread pool), the encoder (this thread: ONNX Runtime or Triton), and a writer thread (MongoDB
-upserts, Milvus upserts, then a checkpoint). Queues between them are bounded, so memory stays
-bounded whatever the input size (beyond the set of ids kept for duplicate detection).
+upserts, BM25 terms, Milvus upserts, then a checkpoint). Queues between them are bounded, so memory
+stays bounded whatever the input size (beyond the set of ids kept for duplicate detection).
+
+The BM25 terms are committed (tantivy: a new segment, fsync) every ``LEXICAL_COMMIT_S`` rather than
+per batch: a commit per batch cost the writer about half its time, and the checkpoint moves with the
+commit, so everything up to it is durable in all three stores.
 
 A build writes collection ``<index>__<build>``; the alias ``<index>`` moves to it only after the
 build completed and passed its checks (row count, a sample search). The checkpoint (last line fully
 written to both stores, and the counters up to it) lives in MongoDB's ``_builds`` collection, so
 ``--resume`` continues an interrupted build without re-encoding what was already written: lines up
-to the checkpoint are skipped, and ids already in Milvus after it are not encoded again.
+to the checkpoint are skipped, and ids already in Milvus after it are not encoded again (their
+terms are written again: terms after the checkpoint were not committed).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from mmsearch.offline.indexing.reader import Doc, ReaderState, Reject, count_lin
 from mmsearch.offline.indexing.stores import open_stores
 
 log = logging.getLogger("mmsearch.index")
+TEXT_BATCH, IMAGE_BATCH = 256, 32
+LEXICAL_COMMIT_S = 10.0  # BM25 terms committed (and the checkpoint moved) at most this often, by default
 _STOP = object()
 
 
@@ -64,9 +71,11 @@ class BuildOptions:
     rejects: Path | None = None
     resume: bool = False
     keep: int = 2
-    batch_size: int = 64
+    batch_size: int | None = None  # documents read, encoded and written together: 256 texts (encoded in length-sorted
+    # chunks), 32 images (a batch of pixels is 19 MB; eight are queued)
     threads: int = 0
     progress: bool = True
+    checkpoint_s: float = LEXICAL_COMMIT_S  # how often terms are committed and the checkpoint moves (what a crash can lose)
 
 
 @dataclass
@@ -99,7 +108,7 @@ class _Batch:
     rejects: list[Reject]
     last_line: int
     lines: int  # lines consumed (incl. blank and rejected)
-    already: int = 0  # resumed: written before the interruption, after the last checkpoint
+    already: list[Doc] = field(default_factory=list)  # resumed: in Milvus already (after the last checkpoint): terms only
     vectors: np.ndarray | None = None
 
 
@@ -119,7 +128,6 @@ def _new_build_id() -> str:
     return "b" + now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}_" + secrets.token_hex(2)
 
 
-RESUME_WINDOW_BATCHES = 16
 
 
 class _Pipeline:
@@ -130,13 +138,14 @@ class _Pipeline:
         self.keep_docs = int(record.get("stored_docs") or 0)  # documents up to this size beside the vectors (older builds: none)
         self.start_line = start_line
         self.resume_check = resume_check
-        self._checked = 0  # batches checked against the collection after a resume
+        self._checking = resume_check  # after a resume: until a batch none of whose ids Milvus holds
         self.q_read: queue.Queue = queue.Queue(maxsize=4)
         self.q_write: queue.Queue = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
         self.stop = threading.Event()
         self.field = "image" if encoder.modality == "image" else "text"
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="image") if encoder.modality == "image" else None
+        self.batch_size = opts.batch_size or (IMAGE_BATCH if encoder.modality == "image" else TEXT_BATCH)
 
     # reader ---------------------------------------------------------------
     def _load(self, d: Doc) -> Doc | Reject:
@@ -148,14 +157,14 @@ class _Pipeline:
             return Reject(d.line, e.message)
 
     def _emit(self, docs: list[Doc], rejects: list[Reject], last_line: int, lines: int) -> None:
-        already = 0
-        # Only batches that may have been in flight when the interrupted run stopped can already be
-        # written (the pipeline holds at most ~10 batches beyond the committed line): check those only.
-        if docs and self.resume_check and self._checked < RESUME_WINDOW_BATCHES:
-            self._checked += 1
+        already: list[Doc] = []
+        # One writer writes batches in line order, so once a batch has none of its ids in Milvus, no
+        # later line was written before the interruption: stop asking.
+        if docs and self._checking:
             done = self.vs.existing(self.collection, [d.id for d in docs])
+            already = [d for d in docs if d.id in done]
             docs = [d for d in docs if d.id not in done]
-            already = len(done)
+            self._checking = bool(done)
         if self.pool is not None and docs:
             loaded = list(self.pool.map(self._load, docs))
             rejects = rejects + [x for x in loaded if isinstance(x, Reject)]
@@ -201,7 +210,7 @@ class _Pipeline:
                     docs.append(p)
                 elif isinstance(p, Reject):
                     rejects.append(p)
-                if len(docs) >= self.o.batch_size:
+                if len(docs) >= self.batch_size:
                     self._emit(docs, rejects, last, lines)
                     docs, rejects, lines = [], [], 0
             if docs or rejects or lines:
@@ -213,6 +222,25 @@ class _Pipeline:
 
     # writer ---------------------------------------------------------------
     def writer(self, bar: tqdm | None, rejects_fh) -> None:
+        pending: dict[str, Any] = {"read": 0, "indexed": 0, "skipped": {}, "line": None}
+        last_commit = time.monotonic()
+
+        def checkpoint() -> None:
+            """Terms committed, then the line and counts up to it recorded: all three stores hold it."""
+            if pending["line"] is None:
+                return
+            if self.lex is not None:
+                self.lex.commit()
+            c = self.rec["counts"]
+            c["read"] += pending["read"]
+            c["indexed"] += pending["indexed"]
+            for k, n in pending["skipped"].items():
+                c["skipped"][k] = c["skipped"].get(k, 0) + n
+            self.rec["lines_done"] = pending["line"]
+            self.rec["updated"] = _now()
+            self.ds.save_build(self.rec)
+            pending.update(read=0, indexed=0, skipped={}, line=None)
+
         try:
             while True:
                 try:
@@ -222,12 +250,13 @@ class _Pipeline:
                         return
                     continue
                 if item is _STOP:
+                    checkpoint()
                     return
                 if item.docs:
                     self.ds.upsert_many(self.o.index, [d.doc for d in item.docs])
-                    if self.lex is not None:  # committed before the vectors: an id in Milvus is in the terms too (resume)
-                        self.lex.upsert([d.doc for d in item.docs])
-                        self.lex.commit()
+                if self.lex is not None and (item.docs or item.already):  # before the vectors: an id in Milvus has its terms
+                    self.lex.upsert([d.doc for d in item.docs + item.already])
+                if item.docs:
                     meta = [{k: d.doc[k] for k in self.o.fields} for d in item.docs] if self.o.fields else None
                     self.vs.upsert(self.collection, [d.id for d in item.docs], item.vectors, meta,
                                    [d.doc for d in item.docs] if self.keep_docs else None, self.keep_docs)
@@ -235,15 +264,15 @@ class _Pipeline:
                     rejects_fh.write(r.as_json() + "\n")
                 if item.rejects:
                     rejects_fh.flush()
-                c = self.rec["counts"]
-                c["read"] += len(item.docs) + item.already + len(item.rejects)
-                c["indexed"] += len(item.docs) + item.already
+                pending["read"] += len(item.docs) + len(item.already) + len(item.rejects)
+                pending["indexed"] += len(item.docs) + len(item.already)
                 for r in item.rejects:
                     k = reject_category(r.reason)
-                    c["skipped"][k] = c["skipped"].get(k, 0) + 1
-                self.rec["lines_done"] = item.last_line
-                self.rec["updated"] = _now()
-                self.ds.save_build(self.rec)
+                    pending["skipped"][k] = pending["skipped"].get(k, 0) + 1
+                pending["line"] = item.last_line
+                if self.lex is None or time.monotonic() - last_commit >= self.o.checkpoint_s:
+                    checkpoint()
+                    last_commit = time.monotonic()
                 if bar is not None:
                     bar.update(item.lines)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
@@ -352,8 +381,8 @@ def build_index(opts: BuildOptions) -> BuildSummary:
     check_index_name(opts.index)
     if opts.on_error not in ("skip", "fail"):
         raise BadInput(f"--on-error must be skip or fail, got {opts.on_error!r}")
-    if opts.batch_size < 1 or opts.keep < 0:
-        raise BadInput("--batch-size must be >= 1 and --keep >= 0")
+    if (opts.batch_size is not None and opts.batch_size < 1) or opts.keep < 0 or not opts.checkpoint_s >= 0:
+        raise BadInput("--batch-size must be >= 1, --keep >= 0 and --checkpoint-s >= 0")
     for name, ftype in opts.fields.items():
         parse_field_spec(f"{name}:{ftype}")
     check_lexical_fields(opts.lexical)
