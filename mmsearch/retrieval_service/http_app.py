@@ -92,6 +92,17 @@ def search_endpoint(service: SearchService, max_bytes: int) -> Callable[[dict[st
     return handle
 
 
+SEARCH_PATH = "/v1/search"  # served by search_endpoint ahead of Flask's URL map
+
+
+def served_paths(app: Flask) -> set[str]:
+    """Every path the app answers, as the OpenAPI document writes them (``<index>`` -> ``{index}``):
+    its URL map and the search path served ahead of it."""
+    import re
+
+    return {re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", r.rule) for r in app.url_map.iter_rules() if r.endpoint != "static"} | {SEARCH_PATH}
+
+
 def create_app(service: SearchService) -> Flask:
     app = Flask("mmsearch.retrieval")
     max_bytes = int(service.config.retrieval.max_body_mb * 1024 * 1024)
@@ -106,7 +117,7 @@ def create_app(service: SearchService) -> Flask:
     flask_app = app.wsgi_app
 
     def front(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") == "/v1/search":  # every method: the search handler answers 405 itself
+        if environ.get("PATH_INFO") == SEARCH_PATH:  # every method: the search handler answers 405 itself
             return search(environ, start_response)
         return flask_app(environ, start_response)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 import urllib.error
 import urllib.request
@@ -173,12 +172,13 @@ def test_embed_text_and_image(stack):
 def test_openapi_is_valid_and_describes_every_route(stack):
     from openapi_spec_validator import validate
 
+    from mmsearch.retrieval_service.http_app import served_paths
+
     code, raw = get(stack["url"] + "/openapi.json")
     doc = json.loads(raw)
     assert code == 200
     validate(doc)
-    routes = {re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", r.rule)  # Flask's <index>, <path:id> as OpenAPI's {index}, {id}
-              for r in stack["retrieval"].app.url_map.iter_rules() if r.endpoint != "static"}
+    routes = served_paths(stack["retrieval"].app)
     assert routes == set(doc["paths"]), routes ^ set(doc["paths"])
 
 
