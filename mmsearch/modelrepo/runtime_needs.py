@@ -76,13 +76,13 @@ def needs_of_graph(graph_ops: list[tuple[str, str, dict[str, int]]], opsets: dic
             continue
         key = _key(t, d)
         variant = f"{key}/bits={attrs['bits']}" if "bits" in attrs else key
-        need = CONTRIB_MIN_ORT.get(variant) or CONTRIB_MIN_ORT.get(key)
-        if need is None:
+        op_need = CONTRIB_MIN_ORT.get(variant) or CONTRIB_MIN_ORT.get(key)
+        if op_need is None:
             if key not in unknown:
                 unknown.append(key)
             continue
         label = variant if variant in CONTRIB_MIN_ORT else key
-        because[label] = need
+        because[label] = op_need
     for need in because.values():
         minimum = max(minimum, _version(need))
     top = [f"{k} needs >= {v}" for k, v in sorted(because.items()) if _version(v) == minimum]

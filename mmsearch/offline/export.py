@@ -39,8 +39,8 @@ from mmsearch.modelrepo.manifest import (
     write_manifest,
 )
 from mmsearch.modelrepo.preprocessing import TextPreprocessor
-from mmsearch.modelrepo.triton_config import build_model_config, write_model_config
 from mmsearch.modelrepo.runtime_needs import runtime_needs
+from mmsearch.modelrepo.triton_config import build_model_config, write_model_config
 from mmsearch.modelrepo.validate import validate_model_dir
 from mmsearch.offline import parity as P
 from mmsearch.offline import quantize as Q

@@ -34,7 +34,6 @@ from mmsearch.errors import Unavailable
 from mmsearch.runtime.net import free_port, http_ok
 from mmsearch.runtime.supervisor import ChildProcess, retry_port_clash
 
-
 EXTRA = "embedded"  # pyproject's optional dependencies that bring the embedded servers
 
 
