@@ -127,6 +127,56 @@ class IndexLoading(Unavailable):
 
 BRUTE_FORCE_OK_ROWS = 10_000  # below this, seal() does not wait for the indexed segments to replace growing ones
 MILVUS_MIN_INDEXED_SEGMENT_ROWS = 1024  # Milvus 2.3 indexNode.minSegmentNumRowsToEnableIndex: smaller ones stay brute force
+
+
+def _parse_version(text: object) -> tuple[int, int, int] | None:
+    """'v2.3.5', '2.6.15', 'v2.6.15-gpu' -> (2, 6, 15); anything else (Milvus Lite's own strings) -> None."""
+    m = re.match(r"^v?(\d+)\.(\d+)\.(\d+)", str(text or "").strip())
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+class MilvusFeatures:
+    """Where the Milvus servers this client meets differ, in one place (docs/architecture.md, "Milvus 2.3 and 2.6").
+
+    Detected once per store from ``get_server_version()``. Everything else the client calls (collections,
+    aliases, upsert/query/search, ``describe_index``'s indexed_rows and pending_index_rows, ``get_load_state``,
+    ``load_collection``, ``flush``, merr status codes) is the same on 2.3.5 and 2.6. The difference is what
+    a query node does with rows not yet covered by a built index:
+    - 2.3 (the embedded server, its interim index off): they are searched brute force until the index
+      checker hands the indexed sealed segments over, 10-20 s after the build; ``seal()`` waits for that
+      through the loaded segments' index ids (``list_loaded_segments``, a 2.3 segment detail);
+    - 2.5+ (2.6 in production): ``queryNode.segcore.interimIndex.enableIndex`` is on by default (2.6's
+      configuration reference), so growing and unindexed sealed segments are searched through a temporary
+      index: a Bounded count that sees every row is enough, and segment internals are never read.
+    An unknown version (Milvus Lite, a server that does not answer) takes the 2.5+ path, which needs
+    nothing beyond the calls both versions share."""
+
+    INTERIM_INDEX_SINCE = (2, 5, 0)
+
+    def __init__(self, version: tuple[int, int, int] | None, text: str = ""):
+        self.version = version
+        self.text = text
+
+    @classmethod
+    def detect(cls, client: Any) -> "MilvusFeatures":
+        try:
+            text = str(client.get_server_version())
+        except Exception:  # noqa: BLE001 - a server or Milvus Lite without GetVersion: unknown, the shared path
+            return cls(None)
+        return cls(_parse_version(text), text)
+
+    @property
+    def waits_for_segment_handoff(self) -> bool:
+        """Whether seal() must watch loaded segments' index ids (2.3 and 2.4 without the interim index)."""
+        return self.version is not None and self.version < self.INTERIM_INDEX_SINCE
+
+    def index_serving(self, store: "VectorStore", collection: str, expected: int) -> bool:
+        """Whether searches of ``collection`` run through an index (built or interim) for all ``expected`` rows."""
+        if not self.waits_for_segment_handoff:
+            return True
+        segments = store._call("list loaded segments", store.client.list_loaded_segments, collection)
+        rows = sum(int(s.num_rows) for s in segments if s.index_id or int(s.num_rows) < MILVUS_MIN_INDEXED_SEGMENT_ROWS)
+        return rows >= expected
 STRONG = {"consistency_level": "Strong"}  # bookkeeping reads must see every write; searches stay Bounded
 FIELDS_TTL_S = 5.0
 # Each hit's document, stored beside its vector (JSON) by builds that record stored_docs (its byte limit,
@@ -155,13 +205,27 @@ class VectorStore:
         self.dependency = f"milvus at {uri}"
         self._loaded: set[str] = set()
         self._fields: dict[str, tuple[float, dict[str, str], bool]] = {}  # name -> (when, fields, stores docs)
+        self._features: MilvusFeatures | None = None
         if not uri.startswith(("http://", "https://", "tcp://", "unix:")):
+            try:  # a local file is Milvus Lite, in-process: the `embedded` extra
+                import milvus_lite  # noqa: F401
+            except ImportError as e:
+                from mmsearch.runtime.embedded import missing_extra
+
+                raise missing_extra(self.dependency, "milvus-lite") from e
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.client = MilvusClient(uri=uri, timeout=timeout_s)
             self.client.list_collections()
         except Exception as e:  # pymilvus raises MilvusException and grpc/OS errors alike
             raise Unavailable(self.dependency, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+
+    @property
+    def features(self) -> MilvusFeatures:
+        """What this server's version does differently (asked once, on first need)."""
+        if self._features is None:
+            self._features = MilvusFeatures.detect(self.client)
+        return self._features
 
     def _target(self, name: str) -> str:
         """The collection an index name (alias) points at; a collection name stands for itself."""
@@ -381,19 +445,14 @@ class VectorStore:
         else:
             raise DeadlineExceeded(f"{self.dependency}: index of {collection} not built within {timeout_s:.0f} s")
         self._ensure_loaded(collection)  # (if it was loaded while growing, Milvus hands the indexed segments over itself)
-        # Counting rows is not enough: for 10-20 s after the index is built the query node still
-        # serves the rows from growing segments, brute force (slow at scale). Wait until loaded sealed
-        # segments hold every row, indexed where Milvus indexes them (segments of 1024+ rows). Small
-        # collections skip this wait: brute force over them costs about a millisecond.
+        # Then a Bounded count must see every row (what a query meets after the alias switch), and, where the
+        # server searches unindexed rows brute force (MilvusFeatures: 2.3), the index must cover them as
+        # loaded. Small collections skip that second wait: brute force over them costs about a millisecond.
         while self.count(collection, "Bounded") < expected or (
-                expected >= BRUTE_FORCE_OK_ROWS and self._indexed_loaded_rows(collection) < expected):
+                expected >= BRUTE_FORCE_OK_ROWS and not self.features.index_serving(self, collection, expected)):
             if time.monotonic() > deadline:
                 raise DeadlineExceeded(f"{self.dependency}: {collection} not fully searchable within {timeout_s:.0f} s")
             time.sleep(0.2)
-
-    def _indexed_loaded_rows(self, collection: str) -> int:
-        segments = self._call("list loaded segments", self.client.list_loaded_segments, collection)
-        return sum(int(s.num_rows) for s in segments if s.index_id or int(s.num_rows) < MILVUS_MIN_INDEXED_SEGMENT_ROWS)
 
     def search(self, name: str, vectors: np.ndarray, top_k: int, filter: str = "",
                ef: int | None = None, docs: RawDocSink | None = None, breadth: int = 0,

@@ -25,6 +25,7 @@ from mmsearch.errors import Internal, MMSearchError, NotFound, Unavailable
 from mmsearch.modelrepo.local_model import LocalModel
 from mmsearch.modelrepo.manifest import MANIFEST_NAME, latest_model_file, read_manifest
 from mmsearch.modelrepo.repo_watch import RepositoryWatcher
+from mmsearch.modelrepo.runtime_needs import ModelRefused, check_model_dir
 
 log = logging.getLogger("mmsearch.retrieval")
 
@@ -33,6 +34,7 @@ def _load(model_dir: Path, threads: int) -> LocalModel | None:
     """The model's latest version on ONNX Runtime, or None when it is not a text encoder."""
     if read_manifest(model_dir).kind != "text_encoder":
         return None
+    check_model_dir(model_dir)  # ModelRefused: its manifest needs a newer ONNX Runtime than this process runs
     onnx = latest_model_file(model_dir)
     return LocalModel(model_dir, threads=threads, onnx_file=onnx, arena=False)
 
@@ -43,6 +45,7 @@ class LocalBackend:
     def __init__(self, models: dict[str, LocalModel] | None = None):
         self._models: dict[str, LocalModel] = dict(models or {})
         self.errors: dict[str, str] = {}
+        self.refused: dict[str, str] = {}  # models this ONNX Runtime cannot run (their manifests say so): name -> why
         self.where = "this process"
         self.what = "model"  # what a name not found is called in the error
 
@@ -64,6 +67,9 @@ class LocalBackend:
             why = self.errors.get(model)
             if why is not None:
                 raise Unavailable("encoders", f"model {model!r} failed to load: {why}")
+            why = self.refused.get(model)
+            if why is not None:
+                raise Unavailable("encoders", why)
             raise NotFound(f"{self.what} {model!r} not found in {self.where} (known: {', '.join(self.models()) or 'none'})")
         try:
             return m.run(inputs, output)
@@ -98,6 +104,7 @@ class RepositoryBackend(LocalBackend):
     def _reload(self, names: list[str]) -> None:
         loaded: dict[str, LocalModel | None] = {}
         errors: dict[str, str] = {}
+        refused: dict[str, str] = {}
         for name in names:
             d = self.repo / name
             if not (d / MANIFEST_NAME).is_file():
@@ -105,6 +112,9 @@ class RepositoryBackend(LocalBackend):
                 continue
             try:
                 loaded[name] = _load(d, self.threads)
+            except ModelRefused as e:  # (a served earlier export keeps its session, as Triton keeps the previous version)
+                refused[name] = e.message
+                log.error("%s", e.message)
             except (MMSearchError, OSError, ValueError) as e:
                 errors[name] = str(e)
                 log.error("cannot load %s to encode queries locally: %s", name, e)
@@ -118,10 +128,13 @@ class RepositoryBackend(LocalBackend):
                 models[name] = model
         self._models = models
         self.errors = {**{n: e for n, e in self.errors.items() if n not in names}, **errors}
+        self.refused = {**{n: e for n, e in self.refused.items() if n not in names}, **refused}
         log.info("query encoders ready: %s", ", ".join(sorted(self._models)) or "-")
 
     def serving(self) -> bool:
-        """Every text encoder of the repository loaded (a broken model whose folder was since removed no longer counts)."""
+        """Every text encoder of the repository loaded (a broken model whose folder was since removed no longer counts).
+        A model refused for its ONNX Runtime needs does not count: it would hold readiness down until re-exported,
+        taking the models that do serve out of service; it is refused by name instead (infer, the log)."""
         return not any((self.repo / name).is_dir() for name in self.errors)
 
     def close(self) -> None:

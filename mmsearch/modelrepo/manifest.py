@@ -85,6 +85,17 @@ class Quantization(_Strict):
     labelled_eval: dict[str, Any] | None = None
 
 
+class RuntimeNeeds(_Strict):
+    """What the graph asks of the ONNX Runtime that serves it (export writes it from the final graph,
+    quantized or not; modelrepo/runtime_needs.py). A manifest written before this field has none: unknown,
+    served as before."""
+
+    opsets: dict[str, int]  # opset imported per domain ("" is the standard ai.onnx domain)
+    ops: list[str]  # every op type of the graph: "Op" for ai.onnx, "domain.Op" for the others (com.microsoft.MatMulNBits)
+    min_onnxruntime: str | None = None  # the oldest ONNX Runtime that runs every op; None when an op is not in the table
+    because: list[str] = Field(default_factory=list)  # which ops or opsets set that minimum (or left it unknown)
+
+
 class Manifest(_Strict):
     schema_version: int = SCHEMA_VERSION
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -100,6 +111,7 @@ class Manifest(_Strict):
     versions: dict[str, str] = Field(default_factory=dict)
     parity: Parity | None = None
     quantization: Quantization | None = None
+    runtime: RuntimeNeeds | None = None  # the ops and the minimum ONNX Runtime (None: an older manifest, unknown)
     serving: dict[str, str] = Field(default_factory=dict)  # instance_kind (KIND_CPU|KIND_GPU) config.pbtxt asks Triton for
     evaluation: dict[str, Any] | None = None
     created_at: str | None = None

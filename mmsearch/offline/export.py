@@ -39,6 +39,7 @@ from mmsearch.modelrepo.manifest import (
     write_manifest,
 )
 from mmsearch.modelrepo.preprocessing import TextPreprocessor
+from mmsearch.modelrepo.runtime_needs import runtime_needs
 from mmsearch.modelrepo.triton_config import build_model_config, write_model_config
 from mmsearch.modelrepo.validate import validate_model_dir
 from mmsearch.offline import parity as P
@@ -217,6 +218,8 @@ def export_tower(tower: Tower, name: str, folder: Path, partner: str | None, opt
             manifest.quantization = _quantize(folder, manifest, opts)
         else:
             log.warning("%s: --quantize %s applies to text towers; the %s tower stays fp32", name, opts.quantize, tower.role)
+    # what the served graph (quantized or not) asks of ONNX Runtime: the serving tier refuses it where that is older
+    manifest.runtime = runtime_needs(folder / "1" / MODEL_FILE)
     write_manifest(folder, manifest)
     return validate_model_dir(folder)
 

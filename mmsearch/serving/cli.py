@@ -69,6 +69,8 @@ def serve(opts: TritonOptions, ports_file: Path | None = None) -> None:
         write_ports(ports_file, {"http": opts.http_port, "grpc": opts.grpc_port, "metrics": opts.metrics_port})
     print(f"triton ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}  "
           f"log {server.log_file}", flush=True)
+    for why in server.refused.values():
+        print(f"refused: {why}", flush=True)
     try:
         while not stop.is_set():
             stop.wait(0.5)

@@ -16,6 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from mmsearch.errors import BadInput, NotFound
 from mmsearch.modelrepo.manifest import CONFIG_FILE, MODEL_FILE, model_versions
+from mmsearch.modelrepo.runtime_needs import ModelRefused, check_model_dir
 from mmsearch.modelrepo.triton_config import read_model_config, write_model_config
 
 RUNNER = Path(__file__).with_name("triton_model.py")
@@ -44,10 +45,13 @@ def shadow_config(cfg: mc.ModelConfig, onnx_path: Path, cpu_threads: int, use_cu
 
 
 def sync_model(repo: Path, shadow: Path, name: str, cpu_threads: int = 1, use_cuda: bool = False) -> Path:
-    """(Re)write the shadow entry of one model: every version of the export becomes a version here."""
+    """(Re)write the shadow entry of one model: every version of the export becomes a version here.
+    ModelRefused (before anything is written: a served older export keeps serving) when its manifest needs
+    a newer ONNX Runtime than the one the python backend runs (this interpreter's)."""
     src = repo / name
     if not (src / CONFIG_FILE).is_file():
         raise NotFound(f"model {name!r} not found in {repo}")
+    check_model_dir(src)
     versions = model_versions(src)
     if not versions:
         raise BadInput(f"model {name!r} in {repo} has no <version>/{MODEL_FILE}")
@@ -74,11 +78,18 @@ def sync_model(repo: Path, shadow: Path, name: str, cpu_threads: int = 1, use_cu
     return dest
 
 
-def sync_all(repo: Path, shadow: Path, cpu_threads: int = 1, use_cuda: bool = False) -> list[str]:
+def sync_all(repo: Path, shadow: Path, cpu_threads: int = 1, use_cuda: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The shadow of every model of the repository: (the names written, {name: why} of the models refused).
+    A refused model is left out, so Triton starts and serves the others."""
     shadow.mkdir(parents=True, exist_ok=True)
     names = discover(repo)
     for stale in {p.name for p in shadow.iterdir() if p.is_dir() and not p.name.startswith(".")} - set(names):
         shutil.rmtree(shadow / stale)
+    synced, refused = [], {}
     for name in names:
-        sync_model(repo, shadow, name, cpu_threads, use_cuda)
-    return names
+        try:
+            sync_model(repo, shadow, name, cpu_threads, use_cuda)
+            synced.append(name)
+        except ModelRefused as e:
+            refused[name] = e.message
+    return synced, refused

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from mmsearch.errors import BadInput, MMSearchError, Unavailable
 from mmsearch.modelrepo.repo_watch import RepositoryWatcher
+from mmsearch.modelrepo.runtime_needs import ModelRefused
 from mmsearch.runtime.net import free_port, http_ok
 from mmsearch.runtime.supervisor import ChildProcess, retry_port_clash
 from mmsearch.serving.repository import discover, sync_all, sync_model
@@ -95,8 +96,10 @@ def server_env() -> dict[str, str]:
 
 
 class TritonServer:
-    def __init__(self, opts: TritonOptions, child: ChildProcess, workdir: Path, shadow: Path, own_workdir: bool):
+    def __init__(self, opts: TritonOptions, child: ChildProcess, workdir: Path, shadow: Path, own_workdir: bool,
+                 refused: dict[str, str] | None = None):
         self.opts = opts
+        self.refused: dict[str, str] = dict(refused or {})  # models this ONNX Runtime cannot run: name -> why (not served)
         self.child = child
         self.workdir = workdir
         self.shadow = shadow
@@ -147,7 +150,13 @@ class TritonServer:
         import tritonclient.http as th
         from tritonclient.utils import InferenceServerException
 
-        sync_model(self.opts.repo, self.shadow, name, self.opts.cpu_threads, self.opts.use_cuda)
+        try:
+            sync_model(self.opts.repo, self.shadow, name, self.opts.cpu_threads, self.opts.use_cuda)
+        except ModelRefused as e:
+            self.refused[name] = e.message
+            log.error("%s", e.message)
+            raise
+        self.refused.pop(name, None)
         try:
             th.InferenceServerClient(self.http_url, network_timeout=300).load_model(name)
         except InferenceServerException as e:
@@ -193,7 +202,15 @@ def start_triton(opts: TritonOptions) -> TritonServer:
     workdir = Path(tempfile.mkdtemp(prefix="mmsearch-triton-")) if opts.workdir is None else Path(opts.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     shadow = workdir / "repository"
-    sync_all(repo, shadow, opts.cpu_threads, opts.use_cuda)
+    names, refused = sync_all(repo, shadow, opts.cpu_threads, opts.use_cuda)
+    for why in refused.values():
+        log.error("%s", why)
+    if not names:
+        if own:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise BadInput(f"model repository {repo}: every model was refused: {'; '.join(refused.values())}")
     backends = prepare_backends(workdir)
     try:
         # retried only when we picked every port: a clash on a port the user gave is theirs to see
@@ -204,7 +221,7 @@ def start_triton(opts: TritonOptions) -> TritonServer:
 
             shutil.rmtree(workdir, ignore_errors=True)
         raise
-    return TritonServer(opts, child, workdir, shadow, own)
+    return TritonServer(opts, child, workdir, shadow, own, refused)
 
 
 def _start_child(opts: TritonOptions, pick: list[str], shadow: Path, backends: Path, workdir: Path,

@@ -27,7 +27,9 @@ from mmsearch.config import _env_names, load_config
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+BASE = K8S / "base"
 CHARTS = K8S / "charts"
+SIZES = ("small", "production")  # deploy/k8s/<size>: kustomize overlays; deploy/k8s/charts/<size>: the charts' values
 COMPOSE = DEPLOY / "docker-compose.yml"
 
 # The Kubernetes version whose API schemas the manifests must satisfy. kubernetes-validate (pinned in
@@ -53,13 +55,77 @@ def _docs(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def _k8s_docs() -> list[dict]:
-    """The manifests `kubectl apply -f deploy/k8s/` applies (the folder, not charts/)."""
-    return [d for f in sorted(K8S.glob("*.yaml")) for d in _docs(f)]
+def _json_patch(doc: dict, ops: list[dict]) -> None:
+    """RFC 6902 add / replace / remove, what the overlays use (kustomize's patches with a target)."""
+    for op in ops:
+        keys = [k.replace("~1", "/").replace("~0", "~") for k in op["path"].lstrip("/").split("/")]
+        parent = doc
+        for k in keys[:-1]:
+            parent = parent[int(k)] if isinstance(parent, list) else parent[k]
+        last: str | int = int(keys[-1]) if isinstance(parent, list) and keys[-1] != "-" else keys[-1]
+        if op["op"] == "remove":
+            del parent[last]
+        elif op["op"] == "replace":
+            if isinstance(parent, dict) and last not in parent:
+                raise KeyError(f"replace {op['path']}: no such member")
+            parent[last] = copy.deepcopy(op["value"])
+        elif op["op"] == "add":
+            if isinstance(parent, list):
+                parent.insert(len(parent) if last == "-" else int(last), copy.deepcopy(op["value"]))
+            else:
+                parent[last] = copy.deepcopy(op["value"])
+        else:
+            raise ValueError(f"op {op['op']} not supported by this renderer")
+
+
+def _kustomize(folder: Path) -> list[dict]:
+    """What `kubectl apply -k folder` applies, for the kustomization features deploy/k8s uses (resources,
+    namespace, images, replicas, JSON6902 patches with a kind/name target); anything else fails loudly."""
+    k = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    known = {"apiVersion", "kind", "resources", "namespace", "images", "replicas", "patches"}
+    assert set(k) <= known, f"{folder}: kustomization fields this renderer does not know: {set(k) - known}"
+    docs: list[dict] = []
+    for r in k.get("resources", []):
+        path = (folder / r).resolve()
+        docs += _kustomize(path) if path.is_dir() else _docs(path)
+    for d in docs:
+        if k.get("namespace"):
+            d.setdefault("metadata", {})["namespace"] = k["namespace"]
+    for img in k.get("images", []):
+        for _, template in _pod_specs(docs):
+            for c in template["spec"].get("containers", []) + template["spec"].get("initContainers", []):
+                if c["image"].split(":")[0] == img["name"]:
+                    c["image"] = f"{img.get('newName', img['name'])}:{img['newTag']}"
+    for rep in k.get("replicas", []):
+        targets = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["name"] == rep["name"]]
+        assert targets, f"{folder}: replicas for {rep['name']}, which no resource is"
+        for d in targets:
+            d["spec"]["replicas"] = rep["count"]
+    for patch in k.get("patches", []):
+        target = patch["target"]
+        assert set(target) <= {"kind", "name"}, target
+        hits = [d for d in docs if d["kind"] == target["kind"] and target.get("name", d["metadata"]["name"]) == d["metadata"]["name"]]
+        assert hits, f"{folder}: patch target {target} matches nothing"
+        for d in hits:
+            _json_patch(d, yaml.safe_load(patch["patch"]))
+    return docs
+
+
+def _k8s_docs(size: str = "production") -> list[dict]:
+    """The manifests `kubectl apply -k deploy/k8s/<size>` applies."""
+    return _kustomize(K8S / size)
 
 
 def _env_names_in(obj) -> set[str]:
-    return set(re.findall(r"MMSEARCH_[A-Z0-9_]+", yaml.safe_dump(obj)))
+    """MMSEARCH_* names a file passes to the services (compose's own ${VARIABLES} of the host's shell are not config)."""
+    text = yaml.safe_dump(obj)
+    passed = set(re.findall(r"(?<!\$\{)MMSEARCH_[A-Z0-9_]+", text))
+    return passed - (COMPOSE_VARIABLES - set(re.findall(r"(MMSEARCH_[A-Z0-9_]+):", text)))
+
+
+# ${...} variables compose reads from the host's shell (not the services' config): the one image's name
+# and where the search API listens on the host.
+COMPOSE_VARIABLES = {"MMSEARCH_IMAGE", "MMSEARCH_API_BIND"}
 
 
 # ---------------------------------------------------------------- schemas
@@ -133,12 +199,14 @@ def _compose_schema_errors(compose: dict) -> list[str]:
 
 
 def test_k8s_manifests_match_the_kubernetes_schemas():
-    docs = _k8s_docs()
-    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap", "PersistentVolumeClaim", "Job",
-                                          "MongoDBCommunity"}
     crds = [d for f in sorted((CHARTS / "crds").glob("*.yaml")) for d in _docs(f)]
-    errors = [e for d in docs + crds for e in _schema_errors(d)]
-    assert not errors, "\n".join(errors)
+    for size in SIZES:
+        docs = _k8s_docs(size)
+        assert {d["kind"] for d in docs} >= {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap", "PersistentVolumeClaim", "Job",
+                                              "MongoDBCommunity", "PodDisruptionBudget", "NetworkPolicy", "Ingress"}
+        errors = [e for d in docs + crds for e in _schema_errors(d)]
+        assert not errors, size + ":\n" + "\n".join(errors)
+    docs = _k8s_docs()
 
     # the checks bite: a broken copy of each kind of document fails
     retrieval = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "retrieval")
@@ -171,8 +239,14 @@ def test_compose_matches_the_compose_spec():
 # ---------------------------------------------------------------- references
 
 
-def _helmfile() -> dict:
-    return yaml.safe_load((CHARTS / "helmfile.yaml").read_text())
+def _helmfile(size: str = "production") -> dict:
+    """helmfile.yaml.gotmpl as `helmfile -e <size>` reads it (its one template expression is the environment's
+    name; the environments are its first document)."""
+    text = (CHARTS / "helmfile.yaml.gotmpl").read_text()
+    envs, body = list(yaml.safe_load_all(text.replace("{{ .Environment.Name }}", size)))
+    assert set(envs["environments"]) == set(SIZES)
+    assert "{{" not in yaml.safe_dump(body)
+    return body
 
 
 def _chart_services(helmfile: dict, docs: list[dict]) -> dict[str, set[int]]:
@@ -322,9 +396,10 @@ def _k8s_reference_problems(docs: list[dict], helmfile: dict) -> list[str]:
 
 
 def test_every_reference_in_the_k8s_manifests_is_defined():
+    for size in SIZES:
+        problems = _k8s_reference_problems(_k8s_docs(size), _helmfile(size))
+        assert not problems, size + ":\n" + "\n".join(problems)
     docs, helmfile = _k8s_docs(), _helmfile()
-    problems = _k8s_reference_problems(docs, helmfile)
-    assert not problems, "\n".join(problems)
 
     readme = (K8S / "README.md").read_text()  # the secrets no file defines are documented, with their keys
     for name, keys in EXTERNAL_SECRETS.items():
@@ -388,7 +463,7 @@ def test_compose_references_paths_and_start_order():
     services, cfg = compose["services"], load_config(environ={})
 
     # the model repository is where `mmsearch export` writes it (the repository root's model_repository/)
-    for svc in ("triton", "preprocess"):
+    for svc in ("triton", "triton-gpu", "preprocess", "toolbox"):
         sources = {(DEPLOY / v.split(":")[0]).resolve() for v in services[svc]["volumes"]}
         assert (ROOT / cfg.model_repository).resolve() in sources, svc
 
@@ -412,7 +487,7 @@ def test_compose_references_paths_and_start_order():
     # start order: retrieval only after the replica set and the experiments key exist
     deps = services["retrieval"]["depends_on"]
     assert deps["mongo-init"]["condition"] == deps["experiments-seed"]["condition"] == "service_completed_successfully"
-    assert {deps[s]["condition"] for s in ("milvus", "triton", "preprocess")} == {"service_healthy"}
+    assert {deps[s]["condition"] for s in ("milvus", "triton", "triton-gpu", "preprocess")} == {"service_healthy"}
     assert services["web"]["depends_on"]["retrieval"]["condition"] == "service_healthy"
 
     # the check bites: the old ./model_repository (under deploy/) and an undeclared volume are found
@@ -426,7 +501,8 @@ def test_compose_references_paths_and_start_order():
 # ---------------------------------------------------------------- charts
 
 
-def _helm_pin_problems(helmfile: dict, readme: str) -> list[str]:
+def _helm_pin_problems(helmfile: dict, readme: str, size: str = "production") -> list[str]:
+    """``helmfile`` as rendered for ``size``; the README's commands name the values files as $SIZE/..."""
     problems = []
     repos = {r["name"]: r["url"] for r in helmfile.get("repositories", [])}
     commands = set(re.findall(r"helm upgrade --install (\S+) (\S+) --version (\S+) -n (\S+) --create-namespace -f (\S+)", readme))
@@ -439,7 +515,8 @@ def _helm_pin_problems(helmfile: dict, readme: str) -> list[str]:
         for f in r.get("values", []):
             if not isinstance(yaml.safe_load((CHARTS / f).read_text()), dict):
                 problems.append(f"release {r['name']}: values file {f} is not a mapping")
-        expected = tuple(str(x) for x in (r["name"], r["chart"], version, r["namespace"], *(f"deploy/k8s/charts/{f}" for f in r.get("values", []))))
+        in_readme = [f"deploy/k8s/charts/{'$SIZE/' + f[len(size) + 1:] if f.startswith(size + '/') else f}" for f in r.get("values", [])]
+        expected = tuple(str(x) for x in (r["name"], r["chart"], version, r["namespace"], *in_readme))
         if expected not in commands:
             problems.append(f"release {r['name']}: README has no `helm upgrade --install {' '.join(expected)}`")
     for name, url in repos.items():
@@ -450,20 +527,23 @@ def _helm_pin_problems(helmfile: dict, readme: str) -> list[str]:
 
 def test_helm_charts_are_the_maintained_ones_and_pinned():
     helmfile, readme = _helmfile(), (K8S / "README.md").read_text()
-    assert _helm_pin_problems(helmfile, readme) == []
+    for size in SIZES:
+        assert _helm_pin_problems(_helmfile(size), readme, size) == [], size
     repos = {r["name"]: r["url"] for r in helmfile["repositories"]}
     assert repos == {"zilliztech": "https://zilliztech.github.io/milvus-helm", "hashicorp": "https://helm.releases.hashicorp.com",
                      "mongodb": "https://mongodb.github.io/helm-charts"}
     charts = {r["chart"] for r in helmfile["releases"]}
     assert charts == {"zilliztech/milvus", "hashicorp/consul", "mongodb/mongodb-kubernetes"}
-    assert {f.name for f in CHARTS.glob("*.values.yaml")} == {f for r in helmfile["releases"] for f in r["values"]}  # none unused
+    used = {f for size in SIZES for r in _helmfile(size)["releases"] for f in r["values"]}
+    assert {str(f.relative_to(CHARTS)) for f in CHARTS.rglob("*.values.yaml")} == used  # none unused
     assert {r["namespace"] for r in helmfile["releases"]} == {"mmsearch"}  # beside the manifests: short Service names resolve
-    milvus = yaml.safe_load((CHARTS / "milvus.values.yaml").read_text())
-    assert milvus["cluster"]["enabled"] is True and re.fullmatch(r"v\d+\.\d+\.\d+", milvus["image"]["all"]["tag"])
-    consul = yaml.safe_load((CHARTS / "consul.values.yaml").read_text())
-    assert consul["server"]["replicas"] >= 3 and re.fullmatch(r"hashicorp/consul:\d+\.\d+\.\d+", consul["global"]["image"])
-    mongo = next(d for d in _k8s_docs() if d["kind"] == "MongoDBCommunity")
-    assert mongo["spec"]["type"] == "ReplicaSet" and mongo["spec"]["members"] >= 3 and re.fullmatch(r"\d+\.\d+\.\d+", mongo["spec"]["version"])
+    for size in SIZES:
+        milvus = yaml.safe_load((CHARTS / size / "milvus.values.yaml").read_text())
+        assert milvus["image"]["all"]["tag"] == "v2.6.15"
+        consul = yaml.safe_load((CHARTS / size / "consul.values.yaml").read_text())
+        assert re.fullmatch(r"hashicorp/consul:\d+\.\d+\.\d+", consul["global"]["image"])
+        mongo = next(d for d in _k8s_docs(size) if d["kind"] == "MongoDBCommunity")
+        assert mongo["spec"]["type"] == "ReplicaSet" and re.fullmatch(r"\d+\.\d+\.\d+", mongo["spec"]["version"])
 
     # the check bites: a floating or missing version, and a README out of step, are reported
     for version in ("~5.0", None):
@@ -485,15 +565,72 @@ def test_compose_parses_and_uses_known_env_and_ports():
     unknown = _env_names_in(compose) - set(_env_names())
     assert not unknown, f"env names the config does not know: {unknown}"
     cfg = load_config(environ={})
-    assert f"{cfg.retrieval.http_port}:{cfg.retrieval.http_port}" in services["retrieval"]["ports"]
-    assert f"{cfg.retrieval.grpc_port}:{cfg.retrieval.grpc_port}" in services["retrieval"]["ports"]
+    api = "${MMSEARCH_API_BIND:-127.0.0.1}"  # the search API: this host only unless asked
+    assert f"{api}:{cfg.retrieval.http_port}:{cfg.retrieval.http_port}" in services["retrieval"]["ports"]
+    assert f"{api}:{cfg.retrieval.grpc_port}:{cfg.retrieval.grpc_port}" in services["retrieval"]["ports"]
     assert f"{cfg.web.port}:{cfg.web.port}" in services["web"]["ports"]
-    assert f"{cfg.preprocess.port}:{cfg.preprocess.port}" in services["preprocess"]["ports"]
-    assert {f"{p}:{p}" for p in (cfg.serving.http_port, cfg.serving.grpc_port, cfg.serving.metrics_port)} <= set(services["triton"]["ports"])
+    assert "ports" not in services["preprocess"]  # reached inside the network only
+    assert services["triton"]["ports"] == [f"127.0.0.1:{cfg.serving.metrics_port}:{cfg.serving.metrics_port}"]  # metrics: admin
     env = load_config(environ={k: str(v) for k, v in compose["x-mmsearch-env"].items()})  # the shared env is a valid config
     assert env.milvus.uri.startswith("http://milvus") and env.serving.url == "triton:8001"
     for svc in ("preprocess", "retrieval", "web", "experiments-seed"):  # commands are real subcommands
         assert services[svc]["command"][0] in COMMANDS
+    assert _open_ports(compose) == {f"{cfg.web.port}:{cfg.web.port}"}
+
+
+def _open_ports(compose: dict) -> set[str]:
+    """Published ports that listen on every interface of the host: only the web page's may."""
+    out = set()
+    for svc in compose["services"].values():
+        for p in svc.get("ports", []):
+            spec = p if isinstance(p, str) else f"{p.get('host_ip', '')}:{p.get('published')}:{p.get('target')}"
+            if not spec.startswith(("127.0.0.1:", "${MMSEARCH_API_BIND:-127.0.0.1}:")):
+                out.add(spec)
+    return out
+
+
+def test_compose_profiles_one_image_toolbox_and_closed_admin_ports():
+    from mmsearch.cli import COMMANDS
+
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    # cpu is the default profile (deploy/.env, read by compose from the project folder deploy/): Triton
+    # without a GPU reservation; gpu is the other, the same Triton with the NVIDIA GPUs, named triton too
+    dotenv = dict(line.split("=", 1) for line in (DEPLOY / ".env").read_text().splitlines() if line and not line.startswith("#"))
+    assert dotenv["COMPOSE_PROFILES"] == "cpu"
+    cpu, gpu = services["triton"], services["triton-gpu"]
+    assert cpu["profiles"] == ["cpu"] and "deploy" not in cpu
+    assert gpu["profiles"] == ["gpu"] and gpu["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    assert gpu["networks"]["default"]["aliases"] == ["triton"]
+    deps = services["retrieval"]["depends_on"]
+    assert deps["triton"]["required"] is False and deps["triton-gpu"]["required"] is False
+    profiled = {n for n, s in services.items() if s.get("profiles")}
+    assert profiled == {"triton", "triton-gpu", "toolbox"}  # everything else runs in both profiles
+    # Triton whose onnxruntime backend is >= 1.22 (int8-block models), that keeps serving past a model it cannot load
+    for t in (cpu, gpu):
+        assert t["image"] == "nvcr.io/nvidia/tritonserver:25.07-py3"
+        assert "--strict-readiness=false" in t["command"] and "--exit-on-error=false" in t["command"]
+    # one image, built once: one build:, every mmsearch service names the same image
+    built = [n for n, s in services.items() if "build" in s]
+    assert built == ["retrieval"] and services["retrieval"]["build"]["dockerfile"] == "deploy/Dockerfile"
+    ours = {n for n, s in services.items() if s.get("image") == services["retrieval"]["image"]}
+    assert ours == {"experiments-seed", "preprocess", "retrieval", "web", "toolbox"}
+    # the toolbox: mmsearch commands inside the network, with the stack's addresses and the folders read-write
+    tb = services["toolbox"]
+    assert tb["profiles"] == ["tools"] and tb["command"] == ["--help"] and "build-index" in COMMANDS
+    cfg = load_config(environ={k: str(v) for k, v in tb["environment"].items() if not str(v).startswith("${")})
+    assert cfg.milvus.uri == "http://milvus:19530" and cfg.retrieval.host == "retrieval"
+    assert {v.split(":")[1] for v in tb["volumes"] if not v.endswith(":ro")} == {"/models", "/images", "/lexical"}
+    assert "ports" not in tb
+    # admin and store ports are closed: MongoDB, Milvus, MinIO, etcd are not published; the Consul UI is local
+    for name in ("mongo1", "mongo2", "mongo3", "milvus", "minio", "etcd"):
+        assert "ports" not in services[name], name
+    assert services["consul"]["ports"] == ["127.0.0.1:8500:8500"]
+
+    # the check bites: a port opened to every interface is found
+    broken = copy.deepcopy(compose)
+    broken["services"]["consul"]["ports"] = ["8500:8500"]
+    assert "8500:8500" in _open_ports(broken)
 
 
 def test_k8s_manifests_probes_ports_and_hpa():
@@ -562,3 +699,155 @@ def test_default_experiments_file_is_valid():
     exp = parse_experiments((ROOT / load_config(environ={}).experiments_file).read_text())
     arms = [a.name for a in exp.scenes["text2image"].layers[0].arms]
     assert arms == ["base", "finetuned"]
+
+
+def test_the_production_image_installs_without_the_embedded_servers():
+    """deploy/Dockerfile installs the project without extras; the embedded stand-ins (secantusdb, GPL-2.0-only;
+    the Milvus 2.3.5 server; Milvus Lite) are the `embedded` extra only (issue 35, item 4)."""
+    import tomllib
+
+    text = (DEPLOY / "Dockerfile").read_text()
+    installs = re.findall(r"pip install [^\n]*?(\S+)\s*$", text, flags=re.MULTILINE)
+    assert installs == ["."], installs  # the project itself, no [extras]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(reqs: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in reqs}
+
+    embedded = {"secantusdb", "milvus", "milvus-lite"}
+    assert embedded.isdisjoint(names(project["dependencies"]))  # what the image gets
+    assert names(project["optional-dependencies"]["embedded"]) == embedded
+    assert "USER 10001" in text  # not root
+    assert ".[dev,embedded]" in (ROOT / "Makefile").read_text()  # make demo / make test bring them
+    assert "GPL-2.0-only" in (ROOT / "README.md").read_text()
+
+
+# ---------------------------------------------------------------- sizes (issue 35, item 3)
+
+
+def _values(size: str, chart: str) -> dict:
+    return yaml.safe_load((CHARTS / size / f"{chart}.values.yaml").read_text())
+
+
+def _storage_classes(obj) -> set[str]:
+    """Every storage class a values file or manifest names (chart keys vary: storageClass, storageClassName)."""
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in ("storageClass", "storageClassName") and v:
+                out.add(v)
+            out |= _storage_classes(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            out |= _storage_classes(v)
+    return out
+
+
+def test_chart_values_in_two_sizes():
+    # Consul: one server in small (a one-node cluster schedules it); three on distinct nodes in production
+    small, prod = _values("small", "consul"), _values("production", "consul")
+    assert small["server"]["replicas"] == small["server"]["bootstrapExpect"] == 1
+    assert prod["server"]["replicas"] == prod["server"]["bootstrapExpect"] == 3
+    assert "podAntiAffinity" in prod["server"]["affinity"] and "kubernetes.io/hostname" in prod["server"]["affinity"]
+    # Milvus: standalone with its message queue inside (rocksmq) in small; a cluster with Pulsar v3 in production,
+    # the MQ the chart's config.tpl derives from these keys
+    small, prod = _values("small", "milvus"), _values("production", "milvus")
+    assert small["cluster"]["enabled"] is False and small["standalone"]["messageQueue"] == "rocksmq"
+    assert small["pulsarv3"]["enabled"] is False and small["etcd"]["replicaCount"] == 1 and small["minio"]["mode"] == "standalone"
+    assert prod["cluster"]["enabled"] is True and prod["pulsarv3"]["enabled"] is True
+    assert not any((prod.get(k) or {}).get("enabled") for k in ("kafka", "woodpecker", "pulsar"))  # one MQ
+    # MinIO sized to the data, not the chart's 4 x 500Gi
+    size_gi = lambda v: int(str(v).removesuffix("Gi"))
+    assert size_gi(small["minio"]["persistence"]["size"]) <= 20
+    assert size_gi(prod["minio"]["persistence"]["size"]) * prod["minio"].get("replicas", 4) <= 500
+    # storage classes named in the values of each size, and the same names in its manifests
+    for size in SIZES:
+        named = set().union(*(_storage_classes(_values(size, c)) for c in ("milvus", "consul")))
+        in_manifests = _storage_classes(_k8s_docs(size))
+        assert named and in_manifests, size
+    assert _storage_classes(_values("small", "milvus")) == {"standard"} == _storage_classes(_k8s_docs("small"))
+    assert _storage_classes(_k8s_docs("production")) == {"mmsearch-rwx", "mmsearch-ssd"}
+
+
+def _containers(docs: list[dict]) -> Iterator[tuple[str, dict, dict]]:
+    for owner, template in _pod_specs(docs):
+        for c in template["spec"].get("containers", []):
+            yield f"{owner['kind']}/{owner['metadata']['name']}", template["spec"], c
+
+
+def test_the_mmsearch_image_is_set_in_one_place():
+    base = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    (image,) = base["images"]
+    assert image["name"] == "mmsearch" and image["newName"] and image["newTag"] and image["newTag"] != "latest"
+    for f in sorted(BASE.glob("*.yaml")):  # every manifest names the placeholder, no repository or tag
+        for d in _docs(f):
+            for where, _, c in _containers([d]):
+                assert c["image"] == "mmsearch" or not c["image"].startswith("mmsearch"), (where, c["image"])
+    for size in SIZES:
+        assert "images" not in yaml.safe_load((K8S / size / "kustomization.yaml").read_text())  # not overridden per size
+        ours = {c["image"] for _, _, c in _containers(_k8s_docs(size)) if c["name"] != "triton"}
+        assert ours == {f"{image['newName']}:{image['newTag']}"}, size
+    assert "mmsearch:latest" not in "".join(f.read_text() for f in K8S.rglob("*.yaml"))
+
+
+def test_startup_probes_security_context_and_gpu_scheduling():
+    for size in SIZES:
+        docs = _k8s_docs(size)
+        for where, spec, c in _containers(docs):
+            sc = spec.get("securityContext") or {}
+            assert sc.get("runAsNonRoot") is True and sc.get("runAsUser", 0) > 0, (size, where)
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            if "livenessProbe" in c:  # a slow start (model loads) must not be killed by liveness: a startup grace first
+                probe = c["startupProbe"]
+                assert probe["periodSeconds"] * probe["failureThreshold"] >= 120, (size, where)
+        triton = next(c for w, _, c in _containers(docs) if w == "Deployment/triton")
+        grace = triton["startupProbe"]["periodSeconds"] * triton["startupProbe"]["failureThreshold"]
+        assert grace >= 600 and triton["image"] == "nvcr.io/nvidia/tritonserver:25.07-py3"
+        assert "--strict-readiness=false" in triton["args"] and "--exit-on-error=false" in triton["args"]
+    prod = _k8s_docs("production")
+    spec = next(t["spec"] for o, t in _pod_specs(prod) if o["metadata"]["name"] == "triton")
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    small = next(t["spec"] for o, t in _pod_specs(_k8s_docs("small")) if o["metadata"]["name"] == "triton")
+    assert "nodeSelector" not in small and "nvidia.com/gpu" not in small["containers"][0]["resources"].get("limits", {})  # CPU
+
+
+def _policy_problems(docs: list[dict]) -> list[str]:
+    """PDBs and NetworkPolicies that select no pod; Ingress backends that are no Service port."""
+    problems = []
+    labels = [t.get("metadata", {}).get("labels", {}) for _, t in _pod_specs(docs)]
+    services = {d["metadata"]["name"]: {p["port"] for p in d["spec"]["ports"]} for d in docs if d["kind"] == "Service"}
+    for d in docs:
+        where = f"{d['kind']}/{d['metadata']['name']}"
+        if d["kind"] == "PodDisruptionBudget":
+            sel = d["spec"]["selector"]["matchLabels"]
+            if not any(sel.items() <= lab.items() for lab in labels):
+                problems.append(f"{where}: selects no pod")
+        if d["kind"] == "NetworkPolicy":
+            sel = d["spec"]["podSelector"].get("matchLabels", {})
+            if not any(sel.items() <= lab.items() for lab in labels):
+                problems.append(f"{where}: selects no pod")
+        if d["kind"] == "Ingress":
+            for rule in d["spec"]["rules"]:
+                for path in rule["http"]["paths"]:
+                    svc = path["backend"]["service"]
+                    if svc["port"]["number"] not in services.get(svc["name"], set()):
+                        problems.append(f"{where}: backend {svc['name']}:{svc['port']['number']} is no Service port")
+    return problems
+
+
+def test_pdbs_network_policies_and_ingress():
+    for size in SIZES:
+        docs = _k8s_docs(size)
+        assert _policy_problems(docs) == [], size
+        pdbs = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
+        policies = {d["metadata"]["name"] for d in docs if d["kind"] == "NetworkPolicy"}
+        assert pdbs == policies == {"retrieval", "web", "preprocess", "triton"}
+        ingress = next(d for d in docs if d["kind"] == "Ingress")
+        assert {p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]} == {"web", "retrieval"}
+    # the check bites
+    broken = _k8s_docs()
+    next(d for d in broken if d["kind"] == "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"] = 80
+    next(d for d in broken if d["kind"] == "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] = {"app": "nobody"}
+    assert len(_policy_problems(broken)) == 2

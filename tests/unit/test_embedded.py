@@ -114,3 +114,27 @@ def test_embedded_dirs_are_the_documented_ones(tmp_path):
     assert E.embedded_dir("milvus", tmp_path) == tmp_path / "milvus-standalone"
     assert E.embedded_dir("mongo", tmp_path) == tmp_path / "mongo"
     assert E.running_store("milvus", tmp_path) is None
+
+
+def test_a_missing_embedded_server_names_the_extra(monkeypatch):
+    """The production image installs without the `embedded` extra: code that needs those packages says which extra brings them."""
+    from mmsearch.errors import Unavailable
+    from mmsearch.runtime import secantusd
+
+    monkeypatch.setitem(sys.modules, "milvus", None)  # import milvus -> ImportError
+    with pytest.raises(Unavailable, match=r"mmsearch\[embedded\]"):
+        E._milvus_package()
+    monkeypatch.setitem(sys.modules, "secantus", None)
+    with pytest.raises(Unavailable, match=r"`secantusdb` package .*`embedded` extra"):
+        secantusd.main([])
+    with pytest.raises(Unavailable, match=r"mmsearch\[embedded\]"):
+        E._bin("secantusd-py-not-installed", "secantusdb")
+
+
+def test_a_milvus_lite_file_without_the_extra_names_it(monkeypatch, tmp_path):
+    from mmsearch.clients.vectors import VectorStore
+    from mmsearch.errors import Unavailable
+
+    monkeypatch.setitem(sys.modules, "milvus_lite", None)
+    with pytest.raises(Unavailable, match=r"`milvus-lite` package .*mmsearch\[embedded\]"):
+        VectorStore(str(tmp_path / "v.db"))
