@@ -121,6 +121,8 @@ def connect_deps(config: Config) -> Deps:
     (connected on first use)."""
     s, p, r = config.serving, config.preprocess, config.retrieval
     triton_url = s.url or f"{s.host}:{s.grpc_port}"
+    # the local Triton's metrics say which provider each model's live session runs on (GET /v1/models)
+    metrics_url = f"http://{s.host}:{s.metrics_port}/metrics" if not s.url and s.metrics_port else None
     spec = index_spec(config.milvus)
 
     def milvus() -> VectorStore:
@@ -136,7 +138,7 @@ def connect_deps(config: Config) -> Deps:
         return DocumentStore(uri, config.mongo.database, timeout_s=r.stage_timeout_s)
 
     return Deps(
-        Lazy("triton", lambda: InferenceClient(triton_url, "grpc", timeout_s=r.stage_timeout_s),
+        Lazy("triton", lambda: InferenceClient(triton_url, "grpc", timeout_s=r.stage_timeout_s, metrics_url=metrics_url),
              lambda c: c.close(), lambda c: c.server_ready()),
         Lazy("preprocess", lambda: PreprocessClient(f"{p.host}:{p.port}", timeout_s=r.stage_timeout_s),
              lambda c: c.close(), lambda c: c.serving()),
