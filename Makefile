@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install lint graph test test-unit test-all test-faults demo protos lock bench benchmarks-doc mpnet clean
+.PHONY: install lint graph test test-unit test-all test-faults gpu-check demo protos lock bench benchmarks-doc mpnet clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: $(STAMP)
 
 test-faults: $(STAMP)
 	$(PY) -m pytest -m faults -s $(PYTEST_ARGS)
+
+# on a machine with a GPU (and onnxruntime-gpu): MiniLM served by Triton on CUDA, its live sessions on the
+# CUDA provider and GPU/CPU parity (bench/gpu_check.py; its checks are unit-tested without a GPU)
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
 
 # everything, the fault tests included
 test-all: $(STAMP)

@@ -179,6 +179,17 @@ class FlywheelConfig(_Section):
     min_heldout_queries: int = Field(10, ge=1)
 
 
+class SupervisorConfig(_Section):
+    """`mmsearch up`: a crashed child (Milvus, secantusdb, Triton, a service, the page) is started again
+    with backoff while the rest serves; only a crash loop stops the stack (runtime/supervisor.py RestartPolicy)."""
+
+    restart: bool = True  # false: the first crash stops the stack
+    max_restarts: int = Field(5, ge=1, le=1000)  # a child restarted this many times within window_s that dies again: stop
+    window_s: float = Field(300.0, gt=0, le=86400)
+    backoff_s: float = Field(0.5, ge=0, le=600)  # wait before the first restart in the window; doubled for each further one
+    backoff_max_s: float = Field(30.0, ge=0, le=3600)
+
+
 class Config(_Section):
     data_dir: Path = Path(".mmsearch")
     model_repository: Path = Path("model_repository")
@@ -197,6 +208,7 @@ class Config(_Section):
     consul: ConsulConfig = Field(default_factory=ConsulConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     flywheel: FlywheelConfig = Field(default_factory=FlywheelConfig)
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
 
 
 def lexical_root(config: Config) -> Path:

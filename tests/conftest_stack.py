@@ -102,7 +102,7 @@ def stack(tmp_path_factory, tiny_text, tiny_cross, clip_export):
         consul.put("mmsearch/experiments", EXPERIMENTS)
         cfg = load_config(environ={}, overrides={
             "model_repository": str(repo), "data_dir": str(base / "data"), "repository_poll_s": 1.0,
-            "serving": {"grpc_port": triton.opts.grpc_port},
+            "serving": {"grpc_port": triton.opts.grpc_port, "metrics_port": triton.opts.metrics_port},
             "milvus": {"uri": milvus.uri}, "mongo": {"uri": mongo.uri}, "consul": {"addr": consul.addr},
             # query_log_flush_s 0: each entry written at once, so a test reads the log right after its searches
             # (the 0.5 s batching has its own unit tests)

@@ -8,7 +8,9 @@ request Triton rejects ``BadInput`` with Triton's own message.
 
 from __future__ import annotations
 
+import re
 import threading
+import urllib.request
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -41,8 +43,27 @@ def _translate(e: Exception, url: str, model: str | None) -> MMSearchError:
     return err
 
 
+PROVIDER_METRIC = "mmsearch_model_execution_provider"  # serving/triton_model.py reports it from the live session
+_PROVIDER_LINE = re.compile(PROVIDER_METRIC + r"\{([^}]*)\}\s+([0-9.eE+-]+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def live_providers(metrics_text: str) -> dict[str, str]:
+    """model -> the execution provider its live ONNX Runtime session runs on, from Triton's /metrics text
+    (every instance of a model reports; a GPU instance wins over a CPU one)."""
+    out: dict[str, str] = {}
+    for m in _PROVIDER_LINE.finditer(metrics_text):
+        labels = dict(_LABEL.findall(m.group(1)))
+        model, provider = labels.get("model"), labels.get("provider")
+        if model and provider and float(m.group(2)) > 0 and out.get(model) != "CUDAExecutionProvider":
+            out[model] = provider
+    return out
+
+
 class InferenceClient:
-    def __init__(self, url: str, protocol: Literal["grpc", "http"] = "grpc", timeout_s: float = 10.0):
+    def __init__(self, url: str, protocol: Literal["grpc", "http"] = "grpc", timeout_s: float = 10.0,
+                 metrics_url: str | None = None):
+        self.metrics_url = metrics_url  # Triton's /metrics: the providers the models' live sessions run on
         if protocol not in ("grpc", "http"):
             raise BadInput(f"protocol must be grpc or http, got {protocol!r}")
         self.url = url
@@ -91,11 +112,15 @@ class InferenceClient:
             return False
 
     def models(self) -> list[dict[str, Any]]:
-        """The served models: name, state, and where they run (the execution provider and instance
-        kind of their config; a GPU asked for but absent fails the load, so what is READY is what runs)."""
+        """The served models: name, state, and where they run: ``provider`` is the execution provider the
+        model's live ONNX Runtime session runs on (Triton's metrics, ``provider_source`` "session"), or
+        with no metrics to read, what its config asks (``provider_source`` "config"); a GPU asked for but
+        absent from the live session fails the load (serving/triton_model.py), so what is READY runs as
+        asked. ``instance_kind`` is the config's."""
         kw = {"as_json": True} if self.protocol == "grpc" else {}
         index = self._call(self._client.get_model_repository_index, None, **kw, **self._timeout_kw())
         rows = index.get("models", []) if isinstance(index, dict) else index
+        live = self._live_providers()
         out = []
         for m in rows:
             name, state = m.get("name", ""), m.get("state", "")
@@ -106,10 +131,22 @@ class InferenceClient:
                 params = cfg.get("parameters", {})
                 provider = params.get("execution_provider", {}).get("string_value", "") or "cpu"
                 kinds = sorted({str(g.get("kind", "KIND_CPU")) for g in cfg.get("instance_group", [])}) or ["KIND_CPU"]
-                row.update(provider={"cuda": "CUDAExecutionProvider"}.get(provider, "CPUExecutionProvider"), instance_kind=kinds,
-                           max_batch_size=int(cfg.get("max_batch_size", 0) or 0))
+                asked = {"cuda": "CUDAExecutionProvider"}.get(provider, "CPUExecutionProvider")
+                # the live session's provider where Triton's metrics say it; else what the config asks
+                row.update(provider=live.get(name, asked), provider_source="session" if name in live else "config",
+                           instance_kind=kinds, max_batch_size=int(cfg.get("max_batch_size", 0) or 0))
             out.append(row)
         return out
+
+    def _live_providers(self) -> dict[str, str]:
+        """From Triton's /metrics (short timeout); empty when there is no metrics URL or no answer."""
+        if not self.metrics_url:
+            return {}
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=min(2.0, self.timeout_s)) as r:
+                return live_providers(r.read().decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            return {}
 
     def max_batch_size(self, model: str) -> int:
         with self._lock:

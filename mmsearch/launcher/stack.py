@@ -3,7 +3,8 @@
 secantusdb -> Milvus (standalone server) -> Triton -> preprocess service -> retrieval service (-> web UI).
 Every child gets the same configuration through MMSEARCH_* variables (config_to_env), logs to
 <data_dir>/logs/<name>.log, and runs in its own process group; stop() stops them in reverse order
-and leaves nothing running. This is the composition root behind `mmsearch up` and the benchmarks:
+and leaves nothing running; restart() starts one part again after a crash (mmsearch up's Supervisor).
+This is the composition root behind `mmsearch up` and the benchmarks:
 it starts the services' CLIs as processes and never imports them.
 """
 
@@ -15,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mmsearch.config import Config, config_to_env
+from mmsearch.errors import Unavailable
 from mmsearch.runtime.embedded import MilvusServer, SecantusServer, embedded_dir
 from mmsearch.runtime.endpoints import bound, record_stack
-from mmsearch.runtime.net import grpc_serving, http_ok, read_ports
+from mmsearch.runtime.net import grpc_serving, http_ok, port_free, read_ports, wait_until
 from mmsearch.runtime.supervisor import ChildProcess
 
 log = logging.getLogger("mmsearch.launcher.stack")
@@ -50,13 +52,18 @@ class Stack:
         self.base_env = dict(environ or {})
         self.running: dict[str, ChildProcess] = {}
         self.ports: dict[str, dict[str, int]] = {}  # what each of our services reported it bound
+        self.embedded: set[str] = set()  # the stores ("mongo", "milvus") this stack runs itself
 
     def _env(self) -> dict[str, str]:
         import os
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
         env.update(self.base_env)
-        env.update(config_to_env(self.config))
+        # the stores this stack runs itself are found by the services through their endpoint files
+        # (embedded.running_store), not a fixed URI: one started again on fresh ports is found again
+        cfg = self.config
+        blank = {k: getattr(cfg, k).model_copy(update={"uri": ""}) for k in sorted(self.embedded)}
+        env.update(config_to_env(cfg.model_copy(update=blank) if blank else cfg))
         return env
 
     def _service(self, name: str, command: str, probe: Callable[[dict[str, int]], bool], timeout_s: float,
@@ -76,41 +83,74 @@ class Stack:
         self.config = bound(self.config, name, self.ports[name])
         return child
 
-    def start(self, services: tuple[str, ...] = ORDER[:-1]) -> "Stack":
+    def _start_one(self, name: str) -> ChildProcess | None:
+        """Start one part of the stack (None: nothing to start, e.g. a store configured elsewhere)."""
         c = self.config
+        s: ChildProcess
+        if name in ("mongo", "milvus") and getattr(c, name).uri and name not in self.embedded:
+            return None  # a server configured by URI is not ours to run
+        if name == "mongo":
+            s = SecantusServer(embedded_dir("mongo", c.data_dir), log_file=self.logs / "secantusdb.log")
+            self.config = c.model_copy(update={"mongo": c.mongo.model_copy(update={"uri": s.uri})})
+        elif name == "milvus":
+            s = MilvusServer(embedded_dir("milvus", c.data_dir), log_file=self.logs / "milvus.log")
+            self.config = c.model_copy(update={"milvus": c.milvus.model_copy(update={"uri": s.uri})})
+        elif name == "triton":
+            s = self._service(name, "serve-models", _http_probe(c.serving.host, "/v2/health/ready"), 180,
+                              "--log-file", str(self.logs / "tritonserver.log"))
+        elif name == "preprocess":
+            s = self._service(name, "serve-preprocess", _grpc_probe(c.preprocess.host), 120)
+        elif name == "retrieval":
+            s = self._service(name, "serve-retrieval", _http_probe(c.retrieval.host, "/readyz"), 120)
+        elif name == "web":
+            if "retrieval" in self.running:  # the page talks to the retrieval service this stack started
+                r = c.retrieval
+                self.config = c.model_copy(update={"web": c.web.model_copy(
+                    update={"retrieval_url": f"http://{r.host}:{r.http_port}"})})
+            s = self._service(name, "serve-web", _http_probe(self.config.web.host, "/healthz"), 60)
+        else:
+            return None
+        if name in ("mongo", "milvus"):
+            self.embedded.add(name)
+        return s
+
+    def start(self, services: tuple[str, ...] = ORDER[:-1]) -> "Stack":
         try:
             for name in ORDER:
                 if name not in services:
                     continue
                 log.info("starting %s", name)
-                s: ChildProcess
-                if name == "mongo" and not c.mongo.uri:
-                    s = SecantusServer(embedded_dir("mongo", c.data_dir), log_file=self.logs / "secantusdb.log")
-                    self.config = c.model_copy(update={"mongo": c.mongo.model_copy(update={"uri": s.uri})})
-                elif name == "milvus" and not c.milvus.uri:
-                    s = MilvusServer(embedded_dir("milvus", c.data_dir), log_file=self.logs / "milvus.log")
-                    self.config = c.model_copy(update={"milvus": c.milvus.model_copy(update={"uri": s.uri})})
-                elif name == "triton":
-                    s = self._service(name, "serve-models", _http_probe(c.serving.host, "/v2/health/ready"), 180,
-                                      "--log-file", str(self.logs / "tritonserver.log"))
-                elif name == "preprocess":
-                    s = self._service(name, "serve-preprocess", _grpc_probe(c.preprocess.host), 120)
-                elif name == "retrieval":
-                    s = self._service(name, "serve-retrieval", _http_probe(c.retrieval.host, "/readyz"), 120)
-                elif name == "web":
-                    if "retrieval" in self.running:  # the page talks to the retrieval service this stack started
-                        r = c.retrieval
-                        self.config = c.model_copy(update={"web": c.web.model_copy(
-                            update={"retrieval_url": f"http://{r.host}:{r.http_port}"})})
-                    s = self._service(name, "serve-web", _http_probe(c.web.host, "/healthz"), 60)
-                else:
-                    continue
-                self.running[name] = s
-                c = self.config
+                s = self._start_one(name)
+                if s is not None:
+                    self.running[name] = s
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _host(self, name: str) -> str:
+        c = self.config
+        return {"triton": c.serving.host, "preprocess": c.preprocess.host, "retrieval": c.retrieval.host,
+                "web": c.web.host}.get(name, "127.0.0.1")
+
+    def restart(self, name: str, free_wait_s: float = 30.0) -> ChildProcess:
+        """``name`` started again after it died (the Supervisor calls this). Our servers come back on the
+        ports they had (recorded in stack.json, passed to whatever depends on them): what is left of the
+        dead one's group is stopped and its ports awaited free first (tritonserver, a grandchild, ends on
+        its SIGTERM from PR_SET_PDEATHSIG within --exit-timeout-secs). The embedded stores come back on
+        fresh ports (DESIGN: Milvus started right after a SIGKILL on the same ports hung 2 of 2 times,
+        fresh ports 4 of 4); the services find them through the stores' endpoint files (see _env)."""
+        old = self.running.get(name)
+        if old is not None:
+            old.stop(0)
+        host, ports = self._host(name), [p for p in self.ports.get(name, {}).values() if p]
+        if ports and not wait_until(lambda: all(port_free(host, p) for p in ports), free_wait_s, 0.1):
+            raise Unavailable(name, f"its ports {ports} on {host} are still taken {free_wait_s:.0f} s after it died")
+        s = self._start_one(name)
+        if s is None:
+            raise Unavailable(name, "not a part of this stack")
+        self.running[name] = s  # (in place: the stop order stays the start order reversed)
+        return s
 
     def record(self) -> Path:
         """<data_dir>/run/stack.json: where `mmsearch up --check` and `mmsearch search` find this stack."""

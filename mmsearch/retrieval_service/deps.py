@@ -30,8 +30,11 @@ PROBE_TIMEOUT_S = 1.0
 
 class Lazy(Generic[T_co]):
     def __init__(self, name: str, factory: Callable[[], T_co], close: Callable[[T_co], None] | None = None,
-                 check: Callable[[T_co], bool] | None = None, in_process: bool = False):
+                 check: Callable[[T_co], bool] | None = None, in_process: bool = False, relocatable: bool = False):
         self.name = name
+        # found afresh at each connect (an embedded store's endpoint file): a failed probe forgets the
+        # connection, so readiness alone finds a store started again elsewhere (on fresh ports)
+        self.relocatable = relocatable
         self.in_process = in_process  # nothing to reconnect: a failure is the model's, and reset() keeps it
         self._factory = factory
         self._close = close
@@ -52,9 +55,12 @@ class Lazy(Generic[T_co]):
         """Connect if needed and probe (for clients whose construction does not touch the network)."""
         try:
             obj = self.get()
-            return self._check(obj) if self._check is not None else True
+            ok = self._check(obj) if self._check is not None else True
         except Exception:  # noqa: BLE001 - any failure to reach it means not ready
             return False
+        if not ok and self.relocatable:
+            self.reset()
+        return ok
 
     def reset(self) -> None:
         """Forget the connection after a failure: the next get() reconnects. The old client is not
@@ -115,6 +121,8 @@ def connect_deps(config: Config) -> Deps:
     (connected on first use)."""
     s, p, r = config.serving, config.preprocess, config.retrieval
     triton_url = s.url or f"{s.host}:{s.grpc_port}"
+    # the local Triton's metrics say which provider each model's live session runs on (GET /v1/models)
+    metrics_url = f"http://{s.host}:{s.metrics_port}/metrics" if not s.url and s.metrics_port else None
     spec = index_spec(config.milvus)
 
     def milvus() -> VectorStore:
@@ -130,13 +138,17 @@ def connect_deps(config: Config) -> Deps:
         return DocumentStore(uri, config.mongo.database, timeout_s=r.stage_timeout_s)
 
     return Deps(
-        Lazy("triton", lambda: InferenceClient(triton_url, "grpc", timeout_s=r.stage_timeout_s),
+        Lazy("triton", lambda: InferenceClient(triton_url, "grpc", timeout_s=r.stage_timeout_s, metrics_url=metrics_url),
              lambda c: c.close(), lambda c: c.server_ready()),
         Lazy("preprocess", lambda: PreprocessClient(f"{p.host}:{p.port}", timeout_s=r.stage_timeout_s),
              lambda c: c.close(), lambda c: c.serving()),
         # readiness probes are short whatever the stage timeout: /readyz must turn 503 within seconds
-        Lazy("milvus", milvus, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s))),
-        Lazy("mongodb", mongo, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s))),
+        # the embedded stores (no URI configured) are looked up at every connect: one started again after a
+        # crash may listen elsewhere (mmsearch up restarts them on fresh ports)
+        Lazy("milvus", milvus, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s)),
+             relocatable=not config.milvus.uri),
+        Lazy("mongodb", mongo, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s)),
+             relocatable=not config.mongo.uri),
         Lazy("tokenizers", lambda: LocalTokenizer(config.model_repository, p, config.repository_poll_s),
              lambda t: t.close(), lambda t: t.serving(), in_process=True) if r.tokenize == "local" else None,
         Lazy("encoders", lambda: RepositoryBackend(config.model_repository, r.encode_threads, config.repository_poll_s),

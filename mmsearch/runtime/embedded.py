@@ -173,6 +173,9 @@ def milvus_config(data_dir: Path, ports: dict[str, int], etcd_peer_port: int, gr
         ("  gracefulTime: 5000 #", f"  gracefulTime: {graceful_time_ms} #"),
         # a restart after SIGKILL waits for the dead server's etcd sessions to expire: 30 s leases cost ~55 s
         ("    ttl: 30 # ttl value", "    ttl: 5 # ttl value"),
+        # its components reach each other through gRPC clients that back off up to 10 s between tries: after a
+        # crash they wait out the dead server's sessions and then slept up to 10 s more (restart 25 s -> see docs)
+        ("    maxBackoff: 10 # seconds", "    maxBackoff: 1 # seconds"),
     ]
     for old, new in replacements:
         if old not in text:

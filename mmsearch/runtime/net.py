@@ -62,6 +62,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 # how a server says a port it was given is taken (Python's errno 98, Go's "bind: address already in use",
 # Triton's "Socket '...' already in use"): the launcher then retries with fresh ports
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could bind ``host:port`` now (SO_REUSEADDR, as servers bind: TIME_WAIT leftovers don't count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
 PORT_CLASH = re.compile(r"already in use|EADDRINUSE|errno 98", re.IGNORECASE)
 
 

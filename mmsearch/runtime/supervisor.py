@@ -3,7 +3,8 @@
 Every server the project launches (secantusdb, Milvus, tritonserver, our own services) runs in its
 own process group, gets SIGTERM if its launcher dies, logs to a file, is awaited by a readiness
 probe, and on stop gets SIGTERM for the group then SIGKILL, so nothing outlives it. A child that
-exits on its own is reported as ``ProcessDied`` naming it and its log.
+exits on its own is reported as ``ProcessDied`` naming it and its log; a ``Supervisor`` starts it
+again with backoff, and only a crash loop (``RestartPolicy``) ends it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from mmsearch.errors import ProcessDied, Unavailable
 from mmsearch.runtime.net import PORT_CLASH, wait_until
@@ -156,6 +159,106 @@ def retry_port_clash(start: Callable[[], C], retry: bool = True, attempts: int =
             log.warning("%s: a port it was given was taken meanwhile; starting it again on fresh ports (attempt %d of %d)",
                         e.dependency or "server", attempt + 1, attempts)
     raise AssertionError("unreachable")
+
+
+class Child(Protocol):
+    """What a Supervisor watches (a ChildProcess; a fake in the unit tests)."""
+
+    name: str
+    log_file: Path
+
+    def alive(self) -> bool: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def stop(self, timeout: float | None = None) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a crashed child is started again (config ``supervisor``). The k-th restart within ``window_s``
+    (k = 0, 1, ...) waits ``backoff_s * 2**k``, at most ``backoff_max_s``; a child that has already been
+    restarted ``max_restarts`` times within ``window_s`` and dies again is in a crash loop: the stack stops.
+    A restart that fails to start counts as one. ``restart=False``: the first crash stops the stack."""
+
+    restart: bool = True
+    max_restarts: int = 5
+    window_s: float = 300.0
+    backoff_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+    def delay(self, recent: int) -> float:
+        return float(min(self.backoff_max_s, self.backoff_s * 2 ** min(recent, 30)))
+
+
+@dataclass
+class _Watched:
+    child: Child
+    start: Callable[[], Child]
+    restarts: list[float] = field(default_factory=list)  # when each restart was made (clock)
+    due: float | None = None  # when the pending restart is to be made; None: running
+    last_exit: str = ""
+
+
+class Supervisor:
+    """Watches named children; one that exits is started again (``start``) after the policy's backoff,
+    while the others go on serving. ``poll()`` does the work (call it every half second or so); it raises
+    ``ProcessDied`` naming the child, its exit and its log file when the child is in a crash loop."""
+
+    def __init__(self, policy: RestartPolicy, clock: Callable[[], float] = time.monotonic,
+                 on_restart: Callable[[str, Child], object] | None = None):
+        self.policy, self._clock, self._on_restart = policy, clock, on_restart
+        self._kids: dict[str, _Watched] = {}
+
+    def watch(self, name: str, child: Child, start: Callable[[], Child]) -> None:
+        self._kids[name] = _Watched(child, start)
+
+    def restarts(self, name: str) -> int:
+        return len(self._kids[name].restarts)
+
+    def pending(self) -> list[str]:
+        """The children waiting to be started again."""
+        return [n for n, w in self._kids.items() if w.due is not None]
+
+    def _recent(self, w: _Watched, now: float) -> int:
+        return sum(1 for t in w.restarts if now - t < self.policy.window_s)
+
+    def _schedule(self, name: str, w: _Watched, why: str) -> None:
+        now = self._clock()
+        recent = self._recent(w, now)
+        p = self.policy
+        if not p.restart or recent >= p.max_restarts:
+            loop = (f"{why}; restarted {recent} times in the last {p.window_s:.0f} s (supervisor.max_restarts "
+                    f"{p.max_restarts}, supervisor.window_s {p.window_s:.0f}): a crash loop, the stack stops"
+                    if p.restart else f"{why} (supervisor.restart is off)")
+            raise ProcessDied(name, f"{loop}; see {w.child.log_file}")
+        delay = p.delay(recent)
+        w.due = now + delay
+        log.warning("%s %s; restarting it in %.1f s (restart %d of at most %d in %.0f s; log %s)",
+                    name, why, delay, recent + 1, p.max_restarts, p.window_s, w.child.log_file)
+
+    def poll(self) -> None:
+        for name, w in self._kids.items():
+            if w.due is None:
+                if w.child.alive():
+                    continue
+                w.last_exit = f"exited with code {w.child.returncode}"
+                w.child.stop(0)  # what is left of its process group (helpers) goes with it, ports freed
+                self._schedule(name, w, w.last_exit)
+            if w.due is not None and self._clock() >= w.due:
+                w.due = None
+                w.restarts.append(self._clock())
+                t0 = self._clock()
+                try:
+                    w.child = w.start()
+                except Exception as e:  # noqa: BLE001 - a failed start is one more crash of the same child
+                    self._schedule(name, w, f"did not start again ({type(e).__name__}: {str(e)[:300]})")
+                    continue
+                log.warning("%s restarted in %.1f s (restart %d in the last %.0f s)", name, self._clock() - t0,
+                            self._recent(w, self._clock()), self.policy.window_s)
+                if self._on_restart is not None:
+                    self._on_restart(name, w.child)
 
 
 def descendants(pid: int) -> list[int]:

@@ -40,6 +40,37 @@ def run_error_code(e):
     return pb_utils.TritonError.INTERNAL
 
 
+PROVIDER_METRIC = "mmsearch_model_execution_provider"
+
+
+def live_provider(name, asked, live):
+    """The provider the live session really runs on (ORT falls back to CPU, with a mere warning, when the
+    CUDA provider cannot start): a GPU asked for but absent from the session is an error naming the model,
+    so the model fails to load instead of serving slowly on the CPU."""
+    live = list(live)
+    if "CUDAExecutionProvider" in asked and "CUDAExecutionProvider" not in live:
+        raise RuntimeError(f"{name}: the GPU was asked for (execution_provider cuda), but the live ONNX Runtime "
+                           f"session runs on {', '.join(live) or 'nothing'}: CUDA could not start (driver, libraries, device?)")
+    return live[0] if live else "CPUExecutionProvider"
+
+
+def report_provider(name, provider):
+    """A gauge in Triton's /metrics, ``mmsearch_model_execution_provider{model, provider} 1``, from the live
+    session: what /v1/models reports (clients/inference.py). Kept by the model (a metric lives as long as its
+    object); None where the python backend has no custom metrics."""
+    family = getattr(pb_utils, "MetricFamily", None)
+    if family is None:
+        return None
+    try:
+        fam = family(name=PROVIDER_METRIC, description="the ONNX Runtime execution provider a model's live session runs on",
+                     kind=family.GAUGE)
+        metric = fam.Metric(labels={"model": name, "provider": provider})
+        metric.set(1)
+        return fam, metric
+    except Exception:  # noqa: BLE001 - reporting must never stop a model from serving
+        return None
+
+
 def _param(cfg, key, default=""):
     return cfg.get("parameters", {}).get(key, {}).get("string_value", default)
 
@@ -103,6 +134,8 @@ class TritonPythonModel:
         else:
             onnx_path = _param(self.cfg, "onnx_path")
         self.session = ort.InferenceSession(onnx_path, opts, providers=providers)
+        self.provider = live_provider(self.name, providers, self.session.get_providers())
+        self._metric = report_provider(self.name, self.provider)
         self.check_finite = any(dt in (np.float32, np.float16) for _, dt in self.inputs)
         self.seq_inputs = sequence_inputs(self.cfg)
 

@@ -368,6 +368,7 @@ def test_models_say_what_serves_them(stack):
     models = {m["name"]: m for m in json.loads(raw)["models"]}
     assert code == 200 and {"tiny", "rerank", "clip_text", "clip_image"} <= set(models)
     assert models["tiny"]["state"] == "READY" and models["tiny"]["provider"] == "CPUExecutionProvider"
+    assert models["tiny"]["provider_source"] == "session"  # the live session's, from Triton's metrics
     assert models["tiny"]["instance_kind"] == ["KIND_CPU"] and models["tiny"]["max_batch_size"] > 0
 
 

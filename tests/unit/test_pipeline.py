@@ -810,3 +810,23 @@ def test_equal_scores_across_the_pages_end_are_asked_again_recall_top_k_deep(h):
     h.vec.hits = [("a", 0.9), ("b", 0.8), ("c", 0.7), ("d", 0.7)]
     h.search(top_k=2)  # the tie is beyond the page's end: one search
     assert [c[1] for c in h.vec.calls] == [3]
+
+
+def test_a_relocatable_store_is_looked_up_again_after_a_failed_probe():
+    """An embedded store (found through its endpoint file) that `mmsearch up` started again on fresh ports:
+    readiness alone forgets the dead connection, and the next connect finds the new address."""
+    where = {"uri": "old"}
+
+    class Client:
+        def __init__(self, uri):
+            self.uri = uri
+
+        def ping(self):
+            return self.uri == where["uri"]
+
+    lazy = Lazy("milvus", lambda: Client(where["uri"]), check=lambda c: c.ping(), relocatable=True)
+    fixed = Lazy("milvus", lambda: Client(where["uri"]), check=lambda c: c.ping())
+    assert lazy.healthy() and fixed.healthy()
+    where["uri"] = "new"
+    assert not lazy.healthy() and lazy.healthy() and lazy.get().uri == "new"
+    assert not fixed.healthy() and not fixed.healthy()  # a configured URI: the client's own reconnects, no lookup

@@ -170,3 +170,181 @@ def test_a_child_gets_sigterm_when_its_launcher_is_killed(tmp_path):
                 os.kill(int(pid_file.read_text()), 9)
             except ProcessLookupError:
                 pass
+
+
+# --------------------------------------------------------------------------- restarts (Supervisor, RestartPolicy)
+class FakeChild:
+    """A child that is alive until crash() (exit code -9 by default)."""
+
+    def __init__(self, name: str, log_file: Path = Path("/logs/x.log")):
+        self.name, self.log_file, self.code, self.stopped = name, log_file, None, False
+
+    def alive(self) -> bool:
+        return self.code is None
+
+    @property
+    def returncode(self):
+        return self.code
+
+    def crash(self, code: int = -9) -> None:
+        self.code = code
+
+    def stop(self, timeout=None):
+        self.stopped = True
+        return self.code
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _supervised(policy, *names, fail_starts: int = 0):
+    from mmsearch.runtime.supervisor import Supervisor
+
+    clock, started, restarted = Clock(), {n: [] for n in names}, []
+    fails = {"left": fail_starts}
+    sup = Supervisor(policy, clock=clock, on_restart=lambda n, c: restarted.append(n))
+
+    def starter(name):
+        def start():
+            if fails["left"]:
+                fails["left"] -= 1
+                raise ProcessDied(name, "exited with code 1 at start")
+            c = FakeChild(name, Path(f"/logs/{name}.log"))
+            started[name].append(c)
+            return c
+        return start
+
+    kids = {}
+    for n in names:
+        kids[n] = FakeChild(n, Path(f"/logs/{n}.log"))
+        sup.watch(n, kids[n], starter(n))
+    return sup, clock, kids, started, restarted
+
+
+def test_a_crashed_child_is_restarted_after_the_backoff_while_the_others_run():
+    from mmsearch.runtime.supervisor import RestartPolicy
+
+    sup, clock, kids, started, restarted = _supervised(RestartPolicy(backoff_s=0.5), "milvus", "web")
+    sup.poll()
+    assert not started["milvus"] and not sup.pending()
+    kids["milvus"].crash()
+    sup.poll()
+    assert kids["milvus"].stopped and sup.pending() == ["milvus"] and not started["milvus"]  # its group cleaned, waiting
+    clock.t += 0.4
+    sup.poll()
+    assert not started["milvus"]
+    clock.t += 0.1
+    sup.poll()
+    assert len(started["milvus"]) == 1 and restarted == ["milvus"] and not sup.pending()
+    assert not started["web"] and not kids["web"].stopped  # the rest was left alone
+    sup.poll()
+    assert len(started["milvus"]) == 1  # the new one is alive: nothing more to do
+
+
+def test_backoff_doubles_within_the_window_up_to_its_cap_and_resets_after_it():
+    from mmsearch.runtime.supervisor import RestartPolicy
+
+    p = RestartPolicy(max_restarts=100, window_s=60, backoff_s=0.5, backoff_max_s=3)
+    assert [p.delay(k) for k in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    sup, clock, kids, started, _ = _supervised(p, "triton")
+    waits = []
+    for _ in range(4):
+        (started["triton"][-1] if started["triton"] else kids["triton"]).crash()
+        sup.poll()
+        t0 = clock.t
+        while not sup.poll() and sup.pending():
+            clock.t += 0.05
+        waits.append(round(clock.t - t0, 1))
+    assert waits == [0.5, 1.0, 2.0, 3.0]
+    clock.t += 61  # a child that stayed up longer than the window starts over at the first backoff
+    started["triton"][-1].crash()
+    sup.poll()
+    clock.t += 0.5
+    sup.poll()
+    assert len(started["triton"]) == 5
+
+
+def test_a_crash_loop_stops_naming_the_child_and_its_log():
+    from mmsearch.runtime.supervisor import RestartPolicy
+
+    sup, clock, kids, started, _ = _supervised(RestartPolicy(max_restarts=3, window_s=60, backoff_s=0), "preprocess", "web")
+    current = kids["preprocess"]
+    for _ in range(3):
+        current.crash(1)
+        sup.poll()
+        sup.poll()
+        current = started["preprocess"][-1]
+        clock.t += 5
+    current.crash(1)
+    with pytest.raises(ProcessDied) as e:
+        sup.poll()
+    msg = str(e.value)
+    assert e.value.dependency == "preprocess" and "exited with code 1" in msg and "/logs/preprocess.log" in msg
+    assert "crash loop" in msg and "supervisor.max_restarts 3" in msg
+
+
+def test_crashes_spread_wider_than_the_window_are_no_loop():
+    from mmsearch.runtime.supervisor import RestartPolicy
+
+    sup, clock, kids, started, _ = _supervised(RestartPolicy(max_restarts=2, window_s=10, backoff_s=0), "mongo")
+    current = kids["mongo"]
+    for _ in range(6):
+        current.crash()
+        sup.poll()
+        sup.poll()
+        current = started["mongo"][-1]
+        clock.t += 6  # two restarts in any 10 s: never a third
+    assert len(started["mongo"]) == 6
+
+
+def test_a_failed_restart_counts_and_is_tried_again_with_more_backoff():
+    from mmsearch.runtime.supervisor import RestartPolicy
+
+    sup, clock, kids, started, _ = _supervised(RestartPolicy(max_restarts=5, backoff_s=1), "retrieval", fail_starts=2)
+    kids["retrieval"].crash()
+    sup.poll()
+    clock.t += 1
+    sup.poll()  # first try fails: next in 2 s
+    assert not started["retrieval"] and sup.pending() == ["retrieval"]
+    clock.t += 1.9
+    sup.poll()
+    assert not started["retrieval"]
+    clock.t += 0.1
+    sup.poll()  # second fails: next in 4 s
+    clock.t += 4
+    sup.poll()
+    assert len(started["retrieval"]) == 1 and sup.restarts("retrieval") == 3
+
+
+def test_failed_restarts_alone_make_a_crash_loop():
+    from mmsearch.runtime.supervisor import RestartPolicy
+
+    sup, _, kids, _, _ = _supervised(RestartPolicy(max_restarts=2, backoff_s=0), "triton", fail_starts=10)
+    kids["triton"].crash()
+    sup.poll()  # seen dead, restarted at once (no backoff here): restart 1 fails
+    with pytest.raises(ProcessDied, match="did not start again.*crash loop.*triton.log"):
+        sup.poll()  # restart 2 fails: no more
+
+
+def test_restart_off_stops_at_the_first_crash():
+    from mmsearch.runtime.supervisor import RestartPolicy
+
+    sup, _, kids, started, _ = _supervised(RestartPolicy(restart=False), "milvus")
+    kids["milvus"].crash()
+    with pytest.raises(ProcessDied, match=r"milvus unavailable: exited with code -9 \(supervisor.restart is off\); see /logs/milvus.log"):
+        sup.poll()
+    assert not started["milvus"]
+
+
+def test_up_builds_its_policy_from_config():
+    from mmsearch.config import load_config
+    from mmsearch.launcher.up import restart_policy
+
+    cfg = load_config(environ={"MMSEARCH_SUPERVISOR_MAX_RESTARTS": "2", "MMSEARCH_SUPERVISOR_WINDOW_S": "30"})
+    p = restart_policy(cfg)
+    assert (p.restart, p.max_restarts, p.window_s, p.backoff_s, p.backoff_max_s) == (True, 2, 30.0, 0.5, 30.0)

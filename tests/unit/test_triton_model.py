@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+import typing
 
 import numpy as np
 import pytest
@@ -144,3 +145,65 @@ def test_a_malformed_request_is_still_invalid_argument(tm):
     responses = model.execute([bad, _request([5, 6], 16)])
     assert responses[0].error.code == _Error.INVALID_ARG and "dtype" in responses[0].error.message
     assert responses[1].error is None and responses[1].output_tensors  # the good request is served
+
+
+# --------------------------------------------------------------------------- GPU truth: the live session's provider
+def test_a_gpu_asked_for_but_absent_from_the_live_session_fails_the_model_naming_it(tm):
+    # ORT falls back to CPU with a mere warning when CUDA cannot start: the live session is the truth
+    with pytest.raises(RuntimeError, match=r"^minilm: the GPU was asked for .* runs on CPUExecutionProvider"):
+        tm.live_provider("minilm", ["CUDAExecutionProvider"], ["CPUExecutionProvider"])
+    assert tm.live_provider("minilm", ["CUDAExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]) \
+        == "CUDAExecutionProvider"
+    assert tm.live_provider("minilm", ["CPUExecutionProvider"], ["CPUExecutionProvider"]) == "CPUExecutionProvider"
+
+
+class _Metric:
+    def __init__(self, labels):
+        self.labels, self.value = labels, None
+
+    def set(self, value):
+        self.value = value
+
+
+class _Family:
+    GAUGE = "gauge"
+    made: typing.ClassVar[list] = []
+
+    def __init__(self, name, description, kind):
+        self.name, self.kind = name, kind
+        _Family.made.append(self)
+
+    def Metric(self, labels):
+        self.metric = _Metric(labels)
+        return self.metric
+
+
+def test_initialize_reports_the_live_provider_as_a_triton_metric(tm, monkeypatch, tmp_path):
+    import json as _json
+
+    class FakeSession:
+        def __init__(self, path, opts, providers):
+            self.asked = providers
+
+        def get_providers(self):
+            return ["CPUExecutionProvider"]  # whatever was asked: CUDA is not there
+
+    fake_ort = types.ModuleType("onnxruntime")
+    fake_ort.SessionOptions = lambda: types.SimpleNamespace()
+    fake_ort.InferenceSession = FakeSession
+    fake_ort.get_available_providers = lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake_ort)
+    monkeypatch.setattr(tm.pb_utils, "MetricFamily", _Family, raising=False)
+    cfg = {"name": "tiny", "input": [{"name": "input_ids", "data_type": "TYPE_INT64", "dims": ["-1"]}],
+           "output": [{"name": "embedding", "dims": ["4"]}], "max_batch_size": 8,
+           "parameters": {"onnx_path": {"string_value": "x.onnx"}, "execution_provider": {"string_value": "cpu"}}}
+    args = {"model_config": _json.dumps(cfg), "model_repository": str(tmp_path), "model_version": "1"}
+    model = tm.TritonPythonModel()
+    model.initialize(args)
+    assert model.provider == "CPUExecutionProvider"
+    fam = _Family.made[-1]
+    assert fam.name == "mmsearch_model_execution_provider" and fam.kind == "gauge"
+    assert fam.metric.labels == {"model": "tiny", "provider": "CPUExecutionProvider"} and fam.metric.value == 1
+    cfg["parameters"]["execution_provider"]["string_value"] = "cuda"
+    with pytest.raises(RuntimeError, match="^tiny: the GPU was asked for"):
+        tm.TritonPythonModel().initialize({**args, "model_config": _json.dumps(cfg)})
