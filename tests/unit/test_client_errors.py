@@ -106,7 +106,7 @@ def test_a_milvus_call_that_fails_once_its_time_is_spent_is_a_deadline(exc, slow
         raise exc
 
     with pytest.raises(cls):
-        store._call("search", call, timeout=0.01)
+        store._call("search", call, timeout=0.3)  # (a fast failure stays well inside it on a loaded machine)
 
 
 class Answers(list):
