@@ -22,6 +22,7 @@ import yaml
 
 from mmsearch.config import config_to_env, load_config
 from mmsearch.launcher.stack import with_free_ports
+from mmsearch.runtime.net import wait_until
 from mmsearch.runtime.supervisor import descendants
 
 pytestmark = [pytest.mark.e2e]
@@ -40,7 +41,7 @@ def readme_commands() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
     block = text.split("## Bring your own data", 1)[1].split("```", 2)[1]
     lines = [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    assert [ln.split()[1] for ln in lines] == ["export", "build-index", "up", "search"], lines
+    assert [ln.split()[1] for ln in lines] == ["export", "build-index", "up", "search", "docs", "docs"], lines
     return [[str(BIN / a[len(".venv/bin/"):]) if a.startswith(".venv/bin/") else a for a in shlex.split(ln)] for ln in lines]
 
 
@@ -52,7 +53,7 @@ def search(url: str, text: str) -> dict:
 
 
 def test_bring_your_own_data_as_written(tmp_path):
-    export, build, up, search_cmd = readme_commands()
+    export, build, up, search_cmd, put, delete = readme_commands()
     work = tmp_path / "project"
     (work / "deploy").mkdir(parents=True)
     shutil.copy(ROOT / "deploy" / "experiments.yaml", work / "deploy" / "experiments.yaml")
@@ -101,6 +102,15 @@ def test_bring_your_own_data_as_written(tmp_path):
         assert "indexed 7" in log and "now live" in log, log
         out = search(url, "bicycle for the mountains")
         assert out["results"][0]["id"] == "p6", out
+        # step 6: the documents API keeps the live build current: an upsert (one changed, one new), then a delete
+        (work / "changes.jsonl").write_text(json.dumps({"id": "p2", "text": "A copper saucepan with a lid", "category": "kitchen"})
+                                            + "\n" + json.dumps({"id": "p8", "text": "A felt cowboy hat", "category": "hats"}) + "\n")
+        shown = run(put)
+        assert "written 2" in shown and "rejected 0" in shown, shown
+        assert wait_until(lambda: search(url, "a hat for a cowboy")["results"][0]["id"] == "p8", 5, 0.1)
+        assert wait_until(lambda: search(url, "saucepan")["results"][0]["doc"]["text"] == "A copper saucepan with a lid", 5, 0.1)
+        run(delete)
+        assert wait_until(lambda: "p3" not in [h["id"] for h in search(url, "headphones")["results"]], 5, 0.1)
         kids = descendants(proc.pid)
         assert kids, "up should have started its servers"
     finally:
