@@ -1,4 +1,4 @@
-"""A small Consul KV HTTP stand-in (no Consul binary exists here; DESIGN.md).
+"""A small Consul KV HTTP stand-in (no Consul binary exists here; docs/environment.md).
 
 Implements what py-consul's kv.get/kv.put use: GET/PUT /v1/kv/<key>, the X-Consul-Index header,
 and blocking queries (?index=N&wait=5s return when the index moves past N or the wait expires).

@@ -1,4 +1,4 @@
-"""A/B experiments: scenes -> layers -> arms (DESIGN.md "Experiments"), validated and assigned.
+"""A/B experiments: scenes -> layers -> arms (docs/architecture.md "Experiments"), validated and assigned.
 
 Each layer picks one arm per request from a deterministic bucket: sha256(salt + user_id) mod
 10,000, arms owning consecutive ranges in proportion to their traffic. Layers have their own salts,

@@ -1,4 +1,4 @@
-"""`mmsearch export`: towers of a model into the Triton model repository of DESIGN.md.
+"""`mmsearch export`: towers of a model into the Triton model repository (docs/architecture.md, "Model repository contract").
 
 Each tower becomes ``<repo>/<name>/{1/model.onnx, config.pbtxt, preprocess/, mmsearch.json}``
 with pooling and L2 normalisation inside the graph. ONNX Runtime is checked against the PyTorch

@@ -5,7 +5,7 @@
     server.stop()
 
 Ports of 0 are replaced by free ones. Everything Triton needs (backends folder with the python
-stub for this interpreter, the shadow repository, the LD_LIBRARY_PATH fix of DESIGN.md) is set up
+stub for this interpreter, the shadow repository, the LD_LIBRARY_PATH fix of docs/environment.md) is set up
 here, so the user runs one command. The server runs in its own process group so stop() leaves no
 tritonserver or python-stub process behind.
 """
@@ -84,7 +84,7 @@ def prepare_backends(workdir: Path) -> Path:
 
 
 def server_env() -> dict[str, str]:
-    """The stub must load this interpreter's libpython first (DESIGN.md), and import our packages."""
+    """The stub must load this interpreter's libpython first (docs/environment.md), and import our packages."""
     env = dict(os.environ)
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     env["LD_LIBRARY_PATH"] = ":".join(p for p in (libdir, str(_libs_path()), env.get("LD_LIBRARY_PATH", "")) if p)

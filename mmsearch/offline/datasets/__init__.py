@@ -1,1 +1,1 @@
-"""Real data sets fetched from Debian packages at run time (never committed): see DESIGN.md."""
+"""Real data sets fetched from Debian packages at run time (never committed): see docs/environment.md."""

@@ -1,4 +1,4 @@
-"""Documents (JSON Lines of DESIGN.md) -> validated items, or rejects naming the line and reason."""
+"""Documents (JSON Lines: docs/architecture.md, "Documents") -> validated items, or rejects naming the line and reason."""
 
 from __future__ import annotations
 

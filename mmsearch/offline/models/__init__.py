@@ -1,4 +1,4 @@
-"""Loading every model family of DESIGN.md from a local folder or an installed package.
+"""Loading every model family of docs/environment.md from a local folder or an installed package.
 
 ``load_model(spec)`` resolves the spec (a folder, or ``package:<name>`` for a model shipped in a
 PyPI package), detects its family (the library format it is saved in) from the files it holds, and
