@@ -19,11 +19,9 @@ settings, every level) and a plot beside it, and prints one line.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -34,32 +32,13 @@ sys.path.insert(0, str(ROOT))
 
 from bench.admission import admission_limits
 from bench.common import closed_loop
+from bench.results_io import write_result
 
 LEVELS = "1,2,4,8,16,32"
 WORDS = ["red", "blue", "green", "small", "large", "old", "new", "quick", "quiet", "bright", "dark", "soft", "warm", "cold",
          "river", "mountain", "city", "forest", "garden", "kitchen", "window", "bridge", "market", "school", "library",
          "station", "harbor", "island", "desert", "valley", "cloud", "storm", "stone", "glass", "paper", "metal", "wood",
          "song", "story", "letter", "picture", "machine", "engine", "tree", "flower", "bird", "horse", "fish"]
-
-
-def machine() -> dict:
-    mem_kb = 0
-    try:
-        mem_kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")).split()[1])
-    except (OSError, StopIteration, ValueError):
-        pass
-    return {"cores": os.cpu_count(), "memory_gib": round(mem_kb / 1024 / 1024, 1), "platform": sys.platform}
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             check=False)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=10, check=False).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def demo_bodies(cfg) -> dict[str, list[dict]]:
@@ -186,10 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = running_stack_config()
             url = args.url or f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}"
             pool, what = demo_bodies(cfg), f"the running stack at {url} (demo queries)"
-        result: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit(), "machine": machine(),
-                        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "stack": what,
-                        "url": url, "seconds_per_level": args.seconds, "client": "closed loop, SearchClient, Retry-After honoured",
-                        "scenes": {}}
+        result: dict = {"stack": what, "url": url, "loadavg_start": list(os.getloadavg()), "seconds_per_level": args.seconds,
+                        "client": "closed loop, SearchClient, Retry-After honoured", "scenes": {}}
         for scene in scenes:
             closed_loop(url, pool[scene], 2, 3.0, None)  # warm-up
             result["scenes"][scene] = {}
@@ -200,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"429s {r['refused_429']} (max {r['refused_max_ms'] or 0:.1f} ms), errors {r['errors'] or 0}", flush=True)
         result["admission"] = admission_limits(url)  # the served process's own settings and its service-time estimate
     result["verdict"] = {s: verdict(v, result["admission"]) for s, v in result["scenes"].items()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result["loadavg_end"] = list(os.getloadavg())
     png = args.out.with_suffix(".png")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     plot(result, png)
 
     def row(scene: str) -> str:
@@ -218,9 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         return f"{scene} [{curve}] {'; '.join(lines)}"
 
     lim = result["admission"]
-    print(f"concurrency: {' | '.join(row(s) for s in scenes)} | max_inflight {lim.get('max_inflight', 0):.0f} "
-          f"max_queue {lim.get('max_queue', 0):.0f} service {lim.get('service_seconds', 0) * 1000:.1f} ms | "
-          f"{result['machine']['cores']} cores, {result['commit']} | {what} -> {args.out} (+ {png.name})")
+    summary = (f"concurrency: {' | '.join(row(s) for s in scenes)} | max_inflight {lim.get('max_inflight', 0):.0f} "
+               f"max_queue {lim.get('max_queue', 0):.0f} service {lim.get('service_seconds', 0) * 1000:.1f} ms | "
+               f"load {result['loadavg_start'][0]:.1f} -> {result['loadavg_end'][0]:.1f}")
+    data = {"description": what, "synthetic": bool(args.small_stack)}
+    write_result("concurrency" if not args.small_stack else "concurrency_small_stack", "Throughput against concurrency", summary,
+                 data, result, argv=["bench/concurrency.py", *(sys.argv[1:] if argv is None else argv)], plot=png, out=args.out)
     return 0
 
 
