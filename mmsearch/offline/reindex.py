@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mmsearch.api.documents import META_KEY
 from mmsearch.cli import run_cli
 from mmsearch.clients.documents import BUILDS, DocumentStore
 from mmsearch.clients.journal import LEASE_TTL_S, IndexLease, Journal, apply_entry, recover
@@ -179,7 +180,7 @@ def _gate(vs: VectorStore, repo: Path, judged: Sequence[Judged], old: dict[str, 
     if metric not in scores[0]:
         raise BadInput(f"--metric {metric!r} unknown (choose from {', '.join(sorted(scores[0]))})")
     inc, cand = scores[0][metric], scores[1][metric]
-    return GateResult(cand >= inc * (1 - tolerance), metric, cand, inc, -tolerance, len(judged), vs.count(new["_id"]), scores[1], scores[0])
+    return GateResult(cand >= inc * (1 - tolerance), metric, cand, inc, -tolerance if tolerance else 0.0, len(judged), vs.count(new["_id"]), scores[1], scores[0])
 
 
 def reindex(o: ReindexOptions) -> ReindexSummary:
@@ -240,8 +241,8 @@ def reindex(o: ReindexOptions) -> ReindexSummary:
                     raise GateRefused(f"reindex of {o.index} with {o.model} refused: {summary.gate.line()}; the serving build "
                                       f"{live} stays live")
             lease = IndexLease(ds, o.index, "reindex")
-            t_pause = time.perf_counter()
             with lease.held(FINAL_LEASE_WAIT_S, "reindex"):  # the write pause: the last writes, the checks, the switch
+                t_pause = time.perf_counter()
                 recover(vs, ds, lex, journal, o.index)
                 if vs.live_build(o.index) != live:
                     raise BadInput(f"index {o.index}'s live build changed from {live} to {vs.live_build(o.index)} during the reindex")
@@ -286,18 +287,15 @@ def _bulk(o: ReindexOptions, vs: VectorStore, ds: DocumentStore, lex: LexicalSto
     total = vs.count(old["_id"])
     bar = tqdm(total=total, unit="doc", desc=f"reindex {o.index}", disable=not o.progress, dynamic_ncols=True)
     try:
-        for rows in vs.iter_rows(old["_id"], ("id",), batch_size=max(o.batch_size, 256)):
-            ids = [str(r["id"]) for r in rows]
-            for a in range(0, len(ids), o.batch_size):
-                chunk = ids[a:a + o.batch_size]
-                found = ds.get_many(o.index, chunk)
-                docs = [d for d in found if d is not None]
-                if len(docs) < len(chunk):
-                    summary.skipped["no stored document"] = summary.skipped.get("no stored document", 0) + len(chunk) - len(docs)
-                keep, vecs = encode(docs)
-                docs = [docs[i] for i in keep]
+        for page in ds.pages(o.index, max(o.batch_size, 256)):  # the stored documents the live build holds
+            live_ids = {str(r["id"]) for r in vs.rows(old["_id"], [str(d["_id"]) for d in page])}
+            held = [d for d in page if str(d["_id"]) in live_ids]  # (others: of an older build, or deleted meanwhile)
+            for a in range(0, len(held), o.batch_size):
+                chunk = held[a:a + o.batch_size]
+                keep, vecs = encode(chunk)
+                docs = [chunk[i] for i in keep]
                 if docs:
-                    shown = [{k: v for k, v in d.items() if k != "_mmsearch"} for d in docs]
+                    shown = [{k: v for k, v in d.items() if k != META_KEY} for d in docs]
                     meta = [{k: d[k] for k in fields} for d in docs] if fields else None
                     if writer is not None:  # committed before the vectors (as build-index does)
                         writer.upsert(shown)

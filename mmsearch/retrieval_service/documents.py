@@ -352,8 +352,8 @@ class DocumentsService:
         records = {r["build"]: r for r in ds.builds(index)}
         rec = records.get(live or "", {})
         model = rec.get("model")
-        version = None
-        if model:
+        version = (rec.get("model_ref") or {}).get("version")  # what made its vectors, as the build recorded it
+        if model and version is None:
             manifest = Path(self.config.model_repository) / str(model) / MANIFEST_NAME
             if manifest.is_file():
                 version = "sha256:" + hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
@@ -365,6 +365,7 @@ class DocumentsService:
             "image_root": rec.get("image_root"),
             "builds": [{"build": b, "live": b == live, "status": records.get(b, {}).get("status", "?"),
                         "indexed": records.get(b, {}).get("counts", {}).get("indexed"), "model": records.get(b, {}).get("model"),
+                        "model_version": (records.get(b, {}).get("model_ref") or {}).get("version"),
                         "started": records.get(b, {}).get("started"), "finished": records.get(b, {}).get("finished")}
                        for b in builds],
         }

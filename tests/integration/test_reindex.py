@@ -111,7 +111,7 @@ class Writer(threading.Thread):
                 if self.batches >= 25:  # (a strong search of top 1,000 still sees every document)
                     return
                 time.sleep(0.1)
-        except BaseException as e:  # noqa: BLE001 - reported by the test
+        except BaseException as e:  # reported by the test
             self.error = e
 
 
