@@ -180,7 +180,8 @@ def _gate(vs: VectorStore, repo: Path, judged: Sequence[Judged], old: dict[str, 
     if metric not in scores[0]:
         raise BadInput(f"--metric {metric!r} unknown (choose from {', '.join(sorted(scores[0]))})")
     inc, cand = scores[0][metric], scores[1][metric]
-    return GateResult(cand >= inc * (1 - tolerance), metric, cand, inc, -tolerance if tolerance else 0.0, len(judged), vs.count(new["_id"]), scores[1], scores[0])
+    return GateResult(cand >= inc * (1 - tolerance), metric, cand, inc, -tolerance if tolerance else 0.0, len(judged),
+                      vs.count(new["_id"]), scores[1], scores[0])
 
 
 def reindex(o: ReindexOptions) -> ReindexSummary:

@@ -250,7 +250,7 @@ def test_sigkill_halfway_then_resume(env, tmp_path, monkeypatch):
     written = vs.count(record["_id"])
     assert 0 < written < n
 
-    from mmsearch.offline.indexing import encoders
+    from mmsearch.encoders import encoder as encoders  # (the one encoder interface since the documents API merge)
 
     encoded = []
     real = encoders.Encoder.encode
