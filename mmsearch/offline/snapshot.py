@@ -216,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, type=Path)
     r = sub.add_parser("restore", help="load a snapshot folder into the configured (or given) stores")
     r.add_argument("dir", type=Path)
-    r.add_argument("--milvus-uri", dest="r_milvus_uri")
-    r.add_argument("--mongo-uri", dest="r_mongo_uri")
+    r.add_argument("--milvus-uri", dest="r_milvus_uri", metavar="URI", help="the target Milvus (default: config milvus.uri)")
+    r.add_argument("--mongo-uri", dest="r_mongo_uri", metavar="URI", help="the target MongoDB (default: config mongo.uri)")
     return p
 
 
