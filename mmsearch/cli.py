@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve-preprocess": ("mmsearch.preprocess_service.cli", "serve the gRPC tokenizer / image preprocessor (127.0.0.1:60051)"),
     "build-index": ("mmsearch.offline.build_index", "encode documents into Milvus + MongoDB (versioned, resumable)"),
     "index": ("mmsearch.offline.index_admin", "list, roll back or drop index builds"),
+    "reindex": ("mmsearch.offline.reindex", "re-encode a live index with another model while it serves and takes writes, then switch"),
+    "snapshot": ("mmsearch.offline.snapshot", "copy an index (vectors, documents, terms, build record) to a folder, or restore one"),
     "serve-retrieval": ("mmsearch.retrieval_service.cli", "serve the search API (HTTP 127.0.0.1:8080, gRPC :50051)"),
     "search": ("mmsearch.client.search_cli", "query the running stack's search API (filters, paging, fields)"),
     "docs": ("mmsearch.client.docs_cli", "put, delete or get documents of a live index through the documents API"),

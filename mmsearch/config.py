@@ -85,6 +85,9 @@ class RetrievalConfig(Endpoint):
     # keys that may also write (the documents API: PUT/DELETE /v1/indexes/{index}/documents); a key of api_keys only reads
     # (403 on a write). Keys are on when either list is set; both empty: open (the demo)
     write_api_keys: list[str] = Field(default_factory=list, repr=False)
+    # fault injection for the crash tests: a pause between the stores of a document write, widening the window a
+    # SIGKILL can land in (MMSEARCH_RETRIEVAL_FAULT_WRITE_PAUSE_S); 0, always, outside tests
+    fault_write_pause_s: float = Field(0.0, ge=0, le=60)
     documents_max_batch: int = Field(1000, ge=1, le=100_000)  # documents (or ids) per write; more: 413
     documents_max_bytes: int = Field(1024 * 1024, ge=1024, le=16 * 1024 * 1024)  # one document's JSON; more: 413
     documents_max_image_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)  # one inline image (image_b64), decoded

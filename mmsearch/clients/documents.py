@@ -8,7 +8,7 @@ collection of the same database.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from mmsearch.errors import Internal, MMSearchError, Unavailable
@@ -101,6 +101,17 @@ class DocumentStore:
         """All documents matching a MongoDB filter, with only ``fields`` (and _id) when given."""
         projection = dict.fromkeys(fields, 1) if fields is not None else None
         return self._call("find", lambda: list(self.db[collection].find(match, projection)))
+
+    def pages(self, collection: str, size: int = 1000) -> Iterator[list[dict[str, Any]]]:
+        """Every document, in pages of ``size`` in _id order (each page its own query: no cursor held open)."""
+        last: Any = None
+        while True:
+            match = {"_id": {"$gt": last}} if last is not None else {}
+            page = self._call("find", lambda m=match: list(self.db[collection].find(m, sort=[("_id", 1)], limit=size)))
+            if not page:
+                return
+            yield page
+            last = page[-1]["_id"]
 
     def ensure_collection(self, collection: str) -> None:
         """Create ``collection`` if it is missing. A collection that concurrent writers share is created

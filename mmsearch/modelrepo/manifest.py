@@ -7,6 +7,7 @@ checks a manifest against the files beside it (ONNX graph, config.pbtxt, preproc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -186,3 +187,13 @@ def read_manifest(model_dir: str | Path) -> Manifest:
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors())
         raise BadInput(f"{path} is not a valid manifest: {problems}") from e
+
+
+def model_ref(model_dir: str | Path) -> dict[str, str]:
+    """What a build records about the model that made its vectors: its name, its version (``sha256:`` and
+    the first 16 hex digits of its manifest's sha256, what ``GET /v1/indexes`` shows) and the full hash."""
+    path = manifest_path(model_dir)
+    if not path.is_file():
+        raise NotFound(f"no {MANIFEST_NAME} in {model_dir}: not an mmsearch model folder")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"name": Path(model_dir).name, "version": f"sha256:{digest[:16]}", "manifest_sha256": digest}

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mmsearch.cli import run_cli
 from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import check_index_name, collection_name
 from mmsearch.config import flag_overrides, lexical_root, load_config
 from mmsearch.errors import BadInput, NotFound
-from mmsearch.offline.indexing.build import switch_lexical
 from mmsearch.offline.indexing.stores import open_stores
+from mmsearch.offline.reindex import roll_back
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +68,8 @@ def run(argv: Sequence[str] | None = None) -> list[str]:
                 if not older:
                     raise BadInput(f"index {index} has no complete build older than the live one ({live})")
                 target = older[-1]
-            vs.switch_alias(index, target)
-            switch_lexical(lex, index, collection_name(index, target))
-            return [f"{index} -> {target} (was {live})"]
+            was, replayed = roll_back(vs, ds, lex, Path(cfg.model_repository), index, target)
+            return [f"{index} -> {target} (was {was})" + (f"; {replayed} journaled write(s) made since carried over" if replayed else "")]
         if args.all:
             vs.drop_index(index)
             lex.clear_live(index)

@@ -9,7 +9,10 @@ written last: a document whose embedded content did not change keeps its stored 
 metadata-only update runs no inference. Hash and vector agree because MongoDB is written last — a
 write that failed half-way leaves the old hash, and its retry encodes again.
 
-Writes of one index are serialised in this process (a lock); an ``op_id`` is recorded in MongoDB's
+Every write is journaled first (MongoDB ``_doc_journal``, see clients/journal.py: the commit point; a write
+that dies half-way is applied again, whole, at the next start or write) and made under the index's write
+lease (one writer at a time across replicas; a reindex, rollback or snapshot pauses writes with it for its
+final step). Writes of one index are also serialised in this process (a lock); an ``op_id`` is recorded in MongoDB's
 ``_doc_ops`` after the write, so the same op sent again (a retry) is answered from the record and
 written once. Why here and not a service of its own: this process already holds the stores' clients,
 the model repository and its encoders, the API keys, and the search path that must see the writes.
@@ -47,6 +50,7 @@ from mmsearch.api.documents import (
 from mmsearch.api.filters import compile_filter
 from mmsearch.api.models import parse
 from mmsearch.clients.documents import BUILDS, DocumentStore
+from mmsearch.clients.journal import LEASE_TTL_S, IndexLease, Journal, recover
 from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import BUILD_SEP, VectorStore, check_index_name, collection_name
 from mmsearch.config import Config
@@ -77,6 +81,8 @@ class DocumentsService:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._ops_ready = False
+        self._journal: Journal | None = None
+        self._pause_s = self.config.retrieval.fault_write_pause_s
 
     # ------------------------------------------------------------------ helpers
     @contextmanager
@@ -147,6 +153,42 @@ class DocumentsService:
             raise
         writer.close()  # commits (durable) and releases the index lock
 
+    def journal(self, ds: DocumentStore) -> Journal:
+        if self._journal is None or self._journal.ds is not ds:
+            self._journal = Journal(ds)
+        return self._journal
+
+    @contextmanager
+    def _leased(self, ds: DocumentStore, index: str) -> Iterator[IndexLease]:
+        """The index's write lease (across replicas, and paused by a reindex, rollback or snapshot finishing),
+        and first any write that died half-way applied again, whole."""
+        lease = IndexLease(ds, index, "documents-api")
+        with lease.held():
+            if self.journal(ds).pending(index):
+                n = recover(self.vectors.get(), ds, self.lexical.get(), self.journal(ds), index)
+                log.warning("index %s: %d write(s) interrupted half-way applied again from the journal", index, n)
+            yield lease
+
+    def recover_all(self) -> int:
+        """At start: every index's writes that died half-way (a crash) applied again from the journal before any
+        request is served. A store that is down: logged; the next write of that index does it."""
+        try:
+            ds, vs, lex = self.documents.get(), self.vectors.get(), self.lexical.get()
+            done = 0
+            for index in self.journal(ds).indexes_pending():
+                with IndexLease(ds, index, "recovery").held(wait_s=LEASE_TTL_S + 5):
+                    done += recover(vs, ds, lex, self.journal(ds), index)
+            if done:
+                log.warning("%d write(s) interrupted half-way applied again from the journal", done)
+            return done
+        except MMSearchError as e:
+            log.warning("journal recovery deferred to the next write: %s", e)
+            return 0
+
+    def _fault_pause(self) -> None:
+        if self._pause_s:  # tests only (retrieval.fault_write_pause_s): widen the window between stores for a SIGKILL
+            time.sleep(self._pause_s)
+
     @contextmanager
     def reconnecting(self) -> Iterator[None]:
         """A store found down is reconnected on the next call (as the search path's stages do)."""
@@ -168,7 +210,11 @@ class DocumentsService:
         vs, ds = self.vectors.get(), self.documents.get()
         coll = collection_name(index, schema.build)
         request_hash = _request_hash("put", req.documents)
-        with self._index_lock(index):
+        with self._index_lock(index), self._leased(ds, index) as lease:
+            if vs.live_build(index) != schema.build:  # a reindex or rollback switched the build meanwhile: its schema rules
+                schema = self.schema(index)
+                docs = validate_documents(req.documents, schema, r.documents_max_batch, r.documents_max_bytes, r.documents_max_image_bytes)
+                coll = collection_name(index, schema.build)
             replay = self._replayed(ds, index, req.op_id, request_hash)
             if replay is not None:
                 return replay.model_copy(update={"took_ms": round((time.perf_counter() - t0) * 1000, 3)})
@@ -182,16 +228,23 @@ class DocumentsService:
                 if out.shape != (len(chunk), schema.dim):
                     raise Internal(f"model {schema.model} returned {out.shape}, expected ({len(chunk)}, {schema.dim})")
                 vectors.update({d.id: v for d, v in zip(chunk, out)})
+                lease.renew()
             self.encoded += len(todo)
             self.metrics.documents_encoded.labels(index).inc(len(todo))
             for d in docs:
                 d.doc[META_KEY] = {"hash": d.hash}
+            matrix = np.stack([vectors[d.id] for d in docs])
+            # journaled first (the commit point), then the three stores: a write that dies half-way is applied
+            # again, whole, from its entry (see clients/journal.py), never left half-written
+            seq = self.journal(ds).append(index, "put", schema.build, [d.doc for d in docs], matrix, op_id=req.op_id)
             shown = [{k: v for k, v in d.doc.items() if k != META_KEY} for d in docs]  # (what a search returns beside the vector)
             meta = [{k: d.doc[k] for k in schema.fields} for d in docs] if schema.fields else None
-            vs.upsert(coll, [d.id for d in docs], np.stack([vectors[d.id] for d in docs]), meta,
-                      shown if schema.stored_docs else None, schema.stored_docs)
+            vs.upsert(coll, [d.id for d in docs], matrix, meta, shown if schema.stored_docs else None, schema.stored_docs)
+            self._fault_pause()
             self._write_terms(schema, lambda w: w.upsert(shown))
+            self._fault_pause()
             ds.upsert_many(index, [d.doc for d in docs], durable=True)  # last: its hashes say what Milvus holds
+            self.journal(ds).mark(index, seq)
             result = WriteResult(index=index, build=schema.build, op="put", op_id=req.op_id, written=len(docs), encoded=len(todo),
                                  unchanged=len(docs) - len(todo))
             self._record(ds, index, req.op_id, request_hash, result)
@@ -246,7 +299,10 @@ class DocumentsService:
         request_hash = _request_hash("delete", {"ids": req.ids, "filter": req.filter})
         ids = check_ids(req.ids, limit) if req.ids is not None else []
         expr = compile_filter(req.filter, vs.fields(coll)) if req.filter is not None else ""
-        with self._index_lock(index):
+        with self._index_lock(index), self._leased(ds, index):
+            if vs.live_build(index) != schema.build:  # switched meanwhile (a reindex or rollback)
+                schema = self.schema(index)
+                coll = collection_name(index, schema.build)
             replay = self._replayed(ds, index, req.op_id, request_hash)
             if replay is not None:
                 return replay.model_copy(update={"took_ms": round((time.perf_counter() - t0) * 1000, 3)})
@@ -256,9 +312,11 @@ class DocumentsService:
                     raise TooLarge(f"filter: matches more than {limit:,} documents (the batch limit): delete with narrower filters")
             found = vs.existing(coll, ids) if ids else set()
             if ids:
+                seq = self.journal(ds).append(index, "delete", schema.build, ids=ids, op_id=req.op_id)
                 vs.delete(coll, ids)  # first: searches stop finding them
                 self._write_terms(schema, lambda w: w.delete(ids))
                 ds.delete_ids(index, ids, durable=True)
+                self.journal(ds).mark(index, seq)
             result = WriteResult(index=index, build=schema.build, op="delete", op_id=req.op_id, deleted=len(found),
                                  not_found=len(ids) - len(found))
             self._record(ds, index, req.op_id, request_hash, result)
@@ -293,8 +351,8 @@ class DocumentsService:
         records = {r["build"]: r for r in ds.builds(index)}
         rec = records.get(live or "", {})
         model = rec.get("model")
-        version = None
-        if model:
+        version = (rec.get("model_ref") or {}).get("version")  # what made its vectors, as the build recorded it
+        if model and version is None:
             manifest = Path(self.config.model_repository) / str(model) / MANIFEST_NAME
             if manifest.is_file():
                 version = "sha256:" + hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
@@ -306,6 +364,7 @@ class DocumentsService:
             "image_root": rec.get("image_root"),
             "builds": [{"build": b, "live": b == live, "status": records.get(b, {}).get("status", "?"),
                         "indexed": records.get(b, {}).get("counts", {}).get("indexed"), "model": records.get(b, {}).get("model"),
+                        "model_version": (records.get(b, {}).get("model_ref") or {}).get("version"),
                         "started": records.get(b, {}).get("started"), "finished": records.get(b, {}).get("finished")}
                        for b in builds],
         }

@@ -24,8 +24,9 @@ import numpy as np
 
 from mmsearch.api.documents import RESERVED_KEYS
 from mmsearch.api.filters import combine, compile_filter
+from mmsearch.clients.documents import BUILDS
 from mmsearch.clients.lexical import LexicalStore
-from mmsearch.clients.vectors import VectorStore
+from mmsearch.clients.vectors import BUILD_SEP, VectorStore, collection_name
 from mmsearch.config import Config, lexical_root
 from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Overloaded, Unavailable
 from mmsearch.experiments.spec import Params, assign
@@ -46,6 +47,7 @@ DEFAULT_TOP_K = 20
 READY_CACHE_S = 1.0  # /readyz probes each dependency at most once a second
 DEFAULT_RECALL = 100
 DEFAULT_RERANK_N = 50
+LIVE_BUILD_TTL_S = 1.0  # how long a search trusts the live build it resolved (see _served_by)
 FILTER_OVERFETCH = 4  # BM25 hits fetched per wanted hit when a filter will drop some (tantivy holds no metadata)
 log = logging.getLogger("mmsearch.retrieval")
 T = TypeVar("T")
@@ -69,6 +71,7 @@ class SearchService:
         self.auth = ApiKeys(r.api_keys, r.write_api_keys)
         self.lexical = Lazy("lexical", lambda: LexicalStore(lexical_root(config)))
         self.documents = DocumentsService(config, self.metrics, self.deps.vectors, self.deps.documents, self.lexical)
+        self._live_builds: dict[str, tuple[float, str | None, dict[str, str]]] = {}  # index -> (when, live build, query models)
         self._pool = ThreadPoolExecutor(max_workers=4 * (r.max_inflight + r.max_queue), thread_name_prefix="source")
         self.querylog = QueryLog(self.deps.documents, self.metrics, ttl_days=r.query_log_ttl_days,
                                  flush_s=r.query_log_flush_s, sweep_s=r.query_log_sweep_s) if config.retrieval.query_log else None
@@ -242,33 +245,61 @@ class SearchService:
 
     def _dense(self, req: SearchRequest, vec: np.ndarray[Any, Any], index: str, k: int, p: Params,
                ctx: RequestContext, docs: HitDocs, breadth: int = 0) -> list[tuple[str, float]]:
-        """One vector search; the hits' documents land in ``docs`` when it searches the arm's own index
-        (another index's documents, a caption index's say, are not the ones the page shows)."""
+        """One vector search of an index (its alias) or one build of it (``<index>__<build>``, see _served_by); the
+        hits' documents land in ``docs`` when it searches the arm's own index (another index's documents, a caption
+        index's say, are not the ones the page shows)."""
+        own = index.split(BUILD_SEP, 1)[0] == p.index
         with self._stage("recall", self.deps.vectors, ctx) as vs:
             return vs.search(index, vec, k, _filter_expr(vs, index, req, p), ef=p.search_ef,  # NotFound names the index
-                             docs=docs if index == p.index else None, breadth=breadth, **_consistency(req))[0]
+                             docs=docs if own else None, breadth=breadth, **_consistency(req))[0]
+
+    def _served_by(self, req: SearchRequest, model: str, index: str, ctx: RequestContext) -> tuple[str, str]:
+        """(query model, what to search) for a dense source. A build made by ``mmsearch reindex`` (a managed model
+        change) records its query models: its index is then searched build by build (the collection the alias
+        names, resolved at most ``LIVE_BUILD_TTL_S`` ago, afresh for a strong search) with the query encoded by
+        that build's model, so a switch can never pair a query of one model with vectors of another. Other builds:
+        the arm's embed_model and the alias, as before."""
+        now = time.monotonic()
+        hit = self._live_builds.get(index)
+        if hit is None or now - hit[0] > LIVE_BUILD_TTL_S or req.consistency == "strong":
+            with self._stage("recall", self.deps.vectors, ctx) as vs:
+                live = vs.live_build(index)
+            models: dict[str, str] = {}
+            if live is not None:
+                with self._stage("recall", self.deps.documents, ctx) as ds:
+                    rec = ds.get_one(BUILDS, collection_name(index, live)) or {}
+                models = dict(rec.get("query_models") or {})
+            hit = (now, live, models)
+            self._live_builds[index] = hit
+        _, live, models = hit
+        chosen = models.get("image" if req.image is not None else "text")
+        if live is None or not chosen:
+            return model, index
+        return chosen, collection_name(index, live)
 
     def _recall(self, req: SearchRequest, p: Params, ctx: RequestContext, depth: int, docs: HitDocs) -> list[Hit]:
         """Dense recall of the arm's index, or every configured source fused (sources and fusion per arm).
         Fused sources run in parallel: first one embedding per distinct model, then every search."""
         assert p.embed_model and p.index
         if not p.sources:
-            vec = self._embed(req, p.embed_model, ctx)
+            model, target = self._served_by(req, p.embed_model, p.index, ctx)
+            vec = self._embed(req, model, ctx)
             k, breadth = dense_shape(p, depth)
-            hits = self._dense(req, vec, p.index, k, p, ctx, docs, breadth=breadth)
+            hits = self._dense(req, vec, target, k, p, ctx, docs, breadth=breadth)
             if breadth > k and len(hits) == k >= 2 and hits[-1][1] == hits[-2][1]:
                 # equal scores across the page's end: which of them a limit of k keeps is Milvus's choice, so
                 # ask as deep as every page within recall_top_k does, and equal scores come back whole, in id order
-                hits = self._dense(req, vec, p.index, breadth, p, ctx, docs)
+                hits = self._dense(req, vec, target, breadth, p, ctx, docs)
             return [Hit(i, s) for i, s in hits]
         model, index = p.embed_model, p.index
         dense = [s for s in p.sources if s.kind == "dense"]
         lexical = [s for s in p.sources if s.kind == "bm25" and req.text is not None]  # an image query has no words
-        models = list(dict.fromkeys(s.embed_model or model for s in dense))
+        routes = [self._served_by(req, s.embed_model or model, s.index or index, ctx) for s in dense]
+        models = list(dict.fromkeys(m for m, _ in routes))
         vectors = dict(zip(models, self._parallel([functools.partial(self._embed, req, m, ctx) for m in models], ctx)))
         searches: list[Callable[[], list[tuple[str, float]]]] = [
-            functools.partial(self._dense, req, vectors[s.embed_model or model], s.index or index, max(s.recall_top_k, depth), p, ctx, docs)
-            for s in dense]
+            functools.partial(self._dense, req, vectors[m], target, max(s.recall_top_k, depth), p, ctx, docs)
+            for s, (m, target) in zip(dense, routes)]
         searches += [functools.partial(self._lexical, req, s.index or index, s.fields, max(s.recall_top_k, depth), p, ctx)
                      for s in lexical]
         lists = dict(zip([s.name for s in dense + lexical], self._parallel(searches, ctx)))

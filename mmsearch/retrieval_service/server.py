@@ -59,6 +59,7 @@ def create_server(config: Config, http_address: str | None = None, grpc_address:
                     local.get()
                 except Unavailable as e:
                     log.warning("text queries cannot be served yet: %s", e)
+        service.documents.recover_all()  # writes a crash left half-done are whole again before anything is served
         # threads enough for every admitted, queued and refused request to reach admission control:
         # a request waiting for a server thread would queue where nothing bounds or refuses it
         http_server = WsgiServer(create_app(service), host, int(port), max(r.workers, r.max_inflight + r.max_queue + 32),

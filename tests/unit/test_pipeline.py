@@ -84,6 +84,9 @@ class FakeVectors:
     def fields(self, index: str) -> dict[str, str]:
         return {"lang": "str", "year": "int"}
 
+    def live_build(self, index: str) -> str | None:
+        return None  # (no build records query models: the arm's embed_model and the alias, as before reindex)
+
     def serving(self, index: str) -> bool:
         if index == "missing":
             raise NotFound(f"index {index!r} not found in milvus at test")

@@ -37,11 +37,13 @@ from tqdm import tqdm
 
 from mmsearch.api.documents import lexical_problem, stored_field_problem
 from mmsearch.api.filters import parse_field_spec
-from mmsearch.clients.documents import DocumentStore
+from mmsearch.clients.documents import BUILDS, DocumentStore
+from mmsearch.clients.journal import LEASE_TTL_S, IndexLease, Journal
 from mmsearch.clients.lexical import LexicalStore, LexicalWriter, check_lexical_fields
 from mmsearch.clients.vectors import IndexSpec, VectorStore, check_index_name, collection_name
 from mmsearch.encoders.encoder import Encoder, open_encoder
 from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound
+from mmsearch.modelrepo.manifest import model_ref
 from mmsearch.offline.indexing.reader import Doc, ReaderState, Reject, count_lines, iter_lines, parse_line, read_image_bytes
 from mmsearch.offline.indexing.stores import open_stores
 
@@ -421,7 +423,7 @@ def build_index(opts: BuildOptions) -> BuildSummary:
         else:
             build = _new_build_id()
             record = {"_id": collection_name(opts.index, build), "index": opts.index, "build": build,
-                      "model": opts.model, "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
+                      "model": opts.model, "model_ref": model_ref(model_dir), "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
                       "status": "building", "lines_done": 0, "started": _now(), "index_spec": opts.index_spec.to_json(),
                       "fields": dict(opts.fields), "lexical": list(opts.lexical), "counts": {"read": 0, "indexed": 0, "skipped": {}},
                       "stored_docs": opts.index_spec.stored_doc_max_bytes}  # documents up to this size kept beside the vectors
@@ -455,10 +457,19 @@ def build_index(opts: BuildOptions) -> BuildSummary:
         counts = record["counts"]
         vs.seal(record["_id"], counts["indexed"])  # fully indexed and searchable before it goes live
         _check_build(vs, record["_id"], counts["indexed"], ds, opts.index)
-        record.update(status="complete", finished=_now())
-        ds.save_build(record)
-        vs.switch_alias(opts.index, record["build"])
-        switch_lexical(lex, opts.index, record["_id"])
+        # the switch under the index's write lease: the journal position it happens at is recorded on both builds
+        # (the new one serves the writes after it; a rollback to the old one replays them onto it)
+        journal = Journal(ds)
+        with IndexLease(ds, opts.index, "build-index").held(LEASE_TTL_S + 30, "build"):
+            seq = journal.last_seq(opts.index)
+            record.update(status="complete", finished=_now(), journal_seq=seq)
+            ds.save_build(record)
+            previous = ds.get_one(BUILDS, collection_name(opts.index, live)) if live is not None else None
+            if previous is not None:
+                previous["superseded_seq"] = seq
+                ds.save_build(previous)
+            vs.switch_alias(opts.index, record["build"])
+            switch_lexical(lex, opts.index, record["_id"])
         dropped = _retain(vs, ds, lex, opts.index, opts.keep)
         if dropped:
             log.info("dropped old builds of %s: %s", opts.index, ", ".join(dropped))
