@@ -1,6 +1,7 @@
 # `make demo` brings the stack up on embedded defaults; `make test` runs the tests.
 # Both create .venv and install everything from the registries on a fresh machine, the embedded
-# servers included (the `embedded` extra: secantusdb, GPL-2.0-only; Milvus 2.3.5 standalone; Milvus Lite).
+# servers included (the `embedded` extra: secantusdb, GPL-2.0-only; Milvus 2.3.5 standalone; Milvus Lite)
+# and Ray Data for the distributed build's test (the `distributed` extra: ray 2.60, 240 MB).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +13,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,embedded]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,embedded,distributed]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -70,11 +70,13 @@ class Encoder:
                                for i in range(0, len(images), batch_size)])
 
 
-def open_encoder(model_dir: str | Path, serving_url: str | None = None, threads: int = 0, timeout_s: float = 60.0) -> Encoder:
-    """The model run in this process (ONNX Runtime), or by the Triton server at ``serving_url``."""
+def open_encoder(model_dir: str | Path, serving_url: str | None = None, threads: int = 0, timeout_s: float = 60.0,
+                 providers: Sequence[str] | None = None) -> Encoder:
+    """The model run in this process (ONNX Runtime, on ``providers``: the CPU by default), or by the Triton
+    server at ``serving_url``."""
     model_dir = Path(model_dir)
     if not serving_url:
-        return Encoder(model_dir, LocalBackend.for_model(model_dir, threads))
+        return Encoder(model_dir, LocalBackend.for_model(model_dir, threads, providers))
     from mmsearch.clients.inference import InferenceClient
 
     name = read_manifest(model_dir).name

@@ -15,7 +15,7 @@ batch job, where its batching pays.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,9 @@ class LocalBackend:
         self.what = "model"  # what a name not found is called in the error
 
     @classmethod
-    def for_model(cls, model_dir: str | Path, threads: int = 0) -> LocalBackend:
-        """One model folder, any kind (what a build or an evaluation runs)."""
-        m = LocalModel(model_dir, threads=threads)
+    def for_model(cls, model_dir: str | Path, threads: int = 0, providers: Sequence[str] | None = None) -> LocalBackend:
+        """One model folder, any kind (what a build or an evaluation runs); on the CPU unless ``providers`` say otherwise."""
+        m = LocalModel(model_dir, threads=threads, providers=providers)
         return cls({m.manifest.name: m})
 
     def models(self) -> list[str]:

@@ -34,12 +34,13 @@ def make_session(onnx_path: str | Path, threads: int = 0, providers: Sequence[st
 
 
 class LocalModel:
-    def __init__(self, model_dir: str | Path, threads: int = 0, onnx_file: str | Path | None = None, arena: bool = True):
+    def __init__(self, model_dir: str | Path, threads: int = 0, onnx_file: str | Path | None = None, arena: bool = True,
+                 providers: Sequence[str] | None = None):
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise NotFound(f"model folder not found: {self.model_dir}")
         self.manifest: Manifest = read_manifest(self.model_dir)
-        self.session = make_session(onnx_file or self.model_dir / "1" / MODEL_FILE, threads, arena=arena)
+        self.session = make_session(onnx_file or self.model_dir / "1" / MODEL_FILE, threads, providers, arena=arena)
         self._text: TextPreprocessor | None = None
         self._image: ImagePreprocessor | None = None
 

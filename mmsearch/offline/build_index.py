@@ -3,6 +3,7 @@
     mmsearch build-index --index texts --docs docs.jsonl --model minilm
     mmsearch build-index --index images --docs images.jsonl --model dual_image --image-root photos/
     mmsearch build-index --index texts --docs docs.jsonl --model minilm --resume     # after Ctrl-C or a crash
+    mmsearch build-index --index texts --docs docs.jsonl --model minilm --engine ray --workers 8   # Ray Data workers
 """
 
 from __future__ import annotations
@@ -43,9 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted build of this index")
     p.add_argument("--keep", type=int, default=2, help="old complete builds kept for rollback besides the live one (default 2)")
     p.add_argument("--batch-size", type=int, default=None, help="documents per batch (default 256 texts, 32 images)")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores; --engine ray: per worker, 0 = 1)")
     p.add_argument("--checkpoint-s", type=float, default=LEXICAL_COMMIT_S,
                    help="seconds between checkpoints (BM25 terms committed; what an interrupted build redoes; default 10)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: encode in parallel Ray Data workers (the `distributed` extra)")
+    p.add_argument("--workers", type=int, default=2, help="--engine ray: encoding workers, one encoder each (default 2)")
+    p.add_argument("--ray-address", help="--engine ray: a running Ray cluster (e.g. auto); default: a local one for this build")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--config", help="YAML config file")
     return p
@@ -77,6 +82,7 @@ def options_from(args: argparse.Namespace, cfg: Config) -> BuildOptions:
         on_error=args.on_error, rejects=args.rejects, resume=args.resume, keep=args.keep, batch_size=args.batch_size, checkpoint_s=args.checkpoint_s,
         threads=args.threads, progress=not args.no_progress, fields=stored_fields(args.field),
         lexical=[f.strip() for f in args.lexical.split(",") if f.strip()], lexical_root=lexical_root(cfg),
+        engine=args.engine, workers=args.workers, ray_address=args.ray_address,
     )
 
 

@@ -15,6 +15,9 @@ written to both stores, and the counters up to it) lives in MongoDB's ``_builds`
 ``--resume`` continues an interrupted build without re-encoding what was already written: lines up
 to the checkpoint are skipped, and ids already in Milvus after it are not encoded again (their
 terms are written again: terms after the checkpoint were not committed).
+
+``engine="ray"`` keeps everything here (checks, record, reader rules, checkpoints, finish) and hands the
+encoding and the Milvus/MongoDB writes to parallel workers: ``distributed.run_distributed``.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -44,7 +48,7 @@ from mmsearch.clients.vectors import IndexSpec, VectorStore, check_index_name, c
 from mmsearch.encoders.encoder import Encoder, open_encoder
 from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound
 from mmsearch.modelrepo.manifest import model_ref
-from mmsearch.offline.indexing.reader import Doc, ReaderState, Reject, count_lines, iter_lines, parse_line, read_image_bytes
+from mmsearch.offline.indexing.reader import Doc, ReaderState, Reject, count_lines, iter_lines, iter_lines_at, parse_line, read_image_bytes
 from mmsearch.offline.indexing.stores import open_stores
 
 log = logging.getLogger("mmsearch.index")
@@ -78,6 +82,9 @@ class BuildOptions:
     threads: int = 0
     progress: bool = True
     checkpoint_s: float = LEXICAL_COMMIT_S  # how often terms are committed and the checkpoint moves (what a crash can lose)
+    engine: Literal["local", "ray"] = "local"  # ray: encode in parallel workers (offline/indexing/distributed.py; the `distributed` extra)
+    workers: int = 2  # engine ray: encoding workers, one Encoder each
+    ray_address: str | None = None  # engine ray: a running cluster ("auto", "ray://host:10001"); None: a local one for this build
 
 
 @dataclass
@@ -130,6 +137,77 @@ def _new_build_id() -> str:
     return "b" + now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}_" + secrets.token_hex(2)
 
 
+def validate_lines(opts: BuildOptions, field_name: str, start_line: int,
+                   stop: threading.Event | None = None) -> Iterator[tuple[int, int, int, Doc | Reject | None]]:
+    """The reader's rules, the same for every engine: (line, byte offset, byte offset after it, a document,
+    a reject naming the line and reason, or None for a blank line) for each line after ``start_line``.
+    Lines up to ``start_line`` (committed) are parsed for their ids only, so duplicates of them are still caught."""
+    state = ReaderState()
+    for n, raw in iter_lines(opts.docs, 0):
+        if n > start_line:
+            break
+        parse_line(n, raw, field_name, state)
+    for n, start, end, raw in iter_lines_at(opts.docs, start_line):
+        if stop is not None and stop.is_set():
+            return
+        p = parse_line(n, raw, field_name, state)
+        if isinstance(p, Doc) and opts.fields:
+            p = _check_fields(p, opts.fields)
+        if isinstance(p, Doc) and opts.lexical:
+            p = _check_lexical(p, opts.lexical)
+        yield n, start, end, p
+
+
+def fail_on_rejects(opts: BuildOptions, rejects: list[Reject]) -> None:
+    """--on-error fail: the first bad line stops the build."""
+    if rejects and opts.on_error == "fail":
+        r = min(rejects, key=lambda r: r.line)
+        raise BadInput(f"{opts.docs}:{r.line}: {r.reason} (--on-error fail)")
+
+
+class Checkpoints:
+    """What the writer has written since the last checkpoint, and the checkpoint itself (both engines):
+    terms committed, then the line and the counts up to it recorded in the build record, so all three
+    stores hold everything up to that line."""
+
+    def __init__(self, opts: BuildOptions, record: dict[str, Any], docs: DocumentStore, lexical: LexicalWriter | None,
+                 rejects_fh: IO[str]):
+        self.o, self.rec, self.ds, self.lex, self.rejects_fh = opts, record, docs, lexical, rejects_fh
+        self.pending: dict[str, Any] = {"read": 0, "indexed": 0, "skipped": {}, "line": None}
+        self.last_commit = time.monotonic()
+
+    def add(self, indexed: int, rejects: list[Reject], last_line: int) -> None:
+        """``indexed`` documents and ``rejects`` written, every line up to ``last_line`` done."""
+        for r in rejects:
+            self.rejects_fh.write(r.as_json() + "\n")
+        if rejects:
+            self.rejects_fh.flush()
+        p = self.pending
+        p["read"] += indexed + len(rejects)
+        p["indexed"] += indexed
+        for r in rejects:
+            k = reject_category(r.reason)
+            p["skipped"][k] = p["skipped"].get(k, 0) + 1
+        p["line"] = last_line
+        if self.lex is None or time.monotonic() - self.last_commit >= self.o.checkpoint_s:
+            self.checkpoint()
+            self.last_commit = time.monotonic()
+
+    def checkpoint(self) -> None:
+        p = self.pending
+        if p["line"] is None:
+            return
+        if self.lex is not None:
+            self.lex.commit()
+        c = self.rec["counts"]
+        c["read"] += p["read"]
+        c["indexed"] += p["indexed"]
+        for k, n in p["skipped"].items():
+            c["skipped"][k] = c["skipped"].get(k, 0) + n
+        self.rec["lines_done"] = p["line"]
+        self.rec["updated"] = _now()
+        self.ds.save_build(self.rec)
+        p.update(read=0, indexed=0, skipped={}, line=None)
 
 
 class _Pipeline:
@@ -174,9 +252,7 @@ class _Pipeline:
         elif self.pool is None:
             for d in docs:
                 d.payload = d.source
-        if rejects and self.o.on_error == "fail":
-            r = min(rejects, key=lambda r: r.line)
-            raise BadInput(f"{self.o.docs}:{r.line}: {r.reason} (--on-error fail)")
+        fail_on_rejects(self.o, rejects)
         self._put(self.q_read, _Batch(docs, rejects, last_line, lines, already))
 
     def _put(self, q: queue.Queue, item: Any) -> None:
@@ -189,25 +265,13 @@ class _Pipeline:
 
     def reader(self) -> None:
         try:
-            state = ReaderState()
-            for n, raw in iter_lines(self.o.docs, 0):
-                if n > self.start_line:
-                    break
-                parse_line(n, raw, self.field, state)  # committed lines: only their ids matter (duplicates)
             docs: list[Doc] = []
             rejects: list[Reject] = []
             lines = 0
             last = self.start_line
-            for n, raw in iter_lines(self.o.docs, self.start_line):
-                if self.stop.is_set():
-                    return
+            for n, _start, _end, p in validate_lines(self.o, self.field, self.start_line, self.stop):
                 lines += 1
                 last = n
-                p = parse_line(n, raw, self.field, state)
-                if isinstance(p, Doc) and self.o.fields:
-                    p = _check_fields(p, self.o.fields)
-                if isinstance(p, Doc) and self.o.lexical:
-                    p = _check_lexical(p, self.o.lexical)
                 if isinstance(p, Doc):
                     docs.append(p)
                 elif isinstance(p, Reject):
@@ -215,6 +279,8 @@ class _Pipeline:
                 if len(docs) >= self.batch_size:
                     self._emit(docs, rejects, last, lines)
                     docs, rejects, lines = [], [], 0
+            if self.stop.is_set():
+                return
             if docs or rejects or lines:
                 self._emit(docs, rejects, last, lines)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
@@ -223,26 +289,8 @@ class _Pipeline:
             self._put(self.q_read, _STOP)
 
     # writer ---------------------------------------------------------------
-    def writer(self, bar: tqdm | None, rejects_fh) -> None:
-        pending: dict[str, Any] = {"read": 0, "indexed": 0, "skipped": {}, "line": None}
-        last_commit = time.monotonic()
-
-        def checkpoint() -> None:
-            """Terms committed, then the line and counts up to it recorded: all three stores hold it."""
-            if pending["line"] is None:
-                return
-            if self.lex is not None:
-                self.lex.commit()
-            c = self.rec["counts"]
-            c["read"] += pending["read"]
-            c["indexed"] += pending["indexed"]
-            for k, n in pending["skipped"].items():
-                c["skipped"][k] = c["skipped"].get(k, 0) + n
-            self.rec["lines_done"] = pending["line"]
-            self.rec["updated"] = _now()
-            self.ds.save_build(self.rec)
-            pending.update(read=0, indexed=0, skipped={}, line=None)
-
+    def writer(self, bar: tqdm | None, rejects_fh: IO[str]) -> None:
+        progress = Checkpoints(self.o, self.rec, self.ds, self.lex, rejects_fh)
         try:
             while True:
                 try:
@@ -252,7 +300,7 @@ class _Pipeline:
                         return
                     continue
                 if item is _STOP:
-                    checkpoint()
+                    progress.checkpoint()
                     return
                 if item.docs:
                     self.ds.upsert_many(self.o.index, [d.doc for d in item.docs])
@@ -262,19 +310,7 @@ class _Pipeline:
                     meta = [{k: d.doc[k] for k in self.o.fields} for d in item.docs] if self.o.fields else None
                     self.vs.upsert(self.collection, [d.id for d in item.docs], item.vectors, meta,
                                    [d.doc for d in item.docs] if self.keep_docs else None, self.keep_docs)
-                for r in item.rejects:
-                    rejects_fh.write(r.as_json() + "\n")
-                if item.rejects:
-                    rejects_fh.flush()
-                pending["read"] += len(item.docs) + len(item.already) + len(item.rejects)
-                pending["indexed"] += len(item.docs) + len(item.already)
-                for r in item.rejects:
-                    k = reject_category(r.reason)
-                    pending["skipped"][k] = pending["skipped"].get(k, 0) + 1
-                pending["line"] = item.last_line
-                if self.lex is None or time.monotonic() - last_commit >= self.o.checkpoint_s:
-                    checkpoint()
-                    last_commit = time.monotonic()
+                progress.add(len(item.docs) + len(item.already), item.rejects, item.last_line)
                 if bar is not None:
                     bar.update(item.lines)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
@@ -379,12 +415,17 @@ def _retain(vs: VectorStore, ds: DocumentStore, lex: LexicalStore, index: str, k
     return old
 
 
-def build_index(opts: BuildOptions) -> BuildSummary:
+def check_options(opts: BuildOptions) -> Path:
+    """The build's options checked before any store or model is touched; the model's folder."""
     check_index_name(opts.index)
     if opts.on_error not in ("skip", "fail"):
         raise BadInput(f"--on-error must be skip or fail, got {opts.on_error!r}")
     if (opts.batch_size is not None and opts.batch_size < 1) or opts.keep < 0 or not opts.checkpoint_s >= 0:
         raise BadInput("--batch-size must be >= 1, --keep >= 0 and --checkpoint-s >= 0")
+    if opts.engine not in ("local", "ray"):
+        raise BadInput(f"--engine must be local or ray, got {opts.engine!r}")
+    if opts.workers < 1:
+        raise BadInput("--workers must be >= 1")
     for name, ftype in opts.fields.items():
         parse_field_spec(f"{name}:{ftype}")
     check_lexical_fields(opts.lexical)
@@ -395,52 +436,70 @@ def build_index(opts: BuildOptions) -> BuildSummary:
         raise NotFound(f"model {opts.model!r} not found in {opts.repo}")
     if not opts.image_root.is_dir():
         raise BadInput(f"--image-root {opts.image_root} is not a folder")
+    return model_dir
+
+
+def open_record(opts: BuildOptions, vs: VectorStore, ds: DocumentStore, encoder: Encoder) -> dict[str, Any]:
+    """The build record: the interrupted build's (--resume, checked against these options) or a new one,
+    with its collection created."""
+    live = vs.live_build(opts.index)
+    if live is not None:
+        live_dim = vs.dim(collection_name(opts.index, live))
+        if live_dim != encoder.dim:
+            raise BadInput(f"index {opts.index} holds {live_dim}-d vectors but model {opts.model} gives "
+                           f"{encoder.dim}-d: use a new index name")
+    fingerprint = _source_fingerprint(opts.docs)
+    if opts.resume:
+        pending = [r for r in ds.builds(opts.index) if r.get("status") == "building"]
+        if not pending:
+            raise BadInput(f"no interrupted build of index {opts.index} to resume")
+        record = pending[-1]
+        if record["source"] != fingerprint:
+            raise BadInput(f"{opts.docs} changed since build {record['build']} started: start a new build")
+        if record["model"] != opts.model:
+            raise BadInput(f"build {record['build']} used model {record['model']!r}, not {opts.model!r}")
+        if record.get("fields", {}) != opts.fields:
+            raise BadInput(f"build {record['build']} stores fields {record.get('fields', {})}, not {opts.fields}: give the same --field flags")
+        if record.get("lexical", []) != opts.lexical:
+            raise BadInput(f"build {record['build']} indexes lexical fields {record.get('lexical', [])}, not {opts.lexical}: "
+                           "give the same --lexical flag")
+        log.info("resuming build %s after line %d", record["build"], record["lines_done"])
+        return record
+    build = _new_build_id()
+    record = {"_id": collection_name(opts.index, build), "index": opts.index, "build": build,
+              "model": opts.model, "model_ref": model_ref(opts.repo / opts.model), "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
+              "status": "building", "lines_done": 0, "started": _now(), "index_spec": opts.index_spec.to_json(),
+              "fields": dict(opts.fields), "lexical": list(opts.lexical), "counts": {"read": 0, "indexed": 0, "skipped": {}},
+              "stored_docs": opts.index_spec.stored_doc_max_bytes}  # documents up to this size kept beside the vectors
+    if encoder.modality == "image":  # where the documents' image paths point (a flywheel round re-reads them)
+        record["image_root"] = str(opts.image_root.resolve())
+    vs.create(record["_id"], encoder.dim, opts.index_spec, opts.fields, stored_docs=record["stored_docs"])
+    ds.save_build(record)
+    return record
+
+
+def build_index(opts: BuildOptions) -> BuildSummary:
+    model_dir = check_options(opts)
     t0 = time.perf_counter()
     with open_stores(opts.milvus_uri, opts.mongo_uri, opts.data_dir, opts.database, opts.index_spec) as (vs, ds):
         encoder = open_encoder(model_dir, opts.serving_url, opts.threads)  # stores are checked before any model work
-        live = vs.live_build(opts.index)
-        if live is not None:
-            live_dim = vs.dim(collection_name(opts.index, live))
-            if live_dim != encoder.dim:
-                raise BadInput(f"index {opts.index} holds {live_dim}-d vectors but model {opts.model} gives "
-                               f"{encoder.dim}-d: use a new index name")
-        fingerprint = _source_fingerprint(opts.docs)
-        if opts.resume:
-            pending = [r for r in ds.builds(opts.index) if r.get("status") == "building"]
-            if not pending:
-                raise BadInput(f"no interrupted build of index {opts.index} to resume")
-            record = pending[-1]
-            if record["source"] != fingerprint:
-                raise BadInput(f"{opts.docs} changed since build {record['build']} started: start a new build")
-            if record["model"] != opts.model:
-                raise BadInput(f"build {record['build']} used model {record['model']!r}, not {opts.model!r}")
-            if record.get("fields", {}) != opts.fields:
-                raise BadInput(f"build {record['build']} stores fields {record.get('fields', {})}, not {opts.fields}: give the same --field flags")
-            if record.get("lexical", []) != opts.lexical:
-                raise BadInput(f"build {record['build']} indexes lexical fields {record.get('lexical', [])}, not {opts.lexical}: "
-                               "give the same --lexical flag")
-            log.info("resuming build %s after line %d", record["build"], record["lines_done"])
-        else:
-            build = _new_build_id()
-            record = {"_id": collection_name(opts.index, build), "index": opts.index, "build": build,
-                      "model": opts.model, "model_ref": model_ref(model_dir), "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
-                      "status": "building", "lines_done": 0, "started": _now(), "index_spec": opts.index_spec.to_json(),
-                      "fields": dict(opts.fields), "lexical": list(opts.lexical), "counts": {"read": 0, "indexed": 0, "skipped": {}},
-                      "stored_docs": opts.index_spec.stored_doc_max_bytes}  # documents up to this size kept beside the vectors
-            if encoder.modality == "image":  # where the documents' image paths point (a flywheel round re-reads them)
-                record["image_root"] = str(opts.image_root.resolve())
-            vs.create(record["_id"], encoder.dim, opts.index_spec, opts.fields, stored_docs=record["stored_docs"])
-            ds.save_build(record)
+        record = open_record(opts, vs, ds, encoder)
         rejects = opts.rejects or opts.docs.with_name(f"{opts.docs.stem}.{opts.index}.rejects.jsonl")
         lex = LexicalStore(opts.lexical_root or opts.data_dir / "lexical")
         if opts.resume and opts.lexical and record["lines_done"] and not lex.has_build(record["_id"]):
             raise BadInput(f"build {record['build']} wrote terms to {lex.root / record['_id']}, which is gone "
                            "(lexical.root changed or the volume was lost): start a new build")
         writer = lex.writer(record["_id"], opts.lexical) if opts.lexical else None
-        pipe = _Pipeline(dataclasses.replace(opts, rejects=rejects), encoder, vs, ds, record, record["lines_done"],
-                         resume_check=opts.resume, lexical=writer)
+        run_opts = dataclasses.replace(opts, rejects=rejects)
         try:
-            pipe.run(count_lines(opts.docs))
+            if opts.engine == "ray":
+                from mmsearch.offline.indexing.distributed import run_distributed
+
+                del encoder  # each worker opens its own
+                run_distributed(run_opts, model_dir, record, vs, ds, writer)
+            else:
+                pipe = _Pipeline(run_opts, encoder, vs, ds, record, record["lines_done"], resume_check=opts.resume, lexical=writer)
+                pipe.run(count_lines(opts.docs))
         except BaseException as e:
             if writer is not None:
                 writer.abandon()  # uncommitted terms dropped, the index lock released (a retry in-process must open it)

@@ -94,10 +94,32 @@ def parse_line(n: int, raw: bytes, field_name: str, state: ReaderState) -> Doc |
 
 def iter_lines(path: Path, start_line: int = 0) -> Iterator[tuple[int, bytes]]:
     """(line number from 1, raw bytes) for lines after ``start_line``."""
+    for n, _start, _end, raw in iter_lines_at(path, start_line):
+        yield n, raw
+
+
+def iter_lines_at(path: Path, start_line: int = 0) -> Iterator[tuple[int, int, int, bytes]]:
+    """(line number from 1, byte offset of the line, byte offset after it, raw bytes) for lines after
+    ``start_line``: a distributed build's workers read their block of lines by these offsets."""
+    offset = 0
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
+            end = offset + len(raw)
             if n > start_line:
-                yield n, raw.rstrip(b"\r\n")
+                yield n, offset, end, raw.rstrip(b"\r\n")
+            offset = end
+
+
+def read_lines_at(path: Path, start: int, end: int, first_line: int) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes) of the lines between two byte offsets, the first of them numbered ``first_line``."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    lines = data.split(b"\n")  # as iterating the file in binary does: \n only (not bytes.splitlines' \r)
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for i, raw in enumerate(lines):
+        yield first_line + i, raw.rstrip(b"\r\n")
 
 
 def read_image_bytes(ref: str, image_root: Path) -> bytes:
