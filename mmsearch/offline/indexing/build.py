@@ -523,6 +523,7 @@ def build_index(opts: BuildOptions) -> BuildSummary:
             seq = journal.last_seq(opts.index)
             record.update(status="complete", finished=_now(), journal_seq=seq)
             ds.save_build(record)
+            live = vs.live_build(opts.index)  # what this switch supersedes, read under the lease
             previous = ds.get_one(BUILDS, collection_name(opts.index, live)) if live is not None else None
             if previous is not None:
                 previous["superseded_seq"] = seq
