@@ -65,6 +65,7 @@ class BuildOptions:
     fields: dict[str, str] = field(default_factory=dict)  # document fields stored beside the vectors, for filters
     lexical: list[str] = field(default_factory=list)  # text fields indexed for BM25 (tantivy), versioned with the build
     lexical_root: Path | None = None  # default <data_dir>/lexical
+    embed_title: str | None = None  # text builds: embed "<doc[field]>: <text>" (a document without the field: its text)
     mongo_uri: str = ""
     database: str = "mmsearch"
     on_error: Literal["skip", "fail"] = "skip"
@@ -171,7 +172,7 @@ class _Pipeline:
             docs = [x for x in loaded if isinstance(x, Doc)]
         elif self.pool is None:
             for d in docs:
-                d.payload = d.source
+                d.payload = titled_text(d.doc, d.source, self.o.embed_title)
         if rejects and self.o.on_error == "fail":
             r = min(rejects, key=lambda r: r.line)
             raise BadInput(f"{self.o.docs}:{r.line}: {r.reason} (--on-error fail)")
@@ -315,6 +316,15 @@ class _Pipeline:
             raise self.error
 
 
+def titled_text(doc: dict[str, Any], text: str, title_field: str | None) -> str:
+    """What a text document's vector embeds: its text, or (--embed-title) "<title>: <text>" when it has that field.
+    A title is what a short query names; a dense index of the text alone misses it (issue 34)."""
+    title = doc.get(title_field) if title_field else None
+    if isinstance(title, str) and title.strip():
+        return f"{title.strip()}: {text}"
+    return text
+
+
 def _check_fields(d: Doc, fields: dict[str, str]) -> Doc | Reject:
     """A document must carry each stored field with a value of its type (the documents API checks the same)."""
     for name, ftype in fields.items():
@@ -396,6 +406,8 @@ def build_index(opts: BuildOptions) -> BuildSummary:
     t0 = time.perf_counter()
     with open_stores(opts.milvus_uri, opts.mongo_uri, opts.data_dir, opts.database, opts.index_spec) as (vs, ds):
         encoder = open_encoder(model_dir, opts.serving_url, opts.threads)  # stores are checked before any model work
+        if opts.embed_title and encoder.modality == "image":
+            raise BadInput(f"--embed-title is for text documents; model {opts.model!r} encodes images")
         live = vs.live_build(opts.index)
         if live is not None:
             live_dim = vs.dim(collection_name(opts.index, live))
@@ -414,6 +426,9 @@ def build_index(opts: BuildOptions) -> BuildSummary:
                 raise BadInput(f"build {record['build']} used model {record['model']!r}, not {opts.model!r}")
             if record.get("fields", {}) != opts.fields:
                 raise BadInput(f"build {record['build']} stores fields {record.get('fields', {})}, not {opts.fields}: give the same --field flags")
+            if record.get("embed_title") != opts.embed_title:
+                raise BadInput(f"build {record['build']} embedded title field {record.get('embed_title')!r}, not "
+                               f"{opts.embed_title!r}: give the same --embed-title flag")
             if record.get("lexical", []) != opts.lexical:
                 raise BadInput(f"build {record['build']} indexes lexical fields {record.get('lexical', [])}, not {opts.lexical}: "
                                "give the same --lexical flag")
@@ -423,7 +438,8 @@ def build_index(opts: BuildOptions) -> BuildSummary:
             record = {"_id": collection_name(opts.index, build), "index": opts.index, "build": build,
                       "model": opts.model, "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
                       "status": "building", "lines_done": 0, "started": _now(), "index_spec": opts.index_spec.to_json(),
-                      "fields": dict(opts.fields), "lexical": list(opts.lexical), "counts": {"read": 0, "indexed": 0, "skipped": {}},
+                      "fields": dict(opts.fields), "lexical": list(opts.lexical),
+                      "embed_title": opts.embed_title, "counts": {"read": 0, "indexed": 0, "skipped": {}},
                       "stored_docs": opts.index_spec.stored_doc_max_bytes}  # documents up to this size kept beside the vectors
             if encoder.modality == "image":  # where the documents' image paths point (a flywheel round re-reads them)
                 record["image_root"] = str(opts.image_root.resolve())
