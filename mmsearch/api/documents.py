@@ -76,6 +76,16 @@ class IndexInfo(_Model):
     builds: list[dict[str, Any]] = Field(description="every build: build, status, live, indexed, started, finished")
 
 
+def titled_text(doc: dict[str, Any], text: str, title_field: str | None) -> str:
+    """What a text document's vector embeds: its text, or (a build made with --embed-title) "<title>: <text>"
+    when it has that field. Every writer of vectors (build-index, the distributed build, the documents API,
+    reindex) embeds through this, so a document written any way gets the same vector."""
+    title = doc.get(title_field) if title_field else None
+    if isinstance(title, str) and title.strip():
+        return f"{title.strip()}: {text}"
+    return text
+
+
 @dataclass(frozen=True)
 class IndexSchema:
     """What a write to an index must respect: its live build's record (``_builds``)."""
@@ -89,6 +99,7 @@ class IndexSchema:
     lexical: list[str] = field(default_factory=list)
     stored_docs: int = 0
     image_root: str | None = None
+    embed_title: str | None = None  # the build embeds "<title>: <text>" from this field (build-index --embed-title)
 
     @property
     def embedded(self) -> str:
@@ -269,8 +280,8 @@ def validate_documents(items: Any, schema: IndexSchema, max_docs: int, max_doc_b
         v = ValidDocument(pos, doc_id, doc, source, image)
         if image is not None:
             v.hash = content_hash(schema.model, emb, image)
-        elif emb == "text" and source is not None:
-            v.hash = content_hash(schema.model, emb, source)
+        elif emb == "text" and source is not None:  # what the vector embeds: a title change is a content change
+            v.hash = content_hash(schema.model, emb, titled_text(doc, source, schema.embed_title))
         out.append(v)
     if rejects:
         raise (DocumentsTooLarge if too_large else DocumentsRejected)(rejects, len(items))

@@ -31,6 +31,9 @@ class Source(BaseModel):
     fields: list[str] | None = Field(default=None, min_length=1, max_length=16)  # bm25: fields matched (default: all)
     recall_top_k: int = Field(default=100, ge=1, le=16384)
     weight: float = Field(default=1.0, gt=0, le=100)
+    # the weight instead, for a query that names a title (the arm's title_field, fusion.names_title): a lemma
+    # or a product name finds its document by its words, a description by its meaning (issue 34)
+    weight_title: float | None = Field(default=None, ge=0, le=100)
 
     @model_validator(mode="after")
     def _check(self) -> "Source":
@@ -57,12 +60,18 @@ class Params(BaseModel):
     sources: list[Source] | None = Field(default=None, min_length=1, max_length=8)  # fused recall; unset: dense only
     fusion: Literal["rrf", "weighted"] | None = None  # how sources are fused (default rrf)
     rrf_k: int | None = Field(default=None, ge=1, le=10000)
+    # the document field holding a document's titles (comma-separated names): a short query equal to one
+    # of them, among the first hits of the sources, "names a title" and is fused with each source's weight_title
+    title_field: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
     @model_validator(mode="after")
     def _check_sources(self) -> "Params":
         names = [s.name for s in self.sources or []]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate source names {names}")
+        titled = [s.name for s in self.sources or [] if s.weight_title is not None]
+        if titled and not self.title_field:
+            raise ValueError(f"sources {titled} set weight_title: the arm needs title_field (where a document's titles are)")
         return self
 
 

@@ -39,6 +39,9 @@ DEMO_TEXTS: int | None = None  # all 82,115 WordNet noun glosses
 DEMO_VERSION = "v3"  # bumped when the demo corpus changes: older prepared data is redone (v3: SVG stamps, caption split)
 DUAL_VERSION = "v7"  # bumped when the demo dual encoders' training changes: they, and the image indexes, are redone
 INDEX_LAYOUT = "d"  # appended to the index markers, bumped when what a build stores changes (d: documents beside vectors)
+# the texts' vectors embed "<title>: <gloss>" (build-index --embed-title title): a lemma query finds its synset by
+# vectors too (issue 34, bench/ranking.py); its marker carries TEXTS_EMBED, so an older gloss-only build is redone
+TEXTS_EMBED = "t"
 BASE_PAIRS = 100
 # how the demo trains its dual encoders (bench/dual_priors.py measures with the same): lr 1e-3, stopping
 # on nDCG@10, as with the label prior and the caption memory the heads peak within a few epochs
@@ -123,16 +126,17 @@ def build_demo_indexes(cfg: Config, stamp_root: Path) -> None:
     # (index, documents, encoder, image root, BM25 fields): the stamps' captions, expanded with the
     # WordNet gloss of what they name, get their own text index (same ids as the image indexes) so a
     # fused text->image arm can search pictures and words
-    for index, docs, model, root, lexical in (("texts", "texts.jsonl", "minilm", Path("."), ["title", "text"]),
-                                              ("images_base", "images.jsonl", "dual_base_image", stamp_root, []),
-                                              ("images_ft", "images.jsonl", "dual_ft_image", stamp_root, []),
-                                              ("captions", "captions.jsonl", "minilm", stamp_root, ["text"])):
+    for index, docs, model, root, lexical, title in (("texts", "texts.jsonl", "minilm", Path("."), ["title", "text"], "title"),
+                                                     ("images_base", "images.jsonl", "dual_base_image", stamp_root, [], None),
+                                                     ("images_ft", "images.jsonl", "dual_ft_image", stamp_root, [], None),
+                                                     ("captions", "captions.jsonl", "minilm", stamp_root, ["text"], None)):
         version = (DUAL_VERSION if model.startswith("dual_") else DEMO_VERSION) + INDEX_LAYOUT  # a retrained encoder: rebuilt
+        version += TEXTS_EMBED if title else ""
         if _done(data, f"index-{index}-{version}") and vs.live_build(index) is not None:
             continue
         print(f"building index {index}...", flush=True)
         s = build_index(dataclasses.replace(common, index=index, docs=data / "demo" / docs, model=model, image_root=root,
-                                            lexical=lexical))
+                                            lexical=lexical, embed_title=title))
         print(s.line(), flush=True)
         _mark(data, f"index-{index}-{version}", {"build": s.build, "indexed": s.indexed})
 

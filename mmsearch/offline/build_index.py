@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a document field stored beside the vectors for search filters; TYPE: str, int, float or bool (repeatable)")
     p.add_argument("--lexical", default="", metavar="FIELD[,FIELD...]",
                    help="text fields indexed for BM25 lexical recall (tantivy), versioned with the build, e.g. title,text")
+    p.add_argument("--embed-title", default=None, metavar="FIELD",
+                   help="text documents: embed the field's value with the text, as \"<title>: <text>\" (recorded on the build), "
+                        "so a query naming the title finds it by vectors too")
     p.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad lines: skip (to the rejects file) or fail")
     p.add_argument("--rejects", type=Path, help="rejects file (default: <docs>.<index>.rejects.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted build of this index")
@@ -83,6 +86,7 @@ def options_from(args: argparse.Namespace, cfg: Config) -> BuildOptions:
         threads=args.threads, progress=not args.no_progress, fields=stored_fields(args.field),
         lexical=[f.strip() for f in args.lexical.split(",") if f.strip()], lexical_root=lexical_root(cfg),
         engine=args.engine, workers=args.workers, ray_address=args.ray_address,
+        embed_title=args.embed_title,
     )
 
 

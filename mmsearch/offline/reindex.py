@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mmsearch.api.documents import META_KEY
+from mmsearch.api.documents import META_KEY, titled_text
 from mmsearch.cli import run_cli
 from mmsearch.clients.documents import BUILDS, DocumentStore
 from mmsearch.clients.journal import LEASE_TTL_S, IndexLease, Journal, apply_entry, recover
@@ -112,17 +112,19 @@ def query_models(repo: Path, model: str, modality: str) -> dict[str, str]:
 DocEncoder = Callable[[list[dict[str, Any]]], tuple[list[int], np.ndarray]]
 
 
-def doc_encoder(enc: Encoder, modality: str, image_root: Path | None, skipped: dict[str, int]) -> DocEncoder:
+def doc_encoder(enc: Encoder, modality: str, image_root: Path | None, skipped: dict[str, int],
+                embed_title: str | None = None) -> DocEncoder:
     """(positions kept, their vectors) for stored documents: the text, or the image read again from its path
     (an image sent inline is not stored: that document cannot be encoded again, and is counted skipped)."""
 
     def encode(docs: list[dict[str, Any]]) -> tuple[list[int], np.ndarray]:
-        keep, payloads = [], []
+        keep: list[int] = []
+        payloads: list[Any] = []  # texts, or preprocessed pixel arrays
         for i, d in enumerate(docs):
             if modality == "text":
                 if isinstance(d.get("text"), str) and d["text"].strip():
                     keep.append(i)
-                    payloads.append(d["text"])
+                    payloads.append(titled_text(d, d["text"], embed_title))
                 else:
                     skipped["no text"] = skipped.get("no text", 0) + 1
                 continue
@@ -216,13 +218,14 @@ def reindex(o: ReindexOptions) -> ReindexSummary:
             "query_models": query_models(o.repo, o.model, modality), "dim": enc.dim, "modality": modality,
             "source": {"kind": "reindex", "from_build": live, "from_model": old.get("model"), "journal_seq": start},
             "status": "building", "started": _now(), "index_spec": spec.to_json(), "fields": fields, "lexical": lexical,
+            "embed_title": old.get("embed_title"),
             "counts": {"read": 0, "indexed": 0, "skipped": {}}, "stored_docs": int(old.get("stored_docs") or 0), "journal_seq": start}
         if image_root is not None:
             rec["image_root"] = str(image_root)
         summary = ReindexSummary(o.index, build, live, o.model, str(old.get("model")))
         vs.create(rec["_id"], enc.dim, spec, fields, stored_docs=rec["stored_docs"])
         ds.save_build(rec)
-        encode = doc_encoder(enc, modality, image_root, summary.skipped)
+        encode = doc_encoder(enc, modality, image_root, summary.skipped, old.get("embed_title"))
         try:
             _bulk(o, vs, ds, lex, old, rec, encode, summary)
             vs.seal(rec["_id"], rec["counts"]["indexed"])

@@ -45,6 +45,7 @@ from mmsearch.api.documents import (
     content_hash,
     make_reject,
     public,
+    titled_text,
     validate_documents,
 )
 from mmsearch.api.filters import compile_filter
@@ -121,7 +122,7 @@ class DocumentsService:
             raise Internal(f"index {index}: the live build {live} has no build record in MongoDB {BUILDS}")
         return IndexSchema(index, live, str(rec["model"]), str(rec.get("modality") or "text"), int(rec.get("dim") or vs.dim(coll)),
                            dict(rec.get("fields") or {}), list(rec.get("lexical") or []), int(rec.get("stored_docs") or 0),
-                           rec.get("image_root"))
+                           rec.get("image_root"), rec.get("embed_title"))
 
     def _replayed(self, ds: DocumentStore, index: str, op_id: str | None, request_hash: str) -> WriteResult | None:
         if op_id is None:
@@ -224,7 +225,8 @@ class DocumentsService:
             todo = [d for d in docs if d.id not in vectors]
             for i in range(0, len(todo), ENCODE_BATCH):
                 chunk = todo[i:i + ENCODE_BATCH]
-                out = enc.encode([pixels[d.id] if schema.modality == "image" else d.source for d in chunk])
+                out = enc.encode([pixels[d.id] if schema.modality == "image" else titled_text(d.doc, str(d.source), schema.embed_title)
+                                  for d in chunk])
                 if out.shape != (len(chunk), schema.dim):
                     raise Internal(f"model {schema.model} returned {out.shape}, expected ({len(chunk)}, {schema.dim})")
                 vectors.update({d.id: v for d, v in zip(chunk, out)})

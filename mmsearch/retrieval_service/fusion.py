@@ -4,16 +4,29 @@ Reciprocal-rank fusion (Cormack et al. 2009) needs no score calibration: each so
 ``weight / (k + rank)``. Weighted score fusion min-max normalises each source's scores over its own
 list (cosine and BM25 live on different scales) and adds ``weight * normalised``. A hit keeps the
 names of every source that found it, so the response and the debug panel can show why it is there.
+
+Query-dependent weights (issue 34): one setting of weights helps one kind of query and hurts
+another. A query that *names a title* (a lemma, a product's name: at most TITLE_MAX_TERMS words,
+equal, stopwords aside, to one of the comma-separated names in the title field of one of the first
+TITLE_CHECK_TOP hits of any source) is fused with each source's ``weight_title``; any other query
+(a description, a sentence) with its ``weight``. Lexical recall finds a named thing by its title's
+words; dense recall finds a described one by meaning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from mmsearch.clients.lexical import query_terms
+
 Fusion = Literal["rrf", "weighted"]
 DEFAULT_RRF_K = 60
+TITLE_MAX_TERMS = 4  # a longer query describes; it names no title
+TITLE_CHECK_TOP = 3  # the hits of each source whose titles a query is compared with
+_NAMES = re.compile(r"[,;|]")
 
 
 @dataclass(frozen=True)
@@ -46,3 +59,20 @@ def fuse(lists: Mapping[str, Sequence[tuple[str, float]]], method: Fusion = "rrf
             found.setdefault(doc_id, []).append(name)
     order = sorted(score, key=lambda d: -score[d])  # stable: first-met order breaks ties
     return [Fused(d, score[d], tuple(found[d])) for d in order]
+
+
+def title_terms(query: str) -> list[str] | None:
+    """The query's terms when it is short enough to name a title, else None (no title check needed)."""
+    terms = query_terms(query)
+    return terms if 0 < len(terms) <= TITLE_MAX_TERMS else None
+
+
+def names_title(terms: Sequence[str], titles: Iterable[object]) -> bool:
+    """Whether the query terms (title_terms) equal one name of one of the titles (comma-separated names)."""
+    want = list(terms)
+    return any(query_terms(name) == want for t in titles if isinstance(t, str) for name in _NAMES.split(t))
+
+
+def source_weights(sources: Sequence[tuple[str, float, float | None]], titled: bool) -> dict[str, float]:
+    """name -> weight for this query: (name, weight, weight_title) each, weight_title where the query names a title."""
+    return {n: (wt if titled and wt is not None else w) for n, w, wt in sources}

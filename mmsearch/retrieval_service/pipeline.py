@@ -35,7 +35,7 @@ from mmsearch.retrieval_service.auth import ApiKeys
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy, connect_deps
 from mmsearch.retrieval_service.documents import DocumentsService
-from mmsearch.retrieval_service.fusion import DEFAULT_RRF_K, fuse
+from mmsearch.retrieval_service.fusion import DEFAULT_RRF_K, TITLE_CHECK_TOP, fuse, names_title, source_weights, title_terms
 from mmsearch.retrieval_service.prometheus_metrics import Metrics
 from mmsearch.retrieval_service.querylog import QueryLog
 from mmsearch.retrieval_service.request import SearchRequest
@@ -303,11 +303,28 @@ class SearchService:
         searches += [functools.partial(self._lexical, req, s.index or index, s.fields, max(s.recall_top_k, depth), p, ctx)
                      for s in lexical]
         lists = dict(zip([s.name for s in dense + lexical], self._parallel(searches, ctx)))
+        titled = self._names_title(req, p, lists, docs, ctx)
         t0 = time.perf_counter()
         fused = fuse({s.name: lists[s.name] for s in p.sources if s.name in lists}, p.fusion or "rrf",
-                     {s.name: s.weight for s in p.sources}, p.rrf_k or DEFAULT_RRF_K)
+                     source_weights([(s.name, s.weight, s.weight_title) for s in p.sources], titled), p.rrf_k or DEFAULT_RRF_K)
         ctx.add_time("fusion", time.perf_counter() - t0)
         return [Hit(f.id, f.score, "fused", f.sources) for f in fused]
+
+    def _names_title(self, req: SearchRequest, p: Params, lists: dict[str, list[tuple[str, float]]], docs: HitDocs,
+                     ctx: RequestContext) -> bool:
+        """Whether the query names a title (fusion.names_title) of one of the first hits of its sources, for an
+        arm with query-dependent weights; their documents come from recall or one read (the page reuses them)."""
+        if not p.title_field or not p.sources or not any(s.weight_title is not None for s in p.sources):
+            return False
+        terms = title_terms(req.text or "")
+        if terms is None:
+            return False
+        assert p.index
+        # every source's first hits (a source over another index of the same documents, a titled build say, counts:
+        # ids the arm's index lacks have no title)
+        ids = list(dict.fromkeys(i for hits in lists.values() for i, _ in hits[:TITLE_CHECK_TOP]))
+        self._fill_docs(p.index, ids, docs, ctx)
+        return names_title(terms, ((docs.get(i) or {}).get(p.title_field) for i in ids))
 
     def _parallel(self, calls: list[Callable[[], T]], ctx: RequestContext) -> list[T]:
         """Results in order. The first failure is raised once the others have been cancelled (not

@@ -375,3 +375,21 @@ def test_documents_are_kept_beside_the_vectors_and_returned_by_search(env, index
     vs.switch_alias("texts", s.build + "x")  # ...while the alias moves (a rollback, say) to a build without documents
     assert vs.search("texts", q, 1, docs=got)[0][0][0] == "o1" and len(got) == 0
     assert vs.stores_docs("texts") is False
+
+
+def test_embed_title_embeds_title_and_text_and_is_recorded_on_the_build(env, index_repo, tmp_path):
+    """--embed-title: the vector is the encoder's for "<title>: <text>" (the text alone without a title);
+    the build records the field; an image build refuses it."""
+    o = env(embed_title="title")
+    rows = [{"id": f"d{i}", "title": f"name{i}", "text": f"document number {i} about topic {i % 7}"} for i in range(20)]
+    rows.append({"id": "untitled", "text": "a document without a title"})
+    o.docs.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    s = build_index(o)
+    vs, ds = stores(o)
+    assert s.indexed == 21 and ds.builds("texts")[-1]["embed_title"] == "title"
+    enc = LocalModel(index_repo / "tiny")
+    for text, want in (("name7: document number 7 about topic 0", "d7"), ("a document without a title", "untitled")):
+        hit, score = vs.search("texts", enc.encode_texts([text]), 1)[0][0]
+        assert hit == want and score == pytest.approx(1.0, abs=1e-3)  # the very vector the build stored
+    with pytest.raises(BadInput, match="embed-title"):
+        build_index(env(index="pics", docs=o.docs, model="clip_image", embed_title="title"))

@@ -43,3 +43,32 @@ def test_empty_sources_and_duplicates():
     assert fuse({"x": [], "y": []}) == []
     out = fuse({"x": [("a", 1.0), ("a", 0.5)]}, "rrf", rrf_k=1)
     assert len(out) == 1 and out[0].score == pytest.approx(1 / 2)
+
+
+# ---------------------------------------------------------------- query-dependent weights (issue 34)
+def test_a_short_query_names_a_title_when_its_terms_equal_one_of_the_names():
+    from mmsearch.retrieval_service.fusion import names_title, title_terms
+
+    assert title_terms("A zebra.") == ["zebra"]  # stopwords and punctuation aside
+    assert title_terms("a striped wild horse that lives in africa") is None  # a description: no title check
+    assert title_terms("the of") is None  # nothing left to match
+    assert names_title(["zebra"], ["zebra", None])
+    assert names_title(["fire", "truck"], ["fire engine, fire truck"])  # any comma-separated name
+    assert names_title(["venus", "s", "flower", "basket"], ["Venus's flower basket, Euplectella aspergillum"])
+    assert not names_title(["zebra"], ["zebra finch", "mountain zebra"])  # a longer name is not the query
+    assert not names_title(["striped", "horse"], ["zebra"])
+    assert not names_title(["zebra"], [])
+
+
+def test_source_weights_switch_to_weight_title_only_where_set():
+    from mmsearch.retrieval_service.fusion import source_weights
+
+    sources = [("dense", 1.0, None), ("bm25", 0.2, 3.0)]
+    assert source_weights(sources, titled=False) == {"dense": 1.0, "bm25": 0.2}
+    assert source_weights(sources, titled=True) == {"dense": 1.0, "bm25": 3.0}
+
+
+def test_a_zero_weight_leaves_a_source_s_hits_in_but_adds_nothing():
+    out = fuse({"dense": DENSE, "bm25": BM25}, "rrf", {"dense": 1.0, "bm25": 0.0})
+    assert [f.id for f in out][:3] == ["a", "b", "c"]  # dense order
+    assert {f.id for f in out} == {"a", "b", "c", "d"}

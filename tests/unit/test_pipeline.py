@@ -524,6 +524,12 @@ scenes:
               - {name: vec, kind: dense, recall_top_k: 5}
               - {name: words, kind: bm25, recall_top_k: 5, weight: 2}
               - {name: other_field, kind: dense, embed_model: enc2, index: captions, recall_top_k: 3}
+          - name: titled
+            traffic: 0
+            title_field: title
+            sources:
+              - {name: vec, kind: dense, recall_top_k: 5}
+              - {name: words, kind: bm25, recall_top_k: 5, weight: 0.01, weight_title: 5}
     defaults: {embed_model: enc, index: docs, top_k: 4}
   image2image:
     defaults:
@@ -587,7 +593,25 @@ def test_a_bm25_source_on_an_index_without_terms_is_a_named_404(hf):
         hf.search(text="zebra", force={"recall": "hybrid"})
 
 
+def test_a_query_naming_a_title_is_fused_with_weight_title_and_a_description_with_weight(hf):
+    hf.docs.docs = dict(DOCS, e={"title": "zebra, Equus zebra", "text": "striped horse"})  # a BM25 hit: title from MongoDB
+    out = hf.search(text="A zebra.", force={"recall": "titled"}, top_k=4)
+    assert out.hits[0].id == "e"  # names e's title: BM25 (weight_title 5) first
+    assert out.hits[0].doc == {"title": "zebra, Equus zebra", "text": "striped horse"}  # read before fusion, shown on the page
+    out = hf.search(text="zebra stripes", force={"recall": "titled"}, top_k=4)
+    assert [x.id for x in out.hits] == ["a", "b", "c", "d"]  # names no title: dense order (BM25 weight 0.01)
+    hf.docs.docs = dict(DOCS, e={"title": "mountain zebra"})
+    assert hf.search(text="zebra", force={"recall": "titled"}, top_k=4).hits[0].id == "a"  # a longer name is not the query
+    # a long query is never compared with titles: the only read is the page's documents, after fusion
+    before = len(hf.docs.reads)
+    out = hf.search(text="a striped wild horse that lives on the plains of africa", force={"recall": "titled"}, top_k=4)
+    assert hf.docs.reads[before:] == [("docs", [x.id for x in out.hits])]
+
+
 @pytest.mark.parametrize("bad, match", [
+    ("sources: [{name: a, kind: dense, weight_title: 2}]", "title_field"),
+    ("title_field: 'a b'", "title_field"),
+    ("sources: [{name: a, kind: dense, weight_title: -1}], title_field: t", "weight_title"),
     ("sources: [{name: a, kind: sparse}]", "kind"),
     ("sources: [{name: a, kind: dense}, {name: a, kind: bm25}]", "duplicate source names"),
     ("sources: [{name: a, kind: bm25, embed_model: m}]", "no embed_model"),

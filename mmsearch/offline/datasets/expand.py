@@ -47,7 +47,8 @@ class Glosser:
                         return form
         return None
 
-    def gloss(self, caption: str, category: str = "") -> str | None:
+    def synset(self, caption: str, category: str = "") -> Synset | None:
+        """The WordNet sense the caption names (None: no noun of it is known)."""
         lemma = self._lemma(head_words(caption))
         if lemma is None:
             return None
@@ -56,7 +57,11 @@ class Glosser:
             return None
         want = _FOLDER_LEXNAMES.get(category, set())
         pick = next((o for o in offsets if LEXNAMES.get(self.synsets[o].lexfile) in want), offsets[0])
-        return self.synsets[pick].gloss
+        return self.synsets[pick]
+
+    def gloss(self, caption: str, category: str = "") -> str | None:
+        s = self.synset(caption, category)
+        return s.gloss if s is not None else None
 
 
 def with_glosses(pairs: list[Pair], glosser: Glosser, category_of: dict[str, str]) -> list[Pair]:

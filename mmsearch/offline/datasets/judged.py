@@ -9,10 +9,24 @@
 - ``wordnet_heldout``: lemmas and example sentences of held-out synsets (the test split of
   offline/datasets/wordnet.py) against all 82,115 glosses, tagged ``lemma`` / ``example``, and
   ``rare`` when a query word occurs in at most RARE_DF documents of the corpus.
+- ``class_sets`` (issue 34; committed under judged_sets/, rebuilt with
+  ``python -m mmsearch.offline.datasets.judged``): one development and one held-out set per scene,
+  each query tagged with its class, so a fusion setting is tuned on ``dev`` and judged per class on
+  ``heldout``, which tuning never reads. text2text (relevant: a synset id, among all 82,115 glosses):
+  ``lemma`` (a synset's first lemma, its words not rare), ``rare`` (a lemma with a word in at most
+  RARE_DF documents), ``example`` (WordNet's example sentence, the lemma kept), ``definition`` (GCIDE's
+  definition of a noun both dictionaries know in one sense, none of the lemma's words in it and no
+  4-word run shared with the gloss), ``caption`` (a stamp caption -> the sense it names, as
+  expand.Glosser picks it) and ``everyday`` (stamps_everyday*.jsonl -> the same senses). WordNet
+  classes split by synset as wordnet.split_of does (val -> dev, test -> heldout); stamp captions by
+  sense (a sense an everyday file names goes to that file's split, others in halves), so held-out
+  descriptions whose sense is in dev are dropped.
+  text2image (relevant: stamp ids): ``caption`` (the caption split's val/test) and ``everyday``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -24,7 +38,10 @@ from mmsearch.offline.eval_served import Judged
 
 EVERYDAY = Path(__file__).with_name("stamps_everyday.jsonl")
 EVERYDAY_DEV = Path(__file__).with_name("stamps_everyday_dev.jsonl")  # 247 more, other captions: for tuning
+SETS_DIR = Path(__file__).with_name("judged_sets")
 RARE_DF = 3
+PER_CLASS = 300  # queries per class and split
+LEAK_NGRAM = 4  # a definition sharing a run of this many words with the gloss it should find is dropped
 _WORD = re.compile(r"\w+")
 
 
@@ -82,3 +99,123 @@ def write_judged(path: Path, judged: Sequence[Judged]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(judged_jsonl(judged))
     return path
+
+
+def _order(key: str) -> bytes:
+    """A deterministic shuffle: candidates sorted by a hash of their group key."""
+    return hashlib.sha256(f"judged:{key}".encode()).digest()
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def leaks(query: str, gloss: str, lemma: str, n: int = LEAK_NGRAM) -> bool:
+    """A definition query that names the thing (a word of its lemma, or its plural) or copies a run of
+    ``n`` words of the gloss it should find."""
+    q = _words(query)
+    words = _words(lemma)
+    names = set(words) | {w + "s" for w in words} | {w + "es" for w in words}
+    return bool(names & set(q)) or bool(_ngrams(q, n) & _ngrams(_words(gloss), n))
+
+
+def class_sets(cache_dir: Path, per_class: int = PER_CLASS) -> dict[str, list[Judged]]:
+    """{"text2text_dev", "text2text_heldout", "text2image_dev", "text2image_heldout"} -> queries tagged by class."""
+    from mmsearch.offline.datasets.expand import Glosser
+    from mmsearch.offline.datasets.gcide import noun_definitions
+    from mmsearch.offline.datasets.stamps import stamps
+    from mmsearch.offline.datasets.wordnet import noun_senses, split_of
+
+    glosser = Glosser(cache_dir)
+    synsets = sorted((s for s in glosser.synsets.values() if len(s.gloss) > 10), key=lambda s: _order(s.offset))
+    df: Counter[str] = Counter()
+    for s in glosser.synsets.values():
+        df.update(set(_words(" ".join(s.words[:3]) + " " + s.gloss)))
+    senses = noun_senses(cache_dir)
+    gcide = noun_definitions(cache_dir)
+    part = {"val": "dev", "test": "heldout"}
+    out: dict[str, list[Judged]] = {f"{scene}_{p}": [] for scene in ("text2text", "text2image") for p in ("dev", "heldout")}
+    count: Counter[tuple[str, str]] = Counter()
+
+    def add(split: str, scene: str, cls: str, query: str, relevant: dict[str, float]) -> None:
+        if count[(split, cls)] < per_class and query.strip():
+            count[(split, cls)] += 1
+            out[f"{scene}_{split}"].append(Judged(query.strip(), relevant, (cls,)))
+
+    def is_rare(text: str) -> bool:
+        return any(0 < df[w] <= RARE_DF for w in _words(text))
+
+    for s in synsets:
+        split = part.get(split_of(s.offset))
+        if split is None:
+            continue
+        rel = {s.offset: 1.0}
+        first = s.words[0].replace("_", " ")
+        if not is_rare(first):
+            add(split, "text2text", "lemma", first, rel)
+        rare = next((w.replace("_", " ") for w in s.words if is_rare(w.replace("_", " "))), None)
+        if rare:
+            add(split, "text2text", "rare", rare, rel)
+        if s.examples:
+            add(split, "text2text", "example", s.examples[0], rel)
+        for w in s.words:
+            key = w.lower().replace(" ", "_")
+            defs = gcide.get(w.lower().replace("_", " "), [])
+            if len(senses.get(key, [])) == 1 and len(defs) == 1 and defs[0] and len(_words(defs[0])) >= 4 \
+                    and not leaks(defs[0], s.gloss, " ".join(s.words)):
+                add(split, "text2text", "definition", defs[0], rel)
+                break
+    # stamps, as text2text: the sense a caption names (the demo indexes it as a gloss among all 82,115)
+    sense_of: dict[str, str] = {}
+    for st in stamps(cache_dir):
+        syn = glosser.synset(st.caption, st.category)
+        if syn is not None:
+            sense_of.setdefault(st.caption, syn.offset)
+    everyday = {split: [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+                for split, path in (("dev", EVERYDAY_DEV), ("heldout", EVERYDAY))}
+    named = {split: {sense_of[r["caption"]] for r in rows if r["caption"] in sense_of} for split, rows in everyday.items()}
+
+    def sense_split(offset: str) -> str:  # one split per sense: the everyday files' where they say, else halves
+        if offset in named["dev"]:
+            return "dev"
+        return "heldout" if offset in named["heldout"] or split_of(offset, 0.5, 0.5) == "test" else "dev"
+
+    for caption in sorted(sense_of, key=_order):
+        add(sense_split(sense_of[caption]), "text2text", "caption", caption, {sense_of[caption]: 1.0})
+    for split, rows in everyday.items():
+        for row in rows:
+            offset = sense_of.get(row["caption"])
+            if offset is not None and sense_split(offset) == split:  # a held-out description of a dev sense: dropped
+                add(split, "text2text", "everyday", row["query"], {offset: 1.0})
+    # text2image: stamp ids
+    for split, dev in (("dev", True), ("heldout", False)):
+        for j in stamps_everyday(cache_dir, dev=dev):
+            out[f"text2image_{split}"].append(j)
+        for j in stamp_captions(cache_dir, "val" if dev else "test"):
+            out[f"text2image_{split}"].append(j)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    from mmsearch.config import load_config
+
+    p = argparse.ArgumentParser(description="Build the per-class judged sets (dev and held-out) into judged_sets/.")
+    p.add_argument("--cache", type=Path, help="Debian package cache (default <data_dir>/data)")
+    p.add_argument("--out", type=Path, default=SETS_DIR)
+    p.add_argument("--per-class", type=int, default=PER_CLASS)
+    args = p.parse_args(argv)
+    cache = args.cache or Path(load_config().data_dir) / "data"
+    for name, judged in class_sets(cache, args.per_class).items():
+        write_judged(args.out / f"{name}.jsonl", judged)
+        print(name, dict(Counter(t for j in judged for t in j.tags)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -39,7 +39,7 @@ from typing import IO, Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from mmsearch.api.documents import lexical_problem, stored_field_problem
+from mmsearch.api.documents import lexical_problem, stored_field_problem, titled_text
 from mmsearch.api.filters import parse_field_spec
 from mmsearch.clients.documents import BUILDS, DocumentStore
 from mmsearch.clients.journal import LEASE_TTL_S, IndexLease, Journal
@@ -71,6 +71,7 @@ class BuildOptions:
     fields: dict[str, str] = field(default_factory=dict)  # document fields stored beside the vectors, for filters
     lexical: list[str] = field(default_factory=list)  # text fields indexed for BM25 (tantivy), versioned with the build
     lexical_root: Path | None = None  # default <data_dir>/lexical
+    embed_title: str | None = None  # text builds: embed "<doc[field]>: <text>" (a document without the field: its text)
     mongo_uri: str = ""
     database: str = "mmsearch"
     on_error: Literal["skip", "fail"] = "skip"
@@ -251,7 +252,7 @@ class _Pipeline:
             docs = [x for x in loaded if isinstance(x, Doc)]
         elif self.pool is None:
             for d in docs:
-                d.payload = d.source
+                d.payload = titled_text(d.doc, d.source, self.o.embed_title)
         fail_on_rejects(self.o, rejects)
         self._put(self.q_read, _Batch(docs, rejects, last_line, lines, already))
 
@@ -442,6 +443,8 @@ def check_options(opts: BuildOptions) -> Path:
 def open_record(opts: BuildOptions, vs: VectorStore, ds: DocumentStore, encoder: Encoder) -> dict[str, Any]:
     """The build record: the interrupted build's (--resume, checked against these options) or a new one,
     with its collection created."""
+    if opts.embed_title and encoder.modality == "image":
+        raise BadInput(f"--embed-title is for text documents; model {opts.model!r} encodes images")
     live = vs.live_build(opts.index)
     if live is not None:
         live_dim = vs.dim(collection_name(opts.index, live))
@@ -463,13 +466,17 @@ def open_record(opts: BuildOptions, vs: VectorStore, ds: DocumentStore, encoder:
         if record.get("lexical", []) != opts.lexical:
             raise BadInput(f"build {record['build']} indexes lexical fields {record.get('lexical', [])}, not {opts.lexical}: "
                            "give the same --lexical flag")
+        if record.get("embed_title") != opts.embed_title:
+            raise BadInput(f"build {record['build']} embedded title field {record.get('embed_title')!r}, not "
+                           f"{opts.embed_title!r}: give the same --embed-title flag")
         log.info("resuming build %s after line %d", record["build"], record["lines_done"])
         return record
     build = _new_build_id()
     record = {"_id": collection_name(opts.index, build), "index": opts.index, "build": build,
               "model": opts.model, "model_ref": model_ref(opts.repo / opts.model), "dim": encoder.dim, "modality": encoder.modality, "source": fingerprint,
               "status": "building", "lines_done": 0, "started": _now(), "index_spec": opts.index_spec.to_json(),
-              "fields": dict(opts.fields), "lexical": list(opts.lexical), "counts": {"read": 0, "indexed": 0, "skipped": {}},
+              "fields": dict(opts.fields), "lexical": list(opts.lexical), "embed_title": opts.embed_title,
+              "counts": {"read": 0, "indexed": 0, "skipped": {}},
               "stored_docs": opts.index_spec.stored_doc_max_bytes}  # documents up to this size kept beside the vectors
     if encoder.modality == "image":  # where the documents' image paths point (a flywheel round re-reads them)
         record["image_root"] = str(opts.image_root.resolve())

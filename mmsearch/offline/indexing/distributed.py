@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mmsearch.api.documents import titled_text
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.lexical import ID_FIELD, LexicalWriter
 from mmsearch.clients.vectors import VectorStore, collection_name
@@ -154,7 +155,7 @@ class BlockEncoder:
             docs = loaded
         else:
             for d in docs:
-                d.payload = d.source
+                d.payload = titled_text(d.doc, d.source, cfg.get("embed_title"))
         if rejects and cfg["on_error"] == "fail":
             r = min(rejects, key=lambda r: r.line)
             return json.dumps({"no": task["no"], "fail": f"{self.docs}:{r.line}: {r.reason} (--on-error fail)"})
@@ -207,6 +208,7 @@ def run_distributed(opts: BuildOptions, model_dir: Path, record: dict[str, Any],
         ctx.execution_options.preserve_order = True  # blocks come back in file order: the checkpoint follows them
         ctx.enable_progress_bars = False
         cfg = {"docs": str(opts.docs.resolve()), "model_dir": str(model_dir.resolve()), "serving_url": opts.serving_url,
+               "embed_title": opts.embed_title,
                "threads": threads, "gpus": per_worker_gpu > 0, "milvus_uri": vs.uri, "mongo_uri": ds.uri,
                "database": opts.database, "index": opts.index, "collection": collection_name(opts.index, record["build"]),
                "fields": dict(opts.fields), "lexical": list(opts.lexical), "keep_docs": int(record.get("stored_docs") or 0),
