@@ -204,7 +204,7 @@ def index_types(restart: Callable[[], tuple[str, int]], uri: str, vectors: np.nd
     for t in types:
         name = collection_name("scaletypes", t.lower())
         uri, pid = restart()
-        time.sleep(10)
+        time.sleep(20)
         before = tree_rss_mb(pid)
         vs = VectorStore(uri, timeout_s=120, spec=specs[t])
         vs.client.load_collection(name)
@@ -229,8 +229,13 @@ def index_types(restart: Callable[[], tuple[str, int]], uri: str, vectors: np.nd
                 f"p50 {entry['by_breadth'][str(b)]['p50_ms']:.2f} ms")
         vs.client.release_collection(name)
         vs.close()
-        log(f"  {t}: Milvus RSS +{after - before:.0f} MB on load (fresh server) = {entry['measured_bytes_per_vector']:.0f} B/vector "
+        log(f"  {t}: Milvus RSS {before:.0f} -> {after:.0f} MB on load (fresh server) = {entry['measured_bytes_per_vector']:.0f} B/vector "
             f"(theory {entry['theoretical_bytes_per_vector']:.0f})")
+    # a fresh server's own RSS varies by tens of MB: against the median of all the fresh starts as well
+    base = float(np.median([e["rss_before_load_mb"] for e in out.values()]))
+    for e in out.values():
+        e["baseline_median_mb"] = base
+        e["measured_vs_median_baseline_bytes_per_vector"] = (e["rss_after_load_mb"] - base) * 2**20 / n
     return out
 
 
