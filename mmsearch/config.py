@@ -128,10 +128,13 @@ class MilvusConfig(_Section):
     """Vectors: the server, and how each new build is indexed (recorded on the build)."""
 
     uri: str = ""  # empty = the embedded Milvus standalone server of data_dir (started when needed)
-    index_type: Literal["HNSW", "IVF_FLAT", "FLAT", "AUTOINDEX"] = "HNSW"
+    # IVF_SQ8 / IVF_PQ: compressed codes (1 byte per dimension / ivf_pq_m codes of ivf_pq_nbits bits per vector)
+    index_type: Literal["HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "FLAT", "AUTOINDEX"] = "HNSW"
     hnsw_m: int = Field(16, ge=2, le=2048)
     hnsw_ef_construction: int = Field(200, ge=8, le=4096)
-    ivf_nlist: int = Field(1024, ge=1, le=65536)
+    ivf_nlist: int = Field(1024, ge=1, le=65536)  # IVF_*: lists (k-means cells); search_ef is their nprobe
+    ivf_pq_m: int = Field(48, ge=1, le=4096)  # IVF_PQ: codes per vector; must divide the model's dimension (checked at build)
+    ivf_pq_nbits: int = Field(8, ge=1, le=16)  # IVF_PQ: bits per code
     search_ef: int = Field(128, ge=1, le=32768)  # default search breadth; an experiment arm may set its own
     # documents up to this many bytes (JSON) are kept beside their vectors, so searches return them without a
     # MongoDB read; Milvus holds them in memory (at most this x the rows); larger ones are read from MongoDB; 0: none

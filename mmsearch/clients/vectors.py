@@ -83,33 +83,76 @@ def _translate(e: Exception, dependency: str, what: str) -> MMSearchError:
     return Internal(f"{dependency}: {what} failed: {e}")
 
 
+IndexType = Literal["HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "FLAT", "AUTOINDEX"]
+IVF_TYPES = ("IVF_FLAT", "IVF_SQ8", "IVF_PQ")
+
+
 @dataclass(frozen=True)
 class IndexSpec:
     """How a build's vectors are indexed and searched (config ``milvus.*``, recorded on each build;
-    ``search_ef`` may be overridden per experiment arm)."""
+    ``search_ef`` may be overridden per experiment arm).
 
-    index_type: Literal["HNSW", "IVF_FLAT", "FLAT", "AUTOINDEX"] = "HNSW"
+    The compressed types keep a code per vector instead of its floats: IVF_SQ8 one byte per dimension
+    (4x smaller), IVF_PQ ``ivf_pq_m`` codes of ``ivf_pq_nbits`` bits (``dim`` must be a multiple of
+    ``ivf_pq_m``; 384-d with m 48: 48 bytes, 32x smaller). Both search ``nprobe`` of ``ivf_nlist``
+    lists, as IVF_FLAT does. Milvus 2.3.5: nlist 1..65536, nbits 1..16."""
+
+    index_type: IndexType = "HNSW"
     metric: Literal["COSINE", "IP"] = "COSINE"
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     ivf_nlist: int = 1024
     search_ef: int = 128  # HNSW: candidates kept while searching (>= top_k); IVF: nprobe
     stored_doc_max_bytes: int = 4096  # documents up to this size are kept beside the vectors (0: none; see DOC_FIELD)
+    ivf_pq_m: int = 48  # IVF_PQ: sub-vectors (codes) per vector; must divide the dimension
+    ivf_pq_nbits: int = 8  # IVF_PQ: bits per code (2^nbits centroids per sub-space)
+
+    def __post_init__(self) -> None:
+        if self.index_type not in ("HNSW", *IVF_TYPES, "FLAT", "AUTOINDEX"):
+            raise BadInput(f"index type {self.index_type!r} is not one of HNSW, {', '.join(IVF_TYPES)}, FLAT, AUTOINDEX")
+        if self.index_type in IVF_TYPES and not 1 <= self.ivf_nlist <= 65536:
+            raise BadInput(f"{self.index_type}: ivf_nlist {self.ivf_nlist} is outside 1..65536")
+        if self.index_type == "IVF_PQ" and not (1 <= self.ivf_pq_nbits <= 16 and self.ivf_pq_m >= 1):
+            raise BadInput(f"IVF_PQ: ivf_pq_m must be >= 1 and ivf_pq_nbits within 1..16 (got m {self.ivf_pq_m}, "
+                           f"nbits {self.ivf_pq_nbits})")
+        if self.index_type == "HNSW" and not (2 <= self.hnsw_m <= 2048 and self.hnsw_ef_construction >= 1):
+            raise BadInput(f"HNSW: hnsw_m {self.hnsw_m} outside 2..2048 or hnsw_ef_construction {self.hnsw_ef_construction} < 1")
+        if self.search_ef < 1:
+            raise BadInput(f"search_ef {self.search_ef} must be >= 1")
+
+    def check_dim(self, dim: int) -> None:
+        """The spec can index ``dim``-d vectors (IVF_PQ: its m divides the dimension), else BadInput."""
+        if self.index_type == "IVF_PQ" and dim % self.ivf_pq_m:
+            raise BadInput(f"IVF_PQ: ivf_pq_m {self.ivf_pq_m} does not divide the model's dimension {dim} "
+                           f"(divisors up to 96: {', '.join(str(d) for d in range(1, min(dim, 96) + 1) if dim % d == 0)})")
 
     def index_params(self) -> dict[str, int]:
         if self.index_type == "HNSW":
             return {"M": self.hnsw_m, "efConstruction": self.hnsw_ef_construction}
-        if self.index_type == "IVF_FLAT":
+        if self.index_type in ("IVF_FLAT", "IVF_SQ8"):
             return {"nlist": self.ivf_nlist}
+        if self.index_type == "IVF_PQ":
+            return {"nlist": self.ivf_nlist, "m": self.ivf_pq_m, "nbits": self.ivf_pq_nbits}
         return {}
 
     def search_params(self, top_k: int, ef: int | None = None, breadth: int = 0) -> dict[str, int]:
         ef = ef or self.search_ef
         if self.index_type == "HNSW":
             return {"ef": max(ef, top_k, breadth)}  # Milvus refuses ef < limit
-        if self.index_type == "IVF_FLAT":
+        if self.index_type in IVF_TYPES:
             return {"nprobe": min(ef, self.ivf_nlist)}
         return {}
+
+    def code_bytes(self, dim: int) -> float:
+        """Theoretical bytes the index keeps per vector: its code plus graph links (HNSW: about 2M links of
+        4 bytes on the base layer), not counting the lists' centroids or the id."""
+        if self.index_type == "HNSW":
+            return 4.0 * dim + 8.0 * self.hnsw_m
+        if self.index_type == "IVF_SQ8":
+            return float(dim)
+        if self.index_type == "IVF_PQ":
+            return self.ivf_pq_m * self.ivf_pq_nbits / 8.0
+        return 4.0 * dim  # FLAT, IVF_FLAT (and AUTOINDEX, unknown: as raw floats)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -117,8 +160,9 @@ class IndexSpec:
 
 def index_spec(milvus: Any) -> IndexSpec:
     """The IndexSpec a ``config.milvus`` section asks for."""
-    return IndexSpec(milvus.index_type, "COSINE", milvus.hnsw_m, milvus.hnsw_ef_construction, milvus.ivf_nlist, milvus.search_ef,
-                     milvus.stored_doc_max_bytes)
+    return IndexSpec(index_type=milvus.index_type, metric="COSINE", hnsw_m=milvus.hnsw_m, hnsw_ef_construction=milvus.hnsw_ef_construction,
+                     ivf_nlist=milvus.ivf_nlist, search_ef=milvus.search_ef, stored_doc_max_bytes=milvus.stored_doc_max_bytes,
+                     ivf_pq_m=milvus.ivf_pq_m, ivf_pq_nbits=milvus.ivf_pq_nbits)
 
 
 class IndexLoading(Unavailable):
@@ -353,6 +397,7 @@ class VectorStore:
         if stored_docs:
             schema.add_field(DOC_FIELD, DataType.VARCHAR, max_length=stored_docs)
         spec = spec or self.spec
+        spec.check_dim(dim)
         params = self.client.prepare_index_params()
         params.add_index("embedding", index_type=spec.index_type, metric_type=spec.metric, params=spec.index_params())
         self._call("create collection", self.client.create_collection, collection, schema=schema, index_params=params,

@@ -92,6 +92,10 @@ def _spec(spec: dict | None) -> str:
         return "-"
     if spec.get("index_type") == "HNSW":
         return f"HNSW M{spec.get('hnsw_m')} efc{spec.get('hnsw_ef_construction')} ef{spec.get('search_ef')}"
+    if spec.get("index_type") == "IVF_PQ":
+        return f"IVF_PQ nlist{spec.get('ivf_nlist')} m{spec.get('ivf_pq_m')}x{spec.get('ivf_pq_nbits')}b nprobe{spec.get('search_ef')}"
+    if spec.get("index_type") in ("IVF_FLAT", "IVF_SQ8"):
+        return f"{spec.get('index_type')} nlist{spec.get('ivf_nlist')} nprobe{spec.get('search_ef')}"
     return str(spec.get("index_type", "-"))
 
 
