@@ -105,8 +105,9 @@ def page(results: list[dict[str, Any]]) -> str:
     lines += ["| bench | summary | commit | data |", "|---|---|---|---|"]
     for r in results:
         synthetic = " (synthetic)" if r["data"].get("synthetic") else ""
-        lines.append(f"| [{r['title']}](#{_anchor(r['title'])}) | {r['summary']} | `{r['commit']}` | "
-                     f"{r['data'].get('description', '')}{synthetic} |")
+        cell = lambda text: str(text).replace("|", "\\|")  # a summary's own bars would split the row
+        lines.append(f"| [{r['title']}](#{_anchor(r['title'])}) | {cell(r['summary'])} | `{r['commit']}` | "
+                     f"{cell(r['data'].get('description', ''))}{synthetic} |")
     lines.append("")
     for r in results:
         m = r["machine"]
