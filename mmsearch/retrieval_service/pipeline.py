@@ -264,11 +264,16 @@ class SearchService:
         if hit is None or now - hit[0] > LIVE_BUILD_TTL_S or req.consistency == "strong":
             with self._stage("recall", self.deps.vectors, ctx) as vs:
                 live = vs.live_build(index)
-            models: dict[str, str] = {}
+            models: dict[str, str] = dict(hit[2]) if hit is not None and hit[1] == live else {}
             if live is not None:
-                with self._stage("recall", self.deps.documents, ctx) as ds:
-                    rec = ds.get_one(BUILDS, collection_name(index, live)) or {}
-                models = dict(rec.get("query_models") or {})
+                try:
+                    with self._stage("recall", self.deps.documents, ctx) as ds:
+                        rec = ds.get_one(BUILDS, collection_name(index, live)) or {}
+                    models = dict(rec.get("query_models") or {})
+                except Unavailable:
+                    # MongoDB down: searches go on (their documents are stored beside the vectors) with the query
+                    # models last read for this build, or, never read, the arm's model and the alias as before
+                    pass
             hit = (now, live, models)
             self._live_builds[index] = hit
         _, live, models = hit
