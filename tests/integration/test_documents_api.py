@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from documents_stack import EXPERIMENTS  # one text2text scene: dense, and BM25 to force
 
 from mmsearch.client.search_client import SearchClient
 from mmsearch.config import load_config
@@ -20,19 +21,6 @@ from mmsearch.runtime.net import wait_until
 
 pytestmark = pytest.mark.integration
 
-EXPERIMENTS = """
-scenes:
-  text2text:
-    layers:
-      - name: recall
-        salt: r-1
-        arms:
-          - {name: dense, traffic: 100}
-          - name: words
-            traffic: 0
-            sources: [{name: words, kind: bm25, recall_top_k: 1000}]
-    defaults: {embed_model: tiny, index: docs, recall_top_k: 100, top_k: 10}
-"""
 FIELDS = {"subject": "int", "lang": "str", "n": "int"}
 
 
