@@ -30,7 +30,8 @@ class DocumentStore:
         try:
             self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout_s * 1000),
                                               connectTimeoutMS=int(timeout_s * 1000), socketTimeoutMS=60_000)
-            self.client.admin.command("ping")
+            with pymongo.timeout(call_timeout(timeout_s)):  # a connect inside a request or a probe ends with it
+                self.client.admin.command("ping")
         except (PyMongoError, ConfigurationError, ValueError) as e:
             raise Unavailable(self.dependency, str(e).split(",")[0]) from e
         self.db = self.client[database]

@@ -7,7 +7,9 @@ the service recovers without a restart when the dependency returns.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -22,6 +24,7 @@ from mmsearch.encoders.local import RepositoryBackend
 from mmsearch.errors import Unavailable
 from mmsearch.modelrepo.preprocess_registry import LocalTokenizer
 from mmsearch.modelrepo.preprocessing import Tokenizer
+from mmsearch.runtime.deadline import within
 from mmsearch.runtime.embedded import running_store
 
 T_co = TypeVar("T_co", covariant=True)  # a Lazy of a LocalTokenizer serves where a Lazy of any Tokenizer is wanted
@@ -30,8 +33,10 @@ PROBE_TIMEOUT_S = 1.0
 
 class Lazy(Generic[T_co]):
     def __init__(self, name: str, factory: Callable[[], T_co], close: Callable[[T_co], None] | None = None,
-                 check: Callable[[T_co], bool] | None = None, in_process: bool = False, relocatable: bool = False):
+                 check: Callable[[T_co], bool] | None = None, in_process: bool = False, relocatable: bool = False,
+                 probe_s: float | None = None):
         self.name = name
+        self.probe_s = probe_s  # a readiness probe's connect ends within this, whatever the clients' own timeouts
         # found afresh at each connect (an embedded store's endpoint file): a failed probe forgets the
         # connection, so readiness alone finds a store started again elsewhere (on fresh ports)
         self.relocatable = relocatable
@@ -54,7 +59,8 @@ class Lazy(Generic[T_co]):
     def healthy(self) -> bool:
         """Connect if needed and probe (for clients whose construction does not touch the network)."""
         try:
-            obj = self.get()
+            with within(time.monotonic() + self.probe_s) if self.probe_s is not None else contextlib.nullcontext():
+                obj = self.get()
             ok = self._check(obj) if self._check is not None else True
         except Exception:  # noqa: BLE001 - any failure to reach it means not ready
             return False
@@ -124,6 +130,7 @@ def connect_deps(config: Config) -> Deps:
     # the local Triton's metrics say which provider each model's live session runs on (GET /v1/models)
     metrics_url = f"http://{s.host}:{s.metrics_port}/metrics" if not s.url and s.metrics_port else None
     spec = index_spec(config.milvus)
+    probe_s = min(PROBE_TIMEOUT_S, r.stage_timeout_s)
 
     def milvus() -> VectorStore:
         uri = config.milvus.uri or running_store("milvus", config.data_dir)
@@ -145,10 +152,10 @@ def connect_deps(config: Config) -> Deps:
         # readiness probes are short whatever the stage timeout: /readyz must turn 503 within seconds
         # the embedded stores (no URI configured) are looked up at every connect: one started again after a
         # crash may listen elsewhere (mmsearch up restarts them on fresh ports)
-        Lazy("milvus", milvus, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s)),
+        Lazy("milvus", milvus, lambda c: c.close(), lambda c: c.ping(probe_s),
              relocatable=not config.milvus.uri),
-        Lazy("mongodb", mongo, lambda c: c.close(), lambda c: c.ping(min(PROBE_TIMEOUT_S, r.stage_timeout_s)),
-             relocatable=not config.mongo.uri),
+        Lazy("mongodb", mongo, lambda c: c.close(), lambda c: c.ping(probe_s),
+             relocatable=not config.mongo.uri, probe_s=probe_s),
         Lazy("tokenizers", lambda: LocalTokenizer(config.model_repository, p, config.repository_poll_s),
              lambda t: t.close(), lambda t: t.serving(), in_process=True) if r.tokenize == "local" else None,
         Lazy("encoders", lambda: RepositoryBackend(config.model_repository, r.encode_threads, config.repository_poll_s),

@@ -48,6 +48,8 @@ READY_CACHE_S = 1.0  # /readyz probes each dependency at most once a second
 DEFAULT_RECALL = 100
 DEFAULT_RERANK_N = 50
 LIVE_BUILD_TTL_S = 1.0  # how long a search trusts the live build it resolved (see _served_by)
+BUILD_RECORD_READ_S = 0.5  # the most a search waits for a build's record (its query models) from MongoDB
+BUILD_RECORD_BACKOFF_S = 5.0  # MongoDB did not answer: searches go on without asking again for this long
 FILTER_OVERFETCH = 4  # BM25 hits fetched per wanted hit when a filter will drop some (tantivy holds no metadata)
 log = logging.getLogger("mmsearch.retrieval")
 T = TypeVar("T")
@@ -71,19 +73,21 @@ class SearchService:
         self.auth = ApiKeys(r.api_keys, r.write_api_keys)
         self.lexical = Lazy("lexical", lambda: LexicalStore(lexical_root(config)))
         self.documents = DocumentsService(config, self.metrics, self.deps.vectors, self.deps.documents, self.lexical)
-        self._live_builds: dict[str, tuple[float, str | None, dict[str, str]]] = {}  # index -> (when, live build, query models)
+        self._live_builds: dict[str, tuple[float, str | None, dict[str, str]]] = {}  # index -> (until, live build, query models)
         self._pool = ThreadPoolExecutor(max_workers=4 * (r.max_inflight + r.max_queue), thread_name_prefix="source")
         self.querylog = QueryLog(self.deps.documents, self.metrics, ttl_days=r.query_log_ttl_days,
                                  flush_s=r.query_log_flush_s, sweep_s=r.query_log_sweep_s) if config.retrieval.query_log else None
 
     # ------------------------------------------------------------------ helpers
     @contextmanager
-    def _stage(self, name: str, dep: Lazy[T], ctx: RequestContext) -> Iterator[T]:
+    def _stage(self, name: str, dep: Lazy[T], ctx: RequestContext, limit_s: float | None = None) -> Iterator[T]:
+        """``limit_s``: a call that is worth less than the request (optional metadata) ends sooner, connect included."""
         if ctx.expired:
             raise DeadlineExceeded(f"request deadline ({ctx.timeout_s:.1f} s) passed before {name}")
         t0 = time.perf_counter()
+        ends = ctx.deadline if limit_s is None else min(ctx.deadline, time.monotonic() + limit_s)
         try:
-            with within(ctx.deadline):  # the dependency call ends with the request (deadline.call_timeout)
+            with within(ends):  # the dependency call ends with the request (deadline.call_timeout)
                 yield dep.get()
         except Unavailable:
             dep.reset()
@@ -261,20 +265,22 @@ class SearchService:
         the arm's embed_model and the alias, as before."""
         now = time.monotonic()
         hit = self._live_builds.get(index)
-        if hit is None or now - hit[0] > LIVE_BUILD_TTL_S or req.consistency == "strong":
+        if hit is None or now > hit[0] or req.consistency == "strong":
             with self._stage("recall", self.deps.vectors, ctx) as vs:
                 live = vs.live_build(index)
             models: dict[str, str] = dict(hit[2]) if hit is not None and hit[1] == live else {}
+            until = now + LIVE_BUILD_TTL_S
             if live is not None:
-                try:
-                    with self._stage("recall", self.deps.documents, ctx) as ds:
+                try:  # optional metadata: a short read of its own, never the request's whole time
+                    with self._stage("recall", self.deps.documents, ctx, limit_s=BUILD_RECORD_READ_S) as ds:
                         rec = ds.get_one(BUILDS, collection_name(index, live)) or {}
                     models = dict(rec.get("query_models") or {})
                 except Unavailable:
                     # MongoDB down: searches go on (their documents are stored beside the vectors) with the query
-                    # models last read for this build, or, never read, the arm's model and the alias as before
-                    pass
-            hit = (now, live, models)
+                    # models last read for this build, or, never read, the arm's model and the alias as before;
+                    # the next searches do not ask again until the back-off has passed
+                    until = now + BUILD_RECORD_BACKOFF_S
+            hit = (until, live, models)
             self._live_builds[index] = hit
         _, live, models = hit
         chosen = models.get("image" if req.image is not None else "text")

@@ -133,6 +133,16 @@ def _restart(stack, key: str):
     return start
 
 
+@pytest.fixture(autouse=True)
+def stores_running_after(stack):
+    """A test that fails while a store is stopped leaves it stopped: start it again, so one failure is
+    reported once and not again by every test after it."""
+    yield
+    for key in ("milvus", "mongo"):
+        if not stack[key].alive():
+            _restart(stack, key)()
+
+
 def test_milvus_outage(stack):
     outage(stack, stack["milvus"].stop, _restart(stack, "milvus"), "milvus")
 

@@ -857,3 +857,41 @@ def test_a_relocatable_store_is_looked_up_again_after_a_failed_probe():
     where["uri"] = "new"
     assert not lazy.healthy() and lazy.healthy() and lazy.get().uri == "new"
     assert not fixed.healthy() and not fixed.healthy()  # a configured URI: the client's own reconnects, no lookup
+
+
+@pytest.mark.parametrize("where", ["read", "connect"])
+def test_a_build_record_mongodb_cannot_give_costs_a_search_a_short_wait_not_its_deadline(where):
+    """MongoDB down (its client waits as long as it is allowed, then fails): a search of a reindexed build
+    asks it for the build's query models within a short bound, goes on with the arm's model, and the
+    searches after it do not ask again until the back-off has passed (CI once saw each such search spend
+    the whole 10 s deadline in a reconnect, then fail)."""
+    from mmsearch.retrieval_service.pipeline import BUILD_RECORD_READ_S
+    from mmsearch.runtime.deadline import call_timeout
+
+    harness = Harness(timeout_s=10.0, query_log=False)
+    harness.vec.stored["docs"] = DOCS  # the documents come back with the vectors: the page needs no MongoDB
+    asked: list[float] = []
+
+    def wait_then_fail(*_: Any) -> None:
+        asked.append(call_timeout(30.0))
+        time.sleep(asked[-1])
+        raise Unavailable("mongodb", "connection refused")
+
+    harness.vec.live_build = lambda index: "b1"  # type: ignore[method-assign]
+    if where == "read":
+        harness.docs.get_one = wait_then_fail  # type: ignore[attr-defined]
+    else:
+        harness.deps.documents._factory = wait_then_fail
+        harness.deps.documents.reset()
+    try:
+        t0 = time.monotonic()
+        res = harness.search()
+        took = time.monotonic() - t0
+        assert [h.id for h in res.hits] and took < BUILD_RECORD_READ_S + 1.0, took
+        assert asked and asked[0] <= BUILD_RECORD_READ_S + 1e-3
+        assert harness.inf.calls[-1][0] == "enc" and harness.vec.calls[-1][0] == "docs"  # the arm's model, the alias
+        for _ in range(3):
+            harness.search()
+        assert len(asked) == 1  # within the back-off: not asked again
+    finally:
+        harness.close()
