@@ -36,28 +36,70 @@ from mmsearch.offline.indexing.build import IMAGE_BATCH, TEXT_BATCH, BuildOption
 from mmsearch.runtime.supervisor import descendants, rss_kb
 
 
+def _cpu_s(stat: Path) -> float:
+    """utime + stime of a process or thread (/proc/.../stat), in seconds; 0 when it is gone."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class PeakRSS:
-    """Peak resident memory of this process and, separately, of its children (the embedded servers)."""
+    """Peak resident memory of this process and, separately, of its children (the embedded servers); and where
+    the CPU went: this process's threads by role (the encoder's calling thread, ONNX Runtime's pool, the reader,
+    the writer) and each child server, so "use both cores" is a measured claim, not a guess."""
 
     def __init__(self):
         self.self_kb = self.children_kb = 0
+        self.names: dict[int, str] = {}  # thread id -> Python thread name (the rest: ONNX Runtime's own threads)
+        self.threads: dict[int, float] = {}
+        self.children: dict[int, tuple[str, float]] = {}
         self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t = threading.Thread(target=self._run, daemon=True, name="bench-sampler")
+
+    def _sample(self, me: int) -> None:
+        self.self_kb = max(self.self_kb, rss_kb(me))
+        kids = descendants(me)
+        self.children_kb = max(self.children_kb, sum(rss_kb(p) for p in kids))
+        for t in threading.enumerate():
+            if t.native_id is not None:
+                self.names[t.native_id] = "encoder (main)" if t is threading.main_thread() else t.name.split("_")[0]
+        for task in Path(f"/proc/{me}/task").glob("*"):
+            self.threads[int(task.name)] = max(self.threads.get(int(task.name), 0.0), _cpu_s(task / "stat"))
+        for k in kids:
+            try:
+                name = Path(f"/proc/{k}/comm").read_text().strip()
+            except OSError:
+                continue
+            self.children[k] = (name, max(self.children.get(k, ("", 0.0))[1], _cpu_s(Path(f"/proc/{k}/stat"))))
 
     def _run(self):
         me = os.getpid()
         while not self._stop.is_set():
-            self.self_kb = max(self.self_kb, rss_kb(me))
-            self.children_kb = max(self.children_kb, sum(rss_kb(p) for p in descendants(me)))
+            self._sample(me)
             self._stop.wait(0.5)
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds by role over the sampled span (to the last sample: within 0.5 s)."""
+        out: dict[str, float] = {}
+        for tid, sec in self.threads.items():
+            role = self.names.get(tid, "onnxruntime pool and other native threads")
+            out[role] = out.get(role, 0.0) + sec - self._base.get(tid, 0.0)
+        for name, sec in self.children.values():
+            out[f"server {name}"] = out.get(f"server {name}", 0.0) + sec
+        return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+
     def __enter__(self):
+        me = os.getpid()
+        self._base = {int(t.name): _cpu_s(t / "stat") for t in Path(f"/proc/{me}/task").glob("*")}  # (the export before)
         self._t.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._t.join()
+        self._sample(os.getpid())
 
 
 class WriteClock:
@@ -129,9 +171,13 @@ def main(argv: list[str] | None = None) -> int:
                            "build_seconds": t.seconds, "indexed": t.indexed, "docs_per_s_by_tenth": tenths,
                            "last_tenth_over_first": tenths[-1] / tenths[0] if len(tenths) >= 2 else None}
         figures["peak_rss_mb"] = {"bench_process": rss.self_kb / 1024, "servers": rss.children_kb / 1024}
+        cpu = rss.cpu_seconds()
+        figures["text"]["cpu_seconds"] = cpu  # 2 cores: at most 2 x build_seconds in all
+        figures["text"]["cores_busy"] = round(sum(cpu.values()) / t.seconds, 2)
         summary = (f"build_index: {t.indexed:,} WordNet glosses (title+gloss, BM25) built in {t.seconds:.1f} s, "
                    f"{t.docs_per_s:.0f} docs/s vs the encoder alone {raw:.0f}/s (ratio {t.docs_per_s / raw:.2f}); "
-                   f"by tenth {tenths[0]:.0f} -> {tenths[-1]:.0f} docs/s")
+                   f"by tenth {tenths[0]:.0f} -> {tenths[-1]:.0f} docs/s; CPU s "
+                   + ", ".join(f"{k} {v:.0f}" for k, v in list(cpu.items())[:5]))
         if args.images:
             stamps = S.stamps(args.cache)[: args.images]
             stamp_root = S.root(args.cache)
