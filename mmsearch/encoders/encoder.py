@@ -71,12 +71,12 @@ class Encoder:
 
 
 def open_encoder(model_dir: str | Path, serving_url: str | None = None, threads: int = 0, timeout_s: float = 60.0,
-                 providers: Sequence[str] | None = None, spin: bool = True) -> Encoder:
-    """The model run in this process (ONNX Runtime, on ``providers``: the CPU by default; ``spin``: see
-    local_model.make_session), or by the Triton server at ``serving_url``."""
+                 providers: Sequence[str] | None = None) -> Encoder:
+    """The model run in this process (ONNX Runtime, on ``providers``: the CPU by default), or by the Triton
+    server at ``serving_url``."""
     model_dir = Path(model_dir)
     if not serving_url:
-        return Encoder(model_dir, LocalBackend.for_model(model_dir, threads, providers, spin))
+        return Encoder(model_dir, LocalBackend.for_model(model_dir, threads, providers))
     from mmsearch.clients.inference import InferenceClient
 
     name = read_manifest(model_dir).name

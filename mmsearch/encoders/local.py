@@ -50,10 +50,9 @@ class LocalBackend:
         self.what = "model"  # what a name not found is called in the error
 
     @classmethod
-    def for_model(cls, model_dir: str | Path, threads: int = 0, providers: Sequence[str] | None = None,
-                  spin: bool = True) -> LocalBackend:
+    def for_model(cls, model_dir: str | Path, threads: int = 0, providers: Sequence[str] | None = None) -> LocalBackend:
         """One model folder, any kind (what a build or an evaluation runs); on the CPU unless ``providers`` say otherwise."""
-        m = LocalModel(model_dir, threads=threads, providers=providers, spin=spin)
+        m = LocalModel(model_dir, threads=threads, providers=providers)
         return cls({m.manifest.name: m})
 
     def models(self) -> list[str]:

@@ -17,13 +17,9 @@ from mmsearch.modelrepo.manifest import MODEL_FILE, Manifest, read_manifest
 from mmsearch.modelrepo.preprocessing import ImageInput, ImagePreprocessor, TextPreprocessor, encode_by_length
 
 
-def make_session(onnx_path: str | Path, threads: int = 0, providers: Sequence[str] | None = None, arena: bool = True,
-                 spin: bool = True):
+def make_session(onnx_path: str | Path, threads: int = 0, providers: Sequence[str] | None = None, arena: bool = True):
     """An ORT session; threads=0 lets ONNX Runtime pick. CPU unless providers say otherwise. ``arena=False``
-    for a long-lived server: the arena keeps the largest batch it ever saw resident (serving/triton_model.py).
-    ``spin=False``: the pool's threads sleep instead of spinning between parallel sections, which gives the
-    CPU to the threads and servers that run beside a bulk encode (an index build's writers) instead of
-    burning it waiting; a query's latency is better with spinning on."""
+    for a long-lived server: the arena keeps the largest batch it ever saw resident (serving/triton_model.py)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -31,8 +27,6 @@ def make_session(onnx_path: str | Path, threads: int = 0, providers: Sequence[st
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     opts.enable_cpu_mem_arena = arena
-    if not spin:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(onnx_path), opts, providers=list(providers or ["CPUExecutionProvider"]))
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
@@ -41,12 +35,12 @@ def make_session(onnx_path: str | Path, threads: int = 0, providers: Sequence[st
 
 class LocalModel:
     def __init__(self, model_dir: str | Path, threads: int = 0, onnx_file: str | Path | None = None, arena: bool = True,
-                 providers: Sequence[str] | None = None, spin: bool = True):
+                 providers: Sequence[str] | None = None):
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise NotFound(f"model folder not found: {self.model_dir}")
         self.manifest: Manifest = read_manifest(self.model_dir)
-        self.session = make_session(onnx_file or self.model_dir / "1" / MODEL_FILE, threads, providers, arena=arena, spin=spin)
+        self.session = make_session(onnx_file or self.model_dir / "1" / MODEL_FILE, threads, providers, arena=arena)
         self._text: TextPreprocessor | None = None
         self._image: ImagePreprocessor | None = None
 
