@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.admission import admission_limits
 from bench.common import closed_loop
-from bench.results_io import write_result
+from bench.results_io import commit, machine, write_result
 
 LEVELS = "1,2,4,8,16,32"
 WORDS = ["red", "blue", "green", "small", "large", "old", "new", "quick", "quiet", "bright", "dark", "soft", "warm", "cold",
@@ -135,7 +135,7 @@ def plot(result: dict, path: Path) -> None:
         ax.legend(fontsize=8)
     lim = result["admission"]
     fig.suptitle(f"max_inflight {lim.get('max_inflight', 0):.0f}, max_queue {lim.get('max_queue', 0):.0f} | "
-                 f"{result['machine']['cores']} cores | {result['commit']} | {result['stack'][:90]}", fontsize=9)
+                 f"{machine()['cores']} cores | {commit()} | {result['stack'][:90]}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
