@@ -555,6 +555,20 @@ class VectorStore:
         # and a page must be the same hits, in the same order, as that stretch of a longer search
         return [sorted(((h["id"], float(h["distance"])) for h in hits), key=lambda h: (-h[1], h[0])) for hits in res]
 
+    def stored_docs(self, name: str, ids: Sequence[str], docs: RawDocSink, consistency: str | None = None) -> None:
+        """The documents kept beside the vectors (DOC_FIELD) of those ``ids`` the index holds, into ``docs``: hits a
+        search found elsewhere (BM25) get their documents from here, not from MongoDB. Documents stored empty
+        (over the size limit) and ids not found are left for the caller."""
+        if not ids or not self.stores_docs(name):
+            return
+        self._ensure_loaded(name, wait=False)
+        rows = self._call("query", self.client.query, name, filter=f"id in [{','.join(quote(i) for i in ids)}]",
+                          output_fields=["id", DOC_FIELD], limit=len(ids), timeout=call_timeout(self.timeout_s),
+                          **({"consistency_level": consistency} if consistency else {}))
+        for r in rows:
+            if r.get(DOC_FIELD):
+                docs.put_raw(r["id"], r[DOC_FIELD])
+
     def switch_alias(self, index: str, build: str) -> None:
         target = collection_name(index, build)
         self._ensure_loaded(target)  # (a rollback target may have been released: searches must not meet it unloaded)

@@ -39,7 +39,7 @@ from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound
 from mmsearch.modelrepo.manifest import model_ref, read_manifest
 from mmsearch.offline.eval_served import Judged, load_judged
 from mmsearch.offline.flywheel.gate import GateResult
-from mmsearch.offline.indexing.build import _new_build_id, _now, _retain, switch_lexical
+from mmsearch.offline.indexing.build import LEXICAL_COMMIT_S, _new_build_id, _now, _retain, switch_lexical
 from mmsearch.offline.indexing.reader import read_image_bytes
 from mmsearch.offline.indexing.stores import open_stores
 from mmsearch.ranking_metrics import ranked_metrics
@@ -290,6 +290,7 @@ def _bulk(o: ReindexOptions, vs: VectorStore, ds: DocumentStore, lex: LexicalSto
     writer = lex.writer(rec["_id"], rec["lexical"]) if rec["lexical"] else None
     total = vs.count(old["_id"])
     bar = tqdm(total=total, unit="doc", desc=f"reindex {o.index}", disable=not o.progress, dynamic_ncols=True)
+    committed = time.monotonic()
     try:
         for page in ds.pages(o.index, max(o.batch_size, 256)):  # the stored documents the live build holds
             live_ids = {str(r["id"]) for r in vs.rows(old["_id"], [str(d["_id"]) for d in page])}
@@ -301,9 +302,14 @@ def _bulk(o: ReindexOptions, vs: VectorStore, ds: DocumentStore, lex: LexicalSto
                 if docs:
                     shown = [{k: v for k, v in d.items() if k != META_KEY} for d in docs]
                     meta = [{k: d[k] for k in fields} for d in docs] if fields else None
-                    if writer is not None:  # committed before the vectors (as build-index does)
+                    if writer is not None:
+                        # before the vectors, committed every LEXICAL_COMMIT_S as build-index does (a commit per batch
+                        # is a new segment and an fsync: half a writer's time there); the build serves nothing before
+                        # the switch, and close() commits the rest before it
                         writer.upsert(shown)
-                        writer.commit()
+                        if time.monotonic() - committed >= LEXICAL_COMMIT_S:
+                            writer.commit()
+                            committed = time.monotonic()
                     vs.upsert(rec["_id"], [str(d["_id"]) for d in docs], vecs, meta, shown if stored else None, stored)
                 rec["counts"]["read"] += len(chunk)
                 rec["counts"]["indexed"] += len(docs)

@@ -220,15 +220,22 @@ class SearchService:
             ctx.add_time("rerank", 0.0)
         has_more = len(hits) > end
         hits = hits[req.offset:end]
-        self._fill_docs(index, [h.id for h in hits], docs, ctx)
+        self._fill_docs(index, [h.id for h in hits], docs, ctx, _consistency(req).get("consistency"))
         return [Hit(h.id, float(h.score), h.score_type, h.sources, _public(docs.get(h.id), req.fields)) for h in hits], has_more
 
-    def _fill_docs(self, index: str, ids: list[str], docs: HitDocs, ctx: RequestContext) -> None:
-        """The documents recall did not bring (BM25-only hits, builds without stored documents, documents
-        too big to store beside a vector), read from MongoDB in one round trip; none missing, no read."""
+    def _fill_docs(self, index: str, ids: list[str], docs: HitDocs, ctx: RequestContext, consistency: str | None = None) -> None:
+        """The documents recall did not bring: BM25-only hits get theirs from beside their vectors in Milvus, in
+        one query, so a search needs no MongoDB while it is busy or down; what Milvus does not hold (builds
+        without stored documents, documents too big to store, a write not yet visible to a Bounded read) is
+        read from MongoDB in one round trip. None missing: no read."""
         missing = [i for i in ids if i not in docs]
         if not missing:
             self._timed("summary", 0.0, ctx)
+            return
+        with self._stage("summary", self.deps.vectors, ctx) as vs:
+            vs.stored_docs(index, missing, docs, consistency)
+        missing = [i for i in missing if i not in docs]
+        if not missing:
             return
         with self._stage("summary", self.deps.documents, ctx) as ds:
             docs.update({i: d for i, d in zip(missing, ds.get_many(index, missing)) if d is not None})
@@ -334,7 +341,7 @@ class SearchService:
         # every source's first hits (a source over another index of the same documents, a titled build say, counts:
         # ids the arm's index lacks have no title)
         ids = list(dict.fromkeys(i for hits in lists.values() for i, _ in hits[:TITLE_CHECK_TOP]))
-        self._fill_docs(p.index, ids, docs, ctx)
+        self._fill_docs(p.index, ids, docs, ctx, _consistency(req).get("consistency"))
         return names_title(terms, ((docs.get(i) or {}).get(p.title_field) for i in ids))
 
     def _parallel(self, calls: list[Callable[[], T]], ctx: RequestContext) -> list[T]:

@@ -362,6 +362,9 @@ def test_documents_are_kept_beside_the_vectors_and_returned_by_search(env, index
         assert docs[i] == ds.get_many("texts", [i])[0]
     plain = vs.search("texts", q, 31)[0]  # without docs asked: ids and scores as ever
     assert [h[0] for h in plain] == [h[0] for h in hits]
+    by_id = HitDocs()  # hits found elsewhere (BM25) read theirs by id: the stored ones, not "big" or an unknown id
+    vs.stored_docs("texts", ["d3", "big", "nope", "d29"], by_id)
+    assert set(by_id) == {"d3", "d29"} and by_id["d3"] == ds.get_many("texts", ["d3"])[0]
 
     # a collection made without the field (an older build): search(docs=...) leaves docs empty, no error
     old = collection_name("texts", s.build) + "x"
@@ -370,6 +373,8 @@ def test_documents_are_kept_beside_the_vectors_and_returned_by_search(env, index
     vs.seal(old, 1)
     got = HitDocs()
     assert vs.search(old, q, 1, docs=got)[0][0][0] == "o1" and len(got) == 0
+    vs.stored_docs(old, ["o1"], got)  # (nothing stored beside those vectors: nothing read, no error)
+    assert len(got) == 0
     vs._ensure_loaded(old)
     assert vs.stores_docs("texts") is True  # remembered for a few seconds...
     vs.switch_alias("texts", s.build + "x")  # ...while the alias moves (a rollback, say) to a build without documents

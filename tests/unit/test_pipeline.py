@@ -80,12 +80,19 @@ class FakeVectors:
         self.breadths: list[int] = []
         self.loading: set[str] = set()
         self.stored: dict[str, dict[str, dict[str, Any]]] = {}  # index -> the documents its build keeps beside vectors
+        self.doc_reads: list[tuple[str, list[str]]] = []  # stored_docs calls: the documents a search read by id
 
     def fields(self, index: str) -> dict[str, str]:
         return {"lang": "str", "year": "int"}
 
     def live_build(self, index: str) -> str | None:
         return None  # (no build records query models: the arm's embed_model and the alias, as before reindex)
+
+    def stored_docs(self, name: str, ids: list[str], docs: HitDocs, consistency: str | None = None) -> None:
+        self.doc_reads.append((name, list(ids)))
+        for i in ids:
+            if i in self.stored.get(name, {}):
+                docs.put_raw(i, json.dumps(self.stored[name][i]))
 
     def serving(self, index: str) -> bool:
         if index == "missing":
@@ -722,6 +729,23 @@ def test_a_fused_arm_takes_documents_only_from_its_own_index(hf):
     assert by_id["a"] == {"text": "doc a"} and by_id["b"] == {"text": "xxxx"}  # b: read from MongoDB
     assert all(not (d or {}).get("text", "").startswith("caption") for d in by_id.values())
     assert len(hf.docs.reads) == 1 and "a" not in hf.docs.reads[0][1] and {"b", "f"} <= set(hf.docs.reads[0][1])
+
+
+def test_bm25_hits_get_their_documents_from_beside_the_vectors_and_need_no_mongodb(hf):
+    """A fused search whose BM25 source finds documents the dense search did not bring: their documents come
+    from Milvus (stored beside the vectors, one query by id), so the search answers, documents and all, while
+    MongoDB is down (the reindex at the demo's size once had busy-MongoDB timeouts fail such searches)."""
+    hf.vec.hits = HITS[:3]  # dense: a, b, c; BM25 "zebra": f, e
+    hf.vec.stored["docs"] = {i: {"text": f"stored {i}"} for i in "abcdefz"}
+
+    def down(*_: Any) -> None:
+        raise Unavailable("mongodb", "connection refused")
+
+    hf.docs.get_many = down  # type: ignore[method-assign]
+    out = hf.search(text="zebra", force={"recall": "hybrid"}, top_k=10)
+    by_id = {x.id: x.doc for x in out.hits}
+    assert {"e", "f"} <= set(by_id) and by_id["f"] == {"text": "stored f"} and by_id["e"] == {"text": "stored e"}
+    assert hf.docs.reads == [] and hf.vec.doc_reads and all(set(ids) <= {"e", "f"} for _, ids in hf.vec.doc_reads)
 
 
 def test_text_is_tokenized_and_encoded_where_the_config_says(tmp_path):
