@@ -104,15 +104,19 @@ class DocumentStore:
         return self._call("find", lambda: list(self.db[collection].find(match, projection)))
 
     def pages(self, collection: str, size: int = 1000) -> Iterator[list[dict[str, Any]]]:
-        """Every document, in pages of ``size`` in _id order (each page its own query: no cursor held open)."""
-        last: Any = None
-        while True:
-            match = {"_id": {"$gt": last}} if last is not None else {}
-            page = self._call("find", lambda m=match: list(self.db[collection].find(m, sort=[("_id", 1)], limit=size)))
-            if not page:
-                return
-            yield page
-            last = page[-1]["_id"]
+        """Every document, in pages of ``size`` in _id order, from one cursor fetching ``size`` at a time. (A query
+        per page, ``_id > last`` sorted, cost secantusdb a sort of the whole collection each time: 2.4-2.8 s a page
+        of 256 at the demo's 82k, the reindex's main cost; the cursor reads 10 pages in 2.2 s. A caller's time
+        between pages must stay under the server's cursor idle timeout, 10 min by default.)"""
+        cursor = self._call("find", lambda: self.db[collection].find({}, sort=[("_id", 1)], batch_size=size))
+        try:
+            while True:
+                page = self._call("find", lambda: [d for _, d in zip(range(size), cursor)])
+                if not page:
+                    return
+                yield page
+        finally:
+            cursor.close()
 
     def ensure_collection(self, collection: str) -> None:
         """Create ``collection`` if it is missing. A collection that concurrent writers share is created
