@@ -54,8 +54,9 @@ class Writer:
 
     def _run(self) -> None:
         n = 0
+        run = int(time.time())  # op ids are one-time: a rerun's must not replay an earlier run's (ids deleted since)
         while not self._stop.wait(self.every_s):
-            doc_id = f"{PREFIX}{n}"
+            doc_id = f"{PREFIX}{run}-{n}"
             n += 1
             doc = {"id": doc_id, "title": f"lifecycle probe {n}", "text": f"a document written during the lifecycle bench, number {n}"}
             try:
