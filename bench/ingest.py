@@ -30,7 +30,7 @@ import numpy as np
 
 from bench.results_io import write_result
 from mmsearch.client.search_client import SearchClient
-from mmsearch.config import config_to_env, load_config
+from mmsearch.config import child_environ, load_config
 from mmsearch.offline.datasets.wordnet import noun_synsets
 from mmsearch.offline.export import ExportOptions, export_model
 from mmsearch.offline.indexing.build import BuildOptions, build_index
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     "model_repository": str(repo), "data_dir": str(tmp / "data"), "experiments_file": str(tmp / "experiments.yaml"),
                     "milvus": {"uri": milvus.uri}, "mongo": {"uri": mongo.uri},
                     "retrieval": {"request_timeout_s": 120, "stage_timeout_s": 60, "query_log": False}})
-                env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}, **config_to_env(cfg), "PYTHONPATH": str(ROOT)}
+                env = child_environ(cfg, PYTHONPATH=str(ROOT))
                 ports = tmp / "ports.json"
                 log = open(tmp / "retrieval.log", "wb")  # noqa: SIM115 - closed below
                 proc = subprocess.Popen([sys.executable, "-m", "mmsearch", "serve-retrieval", "--http", "127.0.0.1:0", "--grpc",

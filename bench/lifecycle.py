@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import running_stack_config
 from bench.results_io import write_result
 from mmsearch.client.search_client import SearchClient
-from mmsearch.config import Config, config_to_env, lexical_root
+from mmsearch.config import Config, child_environ, lexical_root
 from mmsearch.errors import MMSearchError
 from mmsearch.runtime.net import wait_until
 
@@ -42,15 +43,33 @@ INDEX = "texts"
 PREFIX = "bench-lifecycle-"
 
 
-class Writer:
+class Background:
+    """A loop (``_run``, until ``_stop`` is set) in a thread for the span of a ``with`` block."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join(60)
+
+
+class Writer(Background):
     """One new document a second through the documents API; what was acknowledged, and what failed."""
 
     def __init__(self, client: SearchClient, every_s: float = 1.0):
+        super().__init__()
         self.c, self.every_s = client, every_s
         self.acked: list[str] = []
         self.failed: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         n = 0
@@ -65,23 +84,13 @@ class Writer:
             except MMSearchError as e:
                 self.failed.append((time.monotonic(), f"{type(e).__name__}: {e.message}"))
 
-    def __enter__(self) -> Writer:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join(60)
-
-
-class Reader:
+class Reader(Background):
     """text2text searches at concurrency 1, at most ``qps`` a second (0: back to back); every outcome with its time."""
 
     def __init__(self, client: SearchClient, queries: list[str], qps: float = 0.0):
+        super().__init__()
         self.c, self.queries, self.gap = client, queries, 1.0 / qps if qps > 0 else 0.0
         self.results: list[tuple[float, str]] = []  # (start, "ok" or the error)
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         i = 0
@@ -99,15 +108,6 @@ class Reader:
     def between(self, t0: float, t1: float) -> tuple[int, list[str]]:
         inside = [r for t, r in self.results if t0 <= t < t1]
         return len(inside), [r for r in inside if r != "ok"]
-
-    def __enter__(self) -> Reader:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join(60)
-
 
 def lost_writes(client: SearchClient, ids: list[str]) -> list[str]:
     lost = []
@@ -148,7 +148,7 @@ def fresh_service(cfg: Config, tmp: Path, milvus_uri: str, mongo_uri: str) -> tu
     over = cfg.model_copy(update={"data_dir": tmp / "data", "milvus": cfg.milvus.model_copy(update={"uri": milvus_uri}),
                                   "mongo": cfg.mongo.model_copy(update={"uri": mongo_uri}),
                                   "retrieval": cfg.retrieval.model_copy(update={"query_log": False})})
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}, **config_to_env(over), "PYTHONPATH": str(ROOT)}
+    env = child_environ(over, PYTHONPATH=str(ROOT))
     ports = tmp / "ports.json"
     log = open(tmp / "retrieval.log", "wb")  # noqa: SIM115 - the child holds it
     proc = subprocess.Popen([sys.executable, "-m", "mmsearch", "serve-retrieval", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0",

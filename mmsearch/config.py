@@ -354,3 +354,10 @@ def config_to_env(config: Config) -> dict[str, str]:
             value = value[key]
         env[name] = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
     return env
+
+
+def child_environ(config: Config, environ: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a child process that loads exactly ``config``: this one's (``environ``, default
+    os.environ) without any MMSEARCH_* of its own, then the config's, then ``extra``."""
+    base = os.environ if environ is None else environ
+    return {**{k: v for k, v in base.items() if not k.startswith("MMSEARCH_")}, **config_to_env(config), **extra}

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmsearch.config import config_to_env, load_config
+from mmsearch.config import child_environ, load_config
 from mmsearch.launcher.stack import with_free_ports
 from mmsearch.runtime.net import wait_until
 from mmsearch.runtime.supervisor import descendants
@@ -60,7 +60,7 @@ def test_bring_your_own_data_as_written(tmp_path):
     # step 1: the documents
     (work / "mydocs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in DOCS))
     cfg = with_free_ports(load_config(environ={}))
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}, **config_to_env(cfg)}
+    env = child_environ(cfg)
     for name in ("MMSEARCH_MILVUS_URI", "MMSEARCH_MONGO_URI", "MMSEARCH_DATA_DIR", "MMSEARCH_MODEL_REPOSITORY",
                  "MMSEARCH_EXPERIMENTS_FILE", "MMSEARCH_IMAGE_ROOT"):
         env.pop(name)  # the defaults, as a newcomer has them; only the ports are moved out of the way

@@ -20,7 +20,7 @@ from mmsearch.client.search_client import SearchClient
 from mmsearch.clients.documents import DocumentStore
 from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import VectorStore, collection_name
-from mmsearch.config import config_to_env, load_config
+from mmsearch.config import child_environ, load_config
 from mmsearch.errors import MMSearchError, NotFound
 from mmsearch.offline.indexing.build import BuildOptions, build_index
 from mmsearch.runtime.embedded import MilvusServer, SecantusServer
@@ -43,8 +43,7 @@ class Service:
 
     def __init__(self, base: Path, cfg, pause_s: float = 0.0):
         self.ports = base / f"ports-{time.monotonic_ns()}.json"
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}, **config_to_env(cfg),
-               "PYTHONPATH": os.environ.get("PYTHONPATH", str(Path(__file__).resolve().parents[2]))}
+        env = child_environ(cfg, PYTHONPATH=os.environ.get("PYTHONPATH", str(Path(__file__).resolve().parents[2])))
         if pause_s:
             env["MMSEARCH_RETRIEVAL_FAULT_WRITE_PAUSE_S"] = str(pause_s)
         self.log = open(base / "retrieval.log", "ab")  # noqa: SIM115 - closed in kill()

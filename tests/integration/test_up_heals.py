@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mmsearch.config import config_to_env, load_config
+from mmsearch.config import child_environ, load_config
 from mmsearch.launcher.stack import with_free_ports
 from mmsearch.offline.indexing.build import BuildOptions, build_index
 from mmsearch.runtime.embedded import MilvusServer, SecantusServer
@@ -150,7 +150,7 @@ def test_up_restarts_each_killed_child_and_keeps_serving(tmp_path, tiny_text):
     cfg = with_free_ports(load_config(environ={}, overrides={
         "data_dir": str(data), "model_repository": str(repo), "experiments_file": str(tmp_path / "experiments.yaml"),
         "retrieval": {"request_timeout_s": 5, "stage_timeout_s": 3}}))
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}, **config_to_env(cfg)}
+    env = child_environ(cfg)
     env.pop("MMSEARCH_MILVUS_URI")
     env.pop("MMSEARCH_MONGO_URI")
     proc = subprocess.Popen([sys.executable, "-m", "mmsearch", "up", "--skip-prepare"], env=env, stdout=subprocess.PIPE,

@@ -10,7 +10,6 @@ for an embedded store without a URI fails naming the extra.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -18,7 +17,7 @@ import pytest
 from documents_stack import EXPERIMENTS
 
 from mmsearch.client.search_client import SearchClient
-from mmsearch.config import config_to_env, load_config
+from mmsearch.config import child_environ, load_config
 from mmsearch.errors import MMSearchError
 from mmsearch.runtime.embedded import MilvusServer, SecantusServer
 from mmsearch.runtime.net import wait_until
@@ -40,7 +39,7 @@ def mmsearch_without_embedded(args: list[str]) -> list[str]:
 
 
 def child_env(cfg) -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}, **config_to_env(cfg)}
+    return child_environ(cfg)
 
 
 def test_the_stack_serves_by_uri_without_the_embedded_packages(tmp_path, tiny_text):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmsearch.config import config_to_env, load_config
+from mmsearch.config import child_environ, config_to_env, load_config
 from mmsearch.errors import ConfigError
 
 
@@ -55,3 +55,11 @@ def test_bad_environment_names_the_variable_or_field(env, fragment):
 
 def test_unrelated_environment_is_ignored():
     assert load_config(environ={"PATH": "/bin", "MMSEARCHX": "1", "HOME": "/"}) == load_config(environ={})
+
+
+def test_a_child_environment_drops_the_parent_s_mmsearch_settings_and_carries_the_config():
+    """A stale MMSEARCH_* of the parent (a URI of another stack, say) must not reach a child meant to load ``c``."""
+    c = load_config(environ={}, overrides={"mongo": {"uri": "mongodb://a:1"}})
+    env = child_environ(c, {"MMSEARCH_MILVUS_URI": "http://stale:1", "MMSEARCH_NOT_A_SETTING": "x", "PATH": "/bin"}, PYTHONPATH="/src")
+    assert env["PATH"] == "/bin" and env["PYTHONPATH"] == "/src" and "MMSEARCH_NOT_A_SETTING" not in env
+    assert load_config(environ=env) == c and env["MMSEARCH_MILVUS_URI"] == ""
