@@ -165,7 +165,8 @@ def milvus_config(data_dir: Path, ports: dict[str, int], etcd_peer_port: int, gr
         f"name: default\nlisten-client-urls: http://127.0.0.1:{ports['etcd_port']}\n"
         f"advertise-client-urls: http://127.0.0.1:{ports['etcd_port']}\n"
         f"listen-peer-urls: http://127.0.0.1:{etcd_peer_port}\ninitial-advertise-peer-urls: http://127.0.0.1:{etcd_peer_port}\n"
-        f"initial-cluster: default=http://127.0.0.1:{etcd_peer_port}\n", encoding="utf-8")
+        f"initial-cluster: default=http://127.0.0.1:{etcd_peer_port}\n"
+        "heartbeat-interval: 50\nelection-timeout: 300\n", encoding="utf-8")
     replacements = [
         ("  use:\n    embed: true", f"  config:\n    path: {etcd_conf}\n  use:\n    embed: true"),
         ("    interimIndex: # build a vector temperate index for growing segment or binlog to accelerate search\n      enableIndex: true",
@@ -179,6 +180,8 @@ def milvus_config(data_dir: Path, ports: dict[str, int], etcd_peer_port: int, gr
         # a finished build waits until the query node serves its indexed segments (VectorStore.seal): the hand-off
         # from the growing segment was looked for every 5 s, most of a 30k-text build's 20 s seal (bench/build_index.py)
         ("  checkHandoffInterval: 5000", "  checkHandoffInterval: 1000"),
+        # after a restart the query coordinator's checkers load the collections back, one step per check
+        ("  checkInterval: 1000", "  checkInterval: 500"),
     ]
     for old, new in replacements:
         if old not in text:

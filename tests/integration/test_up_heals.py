@@ -1,6 +1,6 @@
 """`mmsearch up` heals itself: each of its children SIGKILLed in turn under c=1 search load is started
 again (the embedded stores on fresh ports, found by the services through their endpoint files; our
-servers on the ports they had), searches answer again within 15 s (Milvus: 40 s, its own restart is
+servers on the ports they had), searches answer again within 15 s (Milvus: 20 s, its own restart is
 slower), and the stack stays up.
 
     make test-faults        # = pytest -m faults
@@ -32,8 +32,9 @@ from mmsearch.runtime.supervisor import descendants
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 # searches answer again within 15 s of a child's kill; Milvus standalone itself takes longer to start again
 # after a SIGKILL (the dead server's etcd sessions expire, its components find each other, the collection is
-# loaded again: 13-26 s to ready and 14-29 s to a first search on this 2-core box, bench notes in docs)
-WITHIN_S = {"milvus": 40.0}
+# loaded again: 12.3-12.6 s to a first search on this 2-core box, docs/architecture.md), so it gets a margin
+# for a loaded CI machine
+WITHIN_S = {"milvus": 20.0}
 BODY = {"scene": "text2text", "query": {"text": "tiny document 7"}}
 # what each direct child of `mmsearch up` runs (setpriv execs the command itself)
 SIGNATURES = {"milvus": "milvus\0run\0standalone", "mongo": "mmsearch.runtime.secantusd", "triton": "serve-models",
