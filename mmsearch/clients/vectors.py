@@ -400,14 +400,21 @@ class VectorStore:
         spec.check_dim(dim)
         params = self.client.prepare_index_params()
         params.add_index("embedding", index_type=spec.index_type, metric_type=spec.metric, params=spec.index_params())
-        self._call("create collection", self.client.create_collection, collection, schema=schema, index_params=params,
+        # Created unloaded: MilvusClient loads a collection created with its index, and a build written into a
+        # loaded collection grows in the query node (its CPU) and is then handed over segment by segment when
+        # indexed (10.6 s of a 30k build's 25 s seal). Loaded at the first read or at seal: from the index.
+        self._call("create collection", self.client.create_collection, collection, schema=schema,
                    consistency_level="Bounded")
+        self._call("create index", self.client.create_index, collection, params)
 
     def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray, meta: Sequence[dict[str, Any]] | None = None,
-               docs: Sequence[dict[str, Any]] | None = None, doc_max_bytes: int = 0) -> None:
-        """Upsert (not insert): Milvus does not enforce unique keys, and a resumed build may repeat a batch.
+               docs: Sequence[dict[str, Any]] | None = None, doc_max_bytes: int = 0, fresh: bool = False) -> None:
+        """Upsert (not insert): Milvus does not enforce unique keys, and a write may repeat an id.
         ``meta``: each row's stored fields (the collection's ``fields``), already type-checked; ``docs``:
-        each row's document, for a collection created with ``stored_docs=doc_max_bytes``."""
+        each row's document, for a collection created with ``stored_docs=doc_max_bytes``. ``fresh``: the
+        caller knows none of ``ids`` is in the collection (a build's pipeline: ids unique in its file, and
+        on resume only those Milvus does not hold), so a plain insert spares Milvus an upsert's delete half
+        (a delete record per row, checked against every segment: 20% of its CPU in a build)."""
         rows = [{"id": i, "embedding": v} for i, v in zip(ids, np.asarray(vectors, dtype=np.float32))]
         if meta is not None:
             for row, m in zip(rows, meta):
@@ -415,7 +422,10 @@ class VectorStore:
         if docs is not None:
             for row, d in zip(rows, docs):
                 row[DOC_FIELD] = encode_doc(d, doc_max_bytes)
-        self._call("upsert", self.client.upsert, collection, rows)
+        if fresh:
+            self._call("insert", self.client.insert, collection, rows)
+        else:
+            self._call("upsert", self.client.upsert, collection, rows)
 
     def existing(self, collection: str, ids: Sequence[str]) -> set[str]:
         if not ids:

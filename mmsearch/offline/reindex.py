@@ -19,7 +19,7 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,9 @@ from mmsearch.errors import BadInput, Internal, MMSearchError, NotFound
 from mmsearch.modelrepo.manifest import model_ref, read_manifest
 from mmsearch.offline.eval_served import Judged, load_judged
 from mmsearch.offline.flywheel.gate import GateResult
-from mmsearch.offline.indexing.build import LEXICAL_COMMIT_S, _new_build_id, _now, _retain, switch_lexical
+from mmsearch.offline.indexing.build import IMAGE_BATCH, LEXICAL_COMMIT_S, TEXT_BATCH, _new_build_id, _now, _retain, switch_lexical
 from mmsearch.offline.indexing.reader import read_image_bytes
+from mmsearch.offline.indexing.stages import pipelined
 from mmsearch.offline.indexing.stores import open_stores
 from mmsearch.ranking_metrics import ranked_metrics
 
@@ -65,7 +66,7 @@ class ReindexOptions:
     lexical_root: Path | None = None
     serving_url: str | None = None
     threads: int = 0
-    batch_size: int = 64
+    batch_size: int | None = None  # documents encoded together; None: as build-index (256 texts, 32 images)
     judged: Path | None = None
     metric: str = "ndcg@10"
     tolerance: float = 0.0  # the new build may be this much (relative) below the serving one and still pass
@@ -188,6 +189,8 @@ def _gate(vs: VectorStore, repo: Path, judged: Sequence[Judged], old: dict[str, 
 
 def reindex(o: ReindexOptions) -> ReindexSummary:
     check_index_name(o.index)
+    if o.batch_size is not None and o.batch_size < 1:
+        raise BadInput(f"batch size must be at least 1, got {o.batch_size}")
     model_dir = o.repo / o.model
     if not model_dir.is_dir():
         raise NotFound(f"model {o.model!r} not found in {o.repo}")
@@ -291,31 +294,42 @@ def _bulk(o: ReindexOptions, vs: VectorStore, ds: DocumentStore, lex: LexicalSto
     total = vs.count(old["_id"])
     bar = tqdm(total=total, unit="doc", desc=f"reindex {o.index}", disable=not o.progress, dynamic_ncols=True)
     committed = time.monotonic()
-    try:
-        for page in ds.pages(o.index, max(o.batch_size, 256)):  # the stored documents the live build holds
+    batch = o.batch_size or (IMAGE_BATCH if rec.get("modality") == "image" else TEXT_BATCH)
+
+    def chunks() -> Iterator[list[dict[str, Any]]]:  # (the read stage)
+        for page in ds.pages(o.index, max(batch, 256)):  # the stored documents the live build holds
             live_ids = {str(r["id"]) for r in vs.rows(old["_id"], [str(d["_id"]) for d in page])}
             held = [d for d in page if str(d["_id"]) in live_ids]  # (others: of an older build, or deleted meanwhile)
-            for a in range(0, len(held), o.batch_size):
-                chunk = held[a:a + o.batch_size]
-                keep, vecs = encode(chunk)
-                docs = [chunk[i] for i in keep]
-                if docs:
-                    shown = [{k: v for k, v in d.items() if k != META_KEY} for d in docs]
-                    meta = [{k: d[k] for k in fields} for d in docs] if fields else None
-                    if writer is not None:
-                        # before the vectors, committed every LEXICAL_COMMIT_S as build-index does (a commit per batch
-                        # is a new segment and an fsync: half a writer's time there); the build serves nothing before
-                        # the switch, and close() commits the rest before it
-                        writer.upsert(shown)
-                        if time.monotonic() - committed >= LEXICAL_COMMIT_S:
-                            writer.commit()
-                            committed = time.monotonic()
-                    vs.upsert(rec["_id"], [str(d["_id"]) for d in docs], vecs, meta, shown if stored else None, stored)
-                rec["counts"]["read"] += len(chunk)
-                rec["counts"]["indexed"] += len(docs)
-                bar.update(len(chunk))
-            rec["updated"] = _now()
-            ds.save_build(rec)
+            yield from (held[a:a + batch] for a in range(0, len(held), batch))
+
+    def write(item: tuple[list[dict[str, Any]], list[int], np.ndarray]) -> None:
+        nonlocal committed
+        chunk, keep, vecs = item
+        docs = [chunk[i] for i in keep]
+        if docs:
+            shown = [{k: v for k, v in d.items() if k != META_KEY} for d in docs]
+            meta = [{k: d[k] for k in fields} for d in docs] if fields else None
+            if writer is not None:
+                # before the vectors, committed every LEXICAL_COMMIT_S as build-index does (a commit per batch
+                # is a new segment and an fsync: half a writer's time there); the build serves nothing before
+                # the switch, and close() commits the rest before it
+                writer.upsert(shown)
+                if time.monotonic() - committed >= LEXICAL_COMMIT_S:
+                    writer.commit()
+                    committed = time.monotonic()
+            # (fresh: each id once, from one sorted cursor; writes made meanwhile are replayed after this, as upserts)
+            vs.upsert(rec["_id"], [str(d["_id"]) for d in docs], vecs, meta, shown if stored else None, stored, fresh=True)
+        rec["counts"]["read"] += len(chunk)
+        rec["counts"]["indexed"] += len(docs)
+        rec["updated"] = _now()
+        ds.save_build(rec)
+        bar.update(len(chunk))
+
+    def encode_chunk(chunk: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int], np.ndarray]:
+        return (chunk, *encode(chunk))
+
+    try:
+        pipelined(chunks(), encode_chunk, write)  # read, encode and write overlapped (one after another: 103 docs/s)
     except BaseException:
         if writer is not None:
             writer.abandon()
@@ -384,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="ndcg@10", help="the gate's metric (default ndcg@10)")
     p.add_argument("--tolerance", type=float, default=0.0, help="relative drop the gate still accepts (default 0: not worse)")
     p.add_argument("--keep", type=int, default=2, help="old complete builds kept for rollback besides the live one (default 2)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None, help="documents encoded together (default: as build-index, 256 texts, 32 images)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     p.add_argument("--serving-url", help="encode through Triton at host:port (gRPC) instead of in-process")
     p.add_argument("--image-root", type=Path, help="image indexes: folder of the documents' image paths (default: the build's)")

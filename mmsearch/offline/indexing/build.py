@@ -310,7 +310,7 @@ class _Pipeline:
                 if item.docs:
                     meta = [{k: d.doc[k] for k in self.o.fields} for d in item.docs] if self.o.fields else None
                     self.vs.upsert(self.collection, [d.id for d in item.docs], item.vectors, meta,
-                                   [d.doc for d in item.docs] if self.keep_docs else None, self.keep_docs)
+                                   [d.doc for d in item.docs] if self.keep_docs else None, self.keep_docs, fresh=True)
                 progress.add(len(item.docs) + len(item.already), item.rejects, item.last_line)
                 if bar is not None:
                     bar.update(item.lines)
