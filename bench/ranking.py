@@ -13,8 +13,9 @@ Needs a stack serving the demo's texts index (82,115 WordNet glosses, title + gl
    serving code (fusion.fuse, names_title over the documents' titles). A setting's score is its worst
    margin, over classes and over Recall@10 and MRR@10, against the better of dense and BM25 on that
    class ("never loses"; with --titled-index, the better of the three single sources), ties broken by
-   mean nDCG@10. Best static weights and best query-dependent
-   weights (weight_title) are kept, per dense index.
+   mean nDCG@10. Best static weights, best query-dependent
+   weights (weight_title) and best with weight_rare too (a query with a term in at most fusion.RARE_DF
+   documents of the lexical build) are kept, per dense index.
 2. Judge, through the search API, on the held-out split (text2text_heldout.jsonl): dense, BM25 alone,
    the old hybrid (dense + BM25, RRF, equal weights) and the tuned arms, added as traffic-0 arms to
    the watched experiments file for the run (forced requests: left out of A/B reports), interleaved
@@ -43,13 +44,15 @@ from mmsearch.config import lexical_root, load_config
 from mmsearch.offline.datasets.judged import SETS_DIR
 from mmsearch.offline.eval_served import Judged, evaluate_served, load_judged
 from mmsearch.ranking_metrics import ranked_metrics
-from mmsearch.retrieval_service.fusion import TITLE_CHECK_TOP, fuse, names_title, title_terms
+from mmsearch.retrieval_service.fusion import RARE_DF, TITLE_CHECK_TOP, fuse, names_title, title_terms
 from mmsearch.runtime.endpoints import running_config
 
 DEPTH = 100
 BM25_WEIGHTS = (0.01, 0.05, 0.1, 0.3, 0.5, 1.0)
 # for a query naming a title: None = the same weights; (dense, bm25) weight_title pairs; (0, 1) = BM25's order, then dense's
 TITLE_WEIGHTS: tuple[tuple[float, float] | None, ...] = (None, (1.0, 1.0), (1.0, 3.0), (1.0, 10.0), (0.0, 1.0))
+# for a query with a rare term (fusion.RARE_DF; it takes precedence over a title): the same choices
+RARE_WEIGHTS = TITLE_WEIGHTS
 METRICS = ("recall@10", "mrr@10")
 
 
@@ -77,10 +80,18 @@ def per_class(runs: list[list[str]], judged: list[Judged]) -> dict[str, dict[str
 
 
 def replay(lists: dict[str, list[list[tuple[str, float]]]], dense: str, judged: list[Judged], titled: list[bool],
-           method: str, w_bm25: float, w_title: tuple[float, float] | None) -> list[list[str]]:
+           method: str, w_bm25: float, w_title: tuple[float, float] | None, rare: list[bool] | None = None,
+           w_rare: tuple[float, float] | None = None) -> list[list[str]]:
+    """The serving code's choice (fusion.source_weights): weight_rare for a rare query, else weight_title for one
+    naming a title, else the weights."""
     runs = []
     for q in range(len(judged)):
-        wd, wb = w_title if (w_title is not None and titled[q]) else (1.0, w_bm25)
+        if w_rare is not None and rare is not None and rare[q]:
+            wd, wb = w_rare
+        elif w_title is not None and titled[q]:
+            wd, wb = w_title
+        else:
+            wd, wb = 1.0, w_bm25
         fused = fuse({"gloss": lists[dense][q], "words": lists["bm25"][q]}, method,  # type: ignore[arg-type]
                      {"gloss": wd, "words": wb})
         runs.append([f.id for f in fused[:10]])
@@ -100,24 +111,29 @@ def tune(cfg, dense_indexes: list[str], titles: dict[str, str]) -> dict[str, Any
     for dense in dense_indexes[1:]:
         base[f"dense_{dense}"] = per_class([[i for i, _ in h[:10]] for h in lists[dense]], dev)
     out: dict[str, Any] = {"queries": len(dev), "single": base, "settings": []}  # margins: against every single source
+    lex = LexicalStore(lexical_root(cfg))
+    rare = [(df := lex.rarest_df("texts", j.query)) is not None and df <= RARE_DF for j in dev]
     for dense in dense_indexes:
         titled = []
         for q, j in enumerate(dev):
             terms = title_terms(j.query)
             ids = list(dict.fromkeys(i for src in (dense, "bm25") for i, _ in lists[src][q][:TITLE_CHECK_TOP]))
             titled.append(terms is not None and names_title(terms, (titles.get(i) for i in ids)))
-        for method, wb, wt in itertools.product(("rrf", "weighted"), BM25_WEIGHTS, TITLE_WEIGHTS):
-            m = per_class(replay(lists, dense, dev, titled, method, wb, wt), dev)
-            out["settings"].append({"dense": dense, "fusion": method, "w_bm25": wb, "w_title": wt, "margin": margin(m, base),
-                                    "ndcg@10": m["all"]["ndcg@10"], "by_class": m})
+        for method, wb, wt, wr in itertools.product(("rrf", "weighted"), BM25_WEIGHTS, TITLE_WEIGHTS, RARE_WEIGHTS):
+            m = per_class(replay(lists, dense, dev, titled, method, wb, wt, rare, wr), dev)
+            out["settings"].append({"dense": dense, "fusion": method, "w_bm25": wb, "w_title": wt, "w_rare": wr,
+                                    "margin": margin(m, base), "ndcg@10": m["all"]["ndcg@10"], "by_class": m})
+        out.setdefault("rare_share", {})[dense] = {c: sum(r for r, j in zip(rare, dev) if j.tags[0] == c) /
+                                                   sum(j.tags[0] == c for j in dev) for c in sorted({j.tags[0] for j in dev})}
         out.setdefault("titled_share", {})[dense] = {c: sum(t for t, j in zip(titled, dev) if j.tags[0] == c) /
                                                      sum(j.tags[0] == c for j in dev) for c in sorted({j.tags[0] for j in dev})}
     out["settings"].sort(key=lambda s: (-s["margin"], -s["ndcg@10"]))
     return out
 
 
-def best(settings: list[dict], dense: str, query_dependent: bool) -> dict | None:
-    return next((s for s in settings if s["dense"] == dense and (s["w_title"] is not None) == query_dependent), None)
+def best(settings: list[dict], dense: str, by_title: bool, by_rare: bool = False) -> dict | None:
+    return next((s for s in settings if s["dense"] == dense and (s["w_title"] is not None) == by_title
+                 and (s.get("w_rare") is not None) == by_rare), None)
 
 
 def arm_of(name: str, s: dict) -> dict:
@@ -127,6 +143,8 @@ def arm_of(name: str, s: dict) -> dict:
     if s["w_title"] is not None:
         gloss["weight_title"], words["weight_title"] = s["w_title"]
         arm["title_field"] = "title"
+    if s.get("w_rare") is not None:
+        gloss["weight_rare"], words["weight_rare"] = s["w_rare"]
     if s["dense"] != "texts":  # the titled build's vectors and documents; BM25 from the texts index (same ids)
         arm["index"], words["index"] = s["dense"], "texts"
     arm["sources"] = [gloss, words]
@@ -146,7 +164,7 @@ def main() -> None:
     dense_indexes = ["texts"] + ([args.titled_index] if args.titled_index else [])
     tuned = tune(cfg, dense_indexes, titles)
     for s in tuned["settings"][:8]:
-        print(f"dev {s['dense']} {s['fusion']} bm25 {s['w_bm25']} title {s['w_title']}: margin {s['margin']:+.3f} "
+        print(f"dev {s['dense']} {s['fusion']} bm25 {s['w_bm25']} title {s['w_title']} rare {s['w_rare']}: margin {s['margin']:+.3f} "
               f"nDCG@10 {s['ndcg@10']:.3f}")
     arms = [{"name": "bm25", "traffic": 0, "sources": [{"name": "words", "kind": "bm25", "recall_top_k": DEPTH}]},
             {"name": "hybrid_rrf", "traffic": 0, "fusion": "rrf", "sources": [
@@ -156,11 +174,12 @@ def main() -> None:
         suffix = "" if dense == "texts" else "_titled"
         if dense != "texts":
             arms.append({"name": "dense_titled", "traffic": 0, "index": dense})
-        for qd, name in ((False, f"tuned{suffix}"), (True, f"title_aware{suffix}")):
-            s = best(tuned["settings"], dense, qd)
+        for by_title, by_rare, name in ((False, False, f"tuned{suffix}"), (True, False, f"title_aware{suffix}"),
+                                        (True, True, f"rare_aware{suffix}")):
+            s = best(tuned["settings"], dense, by_title, by_rare)
             if s is not None:
                 arms.append(arm_of(name, s))
-                chosen[name] = {k: s[k] for k in ("dense", "fusion", "w_bm25", "w_title", "margin", "ndcg@10")}
+                chosen[name] = {k: s[k] for k in ("dense", "fusion", "w_bm25", "w_title", "w_rare", "margin", "ndcg@10")}
     client = SearchClient(url, timeout_s=30)
     held = load_judged(SETS_DIR / "text2text_heldout.jsonl")
     with temporary_arms(cfg, client, "text2text", "recall", arms):
@@ -187,7 +206,7 @@ def main() -> None:
                                  "(lemma, rare, example, definition (GCIDE), caption, everyday); served int8 MiniLM",
                   "synthetic": False, "url": url, "titled_index": args.titled_index},
                  {"heldout": table, "never_loses": wins, "best_arm": best_arm, "chosen": chosen,
-                  "dev_single": tuned["single"], "dev_titled_share": tuned["titled_share"],
+                  "dev_single": tuned["single"], "dev_titled_share": tuned["titled_share"], "dev_rare_share": tuned["rare_share"],
                   "dev_top": [{k: v for k, v in s.items() if k != "by_class"} for s in tuned["settings"][:20]],
                   "arms": arms})
 

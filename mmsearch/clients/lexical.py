@@ -235,6 +235,24 @@ class LexicalStore:
                 self._open[collection] = ix
         return ix
 
+    def rarest_df(self, index: str, text: str, fields: Sequence[str] | None = None) -> int | None:
+        """The fewest documents of the live build any one of the query's terms occurs in (in any of the fields,
+        or the given ones; the term analysed as the fields are, stemmed); None for a query with no terms. A term
+        found in a handful of documents pins them down: the query's BM25 list is its best evidence (fusion's
+        ``weight_rare``)."""
+        live = self.live(index)
+        have = self._fields_of(live)
+        if live is None or not have:
+            raise NotFound(f"index {index!r} has no lexical build under {self.root} (build it with --lexical FIELD)")
+        use = [f for f in (fields or have) if f in have]
+        terms = query_terms(text)
+        if not terms or not use:
+            return None
+        ix = self._index(live)
+        ix.reload()
+        searcher = ix.searcher()
+        return min(int(searcher.search(ix.parse_query(t, use), 1, count=True).count) for t in terms)
+
     def search(self, index: str, text: str, top_k: int, fields: Sequence[str] | None = None,
                boosts: Mapping[str, float] | None = None) -> list[tuple[str, float]]:
         """BM25 top-k (id, score) over the live build's fields (or the given ones). An index without a

@@ -34,6 +34,10 @@ class Source(BaseModel):
     # the weight instead, for a query that names a title (the arm's title_field, fusion.names_title): a lemma
     # or a product name finds its document by its words, a description by its meaning (issue 34)
     weight_title: float | None = Field(default=None, ge=0, le=100)
+    # the weight instead, for a query with a rare term (in at most the arm's rare_df documents of its BM25
+    # source's lexical build): a rare word pins its few documents down, whatever else the query says;
+    # it takes precedence over weight_title
+    weight_rare: float | None = Field(default=None, ge=0, le=100)
 
     @model_validator(mode="after")
     def _check(self) -> "Source":
@@ -63,6 +67,9 @@ class Params(BaseModel):
     # the document field holding a document's titles (comma-separated names): a short query equal to one
     # of them, among the first hits of the sources, "names a title" and is fused with each source's weight_title
     title_field: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    # a query term in at most this many documents (of the first bm25 source's lexical build) makes the query
+    # "rare": fused with each source's weight_rare (default RARE_DF)
+    rare_df: int | None = Field(default=None, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _check_sources(self) -> "Params":
@@ -72,6 +79,9 @@ class Params(BaseModel):
         titled = [s.name for s in self.sources or [] if s.weight_title is not None]
         if titled and not self.title_field:
             raise ValueError(f"sources {titled} set weight_title: the arm needs title_field (where a document's titles are)")
+        rare = [s.name for s in self.sources or [] if s.weight_rare is not None]
+        if rare and not any(s.kind == "bm25" for s in self.sources or []):
+            raise ValueError(f"sources {rare} set weight_rare: the arm needs a bm25 source (whose terms' document counts decide)")
         return self
 
 

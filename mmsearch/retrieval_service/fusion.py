@@ -10,7 +10,8 @@ another. A query that *names a title* (a lemma, a product's name: at most TITLE_
 equal, stopwords aside, to one of the comma-separated names in the title field of one of the first
 TITLE_CHECK_TOP hits of any source) is fused with each source's ``weight_title``; any other query
 (a description, a sentence) with its ``weight``. Lexical recall finds a named thing by its title's
-words; dense recall finds a described one by meaning.
+words; dense recall finds a described one by meaning. A query with a *rare* term (one in at most the
+arm's ``rare_df`` documents) is fused with ``weight_rare``: those few documents are where it points.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ Fusion = Literal["rrf", "weighted"]
 DEFAULT_RRF_K = 60
 TITLE_MAX_TERMS = 4  # a longer query describes; it names no title
 TITLE_CHECK_TOP = 3  # the hits of each source whose titles a query is compared with
+RARE_DF = 3  # a query term in at most this many documents is rare (an arm's rare_df overrides it)
 _NAMES = re.compile(r"[,;|]")
 
 
@@ -73,6 +75,12 @@ def names_title(terms: Sequence[str], titles: Iterable[object]) -> bool:
     return any(query_terms(name) == want for t in titles if isinstance(t, str) for name in _NAMES.split(t))
 
 
-def source_weights(sources: Sequence[tuple[str, float, float | None]], titled: bool) -> dict[str, float]:
-    """name -> weight for this query: (name, weight, weight_title) each, weight_title where the query names a title."""
-    return {n: (wt if titled and wt is not None else w) for n, w, wt in sources}
+def source_weights(sources: Sequence[tuple[str, float, float | None, float | None]], titled: bool,
+                   rare: bool = False) -> dict[str, float]:
+    """name -> weight for this query: (name, weight, weight_title, weight_rare) each; weight_rare where the query
+    has a rare term, else weight_title where it names a title, else weight (a source without the one that applies
+    keeps its weight)."""
+    out = {}
+    for n, w, wt, wr in sources:
+        out[n] = wr if rare and wr is not None else wt if titled and wt is not None else w
+    return out

@@ -29,13 +29,13 @@ from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import BUILD_SEP, VectorStore, collection_name
 from mmsearch.config import Config, lexical_root
 from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Overloaded, Unavailable
-from mmsearch.experiments.spec import Params, assign
+from mmsearch.experiments.spec import Params, Source, assign
 from mmsearch.retrieval_service.admission import Admission
 from mmsearch.retrieval_service.auth import ApiKeys
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy, connect_deps
 from mmsearch.retrieval_service.documents import DocumentsService
-from mmsearch.retrieval_service.fusion import DEFAULT_RRF_K, TITLE_CHECK_TOP, fuse, names_title, source_weights, title_terms
+from mmsearch.retrieval_service.fusion import DEFAULT_RRF_K, RARE_DF, TITLE_CHECK_TOP, fuse, names_title, source_weights, title_terms
 from mmsearch.retrieval_service.prometheus_metrics import Metrics
 from mmsearch.retrieval_service.querylog import QueryLog
 from mmsearch.retrieval_service.request import SearchRequest
@@ -321,12 +321,24 @@ class SearchService:
         searches += [functools.partial(self._lexical, req, s.index or index, s.fields, max(s.recall_top_k, depth), p, ctx)
                      for s in lexical]
         lists = dict(zip([s.name for s in dense + lexical], self._parallel(searches, ctx)))
-        titled = self._names_title(req, p, lists, docs, ctx)
+        rare = self._has_rare_term(req, p, lexical, ctx)
+        titled = not rare and self._names_title(req, p, lists, docs, ctx)
         t0 = time.perf_counter()
         fused = fuse({s.name: lists[s.name] for s in p.sources if s.name in lists}, p.fusion or "rrf",
-                     source_weights([(s.name, s.weight, s.weight_title) for s in p.sources], titled), p.rrf_k or DEFAULT_RRF_K)
+                     source_weights([(s.name, s.weight, s.weight_title, s.weight_rare) for s in p.sources], titled, rare),
+                     p.rrf_k or DEFAULT_RRF_K)
         ctx.add_time("fusion", time.perf_counter() - t0)
         return [Hit(f.id, f.score, "fused", f.sources) for f in fused]
+
+    def _has_rare_term(self, req: SearchRequest, p: Params, lexical: list[Source], ctx: RequestContext) -> bool:
+        """Whether a term of the query occurs in at most ``rare_df`` documents of the first bm25 source's lexical
+        build, for an arm whose sources set weight_rare (a look-up of a few term counts, no search)."""
+        if not lexical or not p.sources or not any(s.weight_rare is not None for s in p.sources):
+            return False
+        src = lexical[0]
+        with self._stage("lexical", self.lexical, ctx) as lex:
+            df = lex.rarest_df(src.index or p.index or "", req.text or "", src.fields)
+        return df is not None and df <= (p.rare_df or RARE_DF)
 
     def _names_title(self, req: SearchRequest, p: Params, lists: dict[str, list[tuple[str, float]]], docs: HitDocs,
                      ctx: RequestContext) -> bool:

@@ -63,9 +63,20 @@ def test_a_short_query_names_a_title_when_its_terms_equal_one_of_the_names():
 def test_source_weights_switch_to_weight_title_only_where_set():
     from mmsearch.retrieval_service.fusion import source_weights
 
-    sources = [("dense", 1.0, None), ("bm25", 0.2, 3.0)]
+    sources = [("dense", 1.0, None, None), ("bm25", 0.2, 3.0, None)]
     assert source_weights(sources, titled=False) == {"dense": 1.0, "bm25": 0.2}
     assert source_weights(sources, titled=True) == {"dense": 1.0, "bm25": 3.0}
+    assert source_weights(sources, titled=True, rare=True) == {"dense": 1.0, "bm25": 3.0}  # no weight_rare: as before
+
+
+def test_a_rare_query_takes_weight_rare_before_weight_title():
+    from mmsearch.retrieval_service.fusion import source_weights
+
+    sources = [("dense", 1.0, 1.0, 0.5), ("bm25", 0.01, 1.0, 4.0)]
+    assert source_weights(sources, titled=False, rare=True) == {"dense": 0.5, "bm25": 4.0}
+    assert source_weights(sources, titled=True, rare=True) == {"dense": 0.5, "bm25": 4.0}
+    assert source_weights(sources, titled=True, rare=False) == {"dense": 1.0, "bm25": 1.0}
+    assert source_weights(sources, titled=False, rare=False) == {"dense": 1.0, "bm25": 0.01}
 
 
 def test_a_zero_weight_leaves_a_source_s_hits_in_but_adds_nothing():

@@ -537,6 +537,12 @@ scenes:
             sources:
               - {name: vec, kind: dense, recall_top_k: 5}
               - {name: words, kind: bm25, recall_top_k: 5, weight: 0.01, weight_title: 5}
+          - name: rare
+            traffic: 0
+            rare_df: 1
+            sources:
+              - {name: vec, kind: dense, recall_top_k: 5}
+              - {name: words, kind: bm25, recall_top_k: 5, weight: 0.01, weight_rare: 50}
     defaults: {embed_model: enc, index: docs, top_k: 4}
   image2image:
     defaults:
@@ -615,7 +621,18 @@ def test_a_query_naming_a_title_is_fused_with_weight_title_and_a_description_wit
     assert hf.docs.reads[before:] == [("docs", [x.id for x in out.hits])]
 
 
+def test_a_query_with_a_rare_term_is_fused_with_weight_rare(hf):
+    """f is the only document with "stripes" (rare_df 1): a query with that word puts BM25's hits (weight_rare 50)
+    first; "zebra" is in two documents, so that query keeps weight 0.01 and the dense order."""
+    assert {x.id for x in hf.search(text="zebra stripes", force={"recall": "rare"}, top_k=4).hits[:2]} == {"e", "f"}
+    assert [x.id for x in hf.search(text="stripes", force={"recall": "rare"}, top_k=4).hits][:1] == ["f"]
+    assert [x.id for x in hf.search(text="zebra", force={"recall": "rare"}, top_k=4).hits] == ["a", "b", "c", "d"]
+    assert [x.id for x in hf.search(text="unheard", force={"recall": "rare"}, top_k=4).hits] == ["a", "b", "c", "d"]  # (df 0)
+
+
 @pytest.mark.parametrize("bad, match", [
+    ("sources: [{name: a, kind: dense, weight_rare: 2}]", "bm25 source"),
+    ("rare_df: 0", "rare_df"),
     ("sources: [{name: a, kind: dense, weight_title: 2}]", "title_field"),
     ("title_field: 'a b'", "title_field"),
     ("sources: [{name: a, kind: dense, weight_title: -1}], title_field: t", "weight_title"),
