@@ -34,9 +34,9 @@ class Source(BaseModel):
     # the weight instead, for a query that names a title (the arm's title_field, fusion.names_title): a lemma
     # or a product name finds its document by its words, a description by its meaning (issue 34)
     weight_title: float | None = Field(default=None, ge=0, le=100)
-    # the weight instead, for a query with a rare term (in at most the arm's rare_df documents of its BM25
-    # source's lexical build): a rare word pins its few documents down, whatever else the query says;
-    # it takes precedence over weight_title
+    # the weight instead, for a short query (at most 4 words) with a rare term (in at most the arm's rare_df
+    # documents of its first BM25 source's lexical build): a rare word pins its few documents down; it takes
+    # precedence over weight_title
     weight_rare: float | None = Field(default=None, ge=0, le=100)
 
     @model_validator(mode="after")

@@ -10,8 +10,9 @@ another. A query that *names a title* (a lemma, a product's name: at most TITLE_
 equal, stopwords aside, to one of the comma-separated names in the title field of one of the first
 TITLE_CHECK_TOP hits of any source) is fused with each source's ``weight_title``; any other query
 (a description, a sentence) with its ``weight``. Lexical recall finds a named thing by its title's
-words; dense recall finds a described one by meaning. A query with a *rare* term (one in at most the
-arm's ``rare_df`` documents) is fused with ``weight_rare``: those few documents are where it points.
+words; dense recall finds a described one by meaning. A short query (at most TITLE_MAX_TERMS words) with
+a *rare* term (one in at most the arm's ``rare_df`` documents) is fused with ``weight_rare``: those few
+documents are where it points.
 """
 
 from __future__ import annotations
