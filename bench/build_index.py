@@ -49,6 +49,15 @@ def _cpu_s(stat: Path) -> float:
         return 0.0
 
 
+def _servers(pids: list[int]) -> dict[int, tuple[str, float]]:
+    """pid -> (command name, CPU seconds) of those child servers still there."""
+    out = {}
+    for k in pids:
+        with contextlib.suppress(OSError):
+            out[k] = (Path(f"/proc/{k}/comm").read_text().strip(), _cpu_s(Path(f"/proc/{k}/stat")))
+    return out
+
+
 class PeakRSS:
     """Peak resident memory of this process and, separately, of its children (the embedded servers); and where
     the CPU went: this process's threads by role (the encoder's calling thread, ONNX Runtime's pool, the reader,
@@ -71,12 +80,8 @@ class PeakRSS:
                 self.names[t.native_id] = "encoder (main)" if t is threading.main_thread() else t.name.split("_")[0]
         for task in Path(f"/proc/{me}/task").glob("*"):
             self.threads[int(task.name)] = max(self.threads.get(int(task.name), 0.0), _cpu_s(task / "stat"))
-        for k in kids:
-            try:
-                name = Path(f"/proc/{k}/comm").read_text().strip()
-            except OSError:
-                continue
-            self.children[k] = (name, max(self.children.get(k, ("", 0.0))[1], _cpu_s(Path(f"/proc/{k}/stat"))))
+        for k, (name, sec) in _servers(kids).items():
+            self.children[k] = (name, max(self.children.get(k, ("", 0.0))[1], sec))
 
     def _run(self):
         me = os.getpid()
@@ -116,22 +121,14 @@ class SealClock:
     _real = VectorStore.seal
 
     @staticmethod
-    def _servers() -> dict[int, tuple[str, float]]:
-        out = {}
-        for k in descendants(os.getpid()):
-            with contextlib.suppress(OSError):
-                out[k] = (Path(f"/proc/{k}/comm").read_text().strip(), _cpu_s(Path(f"/proc/{k}/stat")))
-        return out
-
-    @staticmethod
     def install() -> None:
         def seal(store, *a, **k):
-            t, before = time.perf_counter(), SealClock._servers()
+            t, before = time.perf_counter(), _servers(descendants(os.getpid()))
             try:
                 return SealClock._real(store, *a, **k)
             finally:
                 SealClock.seconds += time.perf_counter() - t
-                for pid, (name, sec) in SealClock._servers().items():
+                for pid, (name, sec) in _servers(descendants(os.getpid())).items():
                     spent = sec - before.get(pid, (name, 0.0))[1]
                     SealClock.server_cpu_s[name] = round(SealClock.server_cpu_s.get(name, 0.0) + spent, 1)
 

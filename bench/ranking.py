@@ -46,7 +46,7 @@ from mmsearch.config import lexical_root, load_config
 from mmsearch.offline.datasets.judged import SETS_DIR
 from mmsearch.offline.eval_served import Judged, evaluate_served, load_judged
 from mmsearch.ranking_metrics import ranked_metrics
-from mmsearch.retrieval_service.fusion import RARE_DF, TITLE_CHECK_TOP, fuse, names_title, title_terms
+from mmsearch.retrieval_service.fusion import TITLE_CHECK_TOP, fuse, names_title, rare_query, source_weights, title_terms
 from mmsearch.runtime.endpoints import running_config
 
 DEPTH = 100
@@ -85,18 +85,13 @@ def per_class(runs: list[list[str]], judged: list[Judged]) -> dict[str, dict[str
 def replay(lists: dict[str, list[list[tuple[str, float]]]], dense: str, judged: list[Judged], titled: list[bool],
            method: str, w_bm25: float, w_title: tuple[float, float] | None, rare: list[bool] | None = None,
            w_rare: tuple[float, float] | None = None) -> list[list[str]]:
-    """The serving code's choice (fusion.source_weights): weight_rare for a rare query, else weight_title for one
-    naming a title, else the weights."""
+    """Each query fused as the serving code weighs it (fusion.source_weights)."""
+    (td, tb), (rd, rb) = w_title or (None, None), w_rare or (None, None)
+    sources = [("gloss", 1.0, td, rd), ("words", w_bm25, tb, rb)]
     runs = []
     for q in range(len(judged)):
-        if w_rare is not None and rare is not None and rare[q]:
-            wd, wb = w_rare
-        elif w_title is not None and titled[q]:
-            wd, wb = w_title
-        else:
-            wd, wb = 1.0, w_bm25
         fused = fuse({"gloss": lists[dense][q], "words": lists["bm25"][q]}, method,  # type: ignore[arg-type]
-                     {"gloss": wd, "words": wb})
+                     source_weights(sources, titled[q], bool(rare and rare[q])))
         runs.append([f.id for f in fused[:10]])
     return runs
 
@@ -115,9 +110,7 @@ def tune(cfg, dense_indexes: list[str], titles: dict[str, str]) -> dict[str, Any
         base[f"dense_{dense}"] = per_class([[i for i, _ in h[:10]] for h in lists[dense]], dev)
     out: dict[str, Any] = {"queries": len(dev), "single": base, "settings": []}  # margins: against every single source
     lex = LexicalStore(lexical_root(cfg))
-    # as the pipeline decides (_has_rare_term): a short query with a term in at most RARE_DF documents
-    rare = [title_terms(j.query) is not None and (df := lex.rarest_df("texts", j.query)) is not None and df <= RARE_DF
-            for j in dev]
+    rare = [rare_query(j.query, lambda t: lex.rarest_df("texts", t)) for j in dev]  # as the pipeline decides
     for dense in dense_indexes:
         titled = []
         for q, j in enumerate(dev):

@@ -235,29 +235,11 @@ class LexicalStore:
                 self._open[collection] = ix
         return ix
 
-    def rarest_df(self, index: str, text: str, fields: Sequence[str] | None = None) -> int | None:
-        """The fewest documents of the live build any one of the query's terms occurs in (in any of the fields,
-        or the given ones; the term analysed as the fields are, stemmed); None for a query with no terms. A term
-        found in a handful of documents pins them down: the query's BM25 list is its best evidence (fusion's
-        ``weight_rare``)."""
+    def _live_fields(self, index: str, fields: Sequence[str] | None) -> tuple[str, list[str]]:
+        """The live build of ``index`` and the fields to match there (the given ones, or all it has), resolved once:
+        the fields and the terms read come from the same build. No lexical build is NotFound, naming the index (an
+        arm asking for BM25 there is misconfigured); a field the build lacks is BadInput."""
         live = self.live(index)
-        have = self._fields_of(live)
-        if live is None or not have:
-            raise NotFound(f"index {index!r} has no lexical build under {self.root} (build it with --lexical FIELD)")
-        use = [f for f in (fields or have) if f in have]
-        terms = query_terms(text)
-        if not terms or not use:
-            return None
-        ix = self._index(live)
-        ix.reload()
-        searcher = ix.searcher()
-        return min(int(searcher.search(ix.parse_query(t, use), 1, count=True).count) for t in terms)
-
-    def search(self, index: str, text: str, top_k: int, fields: Sequence[str] | None = None,
-               boosts: Mapping[str, float] | None = None) -> list[tuple[str, float]]:
-        """BM25 top-k (id, score) over the live build's fields (or the given ones). An index without a
-        lexical build is NotFound, naming it: an arm asking for BM25 there is misconfigured."""
-        live = self.live(index)  # resolved once: the fields and the terms searched come from the same build
         have = self._fields_of(live)
         if live is None or not have:
             raise NotFound(f"index {index!r} has no lexical build under {self.root} (build it with --lexical FIELD)")
@@ -265,12 +247,33 @@ class LexicalStore:
         unknown = [f for f in use if f not in have]
         if unknown:
             raise BadInput(f"lexical fields {unknown} are not in index {index!r} (it has {have})")
+        return live, use
+
+    def _searcher(self, live: str) -> tuple[Any, Any]:
+        ix = self._index(live)
+        ix.reload()  # cheap when nothing changed; picks up commits of a build still running
+        return ix, ix.searcher()
+
+    def rarest_df(self, index: str, text: str, fields: Sequence[str] | None = None) -> int | None:
+        """The fewest documents of the live build any one of the query's terms occurs in (in any of the fields,
+        or the given ones; the term analysed as the fields are, stemmed); None for a query with no terms. A term
+        found in a handful of documents pins them down: the query's BM25 list is its best evidence (fusion's
+        ``weight_rare``)."""
+        live, use = self._live_fields(index, fields)
+        terms = query_terms(text)
+        if not terms:
+            return None
+        ix, searcher = self._searcher(live)
+        return min(int(searcher.search(ix.parse_query(t, use), 1, count=True).count) for t in terms)
+
+    def search(self, index: str, text: str, top_k: int, fields: Sequence[str] | None = None,
+               boosts: Mapping[str, float] | None = None) -> list[tuple[str, float]]:
+        """BM25 top-k (id, score) over the live build's fields (or the given ones)."""
+        live, use = self._live_fields(index, fields)
         terms = query_terms(text)
         if not terms:
             return []
-        ix = self._index(live)
-        ix.reload()  # cheap when nothing changed; picks up commits of a build still running
-        searcher = ix.searcher()
+        ix, searcher = self._searcher(live)
         query = ix.parse_query(" ".join(terms), use, field_boosts=dict(boosts or {}))
         hits = searcher.search(query, top_k).hits
         return [(str(searcher.doc(addr)[ID_FIELD][0]), float(score)) for score, addr in hits]

@@ -18,7 +18,7 @@ documents are where it points.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -74,6 +74,17 @@ def names_title(terms: Sequence[str], titles: Iterable[object]) -> bool:
     """Whether the query terms (title_terms) equal one name of one of the titles (comma-separated names)."""
     want = list(terms)
     return any(query_terms(name) == want for t in titles if isinstance(t, str) for name in _NAMES.split(t))
+
+
+def rare_query(text: str, rarest_df: Callable[[str], int | None], rare_df: int = RARE_DF) -> bool:
+    """Whether ``text`` is short enough to name something (title_terms) and has a term in at most ``rare_df``
+    documents (``rarest_df``: the lexical build's count, LexicalStore.rarest_df; asked only of a short query).
+    In a longer description a rare word is incidental: on the development split 37% of the definition queries
+    hold one, and BM25 ranks them worse than dense does."""
+    if title_terms(text) is None:
+        return False
+    df = rarest_df(text)
+    return df is not None and df <= rare_df
 
 
 def source_weights(sources: Sequence[tuple[str, float, float | None, float | None]], titled: bool,

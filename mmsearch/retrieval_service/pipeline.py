@@ -35,7 +35,7 @@ from mmsearch.retrieval_service.auth import ApiKeys
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy, connect_deps
 from mmsearch.retrieval_service.documents import DocumentsService
-from mmsearch.retrieval_service.fusion import DEFAULT_RRF_K, RARE_DF, TITLE_CHECK_TOP, fuse, names_title, source_weights, title_terms
+from mmsearch.retrieval_service.fusion import DEFAULT_RRF_K, RARE_DF, TITLE_CHECK_TOP, fuse, names_title, rare_query, source_weights, title_terms
 from mmsearch.retrieval_service.prometheus_metrics import Metrics
 from mmsearch.retrieval_service.querylog import QueryLog
 from mmsearch.retrieval_service.request import SearchRequest
@@ -331,18 +331,14 @@ class SearchService:
         return [Hit(f.id, f.score, "fused", f.sources) for f in fused]
 
     def _has_rare_term(self, req: SearchRequest, p: Params, lexical: list[Source], ctx: RequestContext) -> bool:
-        """Whether a short query (at most TITLE_MAX_TERMS terms: it names something) has a term in at most
-        ``rare_df`` documents of the first bm25 source's lexical build, for an arm whose sources set weight_rare
-        (a few term counts, no search). In a longer description a rare word is incidental: on the development
-        split 37% of the definition queries hold one, and BM25 ranks them worse than dense does."""
+        """fusion.rare_query over the first bm25 source's lexical build, for an arm whose sources set weight_rare
+        (a few term counts, no search)."""
         if not lexical or not p.sources or not any(s.weight_rare is not None for s in p.sources):
-            return False
-        if title_terms(req.text or "") is None:
             return False
         src = lexical[0]
         with self._stage("lexical", self.lexical, ctx) as lex:
-            df = lex.rarest_df(src.index or p.index or "", req.text or "", src.fields)
-        return df is not None and df <= (p.rare_df or RARE_DF)
+            return rare_query(req.text or "", lambda t: lex.rarest_df(src.index or p.index or "", t, src.fields),
+                              p.rare_df or RARE_DF)
 
     def _names_title(self, req: SearchRequest, p: Params, lists: dict[str, list[tuple[str, float]]], docs: HitDocs,
                      ctx: RequestContext) -> bool:
