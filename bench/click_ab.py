@@ -1,7 +1,7 @@
 """An A/B decided by simulated clicks through the served API: does it pick the arm the judgements prefer?
 
     make demo                                   # in another terminal: the stack this measures
-    .venv/bin/python bench/click_ab.py [--users 600] [--searches 5] [--treatment rare_aware] [--control dense]
+    .venv/bin/python bench/click_ab.py [--users 600] [--searches 5] [--treatment learned] [--control dense]
 
 A second retrieval service (the demo's stores, models and query log) serves a copy of the demo's experiments in
 which the text2text layer ``recall`` becomes layer ``click_ab`` under a fresh salt, splitting users 50/50 between
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--users", type=int, default=600)
     ap.add_argument("--searches", type=int, default=5, help="searches per simulated user")
-    ap.add_argument("--treatment", default="rare_aware")
+    ap.add_argument("--treatment", default="learned")
     ap.add_argument("--control", default="dense")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)

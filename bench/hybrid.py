@@ -12,7 +12,7 @@ query to each arm in turn (interleaved, concurrency 1, forced arms: left out of 
 - text->text, lemmas and example sentences of held-out WordNet synsets over all 82,115 glosses:
   dense vs hybrid (dense + BM25 over title and gloss), overall and on queries with rare words;
 - text->text, the per-class held-out set (judged_sets/text2text_heldout.jsonl: lemma, rare, example,
-  definition, caption, everyday): the default rare_aware arm vs dense vs hybrid, every class.
+  definition, caption, everyday): the default learned arm vs dense vs hybrid, every class.
 Writes bench/results/hybrid.json and prints one line per comparison.
 
     .venv/bin/python bench/hybrid.py --tune
@@ -126,7 +126,7 @@ def main() -> None:
                                                   [{"recall": "dense"}, {"recall": "hybrid"}, {"recall": GLOSS_ONLY["name"]}])
     # the per-class held-out set (issue 34): every class of text2text, the demo's default arm against the rest
     runs["text2text_classes"] = evaluate_served(client, "text2text", load_judged(SETS_DIR / "text2text_heldout.jsonl"),
-                                                [{"recall": "rare_aware"}, {"recall": "dense"}, {"recall": "hybrid"}])
+                                                [{"recall": "learned"}, {"recall": "dense"}, {"recall": "hybrid"}])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"url": args.url, "judged_dir": str(judged_dir), "runs": runs}, indent=2) + "\n")
 

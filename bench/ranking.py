@@ -45,8 +45,8 @@ from mmsearch.clients.lexical import LexicalStore
 from mmsearch.config import lexical_root, load_config
 from mmsearch.offline.datasets.judged import SETS_DIR
 from mmsearch.offline.eval_served import Judged, evaluate_served, load_judged
+from mmsearch.ranking.fusion import TITLE_CHECK_TOP, fuse, names_title, rare_query, source_weights, title_terms
 from mmsearch.ranking_metrics import ranked_metrics
-from mmsearch.retrieval_service.fusion import TITLE_CHECK_TOP, fuse, names_title, rare_query, source_weights, title_terms
 from mmsearch.runtime.endpoints import running_config
 
 DEPTH = 100
@@ -194,8 +194,9 @@ def main() -> None:
     singles = [a for a in ("dense", "bm25", "dense_titled") if a in table]
     wins = {arm: all(t[c][k] >= max(table[b][c][k] for b in singles) for c in classes for k in METRICS)
             for arm, t in table.items()}
-    best_arm = max((a for a in chosen if wins[a]), key=lambda a: table[a]["all"]["ndcg@10"], default=None) or \
-        max(chosen, key=lambda a: table[a]["all"]["ndcg@10"])
+    fused = [*served, *chosen]  # the experiments file's own arms (the demo's default among them) and the tuned ones
+    best_arm = max((a for a in fused if wins[a]), key=lambda a: table[a]["all"]["ndcg@10"], default=None) or \
+        max(fused, key=lambda a: table[a]["all"]["ndcg@10"])
     summary = (f"ranking: text2text held-out ({len(held)} queries, {len(classes)} classes), nDCG@10 dense "
                f"{table['dense']['all']['ndcg@10']:.3f}, bm25 {table['bm25']['all']['ndcg@10']:.3f}, hybrid_rrf "
                f"{table['hybrid_rrf']['all']['ndcg@10']:.3f}, {best_arm} {table[best_arm]['all']['ndcg@10']:.3f} "

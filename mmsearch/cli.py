@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve-retrieval": ("mmsearch.retrieval_service.cli", "serve the search API (HTTP 127.0.0.1:8080, gRPC :50051)"),
     "search": ("mmsearch.client.search_cli", "query the running stack's search API (filters, paging, fields)"),
     "docs": ("mmsearch.client.docs_cli", "put, delete or get documents of a live index through the documents API"),
+    "train-ranker": ("mmsearch.offline.ranker_training", "train the learned ranker of a fused arm on judged queries and clicks"),
     "pairs": ("mmsearch.offline.flywheel.pairs", "turn the query log's clicks into training pairs and held-out queries"),
     "flywheel": ("mmsearch.offline.flywheel.loop", "clicks -> fine-tune -> gate -> a new model on a small A/B arm, resumable"),
     "ab-report": ("mmsearch.retrieval_service.ab_report", "per-arm traffic and click-through from the query log"),

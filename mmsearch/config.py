@@ -202,6 +202,7 @@ class Config(_Section):
     repository_poll_s: float = Field(5.0, ge=0, le=3600)  # Triton and preprocess load newly exported models; 0: off
     image_root: Path = Path(".")
     experiments_file: Path = Path("deploy/experiments.yaml")
+    rankers_dir: Path = Path("deploy/rankers")  # learned rankers of fused arms (experiments: fusion learned, ranker NAME)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # mmsearch's loggers in every service
     log_json: bool = False  # JSON log lines (one object per line, with the request id)
     serving: ServingConfig = Field(default_factory=ServingConfig)

@@ -62,7 +62,9 @@ class Params(BaseModel):
     filter: str | None = None
     search_ef: int | None = Field(default=None, ge=1, le=32768)  # HNSW search breadth (recall vs latency)
     sources: list[Source] | None = Field(default=None, min_length=1, max_length=8)  # fused recall; unset: dense only
-    fusion: Literal["rrf", "weighted"] | None = None  # how sources are fused (default rrf)
+    fusion: Literal["rrf", "weighted", "learned"] | None = None  # how sources are fused (default rrf)
+    # learned fusion: the ranker (<rankers_dir>/<ranker>.json, `mmsearch train-ranker`) that orders the candidates
+    ranker: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     rrf_k: int | None = Field(default=None, ge=1, le=10000)
     # the document field holding a document's titles (comma-separated names): a short query equal to one
     # of them, among the first hits of the sources, "names a title" and is fused with each source's weight_title
@@ -79,6 +81,8 @@ class Params(BaseModel):
         titled = [s.name for s in self.sources or [] if s.weight_title is not None]
         if titled and not self.title_field:
             raise ValueError(f"sources {titled} set weight_title: the arm needs title_field (where a document's titles are)")
+        if self.fusion == "learned" and not (self.ranker and self.sources):
+            raise ValueError("fusion learned needs sources and a ranker (trained by `mmsearch train-ranker`)")
         rare = [s.name for s in self.sources or [] if s.weight_rare is not None]
         if rare and not any(s.kind == "bm25" for s in self.sources or []):
             raise ValueError(f"sources {rare} set weight_rare: the arm needs a bm25 source (whose terms' document counts decide)")

@@ -28,14 +28,15 @@ from mmsearch.clients.documents import BUILDS
 from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import BUILD_SEP, VectorStore, collection_name
 from mmsearch.config import Config, lexical_root
-from mmsearch.errors import BadInput, DeadlineExceeded, MMSearchError, NotFound, Overloaded, Unavailable
+from mmsearch.errors import BadInput, ConfigError, DeadlineExceeded, MMSearchError, NotFound, Overloaded, Unavailable
 from mmsearch.experiments.spec import Params, Source, assign
+from mmsearch.ranking.fusion import DEFAULT_RRF_K, RARE_DF, TITLE_CHECK_TOP, fuse, names_title, rare_query, source_weights, title_terms
+from mmsearch.ranking.ranker import LinearRanker, Query, learned_fusion, load_ranker, ranker_path
 from mmsearch.retrieval_service.admission import Admission
 from mmsearch.retrieval_service.auth import ApiKeys
 from mmsearch.retrieval_service.config_source import ExperimentStore
 from mmsearch.retrieval_service.deps import Deps, Lazy, connect_deps
 from mmsearch.retrieval_service.documents import DocumentsService
-from mmsearch.retrieval_service.fusion import DEFAULT_RRF_K, RARE_DF, TITLE_CHECK_TOP, fuse, names_title, rare_query, source_weights, title_terms
 from mmsearch.retrieval_service.prometheus_metrics import Metrics
 from mmsearch.retrieval_service.querylog import QueryLog
 from mmsearch.retrieval_service.request import SearchRequest
@@ -74,6 +75,7 @@ class SearchService:
         self.lexical = Lazy("lexical", lambda: LexicalStore(lexical_root(config)))
         self.documents = DocumentsService(config, self.metrics, self.deps.vectors, self.deps.documents, self.lexical)
         self._live_builds: dict[str, tuple[float, str | None, dict[str, str]]] = {}  # index -> (until, live build, query models)
+        self._rankers: dict[str, tuple[int, LinearRanker]] = {}  # name -> (file mtime, ranker)
         self._pool = ThreadPoolExecutor(max_workers=4 * (r.max_inflight + r.max_queue), thread_name_prefix="source")
         self.querylog = QueryLog(self.deps.documents, self.metrics, ttl_days=r.query_log_ttl_days,
                                  flush_s=r.query_log_flush_s, sweep_s=r.query_log_sweep_s) if config.retrieval.query_log else None
@@ -321,6 +323,8 @@ class SearchService:
         searches += [functools.partial(self._lexical, req, s.index or index, s.fields, max(s.recall_top_k, depth), p, ctx)
                      for s in lexical]
         lists = dict(zip([s.name for s in dense + lexical], self._parallel(searches, ctx)))
+        if p.fusion == "learned":
+            return self._learned(req, p, lists, lexical, docs, ctx)
         rare = self._has_rare_term(req, p, lexical, ctx)
         titled = not rare and self._names_title(req, p, lists, docs, ctx)
         t0 = time.perf_counter()
@@ -330,10 +334,41 @@ class SearchService:
         ctx.add_time("fusion", time.perf_counter() - t0)
         return [Hit(f.id, f.score, "fused", f.sources) for f in fused]
 
-    def _has_rare_term(self, req: SearchRequest, p: Params, lexical: list[Source], ctx: RequestContext) -> bool:
+    def _learned(self, req: SearchRequest, p: Params, lists: dict[str, list[tuple[str, float]]], lexical: list[Source],
+                 docs: HitDocs, ctx: RequestContext) -> list[Hit]:
+        """The arm's ranker orders the candidates of a query in its scope (ranker.learned_fusion); the documents of
+        each source's first hits are read for its title and length features (the page reuses them)."""
+        assert p.sources and p.index and p.ranker
+        ranker = self._ranker(p.ranker)
+        if [(s.name, s.kind) for s in p.sources] != list(ranker.sources):
+            raise ConfigError(f"ranker {p.ranker} was trained on sources {list(ranker.sources)}; the arm has "
+                              f"{[(s.name, s.kind) for s in p.sources]}")
+        rare = self._has_rare_term(req, p, lexical, ctx, always=True)
+        self._fill_docs(p.index, ranker.window_ids(lists), docs, ctx, _consistency(req).get("consistency"))
+        t0 = time.perf_counter()
+        fused = learned_fusion(ranker, lists, Query.of(req.text or "", rare), docs, {s.name: s.weight for s in p.sources},
+                               p.rrf_k or DEFAULT_RRF_K)
+        ctx.add_time("fusion", time.perf_counter() - t0)
+        return [Hit(f.id, f.score, "fused", f.sources) for f in fused]
+
+    def _ranker(self, name: str) -> LinearRanker:
+        """The named ranker, read once and again when its file changes (a retrained ranker goes live like an
+        experiments edit)."""
+        path = ranker_path(self.config.rankers_dir, name)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            mtime = -1
+        cached = self._rankers.get(name)
+        if cached is None or cached[0] != mtime:
+            cached = self._rankers[name] = (mtime, load_ranker(path))
+        return cached[1]
+
+    def _has_rare_term(self, req: SearchRequest, p: Params, lexical: list[Source], ctx: RequestContext,
+                       always: bool = False) -> bool:
         """fusion.rare_query over the first bm25 source's lexical build, for an arm whose sources set weight_rare
-        (a few term counts, no search)."""
-        if not lexical or not p.sources or not any(s.weight_rare is not None for s in p.sources):
+        (or ``always``: a ranker's feature); a few term counts, no search."""
+        if not lexical or not p.sources or not (always or any(s.weight_rare is not None for s in p.sources)):
             return False
         src = lexical[0]
         with self._stage("lexical", self.lexical, ctx) as lex:

@@ -57,6 +57,7 @@ def test_bring_your_own_data_as_written(tmp_path):
     work = tmp_path / "project"
     (work / "deploy").mkdir(parents=True)
     shutil.copy(ROOT / "deploy" / "experiments.yaml", work / "deploy" / "experiments.yaml")
+    shutil.copytree(ROOT / "deploy" / "rankers", work / "deploy" / "rankers")  # the learned arms' rankers, as in a clone
     # step 1: the documents
     (work / "mydocs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in DOCS))
     cfg = with_free_ports(load_config(environ={}))

@@ -15,12 +15,12 @@ DEMO = Path(__file__).resolve().parents[2] / "deploy" / "experiments.yaml"
 
 
 def test_the_split_is_fifty_fifty_under_a_fresh_salt_and_leaves_the_rest():
-    text = split_experiments(DEMO.read_text(), "rare_aware", "dense", "salt-x")
+    text = split_experiments(DEMO.read_text(), "learned", "dense", "salt-x")
     parse_experiments(text)  # what the service will load
     new, old = yaml.safe_load(text), yaml.safe_load(DEMO.read_text())
     layer = next(lay for lay in new["scenes"]["text2text"]["layers"] if lay["name"] == LAYER)
     assert layer["salt"] == "salt-x"
-    assert {a["name"]: a["traffic"] for a in layer["arms"]} == {a["name"]: 50 if a["name"] in ("rare_aware", "dense") else 0
+    assert {a["name"]: a["traffic"] for a in layer["arms"]} == {a["name"]: 50 if a["name"] in ("learned", "dense") else 0
                                                                for a in layer["arms"]}
     assert new["scenes"]["text2image"] == old["scenes"]["text2image"]
 

@@ -667,6 +667,23 @@ def test_k8s_manifests_probes_ports_and_hpa():
     assert "WORKDIR /app" in (DEPLOY / "Dockerfile").read_text()
 
 
+def test_every_ranker_the_shipped_experiments_name_is_in_the_image_and_fits_its_arm():
+    """A learned arm's ranker (config rankers_dir, deploy/rankers relative to WORKDIR) ships beside the experiments
+    file, loads, and was trained on the arm's own sources."""
+    from mmsearch.experiments.spec import parse_experiments
+    from mmsearch.ranking.ranker import load_ranker, ranker_path
+
+    exp = parse_experiments((DEPLOY / "experiments.yaml").read_text())
+    learned = [a for sc in exp.scenes.values() for lay in sc.layers for a in lay.arms if a.fusion == "learned"]
+    assert learned  # the demo's default text2text arm
+    assert "COPY deploy/rankers deploy/rankers" in (DEPLOY / "Dockerfile").read_text()
+    for arm in learned:
+        assert arm.ranker and arm.sources
+        r = load_ranker(ranker_path(DEPLOY / "rankers", arm.ranker))
+        assert list(r.sources) == [(s.name, s.kind) for s in arm.sources]
+        assert r.title_field == arm.title_field
+
+
 def test_dockerfile_copies_what_exists():
     text = (DEPLOY / "Dockerfile").read_text()
     sources = [s for line in re.findall(r"^COPY (.+)$", text, flags=re.MULTILINE) for s in line.split()[:-1]]

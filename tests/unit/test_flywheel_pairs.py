@@ -8,6 +8,7 @@ import json
 import pytest
 
 from mmsearch.errors import BadInput
+from mmsearch.offline.eval_served import load_judged
 from mmsearch.offline.flywheel.pairs import PairOptions, bots, collect, heldout, make_pairs, normalise, write_pairs
 
 
@@ -70,6 +71,8 @@ def test_written_files_round_trip(tmp_path):
     paths = write_pairs(ps, tmp_path / "out")
     assert json.loads(paths["train.jsonl"].read_text()) == {"query": "q", "positive": "text of b", "group": "q", "negative": "text of a"}
     assert {json.loads(x)["id"] for x in paths["corpus.jsonl"].read_text().splitlines()} == {"a", "b"}
+    # the same train queries with their clicked ids, a judged set a ranker trains on (train-ranker --judged)
+    assert [(j.query, j.relevant) for j in load_judged(paths["train_judged.jsonl"])] == [("q", {"b": 1.0})]
     assert not list((tmp_path / "out").glob(".*"))  # no temporary file left
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmsearch.retrieval_service.fusion import fuse
+from mmsearch.ranking.fusion import fuse
 
 DENSE = [("a", 0.9), ("b", 0.8), ("c", 0.1)]
 BM25 = [("c", 12.0), ("d", 6.0), ("a", 3.0)]
@@ -47,7 +47,7 @@ def test_empty_sources_and_duplicates():
 
 # ---------------------------------------------------------------- query-dependent weights (issue 34)
 def test_a_short_query_names_a_title_when_its_terms_equal_one_of_the_names():
-    from mmsearch.retrieval_service.fusion import names_title, title_terms
+    from mmsearch.ranking.fusion import names_title, title_terms
 
     assert title_terms("A zebra.") == ["zebra"]  # stopwords and punctuation aside
     assert title_terms("a striped wild horse that lives in africa") is None  # a description: no title check
@@ -61,7 +61,7 @@ def test_a_short_query_names_a_title_when_its_terms_equal_one_of_the_names():
 
 
 def test_source_weights_switch_to_weight_title_only_where_set():
-    from mmsearch.retrieval_service.fusion import source_weights
+    from mmsearch.ranking.fusion import source_weights
 
     sources = [("dense", 1.0, None, None), ("bm25", 0.2, 3.0, None)]
     assert source_weights(sources, titled=False) == {"dense": 1.0, "bm25": 0.2}
@@ -70,7 +70,7 @@ def test_source_weights_switch_to_weight_title_only_where_set():
 
 
 def test_a_rare_query_takes_weight_rare_before_weight_title():
-    from mmsearch.retrieval_service.fusion import source_weights
+    from mmsearch.ranking.fusion import source_weights
 
     sources = [("dense", 1.0, 1.0, 0.5), ("bm25", 0.01, 1.0, 4.0)]
     assert source_weights(sources, titled=False, rare=True) == {"dense": 0.5, "bm25": 4.0}

@@ -543,6 +543,15 @@ scenes:
             sources:
               - {name: vec, kind: dense, recall_top_k: 5}
               - {name: words, kind: bm25, recall_top_k: 5, weight: 0.01, weight_rare: 50}
+          - name: learned
+            traffic: 0
+            rare_df: 1
+            fusion: learned
+            ranker: by_words
+            title_field: title
+            sources:
+              - {name: vec, kind: dense, recall_top_k: 5}
+              - {name: words, kind: bm25, recall_top_k: 5, weight: 0.01}
     defaults: {embed_model: enc, index: docs, top_k: 4}
   image2image:
     defaults:
@@ -630,7 +639,51 @@ def test_a_query_with_a_rare_term_is_fused_with_weight_rare(hf):
     assert [x.id for x in hf.search(text="unheard", force={"recall": "rare"}, top_k=4).hits] == ["a", "b", "c", "d"]  # (df 0)
 
 
+def _ranker(tmp_path, sources=(("vec", "dense"), ("words", "bm25")), feature="words.rr2", scope="named"):
+    import numpy as np
+
+    from mmsearch.ranking.ranker import LinearRanker, feature_names
+
+    names = feature_names(sources)
+    w = np.zeros(len(names))
+    w[names.index(feature)] = 1.0
+    return LinearRanker(tuple(sources), np.zeros(len(names)), np.ones(len(names)), w, "title", "text", scope=scope).save(
+        tmp_path / "rankers" / "by_words.json")
+
+
+def test_a_learned_arm_orders_queries_in_its_scope_by_its_ranker_and_others_by_rrf(hf, tmp_path):
+    """The ranker here trusts BM25's first hits alone. "stripes" is rare (in 1 document, rare_df 1): in the ranker's
+    scope, f (BM25's only hit) comes first, scored by the model. "zebra" (in 2) names no title and is not rare:
+    RRF with the weights, the dense order."""
+    hf.service.config = hf.service.config.model_copy(update={"rankers_dir": tmp_path / "rankers"})
+    _ranker(tmp_path)
+    out = hf.search(text="stripes", force={"recall": "learned"}, top_k=4)
+    assert out.hits[0].id == "f" and out.hits[0].sources == ("words",) and out.hits[0].score == pytest.approx(0.0 + 1.0)
+    assert [x.id for x in hf.search(text="zebra", force={"recall": "learned"}, top_k=4).hits] == ["a", "b", "c", "d"]
+    # a query naming a title is in scope too: e's title is "zebra"
+    hf.docs.docs = dict(DOCS, e={"title": "zebra", "text": "striped horse"})
+    assert hf.search(text="zebra", force={"recall": "learned"}, top_k=4).hits[0].id == "f"  # BM25's first
+    # a retrained ranker (scope all, trusting the vectors) goes live without a restart
+    time.sleep(0.01)
+    _ranker(tmp_path, feature="vec.rr2", scope="all")
+    assert [x.id for x in hf.search(text="stripes", force={"recall": "learned"}, top_k=4).hits] == ["a", "b", "c", "d"]
+
+
+def test_a_learned_arm_without_its_ranker_or_with_another_s_sources_is_a_config_error(hf, tmp_path):
+    from mmsearch.errors import ConfigError
+
+    hf.service.config = hf.service.config.model_copy(update={"rankers_dir": tmp_path / "rankers"})
+    with pytest.raises(ConfigError, match="by_words.json: no such file .*train-ranker"):
+        hf.search(text="stripes", force={"recall": "learned"})
+    _ranker(tmp_path, sources=(("vec", "dense"), ("title_words", "bm25")), feature="vec.rr2")
+    with pytest.raises(ConfigError, match="trained on sources"):
+        hf.search(text="stripes", force={"recall": "learned"})
+
+
 @pytest.mark.parametrize("bad, match", [
+    ("sources: [{name: a, kind: dense}], fusion: learned", "needs sources and a ranker"),
+    ("fusion: learned, ranker: r", "needs sources and a ranker"),
+    ("sources: [{name: a, kind: dense}], fusion: learned, ranker: ../x", "ranker"),
     ("sources: [{name: a, kind: dense, weight_rare: 2}]", "bm25 source"),
     ("rare_df: 0", "rare_df"),
     ("sources: [{name: a, kind: dense, weight_title: 2}]", "title_field"),

@@ -157,6 +157,7 @@ class PairSet:
     heldout: list[Judged]
     counts: dict[str, int]
     corpus: dict[str, str] = field(default_factory=dict)  # id -> text of every shown result (the gate's corpus)
+    train_judged: list[Judged] = field(default_factory=list)  # the train queries' clicked ids (`mmsearch train-ranker --judged`)
 
 
 def make_pairs(log: LogPairs, texts: dict[str, str], opts: PairOptions) -> PairSet:
@@ -164,6 +165,7 @@ def make_pairs(log: LogPairs, texts: dict[str, str], opts: PairOptions) -> PairS
     and the held-out queries as a judged set of document ids."""
     train: list[Pair] = []
     held: list[Judged] = []
+    train_judged: list[Judged] = []
     counts = dict(log.counts)
     for q in sorted(log.clicks):
         positives = set()
@@ -183,11 +185,12 @@ def make_pairs(log: LogPairs, texts: dict[str, str], opts: PairOptions) -> PairS
         skipped = sorted(((len(u), d) for d, u in log.skips.get(q, {}).items() if d not in log.clicks[q] and d in texts),
                          reverse=True)
         negatives = [d for _, d in skipped[: opts.max_negatives]]
+        train_judged.append(Judged(q, dict.fromkeys(sorted(positives), 1.0), ("clicks",)))
         for i, d in enumerate(sorted(positives)):
             neg = texts[negatives[i % len(negatives)]] if negatives else None
             train.append(Pair(q, texts[d], group=q, negative=neg))
     counts.update(train_pairs=len(train), heldout_queries=len(held))
-    return PairSet(train, held, counts, {d: texts[d] for d in sorted(log.shown) if d in texts})
+    return PairSet(train, held, counts, {d: texts[d] for d in sorted(log.shown) if d in texts}, train_judged)
 
 
 def pairs_from_log(store: DocumentStore, index: str, opts: PairOptions, text_field: str = "text",
@@ -222,13 +225,15 @@ def pairs_from_log(store: DocumentStore, index: str, opts: PairOptions, text_fie
 
 
 def write_pairs(ps: PairSet, out: Path) -> dict[str, Path]:
-    """``train.jsonl`` (finetune --pairs), ``heldout.jsonl`` (a judged set) and ``counts.json``, written
-    to temporary names and renamed, so a rerun never sees half a file."""
+    """``train.jsonl`` (finetune --pairs), ``train_judged.jsonl`` (the same queries' clicked ids: train-ranker
+    --judged), ``heldout.jsonl`` (a judged set) and ``counts.json``, written to temporary names and renamed, so a
+    rerun never sees half a file."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in ("train.jsonl", "heldout.jsonl", "corpus.jsonl", "counts.json")}
+    paths = {name: out / name for name in ("train.jsonl", "train_judged.jsonl", "heldout.jsonl", "corpus.jsonl", "counts.json")}
     texts = {
         "train.jsonl": "".join(json.dumps({"query": p.query, "positive": p.positive, "group": p.group,
                                            **({"negative": p.negative} if p.negative else {})}) + "\n" for p in ps.train),
+        "train_judged.jsonl": judged_jsonl(ps.train_judged),
         "heldout.jsonl": judged_jsonl(ps.heldout),
         "corpus.jsonl": "".join(json.dumps({"id": d, "text": t}) + "\n" for d, t in ps.corpus.items()),
         "counts.json": json.dumps(ps.counts, indent=2, sort_keys=True) + "\n",

@@ -29,7 +29,7 @@ DEFAULT_RRF_K = 60
 TITLE_MAX_TERMS = 4  # a longer query describes; it names no title
 TITLE_CHECK_TOP = 3  # the hits of each source whose titles a query is compared with
 RARE_DF = 3  # a query term in at most this many documents is rare (an arm's rare_df overrides it)
-_NAMES = re.compile(r"[,;|]")
+TITLE_NAME_SEP = re.compile(r"[,;|]")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def title_terms(query: str) -> list[str] | None:
 def names_title(terms: Sequence[str], titles: Iterable[object]) -> bool:
     """Whether the query terms (title_terms) equal one name of one of the titles (comma-separated names)."""
     want = list(terms)
-    return any(query_terms(name) == want for t in titles if isinstance(t, str) for name in _NAMES.split(t))
+    return any(query_terms(name) == want for t in titles if isinstance(t, str) for name in TITLE_NAME_SEP.split(t))
 
 
 def rare_query(text: str, rarest_df: Callable[[str], int | None], rare_df: int = RARE_DF) -> bool:
