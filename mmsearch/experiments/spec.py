@@ -161,6 +161,10 @@ class Experiments(BaseModel):
         names = {p.index for p in params} | {s.index for p in params for s in p.sources or [] if s.kind == "dense"}
         return sorted(n for n in names if n)
 
+    def rankers(self) -> list[str]:
+        """Every learned ranker some arm names (each must load for that arm's searches)."""
+        return sorted({p.ranker for _, p in _scene_params(self) if p.ranker and p.fusion == "learned"})
+
     def lexical_indexes(self) -> dict[str, list[str]]:
         """Index -> the fields its bm25 sources match ([] = all): each needs a live lexical build.
         A source without an index uses its arm's, which the scene's defaults may give."""

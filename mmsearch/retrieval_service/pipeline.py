@@ -119,6 +119,13 @@ class SearchService:
         out = {"experiments": self.experiments.ready()}
         out.update({d.name: d.healthy() for d in self.deps.all})
         live = self.experiments.current
+        for name in live.experiments.rankers() if live is not None else []:
+            # a learned arm whose ranker is missing or broken fails its every search (a ConfigError naming the file)
+            try:
+                self._ranker(name)
+                out[f"ranker {name}"] = True
+            except MMSearchError:
+                out[f"ranker {name}"] = False
         if live is not None and out["milvus"]:
             store = self.deps.vectors.get()
             for index in live.experiments.indexes():

@@ -673,8 +673,11 @@ def test_a_learned_arm_without_its_ranker_or_with_another_s_sources_is_a_config_
     from mmsearch.errors import ConfigError
 
     hf.service.config = hf.service.config.model_copy(update={"rankers_dir": tmp_path / "rankers"})
+    assert hf.service.ready()["ranker by_words"] is False  # readiness names it before a search fails
     with pytest.raises(ConfigError, match="by_words.json: no such file .*train-ranker"):
         hf.search(text="stripes", force={"recall": "learned"})
+    _ranker(tmp_path)
+    assert hf.service.ready()["ranker by_words"] is True
     _ranker(tmp_path, sources=(("vec", "dense"), ("title_words", "bm25")), feature="vec.rr2")
     with pytest.raises(ConfigError, match="trained on sources"):
         hf.search(text="stripes", force={"recall": "learned"})
