@@ -29,7 +29,7 @@ from mmsearch.offline.datasets.judged import SETS_DIR
 from mmsearch.offline.eval_served import load_judged
 from mmsearch.offline.ranker_training import Example, arm_params, collect, fit
 from mmsearch.ranking.fusion import fuse
-from mmsearch.ranking.ranker import LinearRanker, candidate_features
+from mmsearch.ranking.ranker import LinearRanker
 from mmsearch.ranking_metrics import ranked_metrics
 from mmsearch.runtime.endpoints import running_config
 
@@ -54,7 +54,7 @@ def lightgbm_runs(dev: list[Example], held: list[Example], r: LinearRanker, weig
     def rows(exs: list[Example]) -> list[tuple[Example, list[str], np.ndarray]]:
         out = []
         for e in exs:
-            ids, x = candidate_features(e.lists, r.sources, e.query, e.docs, r.title_field, r.length_field)
+            ids, x = r.features_of(e.lists, e.query, e.docs)
             out.append((e, ids, x))
         return out
 

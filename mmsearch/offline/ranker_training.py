@@ -30,7 +30,7 @@ from mmsearch.errors import BadInput, ConfigError
 from mmsearch.experiments.spec import Params, _set_fields, parse_experiments
 from mmsearch.offline.eval_served import Judged, load_judged
 from mmsearch.ranking.fusion import RARE_DF, rare_query
-from mmsearch.ranking.ranker import DOC_WINDOW, SCOPES, LinearRanker, Query, candidate_features, feature_names, learned_fusion
+from mmsearch.ranking.ranker import DOC_WINDOW, SCOPES, LinearRanker, Query, feature_names, learned_fusion, window_ids
 from mmsearch.ranking_metrics import ranked_metrics
 
 L2_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -50,7 +50,7 @@ class Example:
 
 
 def _rows(ex: Example, r: LinearRanker) -> tuple[list[str], np.ndarray]:
-    return candidate_features(ex.lists, r.sources, ex.query, ex.docs, r.title_field, r.length_field)
+    return r.features_of(ex.lists, ex.query, ex.docs)
 
 
 def fit(examples: Sequence[Example], sources: Sequence[tuple[str, str]], title_field: str | None = None,
@@ -181,7 +181,7 @@ def collect(cfg: Config, judged: Sequence[Judged], p: Params, progress: Callable
                 lists[s.name] = lex.search(s.index or p.index, j.query, s.recall_top_k, s.fields)
             rare = bool(bm25) and rare_query(j.query, lambda t: lex.rarest_df(bm25[0].index or p.index or "", t, bm25[0].fields),
                                              p.rare_df or RARE_DF)
-            window = list(dict.fromkeys(i for h in lists.values() for i, _ in h[:DOC_WINDOW]))
+            window = window_ids(lists, [(s.name, s.kind) for s in p.sources], DOC_WINDOW)
             docs = dict(zip(window, store.get_many(p.index, window)))
             out.append(Example(Query.of(j.query, rare), lists, docs, j.relevant, j.tags[0] if j.tags else ""))
             if progress:

@@ -16,6 +16,7 @@ pointer switched together. Given a judged query set, the new build must not be w
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -297,9 +298,7 @@ def _bulk(o: ReindexOptions, vs: VectorStore, ds: DocumentStore, lex: LexicalSto
     batch = o.batch_size or (IMAGE_BATCH if rec.get("modality") == "image" else TEXT_BATCH)
 
     def chunks() -> Iterator[list[dict[str, Any]]]:  # (the read stage)
-        for page in ds.pages(o.index, max(batch, 256)):  # the stored documents the live build holds
-            live_ids = {str(r["id"]) for r in vs.rows(old["_id"], [str(d["_id"]) for d in page])}
-            held = [d for d in page if str(d["_id"]) in live_ids]  # (others: of an older build, or deleted meanwhile)
+        for held in held_pages(vs, ds, o.index, old["_id"], max(batch, 256)):
             yield from (held[a:a + batch] for a in range(0, len(held), batch))
 
     def write(item: tuple[list[dict[str, Any]], list[int], np.ndarray]) -> None:
@@ -339,6 +338,34 @@ def _bulk(o: ReindexOptions, vs: VectorStore, ds: DocumentStore, lex: LexicalSto
         if writer is not None:
             writer.close()
         bar.close()
+
+
+def held_pages(vs: VectorStore, ds: DocumentStore, index: str, collection: str, size: int) -> Iterator[list[dict[str, Any]]]:
+    """The stored documents build ``collection`` of ``index`` holds, page by page: every document of the index's
+    store whose id the build has (others are of an older build, or were deleted meanwhile)."""
+    for page in ds.pages(index, size):
+        live_ids = {str(r["id"]) for r in vs.rows(collection, [str(d["_id"]) for d in page])}
+        yield [d for d in page if str(d["_id"]) in live_ids]
+
+
+def write_held_documents(vs: VectorStore, ds: DocumentStore, index: str, out: Path) -> int:
+    """The documents the live build of ``index`` holds, as build-index JSONL (its id and every stored field), written
+    to a temporary name and renamed: a build from what the index holds now (writes through the documents API
+    included), not from the file it was first built from. How many were written."""
+    live = vs.live_build(index)
+    if live is None:
+        raise NotFound(f"index {index!r} not found (create it with mmsearch build-index)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for page in held_pages(vs, ds, index, collection_name(index, live), 1000):
+            for d in page:
+                row = {"id": str(d["_id"]), **{k: v for k, v in d.items() if k not in ("_id", "id", META_KEY)}}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+    tmp.replace(out)
+    return n
 
 
 # ------------------------------------------------------------------------------------------------- rollback

@@ -107,13 +107,15 @@ def _title_names(title: object) -> list[list[str]]:
 
 
 def doc_features(ids: Sequence[str], query: Query, docs: DocLookup, title_field: str | None,
-                 length_field: str | None) -> np.ndarray:
-    """DOC_FEATURES per candidate; a candidate whose document is not in ``docs`` gets zeros."""
+                 length_field: str | None, window: set[str]) -> np.ndarray:
+    """DOC_FEATURES per candidate of ``window``; any other, or one whose document is not in ``docs``, gets zeros
+    (the serving path knows more documents than the window's, dense hits bring theirs: they are not read, so a
+    feature means what it meant in training)."""
     dx = np.zeros((len(ids), len(DOC_FEATURES)), dtype=np.float64)
     terms = list(query.terms)
     want = set(terms)
     for j, doc_id in enumerate(ids):
-        doc = docs.get(doc_id)
+        doc = docs.get(doc_id) if doc_id in window else None
         if doc is None:
             continue
         dx[j, 4] = 1.0
@@ -129,14 +131,20 @@ def doc_features(ids: Sequence[str], query: Query, docs: DocLookup, title_field:
     return dx
 
 
+def window_ids(lists: Mapping[str, Sequence[tuple[str, float]]], sources: Sequence[tuple[str, str]], doc_window: int) -> list[str]:
+    """The candidates whose documents the features read: each source's first ``doc_window``."""
+    return list(dict.fromkeys(i for name, _ in sources for i, _ in (lists.get(name) or [])[:doc_window]))
+
+
 def candidate_features(lists: Mapping[str, Sequence[tuple[str, float]]], sources: Sequence[tuple[str, str]],
                        query: Query, docs: DocLookup, title_field: str | None,
-                       length_field: str | None) -> tuple[list[str], np.ndarray]:
+                       length_field: str | None, doc_window: int = DOC_WINDOW) -> tuple[list[str], np.ndarray]:
     """Every candidate of every source (first-met order) and its feature row (feature_names' order). ``docs``:
-    the documents known for candidates (those absent get doc_known 0 and no title or length features)."""
+    the documents known for candidates; only those of window_ids are read (the rest get doc_known 0 and no title
+    or length features)."""
     ids = list(dict.fromkeys(i for name, _ in sources for i, _ in lists.get(name, ())))
     at = {d: j for j, d in enumerate(ids)}
-    dx = doc_features(ids, query, docs, title_field, length_field)
+    dx = doc_features(ids, query, docs, title_field, length_field, set(window_ids(lists, sources, doc_window)))
     q = query_features(lists, sources, query, bool(dx[:, 0].any()))
     per = len(PER_SOURCE) + INTERACT * len(q)
     x = np.zeros((len(ids), per * len(sources) + len(DOC_FEATURES)), dtype=np.float64)
@@ -191,12 +199,12 @@ class LinearRanker:
 
     def order(self, lists: Mapping[str, Sequence[tuple[str, float]]], query: Query, docs: DocLookup) -> list[Fused] | None:
         """rank() for a query in scope, else None (the caller fuses it by its weights)."""
-        ids, x = candidate_features(lists, self.sources, query, docs, self.title_field, self.length_field)
+        ids, x = self.features_of(lists, query, docs)
         return self._ranked(lists, ids, x) if ids and self.in_scope(query, x) else None
 
     def rank(self, lists: Mapping[str, Sequence[tuple[str, float]]], query: Query, docs: DocLookup) -> list[Fused]:
         """Every candidate, best first, scored by the model (ties keep first-met order), whatever the scope."""
-        ids, x = candidate_features(lists, self.sources, query, docs, self.title_field, self.length_field)
+        ids, x = self.features_of(lists, query, docs)
         return self._ranked(lists, ids, x)
 
     def _ranked(self, lists: Mapping[str, Sequence[tuple[str, float]]], ids: list[str], x: np.ndarray) -> list[Fused]:
@@ -212,8 +220,11 @@ class LinearRanker:
         return [Fused(ids[j], float(s[j]), tuple(found[ids[j]])) for j in order]
 
     def window_ids(self, lists: Mapping[str, Sequence[tuple[str, float]]]) -> list[str]:
-        """The candidates whose documents the features read: each source's first doc_window."""
-        return list(dict.fromkeys(i for name, _ in self.sources for i, _ in (lists.get(name) or [])[: self.doc_window]))
+        return window_ids(lists, self.sources, self.doc_window)
+
+    def features_of(self, lists: Mapping[str, Sequence[tuple[str, float]]], query: Query, docs: DocLookup) -> tuple[list[str], np.ndarray]:
+        """candidate_features with this ranker's sources, fields and window."""
+        return candidate_features(lists, self.sources, query, docs, self.title_field, self.length_field, self.doc_window)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "sources": [{"name": n, "kind": k} for n, k in self.sources],

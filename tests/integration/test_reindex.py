@@ -192,3 +192,23 @@ def test_the_gate_refuses_a_worse_model_and_nothing_switches(stack):
     assert vs.live_build("docs") == live and set(vs.builds("docs")) == before
     refused = [r for r in ds.builds("docs") if r.get("status") == "refused"]
     assert refused and refused[-1]["model"] == other
+
+
+def test_the_documents_an_index_holds_export_as_build_index_jsonl(stack):
+    """What the flywheel builds its candidate's index from: the live build's documents now, the API's writes
+    included and its deletes left out, in build-index's shape (a build from it holds the same ids)."""
+    from mmsearch.offline.reindex import write_held_documents
+
+    c: SearchClient = stack["client"]
+    c.put_documents("docs", [doc(1, "held", subject=3)])
+    c.delete_documents("docs", ids=["s5"])
+    vs, ds = VectorStore(stack["milvus"]), DocumentStore(stack["mongo"])
+    out = stack["base"] / "held" / "documents.jsonl"
+    n = write_held_documents(vs, ds, "docs", out)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    by_id = {r["id"]: r for r in rows}
+    assert n == len(rows) == len(by_id) == vs.count(collection_name("docs", vs.live_build("docs")))
+    assert by_id["held1"] == {"id": "held1", **{k: v for k, v in doc(1, "held", subject=3).items() if k != "id"}}
+    assert "s5" not in by_id and "s6" in by_id
+    assert not any(k.startswith("_") for r in rows for k in r)  # no store internals (_id, the content hash)
+    assert not list(out.parent.glob(".*"))  # no partial file left

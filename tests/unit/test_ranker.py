@@ -127,3 +127,13 @@ def test_a_ranker_file_that_is_not_json_or_absent_is_a_config_error(tmp_path):
 def test_a_ranker_name_cannot_leave_its_folder(tmp_path, name):
     with pytest.raises(BadInput, match="ranker name"):
         ranker_path(tmp_path, name)
+
+
+def test_only_the_documents_of_each_source_s_first_hits_are_read_as_in_training():
+    """Serving knows the documents of every dense hit (they come with the vectors); training reads each source's
+    first doc_window. A document beyond the window must not count, or a feature would mean something else."""
+    lists = {"vec": [(f"d{i}", 1.0 - i / 100) for i in range(15)], "words": [("d14", 3.0)]}
+    docs = {f"d{i}": {"title": "red fox", "text": "x"} for i in range(15)}
+    ids, x = candidate_features(lists, SOURCES, Query.of("red fox"), docs, "title", "text", doc_window=10)
+    known = dict(zip(ids, x[:, feature_names(SOURCES).index("doc_known")]))
+    assert [d for d, k in known.items() if k] == [*(f"d{i}" for i in range(10)), "d14"]  # d14: BM25's first

@@ -140,6 +140,7 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
     from mmsearch.offline.export import ExportOptions, export_model
     from mmsearch.offline.finetune import FinetuneConfig, finetune, split_pairs
     from mmsearch.offline.indexing.build import BuildOptions, build_index
+    from mmsearch.offline.reindex import write_held_documents
 
     check_index_name(opts.index)
     repo = Path(cfg.model_repository)
@@ -265,16 +266,19 @@ def run_flywheel(opts: FlywheelOptions, cfg: Config, say: Callable[[str], None] 
         return {"model": query_model, **({"image_model": doc_model} if dual else {}), "repository": str(repo)}
 
     def reindex() -> dict[str, Any]:
+        # from the documents the index holds now (documents API writes included), not the file it was first built from
+        docs = run.dir / "documents.jsonl"
         with open_stores(cfg.milvus.uri, cfg.mongo.uri, cfg.data_dir, cfg.mongo.database) as (vs, ds):
             rec = live_record(vs, ds)
-        docs = Path(rec["source"]["path"])
+            held = write_held_documents(vs, ds, opts.index, docs)
         s = build_index(BuildOptions(
             index=new_index, docs=docs, model=doc_model, repo=repo, data_dir=cfg.data_dir,
             image_root=images_of(rec),
             milvus_uri=cfg.milvus.uri, index_spec=index_spec(cfg.milvus), mongo_uri=cfg.mongo.uri,
             database=cfg.mongo.database, fields=dict(rec.get("fields") or {}), lexical=list(rec.get("lexical") or []),
-            lexical_root=lexical_root(cfg), progress=opts.progress))
-        return {"index": new_index, "build": s.build, "indexed": s.indexed, "seconds": round(s.seconds, 1)}
+            lexical_root=lexical_root(cfg), embed_title=rec.get("embed_title"), progress=opts.progress))
+        return {"index": new_index, "build": s.build, "from": f"{held} documents of {opts.index}", "indexed": s.indexed,
+                "seconds": round(s.seconds, 1)}
 
     def arm() -> dict[str, Any]:
         params = {"embed_model": query_model, "index": new_index}
