@@ -112,7 +112,7 @@ def _fold(ex: Example, folds: int) -> int:
 
 def choose_l2(examples: Sequence[Example], sources: Sequence[tuple[str, str]], title_field: str | None,
               length_field: str | None, weights: dict[str, float], scope: str = "named", grid: Sequence[float] = L2_GRID,
-              folds: int = FOLDS) -> tuple[float, dict[float, float]]:
+              folds: int = FOLDS, doc_window: int = DOC_WINDOW) -> tuple[float, dict[float, float]]:
     """The L2 strength with the best cross-validated nDCG@10 (folds by query text, so a repeated query stays in one)."""
     scores: dict[float, float] = {}
     for l2 in grid:
@@ -123,7 +123,7 @@ def choose_l2(examples: Sequence[Example], sources: Sequence[tuple[str, str]], t
             test = [e for e in examples if _fold(e, folds) == k]
             if not test or not train:
                 continue
-            r = fit(train, sources, title_field, length_field, l2, scope)
+            r = fit(train, sources, title_field, length_field, l2, scope, doc_window)
             runs += [served_run(r, e, weights) for e in test]
             rel += [e.relevant for e in test]
         scores[l2] = ranked_metrics(runs, rel, (10,))["ndcg@10"]
@@ -152,7 +152,8 @@ def arm_params(cfg: Config, scene: str, arm: str, experiments: Path | None = Non
     raise BadInput(f"experiments: scene {scene} has no arm {arm!r}")
 
 
-def collect(cfg: Config, judged: Sequence[Judged], p: Params, progress: Callable[[int, int], None] | None = None) -> list[Example]:
+def collect(cfg: Config, judged: Sequence[Judged], p: Params, progress: Callable[[int, int], None] | None = None,
+            doc_window: int = DOC_WINDOW) -> list[Example]:
     """Each judged query recalled by the arm's sources, offline (the served model through ONNX Runtime in this
     process, the index's vectors, the live lexical build) with the documents of each source's first hits."""
     from mmsearch.clients.lexical import LexicalStore
@@ -181,7 +182,7 @@ def collect(cfg: Config, judged: Sequence[Judged], p: Params, progress: Callable
                 lists[s.name] = lex.search(s.index or p.index, j.query, s.recall_top_k, s.fields)
             rare = bool(bm25) and rare_query(j.query, lambda t: lex.rarest_df(bm25[0].index or p.index or "", t, bm25[0].fields),
                                              p.rare_df or RARE_DF)
-            window = window_ids(lists, [(s.name, s.kind) for s in p.sources], DOC_WINDOW)
+            window = window_ids(lists, [(s.name, s.kind) for s in p.sources], doc_window)
             docs = dict(zip(window, store.get_many(p.index, window)))
             out.append(Example(Query.of(j.query, rare), lists, docs, j.relevant, j.tags[0] if j.tags else ""))
             if progress:
@@ -190,7 +191,7 @@ def collect(cfg: Config, judged: Sequence[Judged], p: Params, progress: Callable
 
 
 def train(examples: Sequence[Example], p: Params, length_field: str | None = "text", scope: str = "named",
-          grid: Sequence[float] = L2_GRID) -> LinearRanker:
+          grid: Sequence[float] = L2_GRID, doc_window: int = DOC_WINDOW) -> LinearRanker:
     """Choose L2 by cross-validation, fit on every example in scope, and record the figures."""
     if len(examples) < MIN_QUERIES:
         raise BadInput(f"{len(examples)} judged queries: a ranker needs at least {MIN_QUERIES}")
@@ -199,8 +200,8 @@ def train(examples: Sequence[Example], p: Params, length_field: str | None = "te
     assert p.sources
     sources = [(s.name, s.kind) for s in p.sources]
     weights = {s.name: s.weight for s in p.sources}
-    l2, cv = choose_l2(examples, sources, p.title_field, length_field, weights, scope, grid)
-    r = fit(examples, sources, p.title_field, length_field, l2, scope)
+    l2, cv = choose_l2(examples, sources, p.title_field, length_field, weights, scope, grid, doc_window=doc_window)
+    r = fit(examples, sources, p.title_field, length_field, l2, scope, doc_window)
     r.meta.update(cv_ndcg10={str(k): round(v, 4) for k, v in cv.items()}, train=evaluate(r, examples, weights),
                   queries=len(examples), numpy=np.__version__)
     return r
@@ -223,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--experiments", type=Path, help="the experiments YAML holding the arm (default: config experiments_file; "
                                                       "with Consul, the file you push)")
     ap.add_argument("--length-field", default="text", help="the document field whose length is a feature ('' for none)")
+    ap.add_argument("--doc-window", type=int, default=DOC_WINDOW,
+                    help="each source's first hits whose documents (title, length) are features (1-1000)")
     ap.add_argument("--scope", choices=SCOPES, default="named",
                     help="the queries the ranker orders (named: those naming a title or holding a rare term; the rest by RRF)")
     args = ap.parse_args(argv)
@@ -234,8 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = arm_params(cfg, args.scene, args.arm, args.experiments)
     judged = [j for f in args.judged for j in load_judged(f)]
     t0 = time.monotonic()
-    examples = collect(cfg, judged, p, lambda d, n: _progress(d, n, t0))
-    r = train(examples, p, args.length_field or None, args.scope)
+    if not 1 <= args.doc_window <= 1000:
+        raise BadInput(f"--doc-window {args.doc_window}: between 1 and 1000")
+    examples = collect(cfg, judged, p, lambda d, n: _progress(d, n, t0), args.doc_window)
+    r = train(examples, p, args.length_field or None, args.scope, doc_window=args.doc_window)
     r.meta.update(trained_on=[str(f) for f in args.judged], scene=args.scene, arm=args.arm, index=p.index)
     r.save(path)
     cv = r.meta["cv_ndcg10"]
