@@ -140,6 +140,11 @@ class Scene(BaseModel):
             raise ValueError("a scene without layers needs embed_model and index in its defaults")
         return self
 
+    def arm_params(self, name: str) -> Params | None:
+        """The named arm's effective parameters (the scene's defaults under the arm's own), or None."""
+        arm = next((a for lay in self.layers for a in lay.arms if a.name == name), None)
+        return None if arm is None else self.defaults.model_copy(update=_set_fields(arm))
+
     def _others_set(self, layer: Layer, field: str) -> bool:
         return any(all(getattr(a, field) for a in other.arms) for other in self.layers if other is not layer)
 

@@ -19,7 +19,7 @@ import hashlib
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from mmsearch.config import Config, lexical_root, load_config
 from mmsearch.errors import BadInput, ConfigError
-from mmsearch.experiments.spec import Params, _set_fields, parse_experiments
+from mmsearch.experiments.spec import Params, parse_experiments
 from mmsearch.offline.eval_served import Judged, load_judged
 from mmsearch.ranking.fusion import RARE_DF, rare_query
 from mmsearch.ranking.ranker import DOC_WINDOW, SCOPES, LinearRanker, Query, feature_names, learned_fusion, window_ids
@@ -47,10 +47,15 @@ class Example:
     docs: dict[str, dict[str, Any] | None]
     relevant: dict[str, float]
     tag: str = ""
+    # features per (sources, fields, window): cross-validation fits and scores 20 rankers on the same candidates
+    features: dict[tuple[Any, ...], tuple[list[str], np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 
 
 def _rows(ex: Example, r: LinearRanker) -> tuple[list[str], np.ndarray]:
-    return r.features_of(ex.lists, ex.query, ex.docs)
+    key = (r.sources, r.title_field, r.length_field, r.doc_window)
+    if key not in ex.features:
+        ex.features[key] = r.features_of(ex.lists, ex.query, ex.docs)
+    return ex.features[key]
 
 
 def fit(examples: Sequence[Example], sources: Sequence[tuple[str, str]], title_field: str | None = None,
@@ -93,7 +98,7 @@ def fit(examples: Sequence[Example], sources: Sequence[tuple[str, str]], title_f
 
 def served_run(r: LinearRanker, ex: Example, weights: dict[str, float]) -> list[str]:
     """The first ten ids as the arm serves them (learned_fusion: out-of-scope queries by RRF with ``weights``)."""
-    return [f.id for f in learned_fusion(r, ex.lists, ex.query, ex.docs, weights)[:10]]
+    return [f.id for f in learned_fusion(r, ex.lists, ex.query, ex.docs, weights, features=_rows(ex, r))[:10]]
 
 
 def evaluate(r: LinearRanker, examples: Sequence[Example], weights: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -142,14 +147,12 @@ def arm_params(cfg: Config, scene: str, arm: str, experiments: Path | None = Non
     sc = exp.scenes.get(scene)
     if sc is None:
         raise BadInput(f"experiments: no scene {scene!r} (have {sorted(exp.scenes)})")
-    for layer in sc.layers:
-        for a in layer.arms:
-            if a.name == arm:
-                p = sc.defaults.model_copy(update=_set_fields(a))
-                if not p.sources:
-                    raise BadInput(f"experiments: arm {arm!r} of {scene} has no sources: a ranker orders fused sources' candidates")
-                return p
-    raise BadInput(f"experiments: scene {scene} has no arm {arm!r}")
+    p = sc.arm_params(arm)
+    if p is None:
+        raise BadInput(f"experiments: scene {scene} has no arm {arm!r}")
+    if not p.sources:
+        raise BadInput(f"experiments: arm {arm!r} of {scene} has no sources: a ranker orders fused sources' candidates")
+    return p
 
 
 def collect(cfg: Config, judged: Sequence[Judged], p: Params, progress: Callable[[int, int], None] | None = None,

@@ -200,9 +200,11 @@ class LinearRanker:
         """Whether this ranker orders the query (its scope), from its candidates' features."""
         return self.scope == "all" or query.rare or bool(x[:, -len(DOC_FEATURES)].any())  # title_eq
 
-    def order(self, lists: Mapping[str, Sequence[tuple[str, float]]], query: Query, docs: DocLookup) -> list[Fused] | None:
-        """rank() for a query in scope, else None (the caller fuses it by its weights)."""
-        ids, x = self.features_of(lists, query, docs)
+    def order(self, lists: Mapping[str, Sequence[tuple[str, float]]], query: Query, docs: DocLookup,
+              features: tuple[list[str], np.ndarray] | None = None) -> list[Fused] | None:
+        """rank() for a query in scope, else None (the caller fuses it by its weights). ``features``: features_of's
+        answer for these lists, query and documents, where the caller has it already."""
+        ids, x = features or self.features_of(lists, query, docs)
         return self._ranked(lists, ids, x) if ids and self.in_scope(query, x) else None
 
     def rank(self, lists: Mapping[str, Sequence[tuple[str, float]]], query: Query, docs: DocLookup) -> list[Fused]:
@@ -244,9 +246,10 @@ class LinearRanker:
 
 
 def learned_fusion(ranker: LinearRanker, lists: Mapping[str, Sequence[tuple[str, float]]], query: Query, docs: DocLookup,
-                   weights: Mapping[str, float], rrf_k: int = DEFAULT_RRF_K) -> list[Fused]:
+                   weights: Mapping[str, float], rrf_k: int = DEFAULT_RRF_K,
+                   features: tuple[list[str], np.ndarray] | None = None) -> list[Fused]:
     """An arm's ``learned`` fusion: the ranker's order for a query in its scope, else RRF with the sources' weights."""
-    ranked = ranker.order(lists, query, docs)
+    ranked = ranker.order(lists, query, docs, features)
     return ranked if ranked is not None else fuse(lists, "rrf", weights, rrf_k)
 
 
