@@ -91,6 +91,11 @@ class RetrievalConfig(Endpoint):
     documents_max_batch: int = Field(1000, ge=1, le=100_000)  # documents (or ids) per write; more: 413
     documents_max_bytes: int = Field(1024 * 1024, ge=1024, le=16 * 1024 * 1024)  # one document's JSON; more: 413
     documents_max_image_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)  # one inline image (image_b64), decoded
+    # expiry of what writes leave behind (retrieval_service/retention.py); 0 keeps it forever. The journal's
+    # retention is also how far back a rollback reaches; an op_id resent after its retention is a new write
+    documents_journal_days: float = Field(7.0, ge=0, le=36500)
+    documents_op_ids_days: float = Field(1.0, ge=0, le=36500)
+    documents_sweep_s: float = Field(600.0, ge=1, le=86400)  # how often the service sweeps
     # text queries: tokenized in this process from model_repository (local: no network hop), or by the
     # preprocess service (service); images always go to the preprocess service
     tokenize: Literal["local", "service"] = "local"

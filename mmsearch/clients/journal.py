@@ -9,7 +9,11 @@ A header still ``pending`` is a write that died half-way (a crash): it is applie
 the index is written or searched again by a restarted service (``apply_entry`` is idempotent: upserts
 and deletes by id). Entries stay after they are applied: a reindex replays those made while it built
 (onto the new build, encoded by its model), a rollback those made since the target build stopped
-serving, a snapshot those made while it was read.
+serving, a snapshot those made while it was read. They expire (``Journal.expire``, run by the retrieval
+service's sweep, retrieval_service/retention.py) once older than ``retrieval.documents_journal_days``:
+always a prefix, never the newest entry (numbering goes on from it) nor one a build in progress will
+replay. The marker ``<index>/trimmed`` records how far entries are gone, so a replay that would need one
+(a rollback further back than the retention) is refused naming it, never applied with a hole.
 
 **Lease** (``_index_locks``, one document per index). Writers of an index hold it while they write (the
 documents API, a batch at a time), so entries are numbered and applied in one order across replicas; a
@@ -36,7 +40,7 @@ from mmsearch.api.documents import META_KEY
 from mmsearch.clients.documents import BUILDS, DocumentStore
 from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import VectorStore, collection_name
-from mmsearch.errors import Internal, Unavailable
+from mmsearch.errors import BadInput, Internal, Unavailable
 
 JOURNAL = "_doc_journal"
 LOCKS = "_index_locks"
@@ -56,6 +60,10 @@ class Entry:
     docs: list[dict[str, Any]] = field(default_factory=list)  # put: as stored in MongoDB (with META_KEY)
     vectors: np.ndarray | None = None  # put: the vectors the live build got, in the order of docs
     ids: list[str] = field(default_factory=list)  # delete
+
+
+def _trimmed_id(index: str) -> str:
+    return f"{index}/trimmed"
 
 
 def _header_id(index: str, seq: int) -> str:
@@ -138,9 +146,51 @@ class Journal:
         rows = self.ds._call("journal pending", lambda: list(self.coll.find({"kind": "header", "state": "pending"}, {"index": 1})))
         return sorted({str(r["index"]) for r in rows})
 
-    def entries(self, index: str, after: int, upto: int | None = None, with_vectors: bool = True) -> Iterator[Entry]:
-        """Committed entries ``after < seq <= upto``, in order, with their parts."""
+    def trimmed_through(self, index: str) -> int:
+        """Entries ``seq <= this`` have expired (0: none)."""
+        row = self.ds._call("journal read", self.coll.find_one, {"_id": _trimmed_id(index)})
+        return int(row["through"]) if row else 0
+
+    def expire(self, index: str, before: dt.datetime, keep_after: int | None = None) -> int:
+        """Delete the oldest applied entries written before ``before``: a prefix of the journal, never its
+        newest entry, nor any after ``keep_after`` (a build in progress replays those). The marker is
+        written first, so a sweep that dies half-way leaves no entry a replay would take for whole. How
+        many entries went."""
         self._ensure()
+        limit = self.last_seq(index) - 1
+        if keep_after is not None:
+            limit = min(limit, keep_after)
+        start = self.trimmed_through(index)
+        if limit <= start:
+            return 0
+        stop = self.ds._call("journal read", lambda: list(self.coll.find(
+            {"index": index, "kind": "header", "seq": {"$gt": start, "$lte": limit},
+             "$or": [{"state": {"$ne": "applied"}}, {"at": {"$gte": before}}]}, {"seq": 1}, sort=[("seq", 1)], limit=1)))
+        through = int(stop[0]["seq"]) - 1 if stop else limit
+        if through <= start:
+            return 0
+        self.ds._call("journal trim", self.coll.replace_one, {"_id": _trimmed_id(index)},
+                      {"_id": _trimmed_id(index), "index": index, "kind": "trimmed", "through": through,
+                       "at": dt.datetime.now(dt.UTC)}, upsert=True)
+        gone = self.ds._call("journal trim", self.coll.delete_many,
+                             {"index": index, "kind": "header", "seq": {"$gt": start, "$lte": through}}).deleted_count
+        self.ds._call("journal trim", self.coll.delete_many, {"index": index, "kind": "part", "seq": {"$lte": through}})
+        return int(gone)
+
+    def indexes(self) -> list[str]:
+        """Every index with a journal."""
+        self._ensure()
+        return sorted(str(i) for i in self.ds._call("journal read", self.coll.distinct, "index", {"kind": "header"}))
+
+    def entries(self, index: str, after: int, upto: int | None = None, with_vectors: bool = True) -> Iterator[Entry]:
+        """Committed entries ``after < seq <= upto``, in order, with their parts. Refused when some of them
+        have expired: applying the rest would leave a hole."""
+        self._ensure()
+        gone = self.trimmed_through(index)
+        if after < gone:
+            raise BadInput(f"index {index}: the journal's writes after entry {after} are needed, but entries up to {gone} "
+                           f"have expired (retrieval.documents_journal_days): build a new version instead "
+                           f"(mmsearch reindex --index {index})")
         match: dict[str, Any] = {"index": index, "kind": "header", "seq": {"$gt": after, **({"$lte": upto} if upto is not None else {})}}
         headers = self.ds._call("journal read", lambda: list(self.coll.find(match, sort=[("seq", 1)])))
         for h in headers:

@@ -41,6 +41,7 @@ from mmsearch.retrieval_service.prometheus_metrics import Metrics
 from mmsearch.retrieval_service.querylog import QueryLog
 from mmsearch.retrieval_service.request import SearchRequest
 from mmsearch.retrieval_service.response import Hit, HitDocs, RequestContext, SearchResponse
+from mmsearch.retrieval_service.retention import RetentionSweeper
 from mmsearch.runtime.deadline import within
 from mmsearch.runtime.observability import request_context
 
@@ -79,6 +80,8 @@ class SearchService:
         self._pool = ThreadPoolExecutor(max_workers=4 * (r.max_inflight + r.max_queue), thread_name_prefix="source")
         self.querylog = QueryLog(self.deps.documents, self.metrics, ttl_days=r.query_log_ttl_days,
                                  flush_s=r.query_log_flush_s, sweep_s=r.query_log_sweep_s) if config.retrieval.query_log else None
+        self.retention = RetentionSweeper(self.deps.documents, r.documents_journal_days, r.documents_op_ids_days,
+                                          r.documents_sweep_s).start()
 
     # ------------------------------------------------------------------ helpers
     @contextmanager
@@ -478,6 +481,7 @@ class SearchService:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self.querylog is not None:
             self.querylog.stop()
+        self.retention.stop()
         self.deps.close()
 
 

@@ -212,3 +212,56 @@ def test_the_documents_an_index_holds_export_as_build_index_jsonl(stack):
     assert "s5" not in by_id and "s6" in by_id
     assert not any(k.startswith("_") for r in rows for k in r)  # no store internals (_id, the content hash)
     assert not list(out.parent.glob(".*"))  # no partial file left
+
+
+def test_expired_journal_entries_and_op_ids_go_and_a_rollback_past_them_is_refused(stack):
+    """The retention sweep (retrieval_service/retention.py): journal entries and op_id records past their
+    retention are deleted, not the newest entry (numbering goes on from it); a rollback that needs expired
+    entries is refused naming them, and nothing switches; an op_id resent after its record went is a new write."""
+    import datetime as dt
+
+    from mmsearch.clients.journal import Journal
+    from mmsearch.errors import BadInput
+    from mmsearch.retrieval_service.documents import OPS
+    from mmsearch.retrieval_service.retention import expire
+
+    c: SearchClient = stack["client"]
+    vs, ds = VectorStore(stack["milvus"]), DocumentStore(stack["mongo"])
+    journal = Journal(ds)
+    model = ds.get_one(BUILDS, collection_name("docs", vs.live_build("docs")))["model"]
+    reindex(ReindexOptions(index="docs", model="tiny" if model == "tiny2" else "tiny2", repo=stack["repo"], data_dir=stack["base"] / "data",
+                           milvus_uri=stack["milvus"], mongo_uri=stack["mongo"], progress=False))  # a build to roll back to
+    for i in range(3):  # writes after the switch: a rollback would need them
+        c.put_documents("docs", [doc(i, "ret")])
+    assert c.put_documents("docs", [doc(1, "ret")], op_id="ret-1")["written"] == 1
+    assert c.put_documents("docs", [doc(1, "ret")], op_id="ret-1").get("replayed") is True  # a retry: answered from its record
+    last = journal.last_seq("docs")
+    assert last > 3 and journal.trimmed_through("docs") == 0
+    live = vs.live_build("docs")
+
+    nothing = expire(ds, journal_days=7, op_id_days=1)  # nothing is old yet
+    assert nothing.journal == {} and nothing.op_ids == 0
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=8)
+    building = {"_id": "docs__in_progress", "index": "docs", "build": "in_progress", "status": "building",
+                "started": dt.datetime.now(dt.UTC).isoformat(), "journal_seq": 2}
+    ds.save_build(building)  # a reindex in progress replays the entries after its start: they stay
+    try:
+        assert expire(ds, journal_days=7, op_id_days=0, now=later).journal == {"docs": 2}
+    finally:
+        ds.delete_builds([building["_id"]])
+    out = expire(ds, journal_days=7, op_id_days=1, now=later)
+    assert out.journal == {"docs": last - 3} and out.op_ids >= 1
+    assert journal.trimmed_through("docs") == last - 1 and journal.last_seq("docs") == last
+    assert [e.seq for e in journal.entries("docs", last - 1)] == [last]  # the newest stays, whole
+    with pytest.raises(BadInput, match=f"entries up to {last - 1} have expired"):
+        list(journal.entries("docs", 0))
+    assert ds.get_one(OPS, "docs/ret-1") is None
+    assert expire(ds, journal_days=7, op_id_days=1, now=later).total == 0  # a second sweep finds nothing more
+
+    cfg = stack["base"] / "config.yaml"
+    with pytest.raises(BadInput, match="expired"):  # the other build would miss the writes made since it stopped serving
+        index_admin.run(["--config", str(cfg), "--milvus-uri", stack["milvus"], "--mongo-uri", stack["mongo"], "rollback", "docs"])
+    assert vs.live_build("docs") == live
+    again = c.put_documents("docs", [doc(1, "ret")], op_id="ret-1")  # its record expired: a new write, numbered on
+    assert again["written"] == 1 and not again.get("replayed") and journal.last_seq("docs") == last + 1
+    assert c.get_document("docs", "ret1")["id"] == "ret1"
