@@ -28,6 +28,8 @@ META_KEY = "_mmsearch"  # kept beside a document in the store: {"hash": <sha256 
 RESERVED_KEYS = frozenset({"_id", META_KEY})
 OP_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
 IMAGE_B64 = "image_b64"  # an image index's document may carry its image inline instead of a path under the image root
+BLOB_FIELD = "image_blob"  # where an inline image is kept (clients/blobs.py): "sha256:<hex>"; a GET returns it, a PUT may send it back
+BLOB_REF_LEN = len("sha256:") + 64
 MAX_LISTED = 20  # bad documents named in the error message (all of them are in its ``rejects``)
 
 
@@ -114,6 +116,7 @@ class ValidDocument:
     doc: dict[str, Any]  # as the store keeps it: _id set, no image_b64
     source: str | None  # the text, or the image path; None for an inline image
     image: bytes | None = None  # an inline image, decoded
+    blob: str | None = None  # the stored inline image it names (image_blob sent back as a GET returned it)
     hash: str = ""  # of the embedded content (set when the content is read: a path's bytes are read later)
 
 
@@ -230,6 +233,7 @@ def validate_documents(items: Any, schema: IndexSchema, max_docs: int, max_doc_b
         doc = {k: v for k, v in obj.items() if k not in RESERVED_KEYS and k != IMAGE_B64}
         source: str | None = None
         image: bytes | None = None
+        blob: str | None = None
         inline = obj.get(IMAGE_B64)
         if emb == "image" and inline is not None:
             if obj.get("image") is not None:
@@ -247,9 +251,18 @@ def validate_documents(items: Any, schema: IndexSchema, max_docs: int, max_doc_b
                     elif len(image) > max_image_bytes:
                         too_large = True
                         problems.append((IMAGE_B64, f"{len(image):,} bytes, over the {max_image_bytes:,}-byte image limit"))
+            doc.pop(BLOB_FIELD, None)  # (set to this image's when it is kept)
         elif inline is not None:
             problems.append((IMAGE_B64, f"index {schema.index} encodes text: inline images apply to image indexes"))
+        elif emb == "image" and obj.get("image") is None and obj.get(BLOB_FIELD) is not None:
+            ref = obj[BLOB_FIELD]
+            if not isinstance(ref, str) or not ref.startswith("sha256:") or len(ref) != BLOB_REF_LEN:
+                problems.append((BLOB_FIELD, "must be a stored image's reference (sha256:<64 hex>), as a GET of the document returns it"))
+            else:
+                blob = ref
         else:
+            if emb == "image":
+                doc.pop(BLOB_FIELD, None)  # (a path given: the stored inline image no longer applies)
             value = obj.get(emb)
             if value is None or (isinstance(value, str) and not value.strip()):
                 problems.append((emb, f"missing {emb} (the embedded field of index {schema.index})"))
@@ -277,7 +290,7 @@ def validate_documents(items: Any, schema: IndexSchema, max_docs: int, max_doc_b
         if problems:
             rejects.extend(make_reject(pos, doc_id, f, r) for f, r in problems)
             continue
-        v = ValidDocument(pos, doc_id, doc, source, image)
+        v = ValidDocument(pos, doc_id, doc, source, image, blob)
         if image is not None:
             v.hash = content_hash(schema.model, emb, image)
         elif emb == "text" and source is not None:  # what the vector embeds: a title change is a content change

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from mmsearch.api.documents import META_KEY
+from mmsearch.clients.blobs import blob_refs
 from mmsearch.clients.documents import BUILDS, DocumentStore
 from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import VectorStore, collection_name
@@ -119,7 +120,8 @@ class Journal:
             vecs = np.ascontiguousarray(vectors, dtype=np.float32)
             for n, (a, b) in enumerate(_parts(docs)):
                 parts.append({**base, "_id": f"{_header_id(index, seq)}/{n:05d}", "part": n, "docs": list(docs[a:b]),
-                              "dim": int(vecs.shape[1]), "vectors": vecs[a:b].tobytes()})
+                              "dim": int(vecs.shape[1]), "vectors": vecs[a:b].tobytes(),
+                              "blobs": blob_refs(docs[a:b])})  # (inline images a replay needs: the blob sweep keeps them)
         else:
             id_list = list(ids)
             for n, a in enumerate(range(0, len(id_list), 10_000)):

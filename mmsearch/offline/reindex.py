@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mmsearch.api.documents import META_KEY, titled_text
+from mmsearch.api.documents import BLOB_FIELD, META_KEY, titled_text
 from mmsearch.cli import run_cli
+from mmsearch.clients.blobs import BlobStore, blob_refs
 from mmsearch.clients.documents import BUILDS, DocumentStore
 from mmsearch.clients.journal import LEASE_TTL_S, IndexLease, Journal, apply_entry, recover
 from mmsearch.clients.lexical import LexicalStore
@@ -115,14 +116,27 @@ DocEncoder = Callable[[list[dict[str, Any]]], tuple[list[int], np.ndarray]]
 
 
 def doc_encoder(enc: Encoder, modality: str, image_root: Path | None, skipped: dict[str, int],
-                embed_title: str | None = None) -> DocEncoder:
+                embed_title: str | None = None, blobs: BlobStore | None = None) -> DocEncoder:
     """(positions kept, their vectors) for stored documents: the text, or the image read again from its path
-    (an image sent inline is not stored: that document cannot be encoded again, and is counted skipped)."""
+    or, sent inline, from the blob store (clients/blobs.py)."""
 
     def encode(docs: list[dict[str, Any]]) -> tuple[list[int], np.ndarray]:
         keep: list[int] = []
         payloads: list[Any] = []  # texts, or preprocessed pixel arrays
+        refs = blob_refs(docs) if modality == "image" and blobs is not None else []
+        stored = blobs.get_many(refs) if refs and blobs is not None else {}
         for i, d in enumerate(docs):
+            ref = d.get(BLOB_FIELD)
+            if modality == "image" and isinstance(ref, str) and not isinstance(d.get("image"), str):
+                try:
+                    if ref not in stored:
+                        raise NotFound(f"stored image {ref} is missing")
+                    payloads.append(enc.preprocess_image(stored[ref], f"document {d.get('_id')} image {ref}"))
+                    keep.append(i)
+                except MMSearchError as e:
+                    log.warning("document %s: %s", d.get("_id"), e.message)
+                    skipped["image unreadable"] = skipped.get("image unreadable", 0) + 1
+                continue
             if modality == "text":
                 if isinstance(d.get("text"), str) and d["text"].strip():
                     keep.append(i)
@@ -131,7 +145,7 @@ def doc_encoder(enc: Encoder, modality: str, image_root: Path | None, skipped: d
                     skipped["no text"] = skipped.get("no text", 0) + 1
                 continue
             if not isinstance(d.get("image"), str) or image_root is None:
-                skipped["image not stored (sent inline)"] = skipped.get("image not stored (sent inline)", 0) + 1
+                skipped["no image"] = skipped.get("no image", 0) + 1
                 continue
             try:
                 payloads.append(enc.preprocess_image(read_image_bytes(d["image"], image_root), f"document {d.get('_id')} image"))
@@ -229,7 +243,7 @@ def reindex(o: ReindexOptions) -> ReindexSummary:
         summary = ReindexSummary(o.index, build, live, o.model, str(old.get("model")))
         vs.create(rec["_id"], enc.dim, spec, fields, stored_docs=rec["stored_docs"])
         ds.save_build(rec)
-        encode = doc_encoder(enc, modality, image_root, summary.skipped, old.get("embed_title"))
+        encode = doc_encoder(enc, modality, image_root, summary.skipped, old.get("embed_title"), BlobStore(ds))
         try:
             _bulk(o, vs, ds, lex, old, rec, encode, summary)
             vs.seal(rec["_id"], rec["counts"]["indexed"])
@@ -387,7 +401,8 @@ def roll_back(vs: VectorStore, ds: DocumentStore, lex: LexicalStore, repo: Path,
             if not model_dir.is_dir():
                 raise NotFound(f"model {rec['model']!r} (build {target}'s) not found in {repo}: writes made since cannot be encoded")
             root = Path(rec["image_root"]) if rec.get("image_root") else None
-            encoders.append(doc_encoder(open_encoder(model_dir, serving_url), str(rec.get("modality") or "text"), root, skipped))
+            encoders.append(doc_encoder(open_encoder(model_dir, serving_url), str(rec.get("modality") or "text"), root, skipped,
+                                        blobs=BlobStore(ds)))
         return encoders[0](docs)
 
     replayed = 0

@@ -9,7 +9,8 @@ The folder (format 1): ``snapshot.json`` (written last: a folder without it is n
 ``vectors.npy`` (float32, one row per document) and ``rows.parquet`` (id, stored fields, stored document JSON, in the
 same order) read back from Milvus with a query iterator; ``documents.bson`` (MongoDB's documents, content hashes
 included, mongodump's layout); ``lexical/`` (the tantivy build, copied after its last commit while writes are paused);
-``journal.bson`` (the journal entries written while the snapshot was read).
+``journal.bson`` (the journal entries written while the snapshot was read); ``blobs.bson`` (the images sent inline that
+the documents and entries name, clients/blobs.py).
 
 Consistency: the terms are copied, and journal position S0 taken, under the index's write lease (a pause of the
 copy's length); vectors and documents are then read while writes go on, and position S1 is taken under the lease
@@ -32,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from mmsearch.api.documents import BLOB_FIELD
 from mmsearch.api.filters import DOC_FIELD
 from mmsearch.cli import run_cli
+from mmsearch.clients.blobs import BlobStore
 from mmsearch.clients.documents import BUILDS, DocumentStore
 from mmsearch.clients.journal import LEASE_TTL_S, IndexLease, Journal, apply_entry, recover
 from mmsearch.clients.lexical import LexicalStore
@@ -103,6 +106,7 @@ def create(vs: VectorStore, ds: DocumentStore, lex: LexicalStore, index: str, ou
     cols: dict[str, list[Any]] = {f: [] for f in fields}
     docs_col: list[str] = []
     n_docs = 0
+    refs: set[str] = set()  # the inline images the documents and journal entries hold (clients/blobs.py)
     with open(out / "documents.bson", "wb") as docs_out:
         for page in ds.pages(index):  # the stored documents, and the rows of those the live build holds
             rows = {str(r["id"]): r for r in vs.rows(coll, [str(d["_id"]) for d in page],
@@ -119,6 +123,8 @@ def create(vs: VectorStore, ds: DocumentStore, lex: LexicalStore, index: str, ou
                     docs_col.append(str(r.get(DOC_FIELD) or ""))
                 docs_out.write(bson.encode(d))
                 n_docs += 1
+                if isinstance(d.get(BLOB_FIELD), str):
+                    refs.add(d[BLOB_FIELD])
     if between is not None:
         between()
     dim = int(rec.get("dim") or vs.dim(coll))
@@ -130,9 +136,14 @@ def create(vs: VectorStore, ds: DocumentStore, lex: LexicalStore, index: str, ou
         if vs.live_build(index) != live:
             raise BadInput(f"index {index}'s live build changed during the snapshot: run it again")
         s1 = journal.last_seq(index)
-    entries = _write_bson(out / "journal.bson", journal.raw(index, s0, s1))
+    raw = journal.raw(index, s0, s1)
+    entries = _write_bson(out / "journal.bson", raw)
+    refs.update(ref for r in raw for ref in r.get("blobs") or [])
+    blobs = BlobStore(ds)
+    ordered = sorted(refs)
+    n_blobs = _write_bson(out / "blobs.bson", (row for a in range(0, len(ordered), 100) for row in blobs.rows(ordered[a:a + 100])))
     meta = {"format": FORMAT, "index": index, "build": live, "record": dict(rec),
-            "journal": {"from": s0, "to": s1, "rows": entries}, "counts": {"vectors": len(ids), "documents": n_docs},
+            "journal": {"from": s0, "to": s1, "rows": entries}, "counts": {"vectors": len(ids), "documents": n_docs, "images": n_blobs},
             "dim": dim, "lexical": (out / "lexical").is_dir(), "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "paused_ms": round(paused_ms, 1)}
     (out / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
@@ -164,6 +175,7 @@ def restore(vs: VectorStore, ds: DocumentStore, lex: LexicalStore, src: Path, re
         meta_rows = [{f: table[f][i] for f in fields} for i in range(a, b)] if fields else None
         docs = [json.loads(table[DOC_FIELD][i]) if table[DOC_FIELD][i] else {} for i in range(a, b)] if stored else None
         vs.upsert(coll, ids[a:b], matrix[a:b], meta_rows, docs, stored)
+    BlobStore(ds).load_rows(_read_bson(src / "blobs.bson"))  # (before the documents that name them)
     documents = _read_bson(src / "documents.bson")
     for a in range(0, len(documents), 1000):
         ds.upsert_many(index, documents[a:a + 1000], durable=True)

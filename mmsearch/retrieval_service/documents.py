@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from mmsearch.api.documents import (
+    BLOB_FIELD,
     META_KEY,
     DeleteDocumentsBody,
     DocumentsRejected,
@@ -50,6 +51,7 @@ from mmsearch.api.documents import (
 )
 from mmsearch.api.filters import compile_filter
 from mmsearch.api.models import parse
+from mmsearch.clients.blobs import BlobStore
 from mmsearch.clients.documents import BUILDS, DocumentStore
 from mmsearch.clients.journal import LEASE_TTL_S, IndexLease, Journal, recover
 from mmsearch.clients.lexical import LexicalStore
@@ -220,7 +222,7 @@ class DocumentsService:
             if replay is not None:
                 return replay.model_copy(update={"took_ms": round((time.perf_counter() - t0) * 1000, 3)})
             enc = self._encoder(schema.model)
-            pixels = self._load_images(schema, docs, enc) if schema.modality == "image" else {}
+            pixels = self._load_images(schema, docs, enc, ds) if schema.modality == "image" else {}
             vectors = self._kept_vectors(schema, docs, vs, ds)
             todo = [d for d in docs if d.id not in vectors]
             for i in range(0, len(todo), ENCODE_BATCH):
@@ -233,8 +235,11 @@ class DocumentsService:
                 lease.renew()
             self.encoded += len(todo)
             self.metrics.documents_encoded.labels(index).inc(len(todo))
+            blobs = BlobStore(ds)
             for d in docs:
                 d.doc[META_KEY] = {"hash": d.hash}
+                if d.image is not None and d.source is None:  # inline (or a stored one sent back): kept before it is journaled
+                    d.doc[BLOB_FIELD] = blobs.put(d.image)
             matrix = np.stack([vectors[d.id] for d in docs])
             # journaled first (the commit point), then the three stores: a write that dies half-way is applied
             # again, whole, from its entry (see clients/journal.py), never left half-written
@@ -253,22 +258,30 @@ class DocumentsService:
         self.metrics.document_writes.labels(index, "put").inc(len(docs))
         return result.model_copy(update={"took_ms": round((time.perf_counter() - t0) * 1000, 3)})
 
-    def _load_images(self, schema: IndexSchema, docs: list[ValidDocument], enc: Encoder) -> dict[str, Any]:
-        """Every image read (a path: under the build's image root, SVGs rendered in the sandbox) and preprocessed
-        before anything is written: an unreadable one refuses the batch, naming it."""
+    def _load_images(self, schema: IndexSchema, docs: list[ValidDocument], enc: Encoder, ds: DocumentStore) -> dict[str, Any]:
+        """Every image read (a path: under the build's image root, SVGs rendered in the sandbox; a stored inline
+        image sent back by its reference: from the blob store) and preprocessed before anything is written: an
+        unreadable one refuses the batch, naming it."""
         rejects = []
         pixels: dict[str, Any] = {}
         root = Path(schema.image_root) if schema.image_root else None
+        stored = BlobStore(ds).get_many([d.blob for d in docs if d.blob]) if any(d.blob for d in docs) else {}
         for d in docs:
             try:
-                if d.image is None:
+                if d.blob is not None:
+                    if d.blob not in stored:
+                        raise BadInput(f"no stored image {d.blob} (send the image again as image_b64)")
+                    d.image = stored[d.blob]
+                    d.hash = content_hash(schema.model, "image", d.image)
+                elif d.image is None:
                     if root is None:
                         raise BadInput(f"index {schema.index} records no image root: send image_b64")
                     d.image = read_local_image(str(d.source), root, self.config.retrieval.documents_max_image_bytes)
                     d.hash = content_hash(schema.model, "image", d.image)
                 pixels[d.id] = enc.preprocess_image(d.image, f"documents[{d.position}] image")
             except MMSearchError as e:
-                rejects.append(make_reject(d.position, d.id, "image" if d.source is not None else "image_b64", e.message))
+                rejects.append(make_reject(d.position, d.id, BLOB_FIELD if d.blob else "image" if d.source is not None else "image_b64",
+                                           e.message))
         if rejects:
             raise DocumentsRejected(rejects, len(docs))
         return pixels

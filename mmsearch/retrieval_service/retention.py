@@ -7,6 +7,8 @@ grows its journal by every document it ever received (with its vector), forever.
 - **Idempotency records** (``_doc_ops``) older than ``retrieval.documents_op_ids_days``: an op_id sent
   again within it is answered from its record; after it, it is a new write (as payment APIs keep
   idempotency keys for a day).
+- **Inline images** (``_doc_blobs``, clients/blobs.py) no document and no journal entry references, a
+  day after they were last written.
 - **Write leases** (``_index_locks``) expired for over an hour: an expired lease is free already, so
   this only tidies those of indexes nobody writes any more.
 
@@ -23,14 +25,16 @@ import random
 import threading
 from dataclasses import dataclass, field
 
+from mmsearch.clients.blobs import BlobStore
 from mmsearch.clients.documents import DocumentStore
-from mmsearch.clients.journal import LOCKS, Journal
+from mmsearch.clients.journal import JOURNAL, LOCKS, Journal
 from mmsearch.errors import MMSearchError
 from mmsearch.retrieval_service.deps import Lazy
 from mmsearch.retrieval_service.documents import OPS
 
 log = logging.getLogger("mmsearch.retention")
 STALE_LEASE = dt.timedelta(hours=1)
+UNREFERENCED_BLOB = dt.timedelta(days=1)
 BUILD_IN_PROGRESS_DAYS = 30  # a "building" record older than this is a build that died: it keeps nothing
 
 
@@ -38,11 +42,12 @@ BUILD_IN_PROGRESS_DAYS = 30  # a "building" record older than this is a build th
 class Expired:
     journal: dict[str, int] = field(default_factory=dict)  # index -> entries deleted
     op_ids: int = 0
+    blobs: int = 0
     leases: int = 0
 
     @property
     def total(self) -> int:
-        return sum(self.journal.values()) + self.op_ids + self.leases
+        return sum(self.journal.values()) + self.op_ids + self.blobs + self.leases
 
 
 def _replay_floor(ds: DocumentStore, index: str, now: dt.datetime) -> int | None:
@@ -76,6 +81,7 @@ def expire(ds: DocumentStore, journal_days: float, op_id_days: float, now: dt.da
                 out.journal[index] = gone
     if op_id_days > 0:
         out.op_ids = ds.delete_before(OPS, "at", now - dt.timedelta(days=op_id_days))
+    out.blobs = BlobStore(ds).sweep(now - UNREFERENCED_BLOB, JOURNAL)  # (after the journal: what only expired entries held goes)
     out.leases = ds.delete_before(LOCKS, "until", now - STALE_LEASE)
     return out
 
@@ -103,8 +109,8 @@ class RetentionSweeper:
                 self.documents.reset()
                 continue
             if out.total:
-                log.info("retention: journal entries %s, op_id records %d, stale leases %d deleted",
-                         out.journal or "0", out.op_ids, out.leases)
+                log.info("retention: journal entries %s, op_id records %d, unreferenced images %d, stale leases %d deleted",
+                         out.journal or "0", out.op_ids, out.blobs, out.leases)
 
     def stop(self) -> None:
         self._stop.set()

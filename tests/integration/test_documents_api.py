@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from documents_stack import EXPERIMENTS  # one text2text scene: dense, and BM25 to force
 
@@ -254,7 +255,7 @@ def test_image_documents_by_path_or_inline_through_the_builds_safe_reading(docs_
     out = c.put_documents("pics", [{"id": "img2", "image": "2.png", "caption": "picture 2"}, {"id": "svg", "image": "drawing.svg"},
                                    {"id": "inline", "image_b64": inline, "caption": "sent inline"}])
     assert (out["written"], out["encoded"]) == (3, 3), out
-    assert c.get_document("pics", "inline") == {"id": "inline", "caption": "sent inline"}  # (the image itself is not stored)
+    assert c.get_document("pics", "inline")["caption"] == "sent inline"
     again = c.put_documents("pics", [{"id": "img2", "image": "2.png", "caption": "new caption"},
                                      {"id": "inline", "image_b64": inline, "caption": "still inline"}])
     assert (again["encoded"], again["unchanged"]) == (0, 2)  # same image bytes: no inference
@@ -268,3 +269,44 @@ def test_image_documents_by_path_or_inline_through_the_builds_safe_reading(docs_
     with pytest.raises(NotFound):
         c.get_document("pics", "a")  # refused with its batch
     assert c.get_index("pics")["count"] == 5 and c.get_index("pics")["modality"] == "image"
+
+    # the inline image is kept (clients/blobs.py): GET names it, a PUT may send that back, a reindex encodes it again,
+    # a snapshot carries it, and the sweep deletes one no document or journal entry holds any more
+    import datetime as dt
+
+    from mmsearch.clients.blobs import BlobStore, blob_ref
+    from mmsearch.clients.documents import DocumentStore
+    from mmsearch.clients.lexical import LexicalStore
+    from mmsearch.clients.vectors import VectorStore, collection_name
+    from mmsearch.config import lexical_root
+    from mmsearch.offline import snapshot
+    from mmsearch.offline.reindex import ReindexOptions, reindex
+    from mmsearch.retrieval_service.retention import expire
+
+    ref = blob_ref(image_bytes(7))
+    held = c.get_document("pics", "inline")
+    assert held == {"id": "inline", "caption": "still inline", "image_blob": ref}
+    back = c.put_documents("pics", [{**held, "caption": "sent back"}])
+    assert (back["encoded"], back["unchanged"]) == (0, 1)
+    for bad, why in (("sha256:" + "0" * 64, "no stored image"), ("gone.png", "stored image's reference")):
+        with pytest.raises(BadInput) as e:
+            c.put_documents("pics", [{"id": "x", "image_blob": bad}])
+        assert [(r["field"], why in r["reason"]) for r in e.value.rejects] == [("image_blob", True)]  # type: ignore[attr-defined]
+    vs, ds = VectorStore(docs_stack["milvus"]), DocumentStore(docs_stack["mongo"])
+    was = vs.vector(collection_name("pics", vs.live_build("pics")), "inline")
+    summary = reindex(ReindexOptions(index="pics", model="clip_image", repo=docs_stack["repo"], data_dir=base / "data",
+                                     milvus_uri=docs_stack["milvus"], mongo_uri=docs_stack["mongo"], progress=False))
+    assert summary.live and summary.skipped == {} and summary.indexed == 5, summary.line()
+    assert np.allclose(vs.vector(collection_name("pics", summary.build), "inline"), was, atol=1e-4)  # read back from the blob store
+    meta = snapshot.create(vs, ds, LexicalStore(lexical_root(docs_stack["server"].service.config)), "pics", base / "snap")
+    assert meta["counts"]["images"] == 1 and ref.encode() in (base / "snap" / "blobs.bson").read_bytes()
+
+    gone_ref = blob_ref(image_bytes(5))
+    c.put_documents("pics", [{"id": "tmp", "image_b64": base64.b64encode(image_bytes(5)).decode()}])
+    c.delete_documents("pics", ids=["tmp"])
+    blobs = BlobStore(ds)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    assert expire(ds, journal_days=0, op_id_days=0, now=later).blobs == 0  # the journal (kept) still holds it: a rollback replays it
+    assert set(blobs.get_many([ref, gone_ref])) == {ref, gone_ref}
+    out = expire(ds, journal_days=1, op_id_days=0, now=later)
+    assert out.journal.get("pics") and out.blobs == 1 and set(blobs.get_many([ref, gone_ref])) == {ref}

@@ -39,8 +39,9 @@ from typing import IO, Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from mmsearch.api.documents import lexical_problem, stored_field_problem, titled_text
+from mmsearch.api.documents import BLOB_FIELD, lexical_problem, stored_field_problem, titled_text
 from mmsearch.api.filters import parse_field_spec
+from mmsearch.clients.blobs import BlobStore
 from mmsearch.clients.documents import BUILDS, DocumentStore
 from mmsearch.clients.journal import LEASE_TTL_S, IndexLease, Journal
 from mmsearch.clients.lexical import LexicalStore, LexicalWriter, check_lexical_fields
@@ -231,7 +232,10 @@ class _Pipeline:
     # reader ---------------------------------------------------------------
     def _load(self, d: Doc) -> Doc | Reject:
         try:
-            data = read_image_bytes(d.source, self.o.image_root)
+            if "image" not in d.doc and d.doc.get(BLOB_FIELD) == d.source:  # kept by the documents API (clients/blobs.py)
+                data = BlobStore(self.ds).get(d.source)
+            else:
+                data = read_image_bytes(d.source, self.o.image_root)
             d.payload = self.enc.preprocess_image(data, f"line {d.line} image {d.source}")
             return d
         except MMSearchError as e:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmsearch.api.documents import ID_MAX
+from mmsearch.api.documents import BLOB_FIELD, ID_MAX
 
 MAX_LINE_BYTES = 8 * 1024 * 1024
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -78,6 +78,8 @@ def parse_line(n: int, raw: bytes, field_name: str, state: ReaderState) -> Doc |
     if doc_id in state.seen:
         return Reject(n, f"duplicate id {doc_id!r} (first on line {state.seen[doc_id]})", text)
     source = obj.get(field_name)
+    if field_name == "image" and source is None and isinstance(obj.get(BLOB_FIELD), str):
+        source = obj[BLOB_FIELD]  # an image sent inline to the documents API, kept in the blob store (a held-documents export)
     if source is None or (isinstance(source, str) and not source.strip()):
         return Reject(n, f"no {field_name}", text)
     if not isinstance(source, str):
