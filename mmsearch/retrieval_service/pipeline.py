@@ -54,6 +54,7 @@ BUILD_RECORD_READ_S = 0.5  # the most a search waits for a build's record (its q
 BUILD_RECORD_BACKOFF_S = 5.0  # MongoDB did not answer: searches go on without asking again for this long
 FILTER_OVERFETCH = 4  # BM25 hits fetched per wanted hit when a filter will drop some (tantivy holds no metadata)
 log = logging.getLogger("mmsearch.retrieval")
+ADVISORY = "ranker "  # readiness entries shown but not counted: a learned arm without its ranker serves by RRF
 T = TypeVar("T")
 
 
@@ -77,6 +78,7 @@ class SearchService:
         self.documents = DocumentsService(config, self.metrics, self.deps.vectors, self.deps.documents, self.lexical)
         self._live_builds: dict[str, tuple[float, str | None, dict[str, str]]] = {}  # index -> (until, live build, query models)
         self._rankers: dict[str, tuple[int, LinearRanker]] = {}  # name -> (file mtime, ranker)
+        self._warned: set[tuple[object, ...]] = set()  # (each distinct problem logged once, not per search)
         self._pool = ThreadPoolExecutor(max_workers=4 * (r.max_inflight + r.max_queue), thread_name_prefix="source")
         self.querylog = QueryLog(self.deps.documents, self.metrics, ttl_days=r.query_log_ttl_days,
                                  flush_s=r.query_log_flush_s, sweep_s=r.query_log_sweep_s) if config.retrieval.query_log else None
@@ -123,7 +125,7 @@ class SearchService:
         out.update({d.name: d.healthy() for d in self.deps.all})
         live = self.experiments.current
         for name in live.experiments.rankers() if live is not None else []:
-            # a learned arm whose ranker is missing or broken fails its every search (a ConfigError naming the file)
+            # shown, not counted: an arm whose ranker is missing or broken serves by RRF (_learned)
             try:
                 self._ranker(name)
                 out[f"ranker {name}"] = True
@@ -349,10 +351,22 @@ class SearchService:
         """The arm's ranker orders the candidates of a query in its scope (ranker.learned_fusion); the documents of
         each source's first hits are read for its title and length features (the page reuses them)."""
         assert p.sources and p.index and p.ranker
-        ranker = self._ranker(p.ranker)
-        if [(s.name, s.kind) for s in p.sources] != list(ranker.sources):
-            raise ConfigError(f"ranker {p.ranker} was trained on sources {list(ranker.sources)}; the arm has "
-                              f"{[(s.name, s.kind) for s in p.sources]}")
+        try:
+            ranker = self._ranker(p.ranker)
+            if [(s.name, s.kind) for s in p.sources] != list(ranker.sources):
+                raise ConfigError(f"ranker {p.ranker} was trained on sources {list(ranker.sources)}; the arm has "
+                                  f"{[(s.name, s.kind) for s in p.sources]}")
+        except ConfigError as e:
+            # one arm's missing or mismatched ranker degrades that arm (to RRF with its sources' weights), it does
+            # not fail its searches or take the process out of rotation: /readyz and a counter name it
+            self.metrics.ranker_fallbacks.labels(p.ranker).inc()
+            self._warn_once(("ranker", p.ranker, e.message), "arm %s: ranker %s unusable, fused by RRF instead: %s",
+                            ctx.arm_label, p.ranker, e.message)
+            t0 = time.perf_counter()
+            fused = fuse({s.name: lists[s.name] for s in p.sources if s.name in lists}, "rrf",
+                         {s.name: s.weight for s in p.sources}, p.rrf_k or DEFAULT_RRF_K)
+            ctx.add_time("fusion", time.perf_counter() - t0)
+            return [Hit(f.id, f.score, "fused", f.sources) for f in fused]
         rare = self._has_rare_term(req, p, lexical, ctx, always=True)
         self._fill_docs(p.index, ranker.window_ids(lists), docs, ctx, _consistency(req).get("consistency"))
         t0 = time.perf_counter()
@@ -371,8 +385,19 @@ class SearchService:
             mtime = -1
         cached = self._rankers.get(name)
         if cached is None or cached[0] != mtime:
-            cached = self._rankers[name] = (mtime, load_ranker(path))
+            try:
+                cached = self._rankers[name] = (mtime, load_ranker(path))
+            except ConfigError as e:
+                if cached is None:
+                    raise
+                # a broken retrain (or a file half-copied) does not undo a good ranker: the last one read serves on
+                self._warn_once(("ranker file", name, mtime), "ranker %s: %s; serving the one read before", name, e.message)
         return cached[1]
+
+    def _warn_once(self, key: tuple[object, ...], msg: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(msg, *args)
 
     def _has_rare_term(self, req: SearchRequest, p: Params, lexical: list[Source], ctx: RequestContext,
                        always: bool = False) -> bool:

@@ -28,6 +28,8 @@ class Metrics:
                                          "(new or changed embedded content; unchanged ones are not)", ["index"], registry=self.registry)
         self.document_writes = Counter("mmsearch_document_writes_total", "Documents written by the documents API",
                                        ["index", "op"], registry=self.registry)
+        self.ranker_fallbacks = Counter("mmsearch_ranker_fallbacks_total", "Searches of a learned arm fused by RRF instead "
+                                        "(its ranker missing, broken or trained on other sources)", ["ranker"], registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:
         return exposition(self.registry)

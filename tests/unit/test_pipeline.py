@@ -669,18 +669,38 @@ def test_a_learned_arm_orders_queries_in_its_scope_by_its_ranker_and_others_by_r
     assert [x.id for x in hf.search(text="stripes", force={"recall": "learned"}, top_k=4).hits] == ["a", "b", "c", "d"]
 
 
-def test_a_learned_arm_without_its_ranker_or_with_another_s_sources_is_a_config_error(hf, tmp_path):
-    from mmsearch.errors import ConfigError
+def test_a_learned_arm_without_a_usable_ranker_falls_back_to_rrf_and_a_broken_retrain_keeps_the_last_good_one(hf, tmp_path):
+    """One arm's ranker problem degrades that arm, named in /readyz and a counter; it fails no search and does not
+    take the process out of rotation. "stripes" is rare: the ranker (trusting BM25) puts f first; RRF with the
+    arm's weights (1 : 0.01) keeps the dense order."""
+    hf.service.config = hf.service.config.model_copy(update={"rankers_dir": tmp_path / "rankers"})
+    fallbacks = hf.service.metrics.ranker_fallbacks.labels("by_words")
+    assert hf.service.ready()["ranker by_words"] is False  # named before a search meets it
+    rrf = [x.id for x in hf.search(text="stripes", force={"recall": "learned"}, top_k=4).hits]
+    assert rrf == ["a", "b", "c", "d"] and fallbacks._value.get() == 1
+    path = _ranker(tmp_path)
+    assert hf.service.ready()["ranker by_words"] is True
+    assert hf.search(text="stripes", force={"recall": "learned"}, top_k=4).hits[0].id == "f"
+    time.sleep(0.01)
+    path.write_text("{not json")  # a broken retrain: the ranker read before serves on
+    assert hf.search(text="stripes", force={"recall": "learned"}, top_k=4).hits[0].id == "f" and fallbacks._value.get() == 1
+    time.sleep(0.01)
+    _ranker(tmp_path, sources=(("vec", "dense"), ("title_words", "bm25")), feature="vec.rr2")  # trained for another arm
+    assert [x.id for x in hf.search(text="stripes", force={"recall": "learned"}, top_k=4).hits] == rrf
+    assert fallbacks._value.get() == 2
+
+
+def test_readiness_shows_a_missing_ranker_without_failing(hf, tmp_path, monkeypatch):
+    from mmsearch.retrieval_service.http_app import create_app
 
     hf.service.config = hf.service.config.model_copy(update={"rankers_dir": tmp_path / "rankers"})
-    assert hf.service.ready()["ranker by_words"] is False  # readiness names it before a search fails
-    with pytest.raises(ConfigError, match="by_words.json: no such file .*train-ranker"):
-        hf.search(text="stripes", force={"recall": "learned"})
-    _ranker(tmp_path)
-    assert hf.service.ready()["ranker by_words"] is True
-    _ranker(tmp_path, sources=(("vec", "dense"), ("title_words", "bm25")), feature="vec.rr2")
-    with pytest.raises(ConfigError, match="trained on sources"):
-        hf.search(text="stripes", force={"recall": "learned"})
+    probed = hf.service.ready()
+    assert probed["ranker by_words"] is False
+    app = create_app(hf.service).test_client()
+    for parts, code in (({**probed, "lexical images": True}, 200), ({**probed, "milvus": False}, 503)):
+        monkeypatch.setattr(hf.service, "ready", lambda parts=parts: parts)
+        answer = app.get("/readyz")
+        assert answer.status_code == code and answer.get_json()["dependencies"]["ranker by_words"] is False
 
 
 @pytest.mark.parametrize("bad, match", [
