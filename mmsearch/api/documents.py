@@ -36,8 +36,9 @@ MAX_LISTED = 20  # bad documents named in the error message (all of them are in 
 class PutDocumentsBody(_Model):
     """PUT /v1/indexes/{index}/documents: upsert by id, all-or-nothing."""
 
-    documents: list[Any] = Field(description="documents in build-index's JSON Lines shape: id, text (or image / image_b64), "
-                                                        "stored and lexical fields of the live build, anything else")
+    documents: list[Any] = Field(description="documents in build-index's JSON Lines shape: id, text (or image / image_b64 / "
+                                             "image_blob, the reference a GET returns for an image sent inline), "
+                                             "stored and lexical fields of the live build, anything else")
     op_id: str | None = Field(None, pattern=OP_ID_PATTERN, description="idempotency key: the same op_id sent again is not applied again")
 
 

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mmsearch.api.documents import BLOB_FIELD
 from mmsearch.clients.documents import BUILDS, DocumentStore
-from mmsearch.errors import BadInput
+from mmsearch.errors import BadInput, MMSearchError
 
+log = logging.getLogger("mmsearch.blobs")
 BLOBS = "_doc_blobs"
 PREFIX = "sha256:"
 
@@ -40,6 +42,7 @@ class BlobStore:
     def __init__(self, ds: DocumentStore):
         self.ds = ds
         self.coll = ds.db[BLOBS]
+        self._has_index: set[tuple[str, str]] = set()
 
     def put(self, data: bytes) -> str:
         """Keep ``data`` (durably: journaled by MongoDB before this returns); its reference."""
@@ -75,6 +78,17 @@ class BlobStore:
         if rows:
             self.ds._call("blob load", self.coll.bulk_write, [ReplaceOne({"_id": r["_id"]}, r, upsert=True) for r in rows])
 
+    def _indexed(self, collection: str, field: str) -> None:
+        """An index on the references (every blob a day old is looked up at each sweep, referenced or not);
+        where the server cannot make one, the lookups scan."""
+        if (collection, field) in self._has_index:
+            return
+        try:
+            self.ds._call("blob index", self.ds.db[collection].create_index, field, sparse=True)
+        except MMSearchError as e:
+            log.info("no index on %s.%s (%s): the blob sweep scans it", collection, field, e.message)
+        self._has_index.add((collection, field))
+
     def sweep(self, before: dt.datetime, journal_collection: str) -> int:
         """Delete the blobs last written before ``before`` that no document of any index and no journal entry
         references. How many went."""
@@ -83,6 +97,8 @@ class BlobStore:
             return 0
         indexes = sorted({str(r["index"]) for r in self.ds._call("blob sweep", lambda: list(self.ds.db[BUILDS].find(
             {"modality": "image"}, {"index": 1})))})
+        for coll, field in [*((c, BLOB_FIELD) for c in indexes), (journal_collection, "blobs")]:
+            self._indexed(coll, field)
         used: set[str] = set()
         for i in range(0, len(old), 1000):
             chunk = old[i:i + 1000]
