@@ -87,8 +87,6 @@ IndexType = Literal["HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "FLAT", "AUTOINDEX"
 IVF_TYPES = ("IVF_FLAT", "IVF_SQ8", "IVF_PQ")
 
 
-PENDING_INDEX = "mmsearch:index-at-seal "  # a collection description: the index seal creates (VectorStore.create)
-
 @dataclass(frozen=True)
 class IndexSpec:
     """How a build's vectors are indexed and searched (config ``milvus.*``, recorded on each build;
@@ -250,7 +248,6 @@ class VectorStore:
         self.spec = spec or IndexSpec()
         self.dependency = f"milvus at {uri}"
         self._loaded: set[str] = set()
-        self._indexed: set[str] = set()  # collections known to have their vector index (created, or deferred and made)
         self._fields: dict[str, tuple[float, dict[str, str], bool]] = {}  # name -> (when, fields, stores docs)
         self._features: MilvusFeatures | None = None
         if not uri.startswith(("http://", "https://", "tcp://", "unix:")):
@@ -288,7 +285,6 @@ class VectorStore:
         target = self._target(name)
         state = str(self._call("load state", self.client.get_load_state, target).get("state", ""))
         if "Loaded" not in state:
-            self._ensure_index(target)  # (Milvus loads only an indexed collection)
             if not wait:
                 if "Loading" not in state:
                     self._call("load", self.client.load_collection, target, _async=True)
@@ -381,15 +377,10 @@ class VectorStore:
         raise Internal(f"{self.dependency}: collection {collection} has no embedding field")
 
     def create(self, collection: str, dim: int, spec: IndexSpec | None = None, fields: dict[str, str] | None = None,
-               stored_docs: int = 0, index_now: bool = True) -> None:
+               stored_docs: int = 0) -> None:
         """A collection for one build; ``fields`` (name -> str|int|float|bool) are stored beside the
         vectors so that searches can filter on them inside Milvus; ``stored_docs``: each whole document
-        too (DOC_FIELD), up to that many bytes, so that searches return them.
-
-        ``index_now=False`` (a bulk build): the index is created at ``seal`` (or before anything loads the
-        collection), from the spec recorded in the collection's description. Indexed from the start, Milvus
-        indexes each segment as it seals (~60k rows here) and again each time it merges small ones: a 300k
-        build indexed vectors about twice, on the cores the encoder needs (bench/build_index.py)."""
+        too (DOC_FIELD), up to that many bytes, so that searches return them."""
         from pymilvus import DataType, MilvusClient
 
         if self._call("has_collection", self.client.has_collection, collection):
@@ -397,11 +388,7 @@ class VectorStore:
             if existing != dim:
                 raise BadInput(f"collection {collection} holds {existing}-d vectors; this model gives {dim}-d")
             return
-        spec = spec or self.spec
-        spec.check_dim(dim)
-        pending = "" if index_now else PENDING_INDEX + json.dumps(
-            {"index_type": spec.index_type, "metric_type": spec.metric, "params": spec.index_params()})
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=pending)
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX)
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
         for name, ftype in (fields or {}).items():
@@ -409,6 +396,8 @@ class VectorStore:
             schema.add_field(name, kind, **({"max_length": MAX_STR * 4} if ftype == "str" else {}))  # (bytes: UTF-8)
         if stored_docs:
             schema.add_field(DOC_FIELD, DataType.VARCHAR, max_length=stored_docs)
+        spec = spec or self.spec
+        spec.check_dim(dim)
         params = self.client.prepare_index_params()
         params.add_index("embedding", index_type=spec.index_type, metric_type=spec.metric, params=spec.index_params())
         # Created unloaded: MilvusClient loads a collection created with its index, and a build written into a
@@ -416,23 +405,7 @@ class VectorStore:
         # indexed (10.6 s of a 30k build's 25 s seal). Loaded at the first read or at seal: from the index.
         self._call("create collection", self.client.create_collection, collection, schema=schema,
                    consistency_level="Bounded")
-        if index_now:
-            self._call("create index", self.client.create_index, collection, params)
-            self._indexed.add(collection)
-
-    def _ensure_index(self, collection: str) -> None:
-        """The vector index of a collection created with it deferred (``create(index_now=False)``), made now."""
-        if collection in self._indexed:
-            return
-        if not self._call("list indexes", self.client.list_indexes, collection):
-            desc = str(self._call("describe collection", self.client.describe_collection, collection).get("description") or "")
-            if not desc.startswith(PENDING_INDEX):
-                raise Internal(f"{self.dependency}: collection {collection} has no vector index and records none to create")
-            want = json.loads(desc[len(PENDING_INDEX):])
-            params = self.client.prepare_index_params()
-            params.add_index("embedding", index_type=want["index_type"], metric_type=want["metric_type"], params=want["params"])
-            self._call("create index", self.client.create_index, collection, params)
-        self._indexed.add(collection)
+        self._call("create index", self.client.create_index, collection, params)
 
     def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray, meta: Sequence[dict[str, Any]] | None = None,
                docs: Sequence[dict[str, Any]] | None = None, doc_max_bytes: int = 0, fresh: bool = False) -> None:
@@ -528,7 +501,6 @@ class VectorStore:
         covers every row (unindexed segments are searched brute force, slowly), and until a Bounded
         search sees all ``expected`` rows (what a query will meet after the alias switch)."""
         self._call("flush", self.client.flush, collection)
-        self._ensure_index(collection)  # (a bulk build's, deferred to here: each segment indexed once)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             info = self._call("describe index", self.client.describe_index, collection, "embedding")

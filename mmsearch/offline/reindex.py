@@ -241,7 +241,7 @@ def reindex(o: ReindexOptions) -> ReindexSummary:
         if image_root is not None:
             rec["image_root"] = str(image_root)
         summary = ReindexSummary(o.index, build, live, o.model, str(old.get("model")))
-        vs.create(rec["_id"], enc.dim, spec, fields, stored_docs=rec["stored_docs"], index_now=False)
+        vs.create(rec["_id"], enc.dim, spec, fields, stored_docs=rec["stored_docs"])
         ds.save_build(rec)
         encode = doc_encoder(enc, modality, image_root, summary.skipped, old.get("embed_title"), BlobStore(ds))
         try:

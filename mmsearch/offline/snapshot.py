@@ -166,7 +166,7 @@ def restore(vs: VectorStore, ds: DocumentStore, lex: LexicalStore, src: Path, re
     fields = dict(rec.get("fields") or {})
     stored = int(rec.get("stored_docs") or 0)
     spec = IndexSpec(**rec["index_spec"]) if rec.get("index_spec") else IndexSpec()
-    vs.create(coll, int(meta["dim"]), spec, fields, stored_docs=stored, index_now=False)
+    vs.create(coll, int(meta["dim"]), spec, fields, stored_docs=stored)
     matrix = np.load(src / "vectors.npy")
     table = pq.read_table(src / "rows.parquet").to_pydict()
     ids = table["id"]

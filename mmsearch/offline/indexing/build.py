@@ -484,7 +484,7 @@ def open_record(opts: BuildOptions, vs: VectorStore, ds: DocumentStore, encoder:
               "stored_docs": opts.index_spec.stored_doc_max_bytes}  # documents up to this size kept beside the vectors
     if encoder.modality == "image":  # where the documents' image paths point (a flywheel round re-reads them)
         record["image_root"] = str(opts.image_root.resolve())
-    vs.create(record["_id"], encoder.dim, opts.index_spec, opts.fields, stored_docs=record["stored_docs"], index_now=False)
+    vs.create(record["_id"], encoder.dim, opts.index_spec, opts.fields, stored_docs=record["stored_docs"])
     ds.save_build(record)
     return record
 
