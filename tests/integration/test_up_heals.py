@@ -8,6 +8,7 @@ slower), and the stack stays up.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -67,7 +68,7 @@ def search(url: str) -> int:
             return r.status if json.loads(r.read()).get("results") else 0
     except urllib.error.HTTPError as e:
         return e.code
-    except OSError:
+    except (OSError, http.client.HTTPException):  # (IncompleteRead: killed while it sent the answer)
         return -1  # no answer at all (connection refused: the retrieval service itself is down)
 
 
@@ -77,7 +78,7 @@ def page(web: int) -> int:
             return r.status if 'data-doc="d7"' in r.read().decode() else 0
     except urllib.error.HTTPError as e:
         return e.code
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return -1
 
 
