@@ -176,6 +176,61 @@ def compare(a: SearchClient, b: SearchClient, queries: list[str], force: dict[st
             "mean_overlap@10": round(sum(len(set(x) & set(y)) / max(len(x), 1) for x, y in pairs) / len(pairs), 4)}
 
 
+
+def snapshot_round_trip(cfg: Config, client: SearchClient, queries: list[str]) -> dict[str, object]:
+    """`mmsearch snapshot create`, restored into a fresh Milvus and MongoDB with a retrieval service on them; the
+    same lemma queries through both served APIs: the default arm and dense alone."""
+    from mmsearch.clients.lexical import LexicalStore
+    from mmsearch.offline import snapshot
+    from mmsearch.offline.indexing.stores import open_stores
+    from mmsearch.runtime.embedded import MilvusServer, SecantusServer
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        t = time.monotonic()
+        snapshot.run(["create", "--index", INDEX, "--out", str(tmp / "snap")])
+        create_s = time.monotonic() - t
+        size_mb = sum(f.stat().st_size for f in (tmp / "snap").rglob("*") if f.is_file()) / 2**20
+        with SecantusServer(tmp / "mongo") as mongo:
+            milvus = MilvusServer(tmp / "milvus")
+            proc = None
+            try:
+                # what `mmsearch snapshot restore` runs, with the fresh stack's own data folder for the BM25 terms (the
+                # CLI would take the demo's from its config, and the restored build has the live one's name)
+                fresh = cfg.model_copy(update={"data_dir": tmp / "data"})
+                t = time.monotonic()
+                with open_stores(milvus.uri, mongo.uri, fresh.data_dir, cfg.mongo.database) as (fvs, fds):
+                    snapshot.restore(fvs, fds, LexicalStore(lexical_root(fresh)), tmp / "snap", Path(cfg.model_repository))
+                restore_s = time.monotonic() - t
+                proc, fclient = fresh_service(cfg, tmp, milvus.uri, mongo.uri)
+                # the default arm (dense + BM25 fused), and dense alone: the restored HNSW graph is built afresh from
+                # the same vectors, so an approximate search may order near-ties differently; the BM25 terms are copied
+                served = compare(client, fclient, queries)
+                dense = compare(client, fclient, queries, {"recall": "dense"})
+            finally:
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(30)
+                milvus.stop()
+    return {"create_seconds": round(create_s, 1), "restore_seconds": round(restore_s, 1), "size_mb": round(size_mb, 1),
+            "queries": len(queries), "same_top10": served["same_top10"], "default_arm": served, "dense_arm": dense}
+
+
+
+def snapshot_only(args: argparse.Namespace, argv: list[str] | None) -> int:
+    cfg = running_stack_config()
+    client = SearchClient(f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}", timeout_s=60)
+    snap = snapshot_round_trip(cfg, client, lemma_queries(cfg, args.queries, 2))
+    d, a = snap["dense_arm"], snap["default_arm"]
+    summary = (f"snapshot of the demo's texts index: {snap['size_mb']:.0f} MB, created {snap['create_seconds']:.0f} s, restored "
+               f"{snap['restore_seconds']:.0f} s into a fresh stack; same top-10 for {snap['queries']} queries: default arm "
+               f"{a['same_top10']} (overlap@10 {a['mean_overlap@10']:.3f}), dense {d['same_top10']} (overlap@10 {d['mean_overlap@10']:.3f})")
+    write_result("lifecycle_snapshot", "A snapshot restored into a fresh stack, through both served APIs", summary,
+                 {"description": f"the running demo's texts index (WordNet noun glosses), {snap['queries']} lemma queries",
+                  "synthetic": False, "queries": snap["queries"]},
+                 {"snapshot": snap}, argv=["bench/lifecycle.py", *(argv if argv is not None else sys.argv[1:])], out=args.out)
+    return 0
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--queries", type=int, default=100, help="lemma queries compared after the snapshot's restore")
@@ -184,13 +239,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="the reader's pace, one search at a time (0: back to back, which on 2 cores takes most of a core "
                          "from the reindex: 82k texts to fp32 ran at 45 docs/s)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--snapshot-only", action="store_true", help="only step 3 (bench/results/lifecycle_snapshot.json)")
     args = ap.parse_args(argv)
+    if args.snapshot_only:
+        return snapshot_only(args, argv)
 
-    from mmsearch.clients.lexical import LexicalStore
-    from mmsearch.offline import index_admin, snapshot
+    from mmsearch.offline import index_admin
     from mmsearch.offline.indexing.stores import open_stores
     from mmsearch.offline.reindex import ReindexOptions, reindex
-    from mmsearch.runtime.embedded import MilvusServer, SecantusServer
 
     cfg = running_stack_config()
     url = f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}"
@@ -241,37 +297,10 @@ def main(argv: list[str] | None = None) -> int:
                          "lost": len(lost), "lost_ids": lost[:10], "lost_of_those_acked_before_rollback": len(lost_after_reindex)}
 
     # 3. snapshot, restored into a fresh stack; the same top-10 through both served APIs
-    queries = lemma_queries(cfg, args.queries, 2)
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        t = time.monotonic()
-        snapshot.run(["create", "--index", INDEX, "--out", str(tmp / "snap")])
-        create_s = time.monotonic() - t
-        size_mb = sum(f.stat().st_size for f in (tmp / "snap").rglob("*") if f.is_file()) / 2**20
-        with SecantusServer(tmp / "mongo") as mongo:
-            milvus = MilvusServer(tmp / "milvus")
-            proc = None
-            try:
-                # what `mmsearch snapshot restore` runs, with the fresh stack's own data folder for the BM25 terms (the
-                # CLI would take the demo's from its config, and the restored build has the live one's name)
-                fresh = cfg.model_copy(update={"data_dir": tmp / "data"})
-                t = time.monotonic()
-                with open_stores(milvus.uri, mongo.uri, fresh.data_dir, cfg.mongo.database) as (fvs, fds):
-                    snapshot.restore(fvs, fds, LexicalStore(lexical_root(fresh)), tmp / "snap", Path(cfg.model_repository))
-                restore_s = time.monotonic() - t
-                proc, fclient = fresh_service(cfg, tmp, milvus.uri, mongo.uri)
-                # the default arm (dense + BM25 fused), and dense alone: the restored HNSW graph is built afresh from
-                # the same vectors, so an approximate search may order near-ties differently; the BM25 terms are copied
-                served = compare(client, fclient, queries)
-                dense = compare(client, fclient, queries, {"recall": "dense"})
-                same = served["same_top10"]
-            finally:
-                if proc is not None:
-                    proc.terminate()
-                    proc.wait(30)
-                milvus.stop()
-    figures["snapshot"] = {"create_seconds": round(create_s, 1), "restore_seconds": round(restore_s, 1), "size_mb": round(size_mb, 1),
-                           "queries": len(queries), "same_top10": same, "default_arm": served, "dense_arm": dense}
+    figures["snapshot"] = snapshot_round_trip(cfg, client, lemma_queries(cfg, args.queries, 2))
+    same = figures["snapshot"]["same_top10"]
+    size_mb, create_s, restore_s = (figures["snapshot"][k] for k in ("size_mb", "create_seconds", "restore_seconds"))
+    queries = figures["snapshot"]["queries"]
 
     # leave the demo as it was found: the bench's documents deleted, the reindexed build dropped
     client.delete_documents(INDEX, ids=writer.acked)
@@ -283,10 +312,10 @@ def main(argv: list[str] | None = None) -> int:
                f"writes paused {s.paused_ms:.0f} ms: {searched + searched_after} searches, {len(failed) + len(failed_after)} failed; "
                f"{w['acknowledged']} writes acknowledged, {w['lost']} lost; rollback in {figures['rollback']['seconds']} s, "
                f"{len(failed_rb)} failed searches; snapshot {size_mb:.0f} MB, created {create_s:.0f} s, restored {restore_s:.0f} s "
-               f"into a fresh stack: {same}/{len(queries)} queries the same top-10")
+               f"into a fresh stack: {same}/{queries} queries the same top-10")
     write_result("lifecycle", "A corpus that lives: reindex, rollback, snapshot at the demo's size", summary,
-                 {"description": f"the running demo's texts index (WordNet noun glosses), {len(queries)} + 500 lemma queries",
-                  "synthetic": False, "queries": len(queries)},
+                 {"description": f"the running demo's texts index (WordNet noun glosses), {queries} + 500 lemma queries",
+                  "synthetic": False, "queries": queries},
                  figures, argv=["bench/lifecycle.py", *(argv if argv is not None else sys.argv[1:])], out=args.out)
     return 0
 
