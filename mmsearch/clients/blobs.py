@@ -56,6 +56,14 @@ class BlobStore:
             {"_id": ref}, {"$set": {"at": now}, "$setOnInsert": {"data": Binary(data), "bytes": len(data)}}, upsert=True)])
         return ref
 
+    def touch(self, refs: Sequence[str]) -> None:
+        """Mark kept images as in use now (a write naming one again): the sweep leaves them a day more."""
+        from pymongo import WriteConcern
+
+        if refs:
+            durable = self.coll.with_options(write_concern=WriteConcern(w=1, j=True))
+            self.ds._call("blob touch", durable.update_many, {"_id": {"$in": list(refs)}}, {"$set": {"at": dt.datetime.now(dt.UTC)}})
+
     def get_many(self, refs: Sequence[str]) -> dict[str, bytes]:
         rows = self.ds._call("blob get", lambda: list(self.coll.find({"_id": {"$in": list(refs)}}, {"data": 1})))
         return {str(r["_id"]): bytes(r["data"]) for r in rows}

@@ -236,9 +236,10 @@ class DocumentsService:
             self.encoded += len(todo)
             self.metrics.documents_encoded.labels(index).inc(len(todo))
             blobs = BlobStore(ds)
+            blobs.touch([d.blob for d in docs if d.blob])  # (sent back by reference: kept already, in use again)
             for d in docs:
                 d.doc[META_KEY] = {"hash": d.hash}
-                if d.image is not None and d.source is None:  # inline (or a stored one sent back): kept before it is journaled
+                if d.image is not None and d.source is None and d.blob is None:  # sent inline: kept before it is journaled
                     d.doc[BLOB_FIELD] = blobs.put(d.image)
             matrix = np.stack([vectors[d.id] for d in docs])
             # journaled first (the commit point), then the three stores: a write that dies half-way is applied

@@ -30,7 +30,7 @@ from mmsearch.clients.vectors import BUILD_SEP, VectorStore, collection_name
 from mmsearch.config import Config, lexical_root
 from mmsearch.errors import BadInput, ConfigError, DeadlineExceeded, MMSearchError, NotFound, Overloaded, Unavailable
 from mmsearch.experiments.spec import Params, Source, assign
-from mmsearch.ranking.fusion import DEFAULT_RRF_K, RARE_DF, TITLE_CHECK_TOP, fuse, names_title, rare_query, source_weights, title_terms
+from mmsearch.ranking.fusion import DEFAULT_RRF_K, RARE_DF, TITLE_CHECK_TOP, Fusion, fuse, names_title, rare_query, source_weights, title_terms
 from mmsearch.ranking.ranker import LinearRanker, Query, learned_fusion, load_ranker, ranker_path
 from mmsearch.retrieval_service.admission import Admission
 from mmsearch.retrieval_service.auth import ApiKeys
@@ -339,10 +339,13 @@ class SearchService:
             return self._learned(req, p, lists, lexical, docs, ctx)
         rare = self._has_rare_term(req, p, lexical, ctx)
         titled = not rare and self._names_title(req, p, lists, docs, ctx)
+        return self._fuse(p, lists, p.fusion or "rrf",
+                          source_weights([(s.name, s.weight, s.weight_title, s.weight_rare) for s in p.sources], titled, rare), ctx)
+
+    def _fuse(self, p: Params, lists: dict[str, list[tuple[str, float]]], fusion: Fusion, weights: dict[str, float],
+              ctx: RequestContext) -> list[Hit]:
         t0 = time.perf_counter()
-        fused = fuse({s.name: lists[s.name] for s in p.sources if s.name in lists}, p.fusion or "rrf",
-                     source_weights([(s.name, s.weight, s.weight_title, s.weight_rare) for s in p.sources], titled, rare),
-                     p.rrf_k or DEFAULT_RRF_K)
+        fused = fuse({s.name: lists[s.name] for s in p.sources or [] if s.name in lists}, fusion, weights, p.rrf_k or DEFAULT_RRF_K)
         ctx.add_time("fusion", time.perf_counter() - t0)
         return [Hit(f.id, f.score, "fused", f.sources) for f in fused]
 
@@ -362,11 +365,7 @@ class SearchService:
             self.metrics.ranker_fallbacks.labels(p.ranker).inc()
             self._warn_once(("ranker", p.ranker, e.message), "arm %s: ranker %s unusable, fused by RRF instead: %s",
                             ctx.arm_label, p.ranker, e.message)
-            t0 = time.perf_counter()
-            fused = fuse({s.name: lists[s.name] for s in p.sources if s.name in lists}, "rrf",
-                         {s.name: s.weight for s in p.sources}, p.rrf_k or DEFAULT_RRF_K)
-            ctx.add_time("fusion", time.perf_counter() - t0)
-            return [Hit(f.id, f.score, "fused", f.sources) for f in fused]
+            return self._fuse(p, lists, "rrf", {s.name: s.weight for s in p.sources}, ctx)
         rare = self._has_rare_term(req, p, lexical, ctx, always=True)
         self._fill_docs(p.index, ranker.window_ids(lists), docs, ctx, _consistency(req).get("consistency"))
         t0 = time.perf_counter()
