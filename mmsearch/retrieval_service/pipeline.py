@@ -464,7 +464,7 @@ class SearchService:
             raise BadInput("experiments config: rerank cross_encoder needs rerank_model")
         cand = hits[: p.rerank_top_n or DEFAULT_RERANK_N]
         self._fill_docs(index, [h.id for h in cand], docs, ctx)
-        texts = [(h.id, t) for h in cand if (t := str((docs.get(h.id) or {}).get("text", ""))).strip()]
+        texts = [(h.id, t) for h in cand if (t := _rerank_text(docs.get(h.id) or {}, p.title_field)).strip()]
         if not texts:
             ctx.add_time("rerank", 0.0)
             return hits
@@ -537,3 +537,11 @@ def _public(doc: dict[str, Any] | None, fields: list[str] | None = None) -> dict
     if fields is not None:
         return {k: doc[k] for k in fields if k in doc and k not in RESERVED_KEYS}
     return {k: v for k, v in doc.items() if k not in RESERVED_KEYS}
+
+
+def _rerank_text(doc: dict[str, object], title_field: str | None) -> str:
+    """What the cross-encoder reads of a document: its text, after its title when the arm names a title field
+    ("<title>: <text>", as the demo embeds its glosses), so a query that names the thing can match it."""
+    text = str(doc.get("text", "") or "")
+    title = str(doc.get(title_field, "") or "") if title_field else ""
+    return f"{title}: {text}" if title.strip() and text.strip() else text

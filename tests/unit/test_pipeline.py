@@ -1012,3 +1012,15 @@ def test_a_build_record_mongodb_cannot_give_costs_a_search_a_short_wait_not_its_
         assert len(asked) == 1  # within the back-off: not asked again
     finally:
         harness.close()
+
+
+def test_the_reranker_reads_a_document_title_before_its_text():
+    """A WordNet gloss does not name its thing ("a republic in West Africa"): without the title the reranker could not
+    match the query "Liberia" (served, it ranked the country's own synset 5th of 20; with it, 1st)."""
+    from mmsearch.retrieval_service.pipeline import _rerank_text
+
+    doc = {"title": "Liberia, Republic of Liberia", "text": "a republic in West Africa"}
+    assert _rerank_text(doc, "title") == "Liberia, Republic of Liberia: a republic in West Africa"
+    assert _rerank_text(doc, None) == "a republic in West Africa"  # an arm without a title field: the text alone
+    assert _rerank_text({"text": "a republic"}, "title") == "a republic"  # no title: no dangling colon
+    assert _rerank_text({"title": "Liberia"}, "title") == ""  # no text: skipped as before

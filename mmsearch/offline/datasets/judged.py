@@ -123,8 +123,10 @@ def leaks(query: str, gloss: str, lemma: str, n: int = LEAK_NGRAM) -> bool:
     return bool(names & set(q)) or bool(_ngrams(q, n) & _ngrams(_words(gloss), n))
 
 
-def class_sets(cache_dir: Path, per_class: int = PER_CLASS) -> dict[str, list[Judged]]:
-    """{"text2text_dev", "text2text_heldout", "text2image_dev", "text2image_heldout"} -> queries tagged by class."""
+def class_sets(cache_dir: Path, per_class: int = PER_CLASS, parts: dict[str, str] | None = None) -> dict[str, list[Judged]]:
+    """{"text2text_dev", "text2text_heldout", "text2image_dev", "text2image_heldout"} -> queries tagged by class.
+    ``parts``: other WordNet splits instead ({"train": "train"}: queries of the training synsets, which neither
+    judged split holds, for training a model), WordNet classes only."""
     from mmsearch.offline.datasets.expand import Glosser
     from mmsearch.offline.datasets.gcide import noun_definitions
     from mmsearch.offline.datasets.stamps import stamps
@@ -137,8 +139,8 @@ def class_sets(cache_dir: Path, per_class: int = PER_CLASS) -> dict[str, list[Ju
         df.update(set(_words(" ".join(s.words[:3]) + " " + s.gloss)))
     senses = noun_senses(cache_dir)
     gcide = noun_definitions(cache_dir)
-    part = {"val": "dev", "test": "heldout"}
-    out: dict[str, list[Judged]] = {f"{scene}_{p}": [] for scene in ("text2text", "text2image") for p in ("dev", "heldout")}
+    part = parts or {"val": "dev", "test": "heldout"}
+    out: dict[str, list[Judged]] = {f"{scene}_{p}": [] for scene in ("text2text", "text2image") for p in part.values()}
     count: Counter[tuple[str, str]] = Counter()
 
     def add(split: str, scene: str, cls: str, query: str, relevant: dict[str, float]) -> None:
@@ -169,6 +171,8 @@ def class_sets(cache_dir: Path, per_class: int = PER_CLASS) -> dict[str, list[Ju
                     and not leaks(defs[0], s.gloss, " ".join(s.words)):
                 add(split, "text2text", "definition", defs[0], rel)
                 break
+    if parts is not None:
+        return {k: v for k, v in out.items() if k.startswith("text2text")}
     # stamps, as text2text: the sense a caption names (the demo indexes it as a gloss among all 82,115)
     sense_of: dict[str, str] = {}
     for st in stamps(cache_dir):
