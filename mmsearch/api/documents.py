@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,7 +30,11 @@ RESERVED_KEYS = frozenset({"_id", META_KEY})
 OP_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
 IMAGE_B64 = "image_b64"  # an image index's document may carry its image inline instead of a path under the image root
 BLOB_FIELD = "image_blob"  # where an inline image is kept (clients/blobs.py): "sha256:<hex>"; a GET returns it, a PUT may send it back
-BLOB_REF_LEN = len("sha256:") + 64
+BLOB_REF = re.compile(r"sha256:[0-9a-f]{64}")  # what a kept image's reference looks like
+
+
+def is_blob_ref(value: object) -> bool:
+    return isinstance(value, str) and BLOB_REF.fullmatch(value) is not None
 MAX_LISTED = 20  # bad documents named in the error message (all of them are in its ``rejects``)
 
 
@@ -257,7 +262,7 @@ def validate_documents(items: Any, schema: IndexSchema, max_docs: int, max_doc_b
             problems.append((IMAGE_B64, f"index {schema.index} encodes text: inline images apply to image indexes"))
         elif emb == "image" and obj.get("image") is None and obj.get(BLOB_FIELD) is not None:
             ref = obj[BLOB_FIELD]
-            if not isinstance(ref, str) or not ref.startswith("sha256:") or len(ref) != BLOB_REF_LEN:
+            if not is_blob_ref(ref):
                 problems.append((BLOB_FIELD, "must be a stored image's reference (sha256:<64 hex>), as a GET of the document returns it"))
             else:
                 blob = ref

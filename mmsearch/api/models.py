@@ -199,6 +199,13 @@ def openapi() -> dict[str, Any]:
             "get_document: a document of the live build, as stored",
             {"type": "object", "properties": {"index": {"type": "string"}, "id": {"type": "string"}, "document": {"type": "object"}}},
             [index_param, path_param("id", "the document id (percent-encoded)")]),
+        "/v1/images/{ref}": {"get": {
+            "summary": "image: an image a document was sent with inline (its image_blob), to show beside its hits",
+            "operationId": "image", "parameters": [path_param("ref", "the document's image_blob: sha256:<64 hex digits>")],
+            "responses": {"200": {"description": "the image (an SVG rendered to PNG); immutable, cached for good",
+                                  "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in
+                                              ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp")}},
+                          **errors}}},
     }
 
     return {

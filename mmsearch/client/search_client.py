@@ -178,6 +178,14 @@ class SearchClient:
 
     def _once(self, path: str, data: bytes | None, retry: bool, method: str) -> Any:
         status, reason, headers, raw = self._exchange(method, path, data, retry)
+        self._raise_for(status, reason, headers, raw)
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise Unavailable(self.dependency, f"an answer that is not JSON ({e})") from e
+
+    def _raise_for(self, status: int, reason: str, headers: dict[str, str], raw: bytes) -> None:
+        """An error answer as our error (its JSON message, the rejects of a refused batch, a 429's Retry-After)."""
         if status >= 400:
             try:
                 err = json.loads(raw)
@@ -192,10 +200,13 @@ class SearchClient:
             if isinstance(err.get("rejects"), list):  # a refused batch of documents: each bad one, by position
                 exc.rejects = err["rejects"]  # type: ignore[attr-defined]
             raise exc
-        try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise Unavailable(self.dependency, f"an answer that is not JSON ({e})") from e
+
+    def image(self, ref: str) -> tuple[bytes, str]:
+        """An image a document was sent with inline (its ``image_blob``, ``sha256:<hex>``): the bytes and their
+        content type (an SVG comes rendered to PNG)."""
+        status, reason, headers, raw = self._exchange("GET", "/v1/images/" + urllib.parse.quote(ref, safe=":"), None, True)
+        self._raise_for(status, reason, headers, raw)
+        return raw, headers.get("content-type", "application/octet-stream")
 
     def search(self, scene: str, text: str | None = None, image: bytes | None = None, *, user_id: str | None = None,
                top_k: int | None = None, offset: int = 0, fields: list[str] | None = None,

@@ -44,6 +44,7 @@ from mmsearch.api.documents import (
     WriteResult,
     check_ids,
     content_hash,
+    is_blob_ref,
     make_reject,
     public,
     titled_text,
@@ -61,8 +62,12 @@ from mmsearch.encoders.encoder import Encoder, open_encoder
 from mmsearch.encoders.image_files import read_local_image
 from mmsearch.errors import AlreadyExists, BadInput, Internal, MMSearchError, NotFound, TooLarge, Unavailable
 from mmsearch.modelrepo.manifest import MANIFEST_NAME
+from mmsearch.modelrepo.svg import is_svg, rasterise
 from mmsearch.retrieval_service.deps import Lazy
 from mmsearch.retrieval_service.prometheus_metrics import Metrics
+
+IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
+               (b"GIF89a", "image/gif"), (b"RIFF", "image/webp"), (b"BM", "image/bmp"))
 
 log = logging.getLogger("mmsearch.documents")
 OPS = "_doc_ops"  # applied op_ids: {_id: "<index>/<op_id>", request hash, the answer, at}
@@ -350,6 +355,20 @@ class DocumentsService:
         if doc is None:
             raise NotFound(f"document {doc_id!r} not found in index {index} (its vector is there, its document is not)")
         return doc
+
+    def image(self, ref: str) -> tuple[bytes, str]:
+        """An image kept from a document sent inline (``image_blob``), to show beside its hits: the bytes and
+        their content type. An SVG is sent rendered to PNG by the sandboxed renderer, never as SVG: a page
+        that showed it raw would run what the writer put in it."""
+        if not is_blob_ref(ref):
+            raise BadInput(f"image reference {ref[:80]!r} is not sha256:<64 hex digits>")
+        found = BlobStore(self.documents.get()).get_many([ref])
+        if ref not in found:
+            raise NotFound(f"no stored image {ref}")
+        data = found[ref]
+        if is_svg(data):
+            return rasterise(data, ref), "image/png"
+        return data, next((mime for magic, mime in IMAGE_MAGIC if data.startswith(magic)), "application/octet-stream")
 
     def indexes(self) -> list[dict[str, Any]]:
         vs = self.vectors.get()

@@ -1,6 +1,7 @@
 """HTTP front end: /v1/search (plain WSGI, the hot path: its one code path), and on Flask POST /v1/click,
 /v1/embed; GET /v1/config, /openapi.json, /healthz, /readyz, /metrics; the documents API: GET
-/v1/indexes[/{index}], PUT and DELETE /v1/indexes/{index}/documents, GET /v1/indexes/{index}/documents/{id}.
+/v1/indexes[/{index}], PUT and DELETE /v1/indexes/{index}/documents, GET /v1/indexes/{index}/documents/{id},
+GET /v1/images/{ref} (an image a document was sent with inline).
 Every JSON body, answers and errors alike, is written by ``response.json_bytes``."""
 
 from __future__ import annotations
@@ -197,6 +198,13 @@ def create_app(service: SearchService) -> Flask:
     def get_document(index: str, id: str):  # (named as the OpenAPI document's {id})
         with docs.reconnecting():
             return json_response({"index": index, "id": id, "document": docs.get(index, id)})
+
+    @app.get("/v1/images/<path:ref>")
+    def image(ref: str):  # an image kept from a document sent inline: content-addressed, so cached for good
+        with docs.reconnecting():
+            data, mime = docs.image(ref)
+        return Response(data, mimetype=mime, headers={"Cache-Control": "public, max-age=31536000, immutable",
+                                                      "ETag": f'"{ref}"', "X-Content-Type-Options": "nosniff"})
 
     @app.get("/v1/models")
     def models():

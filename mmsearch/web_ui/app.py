@@ -23,6 +23,7 @@ from prometheus_client import Counter, Histogram
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.security import safe_join
 
+from mmsearch.api.documents import is_blob_ref
 from mmsearch.client.search_client import SearchClient
 from mmsearch.config import Config
 from mmsearch.errors import BadInput, MMSearchError, NotFound, Overloaded, Unavailable, http_status, retry_after_headers
@@ -182,7 +183,10 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
 
     def _query_image(rel: str) -> bytes:
         """"More like this": an SVG is sent rendered as the index build rendered it (beside its folder,
-        whose bitmaps it may reference), not as raw SVG the query path would render without them."""
+        whose bitmaps it may reference), not as raw SVG the query path would render without them. An image a
+        document was sent with inline (its ``image_blob``) comes from the retrieval service."""
+        if is_blob_ref(rel):
+            return _blob(rel)[0]
         path = _image_path(rel)
         if path.suffix.lower() == ".svg":
             return rasterise(path.read_bytes(), path.name, resources_dir=path.parent)
@@ -201,6 +205,23 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
         else:
             resp = send_file(path, max_age=86400, conditional=True)
         resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
+    def _blob(ref: str) -> tuple[bytes, str]:
+        if not is_blob_ref(ref):
+            abort(404)
+        try:
+            return retrieval.image(ref)
+        except MMSearchError as e:  # gone (404), or the API unavailable (503): said as the page says any error
+            abort(http_status(e), e.message)
+
+    @app.get("/blobs/<ref>")
+    def blob(ref: str):
+        """An image kept from a document sent inline, shown beside its hits (an SVG arrives rendered to PNG)."""
+        data, mime = _blob(ref)
+        resp = make_response(data)
+        resp.headers.update({"Content-Type": mime, "Cache-Control": "public, max-age=31536000, immutable",
+                             "X-Content-Type-Options": "nosniff"})
         return resp
 
     @app.route("/click", methods=["GET", "POST"])

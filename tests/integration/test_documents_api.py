@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -55,7 +56,7 @@ def docs_stack(tmp_path_factory, tiny_text):
                 assert wait_until(lambda: server.service.experiments.ready(), 10)
                 url = f"http://127.0.0.1:{server.http_port}"
                 yield {"url": url, "server": server, "client": SearchClient(url, timeout_s=120), "base": base, "repo": repo,
-                       "milvus": milvus.uri, "mongo": mongo.uri}
+                       "milvus": milvus.uri, "mongo": mongo.uri, "cfg": cfg}
             finally:
                 server.stop()
         finally:
@@ -288,6 +289,26 @@ def test_image_documents_by_path_or_inline_through_the_builds_safe_reading(docs_
     assert held == {"id": "inline", "caption": "still inline", "image_blob": ref}
     back = c.put_documents("pics", [{**held, "caption": "sent back"}])
     assert (back["encoded"], back["unchanged"]) == (0, 1)
+    # served to show beside its hits: the API as sent (PNG), an inline SVG only ever rendered, and the page's route
+    assert c.image(ref) == (image_bytes(7), "image/png")
+    kept = BlobStore(DocumentStore(docs_stack["mongo"]))
+    drawing = kept.put(SVG.encode())
+    png, mime = c.image(drawing)
+    assert mime == "image/png" and png.startswith(b"\x89PNG") and b"<svg" not in png
+    kept.coll.delete_one({"_id": drawing})  # (no document holds it: the sweep counted below must not meet it)
+    with pytest.raises(NotFound):
+        c.image("sha256:" + "0" * 64)
+    with pytest.raises(BadInput, match="sha256:<64 hex digits>"):
+        c.image("../../etc/passwd")
+    from mmsearch.web_ui.app import create_app
+
+    page = create_app(docs_stack["cfg"], client=c).test_client()
+    shown = page.get(f"/blobs/{ref}")
+    assert (shown.status_code, shown.data, shown.mimetype) == (200, image_bytes(7), "image/png")
+    assert "immutable" in shown.headers["Cache-Control"] and shown.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.get("/blobs/not-a-reference").status_code == 404
+    assert page.get("/blobs/sha256:" + "0" * 64).status_code == 404
+    assert page.get("/?" + urllib.parse.urlencode({"like": "sha256:" + "0" * 64})).status_code == 404  # "more like this"
     for bad, why in (("sha256:" + "0" * 64, "no stored image"), ("gone.png", "stored image's reference")):
         with pytest.raises(BadInput) as e:
             c.put_documents("pics", [{"id": "x", "image_blob": bad}])
