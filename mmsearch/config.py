@@ -140,8 +140,7 @@ class MilvusConfig(_Section):
     ivf_nlist: int = Field(1024, ge=1, le=65536)  # IVF_*: lists (k-means cells); search_ef is their nprobe
     ivf_pq_m: int = Field(48, ge=1, le=4096)  # IVF_PQ: codes per vector; must divide the model's dimension (checked at build)
     ivf_pq_nbits: int = Field(8, ge=1, le=16)  # IVF_PQ: bits per code
-    # default search breadth (HNSW ef, IVF nprobe); 0: the index type's (HNSW 512, IVF 128); an experiment arm may set its own
-    search_ef: int = Field(0, ge=0, le=32768)
+    search_ef: int = Field(128, ge=1, le=32768)  # default search breadth; an experiment arm may set its own
     # documents up to this many bytes (JSON) are kept beside their vectors, so searches return them without a
     # MongoDB read; Milvus holds them in memory (at most this x the rows); larger ones are read from MongoDB; 0: none
     stored_doc_max_bytes: int = Field(4096, ge=0, le=65535)

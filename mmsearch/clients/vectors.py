@@ -85,11 +85,6 @@ def _translate(e: Exception, dependency: str, what: str) -> MMSearchError:
 
 IndexType = Literal["HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "FLAT", "AUTOINDEX"]
 IVF_TYPES = ("IVF_FLAT", "IVF_SQ8", "IVF_PQ")
-# search breadth when neither the config nor the arm sets one. HNSW ef 512: on the demo's 82k real MiniLM vectors and
-# 200 lemma queries, recall@10 against exact search is 0.972 at ef 128, 0.994 at 512, 0.9985 at 1024 (direct search
-# p50 2.4 / 3.3 / 5.1 ms; docs/architecture.md "Index and search"). IVF: nprobe 128 lists.
-DEFAULT_BREADTH = {"HNSW": 512}
-DEFAULT_NPROBE = 128
 
 
 @dataclass(frozen=True)
@@ -107,7 +102,10 @@ class IndexSpec:
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     ivf_nlist: int = 1024
-    search_ef: int = 0  # HNSW: candidates kept while searching (>= top_k); IVF: nprobe; 0: the type's default (breadth)
+    # HNSW: candidates kept while searching (>= top_k); IVF: nprobe. 512 was measured on the demo (docs/architecture.md,
+    # "Index and search"): the dense arm's recall@10 against exact 0.972 -> 0.994, but the default arm's 100-deep recall
+    # searches four times the graph (p50 +4-5 ms) for no held-out gain (nDCG@10 0.611 both): an arm may set its own
+    search_ef: int = 128
     stored_doc_max_bytes: int = 4096  # documents up to this size are kept beside the vectors (0: none; see DOC_FIELD)
     ivf_pq_m: int = 48  # IVF_PQ: sub-vectors (codes) per vector; must divide the dimension
     ivf_pq_nbits: int = 8  # IVF_PQ: bits per code (2^nbits centroids per sub-space)
@@ -122,13 +120,8 @@ class IndexSpec:
                            f"nbits {self.ivf_pq_nbits})")
         if self.index_type == "HNSW" and not (2 <= self.hnsw_m <= 2048 and self.hnsw_ef_construction >= 1):
             raise BadInput(f"HNSW: hnsw_m {self.hnsw_m} outside 2..2048 or hnsw_ef_construction {self.hnsw_ef_construction} < 1")
-        if self.search_ef < 0:
-            raise BadInput(f"search_ef {self.search_ef} must be >= 0 (0: the index type's default)")
-
-    @property
-    def breadth(self) -> int:
-        """The search breadth searches use unless an arm sets one: ``search_ef``, or the type's default."""
-        return self.search_ef or default_breadth(self.index_type)
+        if self.search_ef < 1:
+            raise BadInput(f"search_ef {self.search_ef} must be >= 1")
 
     def check_dim(self, dim: int) -> None:
         """The spec can index ``dim``-d vectors (IVF_PQ: its m divides the dimension), else BadInput."""
@@ -146,7 +139,7 @@ class IndexSpec:
         return {}
 
     def search_params(self, top_k: int, ef: int | None = None, breadth: int = 0) -> dict[str, int]:
-        ef = ef or self.breadth
+        ef = ef or self.search_ef
         if self.index_type == "HNSW":
             return {"ef": max(ef, top_k, breadth)}  # Milvus refuses ef < limit
         if self.index_type in IVF_TYPES:
@@ -166,10 +159,6 @@ class IndexSpec:
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
-
-
-def default_breadth(index_type: str) -> int:
-    return DEFAULT_BREADTH.get(index_type, DEFAULT_NPROBE)
 
 
 def index_spec(milvus: Any) -> IndexSpec:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mmsearch.cli import run_cli
 from mmsearch.clients.lexical import LexicalStore
-from mmsearch.clients.vectors import check_index_name, collection_name, default_breadth
+from mmsearch.clients.vectors import check_index_name, collection_name
 from mmsearch.config import flag_overrides, lexical_root, load_config
 from mmsearch.errors import BadInput, NotFound
 from mmsearch.offline.indexing.stores import open_stores
@@ -90,13 +90,12 @@ def _spec(spec: dict | None) -> str:
     """How a build is indexed, in a word or three (builds made before specs were recorded: "-")."""
     if not spec:
         return "-"
-    breadth = spec.get("search_ef") or default_breadth(str(spec.get("index_type")))
     if spec.get("index_type") == "HNSW":
-        return f"HNSW M{spec.get('hnsw_m')} efc{spec.get('hnsw_ef_construction')} ef{breadth}"
+        return f"HNSW M{spec.get('hnsw_m')} efc{spec.get('hnsw_ef_construction')} ef{spec.get('search_ef')}"
     if spec.get("index_type") == "IVF_PQ":
-        return f"IVF_PQ nlist{spec.get('ivf_nlist')} m{spec.get('ivf_pq_m')}x{spec.get('ivf_pq_nbits')}b nprobe{breadth}"
+        return f"IVF_PQ nlist{spec.get('ivf_nlist')} m{spec.get('ivf_pq_m')}x{spec.get('ivf_pq_nbits')}b nprobe{spec.get('search_ef')}"
     if spec.get("index_type") in ("IVF_FLAT", "IVF_SQ8"):
-        return f"{spec.get('index_type')} nlist{spec.get('ivf_nlist')} nprobe{breadth}"
+        return f"{spec.get('index_type')} nlist{spec.get('ivf_nlist')} nprobe{spec.get('search_ef')}"
     return str(spec.get("index_type", "-"))
 
 

@@ -120,7 +120,7 @@ def test_text_index_built_searched_rebuilt_rolled_back(env, index_repo, tmp_path
     listing = admin(args + ["list", "texts"])
     assert all("lexical text" in line for line in listing), listing
     assert any(s1.build in line and "LIVE" in line for line in listing) and len(listing) == 2
-    assert all("HNSW M16 efc200 ef512" in line for line in listing), listing  # the index spec recorded on each build
+    assert all("HNSW M16 efc200 ef128" in line for line in listing), listing  # the index spec recorded on each build
     record = ds.builds("texts")[-1]
     assert record["index_spec"]["index_type"] == "HNSW" and record["index_spec"]["hnsw_m"] == 16
     with pytest.raises(BadInput, match="is live"):

@@ -10,13 +10,11 @@ from mmsearch.errors import BadInput, ConfigError
 
 
 @pytest.mark.parametrize("spec, index, search", [
-    (IndexSpec(), {"M": 16, "efConstruction": 200}, {"ef": 512}),
+    (IndexSpec(), {"M": 16, "efConstruction": 200}, {"ef": 128}),
     (IndexSpec(index_type="IVF_FLAT", ivf_nlist=256, search_ef=32), {"nlist": 256}, {"nprobe": 32}),
     (IndexSpec(index_type="IVF_SQ8", ivf_nlist=512, search_ef=16), {"nlist": 512}, {"nprobe": 16}),
     (IndexSpec(index_type="IVF_PQ", ivf_nlist=1024, ivf_pq_m=48, ivf_pq_nbits=8, search_ef=64),
      {"nlist": 1024, "m": 48, "nbits": 8}, {"nprobe": 64}),
-    (IndexSpec(index_type="IVF_FLAT"), {"nlist": 1024}, {"nprobe": 128}),  # 0: each type's own default breadth
-    (IndexSpec(search_ef=64), {"M": 16, "efConstruction": 200}, {"ef": 64}),
     (IndexSpec(index_type="FLAT"), {}, {}),
 ])
 def test_params_per_type(spec, index, search):
@@ -41,7 +39,7 @@ def test_pq_m_must_divide_the_dimension():
 @pytest.mark.parametrize("kwargs", [
     {"index_type": "IVF_PQ", "ivf_pq_nbits": 0}, {"index_type": "IVF_PQ", "ivf_pq_nbits": 17}, {"index_type": "IVF_PQ", "ivf_pq_m": 0},
     {"index_type": "IVF_SQ8", "ivf_nlist": 0}, {"index_type": "IVF_PQ", "ivf_nlist": 70000}, {"index_type": "HNSW", "hnsw_m": 1},
-    {"index_type": "SCANN"}, {"search_ef": -1},
+    {"index_type": "SCANN"}, {"search_ef": 0},
 ])
 def test_bad_combinations_are_refused(kwargs):
     with pytest.raises(BadInput):
