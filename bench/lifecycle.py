@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import running_stack_config
 from bench.results_io import write_result
 from mmsearch.client.search_client import SearchClient
+from mmsearch.clients.vectors import collection_name
 from mmsearch.config import Config, child_environ, lexical_root
 from mmsearch.errors import MMSearchError
 from mmsearch.runtime.net import wait_until
@@ -176,36 +177,36 @@ def compare(a: list[list[str]], b: list[list[str]]) -> dict[str, float]:
             "mean_overlap@10": round(sum(len(set(x) & set(y)) / max(len(x), 1) for x, y in pairs) / len(pairs), 4)}
 
 
-def exact_lists(cfg: Config, snap: Path, queries: list[str]) -> list[list[str]]:
+def snapshot_vectors(snap: Path) -> tuple[Any, list[str], dict[str, Any]]:
+    """The snapshot's vectors, their ids in row order, and its metadata (read once: 126 MB at the demo's size)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(snap / "rows.parquet", columns=["id"]).column("id").to_pylist()
+    return np.load(snap / "vectors.npy"), ids, json.loads((snap / "snapshot.json").read_text())
+
+
+def exact_lists(cfg: Config, matrix: Any, ids: list[str], model: str, queries: list[str]) -> list[list[str]]:
     """Each query's exact top-10 (numpy, over the snapshot's own vectors, encoded one query at a time as the
     service does): what an approximate (HNSW) search of either copy tends to."""
     import numpy as np
-    import pyarrow.parquet as pq
 
     from mmsearch.encoders.encoder import open_encoder
 
-    meta = json.loads((snap / "snapshot.json").read_text())
-    matrix = np.load(snap / "vectors.npy")
-    ids = pq.read_table(snap / "rows.parquet", columns=["id"]).column("id").to_pylist()
-    enc = open_encoder(Path(cfg.model_repository) / meta["record"]["model"])
-    qv = np.concatenate([enc.encode_texts([q]) for q in queries])
-    sims = qv @ matrix.T
+    enc = open_encoder(Path(cfg.model_repository) / model)
+    sims = np.concatenate([enc.encode_texts([q]) for q in queries]) @ matrix.T
     return [[ids[j] for j in np.argsort(-row, kind="stable")[:10]] for row in sims]
 
 
-def same_vectors(snap: Path, uri: str, collection: str, n: int = 2000) -> float:
+def same_vectors(matrix: Any, ids: list[str], uri: str, collection: str, n: int = 2000) -> float:
     """The largest difference between a sample of the snapshot's vectors and the restored Milvus's."""
     import numpy as np
-    import pyarrow.parquet as pq
 
     from mmsearch.clients.vectors import VectorStore
 
-    matrix = np.load(snap / "vectors.npy")
-    ids = pq.read_table(snap / "rows.parquet", columns=["id"]).column("id").to_pylist()
     rows = random.Random(0).sample(range(len(ids)), min(n, len(ids)))
     got = VectorStore(uri, timeout_s=120).vectors(collection, [ids[r] for r in rows])
     return float(max(np.abs(got[ids[r]] - matrix[r]).max() for r in rows))
-
 
 
 def snapshot_round_trip(cfg: Config, client: SearchClient, queries: list[str]) -> dict[str, object]:
@@ -241,11 +242,11 @@ def snapshot_round_trip(cfg: Config, client: SearchClient, queries: list[str]) -
                 fresh_dense = [top10(fclient, q, {"recall": "dense"}) for q in queries]
                 dense = compare(live_dense, fresh_dense)
                 # where the copies differ: each against exact search over the same vectors (they hold the same ones)
-                exact = exact_lists(cfg, tmp / "snap", queries)
+                matrix, ids, meta = snapshot_vectors(tmp / "snap")
+                exact = exact_lists(cfg, matrix, ids, meta["record"]["model"], queries)
                 dense["live_vs_exact"] = compare(live_dense, exact)
                 dense["restored_vs_exact"] = compare(fresh_dense, exact)
-                meta = json.loads((tmp / "snap" / "snapshot.json").read_text())
-                dense["max_vector_difference"] = same_vectors(tmp / "snap", milvus.uri, f"{INDEX}__{meta['build']}")
+                dense["max_vector_difference"] = same_vectors(matrix, ids, milvus.uri, collection_name(INDEX, meta["build"]))
             finally:
                 if proc is not None:
                     proc.terminate()

@@ -33,9 +33,13 @@ BLOB_FIELD = "image_blob"  # where an inline image is kept (clients/blobs.py): "
 BLOB_REF = re.compile(r"sha256:[0-9a-f]{64}")  # what a kept image's reference looks like
 
 
+# how a kept image is answered, by the API and the page alike: its reference is its content's hash, so it never changes
+IMMUTABLE_IMAGE_HEADERS = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
+MAX_LISTED = 20  # bad documents named in the error message (all of them are in its ``rejects``)
+
+
 def is_blob_ref(value: object) -> bool:
     return isinstance(value, str) and BLOB_REF.fullmatch(value) is not None
-MAX_LISTED = 20  # bad documents named in the error message (all of them are in its ``rejects``)
 
 
 class PutDocumentsBody(_Model):

@@ -21,6 +21,7 @@ the model repository and its encoders, the API keys, and the search path that mu
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -91,6 +92,8 @@ class DocumentsService:
         self._ops_ready = False
         self._journal: Journal | None = None
         self._pause_s = self.config.retrieval.fault_write_pause_s
+        # a kept SVG as PNG, by its reference (content-addressed: never stale); each render is a sandboxed child process
+        self._svg_png = functools.lru_cache(maxsize=128)(rasterise)
 
     # ------------------------------------------------------------------ helpers
     @contextmanager
@@ -367,7 +370,7 @@ class DocumentsService:
             raise NotFound(f"no stored image {ref}")
         data = found[ref]
         if is_svg(data):
-            return rasterise(data, ref), "image/png"
+            return self._svg_png(data, ref), "image/png"
         return data, next((mime for magic, mime in IMAGE_MAGIC if data.startswith(magic)), "application/octet-stream")
 
     def indexes(self) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from mmsearch.api.documents import IMMUTABLE_IMAGE_HEADERS
 from mmsearch.api.models import ClickBody, EmbedBody, openapi, parse
 from mmsearch.errors import BadInput, MMSearchError, Overloaded, TooLarge, Unauthenticated, error_body, http_status, retry_after_headers
 from mmsearch.retrieval_service.auth import key_from
@@ -203,8 +204,7 @@ def create_app(service: SearchService) -> Flask:
     def image(ref: str):  # an image kept from a document sent inline: content-addressed, so cached for good
         with docs.reconnecting():
             data, mime = docs.image(ref)
-        return Response(data, mimetype=mime, headers={"Cache-Control": "public, max-age=31536000, immutable",
-                                                      "ETag": f'"{ref}"', "X-Content-Type-Options": "nosniff"})
+        return Response(data, mimetype=mime, headers={**IMMUTABLE_IMAGE_HEADERS, "ETag": f'"{ref}"'})
 
     @app.get("/v1/models")
     def models():

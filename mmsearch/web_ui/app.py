@@ -23,7 +23,7 @@ from prometheus_client import Counter, Histogram
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.security import safe_join
 
-from mmsearch.api.documents import is_blob_ref
+from mmsearch.api.documents import IMMUTABLE_IMAGE_HEADERS, is_blob_ref
 from mmsearch.client.search_client import SearchClient
 from mmsearch.config import Config
 from mmsearch.errors import BadInput, MMSearchError, NotFound, Overloaded, Unavailable, http_status, retry_after_headers
@@ -220,8 +220,7 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
         """An image kept from a document sent inline, shown beside its hits (an SVG arrives rendered to PNG)."""
         data, mime = _blob(ref)
         resp = make_response(data)
-        resp.headers.update({"Content-Type": mime, "Cache-Control": "public, max-age=31536000, immutable",
-                             "X-Content-Type-Options": "nosniff"})
+        resp.headers.update({"Content-Type": mime, **IMMUTABLE_IMAGE_HEADERS})
         return resp
 
     @app.route("/click", methods=["GET", "POST"])
