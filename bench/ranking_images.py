@@ -1,6 +1,6 @@
 """Text->image ranking per query class (issue 34), through the search API: every arm of the demo's two text2image
 layers (model: base / finetuned dual encoder; recall: image vectors alone / fused with the captions' vectors and
-words), on the held-out split of the judged stamps set (caption and everyday descriptions).
+words), on the held-out split of the judged stamps set (captions, everyday descriptions, categories).
 
     .venv/bin/python bench/ranking_images.py [--url URL]
 

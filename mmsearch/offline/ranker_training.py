@@ -29,8 +29,8 @@ from mmsearch.config import Config, lexical_root, load_config
 from mmsearch.errors import BadInput, ConfigError
 from mmsearch.experiments.spec import Params, parse_experiments
 from mmsearch.offline.eval_served import Judged, load_judged
-from mmsearch.ranking.fusion import RARE_DF, rare_query
-from mmsearch.ranking.ranker import DOC_WINDOW, SCOPES, LinearRanker, Query, feature_names, learned_fusion, window_ids
+from mmsearch.ranking.fusion import RARE_DF, TITLE_MAX_TERMS, rare_query
+from mmsearch.ranking.ranker import DOC_WINDOW, RARE_TERMS, SCOPES, LinearRanker, Query, feature_names, learned_fusion, window_ids
 from mmsearch.ranking_metrics import ranked_metrics
 
 L2_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -59,12 +59,14 @@ def _rows(ex: Example, r: LinearRanker) -> tuple[list[str], np.ndarray]:
 
 
 def fit(examples: Sequence[Example], sources: Sequence[tuple[str, str]], title_field: str | None = None,
-        length_field: str | None = None, l2: float = 1.0, scope: str = "named", doc_window: int = DOC_WINDOW) -> LinearRanker:
+        length_field: str | None = None, l2: float = 1.0, scope: str = "named", doc_window: int = DOC_WINDOW,
+        rare_terms: int = RARE_TERMS) -> LinearRanker:
     """Pairwise logistic regression over the queries in scope: for every query, each relevant candidate against
     each other candidate."""
     from scipy.optimize import minimize
 
-    r = LinearRanker(tuple(sources), np.zeros(0), np.zeros(0), np.zeros(0), title_field, length_field, doc_window, scope)
+    r = LinearRanker(tuple(sources), np.zeros(0), np.zeros(0), np.zeros(0), title_field, length_field, doc_window, scope,
+                     rare_terms)
     rows = [(ex, _rows(ex, r)) for ex in examples]
     kept = [(ex, f) for ex, f in rows if f[0] and r.in_scope(ex.query, f[1])]
     examples, feats = [ex for ex, _ in kept], [f for _, f in kept]
@@ -117,7 +119,7 @@ def _fold(ex: Example, folds: int) -> int:
 
 def choose_l2(examples: Sequence[Example], sources: Sequence[tuple[str, str]], title_field: str | None,
               length_field: str | None, weights: dict[str, float], scope: str = "named", grid: Sequence[float] = L2_GRID,
-              folds: int = FOLDS, doc_window: int = DOC_WINDOW) -> tuple[float, dict[float, float]]:
+              folds: int = FOLDS, doc_window: int = DOC_WINDOW, rare_terms: int = RARE_TERMS) -> tuple[float, dict[float, float]]:
     """The L2 strength with the best cross-validated nDCG@10 (folds by query text, so a repeated query stays in one)."""
     scores: dict[float, float] = {}
     for l2 in grid:
@@ -128,7 +130,7 @@ def choose_l2(examples: Sequence[Example], sources: Sequence[tuple[str, str]], t
             test = [e for e in examples if _fold(e, folds) == k]
             if not test or not train:
                 continue
-            r = fit(train, sources, title_field, length_field, l2, scope, doc_window)
+            r = fit(train, sources, title_field, length_field, l2, scope, doc_window, rare_terms)
             runs += [served_run(r, e, weights) for e in test]
             rel += [e.relevant for e in test]
         scores[l2] = ranked_metrics(runs, rel, (10,))["ndcg@10"]
@@ -194,17 +196,20 @@ def collect(cfg: Config, judged: Sequence[Judged], p: Params, progress: Callable
 
 
 def train(examples: Sequence[Example], p: Params, length_field: str | None = "text", scope: str = "named",
-          grid: Sequence[float] = L2_GRID, doc_window: int = DOC_WINDOW) -> LinearRanker:
+          grid: Sequence[float] = L2_GRID, doc_window: int = DOC_WINDOW, rare_terms: int = RARE_TERMS) -> LinearRanker:
     """Choose L2 by cross-validation, fit on every example in scope, and record the figures."""
     if len(examples) < MIN_QUERIES:
         raise BadInput(f"{len(examples)} judged queries: a ranker needs at least {MIN_QUERIES}")
     if scope not in SCOPES:
         raise BadInput(f"scope {scope!r}: one of {', '.join(SCOPES)}")
+    if not 0 <= rare_terms <= TITLE_MAX_TERMS:
+        raise BadInput(f"rare terms {rare_terms}: between 0 and {TITLE_MAX_TERMS}")
     assert p.sources
     sources = [(s.name, s.kind) for s in p.sources]
     weights = {s.name: s.weight for s in p.sources}
-    l2, cv = choose_l2(examples, sources, p.title_field, length_field, weights, scope, grid, doc_window=doc_window)
-    r = fit(examples, sources, p.title_field, length_field, l2, scope, doc_window)
+    l2, cv = choose_l2(examples, sources, p.title_field, length_field, weights, scope, grid, doc_window=doc_window,
+                       rare_terms=rare_terms)
+    r = fit(examples, sources, p.title_field, length_field, l2, scope, doc_window, rare_terms)
     r.meta.update(cv_ndcg10={str(k): round(v, 4) for k, v in cv.items()}, train=evaluate(r, examples, weights),
                   queries=len(examples), numpy=np.__version__)
     return r
@@ -231,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="each source's first hits whose documents (title, length) are features (1-1000)")
     ap.add_argument("--scope", choices=SCOPES, default="named",
                     help="the queries the ranker orders (named: those naming a title or holding a rare term; the rest by RRF)")
+    ap.add_argument("--rare-terms", type=int, default=RARE_TERMS,
+                    help=f"scope named: a rare term routes a query of at most this many terms to the ranker (0-{TITLE_MAX_TERMS})")
     args = ap.parse_args(argv)
     from mmsearch.ranking.ranker import ranker_path
     from mmsearch.runtime.endpoints import running_config
@@ -242,8 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     if not 1 <= args.doc_window <= 1000:
         raise BadInput(f"--doc-window {args.doc_window}: between 1 and 1000")
+    if not 0 <= args.rare_terms <= TITLE_MAX_TERMS:
+        raise BadInput(f"--rare-terms {args.rare_terms}: between 0 and {TITLE_MAX_TERMS}")
     examples = collect(cfg, judged, p, lambda d, n: _progress(d, n, t0), args.doc_window)
-    r = train(examples, p, args.length_field or None, args.scope, doc_window=args.doc_window)
+    r = train(examples, p, args.length_field or None, args.scope, doc_window=args.doc_window, rare_terms=args.rare_terms)
     r.meta.update(trained_on=[str(f) for f in args.judged], scene=args.scene, arm=args.arm, index=p.index)
     r.save(path)
     cv = r.meta["cv_ndcg10"]

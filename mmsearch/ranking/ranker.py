@@ -38,6 +38,13 @@ KINDS = ("dense", "bm25")
 # weights. On the judged sets a ranker over every query lifted caption and example queries but cost everyday
 # descriptions 1-5 points of Recall@10 against dense alone, with boosted trees too (bench/ranker_models.py).
 SCOPES = ("all", "named")
+# within "named": a rare term routes a query to the ranker only when the query has at most this many terms. On the
+# development split a ranker over every short rare-term query (up to TITLE_MAX_TERMS) cost definition queries 0.3 points
+# of Recall@10 and MRR@10 against dense alone ("one plies specifically pl", "salt chromic acid": the rare word is
+# incidental to a description); with 1 (the query is the rare word) no class lost to dense or BM25, for 0.005 of
+# nDCG@10 over all (dev: 4 terms 0.5763, 3 0.5756, 2 0.5730, 1 0.5709; bench/results/ranking.json). A query naming a
+# title is in scope whatever its length. Ranker files written before this field route as 4 did.
+RARE_TERMS = 1
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # each source's first hits whose documents (titles, lengths) are read. The dense hits' documents come with the vectors;
 # BM25 hits missing from them are read in one query. On the development split (5-fold CV, nDCG@10): 10 -> 0.571,
@@ -187,6 +194,7 @@ class LinearRanker:
     length_field: str | None = None
     doc_window: int = DOC_WINDOW
     scope: str = "named"
+    rare_terms: int = RARE_TERMS  # scope named: the longest query a rare term alone routes to the ranker
     meta: dict[str, Any] = field(default_factory=dict)  # trained on, l2, development figures, versions
 
     @property
@@ -198,7 +206,9 @@ class LinearRanker:
 
     def in_scope(self, query: Query, x: np.ndarray) -> bool:
         """Whether this ranker orders the query (its scope), from its candidates' features."""
-        return self.scope == "all" or query.rare or bool(x[:, -len(DOC_FEATURES)].any())  # title_eq
+        if self.scope == "all" or (query.rare and len(query.terms) <= self.rare_terms):
+            return True
+        return bool(x[:, -len(DOC_FEATURES)].any())  # title_eq
 
     def order(self, lists: Mapping[str, Sequence[tuple[str, float]]], query: Query, docs: DocLookup,
               features: tuple[list[str], np.ndarray] | None = None) -> list[Fused] | None:
@@ -235,7 +245,7 @@ class LinearRanker:
         return {"format": FORMAT, "sources": [{"name": n, "kind": k} for n, k in self.sources],
                 "features": self.features, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
                 "weights": self.weights.tolist(), "title_field": self.title_field, "length_field": self.length_field,
-                "doc_window": self.doc_window, "scope": self.scope, "meta": self.meta}
+                "doc_window": self.doc_window, "scope": self.scope, "rare_terms": self.rare_terms, "meta": self.meta}
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -291,6 +301,9 @@ def load_ranker(path: Path) -> LinearRanker:
         scope = raw.get("scope", "all")
         if scope not in SCOPES:
             raise ValueError(f"scope {scope!r} is not one of {SCOPES}")
+        rare_terms = raw.get("rare_terms", TITLE_MAX_TERMS)
+        if isinstance(rare_terms, bool) or not isinstance(rare_terms, int) or not 0 <= rare_terms <= TITLE_MAX_TERMS:
+            raise ValueError(f"rare_terms {rare_terms!r} is not a whole number in 0..{TITLE_MAX_TERMS}")
         title, length = raw.get("title_field"), raw.get("length_field")
         if not all(f is None or isinstance(f, str) for f in (title, length)):
             raise ValueError("title_field and length_field must be field names or null")
@@ -298,4 +311,4 @@ def load_ranker(path: Path) -> LinearRanker:
         raise ConfigError(f"ranker {path}: {e if not isinstance(e, KeyError) else f'missing {e}'}") from e
     mean, scale, weights = vecs
     return LinearRanker(sources, mean, scale, weights, title_field=title, length_field=length, doc_window=window,
-                        scope=scope, meta=raw.get("meta") or {})
+                        scope=scope, rare_terms=rare_terms, meta=raw.get("meta") or {})

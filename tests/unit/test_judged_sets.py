@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
+from mmsearch.errors import BadInput
 from mmsearch.offline.datasets.gcide import noun_definition
-from mmsearch.offline.datasets.judged import SETS_DIR, leaks
+from mmsearch.offline.datasets.judged import SETS_DIR, category_names, leaks, stamp_categories
 from mmsearch.offline.eval_served import load_judged
 from mmsearch.offline.indexing.build import titled_text
 
 TEXT_CLASSES = {"lemma", "rare", "example", "definition", "caption", "everyday"}
 
 
-@pytest.mark.parametrize("scene, classes", [("text2text", TEXT_CLASSES), ("text2image", {"caption", "everyday"})])
+@pytest.mark.parametrize("scene, classes", [("text2text", TEXT_CLASSES), ("text2image", {"caption", "everyday", "category"})])
 def test_each_scene_has_a_dev_and_a_heldout_set_with_every_class(scene, classes):
     for split in ("dev", "heldout"):
         judged = load_judged(SETS_DIR / f"{scene}_{split}.jsonl")
         count = Counter(t for j in judged for t in j.tags)
         assert set(count) == classes
         assert all(j.relevant and len(j.tags) == 1 for j in judged)
-        assert all(50 <= n <= 300 for n in count.values()), count
+        assert all(30 <= n <= 300 for n in count.values()), count
 
 
 def test_dev_and_heldout_share_no_judged_document_in_the_wordnet_classes():
@@ -59,3 +61,24 @@ def test_embed_title_puts_the_title_before_the_text():
     assert titled_text({"title": ""}, "text", "title") == "text"
     assert titled_text({}, "text", "title") == "text"
     assert titled_text({"title": "t"}, "text", None) == "text"
+
+
+def test_a_category_query_finds_every_stamp_in_its_folder_or_below_and_each_folder_lands_in_one_split():
+    items = [SimpleNamespace(id=f"{d.replace('/', '_')}_{n}", image=f"{d}/{n}.png")
+             for d, k in (("animals/birds", 3), ("animals/birds/cartoon", 2), ("animals/fish", 2), ("food", 4)) for n in range(k)]
+    named = {"animals": "animals", "animals/birds": "birds", "animals/fish": "fish", "food": "food", "space": "outer space"}
+    sets = stamp_categories(items, named)
+    got = {j.query: set(j.relevant) for split in sets.values() for j in split}
+    assert set(got) == {"animals", "birds", "food"}  # fish: 2 stamps, space: none (fewer than CATEGORY_MIN)
+    assert got["birds"] == {i.id for i in items if i.image.startswith("animals/birds/")}  # cartoon/ counted in its folder
+    assert len(got["animals"]) == 7 and all(j.tags == ("category",) for s in sets.values() for j in s)
+    assert stamp_categories(items, named) == sets  # the split is by the folder's name: the same every time
+
+
+def test_the_committed_category_names_cover_folders_with_plain_queries(tmp_path):
+    names = category_names()
+    assert len(names) >= 60 and all(q == q.strip().lower() and "/" not in q and "_" not in q for q in names.values())
+    bad = tmp_path / "c.jsonl"
+    bad.write_text('{"folder": "a", "query": "x"}\n{"folder": "b"}\n')
+    with pytest.raises(BadInput, match="c.jsonl:2"):
+        category_names(bad)

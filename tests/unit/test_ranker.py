@@ -75,6 +75,27 @@ def test_scope_named_leaves_queries_that_name_nothing_to_rrf_and_trains_only_on_
     assert ranked is not None and ranked[0].id in named.relevant
 
 
+def test_a_rare_term_routes_only_a_query_of_at_most_rare_terms_terms_to_the_ranker(tmp_path):
+    """A rare word alone names something; in a description it is incidental: there the vectors keep the order."""
+    r = fit(_examples(40), SOURCES, "title", "text", scope="named", rare_terms=1)
+    lists = {"vec": [("a", 0.9), ("b", 0.8)], "words": [("b", 9.0), ("a", 1.0)]}
+    x = r.features_of(lists, Query.of("woodlouse", rare=True), {})[1]
+    assert r.in_scope(Query.of("woodlouse", rare=True), x)
+    assert not r.in_scope(Query.of("salt of chromic acid", rare=True), x)  # 3 terms, no title named
+    assert not r.in_scope(Query.of("woodlouse", rare=False), x)
+    r.rare_terms = 3
+    assert r.in_scope(Query.of("salt of chromic acid", rare=True), x)
+    back = load_ranker(r.save(tmp_path / "r.json"))
+    assert back.rare_terms == 3
+    raw = r.to_json()
+    del raw["rare_terms"]  # a file written before the field routes as it was trained: up to TITLE_MAX_TERMS
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    assert load_ranker(tmp_path / "old.json").rare_terms == 4
+    p = Params.model_validate({"title_field": "title", "sources": [{"name": "vec", "kind": "dense"}, {"name": "words", "kind": "bm25"}]})
+    with pytest.raises(BadInput, match="rare terms 9"):
+        train(_examples(60), p, rare_terms=9)
+
+
 def test_train_chooses_l2_by_cross_validation_and_records_its_figures():
     p = Params.model_validate({"title_field": "title", "sources": [{"name": "vec", "kind": "dense"}, {"name": "words", "kind": "bm25"}]})
     r = train(_examples(60), p, scope="all", grid=(0.1, 10.0))
@@ -100,6 +121,8 @@ def test_a_saved_ranker_loads_and_scores_the_same(tmp_path):
     (lambda d: d.update(mean=[float("nan")] * len(d["mean"])), "mean must be"),
     (lambda d: d.update(scale=[0.0] * len(d["scale"])), "scale must be positive"),
     (lambda d: d.update(scope="some"), "scope"),
+    (lambda d: d.update(rare_terms=-1), "rare_terms -1"),
+    (lambda d: d.update(rare_terms="2"), "rare_terms '2'"),
     (lambda d: d.update(sources=[{"name": "v", "kind": "sparse"}]), "sources"),
     (lambda d: d.pop("weights"), "missing 'weights'"),
     (lambda d: d.update(features=["x"]), "features"),

@@ -21,7 +21,11 @@
   classes split by synset as wordnet.split_of does (val -> dev, test -> heldout); stamp captions by
   sense (a sense an everyday file names goes to that file's split, others in halves), so held-out
   descriptions whose sense is in dev are dropped.
-  text2image (relevant: stamp ids): ``caption`` (the caption split's val/test) and ``everyday``.
+  text2image (relevant: stamp ids): ``caption`` (the caption split's val/test), ``everyday`` and
+  ``category`` (stamps_categories.jsonl: a plain name for each stamp folder holding at least
+  CATEGORY_MIN stamps, "road signs" for town/roadsigns, written once from the folder names before any
+  run; relevant: every stamp in that folder or below it, drawing styles such as cartoon/ counted in
+  their folder; folders split in halves by name).
 """
 
 from __future__ import annotations
@@ -32,13 +36,16 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mmsearch.errors import BadInput
 from mmsearch.offline.eval_served import Judged
 
 EVERYDAY = Path(__file__).with_name("stamps_everyday.jsonl")
 EVERYDAY_DEV = Path(__file__).with_name("stamps_everyday_dev.jsonl")  # 247 more, other captions: for tuning
+CATEGORIES = Path(__file__).with_name("stamps_categories.jsonl")
 SETS_DIR = Path(__file__).with_name("judged_sets")
+CATEGORY_MIN = 3  # a folder of fewer stamps is not a category a user browses
 RARE_DF = 3
 PER_CLASS = 300  # queries per class and split
 LEAK_NGRAM = 4  # a definition sharing a run of this many words with the gloss it should find is dropped
@@ -71,6 +78,38 @@ def stamp_captions(cache_dir: Path, part: str = "test") -> list[Judged]:
     es = test if part == "test" else val
     return [Judged(q, {items[i].id: 1.0 for i, g in gains.items() if g >= 2}, ("caption",))
             for q, gains in zip(es.queries, es.gains)]
+
+
+def stamp_categories(items: Sequence[Any], named: dict[str, str]) -> dict[str, list[Judged]]:
+    """{"dev", "heldout"} -> a ``category`` query per folder of ``named`` (folder -> query) and every stamp
+    (``items``: .id, .image relative to the stamps root) in it or below it; a folder with fewer than
+    CATEGORY_MIN stamps is left out."""
+    from mmsearch.offline.datasets.wordnet import split_of
+
+    under: dict[str, list[str]] = {f: [] for f in named}
+    for it in items:
+        parts = Path(it.image).parent.parts
+        for i in range(1, len(parts) + 1):
+            folder = "/".join(parts[:i])
+            if folder in under:
+                under[folder].append(it.id)
+    out: dict[str, list[Judged]] = {"dev": [], "heldout": []}
+    for folder in sorted(named, key=_order):
+        if len(under[folder]) >= CATEGORY_MIN:
+            split = "heldout" if split_of(folder, 0.5, 0.5) == "test" else "dev"
+            out[split].append(Judged(named[folder], dict.fromkeys(under[folder], 1.0), ("category",)))
+    return out
+
+
+def category_names(path: Path = CATEGORIES) -> dict[str, str]:
+    """folder -> query, from stamps_categories.jsonl."""
+    out: dict[str, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        row = json.loads(line)
+        if not isinstance(row, dict) or not isinstance(row.get("folder"), str) or not str(row.get("query", "")).strip():
+            raise BadInput(f"{path}:{n}: want {{\"folder\": ..., \"query\": ...}}")
+        out[row["folder"]] = row["query"].strip()
+    return out
 
 
 def wordnet_heldout(cache_dir: Path, limit: int = 500) -> list[Judged]:
@@ -201,6 +240,8 @@ def class_sets(cache_dir: Path, per_class: int = PER_CLASS, parts: dict[str, str
             out[f"text2image_{split}"].append(j)
         for j in stamp_captions(cache_dir, "val" if dev else "test"):
             out[f"text2image_{split}"].append(j)
+    for split, judged in stamp_categories(stamps(cache_dir), category_names()).items():
+        out[f"text2image_{split}"] += judged
     return out
 
 
