@@ -113,7 +113,9 @@ def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, 
                 in_a_row = 0
             except Overloaded as e:  # admission control said 429: how fast, and back off
                 refused[i].append(time.perf_counter() - t0)
-                time.sleep(overload_delay(e, in_a_row) if backoff_s is None else backoff_s)
+                # a pause past the window's end would idle the run's last second(s) and count them in its wall time
+                pause = overload_delay(e, in_a_row) if backoff_s is None else backoff_s
+                time.sleep(max(0.0, min(pause, stop_at - time.perf_counter())))
                 in_a_row += 1
             except MMSearchError as e:
                 with lock:

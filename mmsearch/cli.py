@@ -82,7 +82,6 @@ def serve_until_stopped(name: str, start: Callable[[], T], ready_line: Callable[
     asked for port 0 binds a free one itself; the launcher reads which)."""
     if config is not None:
         configure_logging(config.log_level, config.log_json)
-        sys.setswitchinterval(config.switch_interval_ms / 1000)
     stopping = stop_event()  # installed before start, so an early Ctrl-C is not lost
     server = start()
     if ports_file is not None and ports is not None:

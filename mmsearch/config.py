@@ -210,10 +210,6 @@ class Config(_Section):
     rankers_dir: Path = Path("deploy/rankers")  # learned rankers of fused arms (experiments: fusion learned, ranker NAME)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # mmsearch's loggers in every service
     log_json: bool = False  # JSON log lines (one object per line, with the request id)
-    # how long a server process's thread holds the GIL while another waits (sys.setswitchinterval; Python's own
-    # default is 5 ms). A refused search crosses threads three times (waitress's reader, a worker, the writer),
-    # each a wait behind a busy thread, so its answer took up to 15 ms at c=32 (bench/concurrency.py).
-    switch_interval_ms: float = Field(5.0, gt=0, le=100)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
