@@ -54,7 +54,8 @@ def commit() -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "mmsearch", "bench")
+    # the results themselves are outputs: a plot written before its JSON is not a change to what ran
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "mmsearch", "bench", ":!bench/results")
     return head + ("+changes" if dirty else "")
 
 
