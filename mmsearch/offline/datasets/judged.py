@@ -106,7 +106,8 @@ def category_names(path: Path = CATEGORIES) -> dict[str, str]:
     out: dict[str, str] = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         row = json.loads(line)
-        if not isinstance(row, dict) or not isinstance(row.get("folder"), str) or not str(row.get("query", "")).strip():
+        if not isinstance(row, dict) or not isinstance(row.get("folder"), str) or not isinstance(row.get("query"), str) \
+                or not row["query"].strip():
             raise BadInput(f"{path}:{n}: want {{\"folder\": ..., \"query\": ...}}")
         out[row["folder"]] = row["query"].strip()
     return out
