@@ -160,7 +160,9 @@ def wordnet_texts(folder: Path) -> Iterator[Raw]:
 def debian_lists(cache_dir: Path) -> Path:
     """A private apt lists folder holding bookworm's English descriptions (Translation-en): apt-get update
     with -o Dir::State::Lists (the system's lists keep no long descriptions: Acquire::Languages "none")."""
-    lists = cache_dir / "apt-lists"
+    # absolute: apt reads a relative Dir::State::Lists under its own Dir::State (/var/lib/apt), so the default
+    # relative --cache had apt write the lists there and this check look for them here
+    lists = (cache_dir / "apt-lists").resolve()
     if any(lists.glob("*_main_i18n_Translation-en*")):
         return lists
     (lists / "partial").mkdir(parents=True, exist_ok=True)
