@@ -11,7 +11,7 @@ of the index verbatim.
 
 Per size, on a fresh data dir: secantusdb and Milvus standalone started as `mmsearch up` starts them
 (launcher.Stack, one-host admission sizing); the encoder's raw rate on 4,000 of the texts
-(encoders.open_encoder on the exported MiniLM int8, batches of 256 as the build reads them); build-index
+(encoders.open_encoder on the exported MiniLM int8, in the build's batches (--batch-size, default build-index's) as the build reads them); build-index
 (the library call behind `mmsearch build-index`, default IndexSpec HNSW, documents stored beside the
 vectors) timed end to end; then Triton, the preprocess service and the retrieval service; searches
 through the HTTP search API one at a time (c=1, top 10, the dense arm alone); RSS of every server and
@@ -247,7 +247,7 @@ def run_size(n: int, lines: list[str], queries: list[str], repo: Path, work: Pat
     from mmsearch.encoders.encoder import open_encoder
     from mmsearch.launcher.stack import Stack, with_free_ports
     from mmsearch.launcher.up import sized_for_one_host
-    from mmsearch.offline.indexing.build import BuildOptions, build_index
+    from mmsearch.offline.indexing.build import TEXT_BATCH, BuildOptions, build_index
 
     base = work / f"n{n}"
     shutil.rmtree(base, ignore_errors=True)
@@ -263,16 +263,18 @@ def run_size(n: int, lines: list[str], queries: list[str], repo: Path, work: Pat
         pids = {"milvus": stack.running["milvus"].pid, "secantusdb": stack.running["mongo"].pid, "build (this process)": os.getpid()}
         encoder = open_encoder(repo / "minilm")
         sample = [json.loads(x)["text"] for x in lines[: min(n, args.raw_sample)]]
-        encoder.encode(sample[:256])
+        batch = entry["batch"] = args.batch_size or TEXT_BATCH
+        encoder.encode(sample[:batch])
         t0 = time.perf_counter()
-        for s in range(0, len(sample), 256):
-            encoder.encode(sample[s : s + 256])
+        for s in range(0, len(sample), batch):
+            encoder.encode(sample[s : s + batch])
         entry["raw_encode_docs_per_s"] = len(sample) / (time.perf_counter() - t0)
         log(f"{n}: raw encode {entry['raw_encode_docs_per_s']:.0f} texts/s on {len(sample)}; building ...")
         t0 = time.perf_counter()
         with Peak(pids) as peak, WriteClock() as clock:
             summary = build_index(BuildOptions(index="texts", docs=docs, model="minilm", repo=repo, data_dir=base / "data",
-                                               milvus_uri=stack.config.milvus.uri, mongo_uri=stack.config.mongo.uri, progress=True))
+                                               milvus_uri=stack.config.milvus.uri, mongo_uri=stack.config.mongo.uri, progress=True,
+                                               batch_size=batch))
         entry["build"] = {"wall_s": time.perf_counter() - t0, "indexed": summary.indexed, "skipped": summary.skipped,
                           "seconds": summary.seconds, "docs_per_s": summary.indexed / (time.perf_counter() - t0),
                           "peak_rss_mb": peak.peak, "loadavg_after": loadavg(),
@@ -381,7 +383,8 @@ def summary_line(result: dict[str, Any]) -> str:
     for s in sorted(result["sizes"], key=int):
         e = result["sizes"][s]
         b = e["build"]
-        parts.append(f"{int(s):,} real texts: build {b['wall_s']:.0f} s = {b['docs_per_s']:.0f} docs/s vs raw encode "
+        batches = f" (batches of {e['batch']})" if "batch" in e else ""
+        parts.append(f"{int(s):,} real texts: build{batches} {b['wall_s']:.0f} s = {b['docs_per_s']:.0f} docs/s vs raw encode "
                      f"{e['raw_encode_docs_per_s']:.0f}/s ({b['ratio_to_raw_encode']:.2f}x)"
                      + (f" (by tenth {b['docs_per_s_by_tenth'][0]:.0f} -> {b['docs_per_s_by_tenth'][-1]:.0f} docs/s, seal {b['seal_s']:.0f} s)"
                         if b.get("docs_per_s_by_tenth") else "")
@@ -405,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nlist", type=int, default=1024)
     ap.add_argument("--pq-m", type=int, default=48)
     ap.add_argument("--raw-sample", type=int, default=4000)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="texts per build batch, for the build and the raw rate alike (default: build-index's)")
     ap.add_argument("--corpus", type=Path, default=ROOT / ".mmsearch" / "data" / "scale" / "corpus.jsonl")
     ap.add_argument("--cache", type=Path, default=ROOT / ".mmsearch" / "data")
     ap.add_argument("--work", type=Path, default=ROOT / ".mmsearch" / "bench-cache" / "scale")
@@ -432,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         result["sizes"][str(n)] = run_size(n, lines, queries, repo, args.work, args)
         png = args.out.with_suffix(".png")
         plot(result, png)
-        write_result(args.out.stem, "Scale on a real corpus", summary_line(result), data, result, argv=["bench/scale.py", *(argv or sys.argv[1:])],
+        title = "Scale on a real corpus" + ("" if args.out.stem == "scale" else f" ({args.out.stem})")  # one heading per result file
+        write_result(args.out.stem, title, summary_line(result), data, result, argv=["bench/scale.py", *(argv or sys.argv[1:])],
                      plot=png, out=args.out)
     return 0
 

@@ -68,7 +68,7 @@ class ReindexOptions:
     lexical_root: Path | None = None
     serving_url: str | None = None
     threads: int = 0
-    batch_size: int | None = None  # documents encoded together; None: as build-index (256 texts, 32 images)
+    batch_size: int | None = None  # documents encoded together; None: as build-index (1,024 texts, 32 images)
     judged: Path | None = None
     metric: str = "ndcg@10"
     tolerance: float = 0.0  # the new build may be this much (relative) below the serving one and still pass
@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="ndcg@10", help="the gate's metric (default ndcg@10)")
     p.add_argument("--tolerance", type=float, default=0.0, help="relative drop the gate still accepts (default 0: not worse)")
     p.add_argument("--keep", type=int, default=2, help="old complete builds kept for rollback besides the live one (default 2)")
-    p.add_argument("--batch-size", type=int, default=None, help="documents encoded together (default: as build-index, 256 texts, 32 images)")
+    p.add_argument("--batch-size", type=int, default=None, help="documents encoded together (default: as build-index, 1024 texts, 32 images)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     p.add_argument("--serving-url", help="encode through Triton at host:port (gRPC) instead of in-process")
     p.add_argument("--image-root", type=Path, help="image indexes: folder of the documents' image paths (default: the build's)")
