@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dual, new heads: leave out the caption memory (the training texts of the training images an image resembles)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, help="data set cache (default: <config data_dir>/data)")
+    fc = p.add_mutually_exclusive_group()
+    fc.add_argument("--feature-cache", type=Path,
+                    help="dual: keep the locked image tower's features here between trainings (default: <config data_dir>/image_features)")
+    fc.add_argument("--no-feature-cache", action="store_true", help="dual: compute the image features afresh, keep nothing")
     return p
 
 
@@ -98,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              args.hard_negatives, args.max_length, args.seed, args.patience, args.metric, args.unfreeze_text,
                              mine_negatives=args.mine_negatives, mini_batch=args.mini_batch, device=args.device,
                              scale=args.scale, symmetric=args.symmetric, hardness=args.hardness, label_prior=args.label_prior,
-                             caption_memory=args.caption_memory)
+                             caption_memory=args.caption_memory,
+                             feature_cache=None if args.no_feature_cache else args.feature_cache or config.data_dir / "image_features")
         if args.dataset:
             train, val, _, _ = dataset_sets(args.dataset, args.cache or config.data_dir / "data", args.max_train, args.seed)
         else:

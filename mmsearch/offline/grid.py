@@ -61,7 +61,9 @@ def _run_one(run: Run) -> dict:
     train, val, test, _ = dataset_sets(run.dataset, Path(run.cache), run.size)
     t0 = time.perf_counter()
     r = finetune(FinetuneConfig(run.trainer, run.base, Path(run.out), epochs=run.epochs, lr=run.lr, batch_size=64, dim=run.dim,
-                                unfreeze_text=run.unfreeze_text, progress=False, metric=run.metric, patience=6), train, val)
+                                unfreeze_text=run.unfreeze_text, progress=False, metric=run.metric, patience=6,
+                                # dual points share the locked image tower's features: computed by the first point only
+                                feature_cache=Path(run.cache) / "image_features"), train, val)
     q, d = encoders(run.out, None, test.query_modality, test.corpus_modality)
     return {"config": run.config, "size": len(train), "dim": run.dim, "lr": run.lr, "unfreeze_text": run.unfreeze_text,
             "base": run.base, "val_base": r.base_metric, "val_best": r.best_metric, "best_epoch": r.best_epoch,

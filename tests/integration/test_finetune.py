@@ -78,6 +78,25 @@ def test_dual_lit_finetune_beats_untrained(tmp_path, tiny_dual):
     assert DualEncoder.load(tmp_path / "ft").dim == 24  # a dual encoder folder export understands
 
 
+def test_a_dual_training_from_the_feature_cache_matches_one_that_computes_them(tmp_path, tiny_dual, monkeypatch):
+    from mmsearch.offline.models.dual import DualEncoder
+
+    train, val, _ = split_pairs(shape_image_pairs(tmp_path / "imgs"), 0.25)
+    kw = dict(epochs=4, lr=1e-2, batch_size=16, progress=False, patience=6)
+    plain = finetune(FinetuneConfig("dual", str(tiny_dual), tmp_path / "plain", **kw), train, val)
+    cache = tmp_path / "features"
+    finetune(FinetuneConfig("dual", str(tiny_dual), tmp_path / "fill", feature_cache=cache, **kw), train, val)
+    assert len(list(cache.glob("*.npz"))) == 1
+
+    def no_forward(self, pixels):
+        raise AssertionError("the image tower ran: every feature should have come from the cache")
+
+    monkeypatch.setattr(DualEncoder, "image_features", no_forward)
+    cached = finetune(FinetuneConfig("dual", str(tiny_dual), tmp_path / "cached", feature_cache=cache, **kw), train, val)
+    assert cached.history == plain.history  # every epoch's figures
+    assert cached.best_metric == plain.best_metric and cached.base_metric == plain.base_metric
+
+
 def test_cross_encoder_learns_and_exports(tmp_path, tiny_text):
     from finetune_data import ANIMALS, COLOURS
 

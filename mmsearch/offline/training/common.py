@@ -56,6 +56,7 @@ class FinetuneConfig:
     scale: float = 20.0  # text: MNRL's inverse temperature
     symmetric: bool = False  # text: also rank each document's query among the batch's queries (doc_to_query)
     hardness: float = 0.0  # text: > 0 = weight harder in-batch negatives up by this (Lan et al. 2025); 0 = off
+    feature_cache: Path | None = None  # dual: a folder keeping the locked image tower's features between trainings
 
 
 @dataclass

@@ -17,6 +17,7 @@ from mmsearch.offline.data import EvalSet, Pair
 from mmsearch.offline.models import resolve_source
 from mmsearch.offline.training.common import FinetuneConfig, FinetuneResult, Trainer, log, similarities
 from mmsearch.offline.training.contrastive import contrastive_epoch
+from mmsearch.offline.training.feature_cache import FeatureCache
 
 
 def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> FinetuneResult:
@@ -29,13 +30,21 @@ def finetune_dual(cfg: FinetuneConfig, train: list[Pair], val: EvalSet) -> Finet
     model.to(cfg.device)
     pre = ImagePreprocessor(model.image_spec)
     paths = list(dict.fromkeys([p.positive for p in train] + list(val.corpus)))
-    feats: dict[str, torch.Tensor] = {}
-    with torch.no_grad(), tqdm(total=len(paths), desc="image features", unit="img", disable=not cfg.progress, leave=False) as bar:
-        for k in range(0, len(paths), 32):
-            chunk = paths[k : k + 32]
-            f = model.image_features(torch.from_numpy(pre([Path(p) for p in chunk])).to(cfg.device))
-            feats.update(zip(chunk, f))
-            bar.update(len(chunk))
+
+    @torch.no_grad()
+    def compute(ps: list[str]) -> torch.Tensor:
+        out = []
+        with tqdm(total=len(ps), desc="image features", unit="img", disable=not cfg.progress, leave=False) as bar:
+            for k in range(0, len(ps), 32):
+                chunk = ps[k : k + 32]
+                out.append(model.image_features(torch.from_numpy(pre([Path(p) for p in chunk])).to(cfg.device)))
+                bar.update(len(chunk))
+        return torch.cat(out)
+
+    cache = FeatureCache(cfg.feature_cache, model.image, model.image_spec.model_dump(mode="json"))
+    feats = {p: f.to(cfg.device) for p, f in cache.features(paths, compute).items()}
+    if cfg.feature_cache is not None:
+        log.info("image features: %d from the cache, %d computed (%s)", cache.hits, cache.computed, cache.file)
 
     def text_raw(texts: list[str]) -> torch.Tensor:
         return model.text_features(texts, cfg.max_length)
