@@ -96,6 +96,12 @@ def test_a_torn_cache_file_is_computed_again_and_rewritten(tmp_path: Path) -> No
     assert [p.name for p in root.iterdir()] == [cache.file.name]  # no temporary file left beside it
 
 
+def test_no_images_asks_nothing_of_the_tower(tmp_path: Path) -> None:
+    for root in (None, tmp_path / "cache"):
+        c = Counting()
+        assert FeatureCache(root, tower(0), PRE).features([], c) == {} and c.asked == []
+
+
 def test_an_unreadable_image_is_bad_input_naming_it(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="missing.png"):
         FeatureCache(tmp_path / "cache", tower(0), PRE).features([str(tmp_path / "missing.png")], Counting())

@@ -66,6 +66,8 @@ class FeatureCache:
         os.replace(tmp, self.file)  # whole or absent: a reader never sees half a file
 
     def features(self, paths: Sequence[str], compute: Callable[[list[str]], torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not paths:
+            return {}
         if self.file is None:
             out = compute(list(paths))
             self.computed = len(paths)
