@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bench.results_io import write_result
 from mmsearch.clients.vectors import VectorStore
 from mmsearch.encoders.encoder import TEXT_CHUNK, open_encoder
+from mmsearch.encoders.local import session_layout
 from mmsearch.offline.datasets import stamps as S
 from mmsearch.offline.datasets.wordnet import noun_synsets
 from mmsearch.offline.export import ExportOptions, export_model
@@ -182,12 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--texts", type=int, default=82115, help="WordNet glosses (default: all, as the demo builds)")
     ap.add_argument("--images", type=int, default=0, help="Tux Paint stamps (0: no image build)")
     ap.add_argument("--cache", type=Path, default=ROOT / ".mmsearch" / "data")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="ONNX Runtime threads of one encoder session (0: the default layout, a session per core)")
     ap.add_argument("--reindex", action="store_true", help="then reindex the built index (mmsearch reindex) and compare its rate")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "build_index.json")
     args = ap.parse_args(argv)
     syn = noun_synsets(args.cache)[: args.texts]
     SealClock.install()
-    figures: dict = {"texts": len(syn), "text_batch": TEXT_BATCH, "text_chunk": TEXT_CHUNK, "loadavg_start": list(os.getloadavg())}
+    figures: dict = {"texts": len(syn), "text_batch": TEXT_BATCH, "text_chunk": TEXT_CHUNK,
+                     "encoder_sessions_threads": session_layout(args.threads), "loadavg_start": list(os.getloadavg())}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         repo = tmp / "repo"
@@ -200,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         stores = contextlib.ExitStack()
         mongo = stores.enter_context(SecantusServer(tmp / "mongo"))
         milvus = stores.enter_context(MilvusServer(tmp / "milvus"))
-        common = dict(repo=repo, data_dir=tmp / "data", progress=True, milvus_uri=milvus.uri, mongo_uri=mongo.uri)
+        common = dict(repo=repo, data_dir=tmp / "data", progress=True, milvus_uri=milvus.uri, mongo_uri=mongo.uri,
+                      threads=args.threads)
         with stores:
             with PeakRSS() as rss, WriteClock() as clock:
                 t = build_index(BuildOptions(index="texts", docs=tmp / "texts.jsonl", model="minilm", lexical=["title", "text"], **common))
@@ -211,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 figures["reindex"] = {"indexed": r.indexed, "seconds": r.seconds, "docs_per_s": r.indexed / r.seconds,
                                       "seal_seconds": SealClock.seconds - seal_before, "vs_build": (r.indexed / r.seconds) / t.docs_per_s}
         glosses = [s.gloss for s in syn]
-        enc = open_encoder(repo / "minilm")
+        enc = open_encoder(repo / "minilm", threads=args.threads)  # the build's own encoder layout
         raw = raw_rate(enc.encode, glosses, TEXT_BATCH)
         tenths = clock.tenths()
         figures["text"] |= {"raw_encode_docs_per_s": raw, "build_docs_per_s": t.docs_per_s, "ratio": t.docs_per_s / raw,
@@ -221,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         cpu = rss.cpu_seconds()
         figures["text"]["cpu_seconds"] = cpu  # 2 cores: at most 2 x build_seconds in all
         figures["text"]["cores_busy"] = round(sum(cpu.values()) / t.seconds, 2)
-        summary = (f"build_index: {t.indexed:,} WordNet glosses (title+gloss, BM25) built in {t.seconds:.1f} s, "
+        sessions, each = session_layout(args.threads)
+        summary = (f"build_index: {t.indexed:,} WordNet glosses (title+gloss, BM25; encoder {sessions} session(s) x {each} thread(s)) "
+                   f"built in {t.seconds:.1f} s, "
                    f"{t.docs_per_s:.0f} docs/s vs the encoder alone {raw:.0f}/s (ratio {t.docs_per_s / raw:.2f}); "
                    f"by tenth {tenths[0]:.0f} -> {tenths[-1]:.0f} docs/s; seal {SealClock.seconds:.1f} s "
                    f"(milvus {SealClock.server_cpu_s.get('milvus', 0.0):.0f} CPU s); CPU s "

@@ -516,9 +516,11 @@ class VectorStore:
         self._ensure_loaded(collection)  # (if it was loaded while growing, Milvus hands the indexed segments over itself)
         # Then a Bounded count must see every row (what a query meets after the alias switch), and, where the
         # server searches unindexed rows brute force (MilvusFeatures: 2.3), the index must cover them as
-        # loaded. Small collections skip that second wait: brute force over them costs about a millisecond.
+        # loaded. Small collections skip that second wait: brute force over them costs about a millisecond; so
+        # does a FLAT index, which is brute force by definition (its loaded segments carry no index id on 2.3).
+        wait_index = expected >= BRUTE_FORCE_OK_ROWS and info.get("index_type") != "FLAT"
         while self.count(collection, "Bounded") < expected or (
-                expected >= BRUTE_FORCE_OK_ROWS and not self.features.index_serving(self, collection, expected)):
+                wait_index and not self.features.index_serving(self, collection, expected)):
             if time.monotonic() > deadline:
                 raise DeadlineExceeded(f"{self.dependency}: {collection} not fully searchable within {timeout_s:.0f} s")
             time.sleep(0.2)

@@ -4,7 +4,8 @@ their vectors are the ones the served model gives (tested against each other).""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ from mmsearch.modelrepo.preprocessing import ImageInput, ImagePreprocessor, Text
 
 # Texts are run in length-sorted chunks of this many: a build's batch of 256 glosses run as one chunk is
 # padded to its longest text, and encoded at 289-330 texts/s here; the same batch in sorted chunks of 32
-# at 655-800/s (2 cores, under load; /tmp harness, figures in docs/benchmarks.md's build entry).
-TEXT_CHUNK = 32
+# at 655-800/s (2 cores, under load; /tmp harness, figures in docs/benchmarks.md's build entry). With a
+# session per core (encoders/local.session_layout) chunks of 16 beat 32: 1,186-1,205 against 1,085-1,095
+# glosses/s (one session of two threads: 907-913 against 929-954, the same within noise).
+TEXT_CHUNK = 16
 
 
 class Encoder:
@@ -39,6 +42,21 @@ class Encoder:
         self.modality = "image" if self.manifest.kind == "image_encoder" else "text"
         self._text = TextPreprocessor.for_model(self.model_dir, self.manifest) if self.modality == "text" else None
         self._image = ImagePreprocessor.for_model(self.manifest) if self.modality == "image" else None
+        # a backend that runs several calls at once (LocalBackend's session pool) gets them: chunks side by side
+        self.parallelism = int(getattr(backend, "parallelism", 1))
+        self._pool = ThreadPoolExecutor(self.parallelism, thread_name_prefix="encode") if self.parallelism > 1 else None
+
+    def _map(self, fn: Callable[[Any], np.ndarray[Any, Any]], items: Iterable[Any]) -> Iterator[np.ndarray[Any, Any]]:
+        return map(fn, items) if self._pool is None else self._pool.map(fn, items)
+
+    def _infer_pixels(self, pixels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """One batch of pixels, split across the backend's parallel sessions when it has them."""
+        n = len(pixels)
+        step = -(-n // self.parallelism)
+        if self.parallelism == 1 or step >= n:
+            return self.backend.infer(self.name, {"pixel_values": pixels}, "embedding")
+        return np.concatenate(list(self._map(lambda i: self.backend.infer(self.name, {"pixel_values": pixels[i : i + step]}, "embedding"),
+                                             range(0, n, step))))
 
     @property
     def image(self) -> ImagePreprocessor:
@@ -55,19 +73,19 @@ class Encoder:
             raise BadInput("empty batch: nothing to encode")
         if self.modality == "text":
             return self.encode_texts(list(payloads), batch_size=TEXT_CHUNK)
-        return self.backend.infer(self.name, {"pixel_values": np.stack(payloads)}, "embedding")
+        return self._infer_pixels(np.stack(payloads))
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray[Any, Any]:
         if self._text is None:
             raise BadInput(f"model {self.name} is an image encoder: it takes images, not text")
         text = self._text
-        return encode_by_length(texts, batch_size, lambda batch: self.backend.infer(self.name, text(batch).tensors, "embedding"))
+        return encode_by_length(texts, batch_size, lambda batch: self.backend.infer(self.name, text(batch).tensors, "embedding"),
+                                self._map)
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray[Any, Any]:
         if not len(images):
             raise BadInput("empty batch: no images given")
-        return np.concatenate([self.backend.infer(self.name, {"pixel_values": self.image(images[i : i + batch_size])}, "embedding")
-                               for i in range(0, len(images), batch_size)])
+        return np.concatenate([self._infer_pixels(self.image(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
 
 
 def open_encoder(model_dir: str | Path, serving_url: str | None = None, threads: int = 0, timeout_s: float = 60.0,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -237,15 +237,16 @@ class ImagePreprocessor:
         return np.stack([self.one(im, f"image #{i}") for i, im in enumerate(images)])
 
 
-def encode_by_length(texts: Sequence[str], batch_size: int, encode_batch: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+def encode_by_length(texts: Sequence[str], batch_size: int, encode_batch: Callable[[list[str]], np.ndarray],
+                     mapper: Callable[..., Iterable[np.ndarray]] = map) -> np.ndarray:
     """``encode_batch`` over batches of texts of similar length (as sentence-transformers does), so little
     compute goes to padding; the rows come back in the caller's order. Every text encoder runs through
-    this, in-process or served."""
+    this, in-process or served. ``mapper`` (an executor's ``map``) runs the batches side by side."""
     if not len(texts):
         raise BadInput("empty batch: no texts given")
     order = np.argsort([-len(t) if isinstance(t, str) else 0 for t in texts], kind="stable")
     ordered = [texts[i] for i in order]
-    out = np.concatenate([encode_batch(ordered[i : i + batch_size]) for i in range(0, len(ordered), batch_size)])
+    out = np.concatenate(list(mapper(encode_batch, [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)])))
     result = np.empty_like(out)
     result[order] = out
     return result

@@ -4,6 +4,8 @@ order, and the backends name what they cannot run."""
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -77,3 +79,45 @@ def test_backends_and_encoders_name_what_they_cannot_run(clip_export, cross_expo
         Encoder(tmp_path, backend)
     with pytest.raises(BadInput, match="empty batch"):
         Encoder(clip_export["clip_text"], backend).encode([])
+
+
+class _Slow:
+    """A session stand-in that takes a while and counts how many run at once."""
+
+    running = peak = 0
+
+    def __init__(self, inner: LocalModel):
+        self.inner, self.manifest = inner, inner.manifest
+
+    def run(self, feeds, output=None):
+        with _LOCK:
+            _Slow.running += 1
+            _Slow.peak = max(_Slow.peak, _Slow.running)
+        try:
+            time.sleep(0.05)
+            return self.inner.run(feeds, output)
+        finally:
+            with _LOCK:
+                _Slow.running -= 1
+
+
+_LOCK = threading.Lock()
+
+
+def test_a_session_pool_runs_chunks_side_by_side_and_keeps_the_callers_order(clip_export):
+    from mmsearch.encoders.local import SessionPool
+
+    text_dir, image_dir = clip_export["clip_text"], clip_export["clip_image"]
+    texts = [f"text {i} " + "word " * (i % 7) for i in range(40)]
+    ref = LocalModel(text_dir).encode_texts(texts)
+    _Slow.running = _Slow.peak = 0
+    enc = Encoder(text_dir, LocalBackend({"clip_text": SessionPool([_Slow(LocalModel(text_dir, threads=1)) for _ in range(2)])}))
+    assert enc.parallelism == 2
+    np.testing.assert_allclose(enc.encode_texts(texts, batch_size=4), ref, atol=1e-5)
+    assert _Slow.peak == 2  # two chunks ran at once, never more than the sessions
+    images = [_png(i) for i in range(5)]
+    ienc = Encoder(image_dir, LocalBackend({"clip_image": SessionPool([LocalModel(image_dir, threads=1) for _ in range(2)])}))
+    pixels = [ienc.preprocess_image(b, f"{i}.png") for i, b in enumerate(images)]
+    want = LocalModel(image_dir).encode_images(images)
+    np.testing.assert_allclose(ienc.encode(pixels), want, atol=1e-5)  # a batch of pixels split across the sessions
+    np.testing.assert_allclose(ienc.encode_images(images, batch_size=3), want, atol=1e-5)
