@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted build of this index")
     p.add_argument("--keep", type=int, default=2, help="old complete builds kept for rollback besides the live one (default 2)")
     p.add_argument("--batch-size", type=int, default=None, help="documents per batch (default 1024 texts, 32 images)")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads of one encoder session (0: a session per core, up to four, each encoding its own chunks; --engine ray: per worker, 0 = 1)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="ONNX Runtime threads of one encoder session (0: a session per core, up to four, each encoding its "
+                        "own chunks; --engine ray: per worker, 0 = 1)")
     p.add_argument("--checkpoint-s", type=float, default=LEXICAL_COMMIT_S,
                    help="seconds between checkpoints (BM25 terms committed; what an interrupted build redoes; default 10)")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
