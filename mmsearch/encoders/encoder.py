@@ -53,7 +53,7 @@ class Encoder:
         """One batch of pixels, split across the backend's parallel sessions when it has them."""
         n = len(pixels)
         step = -(-n // self.parallelism)
-        if self.parallelism == 1 or step >= n:
+        if step >= n:  # (one session, or a batch too small to split)
             return self.backend.infer(self.name, {"pixel_values": pixels}, "embedding")
         return np.concatenate(list(self._map(lambda i: self.backend.infer(self.name, {"pixel_values": pixels[i : i + step]}, "embedding"),
                                              range(0, n, step))))

@@ -44,7 +44,7 @@ def _load(model_dir: Path, threads: int) -> LocalModel | None:
 def session_layout(threads: int, providers: Sequence[str] | None = None) -> tuple[int, int]:
     """(sessions, threads each) for a bulk encoder: ``threads`` > 0 asks for one session with that many; 0 gives
     the CPU's cores to up to four single-purpose sessions run side by side on different chunks. On 2 cores,
-    two sessions of one thread encode the demo's glosses at 1,000-1,100 texts/s against 830-910 for one session
+    two sessions of one thread encode the demo's glosses at 1,186-1,205 texts/s against 907-954 for one session
     of two threads (the threads of one session wait on each other at every operator of a small chunk;
     docs/architecture.md, "Builds"). An accelerator gets one session."""
     if threads > 0 or any(p != "CPUExecutionProvider" for p in providers or ["CPUExecutionProvider"]):
