@@ -33,6 +33,8 @@ class DocumentStore:
             with pymongo.timeout(call_timeout(timeout_s)):  # a connect inside a request or a probe ends with it
                 self.client.admin.command("ping")
         except (PyMongoError, ConfigurationError, ValueError) as e:
+            if hasattr(self, "client"):  # its monitor threads would go on polling the dead server
+                self.client.close()
             raise Unavailable(self.dependency, str(e).split(",")[0]) from e
         self.db = self.client[database]
 
@@ -94,8 +96,9 @@ class DocumentStore:
             self._call("insert", self.db[collection].insert_many, list(docs), ordered=False)
 
     def push(self, collection: str, doc_id: str, field: str, value: Any) -> bool:
-        """Append ``value`` to the array ``field`` of one document; False when no document has that id."""
-        res = self._call("update", self.db[collection].update_one, {"_id": doc_id}, {"$push": {field: value}})
+        """Append ``value`` to the array ``field`` of one document; False when no document has that id.
+        Bounded like a read: a click is a request, and ends with it."""
+        res = self._call("update", self.db[collection].update_one, {"_id": doc_id}, {"$push": {field: value}}, bounded=True)
         return bool(res.matched_count)
 
     def find(self, collection: str, match: dict[str, Any], fields: Sequence[str] | None = None) -> list[dict[str, Any]]:

@@ -24,11 +24,15 @@ from mmsearch.encoders.local import RepositoryBackend
 from mmsearch.errors import Unavailable
 from mmsearch.modelrepo.preprocess_registry import LocalTokenizer
 from mmsearch.modelrepo.preprocessing import Tokenizer
-from mmsearch.runtime.deadline import within
+from mmsearch.runtime.deadline import time_left, within
 from mmsearch.runtime.embedded import running_store
 
 T_co = TypeVar("T_co", covariant=True)  # a Lazy of a LocalTokenizer serves where a Lazy of any Tokenizer is wanted
 PROBE_TIMEOUT_S = 1.0
+# after a failed connect, callers fail at once for this long instead of each trying again: in an outage every
+# caller waited its turn for the connect lock and then spent its own connect timeout (CI saw searches queue
+# 11-18 s behind the query log's and each other's MongoDB connects, past their 10 s deadline)
+CONNECT_RETRY_S = 1.0
 
 
 class Lazy(Generic[T_co]):
@@ -46,15 +50,38 @@ class Lazy(Generic[T_co]):
         self._check = check
         self._obj: T_co | None = None
         self._lock = threading.Lock()
+        self.retry_s = CONNECT_RETRY_S
+        self._failed: tuple[float, Unavailable] | None = None  # (when, what) of the last failed connect
 
     def get(self) -> T_co:
+        """The client, connected now if need be. A caller waits for another's connect only as long as its
+        request allows, and within ``CONNECT_RETRY_S`` of a failed connect it gets that failure at once."""
         obj = self._obj
         if obj is not None:
             return obj
-        with self._lock:
+        self._raise_if_failed_recently()
+        wait = time_left()
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
+            raise Unavailable(self.name, "still connecting (another caller's connect is under way; this call's time ran out waiting)")
+        try:
             if self._obj is None:
-                self._obj = self._factory()  # raises Unavailable naming the dependency
+                self._raise_if_failed_recently()  # (the connect this caller waited for failed)
+                try:
+                    self._obj = self._factory()  # raises Unavailable naming the dependency
+                except Unavailable as e:
+                    self._failed = (time.monotonic(), e)
+                    raise
+                self._failed = None
             return self._obj
+        finally:
+            self._lock.release()
+
+    def _raise_if_failed_recently(self) -> None:
+        failed = self._failed
+        if failed is not None and time.monotonic() - failed[0] < self.retry_s:
+            e = failed[1]  # the same error, so callers see one outage the same way however they met it
+            raise Unavailable(e.dependency, e.message.split(" unavailable: ", 1)[-1]
+                              + f" (at the last connect, {time.monotonic() - failed[0]:.1f} s ago; the next in under {self.retry_s:g} s)")
 
     def healthy(self) -> bool:
         """Connect if needed and probe (for clients whose construction does not touch the network)."""
@@ -71,11 +98,11 @@ class Lazy(Generic[T_co]):
     def reset(self) -> None:
         """Forget the connection after a failure: the next get() reconnects. The old client is not
         closed here — concurrent requests may still hold it; it is released when they drop it. An
-        in-process dependency (local tokenizers and encoders) is kept: its watcher reloads what changes."""
+        in-process dependency (local tokenizers and encoders) is kept: its watcher reloads what changes.
+        No lock: a request failing while another connects must not wait out that connect."""
         if self.in_process:
             return
-        with self._lock:
-            self._obj = None
+        self._obj = None
 
     def close(self) -> None:
         with self._lock:

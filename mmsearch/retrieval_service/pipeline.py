@@ -499,7 +499,8 @@ class SearchService:
             raise BadInput("doc_id: required")
         if self.querylog is None:
             raise Unavailable("query log", "disabled in config (retrieval.query_log)")
-        self.querylog.click(request_id, doc_id, user_id)
+        with within(self.deadline()):  # MongoDB down: the click's connect and write end with its deadline
+            self.querylog.click(request_id, doc_id, user_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -27,6 +27,12 @@ def within(deadline: float) -> Iterator[None]:
         _DEADLINE.reset(token)
 
 
+def time_left() -> float | None:
+    """Seconds left of the current request's time (0 once it has passed); None outside a request."""
+    deadline = _DEADLINE.get()
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 def call_timeout(own_s: float) -> float:
     """A dependency call's timeout: its own, or what is left of the request's time if that is less."""
     deadline = _DEADLINE.get()
