@@ -80,7 +80,7 @@ def prepare_demo(cfg: Config, n_texts: int | None = DEMO_TEXTS) -> Path:
     if not _done(data, f"data-{DEMO_VERSION}"):
         with open(demo / "texts.jsonl", "w") as f:
             for syn in noun_synsets(cache)[:n_texts]:
-                f.write(json.dumps({"id": syn.offset, "title": ", ".join(syn.words[:3]), "text": syn.gloss}) + "\n")
+                f.write(json.dumps({"id": syn.offset, "title": syn.title, "text": syn.gloss}) + "\n")
         glosser = glosser or Glosser(cache)
         with open(demo / "images.jsonl", "w") as f, open(demo / "captions.jsonl", "w") as c:
             for st in S.stamps(cache):

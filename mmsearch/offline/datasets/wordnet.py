@@ -40,6 +40,11 @@ class Synset:
     def query(self) -> str:
         return self.words[0]
 
+    @property
+    def title(self) -> str:
+        """The demo's document title: the first lemmas (its texts index embeds "<title>: <gloss>")."""
+        return ", ".join(self.words[:3])
+
 
 def parse_data_noun(path: Path) -> list[Synset]:
     out = []
