@@ -34,7 +34,8 @@ class DocumentStore:
                 self.client.admin.command("ping")
         except (PyMongoError, ConfigurationError, ValueError) as e:
             if hasattr(self, "client"):  # its monitor threads would go on polling the dead server
-                self.client.close()
+                with contextlib.suppress(Exception):  # (the connect's error is the one to report)
+                    self.client.close()
             raise Unavailable(self.dependency, str(e).split(",")[0]) from e
         self.db = self.client[database]
 

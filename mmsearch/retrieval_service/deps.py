@@ -61,6 +61,8 @@ class Lazy(Generic[T_co]):
             return obj
         self._raise_if_failed_recently()
         wait = time_left()
+        if wait == 0.0:  # a connect given no time fails for want of it, and says nothing about the dependency
+            raise Unavailable(self.name, "not connected, and this call's time has run out")
         if not self._lock.acquire(timeout=-1 if wait is None else wait):
             raise Unavailable(self.name, "still connecting (another caller's connect is under way; this call's time ran out waiting)")
         try:
@@ -69,7 +71,8 @@ class Lazy(Generic[T_co]):
                 try:
                     self._obj = self._factory()  # raises Unavailable naming the dependency
                 except Unavailable as e:
-                    self._failed = (time.monotonic(), e)
+                    if time_left() != 0.0:  # remembered only when the dependency, not this caller's deadline, ended it
+                        self._failed = (time.monotonic(), e)
                     raise
                 self._failed = None
             return self._obj
@@ -92,15 +95,16 @@ class Lazy(Generic[T_co]):
         except Exception:  # noqa: BLE001 - any failure to reach it means not ready
             return False
         if not ok and self.relocatable:
-            self.reset()
+            self.reset(obj)
         return ok
 
-    def reset(self) -> None:
-        """Forget the connection after a failure: the next get() reconnects. The old client is not
+    def reset(self, failed: object = None) -> None:
+        """Forget the connection after a failure: the next get() reconnects. ``failed``: the client the
+        failure came from; a connection made since (by another caller) is kept. The old client is not
         closed here — concurrent requests may still hold it; it is released when they drop it. An
         in-process dependency (local tokenizers and encoders) is kept: its watcher reloads what changes.
         No lock: a request failing while another connects must not wait out that connect."""
-        if self.in_process:
+        if self.in_process or (failed is not None and self._obj is not failed):
             return
         self._obj = None
 

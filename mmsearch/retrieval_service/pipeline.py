@@ -93,11 +93,14 @@ class SearchService:
             raise DeadlineExceeded(f"request deadline ({ctx.timeout_s:.1f} s) passed before {name}")
         t0 = time.perf_counter()
         ends = ctx.deadline if limit_s is None else min(ctx.deadline, time.monotonic() + limit_s)
+        client = None
         try:
             with within(ends):  # the dependency call ends with the request (deadline.call_timeout)
-                yield dep.get()
+                client = dep.get()
+                yield client
         except Unavailable:
-            dep.reset()
+            if client is not None:  # (a failed get() has no connection to forget; one made since by another caller stays)
+                dep.reset(client)
             raise
         finally:
             self._timed(name, time.perf_counter() - t0, ctx)
