@@ -31,6 +31,8 @@ def test_milvus_config_fills_every_template_variable(tmp_path):
         assert cfg[section]["ip"] == "127.0.0.1", section
     assert cfg["queryNode"]["segcore"]["interimIndex"]["enableIndex"] is False
     assert cfg["common"]["gracefulTime"] == 700 and cfg["common"]["session"]["ttl"] == 5
+    seg = cfg["dataCoord"]["segment"]  # a sealed segment is not "small": never merged and indexed a second time
+    assert seg["sealProportion"] > seg["smallProportion"]
 
 
 def test_embedded_etcd_gets_its_own_loopback_ports(tmp_path):
