@@ -54,6 +54,7 @@ class Unavailable(MMSearchError):
     def __init__(self, dependency: str, message: str) -> None:
         super().__init__(f"{dependency} unavailable: {message}")
         self.dependency = dependency
+        self.reason = message  # what went wrong, without the dependency's name
 
 
 class DeadlineExceeded(MMSearchError):

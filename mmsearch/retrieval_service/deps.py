@@ -83,8 +83,8 @@ class Lazy(Generic[T_co]):
         failed = self._failed
         if failed is not None and time.monotonic() - failed[0] < self.retry_s:
             e = failed[1]  # the same error, so callers see one outage the same way however they met it
-            raise Unavailable(e.dependency, e.message.split(" unavailable: ", 1)[-1]
-                              + f" (at the last connect, {time.monotonic() - failed[0]:.1f} s ago; the next in under {self.retry_s:g} s)")
+            age = time.monotonic() - failed[0]
+            raise Unavailable(e.dependency, f"{e.reason} (at the last connect, {age:.1f} s ago; the next in under {self.retry_s:g} s)")
 
     def healthy(self) -> bool:
         """Connect if needed and probe (for clients whose construction does not touch the network)."""
