@@ -73,22 +73,29 @@ def _bytes_to_unicode() -> list[str]:
     return [chr(c) for c in cs]
 
 
-def build_tiny_clip(dest: Path, seed: int = 0, image_size: int = 32) -> Path:
-    """CLIPModel + a character-level CLIP BPE tokenizer + CLIPImageProcessor, saved as an HF folder."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    from mmsearch.offline.models.clip import pil_image_processor_class
+def write_clip_tokenizer(dest: Path) -> dict[str, int]:
+    """A character-level CLIP BPE tokenizer (byte-level, pads with <|endoftext|>) saved in ``dest``; its vocabulary."""
+    from transformers import CLIPTokenizer
 
     dest.mkdir(parents=True, exist_ok=True)
     chars = _bytes_to_unicode()
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    bos, eos = len(vocab), len(vocab) + 1
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
     (dest / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     (dest / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    tok = CLIPTokenizer(str(dest / "vocab.json"), str(dest / "merges.txt"))
-    tok.save_pretrained(str(dest))
+    CLIPTokenizer(str(dest / "vocab.json"), str(dest / "merges.txt")).save_pretrained(str(dest))
+    return vocab
+
+
+def build_tiny_clip(dest: Path, seed: int = 0, image_size: int = 32) -> Path:
+    """CLIPModel + a character-level CLIP BPE tokenizer + CLIPImageProcessor, saved as an HF folder."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from mmsearch.offline.models.clip import pil_image_processor_class
+
+    vocab = write_clip_tokenizer(dest)
+    bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
 
     torch.manual_seed(seed)
     cfg = CLIPConfig(

@@ -79,7 +79,7 @@ class Encoder:
         if self._text is None:
             raise BadInput(f"model {self.name} is an image encoder: it takes images, not text")
         text = self._text
-        return encode_by_length(texts, batch_size, lambda batch: self.backend.infer(self.name, text(batch).tensors, "embedding"),
+        return encode_by_length(texts, batch_size, lambda tensors: self.backend.infer(self.name, tensors, "embedding"), text,
                                 self._map)
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray[Any, Any]:

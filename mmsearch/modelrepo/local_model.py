@@ -77,7 +77,7 @@ class LocalModel:
     def encode_texts(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         if self.manifest.kind != "text_encoder":
             raise BadInput(f"model {self.manifest.name} is a {self.manifest.kind}, not a text encoder")
-        return encode_by_length(texts, batch_size, lambda batch: self.run(self.text(batch).tensors))
+        return encode_by_length(texts, batch_size, self.run, self.text)
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
         out = [self.run({"pixel_values": self.image(images[i : i + batch_size])}) for i in range(0, len(images), batch_size)]

@@ -3,11 +3,11 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_models import minilm_dir
+from tiny_models import minilm_dir, write_clip_tokenizer
 
 from mmsearch.errors import BadInput
 from mmsearch.modelrepo.manifest import ImagePreprocessing
-from mmsearch.modelrepo.preprocessing import MAX_IMAGE_PIXELS, ImagePreprocessor, TextPreprocessor, load_image
+from mmsearch.modelrepo.preprocessing import MAX_IMAGE_PIXELS, ImagePreprocessor, TextPreprocessor, encode_by_length, load_image
 from mmsearch.offline.parity import parity_images
 
 CLIP_SPEC = ImagePreprocessing(
@@ -107,3 +107,53 @@ def test_bad_texts_named(texts, fragment):
     tp = TextPreprocessor(minilm_dir(), 16, ["input_ids", "attention_mask"])
     with pytest.raises(BadInput, match=fragment):
         tp(texts)
+
+
+BY_LENGTH_TEXTS = ["short", "word " * 40, "a b c", "ünïcode 日本語 text", "x", "tabs\tand  spaces", "word " * 9]
+
+
+def _left_padding_minilm(dest):
+    import json
+    import shutil
+
+    shutil.copytree(minilm_dir(), dest)
+    cfg = json.loads((dest / "tokenizer_config.json").read_text())
+    (dest / "tokenizer_config.json").write_text(json.dumps({**cfg, "padding_side": "left"}))
+    return dest
+
+
+@pytest.mark.parametrize("tokenizer", ["wordpiece", "clip_bpe", "left_padding"])
+def test_by_length_chunks_are_what_call_gives_longest_first(tokenizer, tmp_path):
+    """A build tokenizes a batch once and cuts it by token count; each chunk must still be exactly the tensors
+    the per-chunk call gives (same ids, truncation, padding id and width), whatever the tokenizer."""
+    tok_dir = {"wordpiece": minilm_dir, "clip_bpe": lambda: (write_clip_tokenizer(tmp_path / "clip"), tmp_path / "clip")[1],
+               "left_padding": lambda: _left_padding_minilm(tmp_path / "left")}[tokenizer]()
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if tokenizer == "wordpiece" else [])
+    tp = TextPreprocessor(tok_dir, 16, names)
+    order, chunks = tp.by_length(BY_LENGTH_TEXTS, 3)
+    assert sorted(order.tolist()) == list(range(len(BY_LENGTH_TEXTS)))
+    assert [len(c["input_ids"]) for c in chunks] == [3, 3, 1]
+    rows = 0
+    for chunk in chunks:
+        texts = [BY_LENGTH_TEXTS[j] for j in order[rows : rows + len(chunk["input_ids"])]]
+        rows += len(texts)
+        want = tp(texts).tensors
+        assert chunk.keys() == want.keys()
+        for name in names:
+            np.testing.assert_array_equal(chunk[name], want[name], err_msg=f"{tokenizer} {name} {texts}")
+    if tokenizer != "left_padding":  # by tokens, longest first: the truncated text leads
+        lengths = [int(c["attention_mask"][r].sum()) for c in chunks for r in range(len(c["attention_mask"]))]
+        assert lengths == sorted(lengths, reverse=True) and lengths[0] == 16 and order[0] == 1
+
+
+def test_encode_by_length_returns_rows_in_the_callers_order():
+    tp = TextPreprocessor(minilm_dir(), 16, ["input_ids", "attention_mask"])
+
+    def run(tensors):  # a "vector" that names the text: its token ids summed, checked against the text's own
+        return tensors["input_ids"].sum(axis=1, keepdims=True).astype(np.float32)
+
+    got = encode_by_length(BY_LENGTH_TEXTS, 2, run, tp)
+    want = np.array([[tp([t]).tensors["input_ids"].sum()] for t in BY_LENGTH_TEXTS], np.float32)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(BadInput, match="text #1: expected a string"):
+        encode_by_length(["ok", 3], 2, run, tp)
