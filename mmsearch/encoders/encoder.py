@@ -21,7 +21,8 @@ from mmsearch.modelrepo.preprocessing import ImageInput, ImagePreprocessor, Text
 # padded to its longest text, and encoded at 289-330 texts/s here; the same batch in sorted chunks of 32
 # at 655-800/s (2 cores, under load; /tmp harness, figures in docs/benchmarks.md's build entry). With a
 # session per core (encoders/local.session_layout) chunks of 16 beat 32: 1,186-1,205 against 1,085-1,095
-# glosses/s (one session of two threads: 907-913 against 929-954, the same within noise).
+# glosses/s (one session of two threads: 907-913 against 929-954, the same within noise). Since 2026-12-06 the
+# chunks come from one tokenizer call over the whole batch, sorted by tokens (TextPreprocessor.by_length).
 TEXT_CHUNK = 16
 
 

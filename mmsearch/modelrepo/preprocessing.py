@@ -64,6 +64,10 @@ def _check_texts(texts: Sequence[object], what: str = "text") -> list[str]:
     return out
 
 
+# a model input -> the field of a tokenizers Encoding that fills it (TextPreprocessor.by_length)
+_ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
 class TextPreprocessor:
     """The model's own tokenizer from its preprocess/ folder, truncating at the manifest's max_length."""
 
@@ -141,6 +145,9 @@ class TextPreprocessor:
             order = np.argsort([-len(t) for t in texts], kind="stable")
             ordered = [texts[i] for i in order]
             return order, [self(ordered[i : i + size]).tensors for i in range(0, len(ordered), size)]
+        unknown = [name for name in self.input_names if name not in _ENCODING_FIELDS]
+        if unknown:
+            raise BadInput(f"model inputs {unknown}: the tokenizer gives only {', '.join(_ENCODING_FIELDS)}")
         with self._lock:
             encs = self._whole.encode_batch(texts)
         lens = np.fromiter((len(e.ids) for e in encs), np.int64, len(encs))
@@ -150,13 +157,10 @@ class TextPreprocessor:
             rows = order[i : i + size]
             n = lens[rows]
             filled = np.arange(int(n[0]))[None, :] < n[:, None]  # each row's tokens are a prefix (right padding)
-            columns = {"input_ids": [encs[j].ids for j in rows], "attention_mask": [encs[j].attention_mask for j in rows],
-                       "token_type_ids": [encs[j].type_ids for j in rows]}
             tensors = {}
             for name in self.input_names:
                 t = np.full(filled.shape, self.pad_id if name == "input_ids" else 0, np.int64)
-                if name in columns:
-                    t[filled] = np.concatenate(columns[name])
+                t[filled] = np.concatenate([getattr(encs[j], _ENCODING_FIELDS[name]) for j in rows])
                 tensors[name] = t
             chunks.append(tensors)
         return order, chunks

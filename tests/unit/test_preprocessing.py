@@ -157,3 +157,9 @@ def test_encode_by_length_returns_rows_in_the_callers_order():
     np.testing.assert_array_equal(got, want)
     with pytest.raises(BadInput, match="text #1: expected a string"):
         encode_by_length(["ok", 3], 2, run, tp)
+
+
+def test_by_length_names_a_model_input_the_tokenizer_cannot_fill():
+    tp = TextPreprocessor(minilm_dir(), 16, ["input_ids", "position_ids"])
+    with pytest.raises(BadInput, match="position_ids"):
+        tp.by_length(["a text"], 4)
