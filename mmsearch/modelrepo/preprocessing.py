@@ -87,15 +87,25 @@ class TextPreprocessor:
         self._whole = self._whole_batch_tokenizer()
 
     def _whole_batch_tokenizer(self):
-        """The fast tokenizer's Rust core set once to truncate as ``__call__`` does and not to pad, for
-        ``by_length``; None for a slow tokenizer or one that pads on the left (``by_length`` then chunks by
-        characters through ``__call__``)."""
-        core = getattr(self.tokenizer, "backend_tokenizer", None)
-        if core is None or getattr(self.tokenizer, "padding_side", "right") != "right":
+        """The fast tokenizer's Rust core, copied and set once to truncate as ``__call__`` does and not to pad, for
+        ``by_length``; None where that copy could tokenize differently from ``__call__`` (``by_length`` then chunks
+        by characters through ``__call__``): a slow tokenizer, one without a pad token or padding on the left, a class
+        that overrides how texts are encoded, or a core that cannot be copied (a custom Python pre-tokenizer)."""
+        try:
+            from transformers.tokenization_utils_tokenizers import TokenizersBackend
+        except ImportError:  # another transformers layout: keep the per-chunk path
             return None
-        core = copy.deepcopy(core)  # its own settings: __call__ changes the shared one's on every call
+        tok = self.tokenizer
+        if (not isinstance(tok, TokenizersBackend) or tok.pad_token_id is None or getattr(tok, "padding_side", "right") != "right"
+                or any(getattr(type(tok), m) is not getattr(TokenizersBackend, m) for m in ("__call__", "_encode_plus"))):
+            return None
+        try:
+            core = copy.deepcopy(tok.backend_tokenizer)  # its own settings: __call__ changes the shared one's on every call
+        except Exception:  # noqa: BLE001 - the core raises its own bare Exception when a part written in Python does not pickle
+            return None
         core.no_padding()
-        core.enable_truncation(self.max_length, direction=getattr(self.tokenizer, "truncation_side", "right"))
+        core.enable_truncation(self.max_length, direction=getattr(tok, "truncation_side", "right"))
+        core.encode_special_tokens = bool(getattr(tok, "split_special_tokens", False))  # (not carried by the copy)
         return core
 
     @classmethod
@@ -148,10 +158,10 @@ class TextPreprocessor:
         unknown = [name for name in self.input_names if name not in _ENCODING_FIELDS]
         if unknown:
             raise BadInput(f"model inputs {unknown}: the tokenizer gives only {', '.join(_ENCODING_FIELDS)}")
-        with self._lock:
-            encs = self._whole.encode_batch(texts)
+        encs = self._whole.encode_batch(texts)  # (the copy is never changed: no lock, unlike __call__)
         lens = np.fromiter((len(e.ids) for e in encs), np.int64, len(encs))
         order = np.argsort(-lens, kind="stable")
+        pad = {"input_ids": self.pad_id, "attention_mask": 0, "token_type_ids": int(getattr(self.tokenizer, "pad_token_type_id", 0) or 0)}
         chunks = []
         for i in range(0, len(order), size):
             rows = order[i : i + size]
@@ -159,7 +169,7 @@ class TextPreprocessor:
             filled = np.arange(int(n[0]))[None, :] < n[:, None]  # each row's tokens are a prefix (right padding)
             tensors = {}
             for name in self.input_names:
-                t = np.full(filled.shape, self.pad_id if name == "input_ids" else 0, np.int64)
+                t = np.full(filled.shape, pad[name], np.int64)
                 t[filled] = np.concatenate([getattr(encs[j], _ENCODING_FIELDS[name]) for j in rows])
                 tensors[name] = t
             chunks.append(tensors)

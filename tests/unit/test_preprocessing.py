@@ -109,30 +109,31 @@ def test_bad_texts_named(texts, fragment):
         tp(texts)
 
 
-BY_LENGTH_TEXTS = ["short", "word " * 40, "a b c", "ünïcode 日本語 text", "x", "tabs\tand  spaces", "word " * 9]
+BY_LENGTH_TEXTS = ["short", "word " * 40, "a b c", "ünïcode 日本語 text", "x", "tabs\tand  spaces", "word " * 9, "[SEP] as text"]
 
 
-def _left_padding_minilm(dest):
+def _minilm_with(dest, **settings):
     import json
     import shutil
 
     shutil.copytree(minilm_dir(), dest)
     cfg = json.loads((dest / "tokenizer_config.json").read_text())
-    (dest / "tokenizer_config.json").write_text(json.dumps({**cfg, "padding_side": "left"}))
+    (dest / "tokenizer_config.json").write_text(json.dumps({**cfg, **settings}))
     return dest
 
 
-@pytest.mark.parametrize("tokenizer", ["wordpiece", "clip_bpe", "left_padding"])
+@pytest.mark.parametrize("tokenizer", ["wordpiece", "clip_bpe", "left_padding", "split_special_tokens"])
 def test_by_length_chunks_are_what_call_gives_longest_first(tokenizer, tmp_path):
     """A build tokenizes a batch once and cuts it by token count; each chunk must still be exactly the tensors
     the per-chunk call gives (same ids, truncation, padding id and width), whatever the tokenizer."""
     tok_dir = {"wordpiece": minilm_dir, "clip_bpe": lambda: (write_clip_tokenizer(tmp_path / "clip"), tmp_path / "clip")[1],
-               "left_padding": lambda: _left_padding_minilm(tmp_path / "left")}[tokenizer]()
+               "left_padding": lambda: _minilm_with(tmp_path / "left", padding_side="left"),
+               "split_special_tokens": lambda: _minilm_with(tmp_path / "split", split_special_tokens=True)}[tokenizer]()
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if tokenizer == "wordpiece" else [])
     tp = TextPreprocessor(tok_dir, 16, names)
     order, chunks = tp.by_length(BY_LENGTH_TEXTS, 3)
     assert sorted(order.tolist()) == list(range(len(BY_LENGTH_TEXTS)))
-    assert [len(c["input_ids"]) for c in chunks] == [3, 3, 1]
+    assert [len(c["input_ids"]) for c in chunks] == [3, 3, 2]
     rows = 0
     for chunk in chunks:
         texts = [BY_LENGTH_TEXTS[j] for j in order[rows : rows + len(chunk["input_ids"])]]
