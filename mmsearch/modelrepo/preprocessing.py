@@ -85,6 +85,10 @@ class TextPreprocessor:
         # Fast tokenizers are not safe to call from several threads at once ("Already borrowed").
         self._lock = threading.Lock()
         self._whole = self._whole_batch_tokenizer()
+        # by_length's padding per input, and the inputs a tokenizers Encoding cannot fill (named when it is asked)
+        self._pad = {"input_ids": self.pad_id, "attention_mask": 0,
+                     "token_type_ids": int(getattr(self.tokenizer, "pad_token_type_id", 0) or 0)}
+        self._unfillable = [name for name in self.input_names if name not in _ENCODING_FIELDS]
 
     def _whole_batch_tokenizer(self):
         """The fast tokenizer's Rust core, copied and set once to truncate as ``__call__`` does and not to pad, for
@@ -155,13 +159,11 @@ class TextPreprocessor:
             order = np.argsort([-len(t) for t in texts], kind="stable")
             ordered = [texts[i] for i in order]
             return order, [self(ordered[i : i + size]).tensors for i in range(0, len(ordered), size)]
-        unknown = [name for name in self.input_names if name not in _ENCODING_FIELDS]
-        if unknown:
-            raise BadInput(f"model inputs {unknown}: the tokenizer gives only {', '.join(_ENCODING_FIELDS)}")
+        if self._unfillable:
+            raise BadInput(f"model inputs {self._unfillable}: the tokenizer gives only {', '.join(_ENCODING_FIELDS)}")
         encs = self._whole.encode_batch(texts)  # (the copy is never changed: no lock, unlike __call__)
         lens = np.fromiter((len(e.ids) for e in encs), np.int64, len(encs))
         order = np.argsort(-lens, kind="stable")
-        pad = {"input_ids": self.pad_id, "attention_mask": 0, "token_type_ids": int(getattr(self.tokenizer, "pad_token_type_id", 0) or 0)}
         chunks = []
         for i in range(0, len(order), size):
             rows = order[i : i + size]
@@ -169,7 +171,7 @@ class TextPreprocessor:
             filled = np.arange(int(n[0]))[None, :] < n[:, None]  # each row's tokens are a prefix (right padding)
             tensors = {}
             for name in self.input_names:
-                t = np.full(filled.shape, pad[name], np.int64)
+                t = np.full(filled.shape, self._pad[name], np.int64)
                 t[filled] = np.concatenate([getattr(encs[j], _ENCODING_FIELDS[name]) for j in rows])
                 tensors[name] = t
             chunks.append(tensors)
@@ -302,9 +304,7 @@ def encode_by_length(texts: Sequence[str], batch_size: int, run: Callable[[dict[
     """``run`` over chunks of texts of similar length (``TextPreprocessor.by_length``, as sentence-transformers
     sorts), so little compute goes to padding; the rows come back in the caller's order. Every text encoder runs
     through this, in-process or served. ``mapper`` (an executor's ``map``) runs the chunks side by side."""
-    if not len(texts):
-        raise BadInput("empty batch: no texts given")
-    order, chunks = text.by_length(texts, batch_size)
+    order, chunks = text.by_length(texts, batch_size)  # (an empty batch is refused there)
     out = np.concatenate(list(mapper(run, chunks)))
     result = np.empty_like(out)
     result[order] = out

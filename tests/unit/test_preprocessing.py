@@ -122,11 +122,16 @@ def _minilm_with(dest, **settings):
     return dest
 
 
+def _clip(dest):
+    write_clip_tokenizer(dest)
+    return dest
+
+
 @pytest.mark.parametrize("tokenizer", ["wordpiece", "clip_bpe", "left_padding", "split_special_tokens"])
 def test_by_length_chunks_are_what_call_gives_longest_first(tokenizer, tmp_path):
     """A build tokenizes a batch once and cuts it by token count; each chunk must still be exactly the tensors
     the per-chunk call gives (same ids, truncation, padding id and width), whatever the tokenizer."""
-    tok_dir = {"wordpiece": minilm_dir, "clip_bpe": lambda: (write_clip_tokenizer(tmp_path / "clip"), tmp_path / "clip")[1],
+    tok_dir = {"wordpiece": minilm_dir, "clip_bpe": lambda: _clip(tmp_path / "clip"),
                "left_padding": lambda: _minilm_with(tmp_path / "left", padding_side="left"),
                "split_special_tokens": lambda: _minilm_with(tmp_path / "split", split_special_tokens=True)}[tokenizer]()
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if tokenizer == "wordpiece" else [])
