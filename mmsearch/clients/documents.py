@@ -17,6 +17,7 @@ from mmsearch.runtime.deadline import call_timeout
 BUILDS = "_builds"
 QUERY_LOG = "_query_log"  # one entry per search, clicks appended (retrieval_service.querylog); read by ab-report and the flywheel
 T = TypeVar("T")
+DUPLICATE_KEY = 11000  # MongoDB's error code for an _id that exists
 
 
 class DocumentStore:
@@ -63,12 +64,36 @@ class DocumentStore:
         coll = self.db[collection]
         return coll.with_options(write_concern=WriteConcern(w=1, j=True)) if durable else coll
 
-    def upsert_many(self, collection: str, docs: Sequence[dict[str, Any]], durable: bool = False) -> None:
+    def upsert_many(self, collection: str, docs: Sequence[dict[str, Any]], durable: bool = False,
+                    insert_first: bool = False) -> int:
+        """Insert or replace documents by _id; how many of them already existed when ``insert_first``
+        (else 0: not looked at). ``insert_first`` inserts them all and replaces only those whose id
+        exists. For new documents, that is cheaper: secantusdb inserts 82k documents in 3.5 CPU s
+        and upserts them in 14.5 CPU s. For existing ones, it costs about a quarter more than an upsert
+        (14.5 against 11.7 CPU s), so a build passes it only while most of its documents have been new."""
         from pymongo import ReplaceOne
+        from pymongo.errors import BulkWriteError
 
-        if docs:
-            ops = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs]
-            self._call("bulk upsert", self._coll(collection, durable).bulk_write, ops, ordered=False)
+        if not docs:
+            return 0
+        coll = self._coll(collection, durable)
+        if not insert_first:
+            self._call("bulk upsert", coll.bulk_write, [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False)
+            return 0
+
+        def insert_then_replace() -> int:
+            try:
+                coll.insert_many(docs, ordered=False)
+                return 0
+            except BulkWriteError as e:  # every document was tried (unordered); errors name them by index
+                errors = e.details.get("writeErrors", [])
+                if any(err.get("code") != DUPLICATE_KEY for err in errors) or e.details.get("writeConcernErrors"):
+                    raise
+                existing = [docs[err["index"]] for err in errors]
+            coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in existing], ordered=False)
+            return len(existing)
+
+        return self._call("bulk insert", insert_then_replace)
 
     def delete_ids(self, collection: str, ids: Sequence[str], durable: bool = False) -> int:
         """Delete documents by id; how many there were."""

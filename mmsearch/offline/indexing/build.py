@@ -301,6 +301,7 @@ class _Pipeline:
     # writer ---------------------------------------------------------------
     def writer(self, bar: tqdm | None, rejects_fh: IO[str]) -> None:
         progress = Checkpoints(self.o, self.rec, self.ds, self.lex, rejects_fh)
+        insert_first = True  # documents are inserted while most of a batch is new (a first build), else upserted
         try:
             while True:
                 try:
@@ -313,7 +314,8 @@ class _Pipeline:
                     progress.checkpoint()
                     return
                 if item.docs:
-                    self.ds.upsert_many(self.o.index, [d.doc for d in item.docs])
+                    existed = self.ds.upsert_many(self.o.index, [d.doc for d in item.docs], insert_first=insert_first)
+                    insert_first = insert_first and 2 * existed < len(item.docs)
                 if self.lex is not None and (item.docs or item.already):  # before the vectors: an id in Milvus has its terms
                     self.lex.upsert([d.doc for d in item.docs + item.already])
                 if item.docs:
