@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmsearch.clients.documents import DocumentStore
+from mmsearch.clients.documents import BuildWriter, DocumentStore
 from mmsearch.clients.lexical import LexicalStore
 from mmsearch.clients.vectors import VectorStore, collection_name
 from mmsearch.errors import BadInput, NotFound, Unavailable
@@ -341,6 +341,14 @@ def test_documents_inserted_first_replace_those_that_exist(mongo):
     assert ds.upsert_many("t", [{"_id": "a", "v": 3}], insert_first=False) == 0  # an upsert does not look
     assert ds.get_one("t", "a") == {"_id": "a", "v": 3}
     assert ds.upsert_many("t", [], insert_first=True) == 0
+    # a build's writer inserts first while its batches are new, and upserts outright once half of one existed
+    w = BuildWriter(ds, "w")
+    w.write([{"_id": "x", "v": 0}, {"_id": "y", "v": 0}])
+    assert w.insert_first
+    w.write([{"_id": "x", "v": 1}, {"_id": "z", "v": 1}])  # half existed: a rebuild
+    assert not w.insert_first
+    w.write([{"_id": "y", "v": 2}])
+    assert ds.get_many("w", ["x", "y", "z"]) == [{"_id": "x", "v": 1}, {"_id": "y", "v": 2}, {"_id": "z", "v": 1}]
     ds.client.close()
 
 

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from mmsearch.api.documents import BLOB_FIELD, lexical_problem, stored_field_problem, titled_text
 from mmsearch.api.filters import parse_field_spec
 from mmsearch.clients.blobs import BlobStore
-from mmsearch.clients.documents import BUILDS, DocumentStore
+from mmsearch.clients.documents import BUILDS, BuildWriter, DocumentStore
 from mmsearch.clients.journal import LEASE_TTL_S, IndexLease, Journal
 from mmsearch.clients.lexical import LexicalStore, LexicalWriter, check_lexical_fields
 from mmsearch.clients.vectors import IndexSpec, VectorStore, check_index_name, collection_name
@@ -301,7 +301,7 @@ class _Pipeline:
     # writer ---------------------------------------------------------------
     def writer(self, bar: tqdm | None, rejects_fh: IO[str]) -> None:
         progress = Checkpoints(self.o, self.rec, self.ds, self.lex, rejects_fh)
-        insert_first = True  # documents are inserted while most of a batch is new (a first build), else upserted
+        documents = BuildWriter(self.ds, self.o.index)
         try:
             while True:
                 try:
@@ -314,8 +314,7 @@ class _Pipeline:
                     progress.checkpoint()
                     return
                 if item.docs:
-                    existed = self.ds.upsert_many(self.o.index, [d.doc for d in item.docs], insert_first=insert_first)
-                    insert_first = insert_first and 2 * existed < len(item.docs)
+                    documents.write([d.doc for d in item.docs])
                 if self.lex is not None and (item.docs or item.already):  # before the vectors: an id in Milvus has its terms
                     self.lex.upsert([d.doc for d in item.docs + item.already])
                 if item.docs:

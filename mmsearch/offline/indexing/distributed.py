@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmsearch.api.documents import titled_text
-from mmsearch.clients.documents import DocumentStore
+from mmsearch.clients.documents import BuildWriter, DocumentStore
 from mmsearch.clients.lexical import ID_FIELD, LexicalWriter
 from mmsearch.clients.vectors import VectorStore, collection_name
 from mmsearch.errors import BadInput, Internal, MMSearchError
@@ -121,7 +121,7 @@ class BlockEncoder:
         self.field = "image" if self.enc.modality == "image" else "text"
         self.vs = VectorStore(cfg["milvus_uri"])
         self.ds = DocumentStore(cfg["mongo_uri"], cfg["database"])
-        self.insert_first = True  # as the single-process writer: inserted while most of a block is new
+        self.documents = BuildWriter(self.ds, cfg["index"])  # as the single-process writer's
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"result": np.array([self.block(json.loads(str(t))) for t in batch["task"]], dtype=object)}
@@ -165,8 +165,7 @@ class BlockEncoder:
             vectors = np.concatenate([self.enc.encode([d.payload for d in docs[i : i + step]]) for i in range(0, len(docs), step)])
             if vectors.shape != (len(docs), self.enc.dim):
                 raise Internal(f"encoder returned {vectors.shape}, expected ({len(docs)}, {self.enc.dim})")
-            existed = self.ds.upsert_many(cfg["index"], [d.doc for d in docs], insert_first=self.insert_first)
-            self.insert_first = self.insert_first and 2 * existed < len(docs)
+            self.documents.write([d.doc for d in docs])
             fields = cfg["fields"]
             meta = [{k: d.doc[k] for k in fields} for d in docs] if fields else None
             keep = cfg["keep_docs"]
