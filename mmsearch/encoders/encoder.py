@@ -60,6 +60,11 @@ class Encoder:
                                              range(0, n, step))))
 
     @property
+    def render_edge(self) -> int | None:
+        """The short edge an SVG is rendered with for this model (its resize), None for a text encoder."""
+        return self._image.spec.resize_shortest_edge if self._image is not None else None
+
+    @property
     def image(self) -> ImagePreprocessor:
         if self._image is None:
             raise BadInput(f"model {self.name} is a text encoder: it takes text, not images")

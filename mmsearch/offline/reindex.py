@@ -148,7 +148,7 @@ def doc_encoder(enc: Encoder, modality: str, image_root: Path | None, skipped: d
                 skipped["no image"] = skipped.get("no image", 0) + 1
                 continue
             try:
-                payloads.append(enc.preprocess_image(read_image_bytes(d["image"], image_root), f"document {d.get('_id')} image"))
+                payloads.append(enc.preprocess_image(read_image_bytes(d["image"], image_root, enc.render_edge), f"document {d.get('_id')} image"))
                 keep.append(i)
             except MMSearchError as e:
                 log.warning("document %s: %s", d.get("_id"), e.message)

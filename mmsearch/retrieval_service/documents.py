@@ -285,7 +285,7 @@ class DocumentsService:
                 elif d.image is None:
                     if root is None:
                         raise BadInput(f"index {schema.index} records no image root: send image_b64")
-                    d.image = read_local_image(str(d.source), root, self.config.retrieval.documents_max_image_bytes)
+                    d.image = read_local_image(str(d.source), root, self.config.retrieval.documents_max_image_bytes, enc.render_edge)
                     d.hash = content_hash(schema.model, "image", d.image)
                 pixels[d.id] = enc.preprocess_image(d.image, f"documents[{d.position}] image")
             except MMSearchError as e:

@@ -100,6 +100,39 @@ def test_svg_upload_through_load_image_names_the_input():
         load_image(LAUGHS.replace(b"<?xml", b"<?xml"), "query")
 
 
+def test_given_its_models_short_edge_a_drawing_is_rendered_at_that_size_not_in_the_full_box():
+    from mmsearch.modelrepo.svg import RENDER_BOX, declared_aspect, render_box
+
+    assert _png(rasterise(RED, short_edge=64)).size == (128, 64)  # 2:1, short edge 64: fitted into 128, not 512
+    tall = f'<svg {NS} viewBox="0 0 30 90"><rect width="30" height="90" fill="blue"/></svg>'.encode()  # aspect from viewBox
+    assert _png(rasterise(tall, short_edge=50)).size == (50, 150)
+    # the full box is the most any render gets: a long strip keeps the old render (its short edge below the model's)
+    strip = f'<svg {NS} width="1000" height="10"><rect width="1000" height="10"/></svg>'.encode()
+    w, h = _png(rasterise(strip, short_edge=224)).size
+    assert w == RENDER_BOX and h <= 6
+    assert _png(rasterise(RED)).size == (RENDER_BOX, RENDER_BOX // 2)  # no edge given (the web page): the full box
+    # a size the root does not tell (percentages, no viewBox): the full box, as before
+    assert declared_aspect({"width": "100%", "height": "100%"}) is None and render_box(None, 224) == RENDER_BOX
+    assert declared_aspect({"width": "128pt", "height": "64pt"}) == 2.0 and declared_aspect({"viewBox": "0,0,0,10"}) is None
+    assert render_box(1.0, 224) == 224 and render_box(0.5, 100) == 200 and render_box(3.0, 224) == RENDER_BOX
+
+
+def test_a_declared_size_that_misleads_gets_the_full_box():
+    # em units are not read here, so the viewBox (square) is taken; resvg sizes it 4:1 (8em x 2em), and the
+    # render fitted into the model's 40 comes out 10 high: it is made again in the full box
+    odd = f'<svg {NS} width="8em" height="2em" viewBox="0 0 10 10"><rect width="10" height="10"/></svg>'.encode()
+    assert _png(rasterise(odd, short_edge=40)).size == (512, 128)
+
+
+def test_load_image_renders_an_svg_query_at_the_models_edge(monkeypatch):
+    import mmsearch.modelrepo.preprocessing as pre
+
+    boxes: list[int | None] = []
+    real = pre.rasterise
+    monkeypatch.setattr(pre, "rasterise", lambda data, name, **kw: boxes.append(kw.get("short_edge")) or real(data, name, **kw))
+    assert load_image(RED, "query", short_edge=32).size == (64, 32) and boxes == [32]
+
+
 def test_point_units_render_at_96_dpi():
     doc = f'<svg {NS} width="128pt" height="64pt"><rect width="10" height="10"/></svg>'.encode()  # many stamps use pt
     w, h = _png(rasterise(doc, box=100)).size

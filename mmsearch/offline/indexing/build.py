@@ -240,7 +240,7 @@ class _Pipeline:
             if "image" not in d.doc and d.doc.get(BLOB_FIELD) == d.source:  # kept by the documents API (clients/blobs.py)
                 data = BlobStore(self.ds).get(d.source)
             else:
-                data = read_image_bytes(d.source, self.o.image_root)
+                data = read_image_bytes(d.source, self.o.image_root, self.enc.render_edge)
             d.payload = self.enc.preprocess_image(data, f"line {d.line} image {d.source}")
             return d
         except MMSearchError as e:

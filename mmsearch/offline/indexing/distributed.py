@@ -149,7 +149,8 @@ class BlockEncoder:
             loaded: list[Doc] = []
             for d in docs:
                 try:
-                    d.payload = self.enc.preprocess_image(read_image_bytes(d.source, Path(cfg["image_root"])), f"line {d.line} image {d.source}")
+                    data = read_image_bytes(d.source, Path(cfg["image_root"]), self.enc.render_edge)
+                    d.payload = self.enc.preprocess_image(data, f"line {d.line} image {d.source}")
                     loaded.append(d)
                 except MMSearchError as e:
                     rejects.append(Reject(d.line, e.message))

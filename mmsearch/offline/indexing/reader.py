@@ -124,8 +124,9 @@ def read_lines_at(path: Path, start: int, end: int, first_line: int) -> Iterator
         yield first_line + i, raw.rstrip(b"\r\n")
 
 
-def read_image_bytes(ref: str, image_root: Path) -> bytes:
-    """Bytes of a local image under image_root (never escaping it) or an http(s) URL (timeout, size limit)."""
+def read_image_bytes(ref: str, image_root: Path, short_edge: int | None = None) -> bytes:
+    """Bytes of a local image under image_root (never escaping it) or an http(s) URL (timeout, size limit);
+    a local SVG rendered with the given short edge (the encoder's ``render_edge``)."""
     from mmsearch.errors import BadInput
 
     if ref.startswith(("http://", "https://")):
@@ -143,6 +144,6 @@ def read_image_bytes(ref: str, image_root: Path) -> bytes:
     from mmsearch.encoders.image_files import read_local_image
 
     try:
-        return read_local_image(ref, image_root, MAX_IMAGE_BYTES)
+        return read_local_image(ref, image_root, MAX_IMAGE_BYTES, short_edge)
     except BadInput as e:
         raise BadInput(e.message.replace("the image root", "--image-root")) from e
