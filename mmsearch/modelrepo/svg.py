@@ -33,6 +33,9 @@ MAX_ELEMENTS = 100_000
 MAX_ENTITIES = 32  # Adobe Illustrator files declare a few namespace entities; bombs declare nested ones
 MAX_ENTITY_CHARS = 512
 RENDER_BOX = 512  # pixels: the drawing is fitted into a box this size (models take 224-384)
+# how an SVG becomes pixels; bumped when that changes, so what was computed from older renders (the training
+# feature cache, offline/training/feature_cache.py) is computed again (2: rendered at the model's short edge)
+RENDER_VERSION = 2
 _DATA_IMAGE = re.compile(r"^data:image/(png|jpeg|gif|webp)[;,]", re.I)
 _DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding=["']([A-Za-z0-9._-]{1,40})["']""")
 _HREF_ATTRS = ("href", "xlink:href", "http://www.w3.org/1999/xlink href")
@@ -104,14 +107,20 @@ def declared_aspect(attrs: dict[str, str]) -> float | None:
     lengths, else its viewBox; None when neither says (a percentage, a missing or degenerate box)."""
     w, h = (_LENGTH.match(attrs.get(k, "")) for k in ("width", "height"))
     if w and h:
-        wp, hp = float(w.group(1)) * _UNIT_PX[w.group(2)], float(h.group(1)) * _UNIT_PX[h.group(2)]
-        return wp / hp if wp > 0 and hp > 0 else None
+        return _ratio(float(w.group(1)) * _UNIT_PX[w.group(2)], float(h.group(1)) * _UNIT_PX[h.group(2)])
     box = attrs.get("viewBox", "").replace(",", " ").split()
     try:
-        vw, vh = float(box[2]), float(box[3])
+        return _ratio(float(box[2]), float(box[3]))
     except (IndexError, ValueError):
         return None
-    return vw / vh if vw > 0 and vh > 0 else None
+
+
+def _ratio(w: float, h: float) -> float | None:
+    """w / h when it is a usable aspect (finite and above 0 both ways: 1e400, inf, nan, 1e-200 / 1e200 are not)."""
+    if not (math.isfinite(w) and math.isfinite(h)) or w <= 0 or h <= 0:
+        return None
+    r = w / h
+    return r if math.isfinite(r) and r > 0 and math.isfinite(1 / r) else None
 
 
 def render_box(aspect: float | None, short_edge: int | None, box: int = RENDER_BOX) -> int:

@@ -28,7 +28,7 @@ from mmsearch.client.search_client import SearchClient
 from mmsearch.config import Config
 from mmsearch.errors import BadInput, MMSearchError, NotFound, Overloaded, Unavailable, http_status, retry_after_headers
 from mmsearch.experiments.spec import SCENES as EXPERIMENT_SCENES
-from mmsearch.modelrepo.svg import rasterise
+from mmsearch.modelrepo.svg import check_svg, rasterise
 from mmsearch.runtime.observability import exposition, new_registry
 
 log = logging.getLogger("mmsearch.web")
@@ -182,14 +182,21 @@ def create_app(config: Config, client: SearchClient | None = None) -> Flask:
         return path
 
     def _query_image(rel: str) -> bytes:
-        """"More like this": an SVG is sent rendered as the index build rendered it (beside its folder,
-        whose bitmaps it may reference), not as raw SVG the query path would render without them. An image a
-        document was sent with inline (its ``image_blob``) comes from the retrieval service."""
+        """"More like this": an SVG that references nothing beside it is sent as it is, so the query path
+        renders it at its model's short edge, as the index build did (modelrepo/svg.py); one that references
+        bitmaps in its folder is rendered here, where they can be read (in the full box: the query path
+        resamples it). An image a document was sent with inline (its ``image_blob``) comes from the
+        retrieval service (an SVG as PNG in the full box: the API never serves SVG)."""
         if is_blob_ref(rel):
             return _blob(rel)[0]
         path = _image_path(rel)
         if path.suffix.lower() == ".svg":
-            return rasterise(path.read_bytes(), path.name, resources_dir=path.parent)
+            data = path.read_bytes()
+            try:
+                check_svg(data, path.name)  # (without its folder: a plain file name it references is refused)
+                return data
+            except BadInput:
+                return rasterise(data, path.name, resources_dir=path.parent)
         return path.read_bytes()
 
     @functools.lru_cache(maxsize=256)

@@ -105,3 +105,13 @@ def test_no_images_asks_nothing_of_the_tower(tmp_path: Path) -> None:
 def test_an_unreadable_image_is_bad_input_naming_it(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="missing.png"):
         FeatureCache(tmp_path / "cache", tower(0), PRE).features([str(tmp_path / "missing.png")], Counting())
+
+
+def test_a_change_in_how_svgs_are_rendered_starts_a_new_cache_file(monkeypatch):
+    from mmsearch.modelrepo import svg
+    from mmsearch.offline.training.feature_cache import tower_digest
+
+    t = tower(0)
+    before = tower_digest(t, PRE)
+    monkeypatch.setattr(svg, "RENDER_VERSION", svg.RENDER_VERSION + 1)
+    assert tower_digest(t, PRE) != before and tower_digest(tower(0), PRE) == tower_digest(t, PRE)

@@ -115,6 +115,15 @@ def test_given_its_models_short_edge_a_drawing_is_rendered_at_that_size_not_in_t
     assert declared_aspect({"width": "100%", "height": "100%"}) is None and render_box(None, 224) == RENDER_BOX
     assert declared_aspect({"width": "128pt", "height": "64pt"}) == 2.0 and declared_aspect({"viewBox": "0,0,0,10"}) is None
     assert render_box(1.0, 224) == 224 and render_box(0.5, 100) == 200 and render_box(3.0, 224) == RENDER_BOX
+    # sizes no aspect can be taken from (overflow, infinities, not-a-number, a ratio that underflows): none
+    for attrs in ({"width": "1e400", "height": "1"}, {"width": "1e400", "height": "1e400"}, {"viewBox": "0 0 inf 1"},
+                  {"viewBox": "0 0 nan 1"}, {"width": "1e-200", "height": "1e200"}, {"width": "0", "height": "5"}):
+        assert declared_aspect(attrs) is None, attrs
+    huge = f'<svg {NS} width="1e400" height="1"><rect width="1" height="1"/></svg>'.encode()
+    try:  # whatever resvg makes of it, the caller meets a render or a BadInput, never an arithmetic error
+        rasterise(huge, "huge.svg", short_edge=64)
+    except BadInput:
+        pass
 
 
 def test_a_declared_size_that_misleads_gets_the_full_box():

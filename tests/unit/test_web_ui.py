@@ -217,8 +217,15 @@ def test_svg_images_are_served_as_png_never_as_svg(site, tmp_path):
     from PIL import Image
 
     assert Image.open(io.BytesIO(r.data)).size == (256, 128)  # fitted into the tile box
-    web.get("/", query_string={"like": "star.svg"})  # "more like this" sends the SVG rendered, as the build did
-    assert site[1].calls[-1]["image"].startswith(b"\x89PNG") and site[1].calls[-1]["scene"] == "image2image"
+    # "more like this": an SVG that needs nothing beside it goes as it is, so the query path renders it at its
+    # model's short edge as the build did; one that references a bitmap in its folder is rendered here, with it
+    web.get("/", query_string={"like": "star.svg"})
+    assert site[1].calls[-1]["image"] == (root / "star.svg").read_bytes() and site[1].calls[-1]["scene"] == "image2image"
+    Image.new("RGB", (4, 4), "blue").save(root / "dot.png")
+    (root / "framed.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="20" height="10">'
+                                     '<image href="dot.png" width="20" height="10"/></svg>')
+    web.get("/", query_string={"like": "framed.svg"})
+    assert site[1].calls[-1]["image"].startswith(b"\x89PNG")
     (root / "bomb.svg").write_bytes(b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "x"><!ENTITY b "&a;&a;">]>'
                                     b'<svg xmlns="http://www.w3.org/2000/svg">&b;</svg>')
     r = web.get("/images/bomb.svg")

@@ -26,7 +26,10 @@ from mmsearch.errors import BadInput
 
 
 def tower_digest(tower: torch.nn.Module, preprocessing: dict[str, Any]) -> str:
-    h = hashlib.sha256(json.dumps(preprocessing, sort_keys=True).encode())
+    """The cache file's name: the tower's weights, its preprocessing and how SVGs are rendered into pixels."""
+    from mmsearch.modelrepo.svg import RENDER_VERSION
+
+    h = hashlib.sha256(json.dumps({"preprocessing": preprocessing, "svg_render": RENDER_VERSION}, sort_keys=True).encode())
     for name, t in sorted(tower.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
