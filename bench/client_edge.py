@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 import urllib3
 
-from bench.common import running_stack_config, text_bodies
+from bench.common import read_http_response, running_stack_config, text_bodies
 from bench.results_io import write_result
 from mmsearch.client.search_client import SearchClient
 from mmsearch.errors import Unavailable
@@ -108,14 +108,7 @@ def raw_client(port: int) -> Callable[[str], dict]:
     def send(q: str) -> dict:
         body = body_of(q)
         sock.sendall(b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            buf += sock.recv(65536)
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        n = next(int(v) for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")) if k.lower() == b"content-length")
-        while len(rest) < n:
-            rest += sock.recv(65536)
-        return json.loads(rest)
+        return json.loads(read_http_response(sock)[1])
 
     return send
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -146,3 +147,19 @@ def served_search_shape(api, scene: str, force: dict[str, str], user_id: str) ->
 
     _, arm, _ = assign(Experiments.model_validate(api.config()["experiments"]).scenes[scene], user_id, force)
     return dense_shape(arm, (arm.top_k or DEFAULT_TOP_K) + 1)
+
+
+def read_http_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP/1.1 response off a kept connection: its status and its body (cut by Content-Length), the
+    least a Python client can do (bench/client_edge.py's raw client, bench/refusal_burst.py)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    n = next(int(v) for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:]) if k.strip().lower() == b"content-length")
+    while len(rest) < n:
+        rest += sock.recv(65536)
+    return int(head.split()[1]), rest[:n]

@@ -29,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import read_http_response
 from bench.results_io import write_result
 
 BODY = json.dumps({"scene": "text2text", "query": {"text": "a small domesticated cat"}}).encode()
@@ -37,21 +38,6 @@ BODY = json.dumps({"scene": "text2text", "query": {"text": "a small domesticated
 def _request(body: bytes = BODY) -> bytes:
     return (b"POST /v1/search HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body)) + body
-
-
-def _read_response(sock: socket.socket) -> int:
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    length = next(int(v) for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])
-                  if k.strip().lower() == b"content-length")
-    while len(rest) < length:
-        rest += sock.recv(65536)
-    return int(head.split()[1])
 
 
 def bursts(port: int, clients: int, rounds: int, gap_s: float) -> dict[str, Any]:
@@ -73,7 +59,7 @@ def bursts(port: int, clients: int, rounds: int, gap_s: float) -> dict[str, Any]
             while left:
                 for key, _ in sel.select(timeout=30):
                     s = key.fileobj
-                    status = _read_response(s)  # type: ignore[arg-type]
+                    status = read_http_response(s)[0]  # type: ignore[arg-type]
                     by_status.setdefault(status, []).append((time.perf_counter() - sent[s]) * 1000)  # type: ignore[index]
                     sel.unregister(s)
                     left -= 1

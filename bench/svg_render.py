@@ -4,7 +4,7 @@ process, as builds and the preprocess service run it), the sizes interleaved rou
 
     .venv/bin/python bench/svg_render.py [--rounds 2] [--edges 256,224]
 
-Needs the demo's data (`make demo` prepares it). Reports per SVG: wall ms and the renderer process's
+Uses the demo's stamps (`make demo` prepares them; fetched from Debian if they are missing). Reports per SVG: wall ms and the renderer process's
 CPU ms (children's CPU time), and how many renders came out with the model's short edge. Writes a JSON
 result (command, commit, machine, date, data) and prints one line.
 """
@@ -24,12 +24,11 @@ from bench.results_io import write_result
 
 
 def stamps_root() -> Path:
+    """The demo's stamps, where `make demo` unpacked them (fetched from Debian first if they are not there)."""
     from mmsearch.config import load_config
+    from mmsearch.offline.datasets import stamps
 
-    root = Path(load_config().data_dir) / "data" / "tuxpaint-stamps-default" / "usr" / "share" / "tuxpaint" / "stamps"
-    if not root.is_dir():
-        raise SystemExit(f"no Tux Paint stamps under {root}: run `make demo` once to prepare the demo data")
-    return root
+    return stamps.root(Path(load_config().data_dir) / "data")
 
 
 def render_all(svgs: list[tuple[bytes, Path]], edge: int | None) -> dict[str, float]:

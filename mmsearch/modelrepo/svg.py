@@ -10,8 +10,8 @@ small one does. Index builds, the preprocess service and the web page all call `
 **Rendered at the size the model takes.** A caller that knows the shortest edge its model resizes to
 (``short_edge``: the manifest's ``resize_shortest_edge``) gets a render whose short edge is that size,
 not one fitted into the 512-pixel box to be shrunk again: resvg's time grows with the pixels it fills
-(60 Tux Paint stamps: 59 ms each at 512, 20 at 256, 16 at 224), and the pixels the model sees are
-an antialiased drawing at its own resolution either way. The size comes from the root's declared
+(bench/svg_render.py), and the pixels the model sees are an antialiased drawing at its own resolution
+either way. The size comes from the root's declared
 ``width``/``height`` (absolute lengths) or else its ``viewBox``; a render that still comes out
 smaller (an aspect the declaration did not tell) is made again in the full box. Builds, the documents
 API and the preprocess service pass their model's edge, so a document and a query are encoded from
