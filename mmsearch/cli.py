@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reindex": ("mmsearch.offline.reindex", "re-encode a live index with another model while it serves and takes writes, then switch"),
     "snapshot": ("mmsearch.offline.snapshot", "copy an index (vectors, documents, terms, build record) to a folder, or restore one"),
     "serve-retrieval": ("mmsearch.retrieval_service.cli", "serve the search API (HTTP 127.0.0.1:8080, gRPC :50051)"),
+    "serve-gate": ("mmsearch.retrieval_service.gate.cli", "serve the admission gate in front of the search API's HTTP (refusals in their own process)"),
     "search": ("mmsearch.client.search_cli", "query the running stack's search API (filters, paging, fields)"),
     "docs": ("mmsearch.client.docs_cli", "put, delete or get documents of a live index through the documents API"),
     "train-ranker": ("mmsearch.offline.ranker_training", "train the learned ranker of a fused arm on judged queries and clicks"),

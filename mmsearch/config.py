@@ -201,6 +201,15 @@ class SupervisorConfig(_Section):
     backoff_max_s: float = Field(30.0, ge=0, le=3600)
 
 
+class GateConfig(_Section):
+    """The admission gate (mmsearch/retrieval_service/gate/): a small proxy process in front of the search API's HTTP that
+    refuses searches beyond the service's max_inflight + max_queue itself, in its own process, so a
+    refusal does not wait behind the searches for the service's interpreter lock (docs/architecture.md)."""
+
+    enabled: bool = True  # `mmsearch up` runs it on retrieval.http_port, the service's HTTP behind it on a free port
+    upstream_timeout_s: float = Field(300.0, gt=0, le=3600)  # the longest the gate waits for the service's answer
+
+
 class Config(_Section):
     data_dir: Path = Path(".mmsearch")
     model_repository: Path = Path("model_repository")
@@ -221,6 +230,7 @@ class Config(_Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     flywheel: FlywheelConfig = Field(default_factory=FlywheelConfig)
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
 
 def lexical_root(config: Config) -> Path:

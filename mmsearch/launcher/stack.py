@@ -1,6 +1,8 @@
 """The whole stack as local processes, started in dependency order, each awaited by its health check.
 
-secantusdb -> Milvus (standalone server) -> Triton -> preprocess service -> retrieval service (-> web UI).
+secantusdb -> Milvus (standalone server) -> Triton -> preprocess service -> retrieval service -> its admission
+gate (-> web UI). The gate (mmsearch/retrieval_service/gate/, on unless ``gate.enabled`` is false) comes with the retrieval service:
+it takes the search API's HTTP port and the service's HTTP API binds a free one behind it.
 Every child gets the same configuration through MMSEARCH_* variables (config_to_env), logs to
 <data_dir>/logs/<name>.log, and runs in its own process group; stop() stops them in reverse order
 and leaves nothing running; restart() starts one part again after a crash (mmsearch up's Supervisor).
@@ -23,7 +25,7 @@ from mmsearch.runtime.net import grpc_serving, http_ok, port_free, read_ports, w
 from mmsearch.runtime.supervisor import ChildProcess
 
 log = logging.getLogger("mmsearch.launcher.stack")
-ORDER = ("mongo", "milvus", "triton", "preprocess", "retrieval", "web")
+ORDER = ("mongo", "milvus", "triton", "preprocess", "retrieval", "gate", "web")
 
 
 def with_free_ports(config: Config) -> Config:
@@ -53,6 +55,9 @@ class Stack:
         self.running: dict[str, ChildProcess] = {}
         self.ports: dict[str, dict[str, int]] = {}  # what each of our services reported it bound
         self.embedded: set[str] = set()  # the stores ("mongo", "milvus") this stack runs itself
+        # with a gate: the search API's public HTTP port (the gate's) and the service's own behind it (0: not bound yet)
+        self.public_http_port = config.retrieval.http_port
+        self.service_http_port = 0
 
     def _env(self) -> dict[str, str]:
         import os
@@ -101,7 +106,20 @@ class Stack:
         elif name == "preprocess":
             s = self._service(name, "serve-preprocess", _grpc_probe(c.preprocess.host), 120)
         elif name == "retrieval":
-            s = self._service(name, "serve-retrieval", _http_probe(c.retrieval.host, "/readyz"), 120)
+            gated = c.gate.enabled
+            args = ("--http", f"{c.retrieval.host}:{self.service_http_port}") if gated else ()
+            s = self._service(name, "serve-retrieval", _http_probe(c.retrieval.host, "/readyz"), 120, *args)
+            if gated:  # the public port stays the gate's: only the gate talks to the service's own
+                self.service_http_port = self.ports[name]["http"]
+                self.config = self.config.model_copy(update={"retrieval": self.config.retrieval.model_copy(
+                    update={"http_port": self.public_http_port})})
+        elif name == "gate":
+            if not c.gate.enabled or "retrieval" not in self.running:
+                return None
+            host = c.retrieval.host
+            s = self._service(name, "serve-gate", _http_probe(host, "/healthz"), 60, "--listen", f"{host}:{self.public_http_port}",
+                              "--upstream", f"http://{host}:{self.service_http_port}")
+            self.public_http_port = self.ports[name]["http"]  # (a port of 0: the free one it bound; a restart keeps it)
         elif name == "web":
             if "retrieval" in self.running:  # the page talks to the retrieval service this stack started
                 r = c.retrieval
@@ -116,6 +134,8 @@ class Stack:
 
     def start(self, services: tuple[str, ...] = ORDER[:-1]) -> "Stack":
         try:
+            if "retrieval" in services:  # the gate comes with the service it guards
+                services = (*services, "gate")
             for name in ORDER:
                 if name not in services:
                     continue
@@ -130,7 +150,7 @@ class Stack:
 
     def _host(self, name: str) -> str:
         c = self.config
-        return {"triton": c.serving.host, "preprocess": c.preprocess.host, "retrieval": c.retrieval.host,
+        return {"triton": c.serving.host, "preprocess": c.preprocess.host, "retrieval": c.retrieval.host, "gate": c.retrieval.host,
                 "web": c.web.host}.get(name, "127.0.0.1")
 
     def restart(self, name: str, free_wait_s: float = 30.0) -> ChildProcess:

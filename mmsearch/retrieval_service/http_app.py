@@ -17,23 +17,13 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mmsearch.api.documents import IMMUTABLE_IMAGE_HEADERS
 from mmsearch.api.models import ClickBody, EmbedBody, openapi, parse
-from mmsearch.errors import BadInput, MMSearchError, Overloaded, TooLarge, Unauthenticated, error_body, http_status, retry_after_headers
+from mmsearch.errors import BadInput, MMSearchError, TooLarge, error_body
 from mmsearch.retrieval_service.auth import key_from
 from mmsearch.retrieval_service.pipeline import ADVISORY, SearchService
 from mmsearch.retrieval_service.request import decode_image, from_json
-from mmsearch.retrieval_service.response import json_bytes
+from mmsearch.retrieval_service.response import error_response, json_bytes
 
 log = logging.getLogger("mmsearch.retrieval")
-
-
-def _error_response(e: BaseException) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and JSON body of an error, the same from the Flask routes and the search path."""
-    headers = {"Content-Type": "application/json"}
-    if isinstance(e, Overloaded):  # when to come back: admission control's estimate of its queue's drain time
-        headers.update(retry_after_headers(e))
-    if isinstance(e, Unauthenticated):
-        headers["WWW-Authenticate"] = 'Bearer realm="mmsearch"'
-    return http_status(e), headers, json_bytes(error_body(e))
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -87,7 +77,7 @@ def search_endpoint(service: SearchService, max_bytes: int) -> Callable[[dict[st
         except Exception as e:  # the edge: ours map to their status, anything else is a logged 500
             if not isinstance(e, MMSearchError):
                 log.exception("internal error")
-            status, headers, body = _error_response(e)
+            status, headers, body = error_response(e)
         start_response(f"{status} {HTTPStatus(status).phrase}", [*headers.items(), ("Content-Length", str(len(body)))])
         return [body]
 
@@ -132,7 +122,7 @@ def create_app(service: SearchService) -> Flask:
 
     @app.errorhandler(MMSearchError)
     def _ours(e: MMSearchError):
-        status, headers, body = _error_response(e)
+        status, headers, body = error_response(e)
         return Response(body, status=status, headers=headers)
 
     @app.errorhandler(RequestEntityTooLarge)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from mmsearch.api.models import ScoreType
+from mmsearch.errors import Overloaded, Unauthenticated, error_body, http_status, retry_after_headers
 
 
 @dataclass(frozen=True)
@@ -133,3 +134,14 @@ class HitDocs:
 
     def __len__(self) -> int:
         return len(self._docs) + len(self._raw)
+
+
+def error_response(e: BaseException) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and JSON body of an error: the same from the API's Flask routes, its search path
+    and the admission gate in front of it."""
+    headers = {"Content-Type": "application/json"}
+    if isinstance(e, Overloaded):  # when to come back: admission control's estimate of its queue's drain time
+        headers.update(retry_after_headers(e))
+    if isinstance(e, Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="mmsearch"'
+    return http_status(e), headers, json_bytes(error_body(e))

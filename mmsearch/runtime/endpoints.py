@@ -15,7 +15,7 @@ from pathlib import Path
 from mmsearch.config import Config
 
 STACK_FILE = "stack.json"
-SERVICES = ("triton", "preprocess", "retrieval", "web")
+SERVICES = ("triton", "preprocess", "retrieval", "gate", "web")  # in the order their ports apply (the gate's after the service's)
 
 
 def stack_file(config: Config) -> Path:
@@ -28,6 +28,7 @@ def bound(config: Config, service: str, ports: dict[str, int]) -> Config:
         "triton": ("serving", dict(http_port=ports.get("http"), grpc_port=ports.get("grpc"), metrics_port=ports.get("metrics"))),
         "preprocess": ("preprocess", dict(port=ports.get("grpc"), metrics_port=ports.get("metrics"))),
         "retrieval": ("retrieval", dict(http_port=ports.get("http"), grpc_port=ports.get("grpc"))),
+        "gate": ("retrieval", dict(http_port=ports.get("http"))),  # in front of the service: the search API's HTTP
         "web": ("web", dict(port=ports.get("http"))),
     }[service]
     sub = getattr(config, section)
@@ -78,6 +79,14 @@ def _live_record(config: Config) -> dict | None:
     return data if started is not None and started == data.get("started") else None
 
 
+def stack_ports(config: Config) -> dict[str, dict[str, int]]:
+    """The ports each service of the running stack bound (empty when none runs): the gate's and, behind
+    it, the retrieval service's own HTTP port among them."""
+    data = _live_record(config)
+    ports = data.get("ports") if data is not None else None
+    return ports if isinstance(ports, dict) else {}
+
+
 def stack_pid(config: Config) -> int | None:
     """The pid of the `mmsearch up` running over this data dir, if one runs."""
     data = _live_record(config)
@@ -94,7 +103,8 @@ def running_config(config: Config) -> Config:
     root = data.get("image_root") if data is not None else None
     if isinstance(root, str) and root and Path(config.image_root) == Path("."):
         config = config.model_copy(update={"image_root": Path(root)})
-    for service, got in ports.items():
-        if service in SERVICES and isinstance(got, dict):
+    for service in SERVICES:
+        got = ports.get(service)
+        if isinstance(got, dict):
             config = bound(config, service, {k: v for k, v in got.items() if isinstance(v, int) and 0 < v < 65536})
     return config

@@ -67,7 +67,12 @@ def test_up_starts_checks_and_stops_cleanly(tmp_path, tiny_text):
         assert f"http://localhost:{live.web.port} " in lines[-1], lines[-1]
         assert f"http://{live.retrieval.host}:{live.retrieval.http_port}/v1/search" in lines[-1], lines[-1]
         children = descendants(proc.pid)
-        assert len(children) >= 6  # secantusdb, milvus, serve-models (+ tritonserver), preprocess, retrieval, web
+        assert len(children) >= 7  # secantusdb, milvus, serve-models (+ tritonserver), preprocess, retrieval, gate, web
+        # the search API's port is the admission gate's, the service's own HTTP a free port behind it
+        ports = json.loads((data / "run" / "stack.json").read_text())["ports"]
+        assert ports["gate"]["http"] == live.retrieval.http_port != ports["retrieval"]["http"]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{live.retrieval.http_port}/metrics", timeout=30).read().decode()
+        assert "mmsearch_admission" in metrics and 'mmsearch_gate{what="capacity"}' in metrics  # the service's and the gate's
         check = subprocess.run([sys.executable, "-m", "mmsearch", "up", "--check"], env=env, capture_output=True, text=True, timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
         assert check.stdout.count("ok  ") == 4

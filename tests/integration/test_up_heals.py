@@ -39,7 +39,7 @@ WITHIN_S = {"milvus": 20.0}
 BODY = {"scene": "text2text", "query": {"text": "tiny document 7"}}
 # what each direct child of `mmsearch up` runs (setpriv execs the command itself)
 SIGNATURES = {"milvus": "milvus\0run\0standalone", "mongo": "mmsearch.runtime.secantusd", "triton": "serve-models",
-              "preprocess": "serve-preprocess", "retrieval": "serve-retrieval", "web": "serve-web"}
+              "preprocess": "serve-preprocess", "retrieval": "serve-retrieval", "gate": "serve-gate", "web": "serve-web"}
 
 
 def children(pid: int) -> dict[str, int]:
@@ -69,7 +69,7 @@ def search(url: str) -> int:
     except urllib.error.HTTPError as e:
         return e.code
     except (OSError, http.client.HTTPException):  # (IncompleteRead: killed while it sent the answer)
-        return -1  # no answer at all (connection refused: the retrieval service itself is down)
+        return -1  # no answer at all (connection refused: the admission gate, the search API's front, is down)
 
 
 def page(web: int) -> int:
@@ -176,7 +176,7 @@ def test_up_restarts_each_killed_child_and_keeps_serving(tmp_path, tiny_text):
         assert set(before) == set(SIGNATURES), before
         with Load(url) as load:
             assert wait_until(lambda: load.first_good_after(0) is not None, 30), load.results[-3:]
-            for name in ("milvus", "mongo", "triton", "preprocess", "retrieval", "web"):
+            for name in ("milvus", "mongo", "triton", "preprocess", "retrieval", "gate", "web"):
                 report.append(_kill_and_measure(name, proc, live, url, load, lines))
         print("\n" + "\n".join(report))
         assert all(code in (200, 503, -1) for _, _, code in load.results), {c for _, _, c in load.results}

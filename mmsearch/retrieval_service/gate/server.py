@@ -1,0 +1,139 @@
+"""create_server(config, listen, upstream): the admission gate, an asyncio HTTP/1.1 proxy on a thread of its own.
+
+Why a process in front of the search service at all: a refusal answered inside the service waits for
+the interpreter lock its searches hold, and on 2 cores under a burst of 32 that wait was 17-48 ms
+(docs/architecture.md, "Cheap refusals"). Here the refusal runs in a process that does nothing else,
+so it waits only for a core. `mmsearch up` starts the gate on the search API's port and the service's
+HTTP API behind it on a free one (launcher/stack.py); `mmsearch serve-gate` runs it alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import Future
+from urllib.parse import urlsplit
+
+from prometheus_client import generate_latest
+
+from mmsearch.config import Config
+from mmsearch.errors import BadInput, Unavailable
+from mmsearch.retrieval_service.auth import ApiKeys
+from mmsearch.retrieval_service.gate.admission import GATED, GateAdmission
+from mmsearch.retrieval_service.gate.proxy import ClientConnection, Request, answer
+from mmsearch.retrieval_service.gate.upstream import Upstream
+
+CLIENT_IDLE_S = 120.0  # a client connection with nothing to say for this long is closed (as the service's own server does)
+
+
+class Gate:
+    """The state every client connection of one gate shares; used on its event loop only."""
+
+    def __init__(self, config: Config, upstream: Upstream, loop: asyncio.AbstractEventLoop):
+        r = config.retrieval
+        self.loop = loop
+        self.upstream = upstream
+        self.admission = GateAdmission(r.max_inflight + r.max_queue)
+        keys = ApiKeys(r.api_keys, r.write_api_keys)
+        self.keys = keys if keys.enabled else None
+        self.max_body = int(r.max_body_mb * 1024 * 1024)
+        self.gated = GATED
+        self.connections: set[ClientConnection] = set()
+        self.tasks: set[asyncio.Task] = set()  # requests with the service (held: the loop keeps only weak references)
+
+    def track(self, task: asyncio.Task) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def forward(self, req: Request, client: str) -> tuple[bytes, int]:
+        """The service's answer to ``req`` as it goes back to the client, and its status."""
+        head_only = req.method == "HEAD"
+        resp = await self.upstream.send(req.wire(client), head_only)
+        body = resp.body
+        if req.method == "GET" and req.path == "/metrics" and resp.status == 200:
+            body += generate_latest(self.admission.registry)  # the gate's own counts, on the one scrape target
+        # (whether the service keeps its connection is that hop's business, not the client's)
+        return answer(resp.status, resp.headers, body, req.keep_alive, resp.reason, head_only), resp.status
+
+    def sweep_idle(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.connections):
+            if not conn.busy and now - conn.last_active > CLIENT_IDLE_S and conn.transport is not None:
+                conn.transport.close()
+
+
+def _address(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise BadInput(f"{what}: {text!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def upstream_address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.port is None or parts.path not in ("", "/"):
+        raise BadInput(f"gate upstream: {url!r} is not http://host:port")
+    return parts.hostname, parts.port
+
+
+class GateServer:
+    def __init__(self, config: Config, listen: str, upstream: str):
+        host, port = _address(listen, "gate listen address")
+        up_host, up_port = upstream_address(upstream)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="gate", daemon=True)
+        self._thread.start()
+        started: Future = asyncio.run_coroutine_threadsafe(self._start(config, host, port, up_host, up_port), self.loop)
+        try:
+            self.port: int = started.result(timeout=30)
+        except OSError as e:
+            self._halt()
+            raise Unavailable("gate", f"cannot bind {listen}: {e.strerror or e}") from e
+        except BaseException:
+            self._halt()
+            raise
+
+    async def _start(self, config: Config, host: str, port: int, up_host: str, up_port: int) -> int:
+        self.gate = Gate(config, Upstream(up_host, up_port, config.gate.upstream_timeout_s), self.loop)
+        self._server = await self.loop.create_server(lambda: ClientConnection(self.gate), host, port, reuse_address=True,
+                                                     backlog=1024)
+        self._sweep()
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def _sweep(self) -> None:
+        self.gate.sweep_idle()
+        self._sweeper = self.loop.call_later(10.0, self._sweep)
+
+    async def _close(self) -> None:
+        self._sweeper.cancel()
+        self._server.close()
+        for conn in list(self.gate.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        for task in list(self.gate.tasks):
+            task.cancel()
+        await asyncio.gather(*self.gate.tasks, return_exceptions=True)
+        self.gate.upstream.close()
+        await asyncio.sleep(0)  # let the transports close
+
+    def _halt(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self.loop.close()
+
+    def stop(self) -> None:
+        """Stop listening and close every connection (a request with the service is answered no more)."""
+        if self.loop.is_closed():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(timeout=5)
+        finally:
+            self._halt()
+
+
+def create_server(config: Config, listen: str, upstream: str) -> GateServer:
+    """The gate on ``listen`` (host:port; port 0 binds a free one, see ``.port``) in front of the search
+    API at ``upstream`` (http://host:port), admitting as many searches as the service takes (its
+    max_inflight + max_queue)."""
+    return GateServer(config, listen, upstream)

@@ -1,0 +1,269 @@
+"""The admission gate in front of a real waitress server: what passes through unchanged, what it refuses
+itself (and that a refused search never reaches the service), and every bad input it must survive."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from mmsearch.config import Config
+from mmsearch.errors import BadInput, Unavailable
+from mmsearch.retrieval_service.gate.server import GateServer, create_server
+from mmsearch.runtime.wsgi import WsgiServer
+
+pytestmark = pytest.mark.integration
+KEY = "k" * 20
+
+
+class Backend:
+    """A WSGI app that records what reached it; a search holds until released (``{"hold": true}``)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, bytes, dict[str, str]]] = []
+        self.release = threading.Event()
+        self.holding = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        n = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(n) if n else b""
+        path, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
+        headers = {k: v for k, v in environ.items() if k.startswith("HTTP_")}
+        self.seen.append((method, path, body, headers))
+        if path == "/v1/search" and body and json.loads(body).get("hold"):
+            with self.lock:
+                self.holding += 1
+            self.release.wait(10)
+        if path == "/slow":
+            time.sleep(1.0)
+        out = json.dumps({"method": method, "path": path, "query": environ.get("QUERY_STRING"), "body": len(body)}).encode()
+        if path == "/missing":
+            start_response("404 Not Found", [("Content-Type", "application/json"), ("X-Thing", "kept")])
+            return [out]
+        if path == "/chunked":  # no Content-Length: waitress sends it chunked
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return iter([out[:7], out[7:]])
+        if path == "/metrics":
+            start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
+            return [b"mmsearch_requests_total 3.0\n"]
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
+        return [out]
+
+    def searches(self) -> int:
+        return sum(1 for m, p, *_ in self.seen if p == "/v1/search")
+
+
+def config(**retrieval) -> Config:
+    base = Config()
+    return base.model_copy(update={"retrieval": base.retrieval.model_copy(update={"max_inflight": 1, "max_queue": 1, **retrieval})})
+
+
+@contextmanager
+def gated(cfg: Config | None = None, upstream: str | None = None) -> Iterator[tuple[GateServer, Backend]]:
+    backend = Backend()
+    server = WsgiServer(backend, "127.0.0.1", 0, 16, "test backend")
+    gate = create_server(cfg or config(), "127.0.0.1:0", upstream or f"http://127.0.0.1:{server.port}")
+    try:
+        yield gate, backend
+    finally:
+        backend.release.set()
+        gate.stop()
+        server.stop()
+
+
+def request(gate: GateServer, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+            conn: http.client.HTTPConnection | None = None) -> tuple[int, dict[str, str], bytes]:
+    c = conn or http.client.HTTPConnection("127.0.0.1", gate.port, timeout=10)
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    return r.status, dict(r.getheaders()), r.read()
+
+
+def hold_searches(gate: GateServer, backend: Backend, n: int, headers: dict | None = None) -> list[threading.Thread]:
+    threads = [threading.Thread(target=request, args=(gate, "POST", "/v1/search", b'{"hold": true}', headers)) for _ in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (gate.gate.admission.inflight < n or backend.holding < 1):
+        time.sleep(0.01)
+    assert gate.gate.admission.inflight == n
+    return threads
+
+
+def raw(gate: GateServer, data: bytes, wait_s: float = 0.5) -> bytes:
+    with socket.create_connection(("127.0.0.1", gate.port), timeout=5) as s:
+        s.sendall(data)
+        out = b""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+def test_requests_and_answers_pass_through_unchanged():
+    with gated() as (gate, backend):
+        conn = http.client.HTTPConnection("127.0.0.1", gate.port, timeout=10)  # one kept connection for all of them
+        status, headers, body = request(gate, "GET", "/x?a=1&b=two", conn=conn)
+        assert status == 200 and json.loads(body) == {"method": "GET", "path": "/x", "query": "a=1&b=two", "body": 0}
+        status, headers, body = request(gate, "POST", "/v1/search", b'{"query": {"text": "x"}}',
+                                        {"Content-Type": "application/json", "X-Custom": "yes"}, conn=conn)
+        assert status == 200 and json.loads(body)["body"] == 24
+        _, _, sent, seen_headers = backend.seen[-1]
+        assert sent == b'{"query": {"text": "x"}}' and seen_headers["HTTP_X_CUSTOM"] == "yes"
+        status, headers, body = request(gate, "GET", "/missing", conn=conn)  # the service's status, headers and body
+        assert status == 404 and headers["X-Thing"] == "kept" and json.loads(body)["path"] == "/missing"
+        status, headers, body = request(gate, "GET", "/chunked", conn=conn)  # re-framed with a length
+        assert status == 200 and json.loads(body)["path"] == "/chunked" and headers["Content-Length"] == str(len(body))
+        status, headers, body = request(gate, "HEAD", "/x", conn=conn)  # the GET's length, no body
+        assert status == 200 and body == b"" and int(headers["Content-Length"]) > 0
+        status, _, body = request(gate, "GET", "/x", conn=conn)  # the connection is still in step after HEAD
+        assert status == 200 and json.loads(body)["path"] == "/x"
+        conn.putrequest("POST", "/v1/embed")  # a body sent in chunks reaches the service whole
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        conn.send(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["body"] == 5 and backend.seen[-1][2] == b"abcde"
+        conn.close()
+
+
+def test_pipelined_requests_are_answered_in_order():
+    with gated() as (gate, _):
+        out = raw(gate, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+                        b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", wait_s=3)
+        paths = [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])["path"] for part in out.split(b"HTTP/1.1 2")[1:]]
+        assert paths == ["/a", "/v1/search", "/c"]
+        assert out.endswith(b"}") and b"Connection: close" in out.split(b"HTTP/1.1 200")[-1]
+
+
+def test_searches_beyond_the_services_capacity_are_refused_at_the_gate():
+    with gated() as (gate, backend):  # capacity: max_inflight 1 + max_queue 1
+        held = hold_searches(gate, backend, 2)
+        before = backend.searches()
+        t0 = time.perf_counter()
+        status, headers, body = request(gate, "POST", "/v1/search", b'{"query": {"text": "x"}}')
+        assert status == 429 and json.loads(body)["error"] == "Overloaded", body
+        assert int(headers["Retry-After"]) >= 1 and int(headers["Retry-After-Ms"]) >= 10
+        assert (time.perf_counter() - t0) < 1.0
+        assert request(gate, "POST", "/v1/embed", b"{}")[0] == 429  # embeddings hold the same slots
+        assert backend.searches() == before  # never forwarded
+        assert request(gate, "GET", "/healthz")[0] == 200  # only searches are counted: the rest passes
+        assert request(gate, "GET", "/v1/search")[0] == 200  # (a GET is the service's 405 to give, not counted)
+        status, _, metrics = request(gate, "GET", "/metrics")
+        text = metrics.decode()
+        assert status == 200 and "mmsearch_requests_total 3.0" in text  # the service's own, then the gate's
+        assert 'mmsearch_gate_requests_total{outcome="refused"} 2.0' in text and 'mmsearch_gate{what="capacity"} 2.0' in text
+        backend.release.set()
+        for t in held:
+            t.join(10)
+        assert gate.gate.admission.inflight == 0  # every place given back
+        assert request(gate, "POST", "/v1/search", b"{}")[0] == 200  # room again: forwarded
+        assert gate.gate.admission.latency_s > 0  # answered searches time Retry-After
+
+
+def test_with_keys_on_a_request_without_a_valid_key_gets_401_before_any_429():
+    with gated(config(api_keys=[KEY])) as (gate, backend):
+        held = hold_searches(gate, backend, 2, {"X-API-Key": KEY})
+        status, headers, body = request(gate, "POST", "/v1/search", b"{}")
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer") and json.loads(body)["error"] == "Unauthenticated"
+        assert request(gate, "POST", "/v1/search", b"{}", {"Authorization": "Bearer " + "x" * 20})[0] == 401
+        assert request(gate, "POST", "/v1/search", b"{}", {"Authorization": "Bearer " + KEY})[0] == 429
+        backend.release.set()
+        for t in held:
+            t.join(10)
+
+
+def test_a_body_over_the_limit_gets_the_services_answer_and_is_not_forwarded():
+    with gated(config(max_body_mb=0.001)) as (gate, backend):  # 1,048 bytes
+        big = b"x" * 2000
+        status, _, body = request(gate, "POST", "/v1/search", big)
+        assert status == 400 and "limit" in json.loads(body)["message"]
+        status, _, body = request(gate, "PUT", "/v1/indexes/texts/documents", big)
+        assert status == 413 and json.loads(body)["error"] == "TooLarge"
+        assert all(len(b) < 2000 for _, _, b, _ in backend.seen)
+        assert gate.gate.admission.inflight == 0
+        assert request(gate, "POST", "/v1/search", b"{}")[0] == 200
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"GARBAGE\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", b"431"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n", b"431"),
+    (b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", b"400"),
+])
+def test_malformed_requests_get_a_clear_error_and_the_gate_serves_on(data, status):
+    with gated() as (gate, _):
+        out = raw(gate, data)
+        assert out.startswith(b"HTTP/1.1 " + status), out[:200]
+        assert json.loads(out.split(b"\r\n\r\n", 1)[1])["message"]
+        assert request(gate, "GET", "/x")[0] == 200
+
+
+def test_a_service_that_is_down_or_slow_is_a_clear_error_and_gives_its_place_back():
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    with gated(upstream=f"http://127.0.0.1:{dead}") as (gate, _):
+        status, _, body = request(gate, "POST", "/v1/search", b"{}")
+        assert status == 503 and json.loads(body)["dependency"] == "retrieval"
+        assert gate.gate.admission.inflight == 0
+    cfg = config()
+    cfg = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"upstream_timeout_s": 0.2})})
+    with gated(cfg) as (gate, _):
+        status, _, body = request(gate, "GET", "/slow")
+        assert status == 504 and json.loads(body)["error"] == "DeadlineExceeded"
+        assert request(gate, "GET", "/x")[0] == 200
+
+
+def test_a_kept_connection_the_service_closed_is_retried_on_a_new_one():
+    """A service that closes each connection after one answer without saying so (as one does when its
+    idle limit passes): the gate's second request meets a closed connection and goes again on a new one."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    served = []
+
+    def serve():
+        while len(served) < 2:
+            conn, _ = listener.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                served.append(data.split(b" ")[1])
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with gated(upstream=f"http://127.0.0.1:{port}") as (gate, _):
+            assert request(gate, "GET", "/one") == (200, {"Content-Length": "2"}, b"ok")
+            time.sleep(0.2)  # the service has closed the kept connection by now
+            assert request(gate, "GET", "/two")[0] == 200
+        t.join(5)
+        assert served == [b"/one", b"/two"]
+    finally:
+        listener.close()
+
+
+def test_bad_addresses_are_named():
+    with pytest.raises(BadInput, match="listen"):
+        create_server(config(), "nonsense", "http://127.0.0.1:1")
+    with pytest.raises(BadInput, match="upstream"):
+        create_server(config(), "127.0.0.1:0", "https://127.0.0.1:1/api")
+    with socket.create_server(("127.0.0.1", 0)) as taken, pytest.raises(Unavailable, match="cannot bind"):
+        create_server(config(), f"127.0.0.1:{taken.getsockname()[1]}", "http://127.0.0.1:1")
+    assert [t.name for t in threading.enumerate() if t.name == "gate"] == []
