@@ -208,6 +208,7 @@ class GateConfig(_Section):
 
     enabled: bool = True  # `mmsearch up` runs it on retrieval.http_port, the service's HTTP behind it on a free port
     upstream_timeout_s: float = Field(300.0, gt=0, le=3600)  # the longest the gate waits for the service's answer
+    max_connections: int = Field(1000, ge=1, le=100_000)  # client connections held at once; more are answered 503 and closed
 
 
 class Config(_Section):

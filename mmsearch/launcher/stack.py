@@ -21,11 +21,12 @@ from mmsearch.config import Config, config_to_env
 from mmsearch.errors import Unavailable
 from mmsearch.runtime.embedded import MilvusServer, SecantusServer, embedded_dir
 from mmsearch.runtime.endpoints import bound, record_stack
-from mmsearch.runtime.net import grpc_serving, http_ok, port_free, read_ports, wait_until
+from mmsearch.runtime.net import accepts, free_port, grpc_serving, http_ok, port_free, read_ports, wait_until
 from mmsearch.runtime.supervisor import ChildProcess
 
 log = logging.getLogger("mmsearch.launcher.stack")
 ORDER = ("mongo", "milvus", "triton", "preprocess", "retrieval", "gate", "web")
+SERVICE_HOST = "127.0.0.1"  # where the retrieval service's own HTTP listens behind its gate
 
 
 def with_free_ports(config: Config) -> Config:
@@ -107,9 +108,14 @@ class Stack:
             s = self._service(name, "serve-preprocess", _grpc_probe(c.preprocess.host), 120)
         elif name == "retrieval":
             gated = c.gate.enabled
-            args = ("--http", f"{c.retrieval.host}:{self.service_http_port}") if gated else ()
-            s = self._service(name, "serve-retrieval", _http_probe(c.retrieval.host, "/readyz"), 120, *args)
-            if gated:  # the public port stays the gate's: only the gate talks to the service's own
+            if gated and not self.service_http_port:
+                # on loopback only (nothing reaches the service but through the gate), below the ephemeral
+                # range (a restart needs the same port back, and any outgoing connection could take one from it)
+                self.service_http_port = free_port(SERVICE_HOST)
+            args = ("--http", f"{SERVICE_HOST}:{self.service_http_port}") if gated else ()
+            probe_host = SERVICE_HOST if gated else c.retrieval.host
+            s = self._service(name, "serve-retrieval", _http_probe(probe_host, "/readyz"), 120, *args)
+            if gated:  # the public port stays the gate's
                 self.service_http_port = self.ports[name]["http"]
                 self.config = self.config.model_copy(update={"retrieval": self.config.retrieval.model_copy(
                     update={"http_port": self.public_http_port})})
@@ -117,8 +123,10 @@ class Stack:
             if not c.gate.enabled or "retrieval" not in self.running:
                 return None
             host = c.retrieval.host
-            s = self._service(name, "serve-gate", _http_probe(host, "/healthz"), 60, "--listen", f"{host}:{self.public_http_port}",
-                              "--upstream", f"http://{host}:{self.service_http_port}")
+            # ready once it listens: its every HTTP path is the service's (a gate started while the service is
+            # down must not count as a failed start)
+            s = self._service(name, "serve-gate", lambda ports: accepts(host, ports["http"]), 60,
+                              "--listen", f"{host}:{self.public_http_port}", "--upstream", f"http://{SERVICE_HOST}:{self.service_http_port}")
             self.public_http_port = self.ports[name]["http"]  # (a port of 0: the free one it bound; a restart keeps it)
         elif name == "web":
             if "retrieval" in self.running:  # the page talks to the retrieval service this stack started
@@ -150,7 +158,8 @@ class Stack:
 
     def _host(self, name: str) -> str:
         c = self.config
-        return {"triton": c.serving.host, "preprocess": c.preprocess.host, "retrieval": c.retrieval.host, "gate": c.retrieval.host,
+        return {"triton": c.serving.host, "preprocess": c.preprocess.host,
+                "retrieval": SERVICE_HOST if c.gate.enabled else c.retrieval.host, "gate": c.retrieval.host,
                 "web": c.web.host}.get(name, "127.0.0.1")
 
     def restart(self, name: str, free_wait_s: float = 30.0) -> ChildProcess:

@@ -76,6 +76,16 @@ def port_free(host: str, port: int) -> bool:
 PORT_CLASH = re.compile(r"already in use|EADDRINUSE|errno 98", re.IGNORECASE)
 
 
+def accepts(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Something listens on host:port (a TCP connection is accepted): the probe of a server whose every HTTP
+    path may depend on another server (the admission gate forwards them all)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def write_ports(path: Path, ports: dict[str, int]) -> None:
     """Report the ports a server bound (asked for port 0, it got these), for the launcher that waits on it.
     Written under a temporary name and renamed, so a reader never sees half a file."""

@@ -50,6 +50,10 @@ class Backend:
         if path == "/chunked":  # no Content-Length: waitress sends it chunked
             start_response("200 OK", [("Content-Type", "application/json")])
             return iter([out[:7], out[7:]])
+        if path == "/big":
+            big = b"x" * 1_000_000
+            start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(big)))])
+            return [big]
         if path == "/metrics":
             start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
             return [b"mmsearch_requests_total 3.0\n"]
@@ -100,13 +104,14 @@ def hold_searches(gate: GateServer, backend: Backend, n: int, headers: dict | No
 def raw(gate: GateServer, data: bytes, wait_s: float = 0.5) -> bytes:
     with socket.create_connection(("127.0.0.1", gate.port), timeout=5) as s:
         s.sendall(data)
+        s.settimeout(0.1)
         out = b""
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # until the gate closes, or wait_s passes (a kept connection)
             try:
                 chunk = s.recv(65536)
             except TimeoutError:
-                break
+                continue
             if not chunk:
                 break
             out += chunk
@@ -203,7 +208,8 @@ def test_a_body_over_the_limit_gets_the_services_answer_and_is_not_forwarded():
     (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", b"431"),
     (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n", b"431"),
     (b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", b"400"),
-    (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", b"400"),
+    (b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 200_000, b"431"),  # one header line that never ends
 ])
 def test_malformed_requests_get_a_clear_error_and_the_gate_serves_on(data, status):
     with gated() as (gate, _):
@@ -221,6 +227,12 @@ def test_a_service_that_is_down_or_slow_is_a_clear_error_and_gives_its_place_bac
         status, _, body = request(gate, "POST", "/v1/search", b"{}")
         assert status == 503 and json.loads(body)["dependency"] == "retrieval"
         assert gate.gate.admission.inflight == 0
+        conn = http.client.HTTPConnection("127.0.0.1", gate.port, timeout=10)  # a HEAD's error has no body: in step
+        status, headers, body = request(gate, "HEAD", "/healthz", conn=conn)
+        assert status == 503 and body == b"" and int(headers["Content-Length"]) > 0
+        status, _, body = request(gate, "GET", "/healthz", conn=conn)
+        assert status == 503 and json.loads(body)["error"] == "Unavailable"
+        conn.close()
     cfg = config()
     cfg = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"upstream_timeout_s": 0.2})})
     with gated(cfg) as (gate, _):
@@ -267,3 +279,91 @@ def test_bad_addresses_are_named():
     with socket.create_server(("127.0.0.1", 0)) as taken, pytest.raises(Unavailable, match="cannot bind"):
         create_server(config(), f"127.0.0.1:{taken.getsockname()[1]}", "http://127.0.0.1:1")
     assert [t.name for t in threading.enumerate() if t.name == "gate"] == []
+
+
+def test_what_follows_a_forwarded_request_on_its_connection_waits_for_its_answer():
+    """A pipelined request that cannot be read is answered 400 only after the forwarded one's answer."""
+    with gated() as (gate, _):
+        out = raw(gate, b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}GARBAGE\r\n\r\n", wait_s=3)
+        first, second = out.split(b"HTTP/1.1 ")[1:3]
+        assert first.startswith(b"200") and b'"/v1/search"' in first
+        assert second.startswith(b"400") and b"Connection: close" in second
+
+
+def test_an_upgrade_is_ignored_and_the_request_answered_over_http11():
+    """Java's HttpClient offers h2c on the first plain-http request; a server may ignore it (RFC 9110 7.8)."""
+    with gated() as (gate, backend):
+        out = raw(gate, b"POST /v1/search HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                        b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: 9\r\n\r\n{\"q\": 12}"
+                        b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", wait_s=3)
+        answers = out.split(b"HTTP/1.1 ")[1:]
+        assert [a[:3] for a in answers] == [b"200", b"200"], out
+        assert b'"/after"' in answers[1]
+        search = next(b for m, p, b, h in backend.seen if p == "/v1/search")
+        assert search == b'{"q": 12}' and all("HTTP_UPGRADE" not in h for *_, h in backend.seen)
+        status, _, body = request(gate, "GET", "/ws", headers={"Connection": "Upgrade", "Upgrade": "websocket"})
+        assert status == 200 and json.loads(body)["path"] == "/ws"
+
+
+def test_every_spelling_of_the_search_path_is_counted():
+    with gated() as (gate, backend):
+        held = hold_searches(gate, backend, 2)
+        for target in ("/v1/%73earch", "http://api.example/v1/search", "/v1/search?x=1"):
+            assert raw(gate, b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}" % target.encode()).startswith(
+                b"HTTP/1.1 429"), (target, gate.gate.admission.inflight)
+        backend.release.set()
+        for t in held:
+            t.join(10)
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent():
+    with gated(config(max_body_mb=0.001)) as (gate, backend):
+        t0 = time.monotonic()
+        out = raw(gate, b"PUT /v1/indexes/t/documents HTTP/1.1\r\nHost: x\r\nContent-Length: 900000\r\n"
+                        b"Expect: 100-continue\r\n\r\n", wait_s=2)
+        assert out.startswith(b"HTTP/1.1 413") and b"100 Continue" not in out and b"Connection: close" in out
+        assert time.monotonic() - t0 < 2.5 and backend.seen == []
+
+
+def test_connections_beyond_the_limit_are_answered_503_and_closed():
+    cfg = config()
+    cfg = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"max_connections": 2})})
+    with gated(cfg) as (gate, _):
+        kept = [socket.create_connection(("127.0.0.1", gate.port)) for _ in range(2)]
+        try:
+            time.sleep(0.2)
+            out = raw(gate, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 503") and b"connections" in out
+        finally:
+            for k in kept:
+                k.close()
+        time.sleep(0.2)
+        assert request(gate, "GET", "/x")[0] == 200
+
+
+def test_http10_keep_alive_and_trailers():
+    with gated() as (gate, backend):
+        out = raw(gate, b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in out
+        out = raw(gate, b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"2\r\n{}\r\n0\r\nX-Trailer: t\r\nAuthorization: Bearer zzz\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200")
+        _, _, body, headers = backend.seen[-1]
+        assert body == b"{}" and "HTTP_X_TRAILER" not in headers and "HTTP_AUTHORIZATION" not in headers
+
+
+def test_a_client_that_does_not_read_its_answers_stops_the_gate_reading_its_requests():
+    """Pipelined requests for big answers, none read for a while: the gate holds back (no unbounded buffer),
+    then every answer arrives, in order."""
+    with gated() as (gate, backend), socket.create_connection(("127.0.0.1", gate.port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
+        time.sleep(1.5)
+        conn = next(iter(gate.gate.connections))
+        assert conn.write_paused and sum(1 for _, p, *_ in backend.seen if p == "/big") < 20
+        got = b""
+        while got.count(b"HTTP/1.1 200") < 20 or len(got) < 20 * 1_000_000:
+            chunk = s.recv(1 << 20)
+            assert chunk, "closed early"
+            got += chunk
+        assert got.count(b"HTTP/1.1 200") == 20

@@ -21,10 +21,12 @@ from mmsearch.config import Config
 from mmsearch.errors import BadInput, Unavailable
 from mmsearch.retrieval_service.auth import ApiKeys
 from mmsearch.retrieval_service.gate.admission import GATED, GateAdmission
-from mmsearch.retrieval_service.gate.proxy import ClientConnection, Request, answer
+from mmsearch.retrieval_service.gate.messages import Request, answer
+from mmsearch.retrieval_service.gate.proxy import ClientConnection
 from mmsearch.retrieval_service.gate.upstream import Upstream
 
 CLIENT_IDLE_S = 120.0  # a client connection with nothing to say for this long is closed (as the service's own server does)
+REQUEST_READ_S = 60.0  # a request still not read whole this long after it began is given up (a trickling client)
 
 
 class Gate:
@@ -38,6 +40,7 @@ class Gate:
         keys = ApiKeys(r.api_keys, r.write_api_keys)
         self.keys = keys if keys.enabled else None
         self.max_body = int(r.max_body_mb * 1024 * 1024)
+        self.max_connections = config.gate.max_connections
         self.gated = GATED
         self.connections: set[ClientConnection] = set()
         self.tasks: set[asyncio.Task] = set()  # requests with the service (held: the loop keeps only weak references)
@@ -48,18 +51,19 @@ class Gate:
 
     async def forward(self, req: Request, client: str) -> tuple[bytes, int]:
         """The service's answer to ``req`` as it goes back to the client, and its status."""
-        head_only = req.method == "HEAD"
-        resp = await self.upstream.send(req.wire(client), head_only)
+        resp = await self.upstream.send(req.wire(client), req.head_only, req.resendable)
         body = resp.body
         if req.method == "GET" and req.path == "/metrics" and resp.status == 200:
             body += generate_latest(self.admission.registry)  # the gate's own counts, on the one scrape target
         # (whether the service keeps its connection is that hop's business, not the client's)
-        return answer(resp.status, resp.headers, body, req.keep_alive, resp.reason, head_only), resp.status
+        return answer(resp.status, resp.headers, body, req, resp.reason), resp.status
 
     def sweep_idle(self) -> None:
         now = time.monotonic()
         for conn in list(self.connections):
-            if not conn.busy and now - conn.last_active > CLIENT_IDLE_S and conn.transport is not None:
+            idle = not conn.busy and now - conn.last_active > CLIENT_IDLE_S
+            trickling = conn.reading_since is not None and now - conn.reading_since > REQUEST_READ_S
+            if (idle or trickling) and conn.transport is not None:
                 conn.transport.close()
 
 
@@ -87,6 +91,9 @@ class GateServer:
         started: Future = asyncio.run_coroutine_threadsafe(self._start(config, host, port, up_host, up_port), self.loop)
         try:
             self.port: int = started.result(timeout=30)
+        except TimeoutError as e:
+            self._halt()
+            raise Unavailable("gate", f"did not start listening on {listen} within 30 s") from e
         except OSError as e:
             self._halt()
             raise Unavailable("gate", f"cannot bind {listen}: {e.strerror or e}") from e

@@ -2,8 +2,9 @@
 
 A request is sent whole (head and body in one write, Content-Length framing) and its answer is read
 whole (Content-Length or chunked, parsed by httptools) before it goes back to the client. A kept
-connection that the service closed while it sat idle fails before any byte of an answer: the
-request is then sent once more on a fresh connection; any other failure is the caller's 502/504.
+connection that the service closed while it sat idle fails before any byte of an answer: a request
+without side effects to repeat (``Request.resendable``) is then sent once more on a fresh connection;
+any other failure is the caller's 503 (Unavailable) or 504 (DeadlineExceeded).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class Upstream:
             conn.close()
         return None
 
-    async def send(self, data: bytes, head_only: bool = False) -> Response:
+    async def send(self, data: bytes, head_only: bool = False, resendable: bool = True) -> Response:
         """One request (its bytes as they go on the wire) and its answer."""
         kept = self._kept()
         conn = kept or await self._connect()
@@ -131,7 +132,7 @@ class Upstream:
                 resp, _ = await asyncio.wait_for(conn.round_trip(data, head_only), self.timeout_s)
             except _Closed as e:
                 conn.close()
-                if kept is None or e.got_bytes:
+                if kept is None or e.got_bytes or not resendable:
                     raise
                 conn = await self._connect()  # a kept connection the service had closed: once more, on a new one
                 resp, _ = await asyncio.wait_for(conn.round_trip(data, head_only), self.timeout_s)
