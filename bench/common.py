@@ -163,3 +163,29 @@ def read_http_response(sock: socket.socket) -> tuple[int, bytes]:
     while len(rest) < n:
         rest += sock.recv(65536)
     return int(head.split()[1]), rest[:n]
+
+
+def probe_refusals(port: int, seconds: float, gap_s: float, out, go) -> None:
+    """One client in a process of its own (no load generator's threads to share an interpreter lock with):
+    a search every ``gap_s`` on one kept connection for ``seconds`` from when ``go`` (a multiprocessing
+    event) is set. Puts "ready" on ``out`` (a multiprocessing queue) once connected, then
+    {status: [latency ms, ...]}. Beside a closed loop it tells the server's refusal latency from the
+    load generator's own delays."""
+    import json as _json
+
+    body = _json.dumps({"scene": "text2text", "query": {"text": "a small domesticated cat"}}).encode()
+    req = (b"POST /v1/search HTTP/1.1\r\nHost: probe\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    got: dict[int, list[float]] = {}
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        out.put("ready")  # (its start, imports and all, is not in the measured window)
+        go.wait(60)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
+            s.sendall(req)
+            status = read_http_response(s)[0]
+            got.setdefault(status, []).append((time.perf_counter() - t0) * 1000)
+            time.sleep(gap_s)
+    out.put(got)

@@ -12,7 +12,9 @@ a cheaper stand-in for the demo, not the demo. Each client honours the Retry-Aft
 
 The targets (scale issue, item 4): at c=8 throughput >= 0.9x the best at any concurrency, with p99
 <= 3x c=1's; at c=32, refusals only beyond the queue (none at c <= max_inflight + max_queue), each in
-<= 10 ms, and 0 other errors. Writes a JSON result (command, commit, machine, date, admission
+<= 10 ms, and 0 other errors. The clients are threads of this one process: a refusal's latency includes
+their wait for its interpreter lock. So beside the busiest level a probe, one client in a process of
+its own, sends a search every 20 ms and reports its refusals' latency too. Writes a JSON result (command, commit, machine, date, admission
 settings, every level) and a plot beside it, and prints one line.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import sys
@@ -30,8 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import numpy as np
+
 from bench.admission import admission_limits
-from bench.common import closed_loop
+from bench.common import closed_loop, probe_refusals
 from bench.results_io import commit, machine, write_result
 
 LEVELS = "1,2,4,8,16,32"
@@ -171,7 +176,22 @@ def main(argv: list[str] | None = None) -> int:
             closed_loop(url, pool[scene], 2, 3.0, None)  # warm-up
             result["scenes"][scene] = {}
             for c in levels:
+                probing = c == max(levels) and c > 1
+                if probing:  # beside the busiest level, one client of its own: the server's refusals, not the generator's
+                    ctx = multiprocessing.get_context("spawn")
+                    got, go = ctx.Queue(), ctx.Event()
+                    port = int(url.rstrip("/").rpartition(":")[2])
+                    prober = ctx.Process(target=probe_refusals, args=(port, args.seconds, 0.02, got, go), daemon=True)
+                    prober.start()
+                    if got.get(timeout=60) != "ready":
+                        raise SystemExit("the refusal probe did not start")
+                    go.set()
                 r = closed_loop(url, pool[scene], c, args.seconds, None)
+                if probing:
+                    seen = got.get(timeout=args.seconds + 60)
+                    prober.join(30)
+                    r["probe"] = {str(k): {"n": len(v), "p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
+                                           "max_ms": max(v)} for k, v in seen.items()}
                 result["scenes"][scene][str(c)] = r
                 print(f"  {scene} c={c}: {r['qps']:.1f} qps, p50 {r['p50_ms'] or 0:.1f} / p99 {r['p99_ms'] or 0:.1f} ms, "
                       f"429s {r['refused_429']} (max {r['refused_max_ms'] or 0:.1f} ms), errors {r['errors'] or 0}", flush=True)
@@ -192,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         if "c32_met" in d:
             lines.append(f"c32 refusals max {d['c32_refused_max_ms'] or 0:.1f} ms, other errors {d['c32_other_errors']}, "
                          f"429s within capacity {d['refused_within_capacity']} -> {'MET' if d['c32_met'] else 'not met'}")
+        top = v[str(max(int(c) for c in v))]
+        if "429" in top.get("probe", {}):
+            p = top["probe"]["429"]
+            lines.append(f"probe beside it (one client, own process): {p['n']} refusals p50 {p['p50_ms']:.1f} / p99 "
+                         f"{p['p99_ms']:.1f} / max {p['max_ms']:.1f} ms")
         return f"{scene} [{curve}] {'; '.join(lines)}"
 
     lim = result["admission"]
