@@ -20,13 +20,12 @@ from pathlib import Path
 from mmsearch.config import Config, config_to_env
 from mmsearch.errors import Unavailable
 from mmsearch.runtime.embedded import MilvusServer, SecantusServer, embedded_dir
-from mmsearch.runtime.endpoints import bound, record_stack
+from mmsearch.runtime.endpoints import SERVICE_HOST, bound, record_stack
 from mmsearch.runtime.net import accepts, free_port, grpc_serving, http_ok, port_free, read_ports, wait_until
 from mmsearch.runtime.supervisor import ChildProcess
 
 log = logging.getLogger("mmsearch.launcher.stack")
 ORDER = ("mongo", "milvus", "triton", "preprocess", "retrieval", "gate", "web")
-SERVICE_HOST = "127.0.0.1"  # where the retrieval service's own HTTP listens behind its gate
 
 
 def with_free_ports(config: Config) -> Config:

@@ -30,7 +30,8 @@ from mmsearch.cli import run_cli
 from mmsearch.config import Config, lexical_root, load_config
 from mmsearch.errors import BadInput
 from mmsearch.modelrepo.manifest import MANIFEST_NAME
-from mmsearch.runtime.net import grpc_serving, http_ok, port_free
+from mmsearch.runtime.endpoints import SERVICE_HOST
+from mmsearch.runtime.net import accepts, grpc_serving, http_ok, port_free
 from mmsearch.runtime.supervisor import RestartPolicy, Supervisor, stop_event
 
 log = logging.getLogger("mmsearch.launcher.up")
@@ -153,14 +154,21 @@ def check_ports(cfg: Config) -> None:
             raise BadInput(f"port {port} ({name}) on {host} is in use: is a stack already running? (`mmsearch up --check`)")
 
 
-def health(cfg: Config) -> dict[str, bool]:
+def health(cfg: Config, ports: dict[str, dict[str, int]] | None = None) -> dict[str, bool]:
+    """Each part's own health. With the stack's ``ports`` (stack.json) showing an admission gate, the gate (it
+    listens on the API's port) and the service behind it (its own port) are told apart."""
     r = cfg.retrieval
-    return {
+    behind = (ports or {}).get("retrieval", {}).get("http") if "gate" in (ports or {}) else None
+    service = f"http://{SERVICE_HOST}:{behind}" if behind else f"http://{r.host}:{r.http_port}"
+    out = {
         "triton": http_ok(f"http://{cfg.serving.host}:{cfg.serving.http_port}/v2/health/ready"),
         "preprocess": grpc_serving(f"{cfg.preprocess.host}:{cfg.preprocess.port}"),
-        "retrieval (+ milvus, mongodb, experiments)": http_ok(f"http://{r.host}:{r.http_port}/readyz"),
-        "web": http_ok(f"http://{cfg.web.host}:{cfg.web.port}/healthz"),
+        "retrieval (+ milvus, mongodb, experiments)": http_ok(f"{service}/readyz"),
     }
+    if behind:
+        out["gate (the search API's port)"] = accepts(r.host, r.http_port)
+    out["web"] = http_ok(f"http://{cfg.web.host}:{cfg.web.port}/healthz")
+    return out
 
 
 def one_host_inflight() -> int:
@@ -243,9 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def _go() -> None:
         cfg = load_config(args.config)
         if args.check:
-            from mmsearch.runtime.endpoints import running_config
+            from mmsearch.runtime.endpoints import running_config, stack_ports
 
-            h = health(running_config(cfg))
+            h = health(running_config(cfg), stack_ports(cfg))
             for name, ok in h.items():
                 print(f"{'ok  ' if ok else 'DOWN'}  {name}")
             if not all(h.values()):

@@ -15,6 +15,7 @@ from pathlib import Path
 from mmsearch.config import Config
 
 STACK_FILE = "stack.json"
+SERVICE_HOST = "127.0.0.1"  # where the retrieval service's own HTTP listens behind its admission gate (loopback only)
 SERVICES = ("triton", "preprocess", "retrieval", "gate", "web")  # in the order their ports apply (the gate's after the service's)
 
 

@@ -75,7 +75,7 @@ def test_up_starts_checks_and_stops_cleanly(tmp_path, tiny_text):
         assert "mmsearch_admission" in metrics and 'mmsearch_gate{what="capacity"}' in metrics  # the service's and the gate's
         check = subprocess.run([sys.executable, "-m", "mmsearch", "up", "--check"], env=env, capture_output=True, text=True, timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
-        assert check.stdout.count("ok  ") == 4
+        assert check.stdout.count("ok  ") == 5 and "gate" in check.stdout  # the gate and the service behind it apart
         r = live.retrieval
         assert http_ok(f"http://127.0.0.1:{live.serving.http_port}/v2/health/ready")
         assert http_ok(f"http://{r.host}:{r.http_port}/readyz") and http_ok(f"http://127.0.0.1:{live.web.port}/healthz")
