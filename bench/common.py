@@ -165,27 +165,51 @@ def read_http_response(sock: socket.socket) -> tuple[int, bytes]:
     return int(head.split()[1]), rest[:n]
 
 
+SEARCH_BODY = {"scene": "text2text", "query": {"text": "a small domesticated cat"}}
+
+
+def search_request(body: dict = SEARCH_BODY) -> bytes:
+    """A whole POST /v1/search as the raw-socket benches send it (one write)."""
+    import json as _json
+
+    raw = _json.dumps(body).encode()
+    return (b"POST /v1/search HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(raw)) + raw
+
+
+def kept_connection(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def timed_searches(s: socket.socket, n: int | None = None, seconds: float | None = None,
+                   gap_s: float = 0.0) -> dict[int, list[float]]:
+    """Searches one after another on the kept connection ``s`` (``n`` of them, or for ``seconds``), ``gap_s``
+    apart: latencies (ms) by status."""
+    req = search_request()
+    got: dict[int, list[float]] = {}
+    end = time.monotonic() + (seconds or 0.0)
+    done = 0
+    while (n is not None and done < n) or (n is None and time.monotonic() < end):
+        t0 = time.perf_counter()
+        s.sendall(req)
+        status = read_http_response(s)[0]
+        got.setdefault(status, []).append((time.perf_counter() - t0) * 1000)
+        done += 1
+        if gap_s:
+            time.sleep(gap_s)
+    return got
+
+
 def probe_refusals(port: int, seconds: float, gap_s: float, out, go) -> None:
     """One client in a process of its own (no load generator's threads to share an interpreter lock with):
     a search every ``gap_s`` on one kept connection for ``seconds`` from when ``go`` (a multiprocessing
     event) is set. Puts "ready" on ``out`` (a multiprocessing queue) once connected, then
     {status: [latency ms, ...]}. Beside a closed loop it tells the server's refusal latency from the
     load generator's own delays."""
-    import json as _json
-
-    body = _json.dumps({"scene": "text2text", "query": {"text": "a small domesticated cat"}}).encode()
-    req = (b"POST /v1/search HTTP/1.1\r\nHost: probe\r\nContent-Type: application/json\r\n"
-           b"Content-Length: %d\r\n\r\n" % len(body)) + body
-    got: dict[int, list[float]] = {}
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with kept_connection(port) as s:
         out.put("ready")  # (its start, imports and all, is not in the measured window)
         go.wait(60)
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            t0 = time.perf_counter()
-            s.sendall(req)
-            status = read_http_response(s)[0]
-            got.setdefault(status, []).append((time.perf_counter() - t0) * 1000)
-            time.sleep(gap_s)
+        got = timed_searches(s, seconds=seconds, gap_s=gap_s)
     out.put(got)

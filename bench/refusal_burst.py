@@ -23,10 +23,8 @@ one line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import selectors
-import socket
 import sys
 import time
 from pathlib import Path
@@ -34,25 +32,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import read_http_response
+from bench.common import kept_connection, read_http_response, search_request, timed_searches
 from bench.results_io import write_result
-
-BODY = json.dumps({"scene": "text2text", "query": {"text": "a small domesticated cat"}}).encode()
-
-
-def _request(body: bytes = BODY) -> bytes:
-    return (b"POST /v1/search HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)) + body
 
 
 def bursts(port: int, clients: int, rounds: int, gap_s: float) -> dict[str, list[float]]:
     """``rounds`` bursts of ``clients`` simultaneous searches; latencies (ms) by status."""
-    socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(clients)]
-    for s in socks:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    socks = [kept_connection(port) for _ in range(clients)]
     sel = selectors.DefaultSelector()
     by_status: dict[int, list[float]] = {}
-    req = _request()
+    req = search_request()
     try:
         for _ in range(rounds):
             sent = {}
@@ -77,17 +66,11 @@ def bursts(port: int, clients: int, rounds: int, gap_s: float) -> dict[str, list
 
 def hop(port: int, n: int) -> list[float]:
     """``n`` searches one after another on one kept connection: each one's latency (ms)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            s.sendall(_request())
-            status = read_http_response(s)[0]
-            out.append((time.perf_counter() - t0) * 1000)
-            if status != 200:
-                raise SystemExit(f"a search at c=1 was answered {status}: is the stack busy with something else?")
-    return out
+    with kept_connection(port) as s:
+        got = timed_searches(s, n=n)
+    if set(got) != {200}:
+        raise SystemExit(f"searches at c=1 were answered {sorted(got)}: is the stack busy with something else?")
+    return got[200]
 
 
 def merged(parts: list[dict[str, list[float]]]) -> dict[str, dict[str, float]]:

@@ -356,7 +356,7 @@ def flag_overrides(flags: Mapping[str, Any]) -> dict[str, Any]:
 def split_address(address: str, flag: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:80`` too) from a CLI flag; BadInput naming the flag otherwise."""
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise BadInput(f"{flag} must be host:port, got {address!r}")
     return host, int(port)
 

@@ -91,6 +91,6 @@ def test_split_address():
 
     assert split_address("127.0.0.1:0", "--address") == ("127.0.0.1", 0)
     assert split_address("[::1]:8090", "--address") == ("[::1]", 8090)
-    for bad in ("8090", ":8090", "host:", "host:http"):
+    for bad in ("8090", ":8090", "host:", "host:http", "host:70000"):
         with pytest.raises(BadInput, match="--address must be host:port"):
             split_address(bad, "--address")

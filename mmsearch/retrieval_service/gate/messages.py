@@ -4,6 +4,7 @@ answers it writes back (the service's, re-framed, or its own errors, written as 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from http import HTTPStatus
 from urllib.parse import unquote_to_bytes, urlsplit
 
@@ -34,10 +35,11 @@ class Request:
     queued: bool = False  # handed to the connection's queue of requests to answer
     keep_alive: bool = True
 
-    @property
+    @cached_property
     def path(self) -> str:
         """The path as the service's server sees it (PATH_INFO): the absolute form's authority dropped and
-        percent-escapes decoded, so no spelling of a search path gets past the gate's count."""
+        percent-escapes decoded, so no spelling of a search path gets past the gate's count. (Read once
+        the request line is whole.)"""
         target = self.url.split(b"?", 1)[0]
         if not target.startswith(b"/"):
             target = urlsplit(target.decode("latin-1")).path.encode("latin-1") or b"/"

@@ -26,6 +26,7 @@ import httptools
 
 from mmsearch.errors import BadInput, MMSearchError, TooLarge, Unavailable
 from mmsearch.retrieval_service.auth import key_from
+from mmsearch.retrieval_service.gate.admission import GATED
 from mmsearch.retrieval_service.gate.messages import Request, answer, error_answer
 
 if TYPE_CHECKING:
@@ -263,20 +264,21 @@ class ClientConnection(asyncio.Protocol):
         """Answer the requests read so far, in order, while none is with the service."""
         while self.ready and not self.busy and not self.closing and not self.write_paused:
             req = self.ready.popleft()
-            refusal = self._refusal(req)
+            gated = (req.method, req.path) in GATED
+            refusal = self._refusal(req, gated)
             if refusal is not None:
                 self._write(error_answer(refusal, req), req.keep_alive)
                 continue
             self.busy = True
             if self.transport is not None:
                 self.transport.pause_reading()  # the next request waits its turn in the socket
-            self.gate.track(self.gate.loop.create_task(self._forward(req)))
+            self.gate.track(self.gate.loop.create_task(self._forward(req, gated)))
 
-    def _refusal(self, req: Request) -> MMSearchError | None:
+    def _refusal(self, req: Request, gated: bool) -> MMSearchError | None:
         if req.too_large:
             limit = f"body: over the {self.gate.max_body:,}-byte limit"
             return TooLarge(f"{limit} (send smaller batches)") if req.path.startswith("/v1/indexes/") else BadInput(limit)
-        if (req.method, req.path) not in self.gate.gated:
+        if not gated:
             return None
         if self.gate.keys is not None:
             try:
@@ -286,8 +288,7 @@ class ClientConnection(asyncio.Protocol):
                 return e
         return self.gate.admission.enter()
 
-    async def _forward(self, req: Request) -> None:
-        gated = (req.method, req.path) in self.gate.gated
+    async def _forward(self, req: Request, gated: bool) -> None:
         t0 = time.monotonic()
         status = 0
         try:

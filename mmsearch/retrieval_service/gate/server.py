@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 from prometheus_client import generate_latest
 
-from mmsearch.config import Config
+from mmsearch.config import Config, split_address
 from mmsearch.errors import BadInput, Unavailable
 from mmsearch.retrieval_service.auth import ApiKeys
-from mmsearch.retrieval_service.gate.admission import GATED, GateAdmission
+from mmsearch.retrieval_service.gate.admission import GateAdmission
 from mmsearch.retrieval_service.gate.messages import Request, answer
 from mmsearch.retrieval_service.gate.proxy import ClientConnection
 from mmsearch.retrieval_service.gate.upstream import Upstream
@@ -41,7 +41,6 @@ class Gate:
         self.keys = keys if keys.enabled else None
         self.max_body = int(r.max_body_mb * 1024 * 1024)
         self.max_connections = config.gate.max_connections
-        self.gated = GATED
         self.connections: set[ClientConnection] = set()
         self.tasks: set[asyncio.Task] = set()  # requests with the service (held: the loop keeps only weak references)
 
@@ -67,13 +66,6 @@ class Gate:
                 conn.transport.close()
 
 
-def _address(text: str, what: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise BadInput(f"{what}: {text!r} is not host:port")
-    return host.strip("[]"), int(port)
-
-
 def upstream_address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname or parts.port is None or parts.path not in ("", "/"):
@@ -83,7 +75,8 @@ def upstream_address(url: str) -> tuple[str, int]:
 
 class GateServer:
     def __init__(self, config: Config, listen: str, upstream: str):
-        host, port = _address(listen, "gate listen address")
+        host, port = split_address(listen, "gate listen address")
+        host = host.strip("[]")  # (an IPv6 literal as asyncio binds it)
         up_host, up_port = upstream_address(upstream)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="gate", daemon=True)

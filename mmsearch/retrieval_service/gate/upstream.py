@@ -39,7 +39,6 @@ class _Reading:
     reason: bytes = b""
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
-    headers_done: bool = False
     done: bool = False
 
     def on_status(self, status: bytes) -> None:
@@ -49,7 +48,6 @@ class _Reading:
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.headers_done = True
         if self.parser is not None:
             self.keep_alive = self.parser.should_keep_alive()  # (read here: once the message is complete it reads the next)
         if self.head_only:  # an answer to HEAD has no body whatever its Content-Length says
@@ -70,9 +68,9 @@ class _Conn:
     def close(self) -> None:
         self.writer.close()
 
-    async def round_trip(self, data: bytes, head_only: bool) -> tuple[Response, bool]:
-        """Send, read the answer; (answer, whether any byte of it came). Raises ConnectionError on a
-        connection closed before the answer is whole."""
+    async def round_trip(self, data: bytes, head_only: bool) -> Response:
+        """Send, read the answer. Raises ConnectionError on a connection closed before the answer is whole
+        (_Closed says whether any byte of it came)."""
         reading = _Reading(head_only=head_only)
         parser = reading.parser = httptools.HttpResponseParser(reading)
         self.writer.write(data)
@@ -87,7 +85,7 @@ class _Conn:
             except httptools.HttpParserError as e:
                 raise ConnectionError(f"the search service's answer is not HTTP/1.1: {e}") from e
         keep = reading.keep_alive and not head_only
-        return Response(parser.get_status_code(), bytes(reading.reason), reading.headers, bytes(reading.body), keep), got
+        return Response(parser.get_status_code(), bytes(reading.reason), reading.headers, bytes(reading.body), keep)
 
 
 class _Closed(ConnectionError):
@@ -129,13 +127,13 @@ class Upstream:
         conn = kept or await self._connect()
         try:
             try:
-                resp, _ = await asyncio.wait_for(conn.round_trip(data, head_only), self.timeout_s)
+                resp = await asyncio.wait_for(conn.round_trip(data, head_only), self.timeout_s)
             except _Closed as e:
                 conn.close()
                 if kept is None or e.got_bytes or not resendable:
                     raise
                 conn = await self._connect()  # a kept connection the service had closed: once more, on a new one
-                resp, _ = await asyncio.wait_for(conn.round_trip(data, head_only), self.timeout_s)
+                resp = await asyncio.wait_for(conn.round_trip(data, head_only), self.timeout_s)
         except TimeoutError as e:
             conn.close()
             raise DeadlineExceeded(f"the {self.name} did not answer within {self.timeout_s:g} s") from e
