@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.results_io import write_result
 from mmsearch.api.documents import titled_text
-from mmsearch.clients.vectors import VectorStore
+from mmsearch.clients.vectors import IndexSpec, VectorStore
 from mmsearch.encoders.encoder import TEXT_CHUNK, open_encoder
 from mmsearch.encoders.local import session_layout
 from mmsearch.offline.datasets import stamps as S
@@ -187,13 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=ROOT / ".mmsearch" / "data")
     ap.add_argument("--threads", type=int, default=0,
                     help="ONNX Runtime threads of one encoder session (0: the default layout, a session per core)")
+    ap.add_argument("--ef-construction", type=int, default=IndexSpec().hnsw_ef_construction,
+                    help="the HNSW graph's efConstruction (default: the product's; bench/index_choice.py measures the choice)")
     ap.add_argument("--reindex", action="store_true", help="then reindex the built index (mmsearch reindex) and compare its rate")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "build_index.json")
     args = ap.parse_args(argv)
     syn = noun_synsets(args.cache)[: args.texts]
     SealClock.install()
+    spec = IndexSpec(hnsw_ef_construction=args.ef_construction)
     figures: dict = {"texts": len(syn), "text_batch": TEXT_BATCH, "text_chunk": TEXT_CHUNK,
-                     "encoder_sessions_threads": session_layout(args.threads), "loadavg_start": list(os.getloadavg())}
+                     "encoder_sessions_threads": session_layout(args.threads), "index_spec": spec.to_json(),
+                     "loadavg_start": list(os.getloadavg())}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         repo = tmp / "repo"
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         with stores:
             with PeakRSS() as rss, WriteClock() as clock:
                 t = build_index(BuildOptions(index="texts", docs=tmp / "texts.jsonl", model="minilm", lexical=["title", "text"],
-                                             embed_title="title", **common))
+                                             embed_title="title", index_spec=spec, **common))
                 figures["text"] = {"seal_seconds": SealClock.seconds, "seal_server_cpu_s": SealClock.server_cpu_s}
             if args.reindex:  # the managed model change of the same index, from what the stores hold, same model
                 seal_before = SealClock.seconds
@@ -231,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         figures["text"]["cpu_seconds"] = cpu  # 2 cores: at most 2 x build_seconds in all
         figures["text"]["cores_busy"] = round(sum(cpu.values()) / t.seconds, 2)
         sessions, each = session_layout(args.threads)
-        summary = (f"build_index: {t.indexed:,} WordNet glosses (title+gloss, BM25; encoder {sessions} session(s) x {each} thread(s)) "
+        summary = (f"build_index: {t.indexed:,} WordNet glosses (title+gloss, BM25; encoder {sessions} session(s) x {each} thread(s); "
+                   f"HNSW M{spec.hnsw_m} efConstruction {spec.hnsw_ef_construction}) "
                    f"built in {t.seconds:.1f} s, "
                    f"{t.docs_per_s:.0f} docs/s vs the encoder alone {raw:.0f}/s (ratio {t.docs_per_s / raw:.2f}); "
                    f"by tenth {tenths[0]:.0f} -> {tenths[-1]:.0f} docs/s; seal {SealClock.seconds:.1f} s "

@@ -145,6 +145,19 @@ def test_requests_and_answers_pass_through_unchanged():
         conn.close()
 
 
+def test_an_upstream_named_by_host_name_is_resolved():
+    """Compose's gate forwards to http://retrieval:8081: a name, resolved when the gate connects."""
+    backend = Backend()
+    server = WsgiServer(backend, "127.0.0.1", 0, 4, "test backend")
+    gate = create_server(config(), "127.0.0.1:0", f"http://localhost:{server.port}")
+    try:
+        status, _, body = request(gate, "POST", "/v1/search", b'{"query": {"text": "x"}}')
+        assert status == 200 and json.loads(body)["path"] == "/v1/search" and backend.searches() == 1
+    finally:
+        gate.stop()
+        server.stop()
+
+
 def test_pipelined_requests_are_answered_in_order():
     with gated() as (gate, _):
         out = raw(gate, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"

@@ -566,14 +566,22 @@ def test_compose_parses_and_uses_known_env_and_ports():
     assert not unknown, f"env names the config does not know: {unknown}"
     cfg = load_config(environ={})
     api = "${MMSEARCH_API_BIND:-127.0.0.1}"  # the search API: this host only unless asked
-    assert f"{api}:{cfg.retrieval.http_port}:{cfg.retrieval.http_port}" in services["retrieval"]["ports"]
-    assert f"{api}:{cfg.retrieval.grpc_port}:{cfg.retrieval.grpc_port}" in services["retrieval"]["ports"]
+    # the search API's HTTP is the admission gate's; it forwards to retrieval's own HTTP, which is not published
+    assert services["gate"]["ports"] == [f"{api}:{cfg.retrieval.http_port}:{cfg.retrieval.http_port}"]
+    assert services["retrieval"]["ports"] == [f"{api}:{cfg.retrieval.grpc_port}:{cfg.retrieval.grpc_port}"]
+    own = services["retrieval"]["command"][services["retrieval"]["command"].index("--http") + 1]
+    gate = services["gate"]["command"]
+    assert gate[0] == "serve-gate" and gate[gate.index("--listen") + 1] == f"0.0.0.0:{cfg.retrieval.http_port}"
+    assert gate[gate.index("--upstream") + 1] == f"http://retrieval:{own.rpartition(':')[2]}" and own.rpartition(":")[2] != str(cfg.retrieval.http_port)
+    assert f":{own.rpartition(':')[2]}/readyz" in services["retrieval"]["healthcheck"]["test"][-1]  # its own readiness
+    assert services["web"]["environment"]["MMSEARCH_WEB_RETRIEVAL_URL"] == f"http://gate:{cfg.retrieval.http_port}"
+    assert services["gate"]["environment"]["MMSEARCH_RETRIEVAL_API_KEYS"] == services["retrieval"]["environment"]["MMSEARCH_RETRIEVAL_API_KEYS"]
     assert f"{cfg.web.port}:{cfg.web.port}" in services["web"]["ports"]
     assert "ports" not in services["preprocess"]  # reached inside the network only
     assert services["triton"]["ports"] == [f"127.0.0.1:{cfg.serving.metrics_port}:{cfg.serving.metrics_port}"]  # metrics: admin
     env = load_config(environ={k: str(v) for k, v in compose["x-mmsearch-env"].items()})  # the shared env is a valid config
     assert env.milvus.uri.startswith("http://milvus") and env.serving.url == "triton:8001"
-    for svc in ("preprocess", "retrieval", "web", "experiments-seed"):  # commands are real subcommands
+    for svc in ("preprocess", "retrieval", "gate", "web", "experiments-seed"):  # commands are real subcommands
         assert services[svc]["command"][0] in COMMANDS
     assert _open_ports(compose) == {f"{cfg.web.port}:{cfg.web.port}"}
 
@@ -614,12 +622,12 @@ def test_compose_profiles_one_image_toolbox_and_closed_admin_ports():
     built = [n for n, s in services.items() if "build" in s]
     assert built == ["retrieval"] and services["retrieval"]["build"]["dockerfile"] == "deploy/Dockerfile"
     ours = {n for n, s in services.items() if s.get("image") == services["retrieval"]["image"]}
-    assert ours == {"experiments-seed", "preprocess", "retrieval", "web", "toolbox"}
+    assert ours == {"experiments-seed", "preprocess", "retrieval", "gate", "web", "toolbox"}
     # the toolbox: mmsearch commands inside the network, with the stack's addresses and the folders read-write
     tb = services["toolbox"]
     assert tb["profiles"] == ["tools"] and tb["command"] == ["--help"] and "build-index" in COMMANDS
     cfg = load_config(environ={k: str(v) for k, v in tb["environment"].items() if not str(v).startswith("${")})
-    assert cfg.milvus.uri == "http://milvus:19530" and cfg.retrieval.host == "retrieval"
+    assert cfg.milvus.uri == "http://milvus:19530" and cfg.retrieval.host == "gate"  # the search API (`mmsearch docs`)
     assert {v.split(":")[1] for v in tb["volumes"] if not v.endswith(":ro")} == {"/models", "/images", "/lexical"}
     assert "ports" not in tb
     # admin and store ports are closed: MongoDB, Milvus, MinIO, etcd are not published; the Consul UI is local
@@ -631,6 +639,10 @@ def test_compose_profiles_one_image_toolbox_and_closed_admin_ports():
     broken = copy.deepcopy(compose)
     broken["services"]["consul"]["ports"] = ["8500:8500"]
     assert "8500:8500" in _open_ports(broken)
+
+
+def _port_of(address: str) -> int:
+    return int(address.rpartition(":")[2])
 
 
 def test_k8s_manifests_probes_ports_and_hpa():
@@ -647,15 +659,31 @@ def test_k8s_manifests_probes_ports_and_hpa():
     assert {h["spec"]["scaleTargetRef"]["name"] for h in kinds["HorizontalPodAutoscaler"]} == {"preprocess", "retrieval", "web"}
     expected_ports = {"preprocess": {cfg.preprocess.port, cfg.preprocess.metrics_port}, "retrieval": {cfg.retrieval.http_port, cfg.retrieval.grpc_port},
                       "web": {cfg.web.port}, "triton": {cfg.serving.http_port, cfg.serving.grpc_port, cfg.serving.metrics_port}}
+    containers = {name: {c["name"]: c for c in d["spec"]["template"]["spec"]["containers"]} for name, d in deployments.items()}
+    # the retrieval pod's search API port is the admission gate's, in the same pod (below); the service's own HTTP its own
+    own = containers["retrieval"]["retrieval"]["args"]
+    expected_ports["retrieval"] = {cfg.retrieval.grpc_port, _port_of(own[own.index("--http") + 1])}
     for name, ports in expected_ports.items():
-        c = deployments[name]["spec"]["template"]["spec"]["containers"][0]
+        c = containers[name][name]
         assert {p["containerPort"] for p in c["ports"]} == ports
         assert c["resources"]["requests"] and c["livenessProbe"] and c["readinessProbe"]
         if name != "triton":
             assert c["args"][0] in COMMANDS
-    assert deployments["retrieval"]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    env = {e["name"]: e for e in deployments["retrieval"]["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["MMSEARCH_RETRIEVAL_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "mmsearch-api-keys"  # keys required, from a Secret
+    retrieval, gate = containers["retrieval"]["retrieval"], containers["retrieval"]["gate"]
+    service_port = _port_of(retrieval["args"][retrieval["args"].index("--http") + 1])
+    assert retrieval["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": service_port}  # the service's own readiness
+    # the gate owns the API's port and forwards to the service's own HTTP in the pod, sized by the same ConfigMap
+    assert gate["args"][0] == "serve-gate" and gate["resources"]["requests"] and gate["livenessProbe"] and gate["readinessProbe"]
+    assert _port_of(gate["args"][gate["args"].index("--listen") + 1]) == cfg.retrieval.http_port
+    assert gate["args"][gate["args"].index("--upstream") + 1] == f"http://127.0.0.1:{service_port}"
+    assert {p["containerPort"] for p in gate["ports"]} == {cfg.retrieval.http_port} and service_port != cfg.retrieval.http_port
+    assert gate["envFrom"] == retrieval["envFrom"]
+    svc = next(s for s in kinds["Service"] if s["metadata"]["name"] == "retrieval")
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} == {cfg.retrieval.http_port, cfg.retrieval.grpc_port}  # not the service's own HTTP
+    for c in (retrieval, gate):  # keys are required at the gate as at the service
+        env = {e["name"]: e for e in c["env"]}
+        assert env["MMSEARCH_RETRIEVAL_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "mmsearch-api-keys"  # keys required, from a Secret
+    env = {e["name"]: e for e in retrieval["env"]}
     assert env["MMSEARCH_MONGO_URI"]["valueFrom"]["secretKeyRef"]["key"] == "connectionString.standard"  # the operator's URI, with the password
     services = {s["metadata"]["name"] for s in kinds["Service"]}
     assert {"preprocess", "retrieval", "web", "triton"} <= services
