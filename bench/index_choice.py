@@ -20,6 +20,7 @@ every WordNet noun synset) through the int8 MiniLM the demo exports; cached unde
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -70,19 +71,22 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def vectors_and_queries(texts: int, cache: Path, work: Path) -> tuple[list[str], np.ndarray, list[dict[str, Any]], np.ndarray]:
-    """The demo texts index's ids and vectors, and the held-out judged queries with theirs (cached by count)."""
+    """The demo texts index's ids and vectors, and the held-out judged queries with theirs (cached by texts, queries and model)."""
     from bench.scale import export_encoder
 
     syn = noun_synsets(cache)[:texts]
     ids = [s.offset for s in syn]
     queries = [json.loads(line) for line in HELDOUT.read_text().splitlines() if line.strip()]
-    cached = work / f"demo_{len(syn)}.npz"
+    model = export_encoder(work) / "minilm"
+    texts_ = [titled_text({"title": s.title}, s.gloss, "title") for s in syn]
+    key = hashlib.blake2b("\n".join(texts_ + [q["query"] for q in queries]).encode() + (model / "mmsearch.json").read_bytes(),
+                          digest_size=8).hexdigest()  # the texts, the queries and the model's manifest
+    cached = work / f"demo_{len(syn)}_{key}.npz"
     if cached.is_file():
         z = np.load(cached)
         if len(z["docs"]) == len(ids) and len(z["queries"]) == len(queries):
             return ids, z["docs"], queries, z["queries"]
-    enc = open_encoder(export_encoder(work) / "minilm")
-    texts_ = [titled_text({"title": s.title}, s.gloss, "title") for s in syn]
+    enc = open_encoder(model)
     log(f"encoding {len(texts_):,} texts ...")
     t0 = time.perf_counter()
     docs = np.concatenate([enc.encode(texts_[s : s + 1024]) for s in range(0, len(texts_), 1024)]).astype(np.float32)
@@ -190,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     plot(runs, breadths, png, title)
 
     def cell(r: dict[str, Any]) -> str:
+        knob = "ef" if r["spec"]["index_type"] == "HNSW" else "nprobe"
         return (f"{r['label']} {r['milvus_cpu_s_over_idle']:.0f} CPU s/{r['build_wall_s']:.0f} s: "
-                + " ".join(f"ef{b} {r['by_breadth'][str(b)]['recall@10']:.3f}/{r['by_breadth'][str(b)]['p50_ms']:.1f}ms"
+                + " ".join(f"{knob}{b} {r['by_breadth'][str(b)]['recall@10']:.3f}/{r['by_breadth'][str(b)]['p50_ms']:.1f}ms"
                            for b in breadths))
     summary = (f"index_choice ({len(ids):,} demo vectors, {len(queries)} held-out queries; Milvus CPU s over idle/wall, then recall@10/p50 "
                "by search breadth): " + " | ".join(cell(r) for r in runs))

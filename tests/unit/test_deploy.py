@@ -40,7 +40,7 @@ K8S_VERSION = "1.33.0"
 # creates them (deploy/k8s/README.md says how; a test checks it names each one and its keys).
 EXTERNAL_SECRETS: dict[str, set[str]] = {
     "mmsearch-mongo-password": {"password"},
-    "mmsearch-api-keys": {"api-keys", "web"},
+    "mmsearch-api-keys": {"api-keys", "web", "write-api-keys"},
     "mmsearch-consul": {"token"},
 }
 
@@ -575,7 +575,9 @@ def test_compose_parses_and_uses_known_env_and_ports():
     assert gate[gate.index("--upstream") + 1] == f"http://retrieval:{own.rpartition(':')[2]}" and own.rpartition(":")[2] != str(cfg.retrieval.http_port)
     assert f":{own.rpartition(':')[2]}/readyz" in services["retrieval"]["healthcheck"]["test"][-1]  # its own readiness
     assert services["web"]["environment"]["MMSEARCH_WEB_RETRIEVAL_URL"] == f"http://gate:{cfg.retrieval.http_port}"
-    assert services["gate"]["environment"]["MMSEARCH_RETRIEVAL_API_KEYS"] == services["retrieval"]["environment"]["MMSEARCH_RETRIEVAL_API_KEYS"]
+    keys = {k: v for k, v in services["retrieval"]["environment"].items() if k.startswith("MMSEARCH_RETRIEVAL_")}
+    assert keys.keys() >= {"MMSEARCH_RETRIEVAL_API_KEYS", "MMSEARCH_RETRIEVAL_WRITE_API_KEYS"}
+    assert {k: v for k, v in services["gate"]["environment"].items() if k.startswith("MMSEARCH_RETRIEVAL_")} == keys  # as the service judges
     assert f"{cfg.web.port}:{cfg.web.port}" in services["web"]["ports"]
     assert "ports" not in services["preprocess"]  # reached inside the network only
     assert services["triton"]["ports"] == [f"127.0.0.1:{cfg.serving.metrics_port}:{cfg.serving.metrics_port}"]  # metrics: admin
@@ -680,9 +682,13 @@ def test_k8s_manifests_probes_ports_and_hpa():
     assert gate["envFrom"] == retrieval["envFrom"]
     svc = next(s for s in kinds["Service"] if s["metadata"]["name"] == "retrieval")
     assert {p["targetPort"] for p in svc["spec"]["ports"]} == {cfg.retrieval.http_port, cfg.retrieval.grpc_port}  # not the service's own HTTP
-    for c in (retrieval, gate):  # keys are required at the gate as at the service
-        env = {e["name"]: e for e in c["env"]}
-        assert env["MMSEARCH_RETRIEVAL_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "mmsearch-api-keys"  # keys required, from a Secret
+    def retrieval_env(c: dict) -> dict:
+        return {e["name"]: e for e in c["env"] if e["name"].startswith("MMSEARCH_RETRIEVAL_")}
+
+    assert retrieval_env(gate) == retrieval_env(retrieval)  # the gate judges keys as the service does (read and write keys)
+    env = retrieval_env(gate)
+    assert env["MMSEARCH_RETRIEVAL_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "mmsearch-api-keys"  # keys required, from a Secret
+    assert env["MMSEARCH_RETRIEVAL_WRITE_API_KEYS"]["valueFrom"]["secretKeyRef"]["optional"] is True
     env = {e["name"]: e for e in retrieval["env"]}
     assert env["MMSEARCH_MONGO_URI"]["valueFrom"]["secretKeyRef"]["key"] == "connectionString.standard"  # the operator's URI, with the password
     services = {s["metadata"]["name"] for s in kinds["Service"]}
