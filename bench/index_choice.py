@@ -9,7 +9,7 @@ On 2 cores the build is CPU-bound: every CPU second Milvus spends on a graph com
 collection of one embedded Milvus 2.3.5 (inserts of 5,000, then VectorStore.seal: flush, index, load), and the
 Milvus process tree's CPU seconds and the wall time are recorded, with the CPU Milvus spends idle (measured for 10 s
 before each build) subtracted as well: its ticks are not the index's cost. Collections are released, not dropped,
-so no spec's build pays for an earlier one's garbage collection. Then every held-out judged text→text query
+so no spec's build pays for an earlier one's garbage collection; each run starts a fresh Milvus on a fresh data dir. Then every held-out judged text→text query
 (mmsearch/offline/datasets/judged_sets/text2text_heldout.jsonl, encoded one at a time as the service does) is
 searched at each breadth (HNSW ef / IVF nprobe; Milvus's own limit is top 10): recall@10 against exact search
 (numpy) over the same vectors, per query class, and the search's p50 / p99 straight to Milvus. The first spec is
@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ids, docs, queries, qv = vectors_and_queries(args.texts, args.cache, args.work)
     _, ex_s = exact_topk(docs, qv, TOP_K)
     runs: list[dict[str, Any]] = []
-    with MilvusServer(args.work / "milvus") as milvus:
+    # a fresh server and data dir per run: a collection an earlier run left would be written into, not created
+    with tempfile.TemporaryDirectory(dir=args.work) as data, MilvusServer(Path(data) / "milvus") as milvus:
         store = VectorStore(milvus.uri, timeout_s=120)
         for run, spec in enumerate([*specs, specs[0]]):  # the first again at the end: the run's own noise
             log(f"{label(spec)} ({run + 1}/{len(specs) + 1})")
