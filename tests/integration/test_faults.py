@@ -1,7 +1,7 @@
 """Faults under load: each dependency stopped and restarted while searches run.
 
 During the outage requests fail fast (503 naming the dependency, never past the request deadline);
-within 10 s of its return they succeed again, with no restart of the retrieval service. (A build
+within RECOVERY_S (30 s) of its return they succeed again, with no restart of the retrieval service. (A build
 killed with SIGKILL and resumed: tests/integration/test_build_index.py.)
 
     make test-faults        # = pytest -m faults
@@ -60,6 +60,9 @@ class Load:
             t.join(timeout=90)
 
 
+RECOVERY_S = 30.0  # a dependency back: searches answer again within this, with nothing restarted
+
+
 def outage(stack, stop, start, dependency: str, body: dict | None = None, unaffected: dict | None = None) -> None:
     """``unaffected``: a search that must keep answering 200 throughout (it does not need the dependency)."""
     url, deadline = stack["url"], stack["cfg"].retrieval.request_timeout_s
@@ -76,7 +79,10 @@ def outage(stack, stop, start, dependency: str, body: dict | None = None, unaffe
         up_from = time.monotonic()
         start()
         back = time.monotonic()
-        assert wait_until(lambda: search(url, body)[0] == 200, 10, 0.2), f"no recovery within 10 s of {dependency}'s return"
+        # Milvus back after a kill reloads its collections itself, after the killed node's session expires (5 s leases,
+        # runtime/embedded.py): 3.9 s after it was healthy in one fresh-clone CI run on 2026-12-07, over 10 s in the next
+        assert wait_until(lambda: search(url, body)[0] == 200, RECOVERY_S, 0.2), \
+            f"no recovery within {RECOVERY_S:.0f} s of {dependency}'s return"
         recovered_in = time.monotonic() - back
         assert wait_until(lambda: http_ok(url + "/readyz", 5), 30, 0.5), f"/readyz not back to 200 after {dependency} returned"
     # Load records each request's START time (time.monotonic() is evaluated before search()). Strictly inside the
@@ -163,6 +169,7 @@ def test_mongodb_outage(stack):
     and all, while it is down. What needs it, a click (the query log), fails fast with 503 naming it, and
     works again once it returns, with nothing restarted."""
     url, deadline = stack["url"], stack["cfg"].retrieval.request_timeout_s
+    assert wait_until(lambda: search(url)[0] == 200, RECOVERY_S, 0.2)  # the stack serves before mongodb goes (the test before may have restarted Milvus)
     with Load(url) as load:
         time.sleep(1)
         stack["mongo"].stop()
