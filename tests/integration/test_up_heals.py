@@ -33,9 +33,10 @@ from mmsearch.runtime.supervisor import descendants
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 # searches answer again within 15 s of a child's kill; Milvus standalone itself takes longer to start again
 # after a SIGKILL (the dead server's etcd sessions expire, its components find each other, the collection is
-# loaded again: 12.3-12.6 s to a first search on this 2-core box, docs/architecture.md), so it gets a margin
-# for a loaded CI machine
-WITHIN_S = {"milvus": 20.0}
+# loaded again: 12.3-12.6 s to a first search on this 2-core box, docs/architecture.md; 12.5-12.7 s in two
+# fresh-clone CI runs on 2026-12-07 and 22.5 s in a third, whose session expiry came late), so it gets 30 s:
+# the same bound test_faults gives a returning Milvus
+WITHIN_S = {"milvus": 30.0}
 BODY = {"scene": "text2text", "query": {"text": "tiny document 7"}}
 # what each direct child of `mmsearch up` runs (setpriv execs the command itself)
 SIGNATURES = {"milvus": "milvus\0run\0standalone", "mongo": "mmsearch.runtime.secantusd", "triton": "serve-models",
