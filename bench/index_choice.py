@@ -36,7 +36,7 @@ import numpy as np
 
 from bench.build_index import _cpu_s
 from bench.results_io import write_result
-from bench.scale import exact_topk, pct, recall_at_k
+from bench.scale import exact_topk, export_encoder, pct, recall_at_k
 from mmsearch.api.documents import titled_text
 from mmsearch.clients.vectors import IndexSpec, VectorStore, collection_name
 from mmsearch.encoders.encoder import open_encoder
@@ -73,8 +73,6 @@ def tree_cpu_s(pid: int) -> float:
 
 def vectors_and_queries(texts: int, cache: Path, work: Path) -> tuple[list[str], np.ndarray, list[dict[str, Any]], np.ndarray]:
     """The demo texts index's ids and vectors, and the held-out judged queries with theirs (cached by texts, queries and model)."""
-    from bench.scale import export_encoder
-
     syn = noun_synsets(cache)[:texts]
     ids = [s.offset for s in syn]
     queries = [json.loads(line) for line in HELDOUT.read_text().splitlines() if line.strip()]
@@ -84,9 +82,8 @@ def vectors_and_queries(texts: int, cache: Path, work: Path) -> tuple[list[str],
                           digest_size=8).hexdigest()  # the texts, the queries and the model's manifest
     cached = work / f"demo_{len(syn)}_{key}.npz"
     if cached.is_file():
-        z = np.load(cached)
-        if len(z["docs"]) == len(ids) and len(z["queries"]) == len(queries):
-            return ids, z["docs"], queries, z["queries"]
+        z = np.load(cached)  # (its key covers the texts, the queries and the model)
+        return ids, z["docs"], queries, z["queries"]
     enc = open_encoder(model)
     log(f"encoding {len(texts_):,} texts ...")
     t0 = time.perf_counter()
@@ -113,6 +110,10 @@ def measure(store: VectorStore, pid: int, spec: IndexSpec, ids: list[str], docs:
     entry: dict[str, Any] = {"spec": spec.to_json(), "build_wall_s": wall, "milvus_cpu_s": cpu, "milvus_idle_cores": idle_rate,
                              "milvus_cpu_s_over_idle": cpu - idle_rate * wall, "by_breadth": {}}
     row_of = {i: r for r, i in enumerate(ids)}
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for qi, q in enumerate(queries):
+        for tag in q.get("tags", ["untagged"]):
+            by_class[tag].append(qi)
     vs = VectorStore(store.uri, timeout_s=120, spec=spec)
     for b in breadths:
         for q in qv[:20]:  # warm
@@ -122,10 +123,6 @@ def measure(store: VectorStore, pid: int, spec: IndexSpec, ids: list[str], docs:
             t1 = time.perf_counter()
             found.append([h for h, _ in vs.search(name, q[None, :], TOP_K, ef=b)[0]])
             lat.append(time.perf_counter() - t1)
-        by_class: dict[str, list[int]] = defaultdict(list)
-        for qi, q in enumerate(queries):
-            for tag in q.get("tags", ["untagged"]):
-                by_class[tag].append(qi)
         entry["by_breadth"][str(b)] = {
             "recall@10": recall_at_k(found, row_of, docs, qv, ex_s),
             "recall@10_by_class": {c: recall_at_k([found[i] for i in rows], row_of, docs, qv[rows], ex_s[rows])

@@ -70,10 +70,11 @@ def config(**retrieval) -> Config:
 
 
 @contextmanager
-def gated(cfg: Config | None = None, upstream: str | None = None) -> Iterator[tuple[GateServer, Backend]]:
+def gated(cfg: Config | None = None, upstream: str | None = None, host: str = "127.0.0.1") -> Iterator[tuple[GateServer, Backend]]:
+    """``host``: how the gate names the backend (``upstream`` replaces the whole address)."""
     backend = Backend()
     server = WsgiServer(backend, "127.0.0.1", 0, 16, "test backend")
-    gate = create_server(cfg or config(), "127.0.0.1:0", upstream or f"http://127.0.0.1:{server.port}")
+    gate = create_server(cfg or config(), "127.0.0.1:0", upstream or f"http://{host}:{server.port}")
     try:
         yield gate, backend
     finally:
@@ -147,15 +148,9 @@ def test_requests_and_answers_pass_through_unchanged():
 
 def test_an_upstream_named_by_host_name_is_resolved():
     """Compose's gate forwards to http://retrieval:8081: a name, resolved when the gate connects."""
-    backend = Backend()
-    server = WsgiServer(backend, "127.0.0.1", 0, 4, "test backend")
-    gate = create_server(config(), "127.0.0.1:0", f"http://localhost:{server.port}")
-    try:
+    with gated(host="localhost") as (gate, backend):
         status, _, body = request(gate, "POST", "/v1/search", b'{"query": {"text": "x"}}')
         assert status == 200 and json.loads(body)["path"] == "/v1/search" and backend.searches() == 1
-    finally:
-        gate.stop()
-        server.stop()
 
 
 def test_pipelined_requests_are_answered_in_order():

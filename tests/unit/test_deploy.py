@@ -663,16 +663,15 @@ def test_k8s_manifests_probes_ports_and_hpa():
                       "web": {cfg.web.port}, "triton": {cfg.serving.http_port, cfg.serving.grpc_port, cfg.serving.metrics_port}}
     containers = {name: {c["name"]: c for c in d["spec"]["template"]["spec"]["containers"]} for name, d in deployments.items()}
     # the retrieval pod's search API port is the admission gate's, in the same pod (below); the service's own HTTP its own
-    own = containers["retrieval"]["retrieval"]["args"]
-    expected_ports["retrieval"] = {cfg.retrieval.grpc_port, _port_of(own[own.index("--http") + 1])}
+    retrieval, gate = containers["retrieval"]["retrieval"], containers["retrieval"]["gate"]
+    service_port = _port_of(retrieval["args"][retrieval["args"].index("--http") + 1])
+    expected_ports["retrieval"] = {cfg.retrieval.grpc_port, service_port}
     for name, ports in expected_ports.items():
         c = containers[name][name]
         assert {p["containerPort"] for p in c["ports"]} == ports
         assert c["resources"]["requests"] and c["livenessProbe"] and c["readinessProbe"]
         if name != "triton":
             assert c["args"][0] in COMMANDS
-    retrieval, gate = containers["retrieval"]["retrieval"], containers["retrieval"]["gate"]
-    service_port = _port_of(retrieval["args"][retrieval["args"].index("--http") + 1])
     assert retrieval["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": service_port}  # the service's own readiness
     # the gate owns the API's port and forwards to the service's own HTTP in the pod, sized by the same ConfigMap
     assert gate["args"][0] == "serve-gate" and gate["resources"]["requests"] and gate["livenessProbe"] and gate["readinessProbe"]
