@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -92,6 +93,11 @@ class PeakRSS:
             self._sample(me)
             self._stop.wait(0.5)
 
+    def snapshot(self) -> dict[str, float]:
+        """CPU seconds by role from the start to now (a fresh sample), for a per-tenth breakdown."""
+        self._sample(os.getpid())
+        return self.cpu_seconds()
+
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds by role over the sampled span (to the last sample: within 0.5 s)."""
         out: dict[str, float] = {}
@@ -139,10 +145,12 @@ class SealClock:
 
 
 class WriteClock:
-    """When each batch of vectors reached Milvus: the build's rate per tenth of its documents."""
+    """When each batch of vectors reached Milvus: the build's rate per tenth of its documents, and (given a
+    ``cpu`` snapshot, PeakRSS.snapshot) where the CPU went in each tenth, so a rate that falls names its cause."""
 
-    def __init__(self):
+    def __init__(self, cpu: Callable[[], dict[str, float]] | None = None):
         self.marks: list[tuple[float, int]] = []
+        self.cpu, self.cpu_marks = cpu, []  # cpu_marks[i]: the snapshot at marks[i]
         self._real = VectorStore.upsert
 
     def __enter__(self):
@@ -151,6 +159,8 @@ class WriteClock:
         def upsert(store, collection, ids, *a, **k):
             out = clock._real(store, collection, ids, *a, **k)
             clock.marks.append((time.perf_counter(), len(ids)))
+            if clock.cpu is not None:
+                clock.cpu_marks.append(clock.cpu())
             return out
 
         VectorStore.upsert = upsert  # type: ignore[method-assign]
@@ -160,15 +170,34 @@ class WriteClock:
     def __exit__(self, *exc):
         VectorStore.upsert = self._real  # type: ignore[method-assign]
 
+    def _tenth_ends(self) -> list[int]:
+        """The index of the mark that closes each tenth of the documents written."""
+        total = sum(n for _, n in self.marks)
+        ends, done = [], 0
+        for i, (_, n) in enumerate(self.marks):
+            done += n
+            if done >= total / 10 * (len(ends) + 1) - 1e-9 and len(ends) < 10:
+                ends.append(i)
+        return ends
+
     def tenths(self) -> list[float]:
         """docs/s over each tenth of the documents written."""
         total = sum(n for _, n in self.marks)
-        out, done, start, goal = [], 0, self.t0, total / 10
-        for t, n in self.marks:
-            done += n
-            if done >= goal * (len(out) + 1) - 1e-9 and len(out) < 10:
-                out.append((total / 10) / max(t - start, 1e-9))
-                start = t
+        out, start = [], self.t0
+        for i in self._tenth_ends():
+            out.append((total / 10) / max(self.marks[i][0] - start, 1e-9))
+            start = self.marks[i][0]
+        return out
+
+    def cpu_by_tenth(self) -> list[dict[str, float]]:
+        """CPU seconds by role spent in each tenth (empty without a ``cpu`` snapshot)."""
+        if not self.cpu_marks:
+            return []
+        out, before = [], {}
+        for i in self._tenth_ends():
+            now = self.cpu_marks[i]
+            out.append({k: round(v - before.get(k, 0.0), 1) for k, v in now.items() if v - before.get(k, 0.0) >= 0.05})
+            before = now
         return out
 
 
@@ -213,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         common = dict(repo=repo, data_dir=tmp / "data", progress=True, milvus_uri=milvus.uri, mongo_uri=mongo.uri,
                       threads=args.threads)
         with stores:
-            with PeakRSS() as rss, WriteClock() as clock:
+            with PeakRSS() as rss, WriteClock(rss.snapshot) as clock:
                 t = build_index(BuildOptions(index="texts", docs=tmp / "texts.jsonl", model="minilm", lexical=["title", "text"],
                                              embed_title="title", index_spec=spec, **common))
                 figures["text"] = {"seal_seconds": SealClock.seconds, "seal_server_cpu_s": SealClock.server_cpu_s}
@@ -229,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         tenths = clock.tenths()
         figures["text"] |= {"raw_encode_docs_per_s": raw, "build_docs_per_s": t.docs_per_s, "ratio": t.docs_per_s / raw,
                            "build_seconds": t.seconds, "indexed": t.indexed, "docs_per_s_by_tenth": tenths,
+                           "cpu_s_by_tenth": clock.cpu_by_tenth(),
                            "last_tenth_over_first": tenths[-1] / tenths[0] if len(tenths) >= 2 else None}
         figures["peak_rss_mb"] = {"bench_process": rss.self_kb / 1024, "servers": rss.children_kb / 1024}
         cpu = rss.cpu_seconds()

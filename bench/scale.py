@@ -10,7 +10,7 @@ headword or package summary where the source has one, else the text's first 12 w
 of the index verbatim.
 
 Per size, on a fresh data dir: secantusdb and Milvus standalone started as `mmsearch up` starts them
-(launcher.Stack, one-host admission sizing); the encoder's raw rate on 4,000 of the texts
+(launcher.Stack, one-host admission sizing); the encoder's raw rate on 12,000 of the texts, before the build and again after it (the ratio is to their mean)
 (encoders.open_encoder on the exported MiniLM int8, in the build's batches (--batch-size, default build-index's) as the build reads them); build-index
 (the library call behind `mmsearch build-index`, default IndexSpec HNSW, documents stored beside the
 vectors) timed end to end; then Triton, the preprocess service and the retrieval service; searches
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from bench.build_index import WriteClock
+from bench.build_index import PeakRSS, SealClock, WriteClock
 from bench.results_io import write_result
 from mmsearch.clients.vectors import IndexSpec, VectorStore, collection_name
 from mmsearch.offline.datasets.scale_corpus import build_corpus
@@ -265,13 +265,20 @@ def run_size(n: int, lines: list[str], queries: list[str], repo: Path, work: Pat
         sample = [json.loads(x)["text"] for x in lines[: min(n, args.raw_sample)]]
         batch = entry["batch"] = args.batch_size or TEXT_BATCH
         encoder.encode(sample[:batch])
+
+        def raw_rate() -> float:
+            t0 = time.perf_counter()
+            for s in range(0, len(sample), batch):
+                encoder.encode(sample[s : s + batch])
+            return len(sample) / (time.perf_counter() - t0)
+
+        # measured before the build and again after it (the stores idle): this machine's speed drifts between
+        # runs by more than the differences a build's ratio is meant to show, so the ratio is to their mean
+        entry["raw_encode_docs_per_s_before"] = raw_rate()
+        log(f"{n}: raw encode {entry['raw_encode_docs_per_s_before']:.0f} texts/s on {len(sample)}; building ...")
         t0 = time.perf_counter()
-        for s in range(0, len(sample), batch):
-            encoder.encode(sample[s : s + batch])
-        entry["raw_encode_docs_per_s"] = len(sample) / (time.perf_counter() - t0)
-        log(f"{n}: raw encode {entry['raw_encode_docs_per_s']:.0f} texts/s on {len(sample)}; building ...")
-        t0 = time.perf_counter()
-        with Peak(pids) as peak, WriteClock() as clock:
+        seal_cpu_before = dict(SealClock.server_cpu_s)
+        with Peak(pids) as peak, PeakRSS() as cpu, WriteClock(cpu.snapshot) as clock:
             summary = build_index(BuildOptions(index="texts", docs=docs, model="minilm", repo=repo, data_dir=base / "data",
                                                milvus_uri=stack.config.milvus.uri, mongo_uri=stack.config.mongo.uri, progress=True,
                                                batch_size=batch))
@@ -280,7 +287,13 @@ def run_size(n: int, lines: list[str], queries: list[str], repo: Path, work: Pat
                           "peak_rss_mb": peak.peak, "loadavg_after": loadavg(),
                           # the rate per tenth of the vectors written, then the seal (the index made, loaded, searchable)
                           "docs_per_s_by_tenth": clock.tenths(),
-                          "seal_s": time.perf_counter() - clock.marks[-1][0] if clock.marks else None}
+                          "seal_s": time.perf_counter() - clock.marks[-1][0] if clock.marks else None,
+                          # where the CPU went, in all and per tenth (this process's threads by role, each server)
+                          "cpu_s": cpu.cpu_seconds(), "cpu_s_by_tenth": clock.cpu_by_tenth(),
+                          "seal_server_cpu_s": {k: round(v - seal_cpu_before.get(k, 0.0), 1)
+                                                for k, v in SealClock.server_cpu_s.items()}}
+        entry["raw_encode_docs_per_s_after"] = raw_rate()
+        entry["raw_encode_docs_per_s"] = (entry["raw_encode_docs_per_s_before"] + entry["raw_encode_docs_per_s_after"]) / 2
         entry["build"]["ratio_to_raw_encode"] = entry["build"]["docs_per_s"] / entry["raw_encode_docs_per_s"]
         log(f"{n}: built {summary.indexed} in {entry['build']['wall_s']:.0f} s ({entry['build']['docs_per_s']:.0f} docs/s); serving ...")
         stack.start(("triton", "preprocess", "retrieval"))
@@ -385,7 +398,9 @@ def summary_line(result: dict[str, Any]) -> str:
         b = e["build"]
         batches = f" (batches of {e['batch']})" if "batch" in e else ""
         parts.append(f"{int(s):,} real texts: build{batches} {b['wall_s']:.0f} s = {b['docs_per_s']:.0f} docs/s vs raw encode "
-                     f"{e['raw_encode_docs_per_s']:.0f}/s ({b['ratio_to_raw_encode']:.2f}x)"
+                     f"{e['raw_encode_docs_per_s']:.0f}/s" + (f" (before/after {e['raw_encode_docs_per_s_before']:.0f}/{e['raw_encode_docs_per_s_after']:.0f})"
+                                                               if "raw_encode_docs_per_s_after" in e else "")
+                     + f" ({b['ratio_to_raw_encode']:.2f}x)"
                      + (f" (by tenth {b['docs_per_s_by_tenth'][0]:.0f} -> {b['docs_per_s_by_tenth'][-1]:.0f} docs/s, seal {b['seal_s']:.0f} s)"
                         if b.get("docs_per_s_by_tenth") else "")
                      + f", c=1 p50 {e['search_c1']['p50_ms']:.1f} / "
@@ -407,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index-types-at", type=int, default=100000, help="compare index types at this size (0: none)")
     ap.add_argument("--nlist", type=int, default=1024)
     ap.add_argument("--pq-m", type=int, default=48)
-    ap.add_argument("--raw-sample", type=int, default=4000)
+    ap.add_argument("--raw-sample", type=int, default=12000)
     ap.add_argument("--batch-size", type=int, default=None,
                     help="texts per build batch, for the build and the raw rate alike (default: build-index's)")
     ap.add_argument("--corpus", type=Path, default=ROOT / ".mmsearch" / "data" / "scale" / "corpus.jsonl")
@@ -419,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     manifest = build_corpus(args.corpus, args.cache)
+    SealClock.install()
     lines = shuffled(args.corpus)
     pool = 20 * args.queries
     if max(sizes) > len(lines) - pool:

@@ -209,6 +209,9 @@ class GateConfig(_Section):
     enabled: bool = True  # `mmsearch up` runs it on retrieval.http_port, the service's HTTP behind it on a free port
     upstream_timeout_s: float = Field(300.0, gt=0, le=3600)  # the longest the gate waits for the service's answer
     max_connections: int = Field(1000, ge=1, le=100_000)  # client connections held at once; more are answered 503 and closed
+    # at stop (SIGTERM): requests already with the service get this long to be answered (with Connection: close);
+    # idle connections close at once and no new one is accepted, so a rolling restart loses no answer
+    drain_s: float = Field(10.0, ge=0, le=300)
 
 
 class Config(_Section):

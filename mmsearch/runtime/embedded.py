@@ -188,6 +188,12 @@ def milvus_config(data_dir: Path, ports: dict[str, int], etcd_peer_port: int, gr
         # (300k scale texts: 1118 -> 1035 s, rate by tenth 352 -> 181 against 341 -> 352 docs/s, p50 6.9 -> 6.2 ms,
         # Milvus RSS 1519 -> 967 MB; docs/architecture.md "Stores and build_index")
         ("    sealProportion: 0.23", "    sealProportion: 0.6"),
+        # the data node writes a growing segment's buffer out (a binlog and a statslog) every insertBufSize bytes; a
+        # sealed segment with over 16 statslogs (2 x maxSize / the 64 MB binlog size) is compacted as it is flushed,
+        # into a new segment whose HNSW is built again ("stats number is too much" in its log). A build streaming at
+        # the encoder's rate filled each 300 MB segment in 16 MB syncs (18 statslogs): every segment was indexed
+        # twice, ~40% of Milvus's CPU in a 300k build. Synced every 64 MB, a segment has ~5.
+        ("    insertBufSize: 16777216 #", "    insertBufSize: 67108864 #"),
     ]
     for old, new in replacements:
         if old not in text:

@@ -375,3 +375,57 @@ def test_a_client_that_does_not_read_its_answers_stops_the_gate_reading_its_requ
             assert chunk, "closed early"
             got += chunk
         assert got.count(b"HTTP/1.1 200") == 20
+
+
+def _drain_cfg(drain_s: float) -> Config:
+    cfg = config()
+    return cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"drain_s": drain_s})})
+
+
+def test_at_stop_a_request_with_the_service_is_answered_and_nothing_new_is_taken():
+    """A rolling restart: the request in flight gets its answer (its connection's last), an idle kept
+    connection is closed at once, and a new connection is refused."""
+    with gated(_drain_cfg(10.0)) as (gate, backend):
+        idle = http.client.HTTPConnection("127.0.0.1", gate.port, timeout=10)
+        assert request(gate, "GET", "/x", conn=idle)[0] == 200
+        got: list = []
+        slow = threading.Thread(target=lambda: got.append(request(gate, "GET", "/slow")))
+        slow.start()
+        deadline = time.monotonic() + 5
+        while not any(p == "/slow" for _, p, *_ in backend.seen) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        stopper = threading.Thread(target=gate.stop)
+        stopper.start()
+        time.sleep(0.2)  # (the backend holds /slow for 1 s)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", gate.port), timeout=2).close()
+        assert idle.sock is not None and idle.sock.recv(1) == b""  # the idle connection: closed by the gate
+        slow.join(5)
+        stopper.join(15)
+        status, headers, body = got[0]
+        assert status == 200 and json.loads(body)["path"] == "/slow" and headers.get("Connection") == "close"
+        assert 0.5 < time.monotonic() - t0 < 5  # it waited for the answer, not for the whole drain time
+        idle.close()
+
+
+def test_a_request_slower_than_the_drain_time_is_cut_off_at_stop():
+    with gated(_drain_cfg(0.2)) as (gate, backend):
+        errors: list = []
+
+        def slow() -> None:
+            try:
+                request(gate, "GET", "/slow")
+            except (OSError, http.client.HTTPException) as e:
+                errors.append(e)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        deadline = time.monotonic() + 5
+        while not any(p == "/slow" for _, p, *_ in backend.seen) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        gate.stop()
+        assert time.monotonic() - t0 < 0.9  # the drain time, not the backend's 1 s
+        t.join(5)
+        assert len(errors) == 1  # the client saw its connection end without an answer

@@ -575,6 +575,8 @@ def test_compose_parses_and_uses_known_env_and_ports():
     assert gate[gate.index("--upstream") + 1] == f"http://retrieval:{own.rpartition(':')[2]}" and own.rpartition(":")[2] != str(cfg.retrieval.http_port)
     assert f":{own.rpartition(':')[2]}/readyz" in services["retrieval"]["healthcheck"]["test"][-1]  # its own readiness
     assert services["web"]["environment"]["MMSEARCH_WEB_RETRIEVAL_URL"] == f"http://gate:{cfg.retrieval.http_port}"
+    # the gate drains at stop (gate.drain_s): Docker must not SIGKILL it first (its default grace is 10 s)
+    assert float(services["gate"]["stop_grace_period"].rstrip("s")) >= cfg.gate.drain_s + 3
     keys = {k: v for k, v in services["retrieval"]["environment"].items() if k.startswith("MMSEARCH_RETRIEVAL_")}
     assert keys.keys() >= {"MMSEARCH_RETRIEVAL_API_KEYS", "MMSEARCH_RETRIEVAL_WRITE_API_KEYS"}
     assert {k: v for k, v in services["gate"]["environment"].items() if k.startswith("MMSEARCH_RETRIEVAL_")} == keys  # as the service judges
@@ -679,6 +681,9 @@ def test_k8s_manifests_probes_ports_and_hpa():
     assert gate["args"][gate["args"].index("--upstream") + 1] == f"http://127.0.0.1:{service_port}"
     assert {p["containerPort"] for p in gate["ports"]} == {cfg.retrieval.http_port} and service_port != cfg.retrieval.http_port
     assert gate["envFrom"] == retrieval["envFrom"]
+    # the pod's grace period (default 30 s) covers the preStop wait and the gate's drain at SIGTERM
+    grace = deployments["retrieval"]["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+    assert grace >= int(gate["lifecycle"]["preStop"]["exec"]["command"][-1]) + cfg.gate.drain_s + 3
     svc = next(s for s in kinds["Service"] if s["metadata"]["name"] == "retrieval")
     assert {p["targetPort"] for p in svc["spec"]["ports"]} == {cfg.retrieval.http_port, cfg.retrieval.grpc_port}  # not the service's own HTTP
     def retrieval_env(c: dict) -> dict:

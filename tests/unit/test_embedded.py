@@ -33,6 +33,10 @@ def test_milvus_config_fills_every_template_variable(tmp_path):
     assert cfg["common"]["gracefulTime"] == 700 and cfg["common"]["session"]["ttl"] == 5
     seg = cfg["dataCoord"]["segment"]  # a sealed segment is not "small": never merged and indexed a second time
     assert seg["sealProportion"] > seg["smallProportion"]
+    # nor compacted at its flush for too many statslogs (one per insert-buffer sync; over 2 x maxSize / the 64 MB
+    # binlog size, Milvus 2.3 rewrites the segment and indexes it again): a sealed segment's syncs stay well under
+    syncs = seg["sealProportion"] * seg["maxSize"] * 2**20 / cfg["dataNode"]["segment"]["insertBufSize"]
+    assert syncs * 2 <= 2 * seg["maxSize"] * 2**20 / 2**26
 
 
 def test_embedded_etcd_gets_its_own_loopback_ports(tmp_path):

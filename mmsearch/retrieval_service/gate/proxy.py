@@ -294,9 +294,11 @@ class ClientConnection(asyncio.Protocol):
         try:
             data, status = await self.gate.forward(req, self.client)
         except MMSearchError as e:
+            self.gate.close_if_draining(req)
             data = error_answer(e, req)
         except Exception:  # the edge: a logged 500, the connection kept in step
             log.exception("gate: forwarding %s %s failed", req.method, req.path)
+            self.gate.close_if_draining(req)
             data = answer(500, [(b"Content-Type", b"application/json")], INTERNAL, req)
         finally:
             if gated:

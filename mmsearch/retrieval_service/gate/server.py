@@ -41,6 +41,7 @@ class Gate:
         self.keys = keys if keys.enabled else None
         self.max_body = int(r.max_body_mb * 1024 * 1024)
         self.max_connections = config.gate.max_connections
+        self.draining = False  # stopping: answers go out with Connection: close, and nothing more is read
         self.connections: set[ClientConnection] = set()
         self.tasks: set[asyncio.Task] = set()  # requests with the service (held: the loop keeps only weak references)
 
@@ -51,11 +52,17 @@ class Gate:
     async def forward(self, req: Request, client: str) -> tuple[bytes, int]:
         """The service's answer to ``req`` as it goes back to the client, and its status."""
         resp = await self.upstream.send(req.wire(client), req.head_only, req.resendable)
+        self.close_if_draining(req)
         body = resp.body
         if req.method == "GET" and req.path == "/metrics" and resp.status == 200:
             body += generate_latest(self.admission.registry)  # the gate's own counts, on the one scrape target
         # (whether the service keeps its connection is that hop's business, not the client's)
         return answer(resp.status, resp.headers, body, req, resp.reason), resp.status
+
+    def close_if_draining(self, req: Request) -> None:
+        """A request answered while the gate stops is its connection's last (the client reconnects elsewhere)."""
+        if self.draining:
+            req.keep_alive = False
 
     def sweep_idle(self) -> None:
         now = time.monotonic()
@@ -75,6 +82,7 @@ def upstream_address(url: str) -> tuple[str, int]:
 
 class GateServer:
     def __init__(self, config: Config, listen: str, upstream: str):
+        self.drain_s = config.gate.drain_s
         host, port = split_address(listen, "gate listen address")
         host = host.strip("[]")  # (an IPv6 literal as asyncio binds it)
         up_host, up_port = upstream_address(upstream)
@@ -105,9 +113,18 @@ class GateServer:
         self.gate.sweep_idle()
         self._sweeper = self.loop.call_later(10.0, self._sweep)
 
-    async def _close(self) -> None:
+    async def _close(self, drain_s: float) -> None:
+        """Stop accepting; close idle connections; give requests with the service ``drain_s`` to be answered
+        (each then closes its connection); then close what is left."""
         self._sweeper.cancel()
         self._server.close()
+        self.gate.draining = True
+        for conn in list(self.gate.connections):
+            if not conn.busy and conn.transport is not None:
+                conn.transport.close()  # (a request half read is dropped: its client retries on a new connection)
+        if self.gate.tasks and drain_s > 0:
+            await asyncio.wait(list(self.gate.tasks), timeout=drain_s)
+            await asyncio.sleep(0)  # the answers just written go out before their transports close
         for conn in list(self.gate.connections):
             if conn.transport is not None:
                 conn.transport.close()
@@ -122,12 +139,14 @@ class GateServer:
         self._thread.join(timeout=5)
         self.loop.close()
 
-    def stop(self) -> None:
-        """Stop listening and close every connection (a request with the service is answered no more)."""
+    def stop(self, drain_s: float | None = None) -> None:
+        """Stop listening, answer the requests with the service (up to ``drain_s``, default config
+        gate.drain_s), and close every connection."""
         if self.loop.is_closed():
             return
+        drain = self.drain_s if drain_s is None else drain_s
         try:
-            asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(timeout=5)
+            asyncio.run_coroutine_threadsafe(self._close(drain), self.loop).result(timeout=drain + 5)
         finally:
             self._halt()
 
