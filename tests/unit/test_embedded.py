@@ -36,7 +36,8 @@ def test_milvus_config_fills_every_template_variable(tmp_path):
     # nor compacted at its flush for too many statslogs (one per insert-buffer sync; over 2 x maxSize / the 64 MB
     # binlog size, Milvus 2.3 rewrites the segment and indexes it again): a sealed segment's syncs stay well under
     syncs = seg["sealProportion"] * seg["maxSize"] * 2**20 / cfg["dataNode"]["segment"]["insertBufSize"]
-    assert syncs * 2 <= 2 * seg["maxSize"] * 2**20 / 2**26
+    compacted_over = 2 * seg["maxSize"] * 2**20 / 2**26
+    assert syncs <= compacted_over / 2  # (half: a segment's real bytes run past Milvus's estimate)
 
 
 def test_embedded_etcd_gets_its_own_loopback_ports(tmp_path):

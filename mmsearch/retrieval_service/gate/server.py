@@ -139,14 +139,13 @@ class GateServer:
         self._thread.join(timeout=5)
         self.loop.close()
 
-    def stop(self, drain_s: float | None = None) -> None:
-        """Stop listening, answer the requests with the service (up to ``drain_s``, default config
-        gate.drain_s), and close every connection."""
+    def stop(self) -> None:
+        """Stop listening, answer the requests with the service (up to config gate.drain_s), and close every
+        connection."""
         if self.loop.is_closed():
             return
-        drain = self.drain_s if drain_s is None else drain_s
         try:
-            asyncio.run_coroutine_threadsafe(self._close(drain), self.loop).result(timeout=drain + 5)
+            asyncio.run_coroutine_threadsafe(self._close(self.drain_s), self.loop).result(timeout=self.drain_s + 5)
         finally:
             self._halt()
 
