@@ -53,6 +53,11 @@ def _cpu_s(stat: Path) -> float:
         return 0.0
 
 
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its descendants, MB."""
+    return sum(rss_kb(p) for p in [pid, *descendants(pid)]) / 1024
+
+
 def _servers(pids: list[int]) -> dict[int, tuple[str, float]]:
     """pid -> (command name, CPU seconds) of those child servers still there."""
     out = {}
@@ -65,10 +70,13 @@ def _servers(pids: list[int]) -> dict[int, tuple[str, float]]:
 class PeakRSS:
     """Peak resident memory of this process and, separately, of its children (the embedded servers); and where
     the CPU went: this process's threads by role (the encoder's calling thread, ONNX Runtime's pool, the reader,
-    the writer) and each child server, so "use both cores" is a measured claim, not a guess."""
+    the writer) and each child server, so "use both cores" is a measured claim, not a guess. ``trees``: named
+    process trees (a server and its children) whose peak RSS is kept by name too, in ``tree_mb``."""
 
-    def __init__(self):
+    def __init__(self, trees: dict[str, int] | None = None):
         self.self_kb = self.children_kb = 0
+        self.trees = dict(trees or {})
+        self.tree_mb = dict.fromkeys(self.trees, 0.0)
         self.names: dict[int, str] = {}  # thread id -> Python thread name (the rest: ONNX Runtime's own threads)
         self.threads: dict[int, float] = {}
         self.children: dict[int, tuple[str, float]] = {}
@@ -79,6 +87,8 @@ class PeakRSS:
         self.self_kb = max(self.self_kb, rss_kb(me))
         kids = descendants(me)
         self.children_kb = max(self.children_kb, sum(rss_kb(p) for p in kids))
+        for name, pid in self.trees.items():
+            self.tree_mb[name] = max(self.tree_mb[name], tree_rss_mb(pid))
         for t in threading.enumerate():
             if t.native_id is not None:
                 self.names[t.native_id] = "encoder (main)" if t is threading.main_thread() else t.name.split("_")[0]

@@ -33,7 +33,6 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,12 +43,11 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from bench.build_index import PeakRSS, SealClock, WriteClock
+from bench.build_index import PeakRSS, SealClock, WriteClock, tree_rss_mb
 from bench.results_io import write_result
 from mmsearch.clients.vectors import IndexSpec, VectorStore, collection_name
 from mmsearch.offline.datasets.scale_corpus import build_corpus
 from mmsearch.runtime.embedded import MilvusServer, embedded_dir
-from mmsearch.runtime.supervisor import descendants, rss_kb
 
 TITLE_QUERY_SOURCES = {"gcide", "wordnet", "foldoc", "jargon", "devil"}  # the headword is the query
 TOP_K = 10
@@ -66,36 +64,9 @@ def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-def tree_rss_mb(pid: int) -> float:
-    return sum(rss_kb(p) for p in [pid, *descendants(pid)]) / 1024
-
-
 def disk_mb(path: Path) -> float:
     r = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True, check=False)
     return int(r.stdout.split()[0]) / 1024 if r.stdout else 0.0
-
-
-class Peak:
-    """Peak RSS (MB) of process trees, sampled every 0.5 s."""
-
-    def __init__(self, pids: dict[str, int]):
-        self.pids, self.peak = pids, dict.fromkeys(pids, 0.0)
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for name, pid in self.pids.items():
-                self.peak[name] = max(self.peak[name], tree_rss_mb(pid))
-            self._stop.wait(0.5)
-
-    def __enter__(self) -> Peak:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
 
 
 # --------------------------------------------------------------------------- data
@@ -278,18 +249,18 @@ def run_size(n: int, lines: list[str], queries: list[str], repo: Path, work: Pat
         log(f"{n}: raw encode {entry['raw_encode_docs_per_s_before']:.0f} texts/s on {len(sample)}; building ...")
         t0 = time.perf_counter()
         seal_cpu_before = dict(SealClock.server_cpu_s)
-        with Peak(pids) as peak, PeakRSS() as cpu, WriteClock(cpu.snapshot) as clock:
+        with PeakRSS(pids) as sampler, WriteClock(sampler.snapshot) as clock:
             summary = build_index(BuildOptions(index="texts", docs=docs, model="minilm", repo=repo, data_dir=base / "data",
                                                milvus_uri=stack.config.milvus.uri, mongo_uri=stack.config.mongo.uri, progress=True,
                                                batch_size=batch))
         entry["build"] = {"wall_s": time.perf_counter() - t0, "indexed": summary.indexed, "skipped": summary.skipped,
                           "seconds": summary.seconds, "docs_per_s": summary.indexed / (time.perf_counter() - t0),
-                          "peak_rss_mb": peak.peak, "loadavg_after": loadavg(),
+                          "peak_rss_mb": sampler.tree_mb, "loadavg_after": loadavg(),
                           # the rate per tenth of the vectors written, then the seal (the index made, loaded, searchable)
                           "docs_per_s_by_tenth": clock.tenths(),
                           "seal_s": time.perf_counter() - clock.marks[-1][0] if clock.marks else None,
                           # where the CPU went, in all and per tenth (this process's threads by role, each server)
-                          "cpu_s": cpu.cpu_seconds(), "cpu_s_by_tenth": clock.cpu_by_tenth(),
+                          "cpu_s": sampler.cpu_seconds(), "cpu_s_by_tenth": clock.cpu_by_tenth(),
                           "seal_server_cpu_s": {k: round(v - seal_cpu_before.get(k, 0.0), 1)
                                                 for k, v in SealClock.server_cpu_s.items()}}
         entry["raw_encode_docs_per_s_after"] = raw_rate()

@@ -194,6 +194,13 @@ def milvus_config(data_dir: Path, ports: dict[str, int], etcd_peer_port: int, gr
         # the encoder's rate filled each 300 MB segment in 16 MB syncs (18 statslogs): every segment was indexed
         # twice, ~40% of Milvus's CPU in a 300k build. Synced every 64 MB, a segment has ~5.
         ("    insertBufSize: 16777216 #", "    insertBufSize: 67108864 #"),
+        # a build's last segment is whatever rows are left (0.6 x maxSize of them at most). Under smallProportion (0.5)
+        # Milvus's periodic compaction "squeezes" it into a full segment and builds that one's HNSW again, after the
+        # seal has returned: a 200k build's 43k-row tail kept Milvus on both cores for minutes, served p99 110 ms right
+        # after the build. Small is now under 0.05 (~13k 384-d rows): a build's tail is indexed once and kept as it is
+        # (one more graph to search), and only fragments under that, such as a live collection's day of writes sealed
+        # by maxLife, are still merged (compactableProportion, 0.85, must stay >= smallProportion)
+        ("    smallProportion: 0.5 #", "    smallProportion: 0.05 #"),
     ]
     for old, new in replacements:
         if old not in text:

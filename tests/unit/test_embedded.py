@@ -32,7 +32,10 @@ def test_milvus_config_fills_every_template_variable(tmp_path):
     assert cfg["queryNode"]["segcore"]["interimIndex"]["enableIndex"] is False
     assert cfg["common"]["gracefulTime"] == 700 and cfg["common"]["session"]["ttl"] == 5
     seg = cfg["dataCoord"]["segment"]  # a sealed segment is not "small": never merged and indexed a second time
-    assert seg["sealProportion"] > seg["smallProportion"]
+    # and a build's last, part-filled segment is not "small" unless under a tenth of a sealed one: it is kept and
+    # indexed once, not squeezed into a full segment whose graph is then built again after the seal has returned
+    assert seg["smallProportion"] <= seg["sealProportion"] / 10
+    assert seg["compactableProportion"] >= seg["smallProportion"]  # (Milvus requires it)
     # nor compacted at its flush for too many statslogs (one per insert-buffer sync; over 2 x maxSize / the 64 MB
     # binlog size, Milvus 2.3 rewrites the segment and indexes it again): a sealed segment's syncs stay well under
     syncs = seg["sealProportion"] * seg["maxSize"] * 2**20 / cfg["dataNode"]["segment"]["insertBufSize"]
