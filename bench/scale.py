@@ -353,6 +353,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
                            e["measured_bytes_per_vector"]), fontsize=7)
         ax[3].set(title=f"index types at {next(e['docs'] for e in r if 'index_types' in e):,}: memory vs recall",
                   xlabel="recall@10 (per search breadth)", ylabel="Milvus RSS growth on load, bytes/vector")
+    else:  # the build's rate through it, against its encoder alone (a dip is a segment's graph built beside the encoder)
+        for x, e in zip(xs, r, strict=True):
+            tenths = e["build"].get("docs_per_s_by_tenth") or []
+            line = ax[3].plot(range(1, len(tenths) + 1), tenths, "o-", label=f"{x:,}: build")
+            ax[3].axhline(e["raw_encode_docs_per_s"], ls="--", color=line[0].get_color(), label=f"{x:,}: encoder alone")
+        ax[3].set(title="build rate by tenth of the texts", xlabel="tenth", ylabel="docs/s", ylim=(0, None))
     for a in ax:
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
