@@ -12,6 +12,7 @@ import numpy as np
 
 from mmsearch.client.search_client import SearchClient, overload_delay
 from mmsearch.errors import MMSearchError, Overloaded
+from mmsearch.runtime.supervisor import descendants
 
 
 def running_stack_config():
@@ -124,6 +125,37 @@ def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, 
 
     wall = run_workers(worker, concurrency)
     return summarise([x for xs in lat for x in xs], [x for xs in refused for x in xs], [s for xs in stages for s in xs], errors, wall)
+
+
+SERVER_ROLES = (("serve-retrieval", "retrieval"), ("serve-gate", "gate"), ("serve-preprocess", "preprocess"),
+                ("secantusd", "mongodb"), ("milvus", "milvus"), ("serve-models", "triton"), ("tritonserver", "triton"), ("triton_python_backend", "triton"),
+                ("serve-web", "web"))
+
+
+def stack_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds so far of a running stack's servers (the launcher's descendants), summed by role (from each
+    command line; the rest as "other"), and of this process as "client"; a difference of two calls is where a
+    span's CPU went."""
+    import os
+
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for k in [*descendants(pid), os.getpid()]:
+        try:
+            cmd = Path(f"/proc/{k}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        role = "client" if k == os.getpid() else next((r for key, r in SERVER_ROLES if key in cmd), "other")
+        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_per_answer(before: dict[str, float], after: dict[str, float], answers: int, wall_s: float) -> dict:
+    """CPU ms per answered request by role between two stack_cpu_s readings, and the cores busy meanwhile."""
+    spent = {k: after[k] - before.get(k, 0.0) for k in after}
+    return {"ms": {k: round(v * 1000 / max(answers, 1), 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v > 0},
+            "cores_busy": round(sum(spent.values()) / wall_s, 2)}
 
 
 def summarise(lat_s: list[float], refused_s: list[float], st: list[dict], errors: dict[str, int], wall: float) -> dict:

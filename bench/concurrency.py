@@ -14,7 +14,10 @@ The targets (scale issue, item 4): at c=8 throughput >= 0.9x the best at any con
 <= 3x c=1's; at c=32, refusals only beyond the queue (none at c <= max_inflight + max_queue), each in
 <= 10 ms, and 0 other errors. The clients are threads of this one process: a refusal's latency includes
 their wait for its interpreter lock. So beside the busiest level a probe, one client in a process of
-its own, sends a search every 20 ms and reports its refusals' latency too. Writes a JSON result (command, commit, machine, date, admission
+its own, sends a search every 20 ms and reports its refusals' latency too. At each level it reads where the CPU
+went (/proc: every server of the stack by role, and this client), per answer, and how many cores were busy:
+throughput is capped where the cores are full, and the level that leaves them idle refuses work it has room for.
+Writes a JSON result (command, commit, machine, date, admission
 settings, every level) and a plot beside it, and prints one line.
 """
 
@@ -36,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from bench.admission import admission_limits
-from bench.common import closed_loop, probe_refusals
+from bench.common import closed_loop, cpu_per_answer, probe_refusals, stack_cpu_s
 from bench.results_io import commit, machine, write_result
 
 LEVELS = "1,2,4,8,16,32"
@@ -97,6 +100,13 @@ def small_stack(es: ExitStack, texts: int, images: int) -> tuple[str, dict[str, 
     what = (f"small stack started by the bench (separate processes on this host, mmsearch up's one-host admission sizing): "
             f"packaged MiniLM over {texts} synthetic texts, untrained dual encoder over {images} generated images")
     return f"http://127.0.0.1:{stack.config.retrieval.http_port}", bodies, what
+
+
+def cpu_line(cpu: dict) -> str:
+    """CPU ms per answer, in all and by the two largest roles, and the cores busy."""
+    ms = cpu["ms"]
+    top = ", ".join(f"{k} {v:.1f}" for k, v in list(ms.items())[:2])
+    return f"CPU {sum(ms.values()):.1f} ms/answer ({top}), {cpu['cores_busy']:.2f} cores busy"
 
 
 def verdict(levels: dict[str, dict], limits: dict[str, float]) -> dict:
@@ -164,12 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as es:
         if args.small_stack:
             url, pool, what = small_stack(es, args.texts, args.images)
+            servers = os.getpid()  # (its servers are this process's children)
         else:
             from bench.common import running_stack_config
+            from mmsearch.runtime.endpoints import stack_pid
 
             cfg = running_stack_config()
             url = args.url or f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}"
             pool, what = demo_bodies(cfg), f"the running stack at {url} (demo queries)"
+            servers = stack_pid(cfg) or os.getpid()
         result: dict = {"stack": what, "url": url, "loadavg_start": list(os.getloadavg()), "seconds_per_level": args.seconds,
                         "client": "closed loop, SearchClient, Retry-After honoured", "scenes": {}}
         for scene in scenes:
@@ -186,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                     if got.get(timeout=60) != "ready":
                         raise SystemExit("the refusal probe did not start")
                     go.set()
+                cpu0 = stack_cpu_s(servers)
                 r = closed_loop(url, pool[scene], c, args.seconds, None)
+                r["cpu"] = cpu_per_answer(cpu0, stack_cpu_s(servers), r["requests"], r["wall_s"])
                 if probing:
                     seen = got.get(timeout=args.seconds + 60)
                     prober.join(30)
@@ -194,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                                            "max_ms": max(v)} for k, v in seen.items()}
                 result["scenes"][scene][str(c)] = r
                 print(f"  {scene} c={c}: {r['qps']:.1f} qps, p50 {r['p50_ms'] or 0:.1f} / p99 {r['p99_ms'] or 0:.1f} ms, "
-                      f"429s {r['refused_429']} (max {r['refused_max_ms'] or 0:.1f} ms), errors {r['errors'] or 0}", flush=True)
+                      f"429s {r['refused_429']} (max {r['refused_max_ms'] or 0:.1f} ms), errors {r['errors'] or 0}; "
+                      f"{cpu_line(r['cpu'])}", flush=True)
         result["admission"] = admission_limits(url)  # the served process's own settings and its service-time estimate
     result["verdict"] = {s: verdict(v, result["admission"]) for s, v in result["scenes"].items()}
     result["loadavg_end"] = list(os.getloadavg())
@@ -213,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"c32 refusals max {d['c32_refused_max_ms'] or 0:.1f} ms, other errors {d['c32_other_errors']}, "
                          f"429s within capacity {d['refused_within_capacity']} -> {'MET' if d['c32_met'] else 'not met'}")
         top = v[str(max(int(c) for c in v))]
+        at = "8" if "8" in v else str(max(int(c) for c in v))
+        lines.append(f"c{at} {cpu_line(v[at]['cpu'])}")
         if "429" in top.get("probe", {}):
             p = top["probe"]["429"]
             lines.append(f"probe beside it (one client, own process): {p['n']} refusals p50 {p['p50_ms']:.1f} / p99 "

@@ -15,6 +15,7 @@ from mmsearch.errors import MMSearchError
 from mmsearch.runtime.net import write_ports
 from mmsearch.runtime.observability import configure_logging
 from mmsearch.runtime.supervisor import stop_event
+from mmsearch.runtime.threads import serial_blas
 
 T = TypeVar("T")
 
@@ -83,6 +84,7 @@ def serve_until_stopped(name: str, start: Callable[[], T], ready_line: Callable[
     asked for port 0 binds a free one itself; the launcher reads which)."""
     if config is not None:
         configure_logging(config.log_level, config.log_json)
+    serial_blas()  # before start: a server's numpy work is per request and small (runtime/threads.py)
     stopping = stop_event()  # installed before start, so an early Ctrl-C is not lost
     server = start()
     if ports_file is not None and ports is not None:

@@ -172,17 +172,19 @@ def health(cfg: Config, ports: dict[str, dict[str, int]] | None = None) -> dict[
 
 
 def one_host_inflight() -> int:
-    """A search in flight per two cores: each search's work spans the retrieval process, the
-    preprocess service and Triton, all on this host. On 2 cores, 2 in flight gave ~95 qps but left
-    refusals 10-12 ms at p99 (CPU full); 1 gave ~64 qps with refusals in 6-8 ms (bench/admission.py)."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    """A search in flight per core: each search's work spans the retrieval process and Milvus (and, for
+    images, Triton), so one in flight leaves the host's cores partly idle while it refuses the next. On the
+    2-core demo host: 1 in flight kept 1.2-1.3 cores busy for 60-63 qps at c=8; 2 kept 1.5 busy for 70-78
+    (bench/concurrency.py, docs/architecture.md "Sizing"). Fast refusals no longer need idle cores: the
+    admission gate answers them in a process of its own."""
+    return max(1, os.cpu_count() or 2)
 
 
 def one_host_queue(inflight: int) -> int:
-    """Two queue places per slot: a queued search waits about two service times (~20 ms on the demo)
-    instead of being refused while the slots are about to free, and the queue stays short enough
-    that an admitted search's wait is bounded (bench/concurrency.py)."""
-    return 2 * inflight
+    """One queue place per slot: a queued search waits about one service time instead of being refused while
+    a slot is about to free; a deeper queue (two per slot) only added wait: at c=8, p99 4.7-5.3x c=1's
+    against 3.1x with one per slot, for no more throughput (bench/concurrency.py)."""
+    return inflight
 
 
 def sized_for_one_host(cfg: Config) -> Config:

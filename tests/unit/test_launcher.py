@@ -10,8 +10,8 @@ from mmsearch.launcher.up import one_host_inflight, one_host_queue, sized_for_on
 
 def test_admission_is_sized_to_the_host_s_cores_unless_configured(tmp_path):
     cfg = sized_for_one_host(load_config(environ={}))
-    assert cfg.retrieval.max_inflight == one_host_inflight() == max(1, (os.cpu_count() or 2) // 2)
-    assert cfg.retrieval.max_queue == one_host_queue(one_host_inflight()) == 2 * one_host_inflight()  # a queue, not refusals
+    assert cfg.retrieval.max_inflight == one_host_inflight() == max(1, os.cpu_count() or 2)  # a search per core
+    assert cfg.retrieval.max_queue == one_host_queue(one_host_inflight()) == one_host_inflight()  # a queue, not refusals
     mine = sized_for_one_host(load_config(environ={"MMSEARCH_RETRIEVAL_MAX_INFLIGHT": "16", "MMSEARCH_RETRIEVAL_MAX_QUEUE": "4"}))
     assert (mine.retrieval.max_inflight, mine.retrieval.max_queue) == (16, 4)  # what a user configured is kept
     (tmp_path / "c.yaml").write_text("retrieval:\n  max_queue: 3\n")
@@ -19,4 +19,4 @@ def test_admission_is_sized_to_the_host_s_cores_unless_configured(tmp_path):
     assert part.retrieval.max_queue == 3 and part.retrieval.max_inflight == one_host_inflight()
     (tmp_path / "d.yaml").write_text("retrieval:\n  max_inflight: 5\n")
     queue = sized_for_one_host(load_config(str(tmp_path / "d.yaml"), environ={}))
-    assert (queue.retrieval.max_inflight, queue.retrieval.max_queue) == (5, 10)  # the queue follows the slots set
+    assert (queue.retrieval.max_inflight, queue.retrieval.max_queue) == (5, 5)  # the queue follows the slots set
