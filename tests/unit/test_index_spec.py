@@ -64,3 +64,13 @@ def test_config_selects_and_records_the_compressed_types():
         load_config(environ={"MMSEARCH_MILVUS_INDEX_TYPE": "IVF_PQ8"})
     with pytest.raises(ConfigError):
         load_config(environ={"MMSEARCH_MILVUS_IVF_PQ_NBITS": "17"})
+
+
+def test_the_index_type_is_chosen_by_config_as_the_docs_say():
+    """docs/architecture.md, "Choosing the vector index type": MMSEARCH_MILVUS_INDEX_TYPE picks the build's type."""
+    from mmsearch.clients.vectors import index_spec
+    from mmsearch.config import load_config
+
+    spec = index_spec(load_config(environ={"MMSEARCH_MILVUS_INDEX_TYPE": "IVF_SQ8"}).milvus)
+    assert spec.index_type == "IVF_SQ8" and "nlist" in spec.index_params()
+    assert index_spec(load_config(environ={}).milvus).index_type == "HNSW"
