@@ -127,26 +127,38 @@ def closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float, 
     return summarise([x for xs in lat for x in xs], [x for xs in refused for x in xs], [s for xs in stages for s in xs], errors, wall)
 
 
-SERVER_ROLES = (("serve-retrieval", "retrieval"), ("serve-gate", "gate"), ("serve-preprocess", "preprocess"),
-                ("secantusd", "mongodb"), ("milvus", "milvus"), ("serve-models", "triton"), ("tritonserver", "triton"), ("triton_python_backend", "triton"),
-                ("serve-web", "web"))
+MMSEARCH_ROLES = {"serve-retrieval": "retrieval", "serve-gate": "gate", "serve-preprocess": "preprocess",
+                  "serve-models": "triton", "serve-web": "web"}  # `python -m mmsearch <command>`
+PROGRAM_ROLES = {"milvus": "milvus", "tritonserver": "triton", "triton_python_backend_stub": "triton"}
+
+
+def server_role(argv: list[str]) -> str:
+    """A stack process's role from its command line: the mmsearch command it runs, or the program's name."""
+    if "-m" in argv[:-1]:
+        module = argv[argv.index("-m") + 1]
+        if module == "mmsearch.runtime.secantusd":
+            return "mongodb"
+        rest = argv[argv.index("-m") + 2:]
+        if module == "mmsearch" and rest:
+            return MMSEARCH_ROLES.get(rest[0], "other")
+    return PROGRAM_ROLES.get(Path(argv[0]).name if argv else "", "other")
 
 
 def stack_cpu_s(pid: int) -> dict[str, float]:
-    """CPU seconds so far of a running stack's servers (the launcher's descendants), summed by role (from each
-    command line; the rest as "other"), and of this process as "client"; a difference of two calls is where a
-    span's CPU went."""
+    """CPU seconds so far of a running stack's servers (the launcher's descendants), summed by role
+    (server_role; the rest as "other"), and of this process as "client"; a difference of two calls is where
+    a span's CPU went."""
     import os
 
     out: dict[str, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for k in [*descendants(pid), os.getpid()]:
         try:
-            cmd = Path(f"/proc/{k}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            argv = Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace").split("\0")
             fields = Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # gone meanwhile
             continue
-        role = "client" if k == os.getpid() else next((r for key, r in SERVER_ROLES if key in cmd), "other")
+        role = "client" if k == os.getpid() else server_role([a for a in argv if a])
         out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 

@@ -182,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = running_stack_config()
             url = args.url or f"http://{cfg.retrieval.host}:{cfg.retrieval.http_port}"
             pool, what = demo_bodies(cfg), f"the running stack at {url} (demo queries)"
-            servers = stack_pid(cfg) or os.getpid()
+            servers = stack_pid(cfg)
+            if servers is None:
+                raise SystemExit("the stack stopped: start it again with `make demo`")
         result: dict = {"stack": what, "url": url, "loadavg_start": list(os.getloadavg()), "seconds_per_level": args.seconds,
                         "client": "closed loop, SearchClient, Retry-After honoured", "scenes": {}}
         for scene in scenes:

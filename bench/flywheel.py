@@ -115,7 +115,7 @@ def main() -> None:
                 pinned = pinned.replace(old, new)
             exp_file.write_text(pinned)
             time.sleep(3)  # the watched file is reloaded within a second or two
-        # one user at a time: `mmsearch up` admits one search per two cores, more would be refused (429)
+        # one user at a time: `mmsearch up` admits a search per core and queues as many; the clicks' timing stays one user's
         before = simulate(client, scene, queries, args.users, 5, clicks, seed=args.seed, top_k=10, user_prefix=f"fw-{stamp}",
                           workers=1)
         if before.get("errors", 0) > 0.01 * args.users * 5:

@@ -13,8 +13,9 @@ from typing import Any
 
 
 def serial_blas() -> list[dict[str, Any]]:
-    """Limit every BLAS library loaded in this process (numpy's OpenBLAS, and any loaded later by the same
-    name) to one thread; the libraries as they are now, for a log line or a test."""
+    """Limit the BLAS libraries loaded in this process (numpy's OpenBLAS: numpy is imported first) to one
+    thread; the libraries as they are now, for a log line or a test. A library loaded later keeps its own
+    threads (scipy's, imported by the A/B statistics off the search path)."""
     import numpy  # noqa: F401  (its BLAS must be loaded for the limit to reach it)
     from threadpoolctl import threadpool_info, threadpool_limits
 

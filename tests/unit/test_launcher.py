@@ -10,7 +10,7 @@ from mmsearch.launcher.up import one_host_inflight, one_host_queue, sized_for_on
 
 def test_admission_is_sized_to_the_host_s_cores_unless_configured(tmp_path):
     cfg = sized_for_one_host(load_config(environ={}))
-    assert cfg.retrieval.max_inflight == one_host_inflight() == max(1, os.cpu_count() or 2)  # a search per core
+    assert cfg.retrieval.max_inflight == one_host_inflight() == max(1, len(os.sched_getaffinity(0)))  # a search per core
     assert cfg.retrieval.max_queue == one_host_queue(one_host_inflight()) == one_host_inflight()  # a queue, not refusals
     mine = sized_for_one_host(load_config(environ={"MMSEARCH_RETRIEVAL_MAX_INFLIGHT": "16", "MMSEARCH_RETRIEVAL_MAX_QUEUE": "4"}))
     assert (mine.retrieval.max_inflight, mine.retrieval.max_queue) == (16, 4)  # what a user configured is kept
