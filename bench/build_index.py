@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+from bench.common import proc_cpu_s
 from bench.results_io import write_result
 from mmsearch.api.documents import titled_text
 from mmsearch.clients.vectors import IndexSpec, VectorStore
@@ -44,15 +45,6 @@ from mmsearch.runtime.embedded import MilvusServer, SecantusServer
 from mmsearch.runtime.supervisor import descendants, rss_kb
 
 
-def _cpu_s(stat: Path) -> float:
-    """utime + stime of a process or thread (/proc/.../stat), in seconds; 0 when it is gone."""
-    try:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and its descendants, MB."""
     return sum(rss_kb(p) for p in [pid, *descendants(pid)]) / 1024
@@ -63,7 +55,7 @@ def _servers(pids: list[int]) -> dict[int, tuple[str, float]]:
     out = {}
     for k in pids:
         with contextlib.suppress(OSError):
-            out[k] = (Path(f"/proc/{k}/comm").read_text().strip(), _cpu_s(Path(f"/proc/{k}/stat")))
+            out[k] = (Path(f"/proc/{k}/comm").read_text().strip(), proc_cpu_s(Path(f"/proc/{k}/stat")))
     return out
 
 
@@ -93,7 +85,7 @@ class PeakRSS:
             if t.native_id is not None:
                 self.names[t.native_id] = "encoder (main)" if t is threading.main_thread() else t.name.split("_")[0]
         for task in Path(f"/proc/{me}/task").glob("*"):
-            self.threads[int(task.name)] = max(self.threads.get(int(task.name), 0.0), _cpu_s(task / "stat"))
+            self.threads[int(task.name)] = max(self.threads.get(int(task.name), 0.0), proc_cpu_s(task / "stat"))
         for k, (name, sec) in _servers(kids).items():
             self.children[k] = (name, max(self.children.get(k, ("", 0.0))[1], sec))
 
@@ -120,8 +112,8 @@ class PeakRSS:
 
     def __enter__(self):
         me = os.getpid()
-        self._base = {int(t.name): _cpu_s(t / "stat") for t in Path(f"/proc/{me}/task").glob("*")}  # (the export before)
-        self._kid_base = {k: _cpu_s(Path(f"/proc/{k}/stat")) for k in descendants(me)}  # (servers' start-up)
+        self._base = {int(t.name): proc_cpu_s(t / "stat") for t in Path(f"/proc/{me}/task").glob("*")}  # (the export before)
+        self._kid_base = {k: proc_cpu_s(Path(f"/proc/{k}/stat")) for k in descendants(me)}  # (servers' start-up)
         self._t.start()
         return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -144,22 +145,27 @@ def server_role(argv: list[str]) -> str:
     return PROGRAM_ROLES.get(Path(argv[0]).name if argv else "", "other")
 
 
+def proc_cpu_s(stat: Path) -> float:
+    """utime + stime of a process or thread (/proc/.../stat), in seconds; 0 when it is gone."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def stack_cpu_s(pid: int) -> dict[str, float]:
     """CPU seconds so far of a running stack's servers (the launcher's descendants), summed by role
     (server_role; the rest as "other"), and of this process as "client"; a difference of two calls is where
     a span's CPU went."""
-    import os
-
     out: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
     for k in [*descendants(pid), os.getpid()]:
         try:
             argv = Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace").split("\0")
-            fields = Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # gone meanwhile
             continue
         role = "client" if k == os.getpid() else server_role([a for a in argv if a])
-        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        out[role] = out.get(role, 0.0) + proc_cpu_s(Path(f"/proc/{k}/stat"))
     return out
 
 

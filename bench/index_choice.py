@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from bench.build_index import _cpu_s
+from bench.common import proc_cpu_s
 from bench.results_io import write_result
 from bench.scale import exact_topk, export_encoder, pct, recall_at_k
 from mmsearch.api.documents import titled_text
@@ -68,7 +68,7 @@ def label(spec: IndexSpec) -> str:
 
 
 def tree_cpu_s(pid: int) -> float:
-    return sum(_cpu_s(Path(f"/proc/{p}/stat")) for p in [pid, *descendants(pid)])
+    return sum(proc_cpu_s(Path(f"/proc/{p}/stat")) for p in [pid, *descendants(pid)])
 
 
 def vectors_and_queries(texts: int, cache: Path, work: Path) -> tuple[list[str], np.ndarray, list[dict[str, Any]], np.ndarray]:

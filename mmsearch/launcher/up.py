@@ -175,8 +175,8 @@ def one_host_inflight() -> int:
     """A search in flight per core: each search's work spans the retrieval process and Milvus (and, for
     images, Triton), so one in flight leaves the host's cores partly idle while it refuses the next. On the
     2-core demo host, side by side: 1 in flight kept 1.2-1.3 cores busy for 60-63 qps at c=8; 2 kept 1.5 busy
-    for 70-78 (the tracked run: 89 / 85; bench/concurrency.py, docs/architecture.md "Sizing"). Fast refusals no longer need idle cores: the
-    admission gate answers them in a process of its own."""
+    for 70-78 (the tracked run: 89 / 85; bench/concurrency.py, docs/architecture.md "Sizing"). Fast refusals
+    no longer need idle cores: the admission gate answers them in a process of its own."""
     return max(1, len(os.sched_getaffinity(0)))  # the cores this process may run on (a container's cpuset)
 
 

@@ -4,7 +4,7 @@ A server's numpy work is small and per request (the learned ranker's 200 candida
 weights). OpenBLAS splits even that across its own threads, one per core, and on a host whose cores are busy
 with the other servers the caller waits, holding the interpreter lock, until its helper is scheduled. On the
 2-core demo host, loaded, that product took p50 4.0 / p99 8.1 ms with OpenBLAS's 2 threads against 0.022 /
-0.056 ms on one (docs/architecture.md, "Throughput"). A server's parallelism is its requests, not its BLAS.
+0.056 ms on one (docs/architecture.md, "BLAS on the calling thread"; bench/blas_threads.py). A server's parallelism is its requests, not its BLAS.
 """
 
 from __future__ import annotations
